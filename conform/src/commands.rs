@@ -1,0 +1,124 @@
+//! What each subcommand does.
+
+use crate::cli::{Cli, Command};
+use anyhow::{Context, Result};
+use spec_model::{rules, Model, Report};
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::Path;
+
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Check { image, json } => check(&image, json),
+        Command::Dump {
+            image,
+            json,
+            revision: _,
+        } => dump(&image, json),
+        Command::Rules { json } => {
+            print_rules(json)?;
+            Ok(0)
+        }
+    }
+}
+
+fn open_model(image: &Path) -> Result<Model<File>> {
+    let file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
+    Model::open(file).with_context(|| format!("cannot check {}", image.display()))
+}
+
+fn check(image: &Path, json: bool) -> Result<i32> {
+    let model = open_model(image)?;
+    let report = model.report();
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", human_report(image, report));
+    }
+    Ok(report.verdict.exit_code())
+}
+
+/// The human form of a verdict: findings by offset, then one line per bitmap.
+pub fn human_report(image: &Path, report: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{}: {} (bitmaps extension {})",
+        image.display(),
+        report.verdict.as_str(),
+        serde_json::to_value(report.bitmaps_extension)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    );
+    for f in &report.findings {
+        let _ = writeln!(
+            o,
+            "  {:#010x}  {:<12} {:<36} {}",
+            f.offset,
+            f.severity.as_str(),
+            f.rule.id(),
+            f.message
+        );
+    }
+    for b in &report.bitmaps {
+        let mut flags = Vec::new();
+        if b.flags.in_use {
+            flags.push("in_use");
+        }
+        if b.flags.auto {
+            flags.push("auto");
+        }
+        if b.flags.extra_data_compatible {
+            flags.push("extra_data_compatible");
+        }
+        let content = match (&b.content_sha256, b.set_bits) {
+            (Some(h), Some(n)) => format!("{n} bits set, sha256 {h}"),
+            _ => "contents not usable".to_string(),
+        };
+        let _ = writeln!(
+            o,
+            "  bitmap {:?}: granularity 2^{} ({} bytes), flags [{}], {}, {}",
+            b.name,
+            b.granularity_bits,
+            if b.granularity_bits < 64 {
+                (1u128 << b.granularity_bits).to_string()
+            } else {
+                "?".into()
+            },
+            flags.join(", "),
+            if b.usable { "usable" } else { "not usable" },
+            content
+        );
+    }
+    o
+}
+
+fn dump(image: &Path, json: bool) -> Result<i32> {
+    let model = open_model(image)?;
+    let d = spec_model::dump::dump(model.analysis());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{}", spec_model::dump::render(&d));
+    }
+    Ok(0)
+}
+
+fn print_rules(json: bool) -> Result<()> {
+    let cat = rules::catalogue();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&cat)?);
+        return Ok(());
+    }
+    for r in cat {
+        println!(
+            "{:<38} {:<22} {:<40} {}",
+            r.id,
+            r.severities.join("/"),
+            r.section,
+            r.condition
+        );
+    }
+    Ok(())
+}

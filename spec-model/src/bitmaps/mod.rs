@@ -1,0 +1,634 @@
+//! The bitmaps extension (spec "Bitmaps extension", "Bitmap directory",
+//! "Bitmap table", "Bitmap data"): validated and claimed here; contents in
+//! [`content`].
+
+pub mod content;
+
+use crate::clusters::{Claim, Owner};
+use crate::context::Ctx;
+use crate::extensions::Extension;
+use crate::fields::{
+    bitmap_entry as e, bitmap_table_entry as t, bitmaps_ext as x, extension, header as hf,
+};
+use crate::finding::Findings;
+use crate::io::CheckError;
+use crate::rules::{Rule, Severity};
+use content::Geometry;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::io::{Read, Seek};
+
+/// The `bitmaps_extension` state of the verdict contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtensionState {
+    Absent,
+    Consistent,
+    Inconsistent,
+}
+
+/// The bitmaps extension's data fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct BitmapsExt {
+    /// File offset of the extension's data.
+    pub offset: u64,
+    pub length: u32,
+    pub nb_bitmaps: u32,
+    pub reserved32: u32,
+    pub bitmap_directory_size: u64,
+    pub bitmap_directory_offset: u64,
+}
+
+/// One bitmap directory entry and its table, as found in the file.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirEntry {
+    /// File offset of the entry.
+    pub offset: u64,
+    pub bitmap_table_offset: u64,
+    pub bitmap_table_size: u32,
+    pub flags: u32,
+    #[serde(rename = "type")]
+    pub bitmap_type: u8,
+    pub granularity_bits: u8,
+    pub name_size: u16,
+    pub extra_data_size: u32,
+    /// The 24 fixed bytes, read through the field table by `dump`.
+    #[serde(skip)]
+    pub raw_fixed: Vec<u8>,
+    #[serde(skip)]
+    pub name: Vec<u8>,
+    #[serde(skip)]
+    pub extra_data: Vec<u8>,
+    /// The table entries, when the table lies inside the file.
+    #[serde(skip)]
+    pub table: Option<Vec<u64>>,
+}
+
+impl DirEntry {
+    pub fn in_use(&self) -> bool {
+        u64::from(self.flags) & e::FLAG_IN_USE != 0
+    }
+    pub fn auto(&self) -> bool {
+        u64::from(self.flags) & e::FLAG_AUTO != 0
+    }
+    pub fn extra_data_compatible(&self) -> bool {
+        u64::from(self.flags) & e::FLAG_EXTRA_DATA_COMPATIBLE != 0
+    }
+    /// The bitmap's sizes for an image of `size` virtual bytes.
+    pub fn geometry(&self, size: u64, cluster_bits: u32) -> Geometry {
+        Geometry {
+            size,
+            granularity_bits: u32::from(self.granularity_bits),
+            cluster_bits,
+        }
+    }
+    /// Whether the entry alone allows using the contents (the extension
+    /// must also be consistent and valid).
+    pub fn self_usable(&self, size: u64, cluster_bits: u32) -> bool {
+        !self.in_use()
+            && (self.extra_data_size == 0 || self.extra_data_compatible())
+            && u64::from(self.bitmap_type) == e::TYPE_DIRTY_TRACKING
+            && self.granularity_bits <= 63
+            && self.table.as_ref().is_some_and(|tb| {
+                tb.len() as u64 >= self.geometry(size, cluster_bits).clusters_needed()
+            })
+    }
+}
+
+/// What the bitmaps pass found.
+#[derive(Debug, Clone)]
+pub struct BitmapsFound {
+    pub state: ExtensionState,
+    pub ext: Option<BitmapsExt>,
+    pub entries: Vec<DirEntry>,
+}
+
+impl<R: Read + Seek> Ctx<R> {
+    /// Validates the bitmaps extension and claims its clusters. An
+    /// inconsistent extension is still read (to list its bitmaps) but is
+    /// ignored: its defects are not findings and its clusters are not
+    /// claimed, so they show as leaks.
+    pub fn check_bitmaps(&mut self, exts: &[Extension]) -> Result<BitmapsFound, CheckError> {
+        let ext = exts.iter().find(|x| x.ext_type == extension::BITMAPS);
+        let bit0 = self.h.autoclear_features & hf::AUTOCLEAR_BITMAPS != 0;
+        let Some(ext) = ext else {
+            if self.h.version == 3 && bit0 {
+                self.findings.add(
+                    Rule::BitmapsAutoclearWithoutExtension,
+                    hf::AUTOCLEAR_FEATURES.offset as u64,
+                    format!(
+                        "autoclear_features is {:#x}: bit 0 set but the image has no bitmaps extension",
+                        self.h.autoclear_features
+                    ),
+                );
+            }
+            return Ok(BitmapsFound {
+                state: ExtensionState::Absent,
+                ext: None,
+                entries: Vec::new(),
+            });
+        };
+        let state = if self.h.version == 2 {
+            self.findings.add(
+                Rule::BitmapsV2Image,
+                ext.offset,
+                "version 2 image with a bitmaps extension: it has no autoclear bit, so the extension is ignored",
+            );
+            ExtensionState::Inconsistent
+        } else if !bit0 {
+            self.findings.add(
+                Rule::BitmapsAutoclearMissing,
+                hf::AUTOCLEAR_FEATURES.offset as u64,
+                format!(
+                    "autoclear_features is {:#x}: bit 0 clear, so the bitmaps extension at {:#x} is ignored",
+                    self.h.autoclear_features, ext.offset
+                ),
+            );
+            ExtensionState::Inconsistent
+        } else {
+            ExtensionState::Consistent
+        };
+        if state == ExtensionState::Consistent {
+            let (ext, entries) = self.read_bitmaps(ext, true)?;
+            return Ok(BitmapsFound {
+                state,
+                ext,
+                entries,
+            });
+        }
+        // Ignored extension: read it for the listing only.
+        let saved = std::mem::take(&mut self.findings);
+        let result = self.read_bitmaps(ext, false);
+        self.findings = saved;
+        let (ext, entries) = result?;
+        Ok(BitmapsFound {
+            state,
+            ext,
+            entries,
+        })
+    }
+
+    fn read_bitmaps(
+        &mut self,
+        ext: &Extension,
+        claim: bool,
+    ) -> Result<(Option<BitmapsExt>, Vec<DirEntry>), CheckError> {
+        let data_at = ext.data_offset();
+        if (ext.length as usize) < x::LENGTH {
+            self.findings.add_as(
+                Rule::BitmapsExtLength,
+                Severity::Error,
+                ext.offset + 4,
+                format!("bitmaps extension length is {}, expected 24", ext.length),
+            );
+            return Ok((None, Vec::new()));
+        }
+        if ext.length as usize > x::LENGTH {
+            self.findings.add_as(
+                Rule::BitmapsExtLength,
+                Severity::Unspecified,
+                ext.offset + 4,
+                format!("bitmaps extension length is {}, expected 24", ext.length),
+            );
+        }
+        let be = BitmapsExt {
+            offset: data_at,
+            length: ext.length,
+            nb_bitmaps: ext.get(x::NB_BITMAPS) as u32,
+            reserved32: ext.get(x::RESERVED) as u32,
+            bitmap_directory_size: ext.get(x::BITMAP_DIRECTORY_SIZE),
+            bitmap_directory_offset: ext.get(x::BITMAP_DIRECTORY_OFFSET),
+        };
+        let at = |f: crate::fields::Field| data_at + f.offset as u64;
+        if be.nb_bitmaps == 0 {
+            self.findings.add(
+                Rule::BitmapsExtNbBitmapsZero,
+                at(x::NB_BITMAPS),
+                "nb_bitmaps is 0",
+            );
+        }
+        if be.reserved32 != 0 {
+            self.findings.add(
+                Rule::BitmapsExtReserved,
+                at(x::RESERVED),
+                format!("reserved bytes 4-7 are {:#x}, must be 0", be.reserved32),
+            );
+        }
+        if u64::from(be.nb_bitmaps) > x::MAX_BITMAPS
+            || be.bitmap_directory_size > x::MAX_DIRECTORY_SIZE
+        {
+            self.findings.add(
+                Rule::BitmapsExtLimits,
+                at(x::NB_BITMAPS),
+                format!(
+                    "nb_bitmaps {} / bitmap_directory_size {}: QEMU supports at most {} bitmaps and {} directory bytes",
+                    be.nb_bitmaps,
+                    be.bitmap_directory_size,
+                    x::MAX_BITMAPS,
+                    x::MAX_DIRECTORY_SIZE
+                ),
+            );
+        }
+        let dir_off = be.bitmap_directory_offset;
+        if !self.h.aligned(dir_off) {
+            self.findings.add(
+                Rule::BitmapsExtDirectoryAlignment,
+                at(x::BITMAP_DIRECTORY_OFFSET),
+                format!("bitmap_directory_offset {dir_off:#x} is not cluster aligned"),
+            );
+        }
+        let dir_size = be.bitmap_directory_size;
+        let Some(dir) = self.img.read_checked(dir_off, dir_size)? else {
+            self.findings.add(
+                Rule::BitmapsExtDirectoryBounds,
+                at(x::BITMAP_DIRECTORY_OFFSET),
+                format!(
+                    "bitmap directory at {dir_off:#x} ({dir_size} bytes) runs past the end of the file ({} bytes)",
+                    self.img.len()
+                ),
+            );
+            return Ok((Some(be), Vec::new()));
+        };
+        if claim {
+            self.map.claim(
+                &mut self.findings,
+                dir_off,
+                dir_size,
+                Owner::BitmapDirectory,
+                dir_off,
+            );
+        }
+        let entries = self.parse_directory(&be, &dir, claim)?;
+        Ok((Some(be), entries))
+    }
+
+    fn parse_directory(
+        &mut self,
+        be: &BitmapsExt,
+        dir: &[u8],
+        claim: bool,
+    ) -> Result<Vec<DirEntry>, CheckError> {
+        let dir_off = be.bitmap_directory_offset;
+        let dir_size = dir.len() as u64;
+        let mut entries = Vec::new();
+        let mut names: HashSet<Vec<u8>> = HashSet::new();
+        let mut pos = 0u64;
+        let size_field = be.offset + x::BITMAP_DIRECTORY_SIZE.offset as u64;
+        for i in 0..be.nb_bitmaps {
+            let at = dir_off + pos;
+            if pos >= dir_size {
+                self.findings.add(
+                    Rule::BitmapsExtDirectorySize,
+                    size_field,
+                    format!(
+                        "bitmap_directory_size is {dir_size}: entry {i} of {} would start at or past its end",
+                        be.nb_bitmaps
+                    ),
+                );
+                return Ok(entries);
+            }
+            if pos + e::FIXED_LENGTH as u64 > dir_size {
+                self.findings.add(
+                    Rule::BitmapsDirEntryBounds,
+                    at,
+                    format!("entry {i}: its 24 fixed bytes run past the end of the directory"),
+                );
+                return Ok(entries);
+            }
+            let raw = &dir[pos as usize..];
+            let extra_size = e::EXTRA_DATA_SIZE.get(raw);
+            let name_size = e::NAME_SIZE.get(raw);
+            let len = e::entry_length(extra_size, name_size);
+            if pos + len > dir_size {
+                self.findings.add(
+                    Rule::BitmapsDirEntryBounds,
+                    at,
+                    format!(
+                        "entry {i}: {len} bytes (extra_data_size {extra_size}, name_size {name_size}) run past the end of the directory"
+                    ),
+                );
+                return Ok(entries);
+            }
+            let fixed = e::FIXED_LENGTH as u64;
+            let extra_end = (fixed + extra_size) as usize;
+            let name_end = extra_end + name_size as usize;
+            let mut entry = DirEntry {
+                offset: at,
+                bitmap_table_offset: e::BITMAP_TABLE_OFFSET.get(raw),
+                bitmap_table_size: e::BITMAP_TABLE_SIZE.get(raw) as u32,
+                flags: e::FLAGS.get(raw) as u32,
+                bitmap_type: e::TYPE.get(raw) as u8,
+                granularity_bits: e::GRANULARITY_BITS.get(raw) as u8,
+                name_size: name_size as u16,
+                extra_data_size: extra_size as u32,
+                raw_fixed: raw[..fixed as usize].to_vec(),
+                extra_data: raw[fixed as usize..extra_end].to_vec(),
+                name: raw[extra_end..name_end].to_vec(),
+                table: None,
+            };
+            if raw[name_end..len as usize].iter().any(|&b| b != 0) {
+                self.findings.add(
+                    Rule::BitmapsDirPadding,
+                    at + name_end as u64,
+                    format!("entry {i}: padding after the name is not zero"),
+                );
+            }
+            if !entry.name.is_empty() && !names.insert(entry.name.clone()) {
+                self.findings.add(
+                    Rule::BitmapsDirNameUnique,
+                    at + extra_end as u64,
+                    format!(
+                        "entry {i}: name {:?} is used by an earlier entry",
+                        String::from_utf8_lossy(&entry.name)
+                    ),
+                );
+            }
+            self.check_entry(i, &mut entry, claim)?;
+            entries.push(entry);
+            pos += len;
+        }
+        if pos != dir_size {
+            self.findings.add(
+                Rule::BitmapsExtDirectorySize,
+                size_field,
+                format!(
+                    "bitmap_directory_size is {dir_size}, the {} entries fill {pos} bytes",
+                    be.nb_bitmaps
+                ),
+            );
+        }
+        Ok(entries)
+    }
+
+    fn check_entry(&mut self, i: u32, entry: &mut DirEntry, claim: bool) -> Result<(), CheckError> {
+        let at = entry.offset;
+        let fat = |f: crate::fields::Field| at + f.offset as u64;
+        let flags = u64::from(entry.flags);
+        if flags & !e::FLAGS_KNOWN != 0 {
+            self.findings.add(
+                Rule::BitmapsDirFlagsReserved,
+                fat(e::FLAGS),
+                format!(
+                    "entry {i}: flags {flags:#x} has reserved bits {:#x} set",
+                    flags & !e::FLAGS_KNOWN
+                ),
+            );
+        }
+        if u64::from(entry.bitmap_type) != e::TYPE_DIRTY_TRACKING {
+            self.findings.add(
+                Rule::BitmapsDirType,
+                fat(e::TYPE),
+                format!(
+                    "entry {i}: type is {}, only 1 (dirty tracking) is defined",
+                    entry.bitmap_type
+                ),
+            );
+        }
+        let gb = u64::from(entry.granularity_bits);
+        if gb > 63 {
+            self.findings.add_as(
+                Rule::BitmapsDirGranularity,
+                Severity::Error,
+                fat(e::GRANULARITY_BITS),
+                format!("entry {i}: granularity_bits is {gb}, valid values are 0-63"),
+            );
+        } else if !(e::QEMU_MIN_GRANULARITY_BITS..=e::QEMU_MAX_GRANULARITY_BITS).contains(&gb) {
+            self.findings.add_as(
+                Rule::BitmapsDirGranularity,
+                Severity::Limit,
+                fat(e::GRANULARITY_BITS),
+                format!("entry {i}: granularity_bits is {gb}, QEMU supports 9-31"),
+            );
+        }
+        if entry.name_size == 0 {
+            self.findings.add(
+                Rule::BitmapsDirNameEmpty,
+                fat(e::NAME_SIZE),
+                format!("entry {i}: name_size is 0"),
+            );
+        } else if u64::from(entry.name_size) > e::MAX_QEMU_NAME_SIZE {
+            self.findings.add(
+                Rule::BitmapsDirNameLimit,
+                fat(e::NAME_SIZE),
+                format!(
+                    "entry {i}: name_size is {}, QEMU supports at most 1023",
+                    entry.name_size
+                ),
+            );
+        }
+        if entry.name.contains(&0) || std::str::from_utf8(&entry.name).is_err() {
+            self.findings.add(
+                Rule::BitmapsDirNameBytes,
+                at + (e::FIXED_LENGTH as u64) + u64::from(entry.extra_data_size),
+                format!(
+                    "entry {i}: name {:?} contains a NUL byte or is not UTF-8",
+                    String::from_utf8_lossy(&entry.name)
+                ),
+            );
+        }
+        if entry.extra_data_size > 0 {
+            let how = if entry.extra_data_compatible() {
+                "extra_data_compatible is set: usable, extra data kept as is"
+            } else {
+                "extra_data_compatible is clear: the bitmap must not be used"
+            };
+            self.findings.add(
+                Rule::BitmapsDirExtraData,
+                fat(e::EXTRA_DATA_SIZE),
+                format!(
+                    "entry {i}: extra_data_size is {}; {how}",
+                    entry.extra_data_size
+                ),
+            );
+        }
+        if entry.in_use() {
+            self.findings.add(
+                Rule::BitmapsDirInUse,
+                fat(e::FLAGS),
+                format!("entry {i}: in_use is set: contents may be stale and must not be used"),
+            );
+        }
+        let geo = entry.geometry(self.h.size, self.h.cluster_bits);
+        let needed = if gb <= 63 {
+            Some(geo.clusters_needed())
+        } else {
+            None
+        };
+        let size = u64::from(entry.bitmap_table_size);
+        if let Some(needed) = needed {
+            if size < needed && !entry.in_use() {
+                self.findings.add_as(
+                    Rule::BitmapsDirTableSize,
+                    Severity::Error,
+                    fat(e::BITMAP_TABLE_SIZE),
+                    format!("entry {i}: bitmap_table_size is {size}, the virtual size {} needs {needed}", self.h.size),
+                );
+            } else if size > needed {
+                self.findings.add_as(
+                    Rule::BitmapsDirTableSize,
+                    Severity::Unspecified,
+                    fat(e::BITMAP_TABLE_SIZE),
+                    format!("entry {i}: bitmap_table_size is {size}, only {needed} needed"),
+                );
+            } else if needed == 0 {
+                self.findings.add_as(
+                    Rule::BitmapsDirTableSize,
+                    Severity::Unspecified,
+                    fat(e::BITMAP_TABLE_SIZE),
+                    format!("entry {i}: empty bitmap of a zero-size disk"),
+                );
+            }
+        }
+        let off = entry.bitmap_table_offset;
+        if off == 0 {
+            self.findings.add(
+                Rule::BitmapsDirTableOffsetZero,
+                fat(e::BITMAP_TABLE_OFFSET),
+                format!("entry {i}: bitmap_table_offset is 0"),
+            );
+            return Ok(());
+        }
+        if !self.h.aligned(off) {
+            self.findings.add(
+                Rule::BitmapsDirTableAlignment,
+                fat(e::BITMAP_TABLE_OFFSET),
+                format!("entry {i}: bitmap_table_offset {off:#x} is not cluster aligned"),
+            );
+            return Ok(());
+        }
+        let bytes = size * 8;
+        let Some(raw) = self.img.read_checked(off, bytes)? else {
+            self.findings.add(
+                Rule::BitmapsTableBounds,
+                fat(e::BITMAP_TABLE_OFFSET),
+                format!(
+                    "entry {i}: bitmap table at {off:#x} ({size} entries) runs past the end of the file ({} bytes)",
+                    self.img.len()
+                ),
+            );
+            return Ok(());
+        };
+        if claim {
+            self.map.claim(
+                &mut self.findings,
+                off,
+                bytes,
+                Owner::BitmapTable,
+                fat(e::BITMAP_TABLE_OFFSET),
+            );
+        }
+        let table: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
+            .collect();
+        let cs = self.h.cluster_size();
+        let mut tail_buf = Vec::new();
+        for (j, &te) in table.iter().enumerate() {
+            let eat = off + 8 * j as u64;
+            if te & t::RESERVED_MASK != 0 {
+                self.findings.add(
+                    Rule::BitmapsTableReservedBits,
+                    eat,
+                    format!(
+                        "entry {i}, table entry {j} is {te:#018x}: reserved bits {:#x} set",
+                        te & t::RESERVED_MASK
+                    ),
+                );
+            }
+            let host = te & t::OFFSET_MASK;
+            if host == 0 {
+                continue;
+            }
+            if te & t::ALL_ONES != 0 {
+                self.findings.add(
+                    Rule::BitmapsTableAllOnesWithOffset,
+                    eat,
+                    format!("entry {i}, table entry {j} is {te:#018x}: bit 0 set together with an offset"),
+                );
+            }
+            if !self.h.aligned(host) {
+                self.findings.add(
+                    Rule::BitmapsTableEntryAlignment,
+                    eat,
+                    format!(
+                        "entry {i}, table entry {j}: data offset {host:#x} is not cluster aligned"
+                    ),
+                );
+                continue;
+            }
+            // The bytes of this cluster the bitmap uses must be in the file.
+            let used = if (j as u64) < needed.unwrap_or(0) {
+                cs.min(geo.nbytes() - j as u64 * cs)
+            } else {
+                1
+            };
+            if !self.img.contains(host, used) {
+                self.findings.add(
+                    Rule::BitmapsDataBounds,
+                    eat,
+                    format!("entry {i}, table entry {j}: data cluster at {host:#x} lies past the end of the file"),
+                );
+                continue;
+            }
+            if claim
+                && self
+                    .map
+                    .claim(&mut self.findings, host, cs, Owner::BitmapData, eat)
+                    == Claim::PastEnd
+            {
+                // A short last cluster is fine as long as the used bytes exist.
+            }
+            if Some(j as u64 + 1) == needed && !entry.in_use() {
+                self.check_tail_bits(i, j, host, geo, &mut tail_buf)?;
+            }
+        }
+        entry.table = Some(table);
+        Ok(())
+    }
+
+    /// Spec "Bitmap data": bits past `nbits` in the last data cluster are zero.
+    fn check_tail_bits(
+        &mut self,
+        i: u32,
+        j: usize,
+        host: u64,
+        geo: Geometry,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), CheckError> {
+        let cs = self.h.cluster_size();
+        let first_bit = geo.nbits() - j as u64 * cs * 8; // first unused bit in this cluster
+        let avail = self.img.len().saturating_sub(host).min(cs);
+        let start_byte = first_bit / 8;
+        if start_byte >= avail {
+            return Ok(());
+        }
+        buf.resize((avail - start_byte) as usize, 0);
+        self.img.read_into(host + start_byte, buf)?;
+        let partial = first_bit % 8;
+        let first_mask = if partial == 0 {
+            0xff
+        } else {
+            0xffu8 << partial
+        };
+        let bad =
+            buf.iter()
+                .enumerate()
+                .position(|(k, &b)| if k == 0 { b & first_mask != 0 } else { b != 0 });
+        if let Some(k) = bad {
+            self.findings.add(
+                Rule::BitmapsDataTailBits,
+                host + start_byte + k as u64,
+                format!(
+                    "entry {i}: bits past nbits = {} are set in the last data cluster at {host:#x}",
+                    geo.nbits()
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// True when any bitmaps-scoped error makes the whole extension unusable.
+pub fn extension_invalid(findings: &Findings) -> bool {
+    findings.bitmaps_invalid()
+}

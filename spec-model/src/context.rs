@@ -1,0 +1,49 @@
+//! The state one analysis carries: the image, its header, the cluster map
+//! and the findings so far. Each structure's module adds its own methods.
+
+use crate::clusters::{Claim, ClusterMap, Owner};
+use crate::finding::Findings;
+use crate::header::Header;
+use crate::io::Image;
+use crate::rules::Rule;
+
+pub(crate) struct Ctx<R> {
+    pub img: Image<R>,
+    pub h: Header,
+    pub map: ClusterMap,
+    pub findings: Findings,
+    pub file_len: u64,
+}
+
+impl<R> Ctx<R> {
+    /// Claims `[offset, offset+length)` for `owner`; when part of it lies
+    /// past the end of the file, reports `bounds_rule` at `at`.
+    pub fn claim_or_report(
+        &mut self,
+        offset: u64,
+        length: u64,
+        owner: Owner,
+        at: u64,
+        bounds_rule: Rule,
+        what: &str,
+    ) -> Claim {
+        let claim = self
+            .map
+            .claim(&mut self.findings, offset, length, owner, at);
+        if claim == Claim::PastEnd {
+            self.findings.add(
+                bounds_rule,
+                at,
+                format!(
+                    "{what} at {offset:#x} ({length} bytes) runs past the end of the file ({} bytes)",
+                    self.map_file_len()
+                ),
+            );
+        }
+        claim
+    }
+
+    fn map_file_len(&self) -> u64 {
+        self.file_len
+    }
+}

@@ -1,0 +1,36 @@
+//! An executable reference model of the qcow2 persistent-bitmaps
+//! specification (QEMU's `docs/interop/qcow2.rst`, "Bitmaps extension" and
+//! "Bitmaps"), with enough of the rest of qcow2 to account for every
+//! cluster.
+//!
+//! [`check`] answers whether an image conforms, which catalogue rule each
+//! defect breaks ([`rules::Rule`]) and, through [`Model`], the exact
+//! contents of every usable bitmap. The model reads through `Read + Seek`,
+//! never panics and never allocates more than the file's size justifies.
+
+#![forbid(unsafe_code)]
+
+pub mod bitmaps;
+mod check;
+pub mod clusters;
+mod context;
+pub mod dump;
+pub mod extensions;
+pub mod fields;
+pub mod finding;
+pub mod header;
+pub mod io;
+pub mod mapping;
+pub mod refcount;
+pub mod report;
+pub mod revision;
+pub mod rules;
+pub mod snapshots;
+
+pub use bitmaps::ExtensionState;
+pub use check::{check, check_bytes, check_path, Analysis, Model};
+pub use finding::Finding;
+pub use io::CheckError;
+pub use report::{BitmapReport, Flags, Report, Verdict};
+pub use revision::Revision;
+pub use rules::{Rule, Severity};

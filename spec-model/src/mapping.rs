@@ -1,0 +1,209 @@
+//! Guest cluster mapping: L1 and L2 tables (spec "Cluster mapping",
+//! "Extended L2 Entries"), walked to claim every cluster they reference.
+
+use crate::clusters::Owner;
+use crate::context::Ctx;
+use crate::fields::header::INCOMPAT_EXTERNAL_DATA;
+use crate::fields::mapping as m;
+use crate::io::CheckError;
+use crate::rules::Rule;
+use serde::Serialize;
+use std::io::{Read, Seek};
+
+/// Counts of what the mapping tables reference, for dumps.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct MappingStats {
+    pub l1_entries_used: u64,
+    pub l2_tables: u64,
+    pub data_clusters: u64,
+    pub zero_clusters: u64,
+    pub compressed_clusters: u64,
+}
+
+impl<R: Read + Seek> Ctx<R> {
+    /// Claims an L1 table and everything it maps. `bounds_rule` is
+    /// `l1.bounds` for the active table, `snapshot.bounds` for a snapshot's.
+    pub fn walk_l1(
+        &mut self,
+        l1_offset: u64,
+        l1_size: u32,
+        owner: Owner,
+        bounds_rule: Rule,
+        stats: &mut MappingStats,
+    ) -> Result<(), CheckError> {
+        if l1_size == 0 {
+            return Ok(());
+        }
+        let length = u64::from(l1_size) * 8;
+        if l1_offset == 0 || !self.img.contains(l1_offset, length) {
+            self.findings.add(
+                bounds_rule,
+                l1_offset,
+                format!(
+                    "{} at {l1_offset:#x} with {l1_size} entries lies outside the file ({} bytes){}",
+                    owner.name(),
+                    self.img.len(),
+                    if l1_offset == 0 { " or on the header" } else { "" }
+                ),
+            );
+            return Ok(());
+        }
+        self.map
+            .claim(&mut self.findings, l1_offset, length, owner, l1_offset);
+        let l1 = self
+            .img
+            .read_checked(l1_offset, length)?
+            .unwrap_or_default();
+        let cs = self.h.cluster_size();
+        let mut l2 = vec![0u8; cs as usize];
+        for (i, chunk) in l1.chunks_exact(8).enumerate() {
+            let e = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
+            let at = l1_offset + 8 * i as u64;
+            if e & m::L1_RESERVED_MASK != 0 {
+                self.findings.add(
+                    Rule::L1ReservedBits,
+                    at,
+                    format!("L1 entry {i} is {e:#018x}: reserved bits set"),
+                );
+            }
+            let l2_offset = e & m::L1_OFFSET_MASK;
+            if l2_offset == 0 {
+                continue;
+            }
+            stats.l1_entries_used += 1;
+            if !self.h.aligned(l2_offset) {
+                self.findings.add(
+                    Rule::L1Alignment,
+                    at,
+                    format!("L1 entry {i}: L2 table offset {l2_offset:#x} is not cluster aligned"),
+                );
+                continue;
+            }
+            if !self.img.contains(l2_offset, cs) {
+                self.findings.add(
+                    Rule::L2Bounds,
+                    at,
+                    format!(
+                        "L1 entry {i}: L2 table at {l2_offset:#x} lies past the end of the file"
+                    ),
+                );
+                continue;
+            }
+            self.map
+                .claim(&mut self.findings, l2_offset, cs, Owner::L2Table, at);
+            stats.l2_tables += 1;
+            self.img.read_into(l2_offset, &mut l2)?;
+            self.walk_l2(l2_offset, &l2, stats);
+        }
+        Ok(())
+    }
+
+    fn walk_l2(&mut self, l2_offset: u64, l2: &[u8], stats: &mut MappingStats) {
+        let ext = self.h.extended_l2();
+        let external = self.h.incompatible_features & INCOMPAT_EXTERNAL_DATA != 0;
+        let entry_size = self.h.l2_entry_size() as usize;
+        let cluster_bits = self.h.cluster_bits;
+        let cs = self.h.cluster_size();
+        for (i, chunk) in l2.chunks_exact(entry_size).enumerate() {
+            let e = u64::from_be_bytes(chunk[..8].try_into().unwrap_or_default());
+            let sub = if ext {
+                u64::from_be_bytes(chunk[8..16].try_into().unwrap_or_default())
+            } else {
+                0
+            };
+            if e == 0 && sub == 0 {
+                continue;
+            }
+            let at = l2_offset + (i * entry_size) as u64;
+            if e & m::COMPRESSED != 0 {
+                // Offset field: bits 0..x-1 with x = 62 - (cluster_bits - 8);
+                // the rest up to bit 61 counts additional 512-byte sectors.
+                let x = 62 - (cluster_bits - 8);
+                let host = e & ((1u64 << x) - 1);
+                let sectors = (e & !(m::COMPRESSED | m::COPIED)) >> x;
+                let length = (sectors + 1) * 512 - (host & 511);
+                stats.compressed_clusters += 1;
+                if sub != 0 {
+                    self.findings.add(
+                        Rule::L2Subclusters,
+                        at + 8,
+                        format!(
+                            "compressed L2 entry {i} has subcluster bitmap {sub:#018x}, must be 0"
+                        ),
+                    );
+                }
+                if host >= self.img.len() {
+                    self.findings.add(
+                        Rule::L2DataBounds,
+                        at,
+                        format!("L2 entry {i}: compressed data at {host:#x} lies past the end of the file"),
+                    );
+                    continue;
+                }
+                // The last sector may be cut short by the end of the file.
+                let length = length.min(self.img.len() - host);
+                self.map
+                    .claim(&mut self.findings, host, length, Owner::CompressedData, at);
+                continue;
+            }
+            let mut reserved = m::L2_RESERVED_MASK;
+            if self.h.version == 2 || ext {
+                reserved |= m::ZERO;
+            }
+            if e & reserved != 0 {
+                self.findings.add(
+                    Rule::L2ReservedBits,
+                    at,
+                    format!(
+                        "L2 entry {i} is {e:#018x}: reserved bits {:#x} set",
+                        e & reserved
+                    ),
+                );
+            }
+            let host = e & m::L2_OFFSET_MASK;
+            if ext {
+                let alloc = sub & 0xffff_ffff;
+                let zero = sub >> 32;
+                if alloc & zero != 0 || (alloc != 0 && host == 0 && !external) {
+                    self.findings.add(
+                        Rule::L2Subclusters,
+                        at + 8,
+                        format!(
+                            "L2 entry {i}: subcluster bitmap {sub:#018x} marks a subcluster both allocated and zero, or allocated without an offset"
+                        ),
+                    );
+                }
+            }
+            if e & m::ZERO != 0 && !ext {
+                stats.zero_clusters += 1;
+            }
+            if host == 0 && !(external && e & m::COPIED != 0) {
+                continue;
+            }
+            if !self.h.aligned(host) {
+                self.findings.add(
+                    Rule::L2Alignment,
+                    at,
+                    format!("L2 entry {i}: data offset {host:#x} is not cluster aligned"),
+                );
+                continue;
+            }
+            stats.data_clusters += 1;
+            if external {
+                continue;
+            }
+            if host >= self.img.len() {
+                self.findings.add(
+                    Rule::L2DataBounds,
+                    at,
+                    format!(
+                        "L2 entry {i}: data cluster at {host:#x} lies past the end of the file"
+                    ),
+                );
+                continue;
+            }
+            self.map
+                .claim(&mut self.findings, host, cs, Owner::GuestData, at);
+        }
+    }
+}

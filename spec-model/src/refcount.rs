@@ -1,0 +1,248 @@
+//! Refcount table and blocks (spec "Host cluster management"): claimed as
+//! structures first, then compared cluster by cluster with the references
+//! every other structure made.
+
+use crate::clusters::Owner;
+use crate::context::Ctx;
+use crate::io::CheckError;
+use crate::rules::{Rule, Severity};
+use serde::Serialize;
+use std::io::{Read, Seek};
+
+/// Refcount table entry bits 0-8 are reserved.
+const REFTABLE_RESERVED: u64 = 0x1ff;
+
+/// Summary of the refcount comparison, for dumps.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RefcountStats {
+    pub refcount_blocks: u64,
+    pub clusters_in_file: u64,
+    pub clusters_referenced: u64,
+    pub leaked_clusters: u64,
+    pub unallocated_clusters: u64,
+    pub undercounted_clusters: u64,
+}
+
+/// The refcount blocks found in the table: (table index, block offset).
+pub(crate) struct RefcountBlocks(Vec<(u64, u64)>);
+
+/// Reads refcount `index` of a block whose entries are `1 << order` bits wide.
+/// Entries narrower than a byte are packed least significant bits first.
+fn refcount_at(block: &[u8], index: u64, order: u32) -> u64 {
+    let bits = 1u64 << order;
+    if bits < 8 {
+        let per_byte = 8 / bits;
+        let byte = block[(index / per_byte) as usize];
+        let shift = (index % per_byte) * bits;
+        u64::from(byte >> shift) & ((1u64 << bits) - 1)
+    } else {
+        let width = (bits / 8) as usize;
+        let start = index as usize * width;
+        block[start..start + width]
+            .iter()
+            .fold(0u64, |v, &b| (v << 8) | u64::from(b))
+    }
+}
+
+impl<R: Read + Seek> Ctx<R> {
+    /// Claims the refcount table and its blocks.
+    pub fn claim_refcount_structures(&mut self) -> Result<RefcountBlocks, CheckError> {
+        let cs = self.h.cluster_size();
+        let offset = self.h.refcount_table_offset;
+        let length = u64::from(self.h.refcount_table_clusters).checked_mul(cs);
+        let table = match length {
+            Some(len) if offset != 0 && len > 0 => self.img.read_checked(offset, len)?,
+            _ => None,
+        };
+        let Some(table) = table else {
+            self.findings.add(
+                Rule::RefcountBounds,
+                crate::fields::header::REFCOUNT_TABLE_OFFSET.offset as u64,
+                format!(
+                    "refcount table at {offset:#x} ({} clusters) is empty, on the header or past the end of the file",
+                    self.h.refcount_table_clusters
+                ),
+            );
+            return Ok(RefcountBlocks(Vec::new()));
+        };
+        self.map.claim(
+            &mut self.findings,
+            offset,
+            table.len() as u64,
+            Owner::RefcountTable,
+            offset,
+        );
+        let mut blocks = Vec::new();
+        for (i, chunk) in table.chunks_exact(8).enumerate() {
+            let e = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
+            if e == 0 {
+                continue;
+            }
+            let at = offset + 8 * i as u64;
+            let block = e & !REFTABLE_RESERVED;
+            if e & REFTABLE_RESERVED != 0 || !self.h.aligned(block) {
+                self.findings.add(
+                    Rule::RefcountBlockAlignment,
+                    at,
+                    format!("refcount table entry {i} is {e:#x}: not a cluster-aligned offset"),
+                );
+                continue;
+            }
+            if !self.img.contains(block, cs) {
+                self.findings.add(
+                    Rule::RefcountBounds,
+                    at,
+                    format!("refcount block {i} at {block:#x} lies past the end of the file"),
+                );
+                continue;
+            }
+            self.map
+                .claim(&mut self.findings, block, cs, Owner::RefcountBlock, at);
+            blocks.push((i as u64, block));
+        }
+        Ok(RefcountBlocks(blocks))
+    }
+
+    /// Compares stored refcounts with the references counted in the map.
+    /// Consecutive clusters with the same verdict are reported as one run.
+    pub fn compare_refcounts(
+        &mut self,
+        blocks: &RefcountBlocks,
+    ) -> Result<RefcountStats, CheckError> {
+        let mut stats = RefcountStats {
+            refcount_blocks: blocks.0.len() as u64,
+            clusters_in_file: self.map.len(),
+            ..Default::default()
+        };
+        let order = self.h.refcount_order.min(6);
+        let cs = self.h.cluster_size();
+        let per_block = u64::try_from((u128::from(cs) * 8) >> order).unwrap_or(u64::MAX);
+        let n = self.map.len();
+        let mut runs = RunReporter::default();
+        let mut block_buf = Vec::new();
+        // Clusters [0, done) have been judged. Blocks come in table order.
+        let mut done = 0u64;
+        for &(idx, off) in &blocks.0 {
+            let first = idx.saturating_mul(per_block);
+            for c in done..first.min(n) {
+                self.judge_cluster(c, 0, &mut runs, &mut stats);
+            }
+            block_buf.resize(cs as usize, 0);
+            self.img.read_into(off, &mut block_buf)?;
+            for i in 0..per_block {
+                let c = first.saturating_add(i);
+                let rc = refcount_at(&block_buf, i, order);
+                if c >= n && rc == 0 {
+                    continue;
+                }
+                self.judge_cluster(c, rc, &mut runs, &mut stats);
+            }
+            done = done.max(first.saturating_add(per_block));
+        }
+        for c in done..n {
+            self.judge_cluster(c, 0, &mut runs, &mut stats);
+        }
+        runs.flush(self);
+        Ok(stats)
+    }
+
+    fn judge_cluster(
+        &mut self,
+        c: u64,
+        rc: u64,
+        runs: &mut RunReporter,
+        stats: &mut RefcountStats,
+    ) {
+        let (owner, refs) = self.map.get(c);
+        let refs = u64::from(refs);
+        if refs > 0 {
+            stats.clusters_referenced += 1;
+        }
+        let verdict = if refs > 0 && rc == 0 {
+            stats.unallocated_clusters += 1;
+            Some(match owner {
+                Owner::BitmapTable => Rule::BitmapsTableBounds,
+                Owner::BitmapData => Rule::BitmapsDataBounds,
+                _ => Rule::RefcountUnallocated,
+            })
+        } else if refs > rc {
+            stats.undercounted_clusters += 1;
+            if owner.is_bitmap() {
+                self.findings.mark_bitmaps_overlap();
+            }
+            Some(Rule::RefcountOverlap)
+        } else if rc > refs {
+            stats.leaked_clusters += 1;
+            Some(Rule::RefcountLeak)
+        } else {
+            None
+        };
+        runs.push(self, c, verdict.map(|r| (r, owner, rc, refs)));
+    }
+}
+
+/// Folds consecutive clusters with the same refcount verdict into one finding.
+#[derive(Default)]
+struct RunReporter {
+    current: Option<(u64, u64, (Rule, Owner, u64, u64))>,
+}
+
+impl RunReporter {
+    fn push<R>(&mut self, ctx: &mut Ctx<R>, c: u64, v: Option<(Rule, Owner, u64, u64)>) {
+        if let (Some((_, end, cur)), Some(new)) = (&mut self.current, v) {
+            if *cur == new && *end == c {
+                *end = c + 1;
+                return;
+            }
+        }
+        self.flush(ctx);
+        if let Some(new) = v {
+            self.current = Some((c, c + 1, new));
+        }
+    }
+
+    fn flush<R>(&mut self, ctx: &mut Ctx<R>) {
+        let Some((start, end, (rule, owner, rc, refs))) = self.current.take() else {
+            return;
+        };
+        if ctx.h.incompatible_features & crate::fields::header::INCOMPAT_DIRTY != 0 {
+            return;
+        }
+        let bits = ctx.h.cluster_bits;
+        let n = end - start;
+        let span = if n == 1 {
+            format!("cluster at {:#x}", start << bits)
+        } else {
+            format!("{n} clusters at {:#x}..{:#x}", start << bits, end << bits)
+        };
+        let what = if owner == Owner::Free {
+            "no structure".to_string()
+        } else {
+            format!("the {}", owner.name())
+        };
+        let msg = format!("{span}: refcount {rc}, referenced {refs} times by {what}");
+        let severity = if rule == Rule::RefcountLeak {
+            Severity::Leak
+        } else {
+            Severity::Error
+        };
+        ctx.findings.add_as(rule, severity, start << bits, msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refcount_at;
+
+    #[test]
+    fn sub_byte_refcounts_are_packed_lsb_first() {
+        let block = [0b1011_0001u8, 0xff];
+        assert_eq!(refcount_at(&block, 0, 0), 1);
+        assert_eq!(refcount_at(&block, 1, 0), 0);
+        assert_eq!(refcount_at(&block, 4, 0), 1);
+        assert_eq!(refcount_at(&block, 0, 1), 1);
+        assert_eq!(refcount_at(&block, 3, 1), 2);
+        assert_eq!(refcount_at(&block, 1, 2), 0b1011);
+        assert_eq!(refcount_at(&block, 0, 4), 0xb1ff);
+    }
+}

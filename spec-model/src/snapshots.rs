@@ -1,0 +1,115 @@
+//! The snapshot table (spec "Snapshots") and each snapshot's L1 table.
+
+use crate::clusters::Owner;
+use crate::context::Ctx;
+use crate::fields::snapshot as f;
+use crate::io::CheckError;
+use crate::mapping::MappingStats;
+use crate::rules::Rule;
+use serde::Serialize;
+use std::io::{Read, Seek};
+
+/// One snapshot table entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub offset: u64,
+    pub l1_table_offset: u64,
+    pub l1_size: u32,
+    pub id: String,
+    pub name: String,
+    pub extra_data_size: u32,
+    /// Virtual disk size of the snapshot, from the extra data when present.
+    pub disk_size: Option<u64>,
+    /// The 40 fixed bytes, read through the field table by `dump`.
+    #[serde(skip)]
+    pub raw_fixed: Vec<u8>,
+}
+
+impl<R: Read + Seek> Ctx<R> {
+    /// Reads the snapshot table and walks each snapshot's L1 table.
+    pub fn parse_snapshots(
+        &mut self,
+        stats: &mut MappingStats,
+    ) -> Result<Vec<Snapshot>, CheckError> {
+        let mut out = Vec::new();
+        if self.h.nb_snapshots == 0 {
+            return Ok(out);
+        }
+        let start = self.h.snapshots_offset;
+        let mut pos = start;
+        for n in 0..self.h.nb_snapshots {
+            let Some(fixed) = self.img.read_checked(pos, f::FIXED_LENGTH as u64)? else {
+                self.findings.add(
+                    Rule::SnapshotBounds,
+                    pos,
+                    format!(
+                        "snapshot {n} of {} at {pos:#x} lies past the end of the file",
+                        self.h.nb_snapshots
+                    ),
+                );
+                break;
+            };
+            let extra_size = f::EXTRA_DATA_SIZE.get(&fixed);
+            let id_size = f::ID_STR_SIZE.get(&fixed);
+            let name_size = f::NAME_SIZE.get(&fixed);
+            let var = extra_size + id_size + name_size;
+            let entry_len = (f::FIXED_LENGTH as u64 + var).div_ceil(8) * 8;
+            let Some(rest) = self.img.read_checked(pos + f::FIXED_LENGTH as u64, var)? else {
+                self.findings.add(
+                    Rule::SnapshotBounds,
+                    pos,
+                    format!("snapshot {n} at {pos:#x} ({entry_len} bytes) runs past the end of the file"),
+                );
+                break;
+            };
+            let extra = &rest[..extra_size as usize];
+            let id = &rest[extra_size as usize..(extra_size + id_size) as usize];
+            let name = &rest[(extra_size + id_size) as usize..];
+            if self.h.version == 3 && extra_size < f::V3_MIN_EXTRA {
+                self.findings.add(
+                    Rule::SnapshotExtraData,
+                    pos + f::EXTRA_DATA_SIZE.offset as u64,
+                    format!("snapshot {n}: extra_data_size is {extra_size}, a v3 image needs at least 16"),
+                );
+            }
+            let snap = Snapshot {
+                offset: pos,
+                l1_table_offset: f::L1_TABLE_OFFSET.get(&fixed),
+                l1_size: f::L1_SIZE.get(&fixed) as u32,
+                id: String::from_utf8_lossy(id).into_owned(),
+                name: String::from_utf8_lossy(name).into_owned(),
+                extra_data_size: extra_size as u32,
+                disk_size: (extra_size >= 16).then(|| f::DISK_SIZE.get(extra)),
+                raw_fixed: fixed.clone(),
+            };
+            if !self.h.aligned(snap.l1_table_offset) {
+                self.findings.add(
+                    Rule::SnapshotBounds,
+                    pos,
+                    format!(
+                        "snapshot {n}: l1_table_offset {:#x} is not cluster aligned",
+                        snap.l1_table_offset
+                    ),
+                );
+            } else {
+                self.walk_l1(
+                    snap.l1_table_offset,
+                    snap.l1_size,
+                    Owner::SnapshotL1Table,
+                    Rule::SnapshotBounds,
+                    stats,
+                )?;
+            }
+            out.push(snap);
+            pos += entry_len;
+        }
+        self.map.claim(
+            &mut self.findings,
+            start,
+            pos - start,
+            Owner::SnapshotTable,
+            start,
+        );
+        Ok(out)
+    }
+}
