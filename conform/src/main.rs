@@ -1,9 +1,7 @@
 //! `qcow2-conform`: the command-line front end of the suite.
 
-mod cli;
-mod commands;
-
 use clap::Parser;
+use conform::{cli, commands};
 
 fn main() {
     let args = cli::Cli::parse();

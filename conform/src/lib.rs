@@ -1,0 +1,5 @@
+//! The `qcow2-conform` tool's library: command-line definitions, the
+//! commands, and (as the runner grows) adapters for real implementations.
+
+pub mod cli;
+pub mod commands;
