@@ -4,7 +4,16 @@ use clap::Parser;
 use conform::{cli, commands};
 
 fn main() {
-    let args = cli::Cli::parse();
+    // Exit status 2 means "invalid image", so argument errors must not use
+    // clap's default of 2: they exit 1, like every failure to run.
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     match commands::run(args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -178,6 +178,7 @@ fn analyse<R: Read + Seek>(mut img: Image<R>) -> Result<Model<R>, CheckError> {
         map,
         findings,
         file_len,
+        l2_refs: Default::default(),
     };
     let extensions = ctx.parse_extensions()?;
     ctx.map.claim(&mut ctx.findings, 0, 1, Owner::Header, 0);
@@ -208,6 +209,7 @@ fn analyse<R: Read + Seek>(mut img: Image<R>) -> Result<Model<R>, CheckError> {
     } else {
         Vec::new()
     };
+    ctx.apply_l2_multiplicity()?;
     let found = ctx.check_bitmaps(&extensions)?;
     let refcounts = ctx.compare_refcounts(&blocks)?;
 

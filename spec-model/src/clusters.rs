@@ -89,13 +89,14 @@ impl Owner {
 }
 
 /// Result of claiming a byte range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// Every cluster of the range lies in the file.
-    Ok,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Claim {
     /// Part of the range lies past the end of the file; the clusters that
     /// lie inside it were claimed.
-    PastEnd,
+    pub past_end: bool,
+    /// Some cluster of the range already had an owner. Tables claimed this
+    /// way are not walked again, which bounds the work by the file's size.
+    pub shared: bool,
 }
 
 /// Per-cluster owner and reference count, sized by the file (not by any
@@ -148,8 +149,9 @@ impl ClusterMap {
         owner: Owner,
         at: u64,
     ) -> Claim {
+        let mut result = Claim::default();
         if length == 0 {
-            return Claim::Ok;
+            return result;
         }
         let first = offset >> self.cluster_bits;
         let last = offset.saturating_add(length - 1) >> self.cluster_bits;
@@ -157,6 +159,7 @@ impl ClusterMap {
         for c in first..end {
             let i = c as usize;
             let prev = Owner::from_u8(self.owner[i]);
+            result.shared |= prev != Owner::Free;
             if prev == Owner::Free {
                 self.owner[i] = owner as u8;
             } else if !(prev == owner && owner.shareable()) {
@@ -176,10 +179,21 @@ impl ClusterMap {
             }
             self.refs[i] = self.refs[i].saturating_add(1);
         }
-        if last >= self.len() || last < first {
-            Claim::PastEnd
-        } else {
-            Claim::Ok
+        result.past_end = last >= self.len();
+        result
+    }
+
+    /// Adds `extra` references to every cluster of `[offset, offset+length)`
+    /// inside the file, without changing owners.
+    pub fn add_refs(&mut self, offset: u64, length: u64, extra: u32) {
+        if length == 0 {
+            return;
+        }
+        let first = offset >> self.cluster_bits;
+        let last = offset.saturating_add(length - 1) >> self.cluster_bits;
+        for c in first..last.saturating_add(1).min(self.len()) {
+            let i = c as usize;
+            self.refs[i] = self.refs[i].saturating_add(extra);
         }
     }
 

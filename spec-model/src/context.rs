@@ -13,6 +13,8 @@ pub(crate) struct Ctx<R> {
     pub map: ClusterMap,
     pub findings: Findings,
     pub file_len: u64,
+    /// References per L2 table offset (tables shared with snapshots).
+    pub l2_refs: std::collections::HashMap<u64, u32>,
 }
 
 impl<R> Ctx<R> {
@@ -30,7 +32,7 @@ impl<R> Ctx<R> {
         let claim = self
             .map
             .claim(&mut self.findings, offset, length, owner, at);
-        if claim == Claim::PastEnd {
+        if claim.past_end {
             self.findings.add(
                 bounds_rule,
                 at,

@@ -48,14 +48,21 @@ impl<R: Read + Seek> Ctx<R> {
             );
             return Ok(());
         }
-        self.map
+        let claimed = self
+            .map
             .claim(&mut self.findings, l1_offset, length, owner, l1_offset);
+        if claimed.shared {
+            // Overlap reported; not walked, so that tables stacked on one
+            // another cannot multiply the work beyond the file's size.
+            return Ok(());
+        }
         let l1 = self
             .img
             .read_checked(l1_offset, length)?
             .unwrap_or_default();
         let cs = self.h.cluster_size();
-        let mut l2 = vec![0u8; cs as usize];
+        // Sized on first use, once an L2 table is known to lie in the file.
+        let mut l2 = Vec::new();
         for (i, chunk) in l1.chunks_exact(8).enumerate() {
             let e = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
             let at = l1_offset + 8 * i as u64;
@@ -89,16 +96,53 @@ impl<R: Read + Seek> Ctx<R> {
                 );
                 continue;
             }
-            self.map
+            let claimed = self
+                .map
                 .claim(&mut self.findings, l2_offset, cs, Owner::L2Table, at);
+            if let Some(n) = self.l2_refs.get_mut(&l2_offset) {
+                // Shared with a snapshot (or referenced twice): its clusters
+                // get the extra references in `apply_l2_multiplicity`.
+                *n = n.saturating_add(1);
+                continue;
+            }
+            if claimed.shared {
+                continue;
+            }
+            self.l2_refs.insert(l2_offset, 1);
             stats.l2_tables += 1;
+            l2.resize(cs as usize, 0);
             self.img.read_into(l2_offset, &mut l2)?;
-            self.walk_l2(l2_offset, &l2, stats);
+            self.walk_l2(l2_offset, &l2, stats, None);
         }
         Ok(())
     }
 
-    fn walk_l2(&mut self, l2_offset: u64, l2: &[u8], stats: &mut MappingStats) {
+    /// Adds the references that the second and later references of a
+    /// shared L2 table make to its clusters. Each table is read once more,
+    /// so the work stays proportional to the file.
+    pub fn apply_l2_multiplicity(&mut self) -> Result<(), CheckError> {
+        let mut shared: Vec<(u64, u32)> = self
+            .l2_refs
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(o, n)| (*o, *n))
+            .collect();
+        shared.sort_unstable();
+        let mut l2 = Vec::new();
+        let mut scratch = MappingStats::default();
+        for (offset, n) in shared {
+            // Every table here was read once already, so it fits the file.
+            l2.resize(self.h.cluster_size() as usize, 0);
+            self.img.read_into(offset, &mut l2)?;
+            self.walk_l2(offset, &l2, &mut scratch, Some(n - 1));
+        }
+        Ok(())
+    }
+
+    /// Validates an L2 table and claims what it references; with `extra`,
+    /// only adds that many references to the same clusters (no findings).
+    fn walk_l2(&mut self, l2_offset: u64, l2: &[u8], stats: &mut MappingStats, extra: Option<u32>) {
+        let saved = extra.map(|_| std::mem::take(&mut self.findings));
         let ext = self.h.extended_l2();
         let external = self.h.incompatible_features & INCOMPAT_EXTERNAL_DATA != 0;
         let entry_size = self.h.l2_entry_size() as usize;
@@ -142,8 +186,7 @@ impl<R: Read + Seek> Ctx<R> {
                 }
                 // The last sector may be cut short by the end of the file.
                 let length = length.min(self.img.len() - host);
-                self.map
-                    .claim(&mut self.findings, host, length, Owner::CompressedData, at);
+                self.reference(host, length, Owner::CompressedData, at, extra);
                 continue;
             }
             let mut reserved = m::L2_RESERVED_MASK;
@@ -202,8 +245,19 @@ impl<R: Read + Seek> Ctx<R> {
                 );
                 continue;
             }
-            self.map
-                .claim(&mut self.findings, host, cs, Owner::GuestData, at);
+            self.reference(host, cs, Owner::GuestData, at, extra);
+        }
+        if let Some(saved) = saved {
+            self.findings = saved;
+        }
+    }
+
+    fn reference(&mut self, offset: u64, length: u64, owner: Owner, at: u64, extra: Option<u32>) {
+        match extra {
+            None => {
+                self.map.claim(&mut self.findings, offset, length, owner, at);
+            }
+            Some(n) => self.map.add_refs(offset, length, n),
         }
     }
 }

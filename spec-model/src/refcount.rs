@@ -96,9 +96,12 @@ impl<R: Read + Seek> Ctx<R> {
                 );
                 continue;
             }
-            self.map
+            let claimed = self
+                .map
                 .claim(&mut self.findings, block, cs, Owner::RefcountBlock, at);
-            blocks.push((i as u64, block));
+            if !claimed.shared {
+                blocks.push((i as u64, block));
+            }
         }
         Ok(RefcountBlocks(blocks))
     }

@@ -4,7 +4,7 @@
 
 pub mod content;
 
-use crate::clusters::{Claim, Owner};
+use crate::clusters::Owner;
 use crate::context::Ctx;
 use crate::extensions::Extension;
 use crate::fields::{
@@ -497,7 +497,12 @@ impl<R: Read + Seek> Ctx<R> {
             return Ok(());
         }
         let bytes = size * 8;
-        let Some(raw) = self.img.read_checked(off, bytes)? else {
+        if !claim {
+            // An ignored extension is listed, not validated: its tables
+            // are not read.
+            return Ok(());
+        }
+        if !self.img.contains(off, bytes) {
             self.findings.add(
                 Rule::BitmapsTableBounds,
                 fat(e::BITMAP_TABLE_OFFSET),
@@ -507,16 +512,20 @@ impl<R: Read + Seek> Ctx<R> {
                 ),
             );
             return Ok(());
-        };
-        if claim {
-            self.map.claim(
-                &mut self.findings,
-                off,
-                bytes,
-                Owner::BitmapTable,
-                fat(e::BITMAP_TABLE_OFFSET),
-            );
         }
+        let claimed = self.map.claim(
+            &mut self.findings,
+            off,
+            bytes,
+            Owner::BitmapTable,
+            fat(e::BITMAP_TABLE_OFFSET),
+        );
+        if claimed.shared {
+            // Overlap reported; a table on another structure's clusters is
+            // not walked, which bounds the work by the file's size.
+            return Ok(());
+        }
+        let raw = self.img.read_checked(off, bytes)?.unwrap_or_default();
         let table: Vec<u64> = raw
             .chunks_exact(8)
             .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
@@ -570,14 +579,9 @@ impl<R: Read + Seek> Ctx<R> {
                 );
                 continue;
             }
-            if claim
-                && self
-                    .map
-                    .claim(&mut self.findings, host, cs, Owner::BitmapData, eat)
-                    == Claim::PastEnd
-            {
-                // A short last cluster is fine as long as the used bytes exist.
-            }
+            // A short last cluster is fine as long as the used bytes exist.
+            self.map
+                .claim(&mut self.findings, host, cs, Owner::BitmapData, eat);
             if Some(j as u64 + 1) == needed && !entry.in_use() {
                 self.check_tail_bits(i, j, host, geo, &mut tail_buf)?;
             }
