@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what qcow2-conform needs and this machine lacks: QEMU's tools
+# (qemu-img, qemu-io, qemu-nbd) from Debian, and cargo-nextest from
+# crates.io. Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_missing=()
+for tool in qemu-img qemu-io qemu-nbd; do
+  command -v "$tool" >/dev/null 2>&1 || apt_missing+=(qemu-utils)
+done
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  echo "setup: installing qemu-utils" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest
+fi
+
+for tool in qemu-img qemu-io qemu-nbd; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool still missing" >&2; exit 1; }
+done
+echo "setup: ready ($(qemu-img --version | head -n 1); $(cargo nextest --version | head -n 1))" >&2
