@@ -1,1 +1,13 @@
-//! Image generator (valid images from an `ImageSpec`, one-rule mutants, draft revisions); built out in the generator issue.
+//! The generator: valid qcow2 images with persistent bitmaps from an
+//! [`ImageSpec`] (hand-written, or random through `arbitrary` and
+//! `quickcheck` within a [`Config`]), and the expected model output for
+//! each, computed from the spec rather than by running the model.
+
+pub mod build;
+pub mod contents;
+pub mod expected;
+pub mod sink;
+pub mod spec;
+
+pub use build::{build, build_into, BuildError, Built, Layout};
+pub use spec::{BitmapSpec, Config, GuestWrite, ImageSpec, LayoutSpec};

@@ -1,0 +1,85 @@
+//! Random ImageSpecs build into images that the model judges valid (only
+//! the notes and limits the spec implies), with bitmaps equal to the spec's
+//! names, granularities, flags and contents.
+
+use generator::{build, expected, ImageSpec};
+use quickcheck::{QuickCheck, TestResult};
+use spec_model::{check_bytes, Severity, Verdict};
+
+fn allowed(sev: Severity) -> bool {
+    matches!(sev, Severity::Note | Severity::Limit)
+}
+
+fn roundtrip(spec: &ImageSpec) -> Result<(), String> {
+    let built = build(spec).map_err(|e| format!("build: {e}"))?;
+    let r = check_bytes(&built.bytes);
+    let bad: Vec<_> = r.findings.iter().filter(|f| !allowed(f.severity)).collect();
+    if r.verdict != Verdict::Valid || !bad.is_empty() {
+        return Err(format!("verdict {:?}, findings {bad:#?}", r.verdict));
+    }
+    let want = expected::bitmaps(spec);
+    if r.bitmaps.len() != want.len() {
+        return Err(format!(
+            "{} bitmaps, expected {}",
+            r.bitmaps.len(),
+            want.len()
+        ));
+    }
+    for (got, want) in r.bitmaps.iter().zip(&want) {
+        let same = got.name == want.name
+            && got.granularity_bits == want.granularity_bits
+            && got.flags.in_use == want.flags.in_use
+            && got.flags.auto == want.flags.auto
+            && got.usable == want.usable
+            && got.content_sha256 == want.content_sha256
+            && got.set_bits == want.set_bits;
+        if !same {
+            return Err(format!("bitmap differs:\n got {got:?}\nwant {want:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn random_specs_build_valid_images_with_the_specified_bitmaps() {
+    fn prop(spec: ImageSpec) -> TestResult {
+        match roundtrip(&spec) {
+            Ok(()) => TestResult::passed(),
+            Err(e) => TestResult::error(format!(
+                "{e}\nspec: {}",
+                serde_json::to_string(&spec).unwrap()
+            )),
+        }
+    }
+    let n = std::env::var("QC_TESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    QuickCheck::new()
+        .tests(n)
+        .quickcheck(prop as fn(ImageSpec) -> TestResult);
+}
+
+#[test]
+fn hand_written_spec_round_trips() {
+    let mut spec = ImageSpec::empty(10 << 20);
+    spec.writes.push(generator::GuestWrite {
+        offset: 4096,
+        len: 70000,
+        pattern: 7,
+    });
+    spec.bitmaps.push(generator::BitmapSpec {
+        name: b"b0".to_vec(),
+        granularity_bits: 16,
+        in_use: false,
+        auto: true,
+        extra_data_compatible: false,
+        extra_data: Vec::new(),
+        contents: generator::contents::Contents::Ranges(vec![(0, 3), (159, 160)]),
+        zero_entries: true,
+        ones_entries: false,
+    });
+    roundtrip(&spec).unwrap();
+    let r = check_bytes(&build(&spec).unwrap().bytes);
+    assert_eq!(r.bitmaps[0].set_bits, Some(4));
+}
