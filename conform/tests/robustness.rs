@@ -78,7 +78,7 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
     let len = bytes.len().max(1);
     // Bias positions towards the first clusters, where most metadata is.
     let pos = |at: usize| {
-        if at % 2 == 0 {
+        if at.is_multiple_of(2) {
             at % len.min(8192)
         } else {
             at % len
@@ -186,7 +186,8 @@ fn huge_size_claims_do_not_allocate() {
         .expect("seed has a bitmaps extension");
     let data = ext + 8;
     let dir = u64::from_be_bytes(base[data + 16..data + 24].try_into().unwrap()) as usize;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "nb_bitmaps = 2^32-1",
             Box::new(move |b| b[data..data + 4].copy_from_slice(&u32::MAX.to_be_bytes())),

@@ -163,9 +163,9 @@ pub fn build_into(spec: &ImageSpec, sink: &mut impl Sink) -> Result<Layout, Buil
         let mut l2s: BTreeMap<u64, u64> = BTreeMap::new();
         for &gc in guest.keys() {
             let l1i = gc / l2_entries;
-            if !l2s.contains_key(&l1i) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = l2s.entry(l1i) {
                 let off = al.alloc(1) << cb;
-                l2s.insert(l1i, off);
+                slot.insert(off);
                 refs.insert(off >> cb, 1 + nsnap);
             }
             let off = al.alloc(1) << cb;

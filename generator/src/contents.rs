@@ -64,7 +64,7 @@ pub fn fill_bytes(ranges: &[(u64, u64)], first_byte: u64, buf: &mut [u8]) {
 }
 
 fn set_bits(buf: &mut [u8], mut a: u64, b: u64) {
-    while a < b && a % 8 != 0 {
+    while a < b && !a.is_multiple_of(8) {
         buf[(a / 8) as usize] |= 1 << (a % 8);
         a += 1;
     }

@@ -151,7 +151,7 @@ impl ImageSpec {
             };
             let mut r = b.contents.ranges(geo.nbits());
             for w in writes.iter().filter(|w| w.len > 0) {
-                r.push((w.offset >> g, (w.offset + w.len - 1 >> g) + 1));
+                r.push((w.offset >> g, ((w.offset + w.len - 1) >> g) + 1));
             }
             b.contents = Contents::Ranges(crate::contents::normalise(&r, geo.nbits()));
         }

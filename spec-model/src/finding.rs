@@ -109,8 +109,7 @@ impl Findings {
                 ),
             });
         }
-        self.list
-            .sort_by(|a, b| (a.offset, a.rule).cmp(&(b.offset, b.rule)));
+        self.list.sort_by_key(|f| (f.offset, f.rule));
         self.list.dedup();
         self.list
     }

@@ -184,14 +184,18 @@ impl<R: Read + Seek> Ctx<R> {
     }
 }
 
+/// A refcount verdict on one cluster: rule, owner, refcount, references.
+type ClusterVerdict = (Rule, Owner, u64, u64);
+
 /// Folds consecutive clusters with the same refcount verdict into one finding.
 #[derive(Default)]
 struct RunReporter {
-    current: Option<(u64, u64, (Rule, Owner, u64, u64))>,
+    /// First cluster, one past the last, and their common verdict.
+    current: Option<(u64, u64, ClusterVerdict)>,
 }
 
 impl RunReporter {
-    fn push<R>(&mut self, ctx: &mut Ctx<R>, c: u64, v: Option<(Rule, Owner, u64, u64)>) {
+    fn push<R>(&mut self, ctx: &mut Ctx<R>, c: u64, v: Option<ClusterVerdict>) {
         if let (Some((_, end, cur)), Some(new)) = (&mut self.current, v) {
             if *cur == new && *end == c {
                 *end = c + 1;

@@ -84,8 +84,7 @@ pub fn stream<R: Read + Seek>(
         } else {
             len
         };
-        let last_byte;
-        if host == 0 {
+        let last_byte = if host == 0 {
             let ones = entry & t::ALL_ONES != 0;
             if body > 0 {
                 visit(if ones {
@@ -94,7 +93,11 @@ pub fn stream<R: Read + Seek>(
                     Chunk::Zeros(body)
                 });
             }
-            last_byte = if ones { 0xff } else { 0 };
+            if ones {
+                0xff
+            } else {
+                0
+            }
         } else {
             buf.resize(len as usize, 0);
             let avail = img.len().saturating_sub(host).min(len) as usize;
@@ -103,8 +106,8 @@ pub fn stream<R: Read + Seek>(
             if body > 0 {
                 visit(Chunk::Bytes(&buf[..body as usize]));
             }
-            last_byte = buf[len as usize - 1];
-        }
+            buf[len as usize - 1]
+        };
         if let (true, Some(mask)) = (is_last, tail_mask) {
             let b = [last_byte & mask];
             visit(Chunk::Bytes(&b));
