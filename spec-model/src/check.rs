@@ -196,6 +196,20 @@ fn analyse<R: Read + Seek>(mut img: Image<R>) -> Result<Model<R>, CheckError> {
             "encryption header",
         );
     }
+    let has_enc = extensions
+        .iter()
+        .any(|x| x.ext_type == extension::ENCRYPTION);
+    if has_enc != (ctx.h.crypt_method == 2) {
+        ctx.findings.add(
+            Rule::HeaderEncryptionExtension,
+            crate::fields::header::CRYPT_METHOD.offset as u64,
+            format!(
+                "crypt_method is {} but the image {} a full disk encryption header extension",
+                ctx.h.crypt_method,
+                if has_enc { "has" } else { "lacks" }
+            ),
+        );
+    }
     let blocks = ctx.claim_refcount_structures()?;
     let mut mapping = MappingStats::default();
     if !ctx.h.aligned(ctx.h.l1_table_offset) {

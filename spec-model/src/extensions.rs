@@ -87,11 +87,12 @@ impl<R: Read + Seek> Ctx<R> {
                 .img
                 .read_checked(prefix_end, padded)?
                 .unwrap_or_default();
-            if data[length as usize..].iter().any(|&b| b != 0) {
+            let string_ext = matches!(ext_type, f::BACKING_FORMAT | f::EXTERNAL_DATA_FILE);
+            if !string_ext && data[length as usize..].iter().any(|&b| b != 0) {
                 self.findings.add(
                     Rule::ExtPadding,
                     prefix_end + u64::from(length),
-                    format!("padding after extension {ext_type:#010x} is not zero"),
+                    format!("padding after extension {ext_type:#010x} is not zero (the spec does not say it must be)"),
                 );
             }
             data.truncate(length as usize);

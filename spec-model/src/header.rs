@@ -241,6 +241,31 @@ pub fn parse<R: Read + Seek>(
             }
             h.raw = raw;
         }
+        let pad_end = (h.header_length as usize).min(112).min(h.raw.len());
+        let pad_start = f::COMPRESSION_TYPE.end();
+        if pad_end > pad_start && h.raw[pad_start..pad_end].iter().any(|&b| b != 0) {
+            findings.add(
+                Rule::HeaderPadding,
+                pad_start as u64,
+                format!(
+                    "header padding bytes {pad_start}-{} are {:02x?}, must be zero",
+                    pad_end - 1,
+                    &h.raw[pad_start..pad_end]
+                ),
+            );
+        }
+        if h.autoclear_features & f::AUTOCLEAR_RAW_EXTERNAL != 0
+            && h.incompatible_features & f::INCOMPAT_EXTERNAL_DATA == 0
+        {
+            findings.add(
+                Rule::HeaderRawExternal,
+                at(f::AUTOCLEAR_FEATURES),
+                format!(
+                    "autoclear_features is {:#x}: raw external data (bit 1) without an external data file (incompatible bit 2)",
+                    h.autoclear_features
+                ),
+            );
+        }
         let bit = h.incompatible_features & f::INCOMPAT_COMPRESSION != 0;
         if bit != (h.compression_type != 0) {
             findings.add(

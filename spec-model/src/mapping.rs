@@ -255,7 +255,8 @@ impl<R: Read + Seek> Ctx<R> {
     fn reference(&mut self, offset: u64, length: u64, owner: Owner, at: u64, extra: Option<u32>) {
         match extra {
             None => {
-                self.map.claim(&mut self.findings, offset, length, owner, at);
+                self.map
+                    .claim(&mut self.findings, offset, length, owner, at);
             }
             Some(n) => self.map.add_refs(offset, length, n),
         }

@@ -117,6 +117,10 @@ impl<R: Read + Seek> Ctx<R> {
             clusters_in_file: self.map.len(),
             ..Default::default()
         };
+        if self.h.refcount_order > 6 {
+            // header.refcount-order was reported: the entries cannot be read.
+            return Ok(stats);
+        }
         let order = self.h.refcount_order.min(6);
         let cs = self.h.cluster_size();
         let per_block = u64::try_from((u128::from(cs) * 8) >> order).unwrap_or(u64::MAX);

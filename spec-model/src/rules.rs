@@ -96,6 +96,12 @@ catalogue! {
     HeaderCompressionType = "header.compression-type" [Error] "Header" "compression_type non-zero without incompatible bit 3, or zero with it";
     /// Spec "Header", bytes 88-95: autoclear bits 2-63 are reserved; the spec does not say how a reader treats them beyond clearing them on write.
     HeaderAutoclearUnknown = "header.autoclear-unknown" [Unspecified] "Header" "autoclear bits 2-63 set";
+    /// Spec "Header padding": the padding that rounds the additional fields up to header_length (bytes 105-111) must be zero.
+    HeaderPadding = "header.padding" [Error] "Header padding" "bytes 105-111 of a longer v3 header are not zero";
+    /// Spec "Header", autoclear bit 1: raw external data may only be set together with the external data file incompatible bit (bit 2).
+    HeaderRawExternal = "header.raw-external" [Error] "Header" "autoclear bit 1 set without incompatible bit 2";
+    /// Spec "Full disk encryption header pointer": the extension is present if, and only if, crypt_method needs it (LUKS, 2).
+    HeaderEncryptionExtension = "header.encryption-extension" [Error] "Full disk encryption header pointer" "crypt_method 2 without the encryption header extension, or the extension with another crypt_method";
     /// Spec "Header", bytes 32-35: crypt_method is 0 (none), 1 (AES) or 2 (LUKS).
     HeaderCryptMethod = "header.crypt-method" [Error] "Header" "crypt_method is not 0, 1 or 2";
     /// Spec "Header", bytes 8-19: the backing file name must lie inside the first cluster and be at most 1023 bytes long.
@@ -112,8 +118,11 @@ catalogue! {
     ExtBounds = "ext.bounds" [Error] "Header extensions" "an extension (with padding) runs past the first cluster or the file";
     /// Spec "Header extensions": each known extension type appears at most once.
     ExtDuplicate = "ext.duplicate" [Error] "Header extensions" "a known extension type appears twice";
-    /// Spec "Header extensions": the padding after an extension's data must be zero.
-    ExtPadding = "ext.padding" [Error] "Header extensions" "padding after extension data is not zero";
+    /// Spec "Header extensions": data is padded to a multiple of 8 bytes, but
+    /// the spec does not require the padding to be zero (and "String header
+    /// extensions" says outright that it may not be), so non-zero padding of
+    /// a non-string extension is recorded, never judged.
+    ExtPadding = "ext.padding" [Unspecified] "Header extensions" "padding after the data of a non-string extension is not zero";
     /// Spec "Header", autoclear bit 0: a v3 image whose bit 0 is clear has an inconsistent bitmaps extension that must be ignored.
     BitmapsAutoclearMissing = "bitmaps.autoclear-missing" [Inconsistent] "Header (autoclear_features bit 0), Bitmaps extension" "v3, bitmaps extension present, autoclear bit 0 clear";
     /// Spec "Bitmaps extension": a v2 header has no autoclear field, so its bitmaps extension can never be consistent.
