@@ -229,13 +229,22 @@ fn analyse<R: Read + Seek>(mut img: Image<R>) -> Result<Model<R>, CheckError> {
 
     let ext_ok = found.state == ExtensionState::Consistent && !ctx.findings.bitmaps_invalid();
     let mut bitmaps = Vec::with_capacity(found.entries.len());
+    let mut digests: std::collections::HashMap<[u8; 32], (String, u64)> = Default::default();
     for e in &found.entries {
         let usable = ext_ok && e.self_usable(ctx.h.size, ctx.h.cluster_bits);
         let (mut set_bits, mut sha) = (None, None);
         if usable {
             let geo = e.geometry(ctx.h.size, ctx.h.cluster_bits);
-            let (digest, bits) =
-                content::digest(&mut ctx.img, geo, e.table.as_deref().unwrap_or(&[]))?;
+            let table = e.table.as_deref().unwrap_or(&[]);
+            let key = content::fingerprint(&mut ctx.img, geo, table)?;
+            let (digest, bits) = match digests.get(&key) {
+                Some(known) => known.clone(),
+                None => {
+                    let d = content::digest(&mut ctx.img, geo, table)?;
+                    digests.insert(key, d.clone());
+                    d
+                }
+            };
             set_bits = Some(bits);
             sha = Some(digest);
         }

@@ -148,6 +148,39 @@ pub fn digest<R: Read + Seek>(
     Ok((hex::encode(hash.finalize()), set))
 }
 
+/// A key that determines a bitmap's contents: its geometry and, per needed
+/// table entry, whether it reads as zeros or ones or, for a stored cluster,
+/// the stored bytes. Costs a read of the stored clusters only, so bitmaps
+/// whose keys match share one content digest without hashing the (often
+/// mostly zero) data again.
+pub fn fingerprint<R: Read + Seek>(
+    img: &mut Image<R>,
+    geo: Geometry,
+    table: &[u64],
+) -> Result<[u8; 32], CheckError> {
+    let cs = 1u64 << geo.cluster_bits;
+    let nbytes = geo.nbytes();
+    let mut key = Sha256::new();
+    key.update(geo.nbits().to_be_bytes());
+    key.update(geo.cluster_bits.to_be_bytes());
+    let mut buf = Vec::new();
+    for (j, &entry) in table.iter().enumerate().take(geo.clusters_needed() as usize) {
+        let host = entry & t::OFFSET_MASK;
+        if host == 0 {
+            key.update([u8::from(entry & t::ALL_ONES != 0)]);
+            continue;
+        }
+        let len = cs.min(nbytes - j as u64 * cs);
+        buf.resize(len as usize, 0);
+        let avail = img.len().saturating_sub(host).min(len) as usize;
+        buf[avail..].fill(0);
+        img.read_into(host, &mut buf[..avail])?;
+        key.update([2]);
+        key.update(&buf);
+    }
+    Ok(key.finalize().into())
+}
+
 fn popcount(b: &[u8]) -> u64 {
     let mut words = b.chunks_exact(8);
     let mut n: u64 = (&mut words)
