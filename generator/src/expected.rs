@@ -1,26 +1,56 @@
-//! What a conforming checker must say about an image built from a spec,
-//! derived from the spec alone.
+//! What a conforming checker must say about an image, derived from the
+//! spec (and, for mutants, from the targeted rule's severity), never from
+//! running the model. This is the `expected` object of the corpus manifest.
 
 use crate::spec::ImageSpec;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use spec_model::{Rule, Severity};
 
-/// The expected verdict entry of one bitmap (the manifest's shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The expected verdict entry of one bitmap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectedBitmap {
     pub name: String,
     pub granularity_bits: u8,
     pub usable: bool,
     pub flags: ExpectedFlags,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Present only for usable bitmaps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_bits: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectedFlags {
     pub in_use: bool,
     pub auto: bool,
+}
+
+/// The manifest's `expected` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expected {
+    /// `valid`, `invalid` or `unspecified`.
+    pub verdict: String,
+    /// Rule IDs a conforming checker must report (at least these).
+    pub rules: Vec<String>,
+    /// `absent`, `consistent` or `inconsistent`.
+    pub bitmaps_extension: String,
+    /// For valid and unspecified cases; content fields only for usable bitmaps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitmaps: Option<Vec<ExpectedBitmap>>,
+}
+
+/// The verdict that findings of these severities imply.
+pub fn verdict_for(severities: impl IntoIterator<Item = Severity>) -> &'static str {
+    let mut v = "valid";
+    for s in severities {
+        match s {
+            Severity::Error => return "invalid",
+            Severity::Unspecified => v = "unspecified",
+            _ => {}
+        }
+    }
+    v
 }
 
 /// The bitmaps a valid image built from `spec` holds, in directory order.
@@ -50,4 +80,49 @@ pub fn bitmaps(spec: &ImageSpec) -> Vec<ExpectedBitmap> {
             }
         })
         .collect()
+}
+
+/// The rules (with severity) that a valid image built from `spec` must be
+/// reported for: its notes, limits and unspecified parts.
+pub fn implied_rules(spec: &ImageSpec) -> Vec<(Rule, Severity)> {
+    let mut out = Vec::new();
+    if spec.cluster_bits > spec_model::header::QEMU_MAX_CLUSTER_BITS {
+        out.push((Rule::HeaderClusterBits, Severity::Limit));
+    }
+    for b in &spec.bitmaps {
+        if !(9..=31).contains(&b.granularity_bits) {
+            out.push((Rule::BitmapsDirGranularity, Severity::Limit));
+        }
+        if b.name.len() > 1023 {
+            out.push((Rule::BitmapsDirNameLimit, Severity::Limit));
+        }
+        if b.name.contains(&0) || std::str::from_utf8(&b.name).is_err() {
+            out.push((Rule::BitmapsDirNameBytes, Severity::Unspecified));
+        }
+        if !b.extra_data.is_empty() {
+            out.push((Rule::BitmapsDirExtraData, Severity::Note));
+        }
+        if b.in_use {
+            out.push((Rule::BitmapsDirInUse, Severity::Note));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The expected verdict of an image built from `spec` unchanged.
+pub fn for_spec(spec: &ImageSpec) -> Expected {
+    let implied = implied_rules(spec);
+    Expected {
+        verdict: verdict_for(implied.iter().map(|(_, s)| *s)).to_string(),
+        rules: implied.iter().map(|(r, _)| r.id().to_string()).collect(),
+        bitmaps_extension: if spec.bitmaps.is_empty() {
+            "absent"
+        } else {
+            "consistent"
+        }
+        .to_string(),
+        bitmaps: Some(bitmaps(spec)),
+    }
 }

@@ -10,4 +10,5 @@ pub mod sink;
 pub mod spec;
 
 pub use build::{build, build_into, BuildError, Built, Layout};
+pub use expected::Expected;
 pub use spec::{BitmapSpec, Config, GuestWrite, ImageSpec, LayoutSpec};
