@@ -34,10 +34,59 @@ pub enum Command {
         #[arg(long, default_value = "final")]
         revision: Revision,
     },
+    /// Generate images and their manifest (DIR/images/, DIR/manifest.json).
+    /// The same arguments always give byte-identical files and manifest.
+    Generate(GenerateArgs),
     /// List the rule catalogue.
     Rules {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which kind of images `generate` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// Everything the spec allows in a valid image (notes and limits included).
+    Spec,
+    /// Within QEMU's documented limits, bitmaps QEMU will use.
+    Qemu,
+    /// 64 KiB clusters, up to 64 MiB virtual, up to 4 bitmaps.
+    Small,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("kind").args(["valid", "mutants", "rule", "revision"])))]
+pub struct GenerateArgs {
+    /// Seed of the run; each case derives its own seed from it.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of cases (for the default mix: of valid images and of mutants each).
+    #[arg(long, default_value_t = 16)]
+    pub count: u64,
+    /// Output directory (created; must be empty unless --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only valid images.
+    #[arg(long)]
+    pub valid: bool,
+    /// Only one-rule mutants, cycling through the mutation catalogue.
+    #[arg(long)]
+    pub mutants: bool,
+    /// Only mutants that break this rule ID.
+    #[arg(long, value_name = "ID")]
+    pub rule: Option<String>,
+    /// Images laid out as this draft revision describes.
+    #[arg(long, value_name = "R")]
+    pub revision: Option<Revision>,
+    /// Bounds for the random specs.
+    #[arg(long, value_enum, default_value = "spec")]
+    pub profile: Profile,
+    /// Replace the images and manifest of an earlier run in --out.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the manifest as JSON on stdout when done.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -12,3 +12,6 @@ pub mod spec;
 pub use build::{build, build_into, BuildError, Built, Layout};
 pub use expected::Expected;
 pub use spec::{BitmapSpec, Config, GuestWrite, ImageSpec, LayoutSpec};
+pub mod cases;
+pub mod manifest;
+pub use manifest::{Manifest, ManifestCase};

@@ -1,5 +1,7 @@
 //! What each subcommand does.
 
+mod generate;
+
 use crate::cli::{Cli, Command};
 use anyhow::{Context, Result};
 use spec_model::{rules, Model, Report};
@@ -15,6 +17,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             json,
             revision: _,
         } => dump(&image, json),
+        Command::Generate(args) => generate::run(&args),
         Command::Rules { json } => {
             print_rules(json)?;
             Ok(0)
