@@ -178,6 +178,10 @@ pub struct Config {
     pub max_snapshots: usize,
     pub allow_in_use: bool,
     pub allow_extra_data: bool,
+    /// Set flag bit 2 (`extra_data_compatible`) on some bitmaps. QEMU treats
+    /// the bit as reserved and refuses the whole image, so its profile
+    /// leaves it clear (see docs/findings.md).
+    pub allow_compatible_flag: bool,
     pub allow_extended_l2: bool,
     pub allow_unknown_extensions: bool,
     pub allow_backing_format: bool,
@@ -208,6 +212,7 @@ impl Default for Config {
             max_snapshots: 2,
             allow_in_use: true,
             allow_extra_data: true,
+            allow_compatible_flag: true,
             allow_extended_l2: true,
             allow_unknown_extensions: true,
             allow_backing_format: true,
@@ -228,6 +233,7 @@ impl Config {
             allow_unaligned_size: false,
             allow_in_use: false,
             allow_extra_data: false,
+            allow_compatible_flag: false,
             allow_backing_format: false,
             ..Config::default()
         }
@@ -376,7 +382,7 @@ impl ImageSpec {
                     granularity_bits,
                     in_use: cfg.allow_in_use && u.ratio(1u8, 6)?,
                     auto: u.arbitrary()?,
-                    extra_data_compatible: u.arbitrary()?,
+                    extra_data_compatible: cfg.allow_compatible_flag && u.arbitrary()?,
                     extra_data: if extra {
                         vec![0xa5; u.int_in_range(1usize..=20)?]
                     } else {
