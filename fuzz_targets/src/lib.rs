@@ -1,2 +1,93 @@
-//! Fuzz target logic (the fuzzing issue fills this in): each target is a
-//! plain function here, and `fuzz_targets/*.rs` wrap them for libFuzzer.
+//! The logic of every fuzz target, as plain functions: libFuzzer calls them
+//! through the thin wrappers in `fuzz_targets/`, and `cargo test` calls them
+//! on stable for a bounded number of iterations (`tests/bounded.rs`).
+//! Each function panics exactly when the property it checks is broken.
+
+use arbitrary::Unstructured;
+use generator::{build, expected, Config, ImageSpec};
+use spec_model::{check_bytes as model_check, Severity, Verdict};
+
+/// Arbitrary bytes into the model: never panics, and the verdict agrees
+/// with the findings (bounded allocation is checked by the robustness tests
+/// and by libFuzzer's `-rss_limit_mb`).
+pub fn check_bytes(data: &[u8]) {
+    let r = model_check(data);
+    assert_eq!(
+        r.verdict,
+        Verdict::of(&r.findings),
+        "verdict disagrees with findings"
+    );
+    for f in &r.findings {
+        assert!(
+            f.rule.severities().contains(&f.severity),
+            "{} as {:?}",
+            f.rule,
+            f.severity
+        );
+    }
+    let bitmap_error = r
+        .findings
+        .iter()
+        .any(|f| f.severity == Severity::Error && f.rule.id().starts_with("bitmaps."));
+    for b in &r.bitmaps {
+        assert!(
+            !(bitmap_error && b.usable),
+            "bitmap {:?} usable in an invalid extension",
+            b.name
+        );
+        assert_eq!(
+            b.usable,
+            b.content_sha256.is_some(),
+            "contents only for usable bitmaps"
+        );
+        assert_eq!(
+            b.usable,
+            b.set_bits.is_some(),
+            "set_bits only for usable bitmaps"
+        );
+    }
+}
+
+/// An arbitrary ImageSpec, built and checked: valid (only notes and limits
+/// the spec implies) and with exactly the spec's bitmaps.
+pub fn roundtrip(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(spec) = ImageSpec::arbitrary_with(&mut u, &Config::default()) else {
+        return;
+    };
+    let Ok(built) = build(&spec) else {
+        return;
+    };
+    let r = model_check(&built.bytes);
+    let want = expected::for_spec(&spec);
+    assert_eq!(r.verdict.as_str(), want.verdict, "{:#?}", r.findings);
+    for f in &r.findings {
+        assert!(
+            matches!(
+                f.severity,
+                Severity::Note | Severity::Limit | Severity::Unspecified
+            ),
+            "unexpected finding {f:?}"
+        );
+    }
+    let bitmaps = want.bitmaps.unwrap_or_default();
+    assert_eq!(r.bitmaps.len(), bitmaps.len());
+    for (got, want) in r.bitmaps.iter().zip(&bitmaps) {
+        assert_eq!(got.name, want.name);
+        assert_eq!(got.granularity_bits, want.granularity_bits);
+        assert_eq!(got.usable, want.usable);
+        assert_eq!(got.content_sha256, want.content_sha256);
+        assert_eq!(got.set_bits, want.set_bits);
+    }
+}
+
+/// `dump` of arbitrary bytes never panics and its JSON parses back.
+pub fn dump_json(data: &[u8]) {
+    let Ok(model) = spec_model::Model::open(std::io::Cursor::new(data)) else {
+        return;
+    };
+    let d = spec_model::dump::dump(model.analysis());
+    let text = serde_json::to_string(&d).expect("dump serialises");
+    let _: serde_json::Value = serde_json::from_str(&text).expect("dump JSON parses");
+    let _ = spec_model::dump::render(&d);
+}
