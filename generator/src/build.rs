@@ -225,6 +225,11 @@ pub fn build_into(spec: &ImageSpec, sink: &mut impl Sink) -> Result<Layout, Buil
                 for k in 0..tc {
                     refs.insert((bl.table_offset >> cb) + k, 1);
                 }
+            } else {
+                // A zero-size disk: the table has no entries and occupies no
+                // bytes, but its offset must still be non-zero and aligned
+                // (offset 0 was the refused 2016 proposal).
+                bl.table_offset = cs;
             }
             layout.bitmaps.push(bl);
         }

@@ -89,6 +89,9 @@ pub fn implied_rules(spec: &ImageSpec) -> Vec<(Rule, Severity)> {
     if spec.cluster_bits > spec_model::header::QEMU_MAX_CLUSTER_BITS {
         out.push((Rule::HeaderClusterBits, Severity::Limit));
     }
+    if spec.size == 0 && !spec.bitmaps.is_empty() {
+        out.push((Rule::BitmapsDirTableSize, Severity::Unspecified));
+    }
     for b in &spec.bitmaps {
         if !(9..=31).contains(&b.granularity_bits) {
             out.push((Rule::BitmapsDirGranularity, Severity::Limit));

@@ -83,3 +83,29 @@ fn hand_written_spec_round_trips() {
     let r = check_bytes(&build(&spec).unwrap().bytes);
     assert_eq!(r.bitmaps[0].set_bits, Some(4));
 }
+
+#[test]
+fn zero_size_disk_with_a_bitmap_is_unspecified_not_invalid() {
+    let mut spec = ImageSpec::empty(0);
+    spec.bitmaps.push(generator::BitmapSpec {
+        name: b"empty".to_vec(),
+        granularity_bits: 16,
+        in_use: false,
+        auto: true,
+        extra_data_compatible: false,
+        extra_data: Vec::new(),
+        contents: generator::contents::Contents::Empty,
+        zero_entries: true,
+        ones_entries: false,
+    });
+    let want = expected::for_spec(&spec);
+    assert_eq!(want.verdict, "unspecified");
+    let r = check_bytes(&build(&spec).unwrap().bytes);
+    assert_eq!(r.verdict, Verdict::Unspecified, "{:#?}", r.findings);
+    assert!(r.findings.iter().all(|f| f.severity != Severity::Error));
+    assert_eq!(
+        r.rules_with(Severity::Unspecified),
+        vec!["bitmaps.dir.table-size"]
+    );
+    assert_eq!(r.bitmaps[0].set_bits, Some(0));
+}
