@@ -1,0 +1,204 @@
+//! Every mutation of the catalogue, over many seeds, breaks exactly the
+//! rule it targets (plus its documented `also` set), and the model agrees
+//! with the expected verdict, extension state and bitmaps; every rule of
+//! the catalogue has a mutation; mutants are deterministic.
+
+use generator::mutate::{self, Mutation};
+use generator::Config;
+use spec_model::{check_bytes, Rule, Severity};
+use std::collections::BTreeSet;
+
+/// Seeds per mutation (heavy ones build multi-MiB images: fewer).
+fn seeds(m: &Mutation) -> u64 {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+    if m.heavy {
+        env("MUTANT_HEAVY_SEEDS").unwrap_or(5)
+    } else {
+        env("MUTANT_SEEDS").unwrap_or(200)
+    }
+}
+
+/// Everything the default config allows, at sizes that keep a few thousand
+/// images fast.
+fn config() -> Config {
+    Config {
+        max_cluster_bits: 16,
+        max_size: 16 << 20,
+        max_write_len: 128 << 10,
+        ..Config::default()
+    }
+}
+
+fn verify(m: &Mutation, seed: u64, cfg: &Config) -> Result<(), String> {
+    let mt = mutate::make(m, seed, cfg).map_err(|e| format!("make: {e}"))?;
+    let r = check_bytes(&mt.bytes);
+    let describe = || {
+        let mut s = format!(
+            "verdict {:?}, extension {:?}\n",
+            r.verdict, r.bitmaps_extension
+        );
+        for f in &r.findings {
+            s += &format!(
+                "  {} {:?} @{:#x}: {}\n",
+                f.rule.id(),
+                f.severity,
+                f.offset,
+                f.message
+            );
+        }
+        s
+    };
+    let fail = |what: String| Err(format!("{what}\n{}", describe()));
+
+    let errors: BTreeSet<&str> = r.rules_with(Severity::Error).into_iter().collect();
+    let want: BTreeSet<&str> = if m.severity == Severity::Error {
+        std::iter::once(m.rule)
+            .chain(m.also.iter().copied())
+            .map(Rule::id)
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    if errors != want {
+        return fail(format!("errors {errors:?}, expected {want:?}"));
+    }
+    if !r
+        .findings
+        .iter()
+        .any(|f| f.rule == m.rule && f.severity == m.severity)
+    {
+        return fail(format!("no {} finding as {:?}", m.rule, m.severity));
+    }
+    for id in &mt.expected.rules {
+        if r.findings_of(id).next().is_none() {
+            return fail(format!("expected rule {id} not reported"));
+        }
+    }
+    if r.verdict.as_str() != mt.expected.verdict {
+        return fail(format!("verdict expected {}", mt.expected.verdict));
+    }
+    let state = serde_json::to_value(r.bitmaps_extension).unwrap();
+    if state != mt.expected.bitmaps_extension.as_str() {
+        return fail(format!(
+            "bitmaps_extension expected {}",
+            mt.expected.bitmaps_extension
+        ));
+    }
+    let want_bitmaps = mt.expected.bitmaps.as_ref();
+    if (m.severity == Severity::Error) != want_bitmaps.is_none() {
+        return fail("expected.bitmaps must be given exactly for non-error cases".into());
+    }
+    if let Some(want) = want_bitmaps {
+        if r.bitmaps.len() != want.len() {
+            return fail(format!(
+                "{} bitmaps, expected {}",
+                r.bitmaps.len(),
+                want.len()
+            ));
+        }
+        for (got, want) in r.bitmaps.iter().zip(want) {
+            let same = got.name == want.name
+                && got.granularity_bits == want.granularity_bits
+                && got.flags.in_use == want.flags.in_use
+                && got.flags.auto == want.flags.auto
+                && got.usable == want.usable
+                && got.content_sha256 == want.content_sha256
+                && got.set_bits == want.set_bits;
+            if !same {
+                return fail(format!("bitmap differs:\n got {got:?}\nwant {want:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_mutation_breaks_exactly_its_rule() {
+    let cfg = config();
+    let all = mutate::catalogue();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(m) = all.get(i) else { break };
+                let mut bad = Vec::new();
+                for seed in 0..seeds(m) {
+                    if let Err(e) = verify(m, seed, &cfg) {
+                        bad.push((seed, e));
+                    }
+                }
+                if let Some((seed, e)) = bad.first() {
+                    failures.lock().unwrap().push(format!(
+                        "{} ({} of {} seeds fail), first at seed {seed}: {e}",
+                        m.id,
+                        bad.len(),
+                        seeds(m)
+                    ));
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} mutations fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_rule_has_a_mutation() {
+    let missing: Vec<&str> = Rule::ALL
+        .iter()
+        .filter(|r| mutate::by_rule(r.id()).is_empty())
+        .map(|r| r.id())
+        .collect();
+    assert!(missing.is_empty(), "rules without a mutation: {missing:?}");
+}
+
+#[test]
+fn every_severity_of_a_rule_has_a_mutation() {
+    let mut missing = Vec::new();
+    for r in Rule::ALL {
+        for s in r.severities() {
+            if !mutate::by_rule(r.id()).iter().any(|m| m.severity == *s) {
+                missing.push(format!("{} as {}", r.id(), s.as_str()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "no mutation for: {missing:?}");
+}
+
+#[test]
+fn mutation_ids_are_unique_and_name_their_rule() {
+    let mut seen = BTreeSet::new();
+    for m in mutate::catalogue() {
+        assert!(seen.insert(m.id), "duplicate id {}", m.id);
+        let (rule, variant) = m.id.split_once('/').expect("id is rule/variant");
+        assert_eq!(rule, m.rule.id(), "{}", m.id);
+        assert!(!variant.is_empty(), "{}", m.id);
+        assert!(m.rule.severities().contains(&m.severity), "{}", m.id);
+        for a in m.also {
+            assert!(a.severities().contains(&Severity::Error), "{}", m.id);
+        }
+        assert_eq!(mutate::by_id(m.id).map(|x| x.id), Some(m.id));
+    }
+}
+
+#[test]
+fn mutants_are_deterministic() {
+    let cfg = config();
+    for m in mutate::catalogue().iter().filter(|m| !m.heavy) {
+        for seed in [0, 7, 1 << 40] {
+            let a = mutate::make(m, seed, &cfg).unwrap();
+            let b = mutate::make(m, seed, &cfg).unwrap();
+            assert!(a.bytes == b.bytes, "{} seed {seed}: bytes differ", m.id);
+            assert_eq!(a.expected, b.expected, "{} seed {seed}", m.id);
+            assert_eq!(a.spec, b.spec, "{} seed {seed}", m.id);
+        }
+    }
+}
