@@ -14,6 +14,7 @@ pub mod bitmaps;
 mod check;
 pub mod clusters;
 mod context;
+pub mod drafts;
 pub mod dump;
 pub mod extensions;
 pub mod fields;

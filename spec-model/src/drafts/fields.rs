@@ -1,0 +1,151 @@
+//! Field tables of the drafts' on-disk structures. Offsets and widths come
+//! from the seed documents; where a seed leaves a field out, the choice made
+//! here is stated on the constant and in `docs/revisions.md`.
+
+/// `header-fields-2014` (seed 004): two fields appended to the qcow2 main
+/// header, a directory ("bitmap table" in the draft) and per-bitmap "L1"
+/// tables of standard cluster descriptors.
+pub mod header_fields_2014 {
+    use crate::fields::Field;
+
+    /// Number of bitmaps in the directory.
+    pub const NB_DIRTY_BITMAPS: Field = Field::new("nb_dirty_bitmaps", 104, 4);
+    /// Cluster-aligned file offset of the directory.
+    pub const DIRTY_BITMAPS_OFFSET: Field = Field::new("dirty_bitmaps_offset", 108, 8);
+    pub const HEADER_FIELDS: &[Field] = &[NB_DIRTY_BITMAPS, DIRTY_BITMAPS_OFFSET];
+    /// One past the last draft header byte: a header_length below this has
+    /// no draft fields (choice: the image then has no bitmaps).
+    pub const HEADER_END: u64 = 116;
+    /// Choice: writers store header_length 120 (116 rounded up to 8, so the
+    /// header extensions that follow stay 8-aligned); bytes 116-119 are 0.
+    pub const WRITTEN_HEADER_LENGTH: u32 = 120;
+
+    /// Directory entry ("Bitmap table entry" in the draft).
+    pub const L1_TABLE_OFFSET: Field = Field::new("l1_table_offset", 0, 8);
+    pub const L1_SIZE: Field = Field::new("l1_size", 8, 4);
+    /// Granularity in bytes (not a power-of-two exponent).
+    pub const GRANULARITY: Field = Field::new("granularity", 12, 4);
+    /// Size of the covered disk in 512-byte sectors.
+    pub const SIZE: Field = Field::new("size", 16, 8);
+    pub const NAME_SIZE: Field = Field::new("name_size", 24, 2);
+    pub const ENTRY_FIELDS: &[Field] = &[L1_TABLE_OFFSET, L1_SIZE, GRANULARITY, SIZE, NAME_SIZE];
+    /// The fixed part; the name follows directly, then zero padding to 8.
+    pub const ENTRY_FIXED: usize = 26;
+}
+
+/// `qdb-2014` (seed 003): a file of its own. The seed quotes only part of
+/// the directory entry (bytes 26-27 and 36-39); the rest is chosen.
+pub mod qdb_2014 {
+    use crate::fields::Field;
+
+    /// `"QDB\0"`.
+    pub const MAGIC_VALUE: u64 = 0x5144_4200;
+    pub const VERSION_VALUE: u64 = 1;
+
+    pub const MAGIC: Field = Field::new("magic", 0, 4);
+    pub const VERSION: Field = Field::new("version", 4, 4);
+    pub const CLUSTER_BITS: Field = Field::new("cluster_bits", 8, 4);
+    pub const NB_BITMAPS: Field = Field::new("nb_bitmaps", 12, 4);
+    pub const BITMAPS_OFFSET: Field = Field::new("bitmaps_offset", 16, 8);
+    pub const HEADER_LENGTH: Field = Field::new("header_length", 24, 4);
+    pub const HEADER_FIELDS: &[Field] = &[
+        MAGIC,
+        VERSION,
+        CLUSTER_BITS,
+        NB_BITMAPS,
+        BITMAPS_OFFSET,
+        HEADER_LENGTH,
+    ];
+    /// The fields above end here; a smaller header_length is an error.
+    pub const MIN_HEADER_LENGTH: u64 = 28;
+    /// Choice: writers store 32 (28 rounded up to 8; bytes 28-31 zero), so
+    /// the header extensions start 8-aligned.
+    pub const WRITTEN_HEADER_LENGTH: u32 = 32;
+
+    /// Choice (bytes 0-23 as in `header-fields-2014`, same author and
+    /// month): the entry's L1 table offset.
+    pub const L1_TABLE_OFFSET: Field = Field::new("l1_table_offset", 0, 8);
+    /// Choice: number of L1 entries.
+    pub const L1_SIZE: Field = Field::new("l1_size", 8, 4);
+    /// Choice: granularity in bytes.
+    pub const GRANULARITY: Field = Field::new("granularity", 12, 4);
+    /// Choice: size of the covered disk in 512-byte sectors (a QDB file has
+    /// no disk of its own, so each bitmap carries its size).
+    pub const SIZE: Field = Field::new("size", 16, 8);
+    /// Choice: flags; bit 0 = "enabled" (the seed lists `enabled` among the
+    /// entry's fields), bits 1-15 reserved and zero.
+    pub const FLAGS: Field = Field::new("flags", 24, 2);
+    /// From the seed.
+    pub const NAME_SIZE: Field = Field::new("name_size", 26, 2);
+    /// Choice: bytes 28-35 reserved, zero.
+    pub const RESERVED: Field = Field::new("reserved", 28, 8);
+    /// From the seed.
+    pub const EXTRA_DATA_SIZE: Field = Field::new("extra_data_size", 36, 4);
+    pub const ENTRY_FIELDS: &[Field] = &[
+        L1_TABLE_OFFSET,
+        L1_SIZE,
+        GRANULARITY,
+        SIZE,
+        FLAGS,
+        NAME_SIZE,
+        RESERVED,
+        EXTRA_DATA_SIZE,
+    ];
+    /// Fixed part; extra data follows, then the name (the seed's order),
+    /// then padding to 8.
+    pub const ENTRY_FIXED: usize = 40;
+    pub const FLAG_ENABLED: u64 = 1;
+    pub const FLAGS_KNOWN: u64 = 1;
+}
+
+/// `rfc-v5-2015` (seed 001): the bitmaps header extension and directory as
+/// posted in "[PATCH v5 RFC]".
+pub mod rfc_v5_2015 {
+    use crate::fields::Field;
+
+    pub const NB_BITMAPS: Field = Field::new("nb_bitmaps", 0, 4);
+    pub const BITMAP_DIRECTORY_SIZE: Field = Field::new("bitmap_directory_size", 4, 4);
+    pub const BITMAP_DIRECTORY_OFFSET: Field = Field::new("bitmap_directory_offset", 8, 8);
+    pub const EXT_FIELDS: &[Field] = &[NB_BITMAPS, BITMAP_DIRECTORY_SIZE, BITMAP_DIRECTORY_OFFSET];
+    pub const EXT_LENGTH: usize = 16;
+
+    pub const BITMAP_TABLE_OFFSET: Field = Field::new("bitmap_table_offset", 0, 8);
+    pub const BITMAP_TABLE_SIZE: Field = Field::new("bitmap_table_size", 8, 4);
+    pub const FLAGS: Field = Field::new("flags", 12, 4);
+    pub const TYPE: Field = Field::new("type", 16, 1);
+    pub const GRANULARITY_BITS: Field = Field::new("granularity_bits", 17, 1);
+    pub const NAME_SIZE: Field = Field::new("name_size", 18, 2);
+    /// Two bytes as posted (the "2 bytes or 4 bytes?" question was answered
+    /// only in a later revision).
+    pub const EXTRA_DATA_SIZE: Field = Field::new("extra_data_size", 20, 2);
+    pub const ENTRY_FIELDS: &[Field] = &[
+        BITMAP_TABLE_OFFSET,
+        BITMAP_TABLE_SIZE,
+        FLAGS,
+        TYPE,
+        GRANULARITY_BITS,
+        NAME_SIZE,
+        EXTRA_DATA_SIZE,
+    ];
+    /// Fixed part; the name follows at byte 22, then extra data (the
+    /// posted order), then padding to 8.
+    pub const ENTRY_FIXED: usize = 22;
+    pub const FLAG_IN_USE: u64 = 1;
+    pub const FLAG_AUTO: u64 = 2;
+    pub const FLAGS_KNOWN: u64 = 3;
+    /// Type 0 is dirty tracking in this draft (1 in the final format).
+    pub const TYPE_DIRTY_TRACKING: u64 = 0;
+    /// Valid name sizes are 1-1023 (an error beyond, not a QEMU limit).
+    pub const MAX_NAME_SIZE: u64 = 1023;
+}
+
+/// A one-level "L1" table entry of `header-fields-2014` and `qdb-2014`:
+/// bits 0-61 a standard cluster descriptor, bits 62-63 reserved.
+pub mod l1_entry {
+    /// Bit 0 of a standard cluster descriptor: the cluster reads as zeros.
+    pub const ZERO: u64 = 1;
+    /// Descriptor bits 9-55: host cluster offset.
+    pub const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+    /// Descriptor bits 1-8 and 56-61, and the entry's bits 62-63.
+    pub const RESERVED_MASK: u64 = 0xff00_0000_0000_01fe;
+}
