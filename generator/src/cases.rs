@@ -102,3 +102,88 @@ pub fn valid(seed: u64, index: u64, cfg: &Config) -> Result<Case, crate::BuildEr
         description: format!("valid image: {}", describe(&spec)),
     })
 }
+
+/// Case number `index` of a run with `seed`, laid out as the draft
+/// `revision` describes. The expected verdict is what a final-spec reader
+/// must say of it (docs/revisions.md), derived from the draft's layout.
+pub fn revision(
+    revision: spec_model::Revision,
+    seed: u64,
+    index: u64,
+    cfg: &Config,
+) -> Result<Case, crate::BuildError> {
+    use spec_model::Revision as R;
+    let mut cfg = cfg.clone();
+    // Every draft can express these specs: v3, granularity within 9-31,
+    // names QEMU accepts, no flags the drafts lack.
+    cfg.versions = vec![3];
+    cfg.min_granularity_bits = cfg.min_granularity_bits.max(9);
+    cfg.max_granularity_bits = cfg.max_granularity_bits.min(31);
+    cfg.max_name_len = cfg.max_name_len.min(1023);
+    cfg.allow_compatible_flag = false;
+    let spec = spec_from_seed(case_seed(seed, index), &cfg);
+    let bytes = crate::revisions::render(revision, &spec)?;
+    let ext = if revision == R::Qdb2014 {
+        "qdb"
+    } else {
+        "qcow2"
+    };
+    let has_bitmaps = !spec.bitmaps.is_empty();
+    let is_empty = |b: &&crate::BitmapSpec| {
+        let geo = spec.geometry(b);
+        b.contents.ranges(geo.nbits()).is_empty()
+    };
+    let empty_bitmap = spec.bitmaps.iter().any(|b| is_empty(&b));
+    // Table size 0 is also too small for the disk, unless in_use excuses it.
+    let empty_not_in_use = spec.bitmaps.iter().filter(is_empty).any(|b| !b.in_use);
+    let (verdict, rules, extension): (&str, Vec<&str>, &str) = match revision {
+        R::Final => {
+            let e = expected::for_spec(&spec);
+            return Ok(Case {
+                id: format!("final/{:04}", index + 1),
+                file_name: format!("final-{:04}.qcow2", index + 1),
+                bytes,
+                expected: e,
+                description: format!("final layout: {}", describe(&spec)),
+            });
+        }
+        R::Qdb2014 => ("invalid", vec!["header.magic"], "absent"),
+        R::HeaderFields2014 if has_bitmaps => ("invalid", vec!["header.padding"], "absent"),
+        R::HeaderFields2014 => ("valid", vec![], "absent"),
+        R::RfcV5_2015 if has_bitmaps => ("invalid", vec!["bitmaps.ext.length"], "consistent"),
+        R::RfcV5_2015 => ("valid", vec![], "absent"),
+        R::EmptyTable2016 if spec.size > 0 && empty_bitmap => {
+            let mut rules = vec!["bitmaps.dir.table-offset-zero"];
+            if empty_not_in_use {
+                rules.push("bitmaps.dir.table-size");
+            }
+            ("invalid", rules, "consistent")
+        }
+        R::EmptyTable2016 => {
+            let e = expected::for_spec(&spec);
+            return Ok(Case {
+                id: format!("empty-table-2016/{:04}", index + 1),
+                file_name: format!("empty-table-2016-{:04}.qcow2", index + 1),
+                bytes,
+                expected: e,
+                description: format!(
+                    "empty-table-2016 layout, no empty bitmap (same as final): {}",
+                    describe(&spec)
+                ),
+            });
+        }
+    };
+    let bitmaps = (verdict != "invalid").then(Vec::new);
+    Ok(Case {
+        id: format!("{revision}/{:04}", index + 1),
+        file_name: format!("{revision}-{:04}.{ext}", index + 1),
+        bytes,
+        expected: Expected {
+            verdict: verdict.to_string(),
+            rules: rules.into_iter().map(str::to_string).collect(),
+            bitmaps_extension: extension.to_string(),
+            bitmaps,
+        },
+        description: format!("{revision} layout (docs/revisions.md): {}", describe(&spec)),
+    })
+}

@@ -15,10 +15,13 @@ fn config(p: Profile) -> Config {
     }
 }
 
+/// One case to make, run on a worker thread.
+type Job<'a> = Box<dyn Fn() -> Result<Case> + Sync + 'a>;
+
 /// The cases the arguments ask for, in manifest order.
-fn plan(args: &GenerateArgs) -> Result<Vec<Box<dyn Fn() -> Result<Case> + Sync + '_>>> {
+fn plan(args: &GenerateArgs) -> Result<Vec<Job<'_>>> {
     let cfg = config(args.profile);
-    let mut jobs: Vec<Box<dyn Fn() -> Result<Case> + Sync + '_>> = Vec::new();
+    let mut jobs: Vec<Job<'_>> = Vec::new();
     let want_valid =
         args.valid || !(args.mutants || args.rule.is_some() || args.revision.is_some());
     if want_valid {
@@ -29,8 +32,17 @@ fn plan(args: &GenerateArgs) -> Result<Vec<Box<dyn Fn() -> Result<Case> + Sync +
             }));
         }
     }
-    if args.mutants || args.rule.is_some() || args.revision.is_some() {
-        bail!("mutants and draft revisions are not wired into `generate` yet");
+    if let Some(rev) = args.revision {
+        for i in 0..args.count {
+            let cfg = cfg.clone();
+            jobs.push(Box::new(move || {
+                cases::revision(rev, args.seed, i, &cfg)
+                    .with_context(|| format!("rendering {rev} case {i}"))
+            }));
+        }
+    }
+    if args.mutants || args.rule.is_some() {
+        bail!("mutants are not wired into `generate` yet");
     }
     Ok(jobs)
 }
