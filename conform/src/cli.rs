@@ -37,6 +37,9 @@ pub enum Command {
     /// Generate images and their manifest (DIR/images/, DIR/manifest.json).
     /// The same arguments always give byte-identical files and manifest.
     Generate(GenerateArgs),
+    /// Run implementations over a corpus and judge every case (exit status
+    /// 2 when an outcome named by --fail-on occurs, 1 on errors).
+    Run(RunArgs),
     /// List the rule catalogue.
     Rules {
         /// Print JSON instead of a table.
@@ -89,4 +92,49 @@ pub struct GenerateArgs {
     /// Print the manifest as JSON on stdout when done.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Rows of `run`'s terminal matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MatrixRows {
+    /// One row per case up to 60 cases, else one per rule.
+    Auto,
+    Case,
+    Rule,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Implementation under test: `qemu`, or `exec:TEMPLATE` for a program
+    /// speaking the exec protocol (corpus/README.md). Repeat for several.
+    #[arg(long = "impl", value_name = "IMPL", required = true)]
+    pub implementations: Vec<String>,
+    /// Corpus directory (manifest.json and its images; never modified).
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Write the full report (expected, observation, outcome, commands) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a JUnit XML report.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Parallel workers (default: number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Outcomes that make the exit status non-zero: comma-separated, or
+    /// `none`, `default` (all but pass and recorded), `all`.
+    #[arg(long, value_name = "OUTCOMES")]
+    pub fail_on: Option<String>,
+    /// Time limit per process, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Address-space limit per process in MiB (through `prlimit`); 0 for none.
+    #[arg(long = "memory", value_name = "MIB", default_value_t = 8192)]
+    pub memory_mib: u64,
+    /// Skip the write check (no implementation writes any copy).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Rows of the terminal matrix.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub matrix: MatrixRows,
 }

@@ -1,0 +1,418 @@
+//! QEMU's own tools as an implementation under test.
+//!
+//! - opened, bitmap listing and flags: `qemu-img info --output=json`;
+//! - integrity facts: `qemu-img check --output=json` (read-only);
+//! - using a bitmap = exporting it: `qemu-nbd -r -B NAME`, whose dirty
+//!   ranges `qemu-img map` reads over NBD through the client's
+//!   `x-dirty-bitmap` option (a dirty area reads as `"data": false`);
+//! - writes: `qemu-io -c 'write -P 0xa5 OFFSET LEN'` (see `runner::writes`).
+
+use super::WriteRun;
+use crate::qemu::{CheckInfo, ImageInfo, MapExtent, Tool};
+use crate::runner::process::{self, Background, Proc};
+use crate::runner::{
+    Adapter, Capabilities, IntegrityCheck, Limits, Observation, ObservedBitmap, ObservedFlags,
+};
+use anyhow::Result;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The QEMU adapter: paths of `qemu-img`, `qemu-io` and `qemu-nbd`.
+pub struct QemuAdapter {
+    img: PathBuf,
+    io: PathBuf,
+    nbd: PathBuf,
+}
+
+impl QemuAdapter {
+    /// Finds the three tools (`QEMU_IMG_PROG` etc. or `PATH`); a missing
+    /// one is an error.
+    pub fn new() -> Result<QemuAdapter> {
+        Ok(QemuAdapter {
+            img: Tool::Img.locate()?,
+            io: Tool::Io.locate()?,
+            nbd: Tool::Nbd.locate()?,
+        })
+    }
+
+    fn run(&self, program: &Path, args: &[OsString], limits: &Limits) -> Result<Proc, String> {
+        let cmd = process::command(program.as_os_str(), args, limits);
+        process::run(cmd, limits.timeout).map_err(|e| e.to_string())
+    }
+}
+
+fn os(s: impl AsRef<OsStr>) -> OsString {
+    s.as_ref().to_owned()
+}
+
+impl Adapter for QemuAdapter {
+    fn name(&self) -> &str {
+        "qemu"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            read_metadata: true,
+            read_bitmap_contents: true,
+            read_guest_data: true,
+            write_guest_data: true,
+            bitmap_operations: true,
+        }
+    }
+
+    fn observe(&self, image: &Path, limits: &Limits) -> Observation {
+        let start = Instant::now();
+        let mut obs = Observation::default();
+        self.observe_into(image, limits, &mut obs);
+        obs.duration_ms = start.elapsed().as_millis() as u64;
+        obs
+    }
+
+    fn write(&self, image: &Path, offset: u64, len: u64, limits: &Limits) -> WriteRun {
+        let args = vec![
+            os("-f"),
+            os("qcow2"),
+            os("-c"),
+            os(format!("write -P 0xa5 {offset} {len}")),
+            os(image),
+        ];
+        match self.run(&self.io, &args, limits) {
+            Err(e) => WriteRun {
+                error: Some(e),
+                ..WriteRun::default()
+            },
+            Ok(p) => {
+                // qemu-io may report a failed command with exit status 0.
+                let failed_line = p
+                    .stdout
+                    .lines()
+                    .chain(p.stderr.lines())
+                    .find(|l| l.contains("failed") || l.contains("error"))
+                    .map(str::to_owned);
+                let ok = p.success() && failed_line.is_none();
+                WriteRun {
+                    ok,
+                    error: (!ok).then(|| {
+                        failed_line
+                            .or_else(|| p.first_error_line())
+                            .unwrap_or_else(|| p.describe_end())
+                    }),
+                    commands: vec![p.command.clone()],
+                    process: Some(p),
+                }
+            }
+        }
+    }
+}
+
+impl QemuAdapter {
+    fn observe_into(&self, image: &Path, limits: &Limits, obs: &mut Observation) {
+        // 1. info: does QEMU open the image, which bitmaps does it list?
+        let info_args = [
+            os("info"),
+            os("-f"),
+            os("qcow2"),
+            os("--output=json"),
+            os(image),
+        ];
+        let info = match self.run(&self.img, &info_args, limits) {
+            Err(e) => {
+                obs.protocol_error = Some(e);
+                return;
+            }
+            Ok(p) => {
+                obs.record(&p);
+                if p.success() {
+                    match serde_json::from_str::<ImageInfo>(&p.stdout) {
+                        Ok(i) => Some(i),
+                        Err(e) => {
+                            obs.protocol_error =
+                                Some(format!("cannot parse qemu-img info's JSON: {e}"));
+                            None
+                        }
+                    }
+                } else {
+                    obs.error = p.first_error_line().or_else(|| Some(p.describe_end()));
+                    None
+                }
+            }
+        };
+        if obs.timed_out || obs.signal.is_some() {
+            return;
+        }
+        // Warnings QEMU prints while opening (e.g. ignoring an inconsistent
+        // extension) are worth keeping.
+        if info.is_some() && !obs.stderr_excerpt.is_empty() {
+            obs.notes.push(format!(
+                "qemu-img info warned: {}",
+                obs.stderr_excerpt.lines().next().unwrap_or_default()
+            ));
+        }
+
+        // 2. check: QEMU's own integrity verdict (never repairs).
+        let check_args = [
+            os("check"),
+            os("-f"),
+            os("qcow2"),
+            os("--output=json"),
+            os(image),
+        ];
+        match self.run(&self.img, &check_args, limits) {
+            Err(e) => obs.notes.push(format!("qemu-img check did not start: {e}")),
+            Ok(p) => {
+                obs.record(&p);
+                obs.integrity = Some(integrity(&p));
+            }
+        }
+        if obs.timed_out || obs.signal.is_some() {
+            return;
+        }
+
+        let Some(info) = info else { return };
+        obs.opened = true;
+        obs.bitmaps = info
+            .bitmaps()
+            .iter()
+            .map(|b| ObservedBitmap {
+                name: b.name.clone(),
+                granularity_bits: b.granularity_bits(),
+                flags: ObservedFlags {
+                    in_use: b.in_use(),
+                    auto: b.auto(),
+                },
+                ..ObservedBitmap::default()
+            })
+            .collect();
+        if obs.bitmaps.is_empty() {
+            return;
+        }
+
+        // 3. use every listed bitmap: export it, read its dirty ranges.
+        let names: Vec<String> = obs.bitmaps.iter().map(|b| b.name.clone()).collect();
+        let work = image.parent().unwrap_or(Path::new("."));
+        let all = self.export(image, work, &names, info.virtual_size, limits, obs);
+        let results = match all {
+            Some(r) => r,
+            None => {
+                // QEMU refused the export as a whole: find out which bitmaps
+                // it refuses, one server each.
+                let mut per = Vec::new();
+                for name in &names {
+                    if obs.timed_out || obs.signal.is_some() {
+                        break;
+                    }
+                    let r = self.export(
+                        image,
+                        work,
+                        std::slice::from_ref(name),
+                        info.virtual_size,
+                        limits,
+                        obs,
+                    );
+                    per.push(
+                        r.and_then(|mut v| v.pop())
+                            .unwrap_or(Err("qemu-nbd refused to export the bitmap".to_string())),
+                    );
+                }
+                per
+            }
+        };
+        for (b, r) in obs.bitmaps.iter_mut().zip(results) {
+            match r {
+                Ok(ranges) => {
+                    b.usable = true;
+                    if let Some(gb) = b.granularity_bits {
+                        let (sha, bits) = digest_of_ranges(&ranges, info.virtual_size, gb);
+                        b.content_sha256 = Some(sha);
+                        b.set_bits = Some(bits);
+                    }
+                    b.dirty_ranges = Some(ranges);
+                }
+                Err(e) => {
+                    b.usable = false;
+                    b.error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// Exports `names` from one `qemu-nbd` and reads each one's dirty
+    /// ranges. `None` when the server refused (the whole set); otherwise
+    /// one result per name.
+    #[allow(clippy::type_complexity)]
+    fn export(
+        &self,
+        image: &Path,
+        work: &Path,
+        names: &[String],
+        virtual_size: u64,
+        limits: &Limits,
+        obs: &mut Observation,
+    ) -> Option<Vec<Result<Vec<(u64, u64)>, String>>> {
+        let _ = virtual_size;
+        let n = obs.commands.len();
+        let socket = work.join(format!("nbd{n}.sock"));
+        let log = work.join(format!("nbd{n}.log"));
+        let mut args = vec![os("-r"), os("-t"), os("-k"), os(&socket)];
+        for name in names {
+            args.push(os("-B"));
+            args.push(os(name));
+        }
+        args.extend([os("-f"), os("qcow2"), os(image)]);
+        let cmd = process::command(self.nbd.as_os_str(), &args, limits);
+        let mut server = match Background::spawn(cmd, &log) {
+            Ok(s) => s,
+            Err(e) => {
+                obs.notes.push(format!("qemu-nbd did not start: {e}"));
+                return None;
+            }
+        };
+        obs.commands.push(format!("{} &", server.command));
+        // Wait until it listens, exits, or runs out of time.
+        let start = Instant::now();
+        let listening = loop {
+            if server.try_wait().is_some() {
+                break false;
+            }
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                break true;
+            }
+            if start.elapsed() > limits.timeout {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if !listening {
+            let p = server.stop(true);
+            obs.absorb(&p);
+            obs.commands.push("wait $!".into());
+            let why = p
+                .first_error_line()
+                .unwrap_or_else(|| format!("qemu-nbd ended: {}", p.describe_end()));
+            if names.len() == 1 {
+                return Some(vec![Err(why)]);
+            }
+            return None;
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let esc = |v: &str| v.replace(',', ",,");
+            let opts = format!(
+                "driver=nbd,server.type=unix,server.path={},x-dirty-bitmap=qemu:dirty-bitmap:{}",
+                esc(&socket.to_string_lossy()),
+                esc(name)
+            );
+            let map_args = [os("map"), os("--output=json"), os("--image-opts"), os(opts)];
+            let p = match self.run(&self.img, &map_args, limits) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            obs.record(&p);
+            if p.timed_out || p.signal.is_some() {
+                out.push(Err(p.describe_end()));
+                break;
+            }
+            if !p.success() {
+                out.push(Err(p
+                    .first_error_line()
+                    .unwrap_or_else(|| p.describe_end())));
+                continue;
+            }
+            match serde_json::from_str::<Vec<MapExtent>>(&p.stdout) {
+                Ok(extents) => out.push(Ok(crate::qemu::merge_ranges(
+                    extents
+                        .into_iter()
+                        .filter(|e| !e.data)
+                        .map(|e| (e.start, e.start + e.length))
+                        .collect(),
+                ))),
+                Err(e) => out.push(Err(format!("cannot parse qemu-img map's JSON: {e}"))),
+            }
+        }
+        // The server must still be alive: if it died, its end (a signal?)
+        // belongs to the observation.
+        let alive = server.try_wait().is_none();
+        let p = server.stop(false);
+        obs.commands.push("kill $!".into());
+        if !alive {
+            obs.absorb(&p);
+            if names.len() > 1 && out.iter().any(|r| r.is_err()) {
+                return None;
+            }
+            let why = p
+                .first_error_line()
+                .unwrap_or_else(|| format!("qemu-nbd ended: {}", p.describe_end()));
+            for r in &mut out {
+                if let Err(e) = r {
+                    *e = format!("{e}; {why}");
+                }
+            }
+        }
+        while out.len() < names.len() {
+            out.push(Err("not read (an earlier read failed)".into()));
+        }
+        Some(out)
+    }
+}
+
+/// `qemu-img check`'s facts from its run.
+fn integrity(p: &Proc) -> IntegrityCheck {
+    match p.status {
+        Some(0 | 2 | 3) => match serde_json::from_str::<CheckInfo>(&p.stdout) {
+            Ok(c) => IntegrityCheck {
+                ran: true,
+                corruptions: c.corruptions,
+                leaks: c.leaks,
+                check_errors: c.check_errors,
+                error: None,
+            },
+            Err(e) => IntegrityCheck {
+                error: Some(format!("cannot parse qemu-img check's JSON: {e}")),
+                ..IntegrityCheck::default()
+            },
+        },
+        _ => IntegrityCheck {
+            error: p.first_error_line().or_else(|| Some(p.describe_end())),
+            ..IntegrityCheck::default()
+        },
+    }
+}
+
+/// SHA-256 and set-bit count of the bitmap that marks `ranges` (virtual
+/// byte ranges) dirty, for a disk of `size` bytes and granularity
+/// `2^granularity_bits` (the contents definition of `spec/DIGEST.md`).
+pub fn digest_of_ranges(ranges: &[(u64, u64)], size: u64, granularity_bits: u8) -> (String, u64) {
+    let g = granularity_bits.min(63) as u32;
+    let gran = 1u128 << g;
+    let nbits = ((size as u128).div_ceil(gran)) as u64;
+    let bits: Vec<(u64, u64)> = ranges
+        .iter()
+        .filter(|(a, b)| a < b)
+        .map(|&(a, b)| {
+            let first = ((a as u128) >> g) as u64;
+            let end = ((b as u128).div_ceil(gran)) as u64;
+            (first.min(nbits), end.min(nbits))
+        })
+        .collect();
+    let bits = generator::contents::normalise(&bits, nbits);
+    generator::contents::expected_digest(&bits, nbits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_of_ranges_match_bit_ranges() {
+        // 1 MiB disk, 64 KiB granularity: 16 bits; bytes 0..1 and
+        // 70000..140000 set bits 0, 1 and 2.
+        let (a, n) = digest_of_ranges(&[(0, 1), (70000, 140000)], 1 << 20, 16);
+        let (b, m) = generator::contents::expected_digest(&[(0, 3)], 16);
+        assert_eq!((a, n), (b, m));
+        assert_eq!(n, 3);
+    }
+}

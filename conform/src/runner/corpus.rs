@@ -1,0 +1,146 @@
+//! The corpus on disk: its manifest, private copies of its images, and a
+//! hash of every file so a run can prove it changed nothing.
+
+use anyhow::{bail, Context, Result};
+use generator::Manifest;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Reads `DIR/manifest.json` and checks that every image it names exists.
+pub fn load(dir: &Path) -> Result<Manifest> {
+    let path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the manifest {}", path.display()))?;
+    let m = Manifest::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for c in &m.cases {
+        let f = dir.join(&c.file);
+        if !f.is_file() {
+            bail!("case {}: image {} does not exist", c.id, f.display());
+        }
+    }
+    Ok(m)
+}
+
+/// Every regular file under `dir` (recursively), relative path -> SHA-256.
+pub fn hash_tree(dir: &Path) -> Result<BTreeMap<PathBuf, String>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                files.push(e.path());
+            }
+        }
+    }
+    files
+        .par_iter()
+        .map(|p| {
+            let h = hash_file(p).with_context(|| format!("cannot hash {}", p.display()))?;
+            Ok((p.strip_prefix(dir).unwrap_or(p).to_path_buf(), h))
+        })
+        .collect()
+}
+
+/// SHA-256 (hex) of a file's bytes.
+pub fn hash_file(p: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The files that differ between two hashes of a tree (changed, added or
+/// removed), as messages.
+pub fn differences(
+    before: &BTreeMap<PathBuf, String>,
+    after: &BTreeMap<PathBuf, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, h) in before {
+        match after.get(p) {
+            None => out.push(format!("{} was removed", p.display())),
+            Some(h2) if h2 != h => out.push(format!("{} changed", p.display())),
+            _ => {}
+        }
+    }
+    for p in after.keys() {
+        if !before.contains_key(p) {
+            out.push(format!("{} appeared", p.display()));
+        }
+    }
+    out
+}
+
+/// Copies `src` to a new file `dst`, leaving holes where whole 4 KiB
+/// blocks are zero (corpus images are mostly unallocated clusters).
+pub fn sparse_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut input = std::fs::File::open(src)?;
+    let len = input.metadata()?.len();
+    let mut out = std::fs::File::create(dst)?;
+    let mut buf = vec![0u8; 256 * BLOCK];
+    let mut pos = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = input.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        for (i, block) in buf[..filled].chunks(BLOCK).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                out.seek(SeekFrom::Start(pos + (i * BLOCK) as u64))?;
+                out.write_all(block)?;
+            }
+        }
+        pos += filled as u64;
+        if filled < buf.len() {
+            break;
+        }
+    }
+    out.set_len(len)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_copy_is_exact() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("a");
+        let mut bytes = vec![0u8; 3 * 1024 * 1024 + 17];
+        bytes[5000] = 1;
+        bytes[2 * 1024 * 1024 + 3] = 7;
+        *bytes.last_mut().unwrap() = 9;
+        std::fs::write(&src, &bytes).unwrap();
+        let dst = d.path().join("b");
+        sparse_copy(&src, &dst).unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), bytes);
+        let before = hash_tree(d.path()).unwrap();
+        assert_eq!(before.len(), 2);
+        std::fs::write(&dst, b"x").unwrap();
+        let after = hash_tree(d.path()).unwrap();
+        assert_eq!(differences(&before, &after), vec!["b changed".to_string()]);
+    }
+}

@@ -1,0 +1,355 @@
+//! Reports of a run: the terminal matrix, `--json` and `--junit`.
+
+use super::judge::OutcomeKind;
+use super::CaseRun;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The JSON report's format tag.
+pub const FORMAT: &str = "qcow2-conform-run/1";
+
+/// The whole run, as `--json` writes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub format: String,
+    pub corpus: String,
+    pub implementations: Vec<String>,
+    /// Per implementation: outcome -> number of cases.
+    pub totals: BTreeMap<String, BTreeMap<String, usize>>,
+    /// The corpus files hashed the same before and after the run.
+    pub corpus_unchanged: bool,
+    pub corpus_changes: Vec<String>,
+    pub duration_ms: u64,
+    pub cases: Vec<CaseRun>,
+}
+
+impl RunReport {
+    pub fn new(
+        corpus: String,
+        implementations: Vec<String>,
+        cases: Vec<CaseRun>,
+        changes: Vec<String>,
+        duration_ms: u64,
+    ) -> RunReport {
+        let mut totals: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+        for c in &cases {
+            for r in &c.results {
+                *totals
+                    .entry(r.implementation.clone())
+                    .or_default()
+                    .entry(r.outcome.kind.as_str().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        RunReport {
+            format: FORMAT.into(),
+            corpus,
+            implementations,
+            totals,
+            corpus_unchanged: changes.is_empty(),
+            corpus_changes: changes,
+            duration_ms,
+            cases,
+        }
+    }
+
+    /// Every outcome kind that occurred.
+    pub fn kinds(&self) -> Vec<OutcomeKind> {
+        let mut k: Vec<OutcomeKind> = self
+            .cases
+            .iter()
+            .flat_map(|c| c.results.iter().map(|r| r.outcome.kind))
+            .collect();
+        k.sort();
+        k.dedup();
+        k
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}
+
+/// Rows of the terminal matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// One row per case.
+    Case,
+    /// One row per rule (the case ID's prefix before `/`).
+    Rule,
+}
+
+fn colour(kind: OutcomeKind) -> &'static str {
+    match kind {
+        OutcomeKind::Pass => "32",
+        OutcomeKind::Recorded => "2",
+        OutcomeKind::Lenient | OutcomeKind::Strict => "33",
+        OutcomeKind::Mismatch | OutcomeKind::Corrupting | OutcomeKind::Crash => "1;31",
+        OutcomeKind::Hang => "35",
+    }
+}
+
+fn paint(text: &str, kind: OutcomeKind, on: bool) -> String {
+    if on {
+        format!("\x1b[{}m{text}\x1b[0m", colour(kind))
+    } else {
+        text.to_owned()
+    }
+}
+
+fn pad(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    if n >= w {
+        s.to_owned()
+    } else {
+        format!("{s}{}", " ".repeat(w - n))
+    }
+}
+
+fn short_impl(name: &str) -> String {
+    if name.chars().count() > 24 {
+        let tail: String = name
+            .chars()
+            .rev()
+            .take(21)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("...{tail}")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// The terminal matrix (rows by case or rule, a column per
+/// implementation), then every result that is neither pass nor recorded,
+/// with its reasons, then the totals.
+pub fn matrix(report: &RunReport, rows: Rows, coloured: bool) -> String {
+    let impls = &report.implementations;
+    // row key -> implementation -> outcome counts
+    let mut table: Vec<(String, Vec<BTreeMap<OutcomeKind, usize>>)> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &report.cases {
+        let key = match rows {
+            Rows::Case => c.id.clone(),
+            Rows::Rule => c.id.split('/').next().unwrap_or(&c.id).to_owned(),
+        };
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            table.push((key, vec![BTreeMap::new(); impls.len()]));
+            table.len() - 1
+        });
+        for r in &c.results {
+            if let Some(j) = impls.iter().position(|n| *n == r.implementation) {
+                *table[i].1[j].entry(r.outcome.kind).or_default() += 1;
+            }
+        }
+    }
+    let cell = |counts: &BTreeMap<OutcomeKind, usize>, paint_on: bool| -> (String, usize) {
+        // Worst first (reverse of the declaration order, recorded last).
+        let mut parts = Vec::new();
+        let mut plain = 0;
+        let mut kinds: Vec<_> = counts.iter().collect();
+        kinds.sort_by_key(|(k, _)| match k {
+            OutcomeKind::Recorded => 0,
+            OutcomeKind::Pass => 1,
+            k => 10 + **k as usize,
+        });
+        kinds.reverse();
+        for (k, n) in kinds {
+            let text = if rows == Rows::Case && *n == 1 {
+                k.as_str().to_owned()
+            } else {
+                format!("{n} {k}")
+            };
+            plain += text.chars().count() + 1;
+            parts.push(paint(&text, *k, paint_on));
+        }
+        (parts.join(" "), plain.saturating_sub(1))
+    };
+    let key_w = table
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 60);
+    let col_w: Vec<usize> = impls
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            table
+                .iter()
+                .map(|(_, c)| cell(&c[j], false).1)
+                .max()
+                .unwrap_or(0)
+                .max(short_impl(name).chars().count())
+        })
+        .collect();
+    let mut o = String::new();
+    let head = match rows {
+        Rows::Case => "case",
+        Rows::Rule => "rule",
+    };
+    let _ = write!(o, "{}", pad(head, key_w));
+    for (j, n) in impls.iter().enumerate() {
+        let _ = write!(o, "  {}", pad(&short_impl(n), col_w[j]));
+    }
+    o.push('\n');
+    for (key, counts) in &table {
+        let _ = write!(o, "{}", pad(key, key_w));
+        for (j, c) in counts.iter().enumerate() {
+            let (text, plain) = cell(c, coloured);
+            let _ = write!(o, "  {text}{}", " ".repeat(col_w[j].saturating_sub(plain)));
+        }
+        o.push('\n');
+    }
+    let mut problems = Vec::new();
+    for c in &report.cases {
+        for r in &c.results {
+            if r.outcome.kind.fails_by_default() {
+                problems.push((c, r));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        o.push('\n');
+        for (c, r) in &problems {
+            let _ = writeln!(
+                o,
+                "{} {} [{}] ({})",
+                paint(r.outcome.kind.as_str(), r.outcome.kind, coloured),
+                c.id,
+                r.implementation,
+                c.file
+            );
+            for d in r.outcome.detail.iter().take(4) {
+                let _ = writeln!(o, "    {d}");
+            }
+        }
+    }
+    o.push('\n');
+    for name in impls {
+        let t = report.totals.get(name).cloned().unwrap_or_default();
+        let parts: Vec<String> = OutcomeKind::ALL
+            .iter()
+            .filter_map(|k| {
+                t.get(k.as_str())
+                    .map(|n| paint(&format!("{n} {k}"), *k, coloured))
+            })
+            .collect();
+        let _ = writeln!(o, "{name}: {}", parts.join(", "));
+    }
+    if !report.corpus_unchanged {
+        let _ = writeln!(
+            o,
+            "CORPUS CHANGED during the run: {}",
+            report.corpus_changes.join("; ")
+        );
+    }
+    o
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {
+                let _ = write!(o, "&#xfffd;");
+            }
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// JUnit XML: a test suite per implementation, a test case per case; a
+/// failure for every outcome other than pass and recorded.
+pub fn junit(report: &RunReport) -> String {
+    let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let total: usize = report.cases.iter().map(|c| c.results.len()).sum();
+    let failures: usize = report
+        .cases
+        .iter()
+        .flat_map(|c| &c.results)
+        .filter(|r| r.outcome.kind.fails_by_default())
+        .count();
+    let _ = writeln!(
+        o,
+        "<testsuites name=\"qcow2-conform\" tests=\"{total}\" failures=\"{failures}\" time=\"{:.3}\">",
+        report.duration_ms as f64 / 1000.0
+    );
+    for name in &report.implementations {
+        let results: Vec<_> = report
+            .cases
+            .iter()
+            .flat_map(|c| c.results.iter().map(move |r| (c, r)))
+            .filter(|(_, r)| r.implementation == *name)
+            .collect();
+        let fails = results
+            .iter()
+            .filter(|(_, r)| r.outcome.kind.fails_by_default())
+            .count();
+        let _ = writeln!(
+            o,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{fails}\">",
+            xml_escape(name),
+            results.len()
+        );
+        for (c, r) in results {
+            let _ = write!(
+                o,
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+                xml_escape(name),
+                xml_escape(&c.id),
+                r.observation.duration_ms as f64 / 1000.0
+            );
+            let detail = r.outcome.detail.join("\n");
+            let commands = r.observation.commands.join("\n");
+            if r.outcome.kind.fails_by_default() {
+                let _ = writeln!(
+                    o,
+                    ">\n      <failure type=\"{}\" message=\"{}\">{}\n\nreproduce:\n{}</failure>\n    </testcase>",
+                    r.outcome.kind,
+                    xml_escape(&format!(
+                        "{}: {}",
+                        r.outcome.kind,
+                        r.outcome.detail.first().cloned().unwrap_or_default()
+                    )),
+                    xml_escape(&detail),
+                    xml_escape(&commands)
+                );
+            } else {
+                let _ = writeln!(
+                    o,
+                    ">\n      <system-out>{}: {}</system-out>\n    </testcase>",
+                    r.outcome.kind,
+                    xml_escape(&detail)
+                );
+            }
+        }
+        o.push_str("  </testsuite>\n");
+    }
+    o.push_str("</testsuites>\n");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_xml() {
+        assert_eq!(
+            xml_escape("a<b&\"c'\u{1}"),
+            "a&lt;b&amp;&quot;c&apos;&#xfffd;"
+        );
+    }
+}
