@@ -442,6 +442,7 @@ fn new_bitmap(s: &ImageSpec, u: &mut Unstructured, index: usize) -> arbitrary::R
     }
     let nbits = geometry(s, g).nbits();
     let contents = match u.int_in_range(0u8..=3)? {
+        _ if nbits == 0 => Contents::Empty,
         0 => Contents::Empty,
         1 => Contents::Full,
         _ => {
@@ -583,6 +584,16 @@ fn p_stored(s: &mut ImageSpec, u: &mut Unstructured) -> PResult {
 fn p_stored_1k(s: &mut ImageSpec, u: &mut Unstructured) -> PResult {
     min_cluster_bits(s, 10);
     stored_bitmap(s, u)
+}
+
+/// A directory that leaves at least 8 bytes of its last cluster free.
+fn p_directory_with_room(s: &mut ImageSpec, u: &mut Unstructured) -> PResult {
+    bitmaps(s, u, 1)?;
+    if directory_size(s).is_multiple_of(cs(s)) {
+        let n = s.bitmaps[0].name.len();
+        tilde_name(s, 0, if n > 8 { n - 8 } else { n + 8 });
+    }
+    Ok(())
 }
 
 fn p_snapshot(s: &mut ImageSpec, _: &mut Unstructured) -> PResult {
@@ -1075,14 +1086,7 @@ static CATALOGUE: &[Mutation] = &[
         Error,
         "the directory moved 8 bytes further inside its own clusters and \
          bitmap_directory_offset pointed there",
-        |s, u| {
-            bitmaps(s, u, 1)?;
-            if directory_size(s).is_multiple_of(cs(s)) {
-                let n = s.bitmaps[0].name.len();
-                tilde_name(s, 0, if n > 8 { n - 8 } else { n + 8 });
-            }
-            Ok(())
-        },
+        p_directory_with_room,
         |t| {
             let (off, size) = (t.layout.directory_offset, t.layout.directory_size);
             if size.is_multiple_of(t.cluster_size()) {
@@ -1107,6 +1111,25 @@ static CATALOGUE: &[Mutation] = &[
             let at = t.ext_data()?;
             let n = t.get(at, bx::NB_BITMAPS);
             t.put(at, bx::NB_BITMAPS, n + 1);
+            Ok(())
+        },
+    ),
+    mutation(
+        "bitmaps.ext.directory-size/trailing-bytes",
+        Rule::BitmapsExtDirectorySize,
+        Error,
+        "bitmap_directory_size 8-56 bytes larger than the entries fill (the extra \
+         zero bytes lie inside the directory's last cluster)",
+        p_directory_with_room,
+        |t| {
+            let (size, cs) = (t.layout.directory_size, t.cluster_size());
+            let room = size.div_ceil(cs) * cs - size;
+            if room < 8 {
+                return Err("the directory fills its clusters");
+            }
+            let extra = 8 * t.rng.gen_range(1..=(room / 8).min(7));
+            let at = t.ext_data()?;
+            t.put(at, bx::BITMAP_DIRECTORY_SIZE, size + extra);
             Ok(())
         },
     ),
@@ -1144,6 +1167,20 @@ static CATALOGUE: &[Mutation] = &[
             let at = t.ext_data()?;
             let off = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
             t.put(at, bx::BITMAP_DIRECTORY_OFFSET, off);
+            Ok(())
+        },
+    ),
+    mutation(
+        "bitmaps.ext.directory-bounds/size-past-eof",
+        Rule::BitmapsExtDirectoryBounds,
+        Error,
+        "bitmap_directory_size grown so that the directory runs past the end of \
+         the file",
+        p_bitmap,
+        |t| {
+            let at = t.ext_data()?;
+            let size = t.file_len() - t.layout.directory_offset + 8 * t.rng.gen_range(1..=64);
+            t.put(at, bx::BITMAP_DIRECTORY_SIZE, size);
             Ok(())
         },
     ),
@@ -1216,6 +1253,23 @@ static CATALOGUE: &[Mutation] = &[
             t.put(at, be::BITMAP_TABLE_SIZE, n - 1);
             Ok(())
         },
+    ),
+    mutation(
+        "bitmaps.dir.table-size/empty-disk",
+        Rule::BitmapsDirTableSize,
+        Unspecified,
+        "bitmaps on a zero-size virtual disk: empty tables (at a non-zero aligned \
+         offset); no byte changed",
+        |s, u| {
+            v3(s);
+            s.size = 0;
+            s.writes.clear();
+            if s.bitmaps.is_empty() {
+                s.bitmaps.push(new_bitmap(s, u, 0)?);
+            }
+            Ok(())
+        },
+        |_| Ok(()),
     ),
     mutation(
         "bitmaps.dir.table-size/one-long",

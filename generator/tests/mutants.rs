@@ -19,13 +19,18 @@ fn seeds(m: &Mutation) -> u64 {
 }
 
 /// Everything the default config allows, at sizes that keep a few thousand
-/// images fast.
+/// images fast; `MUTANT_CONFIG=default|qemu|small` picks a named config.
 fn config() -> Config {
-    Config {
-        max_cluster_bits: 16,
-        max_size: 16 << 20,
-        max_write_len: 128 << 10,
-        ..Config::default()
+    match std::env::var("MUTANT_CONFIG").as_deref() {
+        Ok("default") => Config::default(),
+        Ok("qemu") => Config::qemu(),
+        Ok("small") => Config::small(),
+        _ => Config {
+            max_cluster_bits: 16,
+            max_size: 16 << 20,
+            max_write_len: 128 << 10,
+            ..Config::default()
+        },
     }
 }
 
