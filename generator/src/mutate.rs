@@ -133,6 +133,12 @@ pub fn by_id(id: &str) -> Option<&'static Mutation> {
     CATALOGUE.iter().find(|m| m.id == id)
 }
 
+/// [`make`] for the mutation with this id.
+pub fn make_by_id(id: &str, seed: u64, cfg: &Config) -> Result<Mutant, MutateError> {
+    let m = by_id(id).ok_or_else(|| MutateError::Unknown(id.to_string()))?;
+    make(m, seed, cfg)
+}
+
 /// Makes the mutant of `m` for `seed`: a random base spec within `cfg`
 /// (the same for every mutation with this seed), prepared, built and
 /// mutated. Deterministic in `(m, seed, cfg)`.

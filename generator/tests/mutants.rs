@@ -192,6 +192,7 @@ fn mutation_ids_are_unique_and_name_their_rule() {
         }
         assert_eq!(mutate::by_id(m.id).map(|x| x.id), Some(m.id));
     }
+    assert!(mutate::make_by_id("no.such/rule", 0, &Config::default()).is_err());
 }
 
 #[test]
