@@ -41,19 +41,16 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-#[test]
-fn same_arguments_give_identical_trees_and_the_model_agrees() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    generate(a.path(), &["--valid"]);
-    generate(b.path(), &["--valid"]);
-    assert_eq!(tree(a.path()), tree(b.path()));
-
-    let m = Manifest::from_json(&std::fs::read_to_string(a.path().join("manifest.json")).unwrap())
-        .unwrap();
-    assert_eq!(m.cases.len(), 24);
+/// Every case of the manifest in `dir` is judged by the model as expected:
+/// same verdict and extension state, every expected rule reported, for
+/// invalid cases exactly the expected error rules, and for valid and
+/// unspecified cases the expected bitmaps.
+fn assert_model_agrees(dir: &Path, count: usize) {
+    let m =
+        Manifest::from_json(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m.cases.len(), count);
     for case in &m.cases {
-        let r = spec_model::check_path(a.path().join(&case.file)).unwrap();
+        let r = spec_model::check_path(dir.join(&case.file)).unwrap();
         let e = &case.expected;
         assert_eq!(
             r.verdict.as_str(),
@@ -71,7 +68,22 @@ fn same_arguments_give_identical_trees_and_the_model_agrees() {
                 case.id
             );
         }
-        let want = e.bitmaps.as_ref().expect("valid cases list bitmaps");
+        if e.verdict == "invalid" {
+            let mut want: Vec<&str> = e.rules.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(
+                r.rules_with(spec_model::Severity::Error),
+                want,
+                "{}",
+                case.id
+            );
+            continue;
+        }
+        let want = e
+            .bitmaps
+            .as_ref()
+            .expect("valid and unspecified cases list bitmaps");
         assert_eq!(r.bitmaps.len(), want.len(), "{}", case.id);
         for (got, want) in r.bitmaps.iter().zip(want) {
             assert_eq!(got.name, want.name, "{}", case.id);
@@ -87,6 +99,55 @@ fn same_arguments_give_identical_trees_and_the_model_agrees() {
             assert_eq!(got.set_bits, want.set_bits, "{}", case.id);
         }
     }
+}
+
+#[test]
+fn mutants_and_rule_filters_are_judged_as_their_manifest_says() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    generate(a.path(), &["--mutants"]);
+    generate(b.path(), &["--mutants"]);
+    assert_eq!(
+        tree(a.path()),
+        tree(b.path()),
+        "mutants are deterministic too"
+    );
+    assert_model_agrees(a.path(), 24);
+    let c = tempfile::tempdir().unwrap();
+    generate(c.path(), &["--rule", "bitmaps.dir.name-unique"]);
+    assert_model_agrees(c.path(), 24);
+    let m = Manifest::from_json(&std::fs::read_to_string(c.path().join("manifest.json")).unwrap())
+        .unwrap();
+    assert!(m
+        .cases
+        .iter()
+        .all(|k| k.id.starts_with("bitmaps.dir.name-unique/")));
+    let d = tempfile::tempdir().unwrap();
+    generate(d.path(), &[]);
+    assert_model_agrees(d.path(), 48);
+}
+
+#[test]
+fn an_unknown_rule_is_a_clear_error() {
+    let a = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_qcow2-conform"))
+        .args(["generate", "--rule", "bitmaps.no-such-rule", "--out"])
+        .arg(a.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bitmaps.no-such-rule"));
+}
+
+#[test]
+fn same_arguments_give_identical_trees_and_the_model_agrees() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    generate(a.path(), &["--valid"]);
+    generate(b.path(), &["--valid"]);
+    assert_eq!(tree(a.path()), tree(b.path()));
+
+    assert_model_agrees(a.path(), 24);
 }
 
 #[test]

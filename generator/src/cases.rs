@@ -187,3 +187,27 @@ pub fn revision(
         description: format!("{revision} layout (docs/revisions.md): {}", describe(&spec)),
     })
 }
+
+/// Mutant case number `index` of a run with `seed`: mutation `m` applied to
+/// a base spec derived from the case seed. The ID is `RULE/NNNN`.
+pub fn mutant(
+    m: &crate::mutate::Mutation,
+    seed: u64,
+    index: u64,
+    cfg: &Config,
+) -> Result<Case, crate::mutate::MutateError> {
+    let mt = crate::mutate::make(m, case_seed(seed, index), cfg)?;
+    let rule = m.rule.id();
+    Ok(Case {
+        id: format!("{rule}/{:04}", index + 1),
+        file_name: format!("{rule}-{:04}.qcow2", index + 1),
+        bytes: mt.bytes,
+        expected: mt.expected,
+        description: format!(
+            "mutation {}: {} (base: {})",
+            m.id,
+            mt.description,
+            describe(&mt.spec)
+        ),
+    })
+}

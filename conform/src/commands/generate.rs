@@ -22,8 +22,9 @@ type Job<'a> = Box<dyn Fn() -> Result<Case> + Sync + 'a>;
 fn plan(args: &GenerateArgs) -> Result<Vec<Job<'_>>> {
     let cfg = config(args.profile);
     let mut jobs: Vec<Job<'_>> = Vec::new();
-    let want_valid =
-        args.valid || !(args.mutants || args.rule.is_some() || args.revision.is_some());
+    // With no kind given: `count` valid images and `count` mutants.
+    let want_mix = !(args.valid || args.mutants || args.rule.is_some() || args.revision.is_some());
+    let want_valid = args.valid || want_mix;
     if want_valid {
         for i in 0..args.count {
             let cfg = cfg.clone();
@@ -41,8 +42,32 @@ fn plan(args: &GenerateArgs) -> Result<Vec<Job<'_>>> {
             }));
         }
     }
-    if args.mutants || args.rule.is_some() {
-        bail!("mutants are not wired into `generate` yet");
+    let mutations: Vec<&'static generator::mutate::Mutation> = match &args.rule {
+        Some(id) => {
+            let found = generator::mutate::by_rule(id);
+            if found.is_empty() {
+                bail!("no mutation targets rule {id:?}; `qcow2-conform rules` lists the rule IDs");
+            }
+            found
+        }
+        // Heavy mutations (multi-MiB images) only when asked for by rule.
+        None if args.mutants || want_mix => generator::mutate::catalogue()
+            .iter()
+            .filter(|m| !m.heavy)
+            .collect(),
+        None => Vec::new(),
+    };
+    if !mutations.is_empty() {
+        let offset = if want_valid { args.count } else { 0 };
+        for i in 0..args.count {
+            let m = mutations[(i as usize) % mutations.len()];
+            let cfg = cfg.clone();
+            let index = offset + i;
+            jobs.push(Box::new(move || {
+                cases::mutant(m, args.seed, index, &cfg)
+                    .with_context(|| format!("making mutant {} (case {index})", m.id))
+            }));
+        }
     }
     Ok(jobs)
 }
