@@ -14,6 +14,6 @@ pub use expected::Expected;
 pub use spec::{BitmapSpec, Config, GuestWrite, ImageSpec, LayoutSpec};
 pub mod cases;
 pub mod manifest;
-pub mod revisions;
 pub mod mutate;
+pub mod revisions;
 pub use manifest::{Manifest, ManifestCase};

@@ -164,7 +164,11 @@ pub fn fingerprint<R: Read + Seek>(
     key.update(geo.nbits().to_be_bytes());
     key.update(geo.cluster_bits.to_be_bytes());
     let mut buf = Vec::new();
-    for (j, &entry) in table.iter().enumerate().take(geo.clusters_needed() as usize) {
+    for (j, &entry) in table
+        .iter()
+        .enumerate()
+        .take(geo.clusters_needed() as usize)
+    {
         let host = entry & t::OFFSET_MASK;
         if host == 0 {
             key.update([u8::from(entry & t::ALL_ONES != 0)]);
