@@ -135,6 +135,19 @@ fn why_unusable(e: &ExpectedBitmap) -> &'static str {
 
 /// Judges one observation against the expected verdict.
 pub fn judge(expected: &Expected, obs: &Observation) -> Outcome {
+    judge_with_model(expected, obs, None)
+}
+
+/// As [`judge`], with the reference model's per-bitmap usability of the
+/// image (name, usable) for invalid cases whose manifest entry lists no
+/// bitmaps: an invalid image may still have usable bitmaps (an error
+/// outside the extension), or unusable ones for a reason the rule IDs
+/// alone do not show (an overlap involving a bitmap cluster).
+pub fn judge_with_model(
+    expected: &Expected,
+    obs: &Observation,
+    model: Option<&[(String, bool)]>,
+) -> Outcome {
     let stderr_hint = || {
         obs.stderr_excerpt
             .lines()
@@ -176,7 +189,7 @@ pub fn judge(expected: &Expected, obs: &Observation) -> Outcome {
     }
     match expected.verdict.as_str() {
         "valid" => judge_valid(expected, obs),
-        "invalid" => judge_invalid(expected, obs),
+        "invalid" => judge_invalid(expected, obs, model),
         v => {
             let mut d = vec![format!("the spec is silent ({v}): {}", summary(obs))];
             if !expected.rules.is_empty() {
@@ -391,7 +404,7 @@ fn compare_bitmaps(e: &Expected, obs: &Observation, limits: &[&str], r: &mut Rea
     }
 }
 
-fn judge_invalid(e: &Expected, obs: &Observation) -> Outcome {
+fn judge_invalid(e: &Expected, obs: &Observation, model: Option<&[(String, bool)]>) -> Outcome {
     let mut r = Reasons::default();
     let rules = if e.rules.is_empty() {
         "no rule named".to_owned()
@@ -431,6 +444,22 @@ fn judge_invalid(e: &Expected, obs: &Observation) -> Outcome {
                     short(&b.name)
                 ));
             }
+        }
+    } else if let Some(model) = model {
+        for b in &used {
+            let usable = model.iter().find(|(n, _)| *n == b.name).map(|(_, u)| *u);
+            if usable != Some(true) {
+                r.lenient.push(format!(
+                    "used bitmap {} of an invalid image ({rules}), which the model says must not be used",
+                    short(&b.name)
+                ));
+            }
+        }
+        if r.lenient.is_empty() && !used.is_empty() {
+            r.pass.push(format!(
+                "used {} bitmap(s) that stay usable despite {rules} (the error is outside the bitmaps extension)",
+                used.len()
+            ));
         }
     } else if extension_unusable(e) {
         for b in &used {

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use adapters::{adapter_from_spec, Adapter};
-pub use judge::{judge, Outcome, OutcomeKind};
+pub use judge::{judge, judge_with_model, Outcome, OutcomeKind};
 
 /// Per-process limits for a program under test.
 #[derive(Debug, Clone, Copy)]
@@ -249,12 +249,21 @@ pub fn run_case(
         },
     };
     obs.commands.retain(|c| !c.is_empty());
-    let outcome = judge(&case.expected, &obs);
+    let model = (case.expected.verdict == "invalid" && case.expected.bitmaps.is_none())
+        .then(|| model_usability(image))
+        .flatten();
+    let outcome = judge::judge_with_model(&case.expected, &obs, model.as_deref());
     CaseResult {
         implementation: adapter.name().to_owned(),
         outcome,
         observation: obs,
     }
+}
+
+/// The reference model's (name, usable) for every bitmap of `image`.
+fn model_usability(image: &Path) -> Option<Vec<(String, bool)>> {
+    let r = spec_model::check_path(image).ok()?;
+    Some(r.bitmaps.into_iter().map(|b| (b.name, b.usable)).collect())
 }
 
 fn observe_in(

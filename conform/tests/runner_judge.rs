@@ -1,0 +1,397 @@
+//! The judge, tested with real programs speaking the exec protocol: small
+//! Python and shell scripts that crash, hang, claim an invalid image's
+//! bitmap usable, misreport one bitmap's contents, or write guest data
+//! without maintaining the bitmaps. Each must get its outcome; an honest
+//! program (wrapping the reference model) must pass everything. The
+//! images are made by the real qemu-img/qemu-io (a missing tool fails).
+
+use generator::expected::{ExpectedBitmap, ExpectedFlags};
+use generator::{Expected, Manifest, ManifestCase};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_qcow2-conform");
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?} (are qemu-utils and python3 installed?): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The expected verdict of an image, taken from the reference model (the
+/// images here are hand-made, not generated from a spec).
+fn expected_of(path: &Path) -> Expected {
+    let r = spec_model::check_path(path).expect("model");
+    let ext = serde_json::to_value(r.bitmaps_extension).unwrap();
+    let mut rules: Vec<String> = r.findings.iter().map(|f| f.rule.id().to_owned()).collect();
+    rules.sort();
+    rules.dedup();
+    let invalid = r.verdict == spec_model::Verdict::Invalid;
+    Expected {
+        verdict: r.verdict.as_str().to_owned(),
+        rules,
+        bitmaps_extension: ext.as_str().unwrap().to_owned(),
+        bitmaps: (!invalid).then(|| {
+            r.bitmaps
+                .iter()
+                .map(|b| ExpectedBitmap {
+                    name: b.name.clone(),
+                    granularity_bits: b.granularity_bits,
+                    usable: b.usable,
+                    flags: ExpectedFlags {
+                        in_use: b.flags.in_use,
+                        auto: b.flags.auto,
+                    },
+                    content_sha256: b.content_sha256.clone(),
+                    set_bits: b.set_bits,
+                })
+                .collect()
+        }),
+    }
+}
+
+/// A corpus of two cases: a valid image (1 MiB, every cluster allocated,
+/// one `auto` bitmap with some bits set) and the same image with a
+/// reserved directory-entry flag bit set (invalid extension).
+fn corpus(dir: &Path) -> PathBuf {
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(corpus.join("images")).unwrap();
+    let valid = corpus.join("images/valid.qcow2");
+    let v = valid.to_str().unwrap();
+    run_ok(Command::new("qemu-img").args([
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=65536",
+        v,
+        "1M",
+    ]));
+    run_ok(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 1 0 1M", v]));
+    run_ok(Command::new("qemu-img").args(["bitmap", "--add", "-g", "65536", v, "b0"]));
+    run_ok(Command::new("qemu-io").args([
+        "-f",
+        "qcow2",
+        "-c",
+        "write -P 2 100000 5000",
+        "-c",
+        "write -P 3 700000 200000",
+        v,
+    ]));
+    let e_valid = expected_of(&valid);
+    assert_eq!(e_valid.verdict, "valid", "{e_valid:?}");
+    assert_eq!(e_valid.bitmaps.as_ref().unwrap()[0].set_bits, Some(5));
+
+    let invalid = corpus.join("images/flags-reserved.qcow2");
+    let mut bytes = std::fs::read(&valid).unwrap();
+    let model = spec_model::Model::open(std::io::Cursor::new(bytes.clone())).unwrap();
+    let dir_off = model
+        .analysis()
+        .bitmaps_ext
+        .as_ref()
+        .unwrap()
+        .bitmap_directory_offset as usize;
+    bytes[dir_off + 15] |= 0x08; // flags bit 3: reserved
+    std::fs::write(&invalid, &bytes).unwrap();
+    let e_invalid = expected_of(&invalid);
+    assert_eq!(e_invalid.verdict, "invalid");
+    assert!(e_invalid
+        .rules
+        .contains(&"bitmaps.dir.flags-reserved".to_owned()));
+
+    let m = Manifest::new(vec![
+        ManifestCase {
+            id: "valid/0001".into(),
+            file: "images/valid.qcow2".into(),
+            expected: e_valid,
+            description: "valid, one auto bitmap with 5 bits set".into(),
+        },
+        ManifestCase {
+            id: "bitmaps.dir.flags-reserved/0001".into(),
+            file: "images/flags-reserved.qcow2".into(),
+            expected: e_invalid,
+            description: "reserved flag bit 3 set".into(),
+        },
+    ]);
+    std::fs::write(corpus.join("manifest.json"), m.to_json()).unwrap();
+    corpus
+}
+
+/// One Python program, several behaviours chosen by its first argument.
+const PROGRAM: &str = r#"
+import json, subprocess, sys, struct
+
+QC = sys.argv[1]
+mode = sys.argv[2]
+verb = sys.argv[3]
+
+def reply(obj):
+    obj["protocol"] = 1
+    print(json.dumps(obj))
+    sys.exit(0)
+
+if verb == "capabilities":
+    reply({"capabilities": ["observe", "write"] if mode == "unaware-writer" else ["observe"]})
+
+image = sys.argv[4]
+
+if verb == "observe":
+    out = subprocess.run([QC, "check", "--json", image], capture_output=True, text=True)
+    r = json.loads(out.stdout)
+    bitmaps = []
+    for b in r["bitmaps"]:
+        bitmaps.append({
+            "name": b["name"],
+            "granularity_bits": b["granularity_bits"],
+            "flags": {"in_use": b["flags"]["in_use"], "auto": b["flags"]["auto"]},
+            "usable": b["usable"],
+            "content_sha256": b["content_sha256"],
+        })
+    opened = r["verdict"] != "invalid"
+    if mode == "lenient":
+        # Opens anything and uses every bitmap it can parse.
+        opened = True
+        for b in bitmaps:
+            b["usable"] = True
+            b["content_sha256"] = b["content_sha256"] or "00" * 32
+    if mode == "flip-bit":
+        # Misreads one bit of the first bitmap's contents.
+        for b in bitmaps:
+            if b["content_sha256"]:
+                h = b["content_sha256"]
+                b["content_sha256"] = h[:-1] + "%x" % (int(h[-1], 16) ^ 1)
+                break
+    reply({"opened": opened, "error": None if opened else "invalid image", "bitmaps": bitmaps})
+
+if verb == "write":
+    # Writes guest data straight into the allocated clusters, knows
+    # nothing of bitmaps and leaves autoclear bit 0 set.
+    off, length = int(sys.argv[5]), int(sys.argv[6])
+    with open(image, "r+b") as f:
+        hdr = f.read(104)
+        cluster_bits = struct.unpack(">I", hdr[20:24])[0]
+        l1_offset = struct.unpack(">Q", hdr[40:48])[0]
+        cs = 1 << cluster_bits
+        per_l2 = cs // 8
+        mask = 0x00fffffffffffe00
+        pos, end = off, off + length
+        while pos < end:
+            vcluster = pos // cs
+            f.seek(l1_offset + 8 * (vcluster // per_l2))
+            l2 = struct.unpack(">Q", f.read(8))[0] & mask
+            f.seek(l2 + 8 * (vcluster % per_l2))
+            host = struct.unpack(">Q", f.read(8))[0] & mask
+            assert host != 0, "cluster not allocated"
+            n = min(end, (vcluster + 1) * cs) - pos
+            f.seek(host + pos % cs)
+            f.write(b"\xa5" * n)
+            pos += n
+    reply({"ok": True, "error": None})
+sys.exit(3)
+"#;
+
+#[test]
+fn judge_classifies_real_programs() {
+    let started = std::time::Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = corpus(tmp.path());
+    let py = tmp.path().join("program.py");
+    std::fs::write(&py, PROGRAM).unwrap();
+    let crash = tmp.path().join("crash.sh");
+    std::fs::write(
+        &crash,
+        "#!/bin/sh\necho about to crash >&2\nkill -SEGV $$\n",
+    )
+    .unwrap();
+    let hang = tmp.path().join("hang.sh");
+    std::fs::write(
+        &hang,
+        "#!/bin/sh\n[ \"$1\" = observe ] || exit 1\nsleep 60 &\nsleep 60\n",
+    )
+    .unwrap();
+    for p in [&crash, &hang] {
+        run_ok(Command::new("chmod").arg("+x").arg(p));
+    }
+    let prog = |mode: &str| format!("exec:python3 {} {BIN} {mode}", py.display());
+    let impls = [
+        ("honest", prog("honest")),
+        ("lenient", prog("lenient")),
+        ("flip-bit", prog("flip-bit")),
+        ("unaware-writer", prog("unaware-writer")),
+        ("crash", format!("exec:{}", crash.display())),
+        ("hang", format!("exec:{}", hang.display())),
+    ];
+    let json = tmp.path().join("report.json");
+    let junit = tmp.path().join("report.xml");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--corpus"]).arg(&corpus);
+    for (_, i) in &impls {
+        cmd.arg("--impl").arg(i);
+    }
+    cmd.args(["--timeout", "2", "--jobs", "2", "--json"])
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit);
+    let out = cmd.output().expect("run qcow2-conform");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "failing outcomes must give exit status 2\n{stdout}\n{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["corpus_unchanged"], true);
+    let outcome = |case: &str, who: &str| -> (String, Value) {
+        let impl_name = &impls.iter().find(|(n, _)| *n == who).unwrap().1["exec:".len()..];
+        let c = report["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == case)
+            .unwrap();
+        let r = c["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["implementation"] == format!("exec:{impl_name}"))
+            .unwrap();
+        (r["outcome"]["kind"].as_str().unwrap().to_owned(), r.clone())
+    };
+    let valid = "valid/0001";
+    let invalid = "bitmaps.dir.flags-reserved/0001";
+    let want = [
+        (valid, "honest", "pass"),
+        (invalid, "honest", "pass"),
+        (valid, "lenient", "pass"),
+        (invalid, "lenient", "lenient"),
+        (valid, "flip-bit", "mismatch"),
+        (valid, "unaware-writer", "corrupting"),
+        (invalid, "unaware-writer", "pass"),
+        (valid, "crash", "crash"),
+        (invalid, "crash", "crash"),
+        (valid, "hang", "hang"),
+        (invalid, "hang", "hang"),
+    ];
+    let mut wrong = Vec::new();
+    for (case, who, kind) in want {
+        let (got, r) = outcome(case, who);
+        if got != kind {
+            wrong.push(format!(
+                "{case} under {who}: {got}, expected {kind}: {}",
+                serde_json::to_string_pretty(&r).unwrap()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}\n{stdout}", wrong.join("\n\n"));
+
+    // The reasons are specific.
+    let (_, r) = outcome(valid, "crash");
+    let detail = r["outcome"]["detail"].to_string();
+    assert!(detail.contains("signal 11"), "{detail}");
+    assert!(r["observation"]["stderr_excerpt"]
+        .as_str()
+        .unwrap()
+        .contains("about to crash"));
+    let (_, r) = outcome(valid, "unaware-writer");
+    let detail = r["outcome"]["detail"].to_string();
+    assert!(
+        detail.contains("b0") && detail.contains("autoclear bit 0 is still set"),
+        "{detail}"
+    );
+    let commands = r["observation"]["commands"].to_string();
+    assert!(commands.contains(" write "), "{commands}");
+    assert!(commands.contains("cp --sparse=always"), "{commands}");
+    let (_, r) = outcome(valid, "flip-bit");
+    assert!(r["outcome"]["detail"]
+        .to_string()
+        .contains("contents differ"));
+    // The hang was cut at the limit, its whole process group with it.
+    let (_, r) = outcome(valid, "hang");
+    assert!(r["observation"]["duration_ms"].as_u64().unwrap() < 10_000);
+
+    // JUnit: one test case per case and implementation, failures for
+    // everything but pass and recorded.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), 2 * impls.len());
+    assert_eq!(xml.matches("<failure ").count(), 7, "{xml}");
+
+    // --fail-on chooses which outcomes fail the run.
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--corpus"])
+        .arg(&corpus)
+        .arg("--impl")
+        .arg(&impls[0].1)
+        .args(["--fail-on", "none"]);
+    assert_eq!(cmd.output().unwrap().status.code(), Some(0));
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--corpus"])
+        .arg(&corpus)
+        .arg("--impl")
+        .arg(&impls[2].1)
+        .args(["--fail-on", "crash,hang"]);
+    assert_eq!(cmd.output().unwrap().status.code(), Some(0));
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--corpus"])
+        .arg(&corpus)
+        .arg("--impl")
+        .arg(&impls[2].1)
+        .args(["--fail-on", "mismatch"]);
+    assert_eq!(cmd.output().unwrap().status.code(), Some(2));
+    assert!(
+        started.elapsed().as_secs() < 90,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn stray_children_do_not_outlive_a_timeout() {
+    // A program that starts a background child and hangs: after the run,
+    // no process of its group may remain.
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = corpus(tmp.path());
+    let marker = tmp.path().join("pids");
+    let prog = tmp.path().join("spawner.sh");
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = observe ] || exit 1\nsleep 300 &\necho $! >> {}\nsleep 300\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    run_ok(Command::new("chmod").arg("+x").arg(&prog));
+    let out = Command::new(BIN)
+        .args(["run", "--corpus"])
+        .arg(&corpus)
+        .arg("--impl")
+        .arg(format!("exec:{}", prog.display()))
+        .args(["--timeout", "1", "--fail-on", "none"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let pids = std::fs::read_to_string(&marker).unwrap();
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        // Killed processes may linger for a moment as zombies of init.
+        let mut gone = false;
+        for _ in 0..100 {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if status.is_empty() || status.contains(") Z ") {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(gone, "background child {pid} survived the timeout");
+    }
+}
