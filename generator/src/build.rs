@@ -562,7 +562,7 @@ pub fn entry_bytes(b: &BitmapSpec, bl: &BitmapLayout) -> Vec<u8> {
     be::BITMAP_TABLE_OFFSET.put(&mut e, bl.table_offset);
     be::BITMAP_TABLE_SIZE.put(&mut e, u64::from(bl.table_size));
     be::FLAGS.put(&mut e, u64::from(b.flags()));
-    be::TYPE.put(&mut e, be::TYPE_DIRTY_TRACKING);
+    be::TYPE.put(&mut e, u64::from(b.bitmap_type));
     be::GRANULARITY_BITS.put(&mut e, u64::from(b.granularity_bits));
     be::NAME_SIZE.put(&mut e, b.name.len() as u64);
     be::EXTRA_DATA_SIZE.put(&mut e, b.extra_data.len() as u64);

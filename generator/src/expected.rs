@@ -93,6 +93,9 @@ pub fn implied_rules(spec: &ImageSpec) -> Vec<(Rule, Severity)> {
         out.push((Rule::BitmapsDirTableSize, Severity::Unspecified));
     }
     for b in &spec.bitmaps {
+        if u64::from(b.bitmap_type) != spec_model::fields::bitmap_entry::TYPE_DIRTY_TRACKING {
+            out.push((Rule::BitmapsDirType, Severity::Error));
+        }
         if !(9..=31).contains(&b.granularity_bits) {
             out.push((Rule::BitmapsDirGranularity, Severity::Limit));
         }

@@ -460,6 +460,7 @@ fn new_bitmap(s: &ImageSpec, u: &mut Unstructured, index: usize) -> arbitrary::R
     Ok(BitmapSpec {
         name: format!("+{index}").into_bytes(),
         granularity_bits: g,
+        bitmap_type: 1,
         in_use: false,
         auto: u.arbitrary()?,
         extra_data_compatible: false,
@@ -2013,6 +2014,7 @@ fn a_many_bitmaps(t: &mut Target) -> Result<(), Skip> {
         t.spec.bitmaps.push(BitmapSpec {
             name,
             granularity_bits: 16,
+            bitmap_type: 1,
             in_use: true,
             auto: false,
             extra_data_compatible: false,

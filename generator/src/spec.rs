@@ -27,6 +27,10 @@ pub struct BitmapSpec {
     /// Name bytes (unique within the image).
     pub name: Vec<u8>,
     pub granularity_bits: u8,
+    /// The entry's `type` field: 1 (dirty tracking) is the only defined
+    /// value; anything else makes the image invalid (`bitmaps.dir.type`).
+    #[serde(default = "dirty_tracking")]
+    pub bitmap_type: u8,
     pub in_use: bool,
     pub auto: bool,
     pub extra_data_compatible: bool,
@@ -37,6 +41,10 @@ pub struct BitmapSpec {
     pub zero_entries: bool,
     /// Store all-one clusters as all-ones table entries (bit 0 set).
     pub ones_entries: bool,
+}
+
+fn dirty_tracking() -> u8 {
+    1
 }
 
 impl BitmapSpec {
@@ -380,6 +388,7 @@ impl ImageSpec {
                 spec.bitmaps.push(BitmapSpec {
                     name: pick_name(u, cfg, i)?,
                     granularity_bits,
+                    bitmap_type: 1,
                     in_use: cfg.allow_in_use && u.ratio(1u8, 6)?,
                     auto: u.arbitrary()?,
                     extra_data_compatible: cfg.allow_compatible_flag && u.arbitrary()?,

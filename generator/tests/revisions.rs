@@ -14,6 +14,7 @@ fn bitmap(name: &str, gb: u8, contents: Contents) -> BitmapSpec {
     BitmapSpec {
         name: name.as_bytes().to_vec(),
         granularity_bits: gb,
+        bitmap_type: 1,
         in_use: false,
         auto: true,
         extra_data_compatible: false,

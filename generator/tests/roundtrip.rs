@@ -71,6 +71,7 @@ fn hand_written_spec_round_trips() {
     spec.bitmaps.push(generator::BitmapSpec {
         name: b"b0".to_vec(),
         granularity_bits: 16,
+        bitmap_type: 1,
         in_use: false,
         auto: true,
         extra_data_compatible: false,
@@ -90,6 +91,7 @@ fn zero_size_disk_with_a_bitmap_is_unspecified_not_invalid() {
     spec.bitmaps.push(generator::BitmapSpec {
         name: b"empty".to_vec(),
         granularity_bits: 16,
+        bitmap_type: 1,
         in_use: false,
         auto: true,
         extra_data_compatible: false,
@@ -108,4 +110,28 @@ fn zero_size_disk_with_a_bitmap_is_unspecified_not_invalid() {
         vec!["bitmaps.dir.table-size"]
     );
     assert_eq!(r.bitmaps[0].set_bits, Some(0));
+}
+
+#[test]
+fn a_reserved_type_is_expected_invalid_and_judged_so() {
+    let mut spec = ImageSpec::empty(1 << 20);
+    spec.bitmaps.push(generator::BitmapSpec {
+        name: b"t".to_vec(),
+        granularity_bits: 16,
+        bitmap_type: 2,
+        in_use: false,
+        auto: false,
+        extra_data_compatible: false,
+        extra_data: Vec::new(),
+        contents: generator::contents::Contents::Full,
+        zero_entries: true,
+        ones_entries: true,
+    });
+    let want = expected::for_spec(&spec);
+    assert_eq!(
+        (want.verdict.as_str(), want.rules.as_slice()),
+        ("invalid", &["bitmaps.dir.type".to_string()][..])
+    );
+    let r = check_bytes(&build(&spec).unwrap().bytes);
+    assert_eq!(r.rules_with(Severity::Error), vec!["bitmaps.dir.type"]);
 }
