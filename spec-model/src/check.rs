@@ -36,6 +36,7 @@ pub struct Analysis {
 pub struct Model<R> {
     img: Image<R>,
     analysis: Analysis,
+    guest: crate::guest::GuestReader,
 }
 
 impl<R: Read + Seek> Model<R> {
@@ -81,6 +82,24 @@ impl<R: Read + Seek> Model<R> {
                 .map(|(a, b)| geo.virtual_range(a, b))
                 .collect()
         }))
+    }
+
+    /// Reads virtual disk bytes at `offset` into `buf`, as the spec says a
+    /// reader must see them (zero clusters, subclusters and compressed
+    /// clusters resolved). Refused for images with a backing file, an
+    /// external data file or encryption, and for header-less files.
+    pub fn read_guest(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), crate::guest::GuestError> {
+        let Some(h) = self.analysis.header.as_ref() else {
+            return Err(crate::guest::GuestError::Unreadable {
+                offset,
+                reason: "not a qcow2 image".into(),
+            });
+        };
+        self.guest.read(&mut self.img, h, offset, buf)
     }
 
     /// The data bytes of usable bitmap `index` (bits LSB first, tail cleared).
@@ -169,7 +188,11 @@ fn analyse<R: Read + Seek>(mut img: Image<R>) -> Result<Model<R>, CheckError> {
             refcounts: RefcountStats::default(),
             usage: Vec::new(),
         };
-        return Ok(Model { img, analysis });
+        return Ok(Model {
+            img,
+            analysis,
+            guest: crate::guest::GuestReader::new(),
+        });
     };
     let map = ClusterMap::new(h.cluster_bits, file_len);
     let mut ctx = Ctx {
@@ -288,5 +311,9 @@ fn analyse<R: Read + Seek>(mut img: Image<R>) -> Result<Model<R>, CheckError> {
         refcounts,
         usage,
     };
-    Ok(Model { img, analysis })
+    Ok(Model {
+        img,
+        analysis,
+        guest: crate::guest::GuestReader::new(),
+    })
 }

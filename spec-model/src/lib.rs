@@ -19,6 +19,7 @@ pub mod dump;
 pub mod extensions;
 pub mod fields;
 pub mod finding;
+pub mod guest;
 pub mod header;
 pub mod io;
 pub mod mapping;
