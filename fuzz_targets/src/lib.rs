@@ -91,3 +91,49 @@ pub fn dump_json(data: &[u8]) {
     let _: serde_json::Value = serde_json::from_str(&text).expect("dump JSON parses");
     let _ = spec_model::dump::render(&d);
 }
+
+/// An arbitrary mutation applied to an arbitrary base spec: the model
+/// reports exactly the targeted rule (plus the mutation's documented `also`
+/// set) as errors, with the expected verdict and extension state.
+pub fn mutant_verdict(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let catalogue = generator::mutate::catalogue();
+    let Ok(index) = u.choose_index(catalogue.len()) else {
+        return;
+    };
+    let m = &catalogue[index];
+    if m.heavy {
+        return;
+    }
+    let Ok(seed) = u.arbitrary::<u64>() else {
+        return;
+    };
+    let cfg = Config::small();
+    let Ok(mt) = generator::mutate::make(m, seed, &cfg) else {
+        return;
+    };
+    let r = model_check(&mt.bytes);
+    assert_eq!(
+        r.verdict.as_str(),
+        mt.expected.verdict,
+        "{}: {:#?}",
+        m.id,
+        r.findings
+    );
+    let ext = serde_json::to_value(r.bitmaps_extension).unwrap_or_default();
+    assert_eq!(ext, mt.expected.bitmaps_extension.as_str(), "{}", m.id);
+    if mt.expected.verdict == "invalid" {
+        let mut want: Vec<&str> = mt.expected.rules.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(r.rules_with(Severity::Error), want, "{}", m.id);
+    } else {
+        for rule in &mt.expected.rules {
+            assert!(
+                r.findings.iter().any(|f| f.rule.id() == rule),
+                "{}: {rule} missing",
+                m.id
+            );
+        }
+    }
+}

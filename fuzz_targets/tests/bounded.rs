@@ -50,3 +50,10 @@ fn dump_json_on_raw_and_edited_inputs() {
         fuzz_targets::dump_json(&edited_image(i));
     }
 }
+
+#[test]
+fn mutant_verdict_on_arbitrary_choices() {
+    for i in 0..iterations() {
+        fuzz_targets::mutant_verdict(&entropy(case_seed(8, i), 64));
+    }
+}
