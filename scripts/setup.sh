@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what qcow2-conform needs and this machine lacks: QEMU's tools
-# (qemu-img, qemu-io, qemu-nbd) from Debian, and cargo-nextest from
+# (qemu-img, qemu-io, qemu-nbd), chromium and python3 from Debian, and cargo-nextest from
 # crates.io. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
@@ -16,12 +16,23 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils
 fi
 
+# Headless Chromium renders the runner's --html page in the tests; python3
+# runs examples/qemu-img-adapter.py (the exec-protocol example).
+web_missing=()
+command -v chromium >/dev/null 2>&1 || web_missing+=(chromium)
+command -v python3 >/dev/null 2>&1 || web_missing+=(python3)
+if [ "${#web_missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${web_missing[*]}" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${web_missing[@]}"
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest
 fi
 
-for tool in qemu-img qemu-io qemu-nbd; do
+for tool in qemu-img qemu-io qemu-nbd chromium python3; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool still missing" >&2; exit 1; }
 done
 echo "setup: ready ($(qemu-img --version | head -n 1); $(cargo nextest --version | head -n 1))" >&2

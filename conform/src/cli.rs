@@ -118,6 +118,9 @@ pub struct RunArgs {
     /// Write a JUnit XML report.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Write the matrix as a static, self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Parallel workers (default: number of cores).
     #[arg(long)]
     pub jobs: Option<usize>,

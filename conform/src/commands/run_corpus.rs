@@ -1,5 +1,5 @@
 //! `qcow2-conform run`: every case of a corpus under real implementations,
-//! judged, reported as a terminal matrix, JSON and JUnit.
+//! judged, reported as a terminal matrix, JSON, JUnit and HTML.
 
 use crate::cli::{MatrixRows, RunArgs};
 use crate::runner::report::{self, Rows};
@@ -79,6 +79,10 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     }
     if let Some(p) = &args.junit {
         std::fs::write(p, report::junit(&report))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &args.html {
+        std::fs::write(p, runner::html::html(&report))
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if !report.corpus_unchanged {

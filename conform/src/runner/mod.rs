@@ -9,6 +9,7 @@
 
 pub mod adapters;
 pub mod corpus;
+pub mod html;
 pub mod judge;
 pub mod process;
 pub mod report;
