@@ -45,6 +45,18 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },    /// Internal: one image through a bitmaps-unaware implementation (imago,
+    /// qcow2-rs, qcow2, libqcow), guest data compared with the model, one
+    /// JSON report on stdout. The runner's adapters run it as a child.
+    #[command(hide = true)]
+    AdapterProbe {
+        #[arg(long = "impl")]
+        implementation: String,
+        #[arg(long)]
+        image: PathBuf,
+        /// Write the probe pattern at OFFSET, LEN bytes, instead of reading.
+        #[arg(long, num_args = 2, value_names = ["OFFSET", "LEN"])]
+        write: Option<Vec<u64>>,
     },
 }
 

@@ -24,6 +24,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             print_rules(json)?;
             Ok(0)
         }
+        Command::AdapterProbe {
+            implementation,
+            image,
+            write,
+        } => adapter_probe(&implementation, &image, write.as_deref()),
     }
 }
 
@@ -139,4 +144,29 @@ fn print_rules(json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `adapter-probe`: prints the probe's JSON report (exit status 0 whenever
+/// a report is printed; see `runner::adapters::probe`).
+fn adapter_probe(name: &str, image: &Path, write: Option<&[u64]>) -> Result<i32> {
+    use crate::runner::adapters::probe;
+    let Some(kind) = probe::ProbeKind::from_name(name) else {
+        anyhow::bail!("adapter-probe: unknown implementation {name:?}");
+    };
+    let write = match write {
+        Some([o, l]) => Some((*o, *l)),
+        Some(_) => anyhow::bail!("adapter-probe: --write takes OFFSET LEN"),
+        None => None,
+    };
+    let report = probe::probe(kind, image, write);
+    println!("{}", serde_json::to_string(&report)?);
+    if let Some(p) = &report.panic {
+        // A panic is a crash: end the way an aborting program does, so
+        // that the runner's crash detection sees it.
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        eprintln!("adapter-probe: {name} {p}");
+        std::process::abort();
+    }
+    Ok(0)
 }

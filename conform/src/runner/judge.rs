@@ -187,6 +187,9 @@ pub fn judge_with_model(
             return Outcome::new(OutcomeKind::Corrupting, d);
         }
     }
+    if obs.bitmaps_unaware {
+        return judge_unaware(expected, obs);
+    }
     match expected.verdict.as_str() {
         "valid" => judge_valid(expected, obs),
         "invalid" => judge_invalid(expected, obs, model),
@@ -198,6 +201,101 @@ pub fn judge_with_model(
             Outcome::new(OutcomeKind::Recorded, d)
         }
     }
+}
+
+/// An implementation that does not know bitmaps (`obs.bitmaps_unaware`):
+/// bitmap expectations do not apply. A conforming image must open (unless
+/// a documented limit is involved) and read as the model reads it; an
+/// invalid one may be refused or read; an unspecified one is recorded.
+/// Guest data read from an invalid image is judged only when every broken
+/// rule is a bitmaps rule (the mapping itself is intact).
+fn judge_unaware(e: &Expected, obs: &Observation) -> Outcome {
+    let limits = limit_rules(e);
+    let mut r = Reasons::default();
+    let guest = obs.guest.as_ref();
+    let read = |g: &super::adapters::probe::GuestCheck| {
+        format!(
+            "read {} of {} sample range(s) ({} bytes) as the model does",
+            g.ranges_compared, g.ranges, g.bytes_compared
+        )
+    };
+    match e.verdict.as_str() {
+        "valid" => {
+            if !obs.opened {
+                let err = obs.error.as_deref().unwrap_or("no message");
+                if limits.is_empty() {
+                    r.strict
+                        .push(format!("refused to open a conforming image: {err}"));
+                } else {
+                    r.pass.push(format!(
+                        "refused to open a conforming image beyond documented limits ({}): {err}",
+                        limits.join(", ")
+                    ));
+                }
+            } else if let Some(g) = guest {
+                r.mismatch.extend(g.differences());
+                if g.read_error_count > 0 {
+                    let mut errs = g.read_errors.clone();
+                    if g.read_error_count > errs.len() {
+                        errs.push(format!("(and {} more)", g.read_error_count - errs.len()));
+                    }
+                    if limits.is_empty() {
+                        r.strict.extend(errs);
+                    } else {
+                        r.pass.extend(
+                            errs.into_iter()
+                                .map(|m| format!("{m} (allowed: limits {})", limits.join(", "))),
+                        );
+                    }
+                }
+                if !g.differs() && g.read_error_count == 0 {
+                    r.pass.push(read(g));
+                }
+            } else {
+                r.pass.push("opened the conforming image".to_owned());
+            }
+        }
+        "invalid" => {
+            let rules = e.rules.join(", ");
+            if !obs.opened {
+                r.pass.push(format!(
+                    "refused the invalid image ({rules}): {}",
+                    obs.error.as_deref().unwrap_or("no message")
+                ));
+            } else {
+                let mapping_intact =
+                    !e.rules.is_empty() && e.rules.iter().all(|x| x.starts_with("bitmaps."));
+                match guest {
+                    Some(g) if g.differs() && mapping_intact => {
+                        r.mismatch.extend(g.differences().into_iter().map(|d| {
+                            format!("{d} (the image breaks only bitmaps rules: {rules})")
+                        }))
+                    }
+                    Some(g) if g.differs() => r.pass.push(format!(
+                        "opened the invalid image ({rules}); its guest data differs from the model's, not judged: {}",
+                        g.differences().join("; ")
+                    )),
+                    Some(g) => r.pass.push(format!(
+                        "opened the invalid image ({rules}) and {}",
+                        read(g)
+                    )),
+                    None => r.pass.push(format!("opened the invalid image ({rules})")),
+                }
+            }
+        }
+        v => {
+            let mut d = vec![format!("the spec is silent ({v}): {}", summary(obs))];
+            if let Some(g) = guest {
+                d.extend(g.differences());
+                d.extend(g.read_errors.iter().cloned());
+            }
+            if !e.rules.is_empty() {
+                d.push(format!("rules: {}", e.rules.join(", ")));
+            }
+            return Outcome::new(OutcomeKind::Recorded, d);
+        }
+    }
+    r.finish()
 }
 
 /// One line on what the implementation did.

@@ -149,6 +149,14 @@ pub struct Observation {
     pub write: Option<writes::WriteCheck>,
     /// Facts worth reporting that the judge does not use.
     pub notes: Vec<String>,
+    /// The implementation does not know the bitmaps extension: the judge
+    /// leaves bitmap expectations aside and judges the guest data it read
+    /// ([`Observation::guest`]), refusals, crashes and writes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bitmaps_unaware: bool,
+    /// Guest data the implementation read, compared with the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest: Option<adapters::probe::GuestCheck>,
     #[serde(skip)]
     bad_recorded: bool,
 }

@@ -167,7 +167,9 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
         error,
         process,
         commands,
+        problems,
     } = adapter.write(copy, offset, len, limits);
+    w.problems.extend(problems);
     w.written = ok;
     w.error = error;
     w.commands = commands;

@@ -285,6 +285,7 @@ impl Adapter for ExecAdapter {
             error,
             commands: vec![p.command.clone()],
             process: Some(p),
+            ..WriteRun::default()
         }
     }
 }

@@ -1,6 +1,11 @@
 //! Implementations under test, one file each.
 
 pub mod exec;
+pub mod imago;
+pub mod libqcow;
+pub mod probe;
+pub mod qcow2_crate;
+pub mod qcow2_rs;
 pub mod qemu;
 
 use super::process::Proc;
@@ -18,6 +23,10 @@ pub struct WriteRun {
     pub process: Option<Proc>,
     /// Commands that reproduce the write (`$WORK` handled by the runner).
     pub commands: Vec<String>,
+    /// What the adapter itself found wrong with the result (e.g. the model
+    /// does not read the written data back); each makes the case
+    /// `corrupting`.
+    pub problems: Vec<String>,
 }
 
 /// One implementation under test.
@@ -52,5 +61,11 @@ pub fn adapter_from_spec(spec: &str) -> Result<Box<dyn Adapter>> {
     if let Some(template) = spec.strip_prefix("exec:") {
         return Ok(Box::new(exec::ExecAdapter::new(template)?));
     }
-    bail!("unknown implementation {spec:?}: expected `qemu` or `exec:TEMPLATE`")
+    if let Some(kind) = probe::ProbeKind::from_name(spec) {
+        return Ok(Box::new(probe::ProbeAdapter::new(kind)?));
+    }
+    bail!(
+        "unknown implementation {spec:?}: expected `qemu`, `exec:TEMPLATE`, or one of {}",
+        probe::ProbeKind::ALL.map(|k| k.name()).join(", ")
+    )
 }

@@ -100,6 +100,7 @@ impl Adapter for QemuAdapter {
                     }),
                     commands: vec![p.command.clone()],
                     process: Some(p),
+                    ..WriteRun::default()
                 }
             }
         }
