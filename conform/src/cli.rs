@@ -45,7 +45,8 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-    },    /// Internal: one image through a bitmaps-unaware implementation (imago,
+    },
+    /// Internal: one image through a bitmaps-unaware implementation (imago,
     /// qcow2-rs, qcow2, libqcow), guest data compared with the model, one
     /// JSON report on stdout. The runner's adapters run it as a child.
     #[command(hide = true)]
