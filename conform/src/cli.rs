@@ -40,6 +40,10 @@ pub enum Command {
     /// Run implementations over a corpus and judge every case (exit status
     /// 2 when an outcome named by --fail-on occurs, 1 on errors).
     Run(RunArgs),
+    /// Differential campaign: random valid and mutated images run through an
+    /// implementation and judged against the model; every disagreement is
+    /// minimised and saved under OUT/findings/ with a reproducer.
+    Campaign(CampaignArgs),
     /// List the rule catalogue.
     Rules {
         /// Print JSON instead of a table.
@@ -153,4 +157,32 @@ pub struct RunArgs {
     /// Rows of the terminal matrix.
     #[arg(long, value_enum, default_value = "auto")]
     pub matrix: MatrixRows,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CampaignArgs {
+    /// The implementation: `qemu`, `exec:TEMPLATE`, or another adapter name.
+    #[arg(long = "impl", value_name = "IMPL")]
+    pub implementation: String,
+    /// Seed of the case sequence.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// How long to run: `90s`, `10m`, `1h`.
+    #[arg(long, default_value = "60s", value_parser = crate::campaign::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Stop after this many cases (whichever comes first).
+    #[arg(long)]
+    pub max_cases: Option<u64>,
+    /// Run only every N-th case starting at K (`K/N`), for CI job matrices.
+    #[arg(long)]
+    pub shard: Option<crate::campaign::Shard>,
+    /// Output directory (state.json for resuming, findings/).
+    #[arg(long, default_value = "campaign-out")]
+    pub out: PathBuf,
+    /// Per-process time limit in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Skip the write check.
+    #[arg(long)]
+    pub read_only: bool,
 }

@@ -1,5 +1,6 @@
 //! What each subcommand does.
 
+mod campaign;
 mod generate;
 pub mod run_corpus;
 
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         } => dump(&image, json, revision),
         Command::Generate(args) => generate::run(&args),
         Command::Run(args) => run_corpus::run(&args),
+        Command::Campaign(args) => campaign::run(&args),
         Command::Rules { json } => {
             print_rules(json)?;
             Ok(0)
