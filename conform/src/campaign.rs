@@ -413,12 +413,16 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
         bar.inc(1);
         let kind = r.outcome.kind;
         if matches!(kind, OutcomeKind::Pass | OutcomeKind::Recorded) {
+            // Saved after every case, so an interrupted campaign resumes
+            // exactly where it stopped.
+            write_state(&state_path, &state)?;
             continue;
         }
         let k = key(kind, &c.expected);
         let n = state.disagreements.entry(k.clone()).or_default();
         *n += 1;
         if *n > 1 {
+            write_state(&state_path, &state)?;
             continue;
         }
         bar.set_message(format!("minimising {k}"));
@@ -441,9 +445,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
             "{} kinds of disagreement",
             state.disagreements.len()
         ));
-        if ran % 10 == 0 {
-            write_state(&state_path, &state)?;
-        }
+        write_state(&state_path, &state)?;
     }
     bar.finish_and_clear();
     write_state(&state_path, &state)?;
