@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod contents;
+pub mod corpus;
 pub mod expected;
 pub mod sink;
 pub mod spec;

@@ -256,6 +256,22 @@ impl Config {
             ..Config::qemu()
         }
     }
+
+    /// Tiny images for the checked-in corpus: 512 B to 16 KiB clusters, up
+    /// to 4 MiB virtual, few and short writes, at most 2 bitmaps.
+    pub fn tiny() -> Self {
+        Config {
+            min_cluster_bits: 9,
+            max_cluster_bits: 14,
+            max_size: 4 << 20,
+            max_bitmaps: 2,
+            max_writes: 2,
+            max_write_len: 16 << 10,
+            max_snapshots: 1,
+            max_name_len: 64,
+            ..Config::qemu()
+        }
+    }
 }
 
 fn pick_name(u: &mut Unstructured, cfg: &Config, index: usize) -> Result<Vec<u8>> {

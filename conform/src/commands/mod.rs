@@ -1,6 +1,7 @@
 //! What each subcommand does.
 
 mod campaign;
+mod corpus;
 mod generate;
 pub mod run_corpus;
 
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Generate(args) => generate::run(&args),
         Command::Run(args) => run_corpus::run(&args),
         Command::Campaign(args) => campaign::run(&args),
+        Command::Corpus(cmd) => corpus::run(cmd),
         Command::Rules { json } => {
             print_rules(json)?;
             Ok(0)

@@ -1,0 +1,249 @@
+//! `qcow2-conform corpus build | verify | pack`.
+
+use super::generate::write_sparse;
+use crate::cli::CorpusCommand;
+use anyhow::{bail, Context, Result};
+use generator::corpus;
+use generator::{Manifest, ManifestCase};
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+pub fn run(cmd: CorpusCommand) -> Result<i32> {
+    match cmd {
+        CorpusCommand::Build { dir } => build(&dir),
+        CorpusCommand::Verify { dir, json } => verify(&dir, json),
+        CorpusCommand::Pack { dir, out } => pack(&dir, &out),
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// `sha256sum`-style lines for the manifest and every image, sorted.
+fn checksums(dir: &Path, manifest: &Manifest) -> Result<String> {
+    let mut files: Vec<String> = manifest.cases.iter().map(|c| c.file.clone()).collect();
+    files.push("manifest.json".into());
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        out.push_str(&format!("{}  {f}\n", sha256_file(&dir.join(&f))?));
+    }
+    Ok(out)
+}
+
+fn build(dir: &Path) -> Result<i32> {
+    let plan = corpus::plan();
+    let images = dir.join("images");
+    if images.exists() {
+        std::fs::remove_dir_all(&images)
+            .with_context(|| format!("cannot clear {}", images.display()))?;
+    }
+    std::fs::create_dir_all(&images)?;
+    let bar = indicatif::ProgressBar::new(plan.len() as u64);
+    let made: Vec<Result<ManifestCase>> = plan
+        .par_iter()
+        .map(|(id, recipe)| {
+            let case = corpus::make(id, recipe).map_err(anyhow::Error::msg)?;
+            write_sparse(&images.join(&case.file_name), &case.bytes)?;
+            bar.inc(1);
+            Ok(ManifestCase {
+                id: case.id,
+                file: format!("images/{}", case.file_name),
+                expected: case.expected,
+                description: case.description,
+            })
+        })
+        .collect();
+    bar.finish_and_clear();
+    let cases = made.into_iter().collect::<Result<Vec<_>>>()?;
+    let manifest = Manifest::new(cases);
+    std::fs::write(dir.join("manifest.json"), manifest.to_json())?;
+    std::fs::write(dir.join("SHA256SUMS"), checksums(dir, &manifest)?)?;
+    let bytes: u64 = manifest
+        .cases
+        .iter()
+        .map(|c| {
+            std::fs::metadata(dir.join(&c.file))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
+    eprintln!(
+        "corpus: {} cases, {:.1} MiB of images, in {}",
+        manifest.cases.len(),
+        bytes as f64 / (1 << 20) as f64,
+        dir.display()
+    );
+    Ok(0)
+}
+
+/// The result of verifying one case.
+#[derive(Debug, Serialize)]
+pub struct CaseCheck {
+    pub id: String,
+    pub ok: bool,
+    pub problems: Vec<String>,
+}
+
+/// Compares the model's report of one image with its manifest entry.
+pub fn verify_case(dir: &Path, case: &ManifestCase) -> CaseCheck {
+    let mut problems = Vec::new();
+    match spec_model::check_path(dir.join(&case.file)) {
+        Err(e) => problems.push(format!("cannot check: {e}")),
+        Ok(r) => {
+            let e = &case.expected;
+            if r.verdict.as_str() != e.verdict {
+                problems.push(format!(
+                    "verdict {} (expected {})",
+                    r.verdict.as_str(),
+                    e.verdict
+                ));
+            }
+            let ext = serde_json::to_value(r.bitmaps_extension).unwrap_or_default();
+            if ext != e.bitmaps_extension.as_str() {
+                problems.push(format!(
+                    "bitmaps_extension {ext} (expected {})",
+                    e.bitmaps_extension
+                ));
+            }
+            for rule in &e.rules {
+                if !r.findings.iter().any(|f| f.rule.id() == rule) {
+                    problems.push(format!("rule {rule} not reported"));
+                }
+            }
+            if e.verdict == "invalid" {
+                for rule in r.rules_with(spec_model::Severity::Error) {
+                    if !e.rules.iter().any(|x| x == rule) {
+                        problems.push(format!("unexpected error {rule}"));
+                    }
+                }
+            }
+            if let Some(want) = &e.bitmaps {
+                if want.len() != r.bitmaps.len() {
+                    problems.push(format!(
+                        "{} bitmaps (expected {})",
+                        r.bitmaps.len(),
+                        want.len()
+                    ));
+                }
+                for (got, w) in r.bitmaps.iter().zip(want) {
+                    let same = got.name == w.name
+                        && got.granularity_bits == w.granularity_bits
+                        && got.flags.in_use == w.flags.in_use
+                        && got.flags.auto == w.flags.auto
+                        && got.usable == w.usable
+                        && got.content_sha256 == w.content_sha256
+                        && got.set_bits == w.set_bits;
+                    if !same {
+                        problems.push(format!("bitmap {:?} differs from the manifest", w.name));
+                    }
+                }
+            }
+        }
+    }
+    CaseCheck {
+        id: case.id.clone(),
+        ok: problems.is_empty(),
+        problems,
+    }
+}
+
+fn verify(dir: &Path, json: bool) -> Result<i32> {
+    let text = std::fs::read_to_string(dir.join("manifest.json"))
+        .with_context(|| format!("cannot read {}/manifest.json", dir.display()))?;
+    let manifest = Manifest::from_json(&text).map_err(anyhow::Error::msg)?;
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS"))
+        .with_context(|| format!("cannot read {}/SHA256SUMS", dir.display()))?;
+    let mut file_problems = Vec::new();
+    let mut listed = std::collections::BTreeSet::new();
+    for line in sums.lines() {
+        let Some((hash, file)) = line.split_once("  ") else {
+            bail!("malformed SHA256SUMS line {line:?}");
+        };
+        listed.insert(file.to_string());
+        match sha256_file(&dir.join(file)) {
+            Ok(h) if h == hash => {}
+            Ok(h) => file_problems.push(format!("{file}: SHA-256 {h}, SHA256SUMS says {hash}")),
+            Err(e) => file_problems.push(format!("{file}: {e:#}")),
+        }
+    }
+    for c in &manifest.cases {
+        if !listed.contains(&c.file) {
+            file_problems.push(format!("{}: not listed in SHA256SUMS", c.file));
+        }
+    }
+    if !listed.contains("manifest.json") {
+        file_problems.push("manifest.json: not listed in SHA256SUMS".into());
+    }
+    let checks: Vec<CaseCheck> = manifest
+        .cases
+        .par_iter()
+        .map(|c| verify_case(dir, c))
+        .collect();
+    let bad: Vec<&CaseCheck> = checks.iter().filter(|c| !c.ok).collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "cases": checks.len(),
+                "file_problems": file_problems,
+                "failures": bad,
+            }))?
+        );
+    } else {
+        for p in &file_problems {
+            println!("FILE  {p}");
+        }
+        for c in &bad {
+            println!("CASE  {}: {}", c.id, c.problems.join("; "));
+        }
+        println!(
+            "corpus verify: {} cases, {} disagree with the model, {} file problems",
+            checks.len(),
+            bad.len(),
+            file_problems.len()
+        );
+    }
+    Ok(if bad.is_empty() && file_problems.is_empty() {
+        0
+    } else {
+        2
+    })
+}
+
+fn pack(dir: &Path, out: &Path) -> Result<i32> {
+    let text = std::fs::read_to_string(dir.join("manifest.json"))?;
+    let manifest = Manifest::from_json(&text).map_err(anyhow::Error::msg)?;
+    let name = format!("qcow2-conform-corpus-{}", env!("CARGO_PKG_VERSION"));
+    std::fs::create_dir_all(out)?;
+    let tarball = out.join(format!("{name}.tar.gz"));
+    let file = std::fs::File::create(&tarball)?;
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(file, flate2::Compression::best());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut files: Vec<String> = manifest.cases.iter().map(|c| c.file.clone()).collect();
+    files.extend(["manifest.json", "SHA256SUMS", "README.md"].map(String::from));
+    files.sort();
+    for f in &files {
+        let p = dir.join(f);
+        if !p.exists() {
+            bail!(
+                "{} is missing: run `qcow2-conform corpus build` first",
+                p.display()
+            );
+        }
+        tar.append_path_with_name(&p, format!("{name}/{f}"))?;
+    }
+    tar.into_inner()?.finish()?;
+    let sum = format!("{}  {name}.tar.gz\n", sha256_file(&tarball)?);
+    std::fs::write(out.join(format!("{name}.tar.gz.sha256")), &sum)?;
+    eprintln!("corpus pack: {} ({} files)", tarball.display(), files.len());
+    print!("{sum}");
+    Ok(0)
+}

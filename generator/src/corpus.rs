@@ -1,0 +1,310 @@
+//! The shared corpus: a fixed plan of cases with stable IDs, built
+//! deterministically. Hand-described valid images cover the features the
+//! corpus promises vendors; fixed-seed random images add variety; every
+//! mutation of the catalogue contributes one case (so every rule has one);
+//! every draft revision contributes cases.
+
+use crate::cases::{self, describe, Case};
+use crate::contents::Contents;
+use crate::spec::{BitmapSpec, Config, GuestWrite, ImageSpec};
+use spec_model::Revision;
+
+/// The seed of every randomised part of the corpus.
+pub const CORPUS_SEED: u64 = 2026_11_21;
+
+/// How one corpus case is made.
+#[derive(Debug, Clone)]
+pub enum Recipe {
+    /// A hand-described spec, built unchanged.
+    Hand(&'static str, ImageSpec),
+    /// A random valid spec from a fixed seed.
+    Random(u64),
+    /// One mutation of the catalogue (by its ID) at a fixed seed.
+    Mutation(&'static str),
+    /// A draft revision's layout, from a fixed seed.
+    Draft(Revision, u64),
+    /// A one-bitmap image whose nb_bitmaps claims 70,000: beyond QEMU's
+    /// limit (`bitmaps.ext.limits`) and, since the directory holds one
+    /// entry, `bitmaps.ext.directory-size`. It stands in for the heavy
+    /// 65,536-bitmap mutation, whose manifest entry alone would list every
+    /// bitmap.
+    NbBitmapsBeyondLimit,
+}
+
+fn bitmap(name: &str, granularity_bits: u8, contents: Contents) -> BitmapSpec {
+    BitmapSpec {
+        name: name.as_bytes().to_vec(),
+        granularity_bits,
+        bitmap_type: 1,
+        in_use: false,
+        auto: true,
+        extra_data_compatible: false,
+        extra_data: Vec::new(),
+        contents,
+        zero_entries: true,
+        ones_entries: false,
+    }
+}
+
+fn image(cluster_bits: u32, size: u64) -> ImageSpec {
+    let mut s = ImageSpec::empty(size);
+    s.cluster_bits = cluster_bits;
+    s
+}
+
+fn some_bits() -> Contents {
+    Contents::Ranges(vec![(0, 3), (40, 41), (100, 260)])
+}
+
+/// The hand-described valid (or unspecified) cases: (ID suffix, spec).
+pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
+    let mut v = Vec::new();
+    let mut s = image(9, 4 << 20);
+    s.writes.push(GuestWrite {
+        offset: 1000,
+        len: 9000,
+        pattern: 0x5a,
+    });
+    s.bitmaps.push(bitmap("b512", 9, some_bits()));
+    s.record_writes_in_auto_bitmaps();
+    v.push(("cluster-512", s));
+
+    let mut s = image(16, 64 << 20);
+    s.writes.push(GuestWrite {
+        offset: 3 << 20,
+        len: 100_000,
+        pattern: 0x11,
+    });
+    s.bitmaps.push(bitmap("b64k", 16, Contents::Empty));
+    s.record_writes_in_auto_bitmaps();
+    v.push(("cluster-64k", s));
+
+    // 2 MiB clusters: no guest data and an empty bitmap keep this to the
+    // fewest clusters such an image can have.
+    let mut s = image(21, 1 << 30);
+    s.bitmaps.push(bitmap("b2m", 21, Contents::Empty));
+    v.push(("cluster-2m", s));
+
+    let mut s = image(12, 1 << 20);
+    s.version = 2;
+    s.header_length = 72;
+    s.writes.push(GuestWrite {
+        offset: 0,
+        len: 4096,
+        pattern: 1,
+    });
+    v.push(("version-2", s));
+
+    for (id, gb) in [
+        ("granularity-9", 9u8),
+        ("granularity-31", 31),
+        ("granularity-0", 0),
+        ("granularity-63", 63),
+    ] {
+        let mut s = image(12, 1 << 20);
+        s.bitmaps
+            .push(bitmap(id, gb, Contents::Ranges(vec![(0, 1), (7, 9)])));
+        v.push((id, s));
+    }
+
+    let mut s = image(12, 0);
+    s.bitmaps.push(bitmap("empty-disk", 16, Contents::Empty));
+    v.push(("zero-size-disk", s));
+
+    let mut s = image(12, (1 << 20) + 1536);
+    s.bitmaps.push(bitmap("tail", 16, Contents::Full));
+    s.bitmaps
+        .push(bitmap("tail-9", 9, Contents::Ranges(vec![(2050, 2051)])));
+    v.push(("size-not-multiple-of-granularity", s));
+
+    let mut s = image(9, 1 << 20);
+    for i in 0..1000u32 {
+        let c = if i % 7 == 0 {
+            Contents::Full
+        } else {
+            Contents::Empty
+        };
+        s.bitmaps.push(BitmapSpec {
+            name: format!("bitmap-{i:04}").into_bytes(),
+            auto: i % 2 == 0,
+            ..bitmap("", 16, c)
+        });
+    }
+    v.push(("1000-bitmaps", s));
+
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(bitmap("x", 16, some_bits()));
+    v.push(("name-1-byte", s));
+
+    let mut s = image(12, 1 << 20);
+    let long: String = (0..1023).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    s.bitmaps.push(BitmapSpec {
+        name: long.into_bytes(),
+        ..bitmap("", 16, some_bits())
+    });
+    v.push(("name-1023-bytes", s));
+
+    let mut s = image(14, 4 << 20);
+    s.extended_l2 = true;
+    s.writes.push(GuestWrite {
+        offset: 512,
+        len: 1024,
+        pattern: 3,
+    });
+    s.bitmaps.push(bitmap("ext", 13, Contents::Empty));
+    s.record_writes_in_auto_bitmaps();
+    v.push(("extended-l2", s));
+
+    let mut s = image(12, 2 << 20);
+    s.writes.push(GuestWrite {
+        offset: 8192,
+        len: 20000,
+        pattern: 9,
+    });
+    s.snapshots = vec!["before-backup".into(), "after-backup".into()];
+    s.bitmaps.push(bitmap("snap", 12, Contents::Empty));
+    s.record_writes_in_auto_bitmaps();
+    v.push(("internal-snapshots", s));
+
+    let mut s = image(9, 8 << 20);
+    s.bitmaps.push(BitmapSpec {
+        ones_entries: true,
+        ..bitmap(
+            "ones",
+            9,
+            Contents::Ranges(vec![(0, 4096 * 2), (3 * 4096, 3 * 4096 + 5)]),
+        )
+    });
+    v.push(("all-ones-entries", s));
+
+    let mut s = image(9, 8 << 20);
+    s.bitmaps.push(bitmap(
+        "zeros",
+        9,
+        Contents::Ranges(vec![(5 * 4096 + 1, 5 * 4096 + 2)]),
+    ));
+    v.push(("all-zeros-entries", s));
+
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(BitmapSpec {
+        in_use: true,
+        ..bitmap("stale", 16, some_bits())
+    });
+    s.bitmaps.push(bitmap("fresh", 16, some_bits()));
+    v.push(("in-use", s));
+
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(BitmapSpec {
+        extra_data: vec![0xee; 12],
+        extra_data_compatible: true,
+        ..bitmap("extra-ok", 16, some_bits())
+    });
+    v.push(("extra-data-compatible", s));
+
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(BitmapSpec {
+        extra_data: vec![0xee; 12],
+        ..bitmap("extra-unknown", 16, some_bits())
+    });
+    v.push(("extra-data-incompatible", s));
+
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(BitmapSpec {
+        extra_data_compatible: true,
+        ..bitmap("flag-only", 16, some_bits())
+    });
+    v.push(("compatible-flag-without-extra-data", s));
+    v
+}
+
+/// The whole plan, in manifest order.
+pub fn plan() -> Vec<(String, Recipe)> {
+    let mut v: Vec<(String, Recipe)> = hand_specs()
+        .into_iter()
+        .map(|(id, spec)| (format!("valid/{id}"), Recipe::Hand(id, spec)))
+        .collect();
+    for i in 1..=12 {
+        v.push((format!("valid/random-{i:02}"), Recipe::Random(i)));
+    }
+    // Heavy mutations (multi-MiB images or manifests) stay out of the
+    // checked-in corpus; `generate --rule` still makes them.
+    for m in crate::mutate::catalogue().iter().filter(|m| !m.heavy) {
+        v.push((m.id.to_string(), Recipe::Mutation(m.id)));
+    }
+    v.push((
+        "bitmaps.ext.limits/nb-bitmaps-70000-one-entry".to_string(),
+        Recipe::NbBitmapsBeyondLimit,
+    ));
+    for rev in Revision::ALL.iter().filter(|r| **r != Revision::Final) {
+        for i in 1..=3 {
+            v.push((format!("revision/{rev}/{i:02}"), Recipe::Draft(*rev, i)));
+        }
+    }
+    v
+}
+
+/// A file name for a case ID (`/` becomes `--`).
+pub fn file_name(id: &str, ext: &str) -> String {
+    format!("{}.{ext}", id.replace('/', "--"))
+}
+
+/// Builds one planned case.
+pub fn make(id: &str, recipe: &Recipe) -> Result<Case, String> {
+    let mut case = match recipe {
+        Recipe::Hand(_, spec) => {
+            let built = crate::build(spec).map_err(|e| format!("{id}: {e}"))?;
+            Case {
+                id: String::new(),
+                file_name: String::new(),
+                bytes: built.bytes,
+                expected: crate::expected::for_spec(spec),
+                description: format!("hand-described: {}", describe(spec)),
+            }
+        }
+        Recipe::Random(i) => {
+            cases::valid(CORPUS_SEED, *i, &Config::tiny()).map_err(|e| format!("{id}: {e}"))?
+        }
+        Recipe::Mutation(mid) => {
+            let m = crate::mutate::by_id(mid).ok_or_else(|| format!("no mutation {mid}"))?;
+            // Tiny bases keep the corpus small; some mutations need more room.
+            let made = cases::mutant(m, CORPUS_SEED, 0, &Config::tiny())
+                .or_else(|_| cases::mutant(m, CORPUS_SEED, 0, &Config::small()))
+                .map_err(|e| format!("{id}: {e}"))?;
+            made
+        }
+        Recipe::NbBitmapsBeyondLimit => {
+            let mut spec = image(12, 1 << 20);
+            spec.bitmaps.push(bitmap("only", 16, some_bits()));
+            let mut built = crate::build(&spec).map_err(|e| format!("{id}: {e}"))?;
+            let at = built
+                .layout
+                .bitmaps_ext_data()
+                .ok_or("no bitmaps extension")? as usize;
+            spec_model::fields::bitmaps_ext::NB_BITMAPS.put(&mut built.bytes[at..], 70_000);
+            let mut expected = crate::expected::for_spec(&spec);
+            expected.verdict = "invalid".into();
+            expected.rules = vec![
+                "bitmaps.ext.directory-size".into(),
+                "bitmaps.ext.limits".into(),
+            ];
+            expected.bitmaps = None;
+            Case {
+                id: String::new(),
+                file_name: String::new(),
+                bytes: built.bytes,
+                expected,
+                description: "nb_bitmaps 70000 (beyond QEMU's 65535) with one directory entry: the limit and a directory-size error".into(),
+            }
+        }
+        Recipe::Draft(rev, i) => cases::revision(*rev, CORPUS_SEED, *i, &Config::tiny())
+            .map_err(|e| format!("{id}: {e}"))?,
+    };
+    let ext = if matches!(recipe, Recipe::Draft(Revision::Qdb2014, _)) {
+        "qdb"
+    } else {
+        "qcow2"
+    };
+    case.id = id.to_string();
+    case.file_name = file_name(id, ext);
+    Ok(case)
+}
