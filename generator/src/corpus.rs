@@ -10,7 +10,7 @@ use crate::spec::{BitmapSpec, Config, GuestWrite, ImageSpec};
 use spec_model::Revision;
 
 /// The seed of every randomised part of the corpus.
-pub const CORPUS_SEED: u64 = 2026_11_21;
+pub const CORPUS_SEED: u64 = 20261121;
 
 /// How one corpus case is made.
 #[derive(Debug, Clone)]
