@@ -32,6 +32,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# cargo-insta checks the snapshots in snapshots/ (`cargo insta test --check`).
+if ! cargo insta --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-insta" >&2
+  cargo install --locked cargo-insta
+fi
+
 for tool in qemu-img qemu-io qemu-nbd chromium python3; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool still missing" >&2; exit 1; }
 done
