@@ -46,7 +46,14 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let adapters = args
         .implementations
         .iter()
-        .map(|s| runner::adapter_from_spec(s))
+        .map(|s| -> Result<Box<dyn runner::Adapter>> {
+            if s == "qemu" && args.bitmap_ops {
+                return Ok(Box::new(
+                    runner::adapters::qemu::QemuAdapter::new()?.with_bitmap_ops(true),
+                ));
+            }
+            runner::adapter_from_spec(s)
+        })
         .collect::<Result<Vec<_>>>()?;
     let memory_bytes = match args.memory_mib {
         0 => None,

@@ -187,6 +187,16 @@ pub fn judge_with_model(
             return Outcome::new(OutcomeKind::Corrupting, d);
         }
     }
+    if let Some(o) = &obs.ops {
+        if !o.problems.is_empty() {
+            let mut d = vec![format!(
+                "QEMU's bitmap operations ({} step(s)) left the image wrong:",
+                o.steps.len()
+            )];
+            d.extend(o.problems.iter().cloned());
+            return Outcome::new(OutcomeKind::Corrupting, d);
+        }
+    }
     if obs.bitmaps_unaware {
         return judge_unaware(expected, obs);
     }

@@ -11,6 +11,7 @@ pub mod adapters;
 pub mod corpus;
 pub mod html;
 pub mod judge;
+pub mod ops;
 pub mod process;
 pub mod report;
 pub mod writes;
@@ -157,6 +158,9 @@ pub struct Observation {
     /// Guest data the implementation read, compared with the model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest: Option<adapters::probe::GuestCheck>,
+    /// The result of the bitmap-operations check, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<ops::OpsCheck>,
     #[serde(skip)]
     bad_recorded: bool,
 }
@@ -318,6 +322,32 @@ fn observe_in(
             Err(e) => obs
                 .notes
                 .push(format!("write check skipped: cannot copy: {e}")),
+        }
+    }
+    if adapter.checks_bitmap_ops()
+        && opts.writes
+        && writes::eligible(&case.expected)
+        && !obs.timed_out
+        && obs.signal.is_none()
+    {
+        let copy3 = work.join("ops.qcow2");
+        match corpus::sparse_copy(image, &copy3) {
+            Ok(()) => {
+                if let Some(o) = adapter.bitmap_ops(&copy3, work, &opts.limits) {
+                    obs.commands.push(format!(
+                        "cp --sparse=always {} \"$WORK\"/ops.qcow2",
+                        crate::qemu::command_line(&std::process::Command::new(image))
+                    ));
+                    obs.commands.extend(o.commands.iter().cloned());
+                    if let Some(p) = &o.process {
+                        obs.absorb(p);
+                    }
+                    obs.ops = Some(o);
+                }
+            }
+            Err(e) => obs
+                .notes
+                .push(format!("bitmap operations skipped: cannot copy: {e}")),
         }
     }
     let work_s = work.to_string_lossy().into_owned();

@@ -51,6 +51,24 @@ pub trait Adapter: Send + Sync {
             ..WriteRun::default()
         }
     }
+
+    /// Whether [`Adapter::bitmap_ops`] runs (QEMU with `--bitmap-ops`).
+    fn checks_bitmap_ops(&self) -> bool {
+        false
+    }
+
+    /// The bitmap-operations check ([`super::ops`]) on `image_copy`, a
+    /// private copy of a valid image; `work` is scratch space. Only called
+    /// when [`Adapter::checks_bitmap_ops`].
+    fn bitmap_ops(
+        &self,
+        image_copy: &Path,
+        work: &Path,
+        limits: &Limits,
+    ) -> Option<super::ops::OpsCheck> {
+        let _ = (image_copy, work, limits);
+        None
+    }
 }
 
 /// The adapter named on the command line: `qemu` or `exec:TEMPLATE`.

@@ -5,7 +5,9 @@
 //! - using a bitmap = exporting it: `qemu-nbd -r -B NAME`, whose dirty
 //!   ranges `qemu-img map` reads over NBD through the client's
 //!   `x-dirty-bitmap` option (a dirty area reads as `"data": false`);
-//! - writes: `qemu-io -c 'write -P 0xa5 OFFSET LEN'` (see `runner::writes`).
+//! - writes: `qemu-io -c 'write -P 0xa5 OFFSET LEN'` (see `runner::writes`);
+//! - with `--bitmap-ops`: `qemu-img bitmap`, `convert --bitmaps` and
+//!   `resize` on a copy, each result read by the model (see `runner::ops`).
 
 use super::WriteRun;
 use crate::qemu::{CheckInfo, ImageInfo, MapExtent, Tool};
@@ -23,6 +25,8 @@ pub struct QemuAdapter {
     img: PathBuf,
     io: PathBuf,
     nbd: PathBuf,
+    /// Run the bitmap-operations check (`--bitmap-ops`).
+    bitmap_ops: bool,
 }
 
 impl QemuAdapter {
@@ -33,7 +37,15 @@ impl QemuAdapter {
             img: Tool::Img.locate()?,
             io: Tool::Io.locate()?,
             nbd: Tool::Nbd.locate()?,
+            bitmap_ops: false,
         })
+    }
+
+    /// Also runs the bitmap-operations check on valid images
+    /// ([`crate::runner::ops`]).
+    pub fn with_bitmap_ops(mut self, on: bool) -> QemuAdapter {
+        self.bitmap_ops = on;
+        self
     }
 
     fn run(&self, program: &Path, args: &[OsString], limits: &Limits) -> Result<Proc, String> {
@@ -67,6 +79,23 @@ impl Adapter for QemuAdapter {
         self.observe_into(image, limits, &mut obs);
         obs.duration_ms = start.elapsed().as_millis() as u64;
         obs
+    }
+
+    fn checks_bitmap_ops(&self) -> bool {
+        self.bitmap_ops
+    }
+
+    fn bitmap_ops(
+        &self,
+        image: &Path,
+        work: &Path,
+        limits: &Limits,
+    ) -> Option<crate::runner::ops::OpsCheck> {
+        let tools = crate::runner::ops::QemuTools {
+            img: &self.img,
+            io: &self.io,
+        };
+        Some(crate::runner::ops::run_qemu(tools, image, work, limits))
     }
 
     fn write(&self, image: &Path, offset: u64, len: u64, limits: &Limits) -> WriteRun {

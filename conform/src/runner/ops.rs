@@ -1,0 +1,724 @@
+//! The bitmap-operations check: QEMU's own tools change the bitmaps of a
+//! private copy of a valid image, one operation at a time, and after each
+//! one the reference model reads the result. The image must still conform,
+//! its bitmaps extension must stay consistent while bitmaps remain, and
+//! every bitmap must hold exactly what the operation implies:
+//!
+//! | step | expected |
+//! |---|---|
+//! | `qemu-img bitmap --add -g G N` | N new, enabled, granularity G, empty; the others unchanged |
+//! | `--merge A` into N | N = A ∪ N, A's dirty areas rounded out to N's granularity |
+//! | `--disable N`, then a `qemu-io` write | N unchanged; every enabled bitmap gains the written range |
+//! | `--enable N`, then a write | N gains the written range too |
+//! | `--clear A` | A empty, the others unchanged |
+//! | `--remove N` | N gone, the others unchanged |
+//! | `qemu-img convert --bitmaps` | the new image conforms and has the same usable bitmaps, flags, granularities and bits |
+//! | `qemu-img resize` (grow, then `--shrink` back) | the image conforms (tables sized for the new disk, tail bits clear); bits inside the old size kept; bits of the grown area recorded, not judged (the spec says nothing about them) |
+//!
+//! A refused operation is a note, and the image must then be unchanged.
+//! Anything else wrong is a problem, and problems make the case
+//! `corrupting` (see [`super::judge`]).
+
+use super::process::{self, Proc};
+use super::writes::short;
+use super::Limits;
+use serde::Serialize;
+use spec_model::{ExtensionState, Model, Severity, Verdict};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+
+/// One operation and what the model found afterwards.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpStep {
+    /// The operation in words (`add conform-ops -g 65536`, ...).
+    pub op: String,
+    /// QEMU reported success.
+    pub ok: bool,
+    pub error: Option<String>,
+    /// The model's verdict on the image afterwards.
+    pub verdict_after: Option<String>,
+    pub problems: Vec<String>,
+}
+
+/// What the bitmap-operations check found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpsCheck {
+    pub steps: Vec<OpStep>,
+    /// Every problem of every step, prefixed with the step; non-empty means
+    /// `corrupting`.
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+    /// Commands that reproduce the check (the runner rewrites the scratch
+    /// directory to `$WORK`).
+    #[serde(skip)]
+    pub commands: Vec<String>,
+    /// The first program that crashed or ran out of time, if one did.
+    #[serde(skip)]
+    pub process: Option<Proc>,
+}
+
+/// One bitmap as the model reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bm {
+    usable: bool,
+    in_use: bool,
+    auto: bool,
+    gbits: u8,
+    /// Dirty virtual byte ranges, for usable bitmaps.
+    ranges: Option<Vec<(u64, u64)>>,
+}
+
+/// An image as the model reads it.
+#[derive(Debug, Clone)]
+struct State {
+    size: u64,
+    verdict: Verdict,
+    extension: ExtensionState,
+    error_rules: Vec<String>,
+    bitmaps: BTreeMap<String, Bm>,
+}
+
+fn read_state(path: &Path) -> Result<State, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut model = Model::open(file).map_err(|e| format!("model: {e}"))?;
+    let report = model.report().clone();
+    let size = model
+        .analysis()
+        .header
+        .as_ref()
+        .map(|h| h.size)
+        .unwrap_or(0);
+    let mut bitmaps = BTreeMap::new();
+    for (i, b) in report.bitmaps.iter().enumerate() {
+        let ranges = if b.usable {
+            model.dirty_ranges(i).map_err(|e| format!("model: {e}"))?
+        } else {
+            None
+        };
+        bitmaps.insert(
+            b.name.clone(),
+            Bm {
+                usable: b.usable,
+                in_use: b.flags.in_use,
+                auto: b.flags.auto,
+                gbits: b.granularity_bits,
+                ranges,
+            },
+        );
+    }
+    Ok(State {
+        size,
+        verdict: report.verdict,
+        extension: report.bitmaps_extension,
+        error_rules: report
+            .rules_with(Severity::Error)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        bitmaps,
+    })
+}
+
+/// `ranges` with every range rounded out to `2^gbits` and clipped to
+/// `size`, merged.
+pub fn round_out(ranges: &[(u64, u64)], gbits: u8, size: u64) -> Vec<(u64, u64)> {
+    let g = 1u128 << gbits.min(63);
+    crate::qemu::merge_ranges(
+        ranges
+            .iter()
+            .map(|&(a, b)| {
+                let a2 = (a as u128 / g) * g;
+                let b2 = (b as u128).div_ceil(g) * g;
+                (a2 as u64, b2.min(size as u128) as u64)
+            })
+            .collect(),
+    )
+}
+
+/// The bits of `ranges` (at granularity `2^gbits`) laid over a disk of
+/// `new_size` bytes: bits past its end dropped, the last kept bit covering
+/// up to the new end.
+pub fn rebase(ranges: &[(u64, u64)], gbits: u8, new_size: u64) -> Vec<(u64, u64)> {
+    let g = 1u128 << gbits.min(63);
+    let nbits = (new_size as u128).div_ceil(g);
+    crate::qemu::merge_ranges(
+        ranges
+            .iter()
+            .filter_map(|&(a, b)| {
+                let first = a as u128 / g;
+                let end = ((b as u128).div_ceil(g)).min(nbits);
+                (first < end).then(|| ((first * g) as u64, (end * g).min(new_size as u128) as u64))
+            })
+            .collect(),
+    )
+}
+
+fn show(r: &[(u64, u64)]) -> String {
+    let parts: Vec<String> = r.iter().take(5).map(|(a, b)| format!("{a}..{b}")).collect();
+    let more = if r.len() > 5 {
+        format!(" (+{} more)", r.len() - 5)
+    } else {
+        String::new()
+    };
+    format!("[{}]{more}", parts.join(", "))
+}
+
+/// Differences between the bitmaps expected and those found.
+fn compare(want: &BTreeMap<String, Bm>, got: &State) -> Vec<String> {
+    let mut p = Vec::new();
+    for (name, w) in want {
+        let Some(g) = got.bitmaps.get(name) else {
+            p.push(format!("bitmap {} is gone", short(name)));
+            continue;
+        };
+        if (w.in_use, w.auto, w.gbits, w.usable) != (g.in_use, g.auto, g.gbits, g.usable) {
+            p.push(format!(
+                "bitmap {}: in_use={} auto={} granularity 2^{} usable={}, expected in_use={} auto={} granularity 2^{} usable={}",
+                short(name),
+                g.in_use,
+                g.auto,
+                g.gbits,
+                g.usable,
+                w.in_use,
+                w.auto,
+                w.gbits,
+                w.usable
+            ));
+            continue;
+        }
+        if let (Some(wr), Some(gr)) = (&w.ranges, &g.ranges) {
+            if wr != gr {
+                p.push(format!(
+                    "bitmap {}: dirty ranges {}, expected {}",
+                    short(name),
+                    show(gr),
+                    show(wr)
+                ));
+            }
+        }
+    }
+    for name in got.bitmaps.keys() {
+        if !want.contains_key(name) {
+            p.push(format!("bitmap {} appeared", short(name)));
+        }
+    }
+    p
+}
+
+/// The tools the check runs.
+pub struct QemuTools<'a> {
+    pub img: &'a Path,
+    pub io: &'a Path,
+}
+
+struct Ctx<'a> {
+    tools: QemuTools<'a>,
+    limits: &'a Limits,
+    check: OpsCheck,
+}
+
+impl Ctx<'_> {
+    /// Runs one program; `Err` when it crashed, hung or did not start (the
+    /// check stops there).
+    fn run(&mut self, program: &Path, args: Vec<OsString>) -> Result<Proc, ()> {
+        let cmd = process::command(program.as_os_str(), &args, self.limits);
+        match process::run(cmd, self.limits.timeout) {
+            Err(e) => {
+                self.check
+                    .notes
+                    .push(format!("bitmap operations stopped: {e}"));
+                Err(())
+            }
+            Ok(p) => {
+                self.check.commands.push(p.command.clone());
+                if p.timed_out || p.signal.is_some() || p.sanitizer().is_some() {
+                    self.check.process = Some(p);
+                    return Err(());
+                }
+                Ok(p)
+            }
+        }
+    }
+
+    fn failure(p: &Proc) -> Option<String> {
+        let failed_line = p
+            .stdout
+            .lines()
+            .chain(p.stderr.lines())
+            .find(|l| l.contains("failed") || l.contains("rror"))
+            .map(str::to_owned);
+        if p.success() && failed_line.is_none() {
+            None
+        } else {
+            Some(
+                failed_line
+                    .or_else(|| p.first_error_line())
+                    .unwrap_or_else(|| p.describe_end()),
+            )
+        }
+    }
+
+    /// Runs `program args`, then reads `image` with the model and compares
+    /// it with `want` (or, when QEMU refused, with `before`). Returns the
+    /// new state, or `None` when the check cannot go on.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        op: &str,
+        program: &Path,
+        args: Vec<OsString>,
+        image: &Path,
+        before: &State,
+        want: BTreeMap<String, Bm>,
+        want_size: u64,
+    ) -> Option<(State, bool)> {
+        let p = self.run(program, args).ok()?;
+        let error = Self::failure(&p);
+        let mut s = OpStep {
+            op: op.to_owned(),
+            ok: error.is_none(),
+            error: error.clone(),
+            ..OpStep::default()
+        };
+        let after = match read_state(image) {
+            Ok(a) => a,
+            Err(e) => {
+                s.problems
+                    .push(format!("the model cannot read the image: {e}"));
+                self.finish_step(s);
+                return None;
+            }
+        };
+        s.verdict_after = Some(after.verdict.as_str().to_owned());
+        let mut go_on = true;
+        if after.verdict == Verdict::Invalid {
+            s.problems.push(format!(
+                "the image no longer conforms: {}",
+                after.error_rules.join(", ")
+            ));
+            go_on = false;
+        } else {
+            let (want, want_size) = match &error {
+                Some(e) => {
+                    self.check.notes.push(format!("QEMU refused `{op}`: {e}"));
+                    (before.bitmaps.clone(), before.size)
+                }
+                None => (want, want_size),
+            };
+            if after.size != want_size {
+                s.problems.push(format!(
+                    "virtual size {} instead of {want_size}",
+                    after.size
+                ));
+                go_on = false;
+            }
+            let any_left = !want.is_empty();
+            if any_left && after.extension != ExtensionState::Consistent {
+                s.problems.push(format!(
+                    "the bitmaps extension is no longer consistent ({:?}): every bitmap is lost",
+                    after.extension
+                ));
+                go_on = false;
+            } else if go_on {
+                s.problems.extend(compare(&want, &after));
+            }
+        }
+        self.finish_step(s);
+        go_on.then_some((after, error.is_none()))
+    }
+
+    fn finish_step(&mut self, s: OpStep) {
+        for p in &s.problems {
+            self.check.problems.push(format!("after {}: {p}", s.op));
+        }
+        self.check.steps.push(s);
+    }
+
+    fn bitmap(&mut self, image: &Path, args: &[&str], name: &str) -> (String, Vec<OsString>) {
+        let mut a: Vec<OsString> = vec!["bitmap".into(), "-f".into(), "qcow2".into()];
+        a.extend(args.iter().map(OsString::from));
+        a.push(image.into());
+        a.push(name.into());
+        let op = format!("qemu-img bitmap {} {}", args.join(" "), short(name));
+        (op, a)
+    }
+}
+
+fn os(s: impl Into<OsString>) -> OsString {
+    s.into()
+}
+
+/// Every enabled usable bitmap of `bms` gains `[offset, offset+len)`.
+fn written(bms: &BTreeMap<String, Bm>, offset: u64, len: u64, size: u64) -> BTreeMap<String, Bm> {
+    let mut out = bms.clone();
+    for b in out.values_mut() {
+        if let (true, true, Some(r)) = (b.usable, b.auto, b.ranges.as_mut()) {
+            *r = super::writes::expected_after(r, offset, len, b.gbits, size);
+        }
+    }
+    out
+}
+
+/// A name no bitmap of `state` has.
+fn fresh_name(state: &State) -> String {
+    let mut name = "conform-ops".to_owned();
+    let mut i = 1;
+    while state.bitmaps.contains_key(&name) {
+        name = format!("conform-ops-{i}");
+        i += 1;
+    }
+    name
+}
+
+/// Runs the whole sequence on `image` (a private copy of a valid image
+/// whose bitmaps extension is consistent); `work` is a scratch directory
+/// for the converted copy.
+pub fn run_qemu(tools: QemuTools<'_>, image: &Path, work: &Path, limits: &Limits) -> OpsCheck {
+    let mut cx = Ctx {
+        tools,
+        limits,
+        check: OpsCheck::default(),
+    };
+    let start = match read_state(image) {
+        Ok(s) => s,
+        Err(e) => {
+            cx.check
+                .notes
+                .push(format!("bitmap operations skipped: {e}"));
+            return cx.check;
+        }
+    };
+    if start.verdict != Verdict::Valid || start.size == 0 {
+        cx.check
+            .notes
+            .push("bitmap operations skipped: the image is not valid or the disk is empty".into());
+        return cx.check;
+    }
+    sequence(&mut cx, image, work, start);
+    cx.check
+}
+
+fn sequence(cx: &mut Ctx<'_>, image: &Path, work: &Path, start: State) -> Option<()> {
+    let img = cx.tools.img.to_owned();
+    let io = cx.tools.io.to_owned();
+    let size = start.size;
+    // A: the first usable bitmap with bits set (else any usable one).
+    let a_name = start
+        .bitmaps
+        .iter()
+        .filter(|(_, b)| b.usable)
+        .max_by_key(|(_, b)| b.ranges.as_ref().is_some_and(|r| !r.is_empty()))
+        .map(|(n, _)| n.clone());
+    let a_gbits = a_name.as_ref().map(|n| start.bitmaps[n].gbits);
+    // N's granularity differs from A's so that the merge crosses
+    // granularities.
+    let n_gbits: u8 = match a_gbits {
+        Some(g) if g > 16 => 16,
+        Some(g) => (g + 3).min(31),
+        None => 16,
+    };
+    let n = fresh_name(&start);
+
+    // 1. add
+    let mut want = start.bitmaps.clone();
+    want.insert(
+        n.clone(),
+        Bm {
+            usable: true,
+            in_use: false,
+            auto: true,
+            gbits: n_gbits,
+            ranges: Some(Vec::new()),
+        },
+    );
+    let g = (1u64 << n_gbits).to_string();
+    let (op, args) = cx.bitmap(image, &["--add", "-g", &g], &n);
+    let (mut cur, ok) = cx.step(&op, &img, args, image, &start, want, size)?;
+    if !ok {
+        return None;
+    }
+
+    // 2. merge A into N
+    if let Some(a) = &a_name {
+        let mut want = cur.bitmaps.clone();
+        let src = cur.bitmaps.get(a).and_then(|b| b.ranges.clone());
+        if let (Some(src), Some(nb)) = (src, want.get_mut(&n)) {
+            let mut all = round_out(&src, n_gbits, size);
+            all.extend(nb.ranges.take().unwrap_or_default());
+            nb.ranges = Some(crate::qemu::merge_ranges(all));
+        }
+        let (op, args) = cx.bitmap(image, &["--merge", a], &n);
+        cur = cx.step(&op, &img, args, image, &cur, want, size)?.0;
+    }
+
+    // 3. disable N, write: N unchanged, enabled bitmaps gain the range.
+    let mut want = cur.bitmaps.clone();
+    if let Some(b) = want.get_mut(&n) {
+        b.auto = false;
+    }
+    let (op, args) = cx.bitmap(image, &["--disable"], &n);
+    cur = cx.step(&op, &img, args, image, &cur, want, size)?.0;
+    let (w1, l1) = write_range(size, 1);
+    let want = written(&cur.bitmaps, w1, l1, size);
+    let args = vec![
+        os("-f"),
+        os("qcow2"),
+        os("-c"),
+        os(format!("write -P 0x3c {w1} {l1}")),
+        os(image),
+    ];
+    cur = cx
+        .step(
+            &format!("qemu-io write {w1} {l1} (N disabled)"),
+            &io,
+            args,
+            image,
+            &cur,
+            want,
+            size,
+        )?
+        .0;
+
+    // 4. enable N, write: N gains the range.
+    let mut want = cur.bitmaps.clone();
+    if let Some(b) = want.get_mut(&n) {
+        b.auto = true;
+    }
+    let (op, args) = cx.bitmap(image, &["--enable"], &n);
+    cur = cx.step(&op, &img, args, image, &cur, want, size)?.0;
+    let (w2, l2) = write_range(size, 2);
+    let want = written(&cur.bitmaps, w2, l2, size);
+    let args = vec![
+        os("-f"),
+        os("qcow2"),
+        os("-c"),
+        os(format!("write -P 0xc3 {w2} {l2}")),
+        os(image),
+    ];
+    cur = cx
+        .step(
+            &format!("qemu-io write {w2} {l2} (N enabled)"),
+            &io,
+            args,
+            image,
+            &cur,
+            want,
+            size,
+        )?
+        .0;
+
+    // 5. clear A
+    if let Some(a) = &a_name {
+        let mut want = cur.bitmaps.clone();
+        if let Some(b) = want.get_mut(a) {
+            b.ranges = b.ranges.as_ref().map(|_| Vec::new());
+        }
+        let (op, args) = cx.bitmap(image, &["--clear"], a);
+        cur = cx.step(&op, &img, args, image, &cur, want, size)?.0;
+    }
+
+    // 6. remove N
+    let mut want = cur.bitmaps.clone();
+    want.remove(&n);
+    let (op, args) = cx.bitmap(image, &["--remove"], &n);
+    cur = cx.step(&op, &img, args, image, &cur, want, size)?.0;
+
+    // 7. convert --bitmaps: the copy has the same usable bitmaps.
+    convert(cx, image, work, &cur)?;
+
+    // 8. resize: grow by 1 MiB + 512 bytes, then shrink back.
+    let grown = size + (1 << 20) + 512;
+    // Contents are compared below, inside the old size only.
+    let mut want = cur.bitmaps.clone();
+    for b in want.values_mut() {
+        b.ranges = None;
+    }
+    let args = vec![
+        os("resize"),
+        os("-q"),
+        os("-f"),
+        os("qcow2"),
+        os(image),
+        os(grown.to_string()),
+    ];
+    let before_grow = cur.clone();
+    let (after, ok) = cx.step(
+        &format!("qemu-img resize {grown}"),
+        &img,
+        args,
+        image,
+        &cur,
+        want,
+        grown,
+    )?;
+    if ok {
+        grown_area(cx, &before_grow, &after, size);
+    }
+    cur = after;
+    if ok {
+        let mut want = cur.bitmaps.clone();
+        for b in want.values_mut() {
+            if let Some(r) = b.ranges.as_mut() {
+                *r = rebase(r, b.gbits, size);
+            }
+        }
+        let args = vec![
+            os("resize"),
+            os("-q"),
+            os("-f"),
+            os("qcow2"),
+            os("--shrink"),
+            os(image),
+            os(size.to_string()),
+        ];
+        cx.step(
+            &format!("qemu-img resize --shrink {size}"),
+            &img,
+            args,
+            image,
+            &cur,
+            want,
+            size,
+        )?;
+    }
+    Some(())
+}
+
+/// After a grow: every bit inside the old size must be kept (a problem
+/// otherwise); bits QEMU set in the grown area are only noted.
+fn grown_area(cx: &mut Ctx<'_>, before: &State, after: &State, old_size: u64) {
+    let mut problems = Vec::new();
+    for (name, b) in &after.bitmaps {
+        let (Some(r), Some(old)) = (
+            &b.ranges,
+            before.bitmaps.get(name).and_then(|x| x.ranges.as_ref()),
+        ) else {
+            continue;
+        };
+        let kept = rebase(r, b.gbits, old_size);
+        if kept != *old {
+            problems.push(format!(
+                "bitmap {}: inside the old size it marks {}, expected {} (bits lost or gained by the resize)",
+                short(name),
+                show(&kept),
+                show(old)
+            ));
+        } else if *r != rebase(old, b.gbits, after.size) {
+            cx.check.notes.push(format!(
+                "after growing from {old_size} to {} bytes, bitmap {} marks {} (the spec does not say what the grown area holds)",
+                after.size,
+                short(name),
+                show(r)
+            ));
+        }
+    }
+    if let Some(step) = cx.check.steps.last_mut() {
+        step.problems.extend(problems.iter().cloned());
+        for p in problems {
+            cx.check.problems.push(format!("after {}: {p}", step.op));
+        }
+    }
+}
+
+fn convert(cx: &mut Ctx<'_>, image: &Path, work: &Path, cur: &State) -> Option<()> {
+    let out = work.join("converted.qcow2");
+    let _ = std::fs::remove_file(&out);
+    let broken = cur.bitmaps.values().any(|b| !b.usable);
+    let mut args = vec![
+        os("convert"),
+        os("-f"),
+        os("qcow2"),
+        os("-O"),
+        os("qcow2"),
+        os("--bitmaps"),
+    ];
+    if broken {
+        args.push(os("--skip-broken-bitmaps"));
+    }
+    args.push(os(image));
+    args.push(os(&out));
+    let img = cx.tools.img;
+    let p = cx.run(img, args).ok()?;
+    let op = format!(
+        "qemu-img convert --bitmaps{}",
+        if broken { " --skip-broken-bitmaps" } else { "" }
+    );
+    let mut s = OpStep {
+        op: op.clone(),
+        error: Ctx::failure(&p),
+        ..OpStep::default()
+    };
+    s.ok = s.error.is_none();
+    if let Some(e) = &s.error {
+        cx.check.notes.push(format!("QEMU refused `{op}`: {e}"));
+        cx.finish_step(s);
+        return Some(());
+    }
+    match read_state(&out) {
+        Err(e) => s
+            .problems
+            .push(format!("the model cannot read the converted image: {e}")),
+        Ok(conv) => {
+            s.verdict_after = Some(conv.verdict.as_str().to_owned());
+            let want: BTreeMap<String, Bm> = cur
+                .bitmaps
+                .iter()
+                .filter(|(_, b)| b.usable)
+                .map(|(n, b)| (n.clone(), b.clone()))
+                .collect();
+            if conv.verdict == Verdict::Invalid {
+                s.problems.push(format!(
+                    "the converted image does not conform: {}",
+                    conv.error_rules.join(", ")
+                ));
+            } else if conv.size != cur.size {
+                s.problems.push(format!(
+                    "the converted image has virtual size {} instead of {}",
+                    conv.size, cur.size
+                ));
+            } else if !want.is_empty() && conv.extension != ExtensionState::Consistent {
+                s.problems.push(format!(
+                    "the converted image's bitmaps extension is {:?}",
+                    conv.extension
+                ));
+            } else {
+                s.problems.extend(compare(&want, &conv));
+            }
+        }
+    }
+    cx.finish_step(s);
+    Some(())
+}
+
+/// The `k`-th range the check writes: unaligned, 40000 bytes, away from
+/// the runner's own write check range; clipped to the disk.
+pub fn write_range(size: u64, k: u64) -> (u64, u64) {
+    let offset = ((size / 5 * k) & !511).saturating_add(777).min(size - 1);
+    (offset, (size - offset).min(40_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_and_rebasing() {
+        assert_eq!(
+            round_out(&[(0, 512), (70_000, 70_001)], 16, 1 << 20),
+            vec![(0, 131_072)]
+        );
+        assert_eq!(round_out(&[(1000, 1001)], 16, 5000), vec![(0, 5000)]);
+        // Growing: the last bit covers up to the new end of its granule.
+        assert_eq!(rebase(&[(0, 5000)], 16, 1 << 20), vec![(0, 65_536)]);
+        // Shrinking: bits past the new end are dropped.
+        assert_eq!(
+            rebase(&[(0, 512), (200_000, 300_000)], 16, 131_072),
+            vec![(0, 65_536)]
+        );
+        assert_eq!(rebase(&[(0, 512)], 9, 100), vec![(0, 100)]);
+        let (o, l) = write_range(1 << 20, 2);
+        assert!(o + l <= 1 << 20 && l == 40_000);
+        assert_eq!(write_range(1000, 1).0 + write_range(1000, 1).1, 1000);
+    }
+}
