@@ -44,6 +44,9 @@ pub enum Command {
     /// implementation and judged against the model; every disagreement is
     /// minimised and saved under OUT/findings/ with a reproducer.
     Campaign(CampaignArgs),
+    /// Build, verify or pack the shared corpus.
+    #[command(subcommand)]
+    Corpus(CorpusCommand),
     /// List the rule catalogue.
     Rules {
         /// Print JSON instead of a table.
@@ -190,4 +193,31 @@ pub struct CampaignArgs {
     /// Skip the write check.
     #[arg(long)]
     pub read_only: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CorpusCommand {
+    /// Regenerate the corpus (DIR/images, DIR/manifest.json, DIR/SHA256SUMS)
+    /// byte-identically from its fixed plan. DIR/README.md is kept.
+    Build {
+        #[arg(default_value = "corpus")]
+        dir: PathBuf,
+    },
+    /// Check every file's SHA-256 and every case's model verdict, rules and
+    /// contents against the manifest. Exit 0 when all agree, 2 otherwise.
+    Verify {
+        #[arg(default_value = "corpus")]
+        dir: PathBuf,
+        /// Print the per-case results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a versioned tarball of the corpus with its SHA256SUMS.
+    Pack {
+        #[arg(default_value = "corpus")]
+        dir: PathBuf,
+        /// Output directory for the tarball and its .sha256 file.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
