@@ -16,6 +16,14 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils
 fi
 
+# libqcow, an implementation under test (`run --impl libqcow`), through
+# Debian's Python bindings, which Debian's own Python imports.
+if ! /usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1; then
+  echo "setup: installing python3-libqcow" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-libqcow
+fi
+
 # Headless Chromium renders the runner's --html page in the tests; python3
 # runs examples/qemu-img-adapter.py (the exec-protocol example).
 web_missing=()
@@ -41,4 +49,5 @@ fi
 for tool in qemu-img qemu-io qemu-nbd chromium python3; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool still missing" >&2; exit 1; }
 done
+/usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1 || { echo "setup: python3-libqcow still missing" >&2; exit 1; }
 echo "setup: ready ($(qemu-img --version | head -n 1); $(cargo nextest --version | head -n 1))" >&2
