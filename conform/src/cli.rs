@@ -125,8 +125,10 @@ pub enum MatrixRows {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Implementation under test: `qemu`, or `exec:TEMPLATE` for a program
-    /// speaking the exec protocol (corpus/README.md). Repeat for several.
+    /// Implementation under test: `qemu`; `imago`, `qcow2-rs`, `qcow2` or
+    /// `libqcow` (bitmaps-unaware: guest data and writes judged); or
+    /// `exec:TEMPLATE` for a program speaking the exec protocol
+    /// (corpus/README.md). Repeat for several.
     #[arg(long = "impl", value_name = "IMPL", required = true)]
     pub implementations: Vec<String>,
     /// Corpus directory (manifest.json and its images; never modified).
