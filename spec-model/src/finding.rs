@@ -2,7 +2,6 @@
 
 use crate::rules::{Rule, Severity};
 use serde::Serialize;
-use std::collections::HashMap;
 
 /// One finding of the model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,11 +18,24 @@ pub struct Finding {
 /// one closing finding, so a hostile file cannot flood the report.
 pub const MAX_FINDINGS_PER_RULE: u32 = 64;
 
+/// Formats a finding's message into a buffer big enough for almost every
+/// message, so that building it costs one allocation and no regrowth
+/// (`format!` starts small and reallocates as it writes).
+pub(crate) fn message(args: std::fmt::Arguments<'_>) -> String {
+    let mut s = String::with_capacity(128);
+    // Writing to a String cannot fail.
+    let _ = std::fmt::Write::write_fmt(&mut s, args);
+    s
+}
+
 /// Collects findings, capping each rule's count.
 #[derive(Debug, Default)]
 pub struct Findings {
     list: Vec<Finding>,
-    per_rule: HashMap<(Rule, Severity), u32>,
+    /// Findings recorded per (rule, severity). A short list searched
+    /// linearly: an image breaks few distinct rules, and this is looked up
+    /// for every finding, so hashing would cost more than the scan.
+    per_rule: Vec<((Rule, Severity), u32)>,
     bitmap_cluster_error: bool,
 }
 
@@ -41,18 +53,45 @@ impl Findings {
         offset: u64,
         message: impl Into<String>,
     ) {
+        self.add_as_with(rule, severity, offset, || message.into())
+    }
+
+    /// Like [`Findings::add`], but builds the message only when the finding
+    /// is kept: a hostile file can break one rule thousands of times, and
+    /// formatting the messages past the cap would dominate the check.
+    pub fn add_with(&mut self, rule: Rule, offset: u64, message: impl FnOnce() -> String) {
+        self.add_as_with(rule, rule.severities()[0], offset, message)
+    }
+
+    /// [`Findings::add_as`] with a lazily built message (see `add_with`).
+    pub fn add_as_with(
+        &mut self,
+        rule: Rule,
+        severity: Severity,
+        offset: u64,
+        message: impl FnOnce() -> String,
+    ) {
         debug_assert!(
             rule.severities().contains(&severity),
             "{rule} as {severity:?}"
         );
-        let n = self.per_rule.entry((rule, severity)).or_insert(0);
-        *n += 1;
-        if *n <= MAX_FINDINGS_PER_RULE {
+        let key = (rule, severity);
+        let n = match self.per_rule.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                self.per_rule.push((key, 1));
+                1
+            }
+        };
+        if n <= MAX_FINDINGS_PER_RULE {
             self.list.push(Finding {
                 rule,
                 severity,
                 offset,
-                message: message.into(),
+                message: message(),
             });
         }
     }
@@ -71,14 +110,14 @@ impl Findings {
 
     /// True when any finding of `rule` was recorded.
     pub fn has(&self, rule: Rule) -> bool {
-        self.per_rule.keys().any(|(r, _)| *r == rule)
+        self.per_rule.iter().any(|((r, _), _)| *r == rule)
     }
 
     /// True when any error finding satisfies `pred`.
     pub fn any_error(&self, pred: impl Fn(Rule) -> bool) -> bool {
         self.per_rule
-            .keys()
-            .any(|(r, s)| *s == Severity::Error && pred(*r))
+            .iter()
+            .any(|((r, s), _)| *s == Severity::Error && pred(*r))
     }
 
     /// The findings sorted by offset (then rule), with one summary finding
@@ -87,7 +126,7 @@ impl Findings {
         let mut capped: Vec<_> = self
             .per_rule
             .iter()
-            .filter(|(_, n)| **n > MAX_FINDINGS_PER_RULE)
+            .filter(|(_, n)| *n > MAX_FINDINGS_PER_RULE)
             .map(|((r, s), n)| (*r, *s, *n))
             .collect();
         capped.sort();

@@ -5,6 +5,7 @@ use crate::clusters::Owner;
 use crate::context::Ctx;
 use crate::fields::header::INCOMPAT_EXTERNAL_DATA;
 use crate::fields::mapping as m;
+use crate::finding::message;
 use crate::io::CheckError;
 use crate::rules::Rule;
 use serde::Serialize;
@@ -36,15 +37,15 @@ impl<R: Read + Seek> Ctx<R> {
         }
         let length = u64::from(l1_size) * 8;
         if l1_offset == 0 || !self.img.contains(l1_offset, length) {
-            self.findings.add(
+            self.findings.add_with(
                 bounds_rule,
                 l1_offset,
-                format!(
+                || message(format_args!(
                     "{} at {l1_offset:#x} with {l1_size} entries lies outside the file ({} bytes){}",
                     owner.name(),
                     self.img.len(),
                     if l1_offset == 0 { " or on the header" } else { "" }
-                ),
+                )),
             );
             return Ok(());
         }
@@ -67,11 +68,9 @@ impl<R: Read + Seek> Ctx<R> {
             let e = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
             let at = l1_offset + 8 * i as u64;
             if e & m::L1_RESERVED_MASK != 0 {
-                self.findings.add(
-                    Rule::L1ReservedBits,
-                    at,
-                    format!("L1 entry {i} is {e:#018x}: reserved bits set"),
-                );
+                self.findings.add_with(Rule::L1ReservedBits, at, || {
+                    message(format_args!("L1 entry {i} is {e:#018x}: reserved bits set"))
+                });
             }
             let l2_offset = e & m::L1_OFFSET_MASK;
             if l2_offset == 0 {
@@ -79,21 +78,19 @@ impl<R: Read + Seek> Ctx<R> {
             }
             stats.l1_entries_used += 1;
             if !self.h.aligned(l2_offset) {
-                self.findings.add(
-                    Rule::L1Alignment,
-                    at,
-                    format!("L1 entry {i}: L2 table offset {l2_offset:#x} is not cluster aligned"),
-                );
+                self.findings.add_with(Rule::L1Alignment, at, || {
+                    message(format_args!(
+                        "L1 entry {i}: L2 table offset {l2_offset:#x} is not cluster aligned"
+                    ))
+                });
                 continue;
             }
             if !self.img.contains(l2_offset, cs) {
-                self.findings.add(
-                    Rule::L2Bounds,
-                    at,
-                    format!(
+                self.findings.add_with(Rule::L2Bounds, at, || {
+                    message(format_args!(
                         "L1 entry {i}: L2 table at {l2_offset:#x} lies past the end of the file"
-                    ),
-                );
+                    ))
+                });
                 continue;
             }
             let claimed = self
@@ -168,19 +165,17 @@ impl<R: Read + Seek> Ctx<R> {
                 let length = (sectors + 1) * 512 - (host & 511);
                 stats.compressed_clusters += 1;
                 if sub != 0 {
-                    self.findings.add(
-                        Rule::L2Subclusters,
-                        at + 8,
-                        format!(
+                    self.findings.add_with(Rule::L2Subclusters, at + 8, || {
+                        message(format_args!(
                             "compressed L2 entry {i} has subcluster bitmap {sub:#018x}, must be 0"
-                        ),
-                    );
+                        ))
+                    });
                 }
                 if host >= self.img.len() {
-                    self.findings.add(
+                    self.findings.add_with(
                         Rule::L2DataBounds,
                         at,
-                        format!("L2 entry {i}: compressed data at {host:#x} lies past the end of the file"),
+                        || message(format_args!("L2 entry {i}: compressed data at {host:#x} lies past the end of the file")),
                     );
                     continue;
                 }
@@ -194,26 +189,24 @@ impl<R: Read + Seek> Ctx<R> {
                 reserved |= m::ZERO;
             }
             if e & reserved != 0 {
-                self.findings.add(
-                    Rule::L2ReservedBits,
-                    at,
-                    format!(
+                self.findings.add_with(Rule::L2ReservedBits, at, || {
+                    message(format_args!(
                         "L2 entry {i} is {e:#018x}: reserved bits {:#x} set",
                         e & reserved
-                    ),
-                );
+                    ))
+                });
             }
             let host = e & m::L2_OFFSET_MASK;
             if ext {
                 let alloc = sub & 0xffff_ffff;
                 let zero = sub >> 32;
                 if alloc & zero != 0 || (alloc != 0 && host == 0 && !external) {
-                    self.findings.add(
+                    self.findings.add_with(
                         Rule::L2Subclusters,
                         at + 8,
-                        format!(
+                        || message(format_args!(
                             "L2 entry {i}: subcluster bitmap {sub:#018x} marks a subcluster both allocated and zero, or allocated without an offset"
-                        ),
+                        )),
                     );
                 }
             }
@@ -224,11 +217,11 @@ impl<R: Read + Seek> Ctx<R> {
                 continue;
             }
             if !self.h.aligned(host) {
-                self.findings.add(
-                    Rule::L2Alignment,
-                    at,
-                    format!("L2 entry {i}: data offset {host:#x} is not cluster aligned"),
-                );
+                self.findings.add_with(Rule::L2Alignment, at, || {
+                    message(format_args!(
+                        "L2 entry {i}: data offset {host:#x} is not cluster aligned"
+                    ))
+                });
                 continue;
             }
             stats.data_clusters += 1;
@@ -236,13 +229,11 @@ impl<R: Read + Seek> Ctx<R> {
                 continue;
             }
             if host >= self.img.len() {
-                self.findings.add(
-                    Rule::L2DataBounds,
-                    at,
-                    format!(
+                self.findings.add_with(Rule::L2DataBounds, at, || {
+                    message(format_args!(
                         "L2 entry {i}: data cluster at {host:#x} lies past the end of the file"
-                    ),
-                );
+                    ))
+                });
                 continue;
             }
             self.reference(host, cs, Owner::GuestData, at, extra);

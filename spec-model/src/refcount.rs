@@ -4,6 +4,7 @@
 
 use crate::clusters::Owner;
 use crate::context::Ctx;
+use crate::finding::message;
 use crate::io::CheckError;
 use crate::rules::{Rule, Severity};
 use serde::Serialize;
@@ -44,6 +45,54 @@ fn refcount_at(block: &[u8], index: u64, order: u32) -> u64 {
     }
 }
 
+/// Collects into `out`, in increasing order and from `from` on, the indexes
+/// of the entries of a block (entries `1 << order` bits wide) that hold a
+/// non-zero refcount. Runs of zero bytes are skipped 64 bytes at a time.
+fn nonzero_entries(block: &[u8], from: u64, order: u32, out: &mut Vec<u64>) {
+    const CHUNK: usize = 64;
+    out.clear();
+    let bits = 1u64 << order;
+    // Entries per byte (narrow) or bytes per entry (wide).
+    let (per_byte, width) = if bits < 8 {
+        (8 / bits, 1)
+    } else {
+        (1, bits / 8)
+    };
+    let Ok(mut p) = usize::try_from(from / per_byte * width) else {
+        return;
+    };
+    let mut last: Option<u64> = None;
+    while p < block.len() {
+        if p % CHUNK == 0 {
+            let end = (p + CHUNK).min(block.len());
+            if block[p..end].iter().fold(0, |a, &b| a | b) == 0 {
+                p = end;
+                continue;
+            }
+        }
+        if block[p] != 0 {
+            let q = p as u64;
+            // The entries that byte `q` is (part of).
+            let (lo, hi) = if bits < 8 {
+                (q * per_byte, (q + 1) * per_byte)
+            } else {
+                (q / width, q / width + 1)
+            };
+            for i in lo.max(from)..hi {
+                // A wide entry with several non-zero bytes comes up once per byte.
+                if last.is_some_and(|l| i <= l) {
+                    continue;
+                }
+                last = Some(i);
+                if refcount_at(block, i, order) != 0 {
+                    out.push(i);
+                }
+            }
+        }
+        p += 1;
+    }
+}
+
 impl<R: Read + Seek> Ctx<R> {
     /// Claims the refcount table and its blocks.
     pub fn claim_refcount_structures(&mut self) -> Result<RefcountBlocks, CheckError> {
@@ -55,13 +104,13 @@ impl<R: Read + Seek> Ctx<R> {
             _ => None,
         };
         let Some(table) = table else {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::RefcountBounds,
                 crate::fields::header::REFCOUNT_TABLE_OFFSET.offset as u64,
-                format!(
+                || message(format_args!(
                     "refcount table at {offset:#x} ({} clusters) is empty, on the header or past the end of the file",
                     self.h.refcount_table_clusters
-                ),
+                )),
             );
             return Ok(RefcountBlocks(Vec::new()));
         };
@@ -81,19 +130,20 @@ impl<R: Read + Seek> Ctx<R> {
             let at = offset + 8 * i as u64;
             let block = e & !REFTABLE_RESERVED;
             if e & REFTABLE_RESERVED != 0 || !self.h.aligned(block) {
-                self.findings.add(
-                    Rule::RefcountBlockAlignment,
-                    at,
-                    format!("refcount table entry {i} is {e:#x}: not a cluster-aligned offset"),
-                );
+                self.findings
+                    .add_with(Rule::RefcountBlockAlignment, at, || {
+                        message(format_args!(
+                            "refcount table entry {i} is {e:#x}: not a cluster-aligned offset"
+                        ))
+                    });
                 continue;
             }
             if !self.img.contains(block, cs) {
-                self.findings.add(
-                    Rule::RefcountBounds,
-                    at,
-                    format!("refcount block {i} at {block:#x} lies past the end of the file"),
-                );
+                self.findings.add_with(Rule::RefcountBounds, at, || {
+                    message(format_args!(
+                        "refcount block {i} at {block:#x} lies past the end of the file"
+                    ))
+                });
                 continue;
             }
             let claimed = self
@@ -127,6 +177,7 @@ impl<R: Read + Seek> Ctx<R> {
         let n = self.map.len();
         let mut runs = RunReporter::default();
         let mut block_buf = Vec::new();
+        let mut past_end = Vec::new();
         // Clusters [0, done) have been judged. Blocks come in table order.
         let mut done = 0u64;
         for &(idx, off) in &blocks.0 {
@@ -136,13 +187,18 @@ impl<R: Read + Seek> Ctx<R> {
             }
             block_buf.resize(cs as usize, 0);
             self.img.read_into(off, &mut block_buf)?;
-            for i in 0..per_block {
-                let c = first.saturating_add(i);
+            // Entries for clusters inside the file are all judged; past its
+            // end only non-zero refcounts matter (leaks), so zero bytes of
+            // the block are skipped rather than decoded one entry at a time.
+            let inside = n.saturating_sub(first).min(per_block);
+            for i in 0..inside {
                 let rc = refcount_at(&block_buf, i, order);
-                if c >= n && rc == 0 {
-                    continue;
-                }
-                self.judge_cluster(c, rc, &mut runs, &mut stats);
+                self.judge_cluster(first + i, rc, &mut runs, &mut stats);
+            }
+            nonzero_entries(&block_buf, inside, order, &mut past_end);
+            for &i in &past_end {
+                let rc = refcount_at(&block_buf, i, order);
+                self.judge_cluster(first.saturating_add(i), rc, &mut runs, &mut stats);
             }
             done = done.max(first.saturating_add(per_block));
         }
@@ -220,30 +276,59 @@ impl RunReporter {
             return;
         }
         let bits = ctx.h.cluster_bits;
-        let n = end - start;
-        let span = if n == 1 {
-            format!("cluster at {:#x}", start << bits)
-        } else {
-            format!("{n} clusters at {:#x}..{:#x}", start << bits, end << bits)
-        };
-        let what = if owner == Owner::Free {
-            "no structure".to_string()
-        } else {
-            format!("the {}", owner.name())
-        };
-        let msg = format!("{span}: refcount {rc}, referenced {refs} times by {what}");
         let severity = if rule == Rule::RefcountLeak {
             Severity::Leak
         } else {
             Severity::Error
         };
-        ctx.findings.add_as(rule, severity, start << bits, msg);
+        ctx.findings.add_as_with(rule, severity, start << bits, || {
+            let n = end - start;
+            let (first, last) = (start << bits, end << bits);
+            let what = if owner == Owner::Free {
+                "no structure"
+            } else {
+                "the "
+            };
+            let name = if owner == Owner::Free {
+                ""
+            } else {
+                owner.name()
+            };
+            if n == 1 {
+                message(format_args!(
+                    "cluster at {first:#x}: refcount {rc}, referenced {refs} times by {what}{name}"
+                ))
+            } else {
+                message(format_args!(
+                    "{n} clusters at {first:#x}..{last:#x}: refcount {rc}, referenced {refs} times by {what}{name}"
+                ))
+            }
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::refcount_at;
+    use super::{nonzero_entries, refcount_at};
+
+    #[test]
+    fn nonzero_entries_match_a_full_scan() {
+        let mut block = vec![0u8; 64];
+        for (i, b) in [3usize, 4, 17, 40, 41, 63].iter().enumerate() {
+            block[*b] = (i as u8 + 1) * 0x11;
+        }
+        for order in 0..=6 {
+            let entries = (block.len() as u64 * 8) >> order;
+            for from in [0, 1, 5, entries / 3, entries - 1, entries] {
+                let want: Vec<u64> = (from..entries)
+                    .filter(|&i| refcount_at(&block, i, order) != 0)
+                    .collect();
+                let mut got = Vec::new();
+                nonzero_entries(&block, from, order, &mut got);
+                assert_eq!(got, want, "order {order}, from {from}");
+            }
+        }
+    }
 
     #[test]
     fn sub_byte_refcounts_are_packed_lsb_first() {

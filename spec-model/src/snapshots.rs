@@ -3,6 +3,7 @@
 use crate::clusters::Owner;
 use crate::context::Ctx;
 use crate::fields::snapshot as f;
+use crate::finding::message;
 use crate::io::CheckError;
 use crate::mapping::MappingStats;
 use crate::rules::Rule;
@@ -39,14 +40,12 @@ impl<R: Read + Seek> Ctx<R> {
         let mut pos = start;
         for n in 0..self.h.nb_snapshots {
             let Some(fixed) = self.img.read_checked(pos, f::FIXED_LENGTH as u64)? else {
-                self.findings.add(
-                    Rule::SnapshotBounds,
-                    pos,
-                    format!(
+                self.findings.add_with(Rule::SnapshotBounds, pos, || {
+                    message(format_args!(
                         "snapshot {n} of {} at {pos:#x} lies past the end of the file",
                         self.h.nb_snapshots
-                    ),
-                );
+                    ))
+                });
                 break;
             };
             let extra_size = f::EXTRA_DATA_SIZE.get(&fixed);
@@ -55,10 +54,10 @@ impl<R: Read + Seek> Ctx<R> {
             let var = extra_size + id_size + name_size;
             let entry_len = (f::FIXED_LENGTH as u64 + var).div_ceil(8) * 8;
             let Some(rest) = self.img.read_checked(pos + f::FIXED_LENGTH as u64, var)? else {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::SnapshotBounds,
                     pos,
-                    format!("snapshot {n} at {pos:#x} ({entry_len} bytes) runs past the end of the file"),
+                    || message(format_args!("snapshot {n} at {pos:#x} ({entry_len} bytes) runs past the end of the file")),
                 );
                 break;
             };
@@ -66,10 +65,10 @@ impl<R: Read + Seek> Ctx<R> {
             let id = &rest[extra_size as usize..(extra_size + id_size) as usize];
             let name = &rest[(extra_size + id_size) as usize..];
             if self.h.version == 3 && extra_size < f::V3_MIN_EXTRA {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::SnapshotExtraData,
                     pos + f::EXTRA_DATA_SIZE.offset as u64,
-                    format!("snapshot {n}: extra_data_size is {extra_size}, a v3 image needs at least 16"),
+                    || message(format_args!("snapshot {n}: extra_data_size is {extra_size}, a v3 image needs at least 16")),
                 );
             }
             let snap = Snapshot {
@@ -80,17 +79,15 @@ impl<R: Read + Seek> Ctx<R> {
                 name: String::from_utf8_lossy(name).into_owned(),
                 extra_data_size: extra_size as u32,
                 disk_size: (extra_size >= 16).then(|| f::DISK_SIZE.get(extra)),
-                raw_fixed: fixed.clone(),
+                raw_fixed: fixed,
             };
             if !self.h.aligned(snap.l1_table_offset) {
-                self.findings.add(
-                    Rule::SnapshotBounds,
-                    pos,
-                    format!(
+                self.findings.add_with(Rule::SnapshotBounds, pos, || {
+                    message(format_args!(
                         "snapshot {n}: l1_table_offset {:#x} is not cluster aligned",
                         snap.l1_table_offset
-                    ),
-                );
+                    ))
+                });
             } else {
                 self.walk_l1(
                     snap.l1_table_offset,

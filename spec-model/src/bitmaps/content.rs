@@ -122,9 +122,12 @@ pub fn digest<R: Read + Seek>(
     geo: Geometry,
     table: &[u64],
 ) -> Result<(String, u64), CheckError> {
-    const FILL: usize = 64 * 1024;
-    let zeros = vec![0u8; FILL];
-    let ones = vec![0xffu8; FILL];
+    // Runs of zeros and ones are hashed from these (no per-call buffers:
+    // most bitmaps are small, and allocating and filling 128 KiB for each
+    // would cost more than hashing them).
+    const FILL: usize = 16 * 1024;
+    static ZEROS: [u8; FILL] = [0; FILL];
+    static ONES: [u8; FILL] = [0xff; FILL];
     let mut hash = Sha256::new();
     let mut set = 0u64;
     let feed = |hash: &mut Sha256, fill: &[u8], mut n: u64| {
@@ -135,9 +138,9 @@ pub fn digest<R: Read + Seek>(
         }
     };
     stream(img, geo, table, |chunk| match chunk {
-        Chunk::Zeros(n) => feed(&mut hash, &zeros, n),
+        Chunk::Zeros(n) => feed(&mut hash, &ZEROS, n),
         Chunk::Ones(n) => {
-            feed(&mut hash, &ones, n);
+            feed(&mut hash, &ONES, n);
             set += n * 8;
         }
         Chunk::Bytes(b) => {
