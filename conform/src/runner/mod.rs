@@ -352,9 +352,43 @@ fn observe_in(
     }
     let work_s = work.to_string_lossy().into_owned();
     for c in &mut obs.commands {
-        *c = c.replace(&work_s, "\"$WORK\"");
+        *c = with_work_var(c, &work_s);
     }
     obs
+}
+
+/// `command` (a shell command line as [`crate::qemu::command_line`] quotes
+/// it) with every occurrence of the scratch directory `work` replaced by
+/// `$WORK`: `"$WORK"` outside single quotes, and `'"$WORK"'` (close the
+/// quote, expand, reopen) inside them, so that the variable expands either
+/// way.
+pub fn with_work_var(command: &str, work: &str) -> String {
+    if work.is_empty() {
+        return command.to_owned();
+    }
+    let mut out = String::with_capacity(command.len());
+    let mut quoted = false;
+    let mut rest = command;
+    while let Some(ch) = rest.chars().next() {
+        if rest.starts_with(work) {
+            out.push_str(if quoted { "'\"$WORK\"'" } else { "\"$WORK\"" });
+            rest = &rest[work.len()..];
+            continue;
+        }
+        if ch == '\\' && !quoted {
+            // An escaped character outside quotes (`\'` in `'\''`).
+            let n = rest[1..].chars().next().map_or(0, char::len_utf8);
+            out.push_str(&rest[..1 + n]);
+            rest = &rest[1 + n..];
+            continue;
+        }
+        if ch == '\'' {
+            quoted = !quoted;
+        }
+        out.push(ch);
+        rest = &rest[ch.len_utf8()..];
+    }
+    out
 }
 
 /// Runs every case of the corpus in `dir` under every adapter, in
@@ -422,4 +456,26 @@ pub fn run_corpus(
         changes,
         start.elapsed().as_millis() as u64,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_work_var;
+
+    #[test]
+    fn work_variable_expands_inside_and_outside_quotes() {
+        assert_eq!(
+            with_work_var("qemu-img info /tmp/w1/image.qcow2", "/tmp/w1"),
+            "qemu-img info \"$WORK\"/image.qcow2"
+        );
+        assert_eq!(
+            with_work_var("qemu-img map 'path=/tmp/w1/s.sock,b=é'", "/tmp/w1"),
+            "qemu-img map 'path='\"$WORK\"'/s.sock,b=é'"
+        );
+        // An escaped quote ('\'') closes and reopens: state stays right.
+        assert_eq!(
+            with_work_var("x 'a'\\''b /tmp/w1' /tmp/w1", "/tmp/w1"),
+            "x 'a'\\''b '\"$WORK\"'' \"$WORK\""
+        );
+    }
 }

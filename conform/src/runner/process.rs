@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -137,12 +138,16 @@ pub fn kill_group(pgid: u32) {
         .status();
 }
 
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
+fn drain<R: Read + Send + 'static>(
+    pipe: Option<R>,
+    done: mpsc::Sender<()>,
+) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(mut p) = pipe {
             let _ = p.read_to_end(&mut buf);
         }
+        let _ = done.send(());
         String::from_utf8_lossy(&buf).into_owned()
     })
 }
@@ -150,6 +155,10 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String
 /// Runs `cmd` (built by [`command`]) to completion with stdin closed,
 /// capturing its output; kills its process group after `timeout`. Fails
 /// only when the program cannot be started at all.
+///
+/// Nothing polls: a helper thread blocks in `wait` and the caller blocks
+/// on a channel with the time limit, so a short program costs no more
+/// than its own run time.
 pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
     let line = command_line(&cmd);
     let start = Instant::now();
@@ -160,18 +169,37 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
         .spawn()
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start `{line}`: {e}")))?;
     let pgid = child.id();
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let (status, timed_out) = wait_limited(&mut child, pgid, timeout)?;
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let out = drain(child.stdout.take(), done_tx.clone());
+    let err = drain(child.stderr.take(), done_tx);
+    let (status_tx, status_rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let _ = status_tx.send(child.wait());
+    });
+    let (status, timed_out) = match status_rx.recv_timeout(timeout) {
+        Ok(status) => (status?, false),
+        Err(_) => {
+            kill_group(pgid);
+            let status = status_rx
+                .recv()
+                .map_err(|_| std::io::Error::other("the waiter thread ended"))??;
+            (status, true)
+        }
+    };
+    let _ = waiter.join();
     // A descendant left behind may hold the pipes open: give the readers a
     // moment, then end the group.
-    let grace = Instant::now();
-    while !(out.is_finished() && err.is_finished()) {
-        if grace.elapsed() > Duration::from_millis(200) {
-            kill_group(pgid);
-            break;
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let mut finished = 0;
+    while finished < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done_rx.recv_timeout(left) {
+            Ok(()) => finished += 1,
+            Err(_) => {
+                kill_group(pgid);
+                break;
+            }
         }
-        thread::sleep(Duration::from_millis(1));
     }
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
@@ -184,28 +212,6 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
         stderr,
         duration_ms: start.elapsed().as_millis() as u64,
     })
-}
-
-/// Waits for `child`; after `timeout`, kills its process group and reaps it.
-fn wait_limited(
-    child: &mut Child,
-    pgid: u32,
-    timeout: Duration,
-) -> std::io::Result<(std::process::ExitStatus, bool)> {
-    let start = Instant::now();
-    let mut pause = Duration::from_micros(200);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok((status, false));
-        }
-        if start.elapsed() > timeout {
-            kill_group(pgid);
-            let status = child.wait()?;
-            return Ok((status, true));
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(5));
-    }
 }
 
 /// A program that keeps running in the background (a server), in its own
@@ -257,7 +263,10 @@ impl Background {
         let status = match self.try_wait() {
             Some(s) => Some(s),
             None => {
-                kill_group(self.child.id());
+                // The server is the group's only process (`prlimit` execs
+                // into it): a direct SIGKILL ends it without starting
+                // kill(1).
+                let _ = self.child.kill();
                 self.ended = self.child.wait().ok();
                 None
             }

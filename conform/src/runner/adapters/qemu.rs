@@ -301,6 +301,7 @@ impl QemuAdapter {
         obs.commands.push(format!("{} &", server.command));
         // Wait until it listens, exits, or runs out of time.
         let start = Instant::now();
+        let mut pause = Duration::from_micros(100);
         let listening = loop {
             if server.try_wait().is_some() {
                 break false;
@@ -311,7 +312,8 @@ impl QemuAdapter {
             if start.elapsed() > limits.timeout {
                 break false;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
         };
         if !listening {
             let p = server.stop(true);
