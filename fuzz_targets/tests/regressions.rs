@@ -1,0 +1,104 @@
+//! The campaign's minimised reproducers, kept as regression cases:
+//! `fuzz_targets/regressions/KEY/{image.qcow2, finding.json}` (see
+//! docs/findings.md, "Campaign"). Each image is replayed through the model,
+//! which must still give the expectation recorded in `finding.json` (verdict,
+//! extension state, rules, bitmap contents), and through the fuzz targets'
+//! logic, which must not panic on it.
+
+use generator::expected::Expected;
+use spec_model::Severity;
+use std::path::{Path, PathBuf};
+
+fn cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn load(dir: &Path) -> (Vec<u8>, serde_json::Value, Expected) {
+    let image = std::fs::read(dir.join("image.qcow2"))
+        .unwrap_or_else(|e| panic!("{}/image.qcow2: {e}", dir.display()));
+    let text = std::fs::read_to_string(dir.join("finding.json"))
+        .unwrap_or_else(|e| panic!("{}/finding.json: {e}", dir.display()));
+    let finding: serde_json::Value = serde_json::from_str(&text).expect("finding.json parses");
+    let expected: Expected =
+        serde_json::from_value(finding["expected"].clone()).expect("finding.json has expected");
+    (image, finding, expected)
+}
+
+#[test]
+fn every_regression_keeps_its_recorded_verdict() {
+    let dirs = cases();
+    assert!(!dirs.is_empty(), "no regression cases");
+    for dir in dirs {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let (image, finding, want) = load(&dir);
+        assert_eq!(
+            finding["key"].as_str(),
+            Some(name.as_ref()),
+            "directory name is the key"
+        );
+        let r = spec_model::check_bytes(&image);
+        assert_eq!(
+            r.verdict.as_str(),
+            want.verdict,
+            "{name}: {:#?}",
+            r.findings
+        );
+        let ext = serde_json::to_value(r.bitmaps_extension).expect("serialises");
+        assert_eq!(ext, want.bitmaps_extension.as_str(), "{name}");
+        // Every recorded rule is still reported...
+        for rule in &want.rules {
+            assert!(
+                r.findings.iter().any(|f| f.rule.id() == rule),
+                "{name}: {rule} no longer reported: {:#?}",
+                r.findings
+            );
+        }
+        // ...and no error beyond them appeared.
+        for rule in r.rules_with(Severity::Error) {
+            assert!(
+                want.rules.iter().any(|w| w == rule),
+                "{name}: new error {rule}"
+            );
+        }
+        if let Some(bitmaps) = &want.bitmaps {
+            assert_eq!(r.bitmaps.len(), bitmaps.len(), "{name}: bitmap count");
+            for (got, want) in r.bitmaps.iter().zip(bitmaps) {
+                assert_eq!(got.name, want.name, "{name}");
+                assert_eq!(got.granularity_bits, want.granularity_bits, "{name}");
+                assert_eq!(got.usable, want.usable, "{name}: {}", want.name);
+                assert_eq!(
+                    got.content_sha256, want.content_sha256,
+                    "{name}: {}",
+                    want.name
+                );
+                assert_eq!(got.set_bits, want.set_bits, "{name}: {}", want.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn fuzz_targets_do_not_panic_on_regressions() {
+    for dir in cases() {
+        let (image, _, _) = load(&dir);
+        fuzz_targets::check_bytes(&image);
+        fuzz_targets::dump_json(&image);
+    }
+}
+
+#[test]
+fn regression_images_stay_small() {
+    for dir in cases() {
+        let len = std::fs::metadata(dir.join("image.qcow2"))
+            .expect("image.qcow2")
+            .len();
+        assert!(len <= 4 << 20, "{}: {len} bytes", dir.display());
+    }
+}
