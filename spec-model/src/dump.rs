@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 
 /// One field with its absolute file offset and value.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldValue {
     pub name: &'static str,
     pub offset: u64,
@@ -51,7 +51,7 @@ pub struct ExtensionDump {
 }
 
 /// A run of consecutive bitmap table entries of one kind.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TableRun {
     pub first: u64,
     pub last: u64,
@@ -237,13 +237,30 @@ pub fn dump(a: &Analysis) -> Dump {
     }
 }
 
-fn field_lines(out: &mut String, indent: &str, fields: &[FieldValue]) {
+/// Writes one line per field: name, offset, width and value.
+pub(crate) fn field_lines(out: &mut String, indent: &str, fields: &[FieldValue]) {
     for f in fields {
         let _ = writeln!(
             out,
             "{indent}{:<26} @{:#08x} [{}] = {} ({:#x})",
             f.name, f.offset, f.size, f.value, f.value
         );
+    }
+}
+
+/// Writes one line per run of bitmap table entries.
+pub(crate) fn table_lines(out: &mut String, runs: &[TableRun]) {
+    for r in runs {
+        let span = if r.first == r.last {
+            format!("entry {}", r.first)
+        } else {
+            format!("entries {}-{}", r.first, r.last)
+        };
+        let _ = match (r.kind, r.host_offset) {
+            ("data", Some(h)) => writeln!(out, "    table {span}: data clusters from {h:#x}"),
+            ("invalid", Some(v)) => writeln!(out, "    table {span}: invalid entry {v:#018x}"),
+            (k, _) => writeln!(out, "    table {span}: all {k}"),
+        };
     }
 }
 
@@ -285,24 +302,7 @@ pub fn render(d: &Dump) -> String {
         if !e.extra_data_hex.is_empty() {
             let _ = writeln!(o, "    extra data: {}", e.extra_data_hex);
         }
-        for r in &e.table {
-            let span = if r.first == r.last {
-                format!("entry {}", r.first)
-            } else {
-                format!("entries {}-{}", r.first, r.last)
-            };
-            match (r.kind, r.host_offset) {
-                ("data", Some(h)) => {
-                    let _ = writeln!(o, "    table {span}: data clusters from {h:#x}");
-                }
-                ("invalid", Some(v)) => {
-                    let _ = writeln!(o, "    table {span}: invalid entry {v:#018x}");
-                }
-                (k, _) => {
-                    let _ = writeln!(o, "    table {span}: all {k}");
-                }
-            }
-        }
+        table_lines(&mut o, &e.table);
     }
     if !d.snapshots.is_empty() {
         let _ = writeln!(o, "\nsnapshots: {}", d.snapshots.len());

@@ -399,9 +399,45 @@ pub fn run_qemu(tools: QemuTools<'_>, image: &Path, work: &Path, limits: &Limits
     cx.check
 }
 
-fn sequence(cx: &mut Ctx<'_>, image: &Path, work: &Path, start: State) -> Option<()> {
+/// Sets bitmap `n`'s `auto` flag (`qemu-img bitmap --enable`/`--disable`),
+/// then writes range `k` of the disk with qemu-io: the enabled bitmaps must
+/// gain exactly that range, and `n` only when it was enabled.
+#[allow(clippy::too_many_arguments)]
+fn toggle_then_write(
+    cx: &mut Ctx<'_>,
+    image: &Path,
+    cur: &State,
+    n: &str,
+    enable: bool,
+    k: u64,
+    pattern: u8,
+    size: u64,
+) -> Option<State> {
     let img = cx.tools.img.to_owned();
     let io = cx.tools.io.to_owned();
+    let mut want = cur.bitmaps.clone();
+    if let Some(b) = want.get_mut(n) {
+        b.auto = enable;
+    }
+    let flag = if enable { "--enable" } else { "--disable" };
+    let (op, args) = cx.bitmap(image, &[flag], n);
+    let cur = cx.step(&op, &img, args, image, cur, want, size)?.0;
+    let (w, l) = write_range(size, k);
+    let want = written(&cur.bitmaps, w, l, size);
+    let args = vec![
+        os("-f"),
+        os("qcow2"),
+        os("-c"),
+        os(format!("write -P {pattern:#04x} {w} {l}")),
+        os(image),
+    ];
+    let state = if enable { "enabled" } else { "disabled" };
+    let op = format!("qemu-io write {w} {l} (N {state})");
+    Some(cx.step(&op, &io, args, image, &cur, want, size)?.0)
+}
+
+fn sequence(cx: &mut Ctx<'_>, image: &Path, work: &Path, start: State) -> Option<()> {
+    let img = cx.tools.img.to_owned();
     let size = start.size;
     // A: the first usable bitmap with bits set (else any usable one).
     let a_name = start
@@ -453,60 +489,9 @@ fn sequence(cx: &mut Ctx<'_>, image: &Path, work: &Path, start: State) -> Option
     }
 
     // 3. disable N, write: N unchanged, enabled bitmaps gain the range.
-    let mut want = cur.bitmaps.clone();
-    if let Some(b) = want.get_mut(&n) {
-        b.auto = false;
-    }
-    let (op, args) = cx.bitmap(image, &["--disable"], &n);
-    cur = cx.step(&op, &img, args, image, &cur, want, size)?.0;
-    let (w1, l1) = write_range(size, 1);
-    let want = written(&cur.bitmaps, w1, l1, size);
-    let args = vec![
-        os("-f"),
-        os("qcow2"),
-        os("-c"),
-        os(format!("write -P 0x3c {w1} {l1}")),
-        os(image),
-    ];
-    cur = cx
-        .step(
-            &format!("qemu-io write {w1} {l1} (N disabled)"),
-            &io,
-            args,
-            image,
-            &cur,
-            want,
-            size,
-        )?
-        .0;
-
+    cur = toggle_then_write(cx, image, &cur, &n, false, 1, 0x3c, size)?;
     // 4. enable N, write: N gains the range.
-    let mut want = cur.bitmaps.clone();
-    if let Some(b) = want.get_mut(&n) {
-        b.auto = true;
-    }
-    let (op, args) = cx.bitmap(image, &["--enable"], &n);
-    cur = cx.step(&op, &img, args, image, &cur, want, size)?.0;
-    let (w2, l2) = write_range(size, 2);
-    let want = written(&cur.bitmaps, w2, l2, size);
-    let args = vec![
-        os("-f"),
-        os("qcow2"),
-        os("-c"),
-        os(format!("write -P 0xc3 {w2} {l2}")),
-        os(image),
-    ];
-    cur = cx
-        .step(
-            &format!("qemu-io write {w2} {l2} (N enabled)"),
-            &io,
-            args,
-            image,
-            &cur,
-            want,
-            size,
-        )?
-        .0;
+    cur = toggle_then_write(cx, image, &cur, &n, true, 2, 0xc3, size)?;
 
     // 5. clear A
     if let Some(a) = &a_name {

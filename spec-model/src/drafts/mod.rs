@@ -28,14 +28,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{Read, Seek};
 
-/// One field of a draft structure with its absolute file offset and value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DraftField {
-    pub name: &'static str,
-    pub offset: u64,
-    pub size: usize,
-    pub value: u64,
-}
+/// One field of a draft structure with its absolute file offset and value
+/// (the same shape as a final-format dump's fields).
+pub type DraftField = crate::dump::FieldValue;
 
 /// One broken (or noteworthy) draft rule at one file offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,15 +54,9 @@ pub struct DraftExtension {
 }
 
 /// A run of consecutive table entries of one kind: `zeros`, `ones`,
-/// `data` (contiguous data clusters from `host_offset`) or `invalid`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DraftRun {
-    pub first: u64,
-    pub last: u64,
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_offset: Option<u64>,
-}
+/// `data` (contiguous data clusters from `host_offset`) or `invalid` (the
+/// same shape as a final-format dump's runs).
+pub type DraftRun = crate::dump::TableRun;
 
 /// One bitmap as a draft reader finds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,16 +142,6 @@ pub fn dump_draft_bytes(revision: Revision, bytes: &[u8]) -> Result<DraftDump, C
     dump_draft(revision, std::io::Cursor::new(bytes))
 }
 
-fn field_lines(out: &mut String, indent: &str, fields: &[DraftField]) {
-    for f in fields {
-        let _ = writeln!(
-            out,
-            "{indent}{:<26} @{:#08x} [{}] = {} ({:#x})",
-            f.name, f.offset, f.size, f.value, f.value
-        );
-    }
-}
-
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref()
         .map_or_else(|| "-".to_string(), |v| v.to_string())
@@ -177,7 +156,7 @@ pub fn render(d: &DraftDump) -> String {
         let _ = writeln!(o, "cluster size: {cs} bytes");
     }
     let _ = writeln!(o, "\nheader:");
-    field_lines(&mut o, "  ", &d.header);
+    crate::dump::field_lines(&mut o, "  ", &d.header);
     if !d.extensions.is_empty() {
         let _ = writeln!(o, "\nheader extensions: {}", d.extensions.len());
         for x in &d.extensions {
@@ -186,7 +165,7 @@ pub fn render(d: &DraftDump) -> String {
                 "  @{:#x} type {} ({}), length {}",
                 x.offset, x.ext_type, x.type_name, x.length
             );
-            field_lines(&mut o, "    ", &x.fields);
+            crate::dump::field_lines(&mut o, "    ", &x.fields);
         }
     }
     if let Some(s) = d.bitmaps_extension {
@@ -207,7 +186,7 @@ pub fn render(d: &DraftDump) -> String {
             b.flags.join(", "),
             if b.usable { "" } else { " (not usable)" }
         );
-        field_lines(&mut o, "    ", &b.fields);
+        crate::dump::field_lines(&mut o, "    ", &b.fields);
         if !b.extra_data_hex.is_empty() {
             let _ = writeln!(o, "    extra data: {}", b.extra_data_hex);
         }
@@ -218,24 +197,7 @@ pub fn render(d: &DraftDump) -> String {
             opt(&b.size),
             opt(&b.nbits)
         );
-        for r in &b.table {
-            let span = if r.first == r.last {
-                format!("entry {}", r.first)
-            } else {
-                format!("entries {}-{}", r.first, r.last)
-            };
-            match (r.kind, r.host_offset) {
-                ("data", Some(h)) => {
-                    let _ = writeln!(o, "    table {span}: data clusters from {h:#x}");
-                }
-                ("invalid", Some(v)) => {
-                    let _ = writeln!(o, "    table {span}: invalid entry {v:#018x}");
-                }
-                (k, _) => {
-                    let _ = writeln!(o, "    table {span}: all {k}");
-                }
-            }
-        }
+        crate::dump::table_lines(&mut o, &b.table);
         let _ = writeln!(
             o,
             "    set bits {}, sha256 {}",
