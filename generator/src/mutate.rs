@@ -110,6 +110,8 @@ pub enum MutateError {
     },
     #[error("no mutation {0}")]
     Unknown(String),
+    #[error("no mutation of the stack applies: {0}")]
+    NoneApplied(String),
 }
 
 /// Base specs tried per (mutation, seed) before giving up.
@@ -152,16 +154,9 @@ pub fn make(m: &Mutation, seed: u64, cfg: &Config) -> Result<Mutant, MutateError
         let mut u = Unstructured::new(&raw);
         let mut spec = ImageSpec::arbitrary_with(&mut u, cfg)?;
         (m.prepare)(&mut spec, &mut u)?;
-        fit_header(&mut spec);
-        let built = build(&spec)?;
         let mut apply_rng = ChaCha8Rng::seed_from_u64(seed);
         apply_rng.set_stream(1 << 32 | attempt);
-        let mut t = Target {
-            bytes: built.bytes,
-            layout: built.layout,
-            spec: spec.clone(),
-            rng: apply_rng,
-        };
+        let mut t = target(&mut spec, apply_rng)?;
         match (m.apply)(&mut t) {
             Ok(()) => {
                 return Ok(Mutant {
@@ -180,6 +175,132 @@ pub fn make(m: &Mutation, seed: u64, cfg: &Config) -> Result<Mutant, MutateError
         attempts: ATTEMPTS,
         reason,
     })
+}
+
+/// Fits the header area of the prepared `spec` into its first cluster
+/// and builds it: the image the mutations' `apply` steps then edit.
+fn target(spec: &mut ImageSpec, rng: ChaCha8Rng) -> Result<Target, BuildError> {
+    fit_header(spec);
+    let built = build(spec)?;
+    Ok(Target {
+        bytes: built.bytes,
+        layout: built.layout,
+        spec: spec.clone(),
+        rng,
+    })
+}
+
+/// One or more mutations applied to one given base spec (see
+/// [`apply_stack`]).
+#[derive(Debug, Clone)]
+pub struct Stacked {
+    /// The mutated image.
+    pub bytes: Vec<u8>,
+    /// The base spec after every mutation's `prepare` (and the header
+    /// fit): what the image was built from before the byte changes.
+    pub spec: ImageSpec,
+    /// The mutations whose byte changes were made, in order.
+    pub applied: Vec<&'static str>,
+    /// The mutations that did not apply to this image, with the reason.
+    pub skipped: Vec<(&'static str, Skip)>,
+    /// The expected verdict by construction, when exactly one mutation was
+    /// applied (as for [`make`]). Several mutations may mask or undo each
+    /// other, so a stack's verdict is the reference model's to give.
+    pub expected: Option<Expected>,
+}
+
+/// The randomness of mutation `id` within a stack: FNV-1a of the id, so
+/// that a mutation makes the same choices whichever other mutations share
+/// the stack (dropping one while minimising leaves the others' alone).
+fn stack_stream(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Applies the mutations `ms`, in order, to one image built from `base`.
+///
+/// Every mutation's `prepare` runs on (a copy of) `base` in turn, each
+/// with its own seeded randomness; the header is fitted and the spec built
+/// once; then every mutation's `apply` edits that same image in turn.
+/// Deterministic in `(ms, base, seed)`, and a mutation's choices depend
+/// only on its id, `seed` and what the spec and image look like when its
+/// turn comes. Unlike [`make`], no fresh base spec is tried.
+///
+/// Semantics of conflicts: a later `prepare` may undo what an earlier one
+/// arranged, and a later `apply` may overwrite or undo an earlier change
+/// (re-encoding the directory, say); nothing checks that every targeted
+/// rule ends up broken. A mutation whose `apply` does not fit the image
+/// as it then is (no such structure, or the file was truncated by an
+/// earlier mutation) is skipped and listed in [`Stacked::skipped`], its
+/// partial edits discarded. It is an error only when no mutation applies,
+/// or the prepared spec does not build.
+pub fn apply_stack(ms: &[&Mutation], base: &ImageSpec, seed: u64) -> Result<Stacked, MutateError> {
+    let mut spec = base.clone();
+    for m in ms {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stack_stream(m.id));
+        rng.set_stream(2);
+        let mut raw = vec![0u8; SPEC_BYTES];
+        rng.fill_bytes(&mut raw);
+        (m.prepare)(&mut spec, &mut Unstructured::new(&raw))?;
+    }
+    // The `rng` of the target is replaced per mutation below.
+    let mut t = target(&mut spec, ChaCha8Rng::seed_from_u64(seed))?;
+    let built_len = t.bytes.len();
+    let (mut applied, mut skipped) = (Vec::new(), Vec::new());
+    for m in ms {
+        if t.bytes.len() < built_len {
+            skipped.push((m.id, "an earlier mutation truncated the file"));
+            continue;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stack_stream(m.id));
+        rng.set_stream(3);
+        t.rng = rng;
+        let (bytes, tspec) = (t.bytes.clone(), t.spec.clone());
+        match (m.apply)(&mut t) {
+            Ok(()) => applied.push(m.id),
+            Err(reason) => {
+                t.bytes = bytes;
+                t.spec = tspec;
+                skipped.push((m.id, reason));
+            }
+        }
+    }
+    if applied.is_empty() {
+        return Err(MutateError::NoneApplied(
+            skipped
+                .iter()
+                .map(|(id, r)| format!("{id}: {r}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ));
+    }
+    // By construction only for a stack of one: another mutation's
+    // `prepare` may have undone what this one's arranged.
+    let expected = match ms {
+        [m] => Some(expect(m, &t.spec)),
+        _ => None,
+    };
+    Ok(Stacked {
+        bytes: t.bytes,
+        spec,
+        applied,
+        skipped,
+        expected,
+    })
+}
+
+/// [`apply_stack`] for mutation ids.
+pub fn apply_stack_by_id(
+    ids: &[&str],
+    base: &ImageSpec,
+    seed: u64,
+) -> Result<Stacked, MutateError> {
+    let ms = ids
+        .iter()
+        .map(|id| by_id(id).ok_or_else(|| MutateError::Unknown(id.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    apply_stack(&ms, base, seed)
 }
 
 /// The expected verdict of `m` applied to an image described by `spec`.
@@ -968,8 +1089,14 @@ static CATALOGUE: &[Mutation] = &[
         |t| {
             let &(_, at) = t.layout.extensions.last().ok_or("no extension")?;
             let len = t.get(at, ext::LENGTH);
+            if len.is_multiple_of(8) {
+                return Err("the last extension has no padding");
+            }
             let data = at + ext::PREFIX_LENGTH as u64;
             let k = data + t.rng.gen_range(len..len.div_ceil(8) * 8);
+            if k >= t.file_len() {
+                return Err("the padding lies past the end of the file");
+            }
             t.bytes[k as usize] = t.rng.gen_range(1..=255);
             Ok(())
         },
@@ -1004,6 +1131,9 @@ static CATALOGUE: &[Mutation] = &[
         |t| {
             let hl = t.get(0, hf::HEADER_LENGTH) as usize;
             let cs = t.cluster_size() as usize;
+            if !(hf::V2_LENGTH..=cs).contains(&hl) {
+                return Err("header_length outside the first cluster");
+            }
             let area = t.bytes[hl..cs].to_vec();
             let start = hf::V2_LENGTH;
             t.bytes[start..start + area.len()].copy_from_slice(&area);
@@ -1218,7 +1348,8 @@ static CATALOGUE: &[Mutation] = &[
         |t| {
             let at = t.ext_data()?;
             let n = t.get(at, bx::BITMAP_DIRECTORY_SIZE);
-            t.put(at, bx::BITMAP_DIRECTORY_SIZE, n - 8);
+            let n = n.checked_sub(8).ok_or("directory shorter than 8 bytes")?;
+            t.put(at, bx::BITMAP_DIRECTORY_SIZE, n);
             Ok(())
         },
     ),
@@ -1257,7 +1388,8 @@ static CATALOGUE: &[Mutation] = &[
         |t| {
             let at = t.bitmap(0)?.entry_offset;
             let n = t.get(at, be::BITMAP_TABLE_SIZE);
-            t.put(at, be::BITMAP_TABLE_SIZE, n - 1);
+            let n = n.checked_sub(1).ok_or("empty bitmap table")?;
+            t.put(at, be::BITMAP_TABLE_SIZE, n);
             Ok(())
         },
     ),
@@ -1392,6 +1524,9 @@ static CATALOGUE: &[Mutation] = &[
          and bitmap_directory_size fixed",
         p_bitmap,
         |t| {
+            if t.spec.bitmaps.is_empty() {
+                return Err("no bitmap");
+            }
             let i = t.rng.gen_range(0..t.spec.bitmaps.len());
             t.spec.bitmaps[i].name.clear();
             rewrite_directory(t)
@@ -1423,9 +1558,15 @@ static CATALOGUE: &[Mutation] = &[
             Ok(())
         },
         |t| {
-            let n = t.spec.bitmaps[0].name.clone();
             let bl = t.bitmap(1)?;
-            let extra = t.spec.bitmaps[1].extra_data.len() as u64;
+            let (Some(b0), Some(b1)) = (t.spec.bitmaps.first(), t.spec.bitmaps.get(1)) else {
+                return Err("fewer than two bitmaps");
+            };
+            if b0.name.is_empty() || b0.name.len() != b1.name.len() {
+                return Err("the names differ in length");
+            }
+            let n = b0.name.clone();
+            let extra = b1.extra_data.len() as u64;
             let at = bl.entry_offset + be::FIXED_LENGTH as u64 + extra + n.len() as u64 - 1;
             t.bytes[at as usize] = *n.last().expect("names are not empty");
             Ok(())
@@ -1462,11 +1603,11 @@ static CATALOGUE: &[Mutation] = &[
             Ok(())
         },
         |t| {
-            let b = &t.spec.bitmaps[0];
-            let used = (be::FIXED_LENGTH + b.extra_data.len() + b.name.len()) as u64;
             let bl = t.bitmap(0)?;
+            let b = t.spec.bitmaps.first().ok_or("no bitmap")?;
+            let used = (be::FIXED_LENGTH + b.extra_data.len() + b.name.len()) as u64;
             let (at, len) = (bl.entry_offset, bl.entry_length);
-            if used == len {
+            if used >= len {
                 return Err("the entry has no padding");
             }
             let k = at + t.rng.gen_range(used..len);
@@ -1627,9 +1768,13 @@ static CATALOGUE: &[Mutation] = &[
             Ok(())
         },
         |t| {
-            let geo = t.spec.geometry(&t.spec.bitmaps[0]);
+            t.bitmap(0)?;
+            let geo = t.spec.geometry(t.spec.bitmaps.first().ok_or("no bitmap")?);
             let per = t.cluster_size() * 8;
-            let last = geo.clusters_needed() - 1;
+            let last = geo
+                .clusters_needed()
+                .checked_sub(1)
+                .ok_or("no data cluster")?;
             let &(_, off) = t
                 .bitmap(0)?
                 .data
@@ -1665,6 +1810,9 @@ static CATALOGUE: &[Mutation] = &[
         "one reserved bit (1-8 or 56-62) of an L1 entry set",
         p_sized,
         |t| {
+            if t.layout.l1_size == 0 {
+                return Err("empty L1 table");
+            }
             let at = t.layout.l1_offset + 8 * t.rng.gen_range(0..u64::from(t.layout.l1_size));
             let bit = if t.rng.gen_bool(0.5) {
                 t.rng.gen_range(1..=8)
@@ -1767,6 +1915,9 @@ static CATALOGUE: &[Mutation] = &[
             guest_write(s, u, 1)
         },
         |t| {
+            if t.l2_entry_size() != 16 {
+                return Err("no extended L2 entries");
+            }
             let (gc, _) = t.data_cluster()?;
             let at = t.l2_entry(gc)? + 8;
             let v = t.get_u64(at);
@@ -1912,6 +2063,9 @@ static CATALOGUE: &[Mutation] = &[
          (its id and name are then read from the extra data's bytes)",
         p_snapshot,
         |t| {
+            if t.spec.snapshots.is_empty() {
+                return Err("no snapshot");
+            }
             let at = t.layout.snapshot_table_offset;
             let v = t.rng.gen_range(0..16);
             t.put(at, sf::EXTRA_DATA_SIZE, v);
@@ -1936,6 +2090,9 @@ fn pick_entry(t: &mut Target) -> Result<u64, Skip> {
 /// Sets a bit from `bits` in a random entry of bitmap 0's table.
 fn table_entry_bit(t: &mut Target, bits: std::ops::RangeInclusive<u32>) -> Result<(), Skip> {
     let n = u64::from(t.bitmap(0)?.table_size);
+    if n == 0 {
+        return Err("empty bitmap table");
+    }
     let j = t.rng.gen_range(0..n);
     let at = t.table_entry(0, j)?;
     let v = t.get_u64(at) | 1 << t.rng.gen_range(bits);
@@ -1945,8 +2102,14 @@ fn table_entry_bit(t: &mut Target, bits: std::ops::RangeInclusive<u32>) -> Resul
 
 /// Sets one byte of a random bitmap's name to `byte`.
 fn set_name_byte(t: &mut Target, byte: u8) -> Result<(), Skip> {
+    if t.spec.bitmaps.is_empty() {
+        return Err("no bitmap");
+    }
     let i = t.rng.gen_range(0..t.spec.bitmaps.len());
     let b = &t.spec.bitmaps[i];
+    if b.name.is_empty() {
+        return Err("empty name");
+    }
     let k = t.rng.gen_range(0..b.name.len());
     let at = t.bitmap(i)?.entry_offset + (be::FIXED_LENGTH + b.extra_data.len() + k) as u64;
     t.bytes[at as usize] = byte;
@@ -1992,7 +2155,7 @@ fn rewrite_directory(t: &mut Target) -> Result<(), Skip> {
 /// See `bitmaps.ext.limits/65536-bitmaps`.
 fn a_many_bitmaps(t: &mut Target) -> Result<(), Skip> {
     const TOTAL: usize = 65536;
-    let last = t.spec.bitmaps.len() - 1;
+    let last = t.spec.bitmaps.len().checked_sub(1).ok_or("no bitmap")?;
     let fillers = TOTAL - t.spec.bitmaps.len();
     let bl = t.bitmap(last)?.clone();
     t.spec.bitmaps[last].extra_data.clear();
