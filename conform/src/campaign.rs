@@ -1,13 +1,23 @@
-//! The differential campaign: structured random images (valid specs, one-rule
-//! mutants, and mutants with further random byte edits) run through an
-//! implementation's adapter and judged against the reference model. Every
-//! disagreement is minimised (spec shrinking, then byte-level reduction) to
-//! the smallest image that still disagrees the same way, deduplicated by
-//! outcome and rule set, and saved with both verdicts and a reproducer.
+//! The differential campaign: structured random images run through an
+//! implementation's adapter and judged against the reference model. Case
+//! `index` is, by `index % 4`: a valid spec (0), a one-rule mutant (1), a
+//! one-rule mutant with 1-4 further random byte edits (2), or a stack of
+//! 2-3 distinct catalogue mutations applied to one base spec (3).
+//!
+//! Every case keeps its [`Recipe`] (base spec, mutation ids, seed, byte
+//! edits). Every disagreement is minimised while the implementation keeps
+//! disagreeing the same way (same outcome, same deduplication key): first
+//! the mutation set and the byte edits (each dropped in turn while one can
+//! be), then the base spec (quickcheck shrinking plus smaller disks and
+//! clusters, the remaining mutations re-applied to each smaller spec), then
+//! the bytes (zeroing 512-byte blocks, trimming the tail). The first case
+//! of each key is saved with both verdicts, the original and minimised
+//! mutation sets, and a reproducer.
 
 use crate::runner::{self, adapters::Adapter, judge::OutcomeKind, CaseResult, RunOptions};
 use anyhow::{Context, Result};
 use generator::cases::{case_seed, spec_from_seed};
+use generator::contents::Contents;
 use generator::expected::{Expected, ExpectedBitmap, ExpectedFlags};
 use generator::{build, mutate, Config, ImageSpec, ManifestCase};
 use rand::{Rng, SeedableRng};
@@ -84,21 +94,114 @@ pub struct Finding {
     pub detail: Vec<String>,
     /// What the reference model says of the minimised image.
     pub expected: Expected,
+    /// The case's catalogue mutations (empty for a valid spec), and how
+    /// many random byte edits it had.
+    pub mutations: Vec<String>,
+    pub byte_edits: usize,
+    /// What minimising kept of them.
+    pub minimised_mutations: Vec<String>,
+    pub minimised_byte_edits: usize,
+    /// The seed the mutations make their choices with.
+    pub recipe_seed: u64,
+    /// The (shrunk) base spec of the minimised recipe: the minimised
+    /// mutations applied to it (with `recipe_seed`) and the remaining byte
+    /// edits give the image the byte-level reduction started from.
+    pub minimised_spec: ImageSpec,
     /// File length and non-zero bytes before and after minimising.
     pub original_bytes: u64,
     pub original_nonzero_bytes: u64,
     pub minimised_bytes: u64,
     pub minimised_nonzero_bytes: u64,
+    /// Judge calls spent minimising.
+    pub minimise_trials: u32,
     pub reproduce: Vec<String>,
 }
 
+/// How a case's image is made: the catalogue mutations `mutations` applied
+/// to `base` with [`mutate::apply_stack`] (or `base` built unchanged when
+/// there are none), then every byte edit `(offset, mask)` XORed in (edits
+/// past the end of the file are ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipe {
+    pub base: ImageSpec,
+    pub mutations: Vec<String>,
+    pub seed: u64,
+    pub edits: Vec<(usize, u8)>,
+}
+
+/// A realised recipe.
+#[derive(Debug, Clone)]
+pub struct Realised {
+    pub bytes: Vec<u8>,
+    pub expected: Expected,
+    /// Where `expected` is known by construction (a plain spec, or one
+    /// mutation without byte edits): whether the model says the same. A
+    /// shrunk spec the generator cannot vouch for is not a trial.
+    pub agrees: bool,
+}
+
+impl Recipe {
+    /// Builds the image and its expectation: by construction for a plain
+    /// spec or a single mutation without byte edits, else the model's.
+    /// `None` when the spec does not build or a mutation does not apply.
+    pub fn realise(&self) -> Option<Realised> {
+        let (mut bytes, by_construction) = if self.mutations.is_empty() {
+            let built = build(&self.base).ok()?;
+            (built.bytes, Some(generator::expected::for_spec(&self.base)))
+        } else {
+            let ids: Vec<&str> = self.mutations.iter().map(String::as_str).collect();
+            let st = mutate::apply_stack_by_id(&ids, &self.base, self.seed).ok()?;
+            if !st.skipped.is_empty() {
+                return None;
+            }
+            (st.bytes, st.expected)
+        };
+        for &(at, mask) in &self.edits {
+            if let Some(b) = bytes.get_mut(at) {
+                *b ^= mask;
+            }
+        }
+        let model = expected_from_model(&bytes);
+        let (expected, agrees) = match by_construction {
+            Some(e) if self.edits.is_empty() => {
+                let agrees = e.verdict == model.verdict
+                    && e.bitmaps_extension == model.bitmaps_extension
+                    && e.bitmaps == model.bitmaps
+                    && error_rules(&e) == error_rules(&model);
+                (e, agrees)
+            }
+            _ => (model, true),
+        };
+        Some(Realised {
+            bytes,
+            expected,
+            agrees,
+        })
+    }
+}
+
 /// A generated case before judging.
-struct Candidate {
-    origin: String,
-    bytes: Vec<u8>,
-    /// The spec, when the image is a spec built unchanged (shrinkable).
-    spec: Option<ImageSpec>,
-    expected: Expected,
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub origin: String,
+    pub bytes: Vec<u8>,
+    pub expected: Expected,
+    /// Rebuilds `bytes` exactly.
+    pub recipe: Recipe,
+}
+
+impl Candidate {
+    /// The case a recipe makes (`None` if it does not build or one of its
+    /// mutations does not apply).
+    pub fn from_recipe(origin: &str, recipe: Recipe) -> Option<Candidate> {
+        let r = recipe.realise()?;
+        Some(Candidate {
+            origin: origin.to_string(),
+            bytes: r.bytes,
+            expected: r.expected,
+            recipe,
+        })
+    }
 }
 
 /// The expected verdict the reference model gives `bytes` (the campaign's
@@ -140,57 +243,105 @@ pub fn expected_from_model(bytes: &[u8]) -> Expected {
     }
 }
 
-/// Case `index`: a valid spec, a one-rule mutant, or a mutant with up to
-/// four further byte edits in its metadata clusters (stacked).
-fn candidate(seed: u64, index: u64) -> Option<Candidate> {
+/// The catalogue mutations the campaign draws from (the heavy ones build
+/// multi-MiB images).
+fn light_mutations() -> Vec<&'static mutate::Mutation> {
+    mutate::catalogue().iter().filter(|m| !m.heavy).collect()
+}
+
+/// Case `index` of the campaign with `seed` (see the module
+/// documentation for the four kinds); `None` when the case's mutations do
+/// not apply (the index is then skipped).
+pub fn candidate(seed: u64, index: u64) -> Option<Candidate> {
     let s = case_seed(seed, index);
-    let cfg = Config::default();
-    match index % 3 {
+    let cat = light_mutations();
+    match index % 4 {
         0 => {
-            let spec = spec_from_seed(s, &cfg);
-            let bytes = build(&spec).ok()?.bytes;
-            let expected = generator::expected::for_spec(&spec);
-            Some(Candidate {
-                origin: "valid spec".into(),
-                bytes,
-                spec: Some(spec),
-                expected,
-            })
+            let recipe = Recipe {
+                base: spec_from_seed(s, &Config::default()),
+                mutations: Vec::new(),
+                seed: s,
+                edits: Vec::new(),
+            };
+            Candidate::from_recipe("valid spec", recipe)
         }
-        kind => {
-            let cat: Vec<_> = mutate::catalogue().iter().filter(|m| !m.heavy).collect();
+        kind @ (1 | 2) => {
+            // Like `mutate::make`, but through a recipe: up to 16 base
+            // specs are tried until the mutation applies.
             let m = cat[(s % cat.len() as u64) as usize];
-            let mt = mutate::make(m, s, &Config::small()).ok()?;
+            let (mut recipe, r) = (0..16).find_map(|attempt| {
+                let recipe = Recipe {
+                    base: spec_from_seed(case_seed(s, attempt), &Config::small()),
+                    mutations: vec![m.id.to_string()],
+                    seed: s,
+                    edits: Vec::new(),
+                };
+                recipe.realise().map(|r| (recipe, r))
+            })?;
             if kind == 1 {
                 return Some(Candidate {
                     origin: format!("mutation {}", m.id),
-                    bytes: mt.bytes,
-                    spec: None,
-                    expected: mt.expected,
+                    bytes: r.bytes,
+                    expected: r.expected,
+                    recipe,
                 });
             }
-            let mut bytes = mt.bytes;
+            let mut bytes = r.bytes;
             let mut rng = ChaCha8Rng::seed_from_u64(s ^ 0x5eed);
-            let edits = rng.gen_range(1..=4);
+            let n = rng.gen_range(1..=4);
             let span = bytes.len().min(1 << 18);
-            for _ in 0..edits {
+            for _ in 0..n {
                 let at = rng.gen_range(0..span);
-                bytes[at] ^= rng.gen::<u8>() | 1;
+                let mask = rng.gen::<u8>() | 1;
+                bytes[at] ^= mask;
+                recipe.edits.push((at, mask));
             }
             let expected = expected_from_model(&bytes);
             Some(Candidate {
-                origin: format!("mutation {} + {edits} random byte edits", m.id),
+                origin: format!("mutation {} + {n} random byte edits", m.id),
                 bytes,
-                spec: None,
                 expected,
+                recipe,
             })
+        }
+        _ => {
+            let mut rng = ChaCha8Rng::seed_from_u64(s ^ 0x57ac);
+            let n = rng.gen_range(2..=3);
+            let mut ms: Vec<&mutate::Mutation> = Vec::new();
+            while ms.len() < n {
+                let m = cat[rng.gen_range(0..cat.len())];
+                if !ms.iter().any(|x| x.id == m.id) {
+                    ms.push(m);
+                }
+            }
+            let base = spec_from_seed(case_seed(s, 0), &Config::small());
+            // A mutation that does not fit the image is left out, and the
+            // rest stacked again without its preparation, so that the
+            // recipe rebuilds the image exactly.
+            loop {
+                let st = mutate::apply_stack(&ms, &base, s).ok()?;
+                if st.skipped.is_empty() {
+                    break;
+                }
+                ms.retain(|m| st.applied.contains(&m.id));
+            }
+            let ids: Vec<String> = ms.iter().map(|m| m.id.to_string()).collect();
+            let origin = format!("stacked mutations {}", ids.join(" + "));
+            let recipe = Recipe {
+                base,
+                mutations: ids,
+                seed: s,
+                edits: Vec::new(),
+            };
+            Candidate::from_recipe(&origin, recipe)
         }
     }
 }
 
-/// Deduplication key: outcome and the model's error rules (or verdict).
-fn key(kind: OutcomeKind, expected: &Expected) -> String {
-    let rules: Vec<&str> = expected
+/// The rules of `expected` that can be errors, sorted: what the
+/// deduplication key names.
+fn error_rules(expected: &Expected) -> Vec<&str> {
+    let mut rules: Vec<&str> = expected
         .rules
         .iter()
         .filter(|r| {
@@ -199,12 +350,30 @@ fn key(kind: OutcomeKind, expected: &Expected) -> String {
         })
         .map(String::as_str)
         .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    rules
+}
+
+/// Deduplication key: outcome and the model's error rules (or verdict).
+pub fn key(kind: OutcomeKind, expected: &Expected) -> String {
+    let rules = error_rules(expected);
     let what = if expected.verdict == "invalid" && !rules.is_empty() {
         rules.join("+")
     } else {
         expected.verdict.clone()
     };
     format!("{}--{}", kind.as_str(), what)
+}
+
+/// Judges a candidate under `adapter` (its image written to `dir`).
+pub fn judge(
+    adapter: &dyn Adapter,
+    dir: &Path,
+    c: &Candidate,
+    opts: &RunOptions,
+) -> Result<CaseResult> {
+    judge_bytes(adapter, dir, "case.qcow2", &c.bytes, &c.expected, opts)
 }
 
 /// Judges `bytes` (written to `dir/name`) under `adapter`.
@@ -228,55 +397,152 @@ fn judge_bytes(
 }
 
 /// Budget of judge calls spent minimising one disagreement.
-const MINIMISE_BUDGET: u32 = 200;
+pub const MINIMISE_BUDGET: u32 = 300;
 
-/// Shrinks `c` while the implementation keeps disagreeing in the same way
-/// (same outcome kind, same deduplication key).
-fn minimise(
+/// Smaller variants of a base spec: quickcheck's shrinks (fewer bitmaps,
+/// writes, snapshots, extensions; plain layout; empty contents), then a
+/// disk of one cluster and half the disk, then 512-byte clusters and
+/// clusters half as large. A smaller disk keeps what fits of the writes
+/// and bitmap contents.
+pub fn smaller_specs(spec: &ImageSpec) -> Vec<ImageSpec> {
+    let mut out: Vec<ImageSpec> = quickcheck::Arbitrary::shrink(spec).collect();
+    let cs = 1u64 << spec.cluster_bits;
+    let half = if spec.size.is_multiple_of(512) {
+        (spec.size / 2).div_ceil(512) * 512
+    } else {
+        spec.size / 2
+    };
+    for size in [cs, half] {
+        if size == 0 || size >= spec.size || out.iter().any(|s| s.size == size) {
+            continue;
+        }
+        let mut s = spec.clone();
+        s.size = size;
+        s.writes.retain(|w| w.offset < size);
+        for w in &mut s.writes {
+            w.len = w.len.min(size - w.offset);
+        }
+        for b in 0..s.bitmaps.len() {
+            let nbits = s.geometry(&s.bitmaps[b]).nbits();
+            if let Contents::Ranges(r) = &s.bitmaps[b].contents {
+                s.bitmaps[b].contents = Contents::Ranges(generator::contents::normalise(r, nbits));
+            }
+        }
+        out.push(s);
+    }
+    let min_bits = if spec.extended_l2 { 14 } else { 9 };
+    for bits in [min_bits, spec.cluster_bits.saturating_sub(1)] {
+        if bits < min_bits
+            || bits >= spec.cluster_bits
+            || out.iter().any(|s| s.cluster_bits == bits)
+        {
+            continue;
+        }
+        let mut s = spec.clone();
+        s.cluster_bits = bits;
+        if s.header_area_len() <= 1 << bits {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// What minimising a disagreement produced.
+pub struct Minimised {
+    pub bytes: Vec<u8>,
+    pub expected: Expected,
+    /// The judgement of the minimised image.
+    pub last: CaseResult,
+    /// The recipe after dropping mutations and edits and shrinking the
+    /// spec: it rebuilds the image the byte-level reduction started from.
+    pub recipe: Recipe,
+    /// Judge calls spent.
+    pub trials: u32,
+}
+
+/// Shrinks a disagreeing case while the implementation keeps disagreeing
+/// in the same way (same outcome kind, same deduplication key): (1) drop
+/// mutations, then byte edits, one at a time; (2) shrink the base spec and
+/// re-apply what is left; (3) zero 512-byte blocks and trim the tail.
+/// `kind` is the outcome the case's own judgement gave; at most `budget`
+/// judge calls are spent on trials.
+pub fn minimise(
     adapter: &dyn Adapter,
     dir: &Path,
     c: Candidate,
     kind: OutcomeKind,
     opts: &RunOptions,
-) -> Result<(Vec<u8>, Expected, CaseResult)> {
+    budget: u32,
+) -> Result<Minimised> {
     let want = key(kind, &c.expected);
-    let mut budget = MINIMISE_BUDGET;
+    let total = budget;
+    let mut budget = budget;
     // The write check only matters when the disagreement came from it.
     let opts = &RunOptions {
         writes: opts.writes && kind == OutcomeKind::Corrupting,
         ..opts.clone()
     };
-    let still =
-        |bytes: &[u8], expected: &Expected, budget: &mut u32| -> Result<Option<CaseResult>> {
-            if *budget == 0 {
-                return Ok(None);
-            }
-            *budget -= 1;
-            let r = judge_bytes(adapter, dir, "candidate.qcow2", bytes, expected, opts)?;
-            Ok((r.outcome.kind == kind && key(kind, expected) == want).then_some(r))
+    let still = |bytes: &[u8], expected: &Expected, budget: &mut u32| -> Result<bool> {
+        if *budget == 0 || key(kind, expected) != want {
+            return Ok(false);
+        }
+        *budget -= 1;
+        let r = judge_bytes(adapter, dir, "candidate.qcow2", bytes, expected, opts)?;
+        Ok(r.outcome.kind == kind)
+    };
+    let try_recipe = |r: &Recipe, budget: &mut u32| -> Result<Option<Realised>> {
+        let Some(x) = r.realise() else {
+            return Ok(None);
         };
-    let mut bytes = c.bytes;
-    let mut expected = c.expected;
-    // 1. Shrink the spec (fewer bitmaps, writes, snapshots, extensions).
-    if let Some(mut spec) = c.spec {
-        'outer: loop {
-            for smaller in quickcheck::Arbitrary::shrink(&spec) {
-                let Ok(b) = build(&smaller) else { continue };
-                let e = generator::expected::for_spec(&smaller);
-                if still(&b.bytes, &e, &mut budget)?.is_some() {
-                    spec = smaller;
-                    bytes = b.bytes;
-                    expected = e;
-                    continue 'outer;
+        Ok((x.agrees && still(&x.bytes, &x.expected, budget)?).then_some(x))
+    };
+    let (mut bytes, mut expected, mut recipe) = (c.bytes, c.expected, c.recipe);
+    // 1. Delta debugging over the mutation set, then over the byte edits:
+    //    drop one at a time until no single drop keeps the disagreement.
+    for edits in [false, true] {
+        'drop: loop {
+            let n = if edits {
+                recipe.edits.len()
+            } else {
+                recipe.mutations.len()
+            };
+            for i in 0..n {
+                let mut r = recipe.clone();
+                if edits {
+                    r.edits.remove(i);
+                } else {
+                    r.mutations.remove(i);
+                }
+                if let Some(x) = try_recipe(&r, &mut budget)? {
+                    (bytes, expected, recipe) = (x.bytes, x.expected, r);
+                    continue 'drop;
                 }
                 if budget == 0 {
-                    break 'outer;
+                    break 'drop;
                 }
             }
             break;
         }
     }
-    // 2. Byte-level reduction: zero runs of the non-zero 512-byte blocks
+    // 2. Shrink the base spec; the remaining mutations are re-applied to
+    //    every smaller spec (their preparation may grow it back).
+    'shrink: loop {
+        for smaller in smaller_specs(&recipe.base) {
+            let r = Recipe {
+                base: smaller,
+                ..recipe.clone()
+            };
+            if let Some(x) = try_recipe(&r, &mut budget)? {
+                (bytes, expected, recipe) = (x.bytes, x.expected, r);
+                continue 'shrink;
+            }
+            if budget == 0 {
+                break 'shrink;
+            }
+        }
+        break;
+    }
+    // 3. Byte-level reduction: zero runs of the non-zero 512-byte blocks
     //    (never block 0, the header), halving the run length, each trial
     //    judged against the model's verdict of the trial image.
     let nonzero = |bytes: &[u8]| -> Vec<usize> {
@@ -299,7 +565,7 @@ fn minimise(
                 trial[b * 512..end].fill(0);
             }
             let e = expected_from_model(&trial);
-            if still(&trial, &e, &mut budget)?.is_some() {
+            if still(&trial, &e, &mut budget)? {
                 bytes = trial;
                 expected = e;
                 changed = true;
@@ -315,7 +581,7 @@ fn minimise(
             run /= 2;
         }
     }
-    // 3. Drop trailing zeros (whole 512-byte blocks) if that keeps the
+    // 4. Drop trailing zeros (whole 512-byte blocks) if that keeps the
     //    disagreement.
     let keep = nonzero(&bytes)
         .last()
@@ -324,13 +590,19 @@ fn minimise(
     if keep < bytes.len() && budget > 0 {
         let trial = bytes[..keep].to_vec();
         let e = expected_from_model(&trial);
-        if still(&trial, &e, &mut budget)?.is_some() {
+        if still(&trial, &e, &mut budget)? {
             bytes = trial;
             expected = e;
         }
     }
     let last = judge_bytes(adapter, dir, "minimised.qcow2", &bytes, &expected, opts)?;
-    Ok((bytes, expected, last))
+    Ok(Minimised {
+        bytes,
+        expected,
+        last,
+        recipe,
+        trials: total - budget,
+    })
 }
 
 /// Options of a campaign.
@@ -426,21 +698,16 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
             continue;
         }
         bar.set_message(format!("minimising {k}"));
-        let original = (c.bytes.len() as u64, nonzero_bytes(&c.bytes));
-        let origin = c.origin.clone();
-        let (bytes, expected, last) = minimise(adapter, scratch.path(), c, kind, &opts.run)?;
-        save(
-            &opts.out,
-            scratch.path(),
-            &k,
+        let original = Original {
             index,
-            origin,
-            original,
-            &bytes,
-            expected,
-            &last,
-            adapter.name(),
-        )?;
+            origin: c.origin.clone(),
+            bytes: c.bytes.len() as u64,
+            nonzero_bytes: nonzero_bytes(&c.bytes),
+            mutations: c.recipe.mutations.clone(),
+            byte_edits: c.recipe.edits.len(),
+        };
+        let m = minimise(adapter, scratch.path(), c, kind, &opts.run, MINIMISE_BUDGET)?;
+        save(&opts.out, scratch.path(), &k, original, m, adapter.name())?;
         bar.set_message(format!(
             "{} kinds of disagreement",
             state.disagreements.len()
@@ -461,26 +728,31 @@ fn write_state(path: &Path, s: &State) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a case was before minimising.
+struct Original {
+    index: u64,
+    origin: String,
+    bytes: u64,
+    nonzero_bytes: u64,
+    mutations: Vec<String>,
+    byte_edits: usize,
+}
+
 fn save(
     out: &Path,
     scratch: &Path,
     key: &str,
-    index: u64,
-    origin: String,
-    original: (u64, u64),
-    bytes: &[u8],
-    expected: Expected,
-    last: &CaseResult,
+    original: Original,
+    m: Minimised,
     implementation: &str,
 ) -> Result<()> {
     let dir = out.join("findings").join(key);
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("image.qcow2"), bytes)?;
+    std::fs::write(dir.join("image.qcow2"), &m.bytes)?;
     let mut reproduce = vec![format!(
         "qcow2-conform check findings/{key}/image.qcow2   # the model's verdict"
     )];
-    reproduce.extend(last.observation.commands.iter().map(|c| {
+    reproduce.extend(m.last.observation.commands.iter().map(|c| {
         c.replace(
             &format!("{}/minimised.qcow2", scratch.display()),
             &format!("findings/{key}/image.qcow2"),
@@ -489,15 +761,22 @@ fn save(
     let f = Finding {
         key: key.to_string(),
         implementation: implementation.to_string(),
-        case_index: index,
-        origin,
-        outcome: last.outcome.kind.as_str().to_string(),
-        detail: last.outcome.detail.clone(),
-        expected,
-        original_bytes: original.0,
-        original_nonzero_bytes: original.1,
-        minimised_bytes: bytes.len() as u64,
-        minimised_nonzero_bytes: nonzero_bytes(bytes),
+        case_index: original.index,
+        origin: original.origin,
+        outcome: m.last.outcome.kind.as_str().to_string(),
+        detail: m.last.outcome.detail.clone(),
+        expected: m.expected,
+        mutations: original.mutations,
+        byte_edits: original.byte_edits,
+        minimised_mutations: m.recipe.mutations.clone(),
+        minimised_byte_edits: m.recipe.edits.len(),
+        recipe_seed: m.recipe.seed,
+        minimised_spec: m.recipe.base,
+        original_bytes: original.bytes,
+        original_nonzero_bytes: original.nonzero_bytes,
+        minimised_bytes: m.bytes.len() as u64,
+        minimised_nonzero_bytes: nonzero_bytes(&m.bytes),
+        minimise_trials: m.trials,
         reproduce,
     };
     std::fs::write(

@@ -1,9 +1,16 @@
 //! `qcow2-conform campaign --impl qemu` against the real QEMU: finds
 //! disagreements, saves each minimised image with the model's verdict and a
-//! reproducer, resumes where it stopped, and honours --shard.
+//! reproducer, resumes where it stopped, and honours --shard. Minimising
+//! drops the mutations of a stack that the disagreement does not need,
+//! keeps those its key names, and shrinks the spec and the file.
 
+use conform::campaign::{self, Candidate, Recipe};
+use conform::runner::{self, judge::OutcomeKind, Limits, RunOptions};
+use generator::cases::spec_from_seed;
+use generator::Config;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 fn campaign(out: &Path, extra: &[&str]) {
     let st = Command::new(env!("CARGO_BIN_EXE_qcow2-conform"))
@@ -47,6 +54,19 @@ fn finds_minimises_saves_and_resumes() {
         !findings.is_empty(),
         "QEMU disagrees on some of the first 30 cases (e.g. extra data): {s}"
     );
+    let origins: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            let meta: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(f.join("finding.json")).unwrap())
+                    .unwrap();
+            meta["origin"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        origins.iter().any(|o| o.starts_with("stacked mutations ")),
+        "a stacked case among the findings: {origins:?}"
+    );
     for f in findings {
         let meta: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(f.join("finding.json")).unwrap())
@@ -56,6 +76,19 @@ fn finds_minimises_saves_and_resumes() {
         assert!(
             meta["minimised_nonzero_bytes"].as_u64() <= meta["original_nonzero_bytes"].as_u64()
         );
+        // The minimised mutations are a subset of the case's.
+        let ids = |k: &str| -> Vec<String> {
+            meta[k]
+                .as_array()
+                .unwrap_or_else(|| panic!("{k} in {meta}"))
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        let (all, kept) = (ids("mutations"), ids("minimised_mutations"));
+        assert!(kept.iter().all(|m| all.contains(m)), "{meta}");
+        assert!(meta["minimised_byte_edits"].as_u64() <= meta["byte_edits"].as_u64());
+        assert!(meta["minimised_spec"]["cluster_bits"].is_u64(), "{meta}");
         // The saved image still gets the verdict recorded with it.
         let r = spec_model::check_path(f.join("image.qcow2")).unwrap();
         assert_eq!(r.verdict.as_str(), meta["expected"]["verdict"], "{key}");
@@ -70,7 +103,8 @@ fn shards_split_the_case_sequence() {
     campaign(&out, &["--max-cases", "4", "--shard", "2/3"]);
     let s = state(&out);
     assert_eq!(s["cases_run"], 4);
-    // Cases 1, 4, 7, 10 (0-based) belong to shard 2 of 3.
+    // Cases 1, 4, 7, 10 (0-based) belong to shard 2 of 3 (case kinds
+    // cycle with the index modulo 4, independently of the shard).
     assert_eq!(s["next_index"], 11, "{s}");
     let other = Command::new(env!("CARGO_BIN_EXE_qcow2-conform"))
         .args([
@@ -92,4 +126,159 @@ fn shards_split_the_case_sequence() {
         "another seed refuses the same state"
     );
     assert!(String::from_utf8_lossy(&other.stderr).contains("another campaign"));
+}
+
+fn qemu_opts() -> RunOptions {
+    RunOptions {
+        limits: Limits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: None,
+        },
+        jobs: 1,
+        writes: false,
+        progress: false,
+    }
+}
+
+/// Builds the stack `ids` on a small base spec, judges it under QEMU and
+/// minimises it (a modest budget: these images shrink within a few dozen
+/// trials). Returns the case's key and the minimised result.
+fn minimise_stack(ids: &[&str], seed: u64) -> (String, Candidate, campaign::Minimised) {
+    let adapter = runner::adapter_from_spec("qemu").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = Recipe {
+        base: spec_from_seed(seed, &Config::small()),
+        mutations: ids.iter().map(|s| s.to_string()).collect(),
+        seed,
+        edits: Vec::new(),
+    };
+    let c = Candidate::from_recipe("test", recipe).expect("the stack applies");
+    let opts = qemu_opts();
+    let r = campaign::judge(adapter.as_ref(), dir.path(), &c, &opts).unwrap();
+    let key = campaign::key(r.outcome.kind, &c.expected);
+    let m = campaign::minimise(
+        adapter.as_ref(),
+        dir.path(),
+        c.clone(),
+        r.outcome.kind,
+        &opts,
+        80,
+    )
+    .unwrap();
+    (key, c, m)
+}
+
+fn assert_same_disagreement(key: &str, c: &Candidate, m: &campaign::Minimised) {
+    assert_eq!(
+        campaign::key(m.last.outcome.kind, &m.expected),
+        key,
+        "the minimised image disagrees the same way"
+    );
+    // The recorded expectation is the model's verdict of the saved bytes.
+    let r = spec_model::check_bytes(&m.bytes);
+    assert_eq!(r.verdict.as_str(), m.expected.verdict);
+    assert!(
+        m.bytes.len() < c.bytes.len() / 8,
+        "{} -> {} bytes",
+        c.bytes.len(),
+        m.bytes.len()
+    );
+    assert!(m.trials <= 80);
+    // The minimised recipe still builds the image the byte reduction
+    // started from.
+    let again = m.recipe.realise().expect("minimised recipe realises");
+    assert!(
+        again.bytes.len() >= m.bytes.len(),
+        "byte reduction only zeroes and trims"
+    );
+}
+
+#[test]
+fn a_stack_is_minimised_to_the_mutation_that_disagrees() {
+    // QEMU lists a bitmap whose table lies past the end of the file
+    // (lenient); the dirty bit and a leaked header cluster are notes that
+    // change neither the outcome nor the key, so minimising drops them.
+    let culprit = "bitmaps.table.bounds/past-eof";
+    let (key, c, m) = minimise_stack(
+        &[
+            "header.dirty/set",
+            culprit,
+            "refcount.leak/header-refcount-2",
+        ],
+        0,
+    );
+    assert_eq!(key, "lenient--bitmaps.table.bounds");
+    assert_eq!(m.last.outcome.kind, OutcomeKind::Lenient);
+    assert_eq!(m.recipe.mutations, [culprit], "{:?}", m.last.outcome.detail);
+    assert_same_disagreement(&key, &c, &m);
+    // The base spec shrank too (a smaller disk or smaller clusters).
+    let (was, now) = (&c.recipe.base, &m.recipe.base);
+    assert!(
+        now.size < was.size || now.cluster_bits < was.cluster_bits,
+        "size {} -> {}, cluster_bits {} -> {}",
+        was.size,
+        now.size,
+        was.cluster_bits,
+        now.cluster_bits
+    );
+
+    // Compatible extra data makes QEMU refuse the image whatever else the
+    // stack holds (strict).
+    let culprit = "bitmaps.dir.extra-data/compatible";
+    let (key, c, m) = minimise_stack(&["header.dirty/set", culprit], 1);
+    assert_eq!(key, "strict--valid");
+    assert_eq!(m.recipe.mutations, [culprit]);
+    assert_same_disagreement(&key, &c, &m);
+}
+
+#[test]
+fn mutations_the_key_names_are_kept() {
+    // Two broken rules, both in the key: dropping either changes the key,
+    // so the set stays whole while the spec and the bytes still shrink.
+    let ids = [
+        "bitmaps.table.bounds/past-eof",
+        "bitmaps.dir.padding/non-zero",
+    ];
+    let (key, c, m) = minimise_stack(&ids, 0);
+    assert_eq!(key, "lenient--bitmaps.dir.padding+bitmaps.table.bounds");
+    assert_eq!(m.recipe.mutations, ids);
+    assert_same_disagreement(&key, &c, &m);
+}
+
+#[test]
+fn cases_are_deterministic_and_stacks_rebuild_from_their_recipe() {
+    let mut stacked = 0;
+    for index in 0..24 {
+        let a = campaign::candidate(1, index);
+        let b = campaign::candidate(1, index);
+        let (Some(a), Some(b)) = (a, b) else {
+            panic!("case {index} skipped")
+        };
+        assert_eq!(a.bytes, b.bytes, "case {index}");
+        assert_eq!(a.recipe, b.recipe);
+        assert_eq!(
+            a.recipe.realise().unwrap().bytes,
+            a.bytes,
+            "case {index}: the recipe rebuilds the image"
+        );
+        let n = a.recipe.mutations.len();
+        match index % 4 {
+            0 => assert_eq!((n, a.recipe.edits.len()), (0, 0)),
+            1 => assert_eq!((n, a.recipe.edits.len()), (1, 0)),
+            2 => assert!(n == 1 && (1..=4).contains(&a.recipe.edits.len())),
+            _ => {
+                assert!((1..=3).contains(&n), "case {index}: {:?}", a.recipe);
+                stacked += usize::from(n >= 2);
+            }
+        }
+    }
+    assert!(
+        stacked >= 4,
+        "most stacks keep 2-3 mutations: {stacked} of 6"
+    );
+    assert_ne!(
+        campaign::candidate(1, 3).unwrap().bytes,
+        campaign::candidate(2, 3).unwrap().bytes,
+        "the seed changes the cases"
+    );
 }
