@@ -15,7 +15,7 @@ if rustc -vV | grep -q '^release: .*nightly'; then
 else
   fuzz=(cargo +nightly fuzz)
 fi
-"${fuzz[@]}" build -O --fuzz-dir fuzz_targets --features libfuzzer
+"${fuzz[@]}" build -O --fuzz-dir fuzz_targets
 triple=$(rustc -vV | sed -n 's/^host: //p')
 bin_dir=${CARGO_TARGET_DIR:-target}/$triple/release
 
@@ -31,7 +31,7 @@ for t in $targets; do
   cp "$bin_dir/$t" "$OUT/$t"
   cp fuzz_targets/qcow2.dict "$OUT/$t.dict"
   case $t in
-    check_bytes | dump_json) max_len=65536 ;;
+    check_bytes | dump_json | draft_dump | read_guest) max_len=65536 ;;
     *) max_len=4096 ;;
   esac
   printf '[libfuzzer]\nmax_len = %s\nrss_limit_mb = 2048\n' "$max_len" >"$OUT/$t.options"

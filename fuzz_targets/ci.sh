@@ -19,7 +19,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 
 fuzz_targets/seeds.sh "$corpus" 65536
-cargo +nightly fuzz build -O --fuzz-dir fuzz_targets --features libfuzzer
+cargo +nightly fuzz build -O --fuzz-dir fuzz_targets
 
 # Safe Rust cannot keep a pointer to a dead stack frame, so ASan's fake
 # stacks (stack-use-after-return detection) only cost time: about a third
@@ -28,7 +28,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_stack_use_after_return=0}
 
 max_len() {
   case $1 in
-    check_bytes | dump_json) echo 65536 ;;
+    check_bytes | dump_json | draft_dump | read_guest) echo 65536 ;;
     *) echo 4096 ;;
   esac
 }
@@ -36,7 +36,7 @@ max_len() {
 run() {
   local t=$1 log=target/fuzz-ci-$1.log
   mkdir -p "$corpus/$t"
-  if cargo +nightly fuzz run "$t" --fuzz-dir fuzz_targets --features libfuzzer -O "$corpus/$t" -- \
+  if cargo +nightly fuzz run "$t" --fuzz-dir fuzz_targets -O "$corpus/$t" -- \
     -max_total_time="$secs" -dict=fuzz_targets/qcow2.dict -rss_limit_mb=2048 \
     -max_len="$(max_len "$t")" -print_final_stats=1 >"$log" 2>&1; then
     echo "fuzz: $t ok: $(grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' "$log" | tr -s ' ' | tr '\n' ' ')"

@@ -1,2 +1,2 @@
-#![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_targets::check_bytes(data));
+#![cfg_attr(fuzzing, no_main)]
+fuzz_targets::fuzz_main!(check_bytes);

@@ -1,2 +1,2 @@
-#![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_targets::roundtrip(data));
+#![cfg_attr(fuzzing, no_main)]
+fuzz_targets::fuzz_main!(roundtrip);
