@@ -223,10 +223,10 @@ fn analyse<R: Read + Seek>(mut img: Image<R>) -> Result<Model<R>, CheckError> {
         .iter()
         .any(|x| x.ext_type == extension::ENCRYPTION);
     if has_enc != (ctx.h.crypt_method == 2) {
-        ctx.findings.add(
+        ctx.findings.add_with(
             Rule::HeaderEncryptionExtension,
             crate::fields::header::CRYPT_METHOD.offset as u64,
-            format!(
+            msg!(
                 "crypt_method is {} but the image {} a full disk encryption header extension",
                 ctx.h.crypt_method,
                 if has_enc { "has" } else { "lacks" }

@@ -33,19 +33,15 @@ impl<R> Ctx<R> {
             .map
             .claim(&mut self.findings, offset, length, owner, at);
         if claim.past_end {
-            self.findings.add(
+            self.findings.add_with(
                 bounds_rule,
                 at,
-                format!(
+                msg!(
                     "{what} at {offset:#x} ({length} bytes) runs past the end of the file ({} bytes)",
-                    self.map_file_len()
+                    self.file_len
                 ),
             );
         }
         claim
-    }
-
-    fn map_file_len(&self) -> u64 {
-        self.file_len
     }
 }

@@ -48,15 +48,16 @@ impl<R: Read + Seek> Ctx<R> {
         let mut out: Vec<Extension> = Vec::new();
         let limit = self.h.cluster_size().min(self.img.len());
         let mut pos = self.h.extensions_start();
+        let limit_name = self.limit_name(limit);
         while pos < self.h.cluster_size() {
             let prefix_end = pos + f::PREFIX_LENGTH as u64;
             if prefix_end > limit {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::ExtBounds,
                     pos,
-                    format!(
+                    msg!(
                         "extension header at {pos:#x} runs past {} at {limit:#x}",
-                        self.limit_name(limit)
+                        limit_name
                     ),
                 );
                 break;
@@ -72,13 +73,13 @@ impl<R: Read + Seek> Ctx<R> {
             }
             let padded = u64::from(length).div_ceil(8) * 8;
             if prefix_end + padded > limit {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::ExtBounds,
                     pos,
-                    format!(
+                    msg!(
                         "extension {ext_type:#010x} ({}) of length {length} at {pos:#x} runs past {} at {limit:#x}",
                         f::type_name(ext_type),
-                        self.limit_name(limit)
+                        limit_name
                     ),
                 );
                 break;
@@ -89,18 +90,18 @@ impl<R: Read + Seek> Ctx<R> {
                 .unwrap_or_default();
             let string_ext = matches!(ext_type, f::BACKING_FORMAT | f::EXTERNAL_DATA_FILE);
             if !string_ext && data[length as usize..].iter().any(|&b| b != 0) {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::ExtPadding,
                     prefix_end + u64::from(length),
-                    format!("padding after extension {ext_type:#010x} is not zero (the spec does not say it must be)"),
+                    msg!("padding after extension {ext_type:#010x} is not zero (the spec does not say it must be)"),
                 );
             }
             data.truncate(length as usize);
             if KNOWN.contains(&ext_type) && out.iter().any(|e| e.ext_type == ext_type) {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::ExtDuplicate,
                     pos,
-                    format!(
+                    msg!(
                         "extension {ext_type:#010x} ({}) appears a second time",
                         f::type_name(ext_type)
                     ),

@@ -18,24 +18,29 @@ pub struct Finding {
 /// one closing finding, so a hostile file cannot flood the report.
 pub const MAX_FINDINGS_PER_RULE: u32 = 64;
 
-/// Formats a finding's message into a buffer big enough for almost every
-/// message, so that building it costs one allocation and no regrowth
-/// (`format!` starts small and reallocates as it writes).
+/// Formats a finding's message. `std::fmt::format` sizes the buffer from
+/// the arguments and runs the formatting loop inside the standard library,
+/// which fuzzing builds do not instrument (a hand-written `write_fmt` into
+/// a `String` would be compiled here, with a coverage hook on every write).
 pub(crate) fn message(args: std::fmt::Arguments<'_>) -> String {
-    let mut s = String::with_capacity(128);
-    // Writing to a String cannot fail.
-    let _ = std::fmt::Write::write_fmt(&mut s, args);
-    s
+    std::fmt::format(args)
 }
+
+/// Severities per rule in [`Findings`]' count table.
+const SEVERITIES: usize = 6;
 
 /// Collects findings, capping each rule's count.
 #[derive(Debug, Default)]
 pub struct Findings {
     list: Vec<Finding>,
-    /// Findings recorded per (rule, severity). A short list searched
-    /// linearly: an image breaks few distinct rules, and this is looked up
-    /// for every finding, so hashing would cost more than the scan.
-    per_rule: Vec<((Rule, Severity), u32)>,
+    /// Findings recorded per (rule, severity), indexed by
+    /// `rule * SEVERITIES + severity`: every finding bumps one counter, so
+    /// counting must not search (empty until the first finding).
+    counts: Vec<u32>,
+    /// The (rule, severity) pairs with a non-zero count, in first-seen
+    /// order: an image breaks few distinct rules, so the queries below
+    /// scan this short list.
+    per_rule: Vec<(Rule, Severity)>,
     bitmap_cluster_error: bool,
 }
 
@@ -75,17 +80,15 @@ impl Findings {
             rule.severities().contains(&severity),
             "{rule} as {severity:?}"
         );
-        let key = (rule, severity);
-        let n = match self.per_rule.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, n)) => {
-                *n += 1;
-                *n
-            }
-            None => {
-                self.per_rule.push((key, 1));
-                1
-            }
-        };
+        if self.counts.is_empty() {
+            self.counts = vec![0; Rule::ALL.len() * SEVERITIES];
+        }
+        let slot = &mut self.counts[rule as usize * SEVERITIES + severity as usize];
+        *slot += 1;
+        let n = *slot;
+        if n == 1 {
+            self.per_rule.push((rule, severity));
+        }
         if n <= MAX_FINDINGS_PER_RULE {
             self.list.push(Finding {
                 rule,
@@ -110,14 +113,14 @@ impl Findings {
 
     /// True when any finding of `rule` was recorded.
     pub fn has(&self, rule: Rule) -> bool {
-        self.per_rule.iter().any(|((r, _), _)| *r == rule)
+        self.per_rule.iter().any(|(r, _)| *r == rule)
     }
 
     /// True when any error finding satisfies `pred`.
     pub fn any_error(&self, pred: impl Fn(Rule) -> bool) -> bool {
         self.per_rule
             .iter()
-            .any(|((r, s), _)| *s == Severity::Error && pred(*r))
+            .any(|(r, s)| *s == Severity::Error && pred(*r))
     }
 
     /// The findings sorted by offset (then rule), with one summary finding
@@ -126,8 +129,8 @@ impl Findings {
         let mut capped: Vec<_> = self
             .per_rule
             .iter()
-            .filter(|(_, n)| *n > MAX_FINDINGS_PER_RULE)
-            .map(|((r, s), n)| (*r, *s, *n))
+            .map(|&(r, s)| (r, s, self.counts[r as usize * SEVERITIES + s as usize]))
+            .filter(|(_, _, n)| *n > MAX_FINDINGS_PER_RULE)
             .collect();
         capped.sort();
         for (rule, severity, n) in capped {
@@ -148,7 +151,21 @@ impl Findings {
                 ),
             });
         }
-        self.list.sort_by_key(|f| (f.offset, f.rule));
+        // Sorted as one integer key per finding (offset, rule, position:
+        // stable), then permuted: one comparison per step and each finding
+        // moved once.
+        let mut keys: Vec<u128> = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, f)| u128::from(f.offset) << 64 | (f.rule as u128) << 32 | i as u128)
+            .collect();
+        keys.sort_unstable();
+        let mut slots: Vec<Option<Finding>> = self.list.into_iter().map(Some).collect();
+        self.list = keys
+            .iter()
+            .filter_map(|k| slots[*k as u32 as usize].take())
+            .collect();
         self.list.dedup();
         self.list
     }

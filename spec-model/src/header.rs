@@ -97,19 +97,19 @@ pub fn parse<R: Read + Seek>(
         } else {
             format!("magic is {:#010x}", f::MAGIC.get(&head))
         };
-        findings.add(
+        findings.add_with(
             Rule::HeaderMagic,
             0,
-            format!("not a qcow2 image: {got}, expected 0x514649fb (\"QFI\\xfb\")"),
+            msg!("not a qcow2 image: {got}, expected 0x514649fb (\"QFI\\xfb\")"),
         );
         return Ok(None);
     }
     let version = f::VERSION.get(&head) as u32;
     if version != 2 && version != 3 {
-        findings.add(
+        findings.add_with(
             Rule::HeaderVersion,
             f::VERSION.offset as u64,
-            format!("version is {version}, expected 2 or 3"),
+            msg!("version is {version}, expected 2 or 3"),
         );
         return Ok(None);
     }
@@ -119,10 +119,10 @@ pub fn parse<R: Read + Seek>(
         f::V3_MIN_LENGTH
     };
     if head.len() < fixed {
-        findings.add(
+        findings.add_with(
             Rule::HeaderTruncated,
             0,
-            format!(
+            msg!(
                 "version {version} header needs {fixed} bytes, the file has {}",
                 img.len()
             ),
@@ -161,11 +161,11 @@ pub fn parse<R: Read + Seek>(
 
     let at = |fl: crate::fields::Field| fl.offset as u64;
     if h.cluster_bits < MIN_CLUSTER_BITS || h.cluster_bits > 63 {
-        findings.add_as(
+        findings.add_as_with(
             Rule::HeaderClusterBits,
             Severity::Error,
             at(f::CLUSTER_BITS),
-            format!(
+            msg!(
                 "cluster_bits is {}, expected at least 9 (and below 64, so that a cluster is addressable)",
                 h.cluster_bits
             ),
@@ -173,11 +173,11 @@ pub fn parse<R: Read + Seek>(
         return Ok(None);
     }
     if h.cluster_bits > QEMU_MAX_CLUSTER_BITS {
-        findings.add_as(
+        findings.add_as_with(
             Rule::HeaderClusterBits,
             Severity::Limit,
             at(f::CLUSTER_BITS),
-            format!(
+            msg!(
                 "cluster_bits is {}, QEMU opens at most {QEMU_MAX_CLUSTER_BITS}",
                 h.cluster_bits
             ),
@@ -186,10 +186,10 @@ pub fn parse<R: Read + Seek>(
     if version == 3 {
         let hl = u64::from(h.header_length);
         if hl < f::V3_MIN_LENGTH as u64 || hl % 8 != 0 {
-            findings.add(
+            findings.add_with(
                 Rule::HeaderLength,
                 at(f::HEADER_LENGTH),
-                format!("header_length is {hl}, expected a multiple of 8 that is at least 104"),
+                msg!("header_length is {hl}, expected a multiple of 8 that is at least 104"),
             );
             // Extensions are still searched after the 104 fixed bytes.
             if hl < f::V3_MIN_LENGTH as u64 {
@@ -198,28 +198,28 @@ pub fn parse<R: Read + Seek>(
         }
         let unknown = h.incompatible_features & !f::INCOMPAT_KNOWN;
         if unknown != 0 {
-            findings.add(
+            findings.add_with(
                 Rule::HeaderIncompatibleBits,
                 at(f::INCOMPATIBLE_FEATURES),
-                format!(
+                msg!(
                     "incompatible_features is {:#x}: reserved bits {unknown:#x} set",
                     h.incompatible_features
                 ),
             );
         }
         if h.refcount_order > 6 {
-            findings.add(
+            findings.add_with(
                 Rule::HeaderRefcountOrder,
                 at(f::REFCOUNT_ORDER),
-                format!("refcount_order is {}, at most 6 allowed", h.refcount_order),
+                msg!("refcount_order is {}, at most 6 allowed", h.refcount_order),
             );
         }
         let auto_unknown = h.autoclear_features & !f::AUTOCLEAR_KNOWN;
         if auto_unknown != 0 {
-            findings.add(
+            findings.add_with(
                 Rule::HeaderAutoclearUnknown,
                 at(f::AUTOCLEAR_FEATURES),
-                format!(
+                msg!(
                     "autoclear_features is {:#x}: undefined bits {auto_unknown:#x} set",
                     h.autoclear_features
                 ),
@@ -229,10 +229,10 @@ pub fn parse<R: Read + Seek>(
             let raw = img.read_clipped(0, u64::from(h.header_length))?;
             h.compression_type = f::COMPRESSION_TYPE.get(&raw) as u8;
             if raw.len() < h.header_length as usize {
-                findings.add(
+                findings.add_with(
                     Rule::HeaderTruncated,
                     at(f::HEADER_LENGTH),
-                    format!(
+                    msg!(
                         "header_length is {}, the file has only {} bytes",
                         h.header_length,
                         img.len()
@@ -244,10 +244,10 @@ pub fn parse<R: Read + Seek>(
         let pad_end = (h.header_length as usize).min(112).min(h.raw.len());
         let pad_start = f::COMPRESSION_TYPE.end();
         if pad_end > pad_start && h.raw[pad_start..pad_end].iter().any(|&b| b != 0) {
-            findings.add(
+            findings.add_with(
                 Rule::HeaderPadding,
                 pad_start as u64,
-                format!(
+                msg!(
                     "header padding bytes {pad_start}-{} are {:02x?}, must be zero",
                     pad_end - 1,
                     &h.raw[pad_start..pad_end]
@@ -257,10 +257,10 @@ pub fn parse<R: Read + Seek>(
         if h.autoclear_features & f::AUTOCLEAR_RAW_EXTERNAL != 0
             && h.incompatible_features & f::INCOMPAT_EXTERNAL_DATA == 0
         {
-            findings.add(
+            findings.add_with(
                 Rule::HeaderRawExternal,
                 at(f::AUTOCLEAR_FEATURES),
-                format!(
+                msg!(
                     "autoclear_features is {:#x}: raw external data (bit 1) without an external data file (incompatible bit 2)",
                     h.autoclear_features
                 ),
@@ -268,10 +268,10 @@ pub fn parse<R: Read + Seek>(
         }
         let bit = h.incompatible_features & f::INCOMPAT_COMPRESSION != 0;
         if bit != (h.compression_type != 0) {
-            findings.add(
+            findings.add_with(
                 Rule::HeaderCompressionType,
                 at(f::COMPRESSION_TYPE),
-                format!(
+                msg!(
                     "compression_type is {} while incompatible bit 3 is {}",
                     h.compression_type,
                     if bit { "set" } else { "clear" }
@@ -279,10 +279,10 @@ pub fn parse<R: Read + Seek>(
             );
         }
         if h.extended_l2() && h.cluster_bits < 14 {
-            findings.add(
+            findings.add_with(
                 Rule::HeaderExtendedL2,
                 at(f::CLUSTER_BITS),
-                format!(
+                msg!(
                     "extended L2 entries need cluster_bits >= 14, it is {}",
                     h.cluster_bits
                 ),
@@ -307,10 +307,10 @@ pub fn parse<R: Read + Seek>(
         h.raw = head[..fixed.min(head.len())].to_vec();
     }
     if h.crypt_method > 2 {
-        findings.add(
+        findings.add_with(
             Rule::HeaderCryptMethod,
             at(f::CRYPT_METHOD),
-            format!("crypt_method is {}, expected 0, 1 or 2", h.crypt_method),
+            msg!("crypt_method is {}, expected 0, 1 or 2", h.crypt_method),
         );
     }
     for (field, value) in [
@@ -319,10 +319,10 @@ pub fn parse<R: Read + Seek>(
         (f::SNAPSHOTS_OFFSET, h.snapshots_offset),
     ] {
         if !h.aligned(value) {
-            findings.add(
+            findings.add_with(
                 Rule::HeaderAlignment,
                 at(field),
-                format!(
+                msg!(
                     "{} is {value:#x}, not a multiple of the cluster size {:#x}",
                     field.name,
                     h.cluster_size()
@@ -335,10 +335,10 @@ pub fn parse<R: Read + Seek>(
             .backing_file_offset
             .checked_add(u64::from(h.backing_file_size));
         if h.backing_file_size > 1023 || end.is_none_or(|e| e > h.cluster_size()) {
-            findings.add(
+            findings.add_with(
                 Rule::HeaderBackingFile,
                 at(f::BACKING_FILE_OFFSET),
-                format!(
+                msg!(
                     "backing file name at {:#x}, {} bytes: must be at most 1023 bytes inside the first cluster",
                     h.backing_file_offset, h.backing_file_size
                 ),
@@ -347,12 +347,13 @@ pub fn parse<R: Read + Seek>(
     }
     let needed = h.l1_entries_needed(h.size);
     if u128::from(h.l1_size) < needed {
-        findings.add(
+        findings.add_with(
             Rule::HeaderL1Size,
             at(f::L1_SIZE),
-            format!(
+            msg!(
                 "l1_size is {}, the virtual size {} needs {needed} entries",
-                h.l1_size, h.size
+                h.l1_size,
+                h.size
             ),
         );
     }

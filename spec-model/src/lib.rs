@@ -10,6 +10,16 @@
 
 #![forbid(unsafe_code)]
 
+/// A finding's message as a closure for [`finding::Findings::add_with`]:
+/// `msg!("entry {i}: ...")` is formatted only when the finding is kept
+/// (findings past a rule's cap, and those of an ignored extension, never
+/// are).
+macro_rules! msg {
+    ($($arg:tt)*) => {
+        || $crate::finding::message(format_args!($($arg)*))
+    };
+}
+
 pub mod bitmaps;
 mod check;
 pub mod clusters;
@@ -28,6 +38,7 @@ pub mod report;
 pub mod revision;
 pub mod rules;
 pub mod snapshots;
+mod zeros;
 
 pub use bitmaps::ExtensionState;
 pub use check::{check, check_bytes, check_path, Analysis, Model};

@@ -40,12 +40,12 @@ impl<R: Read + Seek> Ctx<R> {
             self.findings.add_with(
                 bounds_rule,
                 l1_offset,
-                || message(format_args!(
+                msg!(
                     "{} at {l1_offset:#x} with {l1_size} entries lies outside the file ({} bytes){}",
                     owner.name(),
                     self.img.len(),
                     if l1_offset == 0 { " or on the header" } else { "" }
-                )),
+                ),
             );
             return Ok(());
         }
@@ -175,7 +175,7 @@ impl<R: Read + Seek> Ctx<R> {
                     self.findings.add_with(
                         Rule::L2DataBounds,
                         at,
-                        || message(format_args!("L2 entry {i}: compressed data at {host:#x} lies past the end of the file")),
+                        msg!("L2 entry {i}: compressed data at {host:#x} lies past the end of the file"),
                     );
                     continue;
                 }
@@ -204,9 +204,9 @@ impl<R: Read + Seek> Ctx<R> {
                     self.findings.add_with(
                         Rule::L2Subclusters,
                         at + 8,
-                        || message(format_args!(
+                        msg!(
                             "L2 entry {i}: subcluster bitmap {sub:#018x} marks a subcluster both allocated and zero, or allocated without an offset"
-                        )),
+                        ),
                     );
                 }
             }

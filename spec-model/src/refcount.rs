@@ -7,6 +7,7 @@ use crate::context::Ctx;
 use crate::finding::message;
 use crate::io::CheckError;
 use crate::rules::{Rule, Severity};
+use crate::zeros::first_nonzero;
 use serde::Serialize;
 use std::io::{Read, Seek};
 
@@ -47,9 +48,8 @@ fn refcount_at(block: &[u8], index: u64, order: u32) -> u64 {
 
 /// Collects into `out`, in increasing order and from `from` on, the indexes
 /// of the entries of a block (entries `1 << order` bits wide) that hold a
-/// non-zero refcount. Runs of zero bytes are skipped 64 bytes at a time.
+/// non-zero refcount. Zero bytes are skipped in runs ([`first_nonzero`]).
 fn nonzero_entries(block: &[u8], from: u64, order: u32, out: &mut Vec<u64>) {
-    const CHUNK: usize = 64;
     out.clear();
     let bits = 1u64 << order;
     // Entries per byte (narrow) or bytes per entry (wide).
@@ -62,34 +62,25 @@ fn nonzero_entries(block: &[u8], from: u64, order: u32, out: &mut Vec<u64>) {
         return;
     };
     let mut last: Option<u64> = None;
-    while p < block.len() {
-        if p % CHUNK == 0 {
-            let end = (p + CHUNK).min(block.len());
-            if block[p..end].iter().fold(0, |a, &b| a | b) == 0 {
-                p = end;
+    while let Some(k) = block.get(p..).and_then(first_nonzero) {
+        let q = (p + k) as u64;
+        // The entries that byte `q` is (part of).
+        let (lo, hi) = if bits < 8 {
+            (q * per_byte, (q + 1) * per_byte)
+        } else {
+            (q / width, q / width + 1)
+        };
+        for i in lo.max(from)..hi {
+            // A wide entry with several non-zero bytes comes up once per byte.
+            if last.is_some_and(|l| i <= l) {
                 continue;
             }
-        }
-        if block[p] != 0 {
-            let q = p as u64;
-            // The entries that byte `q` is (part of).
-            let (lo, hi) = if bits < 8 {
-                (q * per_byte, (q + 1) * per_byte)
-            } else {
-                (q / width, q / width + 1)
-            };
-            for i in lo.max(from)..hi {
-                // A wide entry with several non-zero bytes comes up once per byte.
-                if last.is_some_and(|l| i <= l) {
-                    continue;
-                }
-                last = Some(i);
-                if refcount_at(block, i, order) != 0 {
-                    out.push(i);
-                }
+            last = Some(i);
+            if refcount_at(block, i, order) != 0 {
+                out.push(i);
             }
         }
-        p += 1;
+        p += k + 1;
     }
 }
 
@@ -107,10 +98,10 @@ impl<R: Read + Seek> Ctx<R> {
             self.findings.add_with(
                 Rule::RefcountBounds,
                 crate::fields::header::REFCOUNT_TABLE_OFFSET.offset as u64,
-                || message(format_args!(
+                msg!(
                     "refcount table at {offset:#x} ({} clusters) is empty, on the header or past the end of the file",
                     self.h.refcount_table_clusters
-                )),
+                ),
             );
             return Ok(RefcountBlocks(Vec::new()));
         };
@@ -262,7 +253,9 @@ impl RunReporter {
                 return;
             }
         }
-        self.flush(ctx);
+        if self.current.is_some() {
+            self.flush(ctx);
+        }
         if let Some(new) = v {
             self.current = Some((c, c + 1, new));
         }

@@ -57,7 +57,7 @@ impl<R: Read + Seek> Ctx<R> {
                 self.findings.add_with(
                     Rule::SnapshotBounds,
                     pos,
-                    || message(format_args!("snapshot {n} at {pos:#x} ({entry_len} bytes) runs past the end of the file")),
+                    msg!("snapshot {n} at {pos:#x} ({entry_len} bytes) runs past the end of the file"),
                 );
                 break;
             };
@@ -68,7 +68,7 @@ impl<R: Read + Seek> Ctx<R> {
                 self.findings.add_with(
                     Rule::SnapshotExtraData,
                     pos + f::EXTRA_DATA_SIZE.offset as u64,
-                    || message(format_args!("snapshot {n}: extra_data_size is {extra_size}, a v3 image needs at least 16")),
+                    msg!("snapshot {n}: extra_data_size is {extra_size}, a v3 image needs at least 16"),
                 );
             }
             let snap = Snapshot {

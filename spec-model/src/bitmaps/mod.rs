@@ -54,7 +54,7 @@ pub struct DirEntry {
     pub extra_data_size: u32,
     /// The 24 fixed bytes, read through the field table by `dump`.
     #[serde(skip)]
-    pub raw_fixed: Vec<u8>,
+    pub raw_fixed: [u8; e::FIXED_LENGTH],
     #[serde(skip)]
     pub name: Vec<u8>,
     #[serde(skip)]
@@ -113,10 +113,10 @@ impl<R: Read + Seek> Ctx<R> {
         let bit0 = self.h.autoclear_features & hf::AUTOCLEAR_BITMAPS != 0;
         let Some(ext) = ext else {
             if self.h.version == 3 && bit0 {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::BitmapsAutoclearWithoutExtension,
                     hf::AUTOCLEAR_FEATURES.offset as u64,
-                    format!(
+                    msg!(
                         "autoclear_features is {:#x}: bit 0 set but the image has no bitmaps extension",
                         self.h.autoclear_features
                     ),
@@ -136,10 +136,10 @@ impl<R: Read + Seek> Ctx<R> {
             );
             ExtensionState::Inconsistent
         } else if !bit0 {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsAutoclearMissing,
                 hf::AUTOCLEAR_FEATURES.offset as u64,
-                format!(
+                msg!(
                     "autoclear_features is {:#x}: bit 0 clear, so the bitmaps extension at {:#x} is ignored",
                     self.h.autoclear_features, ext.offset
                 ),
@@ -175,20 +175,20 @@ impl<R: Read + Seek> Ctx<R> {
     ) -> Result<(Option<BitmapsExt>, Vec<DirEntry>), CheckError> {
         let data_at = ext.data_offset();
         if (ext.length as usize) < x::LENGTH {
-            self.findings.add_as(
+            self.findings.add_as_with(
                 Rule::BitmapsExtLength,
                 Severity::Error,
                 ext.offset + 4,
-                format!("bitmaps extension length is {}, expected 24", ext.length),
+                msg!("bitmaps extension length is {}, expected 24", ext.length),
             );
             return Ok((None, Vec::new()));
         }
         if ext.length as usize > x::LENGTH {
-            self.findings.add_as(
+            self.findings.add_as_with(
                 Rule::BitmapsExtLength,
                 Severity::Unspecified,
                 ext.offset + 4,
-                format!("bitmaps extension length is {}, expected 24", ext.length),
+                msg!("bitmaps extension length is {}, expected 24", ext.length),
             );
         }
         let be = BitmapsExt {
@@ -208,19 +208,19 @@ impl<R: Read + Seek> Ctx<R> {
             );
         }
         if be.reserved32 != 0 {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsExtReserved,
                 at(x::RESERVED),
-                format!("reserved bytes 4-7 are {:#x}, must be 0", be.reserved32),
+                msg!("reserved bytes 4-7 are {:#x}, must be 0", be.reserved32),
             );
         }
         if u64::from(be.nb_bitmaps) > x::MAX_BITMAPS
             || be.bitmap_directory_size > x::MAX_DIRECTORY_SIZE
         {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsExtLimits,
                 at(x::NB_BITMAPS),
-                format!(
+                msg!(
                     "nb_bitmaps {} / bitmap_directory_size {}: QEMU supports at most {} bitmaps and {} directory bytes",
                     be.nb_bitmaps,
                     be.bitmap_directory_size,
@@ -231,18 +231,18 @@ impl<R: Read + Seek> Ctx<R> {
         }
         let dir_off = be.bitmap_directory_offset;
         if !self.h.aligned(dir_off) {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsExtDirectoryAlignment,
                 at(x::BITMAP_DIRECTORY_OFFSET),
-                format!("bitmap_directory_offset {dir_off:#x} is not cluster aligned"),
+                msg!("bitmap_directory_offset {dir_off:#x} is not cluster aligned"),
             );
         }
         let dir_size = be.bitmap_directory_size;
         let Some(dir) = self.img.read_checked(dir_off, dir_size)? else {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsExtDirectoryBounds,
                 at(x::BITMAP_DIRECTORY_OFFSET),
-                format!(
+                msg!(
                     "bitmap directory at {dir_off:#x} ({dir_size} bytes) runs past the end of the file ({} bytes)",
                     self.img.len()
                 ),
@@ -271,16 +271,17 @@ impl<R: Read + Seek> Ctx<R> {
         let dir_off = be.bitmap_directory_offset;
         let dir_size = dir.len() as u64;
         let mut entries = Vec::new();
-        let mut names: HashSet<Vec<u8>> = HashSet::new();
+        // Names as slices of the directory: one set, no copies.
+        let mut names: HashSet<&[u8]> = HashSet::new();
         let mut pos = 0u64;
         let size_field = be.offset + x::BITMAP_DIRECTORY_SIZE.offset as u64;
         for i in 0..be.nb_bitmaps {
             let at = dir_off + pos;
             if pos >= dir_size {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::BitmapsExtDirectorySize,
                     size_field,
-                    format!(
+                    msg!(
                         "bitmap_directory_size is {dir_size}: entry {i} of {} would start at or past its end",
                         be.nb_bitmaps
                     ),
@@ -288,10 +289,10 @@ impl<R: Read + Seek> Ctx<R> {
                 return Ok(entries);
             }
             if pos + e::FIXED_LENGTH as u64 > dir_size {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::BitmapsDirEntryBounds,
                     at,
-                    format!("entry {i}: its 24 fixed bytes run past the end of the directory"),
+                    msg!("entry {i}: its 24 fixed bytes run past the end of the directory"),
                 );
                 return Ok(entries);
             }
@@ -300,10 +301,10 @@ impl<R: Read + Seek> Ctx<R> {
             let name_size = e::NAME_SIZE.get(raw);
             let len = e::entry_length(extra_size, name_size);
             if pos + len > dir_size {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::BitmapsDirEntryBounds,
                     at,
-                    format!(
+                    msg!(
                         "entry {i}: {len} bytes (extra_data_size {extra_size}, name_size {name_size}) run past the end of the directory"
                     ),
                 );
@@ -321,23 +322,24 @@ impl<R: Read + Seek> Ctx<R> {
                 granularity_bits: e::GRANULARITY_BITS.get(raw) as u8,
                 name_size: name_size as u16,
                 extra_data_size: extra_size as u32,
-                raw_fixed: raw[..fixed as usize].to_vec(),
+                raw_fixed: raw[..e::FIXED_LENGTH].try_into().unwrap_or_default(),
                 extra_data: raw[fixed as usize..extra_end].to_vec(),
                 name: raw[extra_end..name_end].to_vec(),
                 table: None,
             };
             if raw[name_end..len as usize].iter().any(|&b| b != 0) {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::BitmapsDirPadding,
                     at + name_end as u64,
-                    format!("entry {i}: padding after the name is not zero"),
+                    msg!("entry {i}: padding after the name is not zero"),
                 );
             }
-            if !entry.name.is_empty() && !names.insert(entry.name.clone()) {
-                self.findings.add(
+            let name = &raw[extra_end..name_end];
+            if !name.is_empty() && !names.insert(name) {
+                self.findings.add_with(
                     Rule::BitmapsDirNameUnique,
                     at + extra_end as u64,
-                    format!(
+                    msg!(
                         "entry {i}: name {:?} is used by an earlier entry",
                         String::from_utf8_lossy(&entry.name)
                     ),
@@ -348,10 +350,10 @@ impl<R: Read + Seek> Ctx<R> {
             pos += len;
         }
         if pos != dir_size {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsExtDirectorySize,
                 size_field,
-                format!(
+                msg!(
                     "bitmap_directory_size is {dir_size}, the {} entries fill {pos} bytes",
                     be.nb_bitmaps
                 ),
@@ -365,20 +367,20 @@ impl<R: Read + Seek> Ctx<R> {
         let fat = |f: crate::fields::Field| at + f.offset as u64;
         let flags = u64::from(entry.flags);
         if flags & !e::FLAGS_KNOWN != 0 {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsDirFlagsReserved,
                 fat(e::FLAGS),
-                format!(
+                msg!(
                     "entry {i}: flags {flags:#x} has reserved bits {:#x} set",
                     flags & !e::FLAGS_KNOWN
                 ),
             );
         }
         if u64::from(entry.bitmap_type) != e::TYPE_DIRTY_TRACKING {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsDirType,
                 fat(e::TYPE),
-                format!(
+                msg!(
                     "entry {i}: type is {}, only 1 (dirty tracking) is defined",
                     entry.bitmap_type
                 ),
@@ -386,41 +388,41 @@ impl<R: Read + Seek> Ctx<R> {
         }
         let gb = u64::from(entry.granularity_bits);
         if gb > 63 {
-            self.findings.add_as(
+            self.findings.add_as_with(
                 Rule::BitmapsDirGranularity,
                 Severity::Error,
                 fat(e::GRANULARITY_BITS),
-                format!("entry {i}: granularity_bits is {gb}, valid values are 0-63"),
+                msg!("entry {i}: granularity_bits is {gb}, valid values are 0-63"),
             );
         } else if !(e::QEMU_MIN_GRANULARITY_BITS..=e::QEMU_MAX_GRANULARITY_BITS).contains(&gb) {
-            self.findings.add_as(
+            self.findings.add_as_with(
                 Rule::BitmapsDirGranularity,
                 Severity::Limit,
                 fat(e::GRANULARITY_BITS),
-                format!("entry {i}: granularity_bits is {gb}, QEMU supports 9-31"),
+                msg!("entry {i}: granularity_bits is {gb}, QEMU supports 9-31"),
             );
         }
         if entry.name_size == 0 {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsDirNameEmpty,
                 fat(e::NAME_SIZE),
-                format!("entry {i}: name_size is 0"),
+                msg!("entry {i}: name_size is 0"),
             );
         } else if u64::from(entry.name_size) > e::MAX_QEMU_NAME_SIZE {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsDirNameLimit,
                 fat(e::NAME_SIZE),
-                format!(
+                msg!(
                     "entry {i}: name_size is {}, QEMU supports at most 1023",
                     entry.name_size
                 ),
             );
         }
         if entry.name.contains(&0) || std::str::from_utf8(&entry.name).is_err() {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsDirNameBytes,
                 at + (e::FIXED_LENGTH as u64) + u64::from(entry.extra_data_size),
-                format!(
+                msg!(
                     "entry {i}: name {:?} contains a NUL byte or is not UTF-8",
                     String::from_utf8_lossy(&entry.name)
                 ),
@@ -432,20 +434,20 @@ impl<R: Read + Seek> Ctx<R> {
             } else {
                 "extra_data_compatible is clear: the bitmap must not be used"
             };
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsDirExtraData,
                 fat(e::EXTRA_DATA_SIZE),
-                format!(
+                msg!(
                     "entry {i}: extra_data_size is {}; {how}",
                     entry.extra_data_size
                 ),
             );
         }
         if entry.in_use() {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsDirInUse,
                 fat(e::FLAGS),
-                format!("entry {i}: in_use is set: contents may be stale and must not be used"),
+                msg!("entry {i}: in_use is set: contents may be stale and must not be used"),
             );
         }
         let geo = entry.geometry(self.h.size, self.h.cluster_bits);
@@ -457,42 +459,42 @@ impl<R: Read + Seek> Ctx<R> {
         let size = u64::from(entry.bitmap_table_size);
         if let Some(needed) = needed {
             if size < needed && !entry.in_use() {
-                self.findings.add_as(
+                self.findings.add_as_with(
                     Rule::BitmapsDirTableSize,
                     Severity::Error,
                     fat(e::BITMAP_TABLE_SIZE),
-                    format!("entry {i}: bitmap_table_size is {size}, the virtual size {} needs {needed}", self.h.size),
+                    msg!("entry {i}: bitmap_table_size is {size}, the virtual size {} needs {needed}", self.h.size),
                 );
             } else if size > needed {
-                self.findings.add_as(
+                self.findings.add_as_with(
                     Rule::BitmapsDirTableSize,
                     Severity::Unspecified,
                     fat(e::BITMAP_TABLE_SIZE),
-                    format!("entry {i}: bitmap_table_size is {size}, only {needed} needed"),
+                    msg!("entry {i}: bitmap_table_size is {size}, only {needed} needed"),
                 );
             } else if needed == 0 {
-                self.findings.add_as(
+                self.findings.add_as_with(
                     Rule::BitmapsDirTableSize,
                     Severity::Unspecified,
                     fat(e::BITMAP_TABLE_SIZE),
-                    format!("entry {i}: empty bitmap of a zero-size disk"),
+                    msg!("entry {i}: empty bitmap of a zero-size disk"),
                 );
             }
         }
         let off = entry.bitmap_table_offset;
         if off == 0 {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsDirTableOffsetZero,
                 fat(e::BITMAP_TABLE_OFFSET),
-                format!("entry {i}: bitmap_table_offset is 0"),
+                msg!("entry {i}: bitmap_table_offset is 0"),
             );
             return Ok(());
         }
         if !self.h.aligned(off) {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsDirTableAlignment,
                 fat(e::BITMAP_TABLE_OFFSET),
-                format!("entry {i}: bitmap_table_offset {off:#x} is not cluster aligned"),
+                msg!("entry {i}: bitmap_table_offset {off:#x} is not cluster aligned"),
             );
             return Ok(());
         }
@@ -503,10 +505,10 @@ impl<R: Read + Seek> Ctx<R> {
             return Ok(());
         }
         if !self.img.contains(off, bytes) {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsTableBounds,
                 fat(e::BITMAP_TABLE_OFFSET),
-                format!(
+                msg!(
                     "entry {i}: bitmap table at {off:#x} ({size} entries) runs past the end of the file ({} bytes)",
                     self.img.len()
                 ),
@@ -535,10 +537,10 @@ impl<R: Read + Seek> Ctx<R> {
         for (j, &te) in table.iter().enumerate() {
             let eat = off + 8 * j as u64;
             if te & t::RESERVED_MASK != 0 {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::BitmapsTableReservedBits,
                     eat,
-                    format!(
+                    msg!(
                         "entry {i}, table entry {j} is {te:#018x}: reserved bits {:#x} set",
                         te & t::RESERVED_MASK
                     ),
@@ -549,17 +551,17 @@ impl<R: Read + Seek> Ctx<R> {
                 continue;
             }
             if te & t::ALL_ONES != 0 {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::BitmapsTableAllOnesWithOffset,
                     eat,
-                    format!("entry {i}, table entry {j} is {te:#018x}: bit 0 set together with an offset"),
+                    msg!("entry {i}, table entry {j} is {te:#018x}: bit 0 set together with an offset"),
                 );
             }
             if !self.h.aligned(host) {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::BitmapsTableEntryAlignment,
                     eat,
-                    format!(
+                    msg!(
                         "entry {i}, table entry {j}: data offset {host:#x} is not cluster aligned"
                     ),
                 );
@@ -572,10 +574,10 @@ impl<R: Read + Seek> Ctx<R> {
                 1
             };
             if !self.img.contains(host, used) {
-                self.findings.add(
+                self.findings.add_with(
                     Rule::BitmapsDataBounds,
                     eat,
-                    format!("entry {i}, table entry {j}: data cluster at {host:#x} lies past the end of the file"),
+                    msg!("entry {i}, table entry {j}: data cluster at {host:#x} lies past the end of the file"),
                 );
                 continue;
             }
@@ -614,15 +616,18 @@ impl<R: Read + Seek> Ctx<R> {
         } else {
             0xffu8 << partial
         };
-        let bad =
-            buf.iter()
-                .enumerate()
-                .position(|(k, &b)| if k == 0 { b & first_mask != 0 } else { b != 0 });
+        let bad = if buf.first().is_some_and(|b| b & first_mask != 0) {
+            Some(0)
+        } else {
+            buf.get(1..)
+                .and_then(crate::zeros::first_nonzero)
+                .map(|k| k + 1)
+        };
         if let Some(k) = bad {
-            self.findings.add(
+            self.findings.add_with(
                 Rule::BitmapsDataTailBits,
                 host + start_byte + k as u64,
-                format!(
+                msg!(
                     "entry {i}: bits past nbits = {} are set in the last data cluster at {host:#x}",
                     geo.nbits()
                 ),
