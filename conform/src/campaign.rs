@@ -8,7 +8,8 @@
 //! edits). Every disagreement is minimised while the implementation keeps
 //! disagreeing the same way (same outcome, same deduplication key): first
 //! the mutation set and the byte edits (each dropped in turn while one can
-//! be), then the base spec (quickcheck shrinking plus smaller disks and
+//! be; a mutation whose byte change is not needed but whose preparation of
+//! the spec is goes into the base spec), then the base spec (quickcheck shrinking plus smaller disks and
 //! clusters, the remaining mutations re-applied to each smaller spec), then
 //! the bytes (zeroing 512-byte blocks, trimming the tail). The first case
 //! of each key is saved with both verdicts, the original and minimised
@@ -462,7 +463,8 @@ pub struct Minimised {
 
 /// Shrinks a disagreeing case while the implementation keeps disagreeing
 /// in the same way (same outcome kind, same deduplication key): (1) drop
-/// mutations, then byte edits, one at a time; (2) shrink the base spec and
+/// mutations (or fold their preparation into the base spec), then byte
+/// edits, one at a time; (2) shrink the base spec and
 /// re-apply what is left; (3) zero 512-byte blocks and trim the tail.
 /// `kind` is the outcome the case's own judgement gave; at most `budget`
 /// judge calls are spent on trials.
@@ -498,7 +500,10 @@ pub fn minimise(
     };
     let (mut bytes, mut expected, mut recipe) = (c.bytes, c.expected, c.recipe);
     // 1. Delta debugging over the mutation set, then over the byte edits:
-    //    drop one at a time until no single drop keeps the disagreement.
+    //    drop one at a time until no single drop keeps the disagreement. A
+    //    mutation that cannot go is tried once more with its preparation
+    //    folded into the base spec: the disagreement may need only what it
+    //    asked of the spec (a bitmap, a guest write), not its byte change.
     for edits in [false, true] {
         'drop: loop {
             let n = if edits {
@@ -507,15 +512,28 @@ pub fn minimise(
                 recipe.mutations.len()
             };
             for i in 0..n {
+                let mut trials = Vec::new();
                 let mut r = recipe.clone();
                 if edits {
                     r.edits.remove(i);
+                    trials.push(r);
                 } else {
-                    r.mutations.remove(i);
+                    let id = r.mutations.remove(i);
+                    let mut folded = r.clone();
+                    trials.push(r);
+                    if let Some(m) = mutate::by_id(&id) {
+                        if mutate::prepare(m, &mut folded.base, folded.seed).is_ok()
+                            && folded.base != recipe.base
+                        {
+                            trials.push(folded);
+                        }
+                    }
                 }
-                if let Some(x) = try_recipe(&r, &mut budget)? {
-                    (bytes, expected, recipe) = (x.bytes, x.expected, r);
-                    continue 'drop;
+                for r in trials {
+                    if let Some(x) = try_recipe(&r, &mut budget)? {
+                        (bytes, expected, recipe) = (x.bytes, x.expected, r);
+                        continue 'drop;
+                    }
                 }
                 if budget == 0 {
                     break 'drop;

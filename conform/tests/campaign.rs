@@ -1,8 +1,9 @@
 //! `qcow2-conform campaign --impl qemu` against the real QEMU: finds
 //! disagreements, saves each minimised image with the model's verdict and a
 //! reproducer, resumes where it stopped, and honours --shard. Minimising
-//! drops the mutations of a stack that the disagreement does not need,
-//! keeps those its key names, and shrinks the spec and the file.
+//! drops the mutations of a stack that the disagreement does not need
+//! (folding into the spec what only their preparation contributed), keeps
+//! those it needs, and shrinks the spec and the file.
 
 use conform::campaign::{self, Candidate, Recipe};
 use conform::runner::{self, judge::OutcomeKind, Limits, RunOptions};
@@ -223,11 +224,42 @@ fn a_stack_is_minimised_to_the_mutation_that_disagrees() {
     );
 
     // Compatible extra data makes QEMU refuse the image whatever else the
-    // stack holds (strict).
-    let culprit = "bitmaps.dir.extra-data/compatible";
-    let (key, c, m) = minimise_stack(&["header.dirty/set", culprit], 1);
+    // stack holds (strict). That mutation changes no byte: its preparation
+    // (a bitmap with extra data and the compatible flag) is the case, so
+    // minimising folds it into the base spec and no mutation is left.
+    let (key, c, m) = minimise_stack(
+        &["header.dirty/set", "bitmaps.dir.extra-data/compatible"],
+        1,
+    );
     assert_eq!(key, "strict--valid");
-    assert_eq!(m.recipe.mutations, [culprit]);
+    assert_eq!(m.recipe.mutations, Vec::<String>::new());
+    assert!(
+        m.recipe
+            .base
+            .bitmaps
+            .iter()
+            .any(|b| b.extra_data_compatible && !b.extra_data.is_empty()),
+        "{:?}",
+        m.recipe.base.bitmaps
+    );
+    assert_same_disagreement(&key, &c, &m);
+}
+
+#[test]
+fn a_mutation_outside_the_key_stays_when_the_disagreement_needs_it() {
+    // A NUL byte in a bitmap name is a rule the spec leaves unspecified, so
+    // it is not in the key; QEMU lists the bitmap under the name cut at the
+    // NUL, which matches no bitmap of the model. With a duplicated backing
+    // format extension the image is invalid and that use counts as lenient;
+    // without the NUL the name matches a bitmap the model keeps usable
+    // (pass). Both mutations stay.
+    let ids = [
+        "ext.duplicate/backing-format-twice",
+        "bitmaps.dir.name-bytes/nul",
+    ];
+    let (key, c, m) = minimise_stack(&ids, 7);
+    assert_eq!(key, "lenient--ext.duplicate");
+    assert_eq!(m.recipe.mutations, ids);
     assert_same_disagreement(&key, &c, &m);
 }
 

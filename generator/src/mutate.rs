@@ -13,6 +13,10 @@
 //!
 //! Clusters that a mutation leaves unreferenced show as `refcount.leak`
 //! (severity `leak`): "exactly the targeted rule" is about `error` findings.
+//!
+//! [`make`] draws its own random base spec; [`apply_stack`] applies one or
+//! several mutations to a base spec it is given (the campaign's stacked
+//! cases, and its minimiser, which re-applies mutations to shrunk specs).
 
 use crate::build::{build, entry_bytes, put_refcount, BitmapLayout, BuildError, Layout};
 use crate::contents::Contents;
@@ -39,8 +43,8 @@ pub enum ExtState {
     Inconsistent,
 }
 
-/// Why `apply` could not use the image it was given (a fresh base spec is
-/// then tried).
+/// Why `apply` could not use the image it was given ([`make`] then tries a
+/// fresh base spec; [`apply_stack`] skips the mutation).
 pub type Skip = &'static str;
 
 /// One entry of the catalogue.
@@ -218,6 +222,20 @@ fn stack_stream(id: &str) -> u64 {
     })
 }
 
+/// Runs only the preparation of `m` on `spec`, with the randomness
+/// [`apply_stack`] gives it for `seed`: what the stack needs of the spec
+/// for `m` (a bitmap, a snapshot, a guest write), without its byte change.
+/// `apply_stack(&[m], base)` and `apply_stack(&[m], prepared)` start from
+/// the same spec when the preparation is idempotent.
+pub fn prepare(m: &Mutation, spec: &mut ImageSpec, seed: u64) -> Result<(), MutateError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stack_stream(m.id));
+    rng.set_stream(2);
+    let mut raw = vec![0u8; SPEC_BYTES];
+    rng.fill_bytes(&mut raw);
+    (m.prepare)(spec, &mut Unstructured::new(&raw))?;
+    Ok(())
+}
+
 /// Applies the mutations `ms`, in order, to one image built from `base`.
 ///
 /// Every mutation's `prepare` runs on (a copy of) `base` in turn, each
@@ -238,11 +256,7 @@ fn stack_stream(id: &str) -> u64 {
 pub fn apply_stack(ms: &[&Mutation], base: &ImageSpec, seed: u64) -> Result<Stacked, MutateError> {
     let mut spec = base.clone();
     for m in ms {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stack_stream(m.id));
-        rng.set_stream(2);
-        let mut raw = vec![0u8; SPEC_BYTES];
-        rng.fill_bytes(&mut raw);
-        (m.prepare)(&mut spec, &mut Unstructured::new(&raw))?;
+        prepare(m, &mut spec, seed)?;
     }
     // The `rng` of the target is replaced per mutation below.
     let mut t = target(&mut spec, ChaCha8Rng::seed_from_u64(seed))?;

@@ -275,3 +275,31 @@ fn random_stacks_never_panic() {
         "most stacks apply several mutations: {applied:?}"
     );
 }
+
+#[test]
+fn prepare_alone_gives_the_spec_the_stack_starts_from() {
+    for seed in 0..6 {
+        let mut base = spec_from_seed(seed, &Config::small());
+        base.bitmaps.clear();
+        // Idempotent preparation (a v3 image with a bitmap): applying to the
+        // prepared spec or to the base gives the same image.
+        let m = mutate::by_id("bitmaps.dir.type/zero").unwrap();
+        let mut prepared = base.clone();
+        mutate::prepare(m, &mut prepared, seed).unwrap();
+        assert_eq!(prepared.bitmaps.len(), 1);
+        assert_eq!(
+            apply_stack(&[m], &prepared, seed).unwrap().bytes,
+            apply_stack(&[m], &base, seed).unwrap().bytes
+        );
+        // A mutation that changes no byte: its preparation is the case.
+        let m = mutate::by_id("bitmaps.dir.extra-data/compatible").unwrap();
+        let mut prepared = base.clone();
+        mutate::prepare(m, &mut prepared, seed).unwrap();
+        let b = &prepared.bitmaps[0];
+        assert!(b.extra_data_compatible && !b.extra_data.is_empty());
+        let built = generator::build(&prepared).unwrap();
+        let r = check_bytes(&built.bytes);
+        assert!(r.findings_of("bitmaps.dir.extra-data").next().is_some());
+        assert!(errors(&built.bytes).is_empty());
+    }
+}
