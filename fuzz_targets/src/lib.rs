@@ -233,8 +233,13 @@ pub fn draft_dump(data: &[u8]) {
         }
     }
     let text = serde_json::to_string(&d).expect("draft dump serialises");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("draft dump JSON parses");
-    assert_eq!(v["revision"], revision.as_str());
+    // Parsed without building a tree: a `Value` of a large dump cost more
+    // than the dump itself.
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).expect("draft dump JSON parses");
+    assert!(
+        text.starts_with(&format!("{{\"revision\":\"{revision}\",")),
+        "{text}"
+    );
     let r = spec_model::drafts::render(&d);
     assert!(r.starts_with(&format!("revision: {revision}\n")), "{r}");
 }
@@ -247,7 +252,8 @@ pub const READ_PLAN_LEN: usize = 16;
 /// largest the model reads guest data from).
 const MAX_PLAN_CLUSTER_BITS: u32 = 21;
 
-/// One read of a plan: `(offset, len, split)`, `split` <= `len`.
+/// One read of a plan: `(offset, len, split)`, `split` (0-7) choosing
+/// where [`read_guest`] splits the read in two.
 fn planned_read(p: &[u8], size: u64, cluster_bits: u32) -> (u64, u64, u64) {
     let cs = 1u64 << cluster_bits.min(MAX_PLAN_CLUSTER_BITS);
     let clusters = size.div_ceil(cs).max(1);
