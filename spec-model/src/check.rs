@@ -160,7 +160,7 @@ fn unreachable_report(e: CheckError) -> Report {
             rule: Rule::HeaderTruncated,
             severity: crate::rules::Severity::Error,
             offset: 0,
-            message: e.to_string(),
+            message: e.to_string().into(),
         }],
         bitmaps: Vec::new(),
     }

@@ -2,7 +2,7 @@
 //! cluster that a structure references is claimed by that structure; the
 //! claims are later compared with the stored refcounts.
 
-use crate::finding::message;
+use crate::finding::write_message;
 use crate::finding::Findings;
 use crate::rules::Rule;
 use serde::Serialize;
@@ -164,13 +164,16 @@ impl ClusterMap {
             if prev == Owner::Free {
                 self.owner[i] = owner as u8;
             } else if !(prev == owner && owner.shareable()) {
-                findings.add_with(Rule::RefcountOverlap, at, || {
-                    message(format_args!(
-                        "cluster at {:#x} is used by the {} and by the {}",
-                        c << self.cluster_bits,
-                        prev.name(),
-                        owner.name()
-                    ))
+                findings.add_with(Rule::RefcountOverlap, at, |out: &mut String| {
+                    write_message(
+                        out,
+                        format_args!(
+                            "cluster at {:#x} is used by the {} and by the {}",
+                            c << self.cluster_bits,
+                            prev.name(),
+                            owner.name()
+                        ),
+                    )
                 });
                 if owner.is_bitmap() || prev.is_bitmap() {
                     findings.mark_bitmaps_overlap();

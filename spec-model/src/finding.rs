@@ -2,6 +2,9 @@
 
 use crate::rules::{Rule, Severity};
 use serde::Serialize;
+use std::fmt;
+use std::ops::{Deref, Range};
+use std::sync::Arc;
 
 /// One finding of the model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -11,28 +14,107 @@ pub struct Finding {
     /// File offset of the offending field or structure.
     pub offset: u64,
     /// Names the field and its value.
-    pub message: String,
+    pub message: Message,
+}
+
+/// A finding's message. The messages of one check are written into one
+/// buffer that its findings share, so keeping a finding costs no
+/// allocation of its own (a fuzzed image yields dozens of findings, and
+/// under AddressSanitizer every allocation is expensive).
+#[derive(Clone)]
+pub struct Message {
+    text: Arc<str>,
+    range: Range<usize>,
+}
+
+impl Message {
+    /// The message text.
+    pub fn as_str(&self) -> &str {
+        self.text.get(self.range.clone()).unwrap_or_default()
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        let range = 0..s.len();
+        Message {
+            text: s.into(),
+            range,
+        }
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Message::from(s.to_string())
+    }
+}
+
+impl Deref for Message {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Message {}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// At most this many findings of one rule are kept; the rest are counted in
 /// one closing finding, so a hostile file cannot flood the report.
 pub const MAX_FINDINGS_PER_RULE: u32 = 64;
 
-/// Formats a finding's message. `std::fmt::format` sizes the buffer from
-/// the arguments and runs the formatting loop inside the standard library,
-/// which fuzzing builds do not instrument (a hand-written `write_fmt` into
-/// a `String` would be compiled here, with a coverage hook on every write).
-pub(crate) fn message(args: std::fmt::Arguments<'_>) -> String {
-    std::fmt::format(args)
+/// Appends a formatted message to the shared message buffer (used by the
+/// `msg!` closures).
+pub(crate) fn write_message(out: &mut String, args: fmt::Arguments<'_>) {
+    // Writing to a String cannot fail.
+    let _ = fmt::Write::write_fmt(out, args);
 }
 
 /// Severities per rule in [`Findings`]' count table.
 const SEVERITIES: usize = 6;
 
+/// A kept finding whose message lies in [`Findings`]' buffer.
+#[derive(Debug)]
+struct Kept {
+    rule: Rule,
+    severity: Severity,
+    offset: u64,
+    /// Position in recording order (keeps the sort stable).
+    seq: u32,
+    start: usize,
+    end: usize,
+}
+
 /// Collects findings, capping each rule's count.
 #[derive(Debug, Default)]
 pub struct Findings {
-    list: Vec<Finding>,
+    list: Vec<Kept>,
+    /// The kept findings' messages, one after the other.
+    text: String,
     /// Findings recorded per (rule, severity), indexed by
     /// `rule * SEVERITIES + severity`: every finding bumps one counter, so
     /// counting must not search (empty until the first finding).
@@ -46,7 +128,7 @@ pub struct Findings {
 
 impl Findings {
     /// Records a finding with the rule's first (or only) severity.
-    pub fn add(&mut self, rule: Rule, offset: u64, message: impl Into<String>) {
+    pub fn add(&mut self, rule: Rule, offset: u64, message: impl AsRef<str>) {
         self.add_as(rule, rule.severities()[0], offset, message)
     }
 
@@ -56,25 +138,26 @@ impl Findings {
         rule: Rule,
         severity: Severity,
         offset: u64,
-        message: impl Into<String>,
+        message: impl AsRef<str>,
     ) {
-        self.add_as_with(rule, severity, offset, || message.into())
+        self.add_as_with(rule, severity, offset, |out| out.push_str(message.as_ref()))
     }
 
-    /// Like [`Findings::add`], but builds the message only when the finding
-    /// is kept: a hostile file can break one rule thousands of times, and
-    /// formatting the messages past the cap would dominate the check.
-    pub fn add_with(&mut self, rule: Rule, offset: u64, message: impl FnOnce() -> String) {
+    /// Like [`Findings::add`], but writes the message (into the buffer it
+    /// is given) only when the finding is kept: a hostile file can break
+    /// one rule thousands of times, and formatting the messages past the
+    /// cap would dominate the check. `msg!("...")` makes such a closure.
+    pub fn add_with(&mut self, rule: Rule, offset: u64, message: impl FnOnce(&mut String)) {
         self.add_as_with(rule, rule.severities()[0], offset, message)
     }
 
-    /// [`Findings::add_as`] with a lazily built message (see `add_with`).
+    /// [`Findings::add_as`] with a lazily written message (see `add_with`).
     pub fn add_as_with(
         &mut self,
         rule: Rule,
         severity: Severity,
         offset: u64,
-        message: impl FnOnce() -> String,
+        message: impl FnOnce(&mut String),
     ) {
         debug_assert!(
             rule.severities().contains(&severity),
@@ -90,11 +173,15 @@ impl Findings {
             self.per_rule.push((rule, severity));
         }
         if n <= MAX_FINDINGS_PER_RULE {
-            self.list.push(Finding {
+            let start = self.text.len();
+            message(&mut self.text);
+            self.list.push(Kept {
                 rule,
                 severity,
                 offset,
-                message: message(),
+                seq: self.list.len() as u32,
+                start,
+                end: self.text.len(),
             });
         }
     }
@@ -141,32 +228,43 @@ impl Findings {
                 .map(|f| f.offset)
                 .max()
                 .unwrap_or(0);
-            self.list.push(Finding {
-                rule,
-                severity,
-                offset: last,
-                message: format!(
+            let start = self.text.len();
+            write_message(
+                &mut self.text,
+                format_args!(
                     "{} more findings of this rule not listed",
                     n - MAX_FINDINGS_PER_RULE
                 ),
+            );
+            self.list.push(Kept {
+                rule,
+                severity,
+                offset: last,
+                seq: self.list.len() as u32,
+                start,
+                end: self.text.len(),
             });
         }
-        // Sorted as one integer key per finding (offset, rule, position:
-        // stable), then permuted: one comparison per step and each finding
-        // moved once.
-        let mut keys: Vec<u128> = self
-            .list
-            .iter()
-            .enumerate()
-            .map(|(i, f)| u128::from(f.offset) << 64 | (f.rule as u128) << 32 | i as u128)
-            .collect();
-        keys.sort_unstable();
-        let mut slots: Vec<Option<Finding>> = self.list.into_iter().map(Some).collect();
-        self.list = keys
-            .iter()
-            .filter_map(|k| slots[*k as u32 as usize].take())
-            .collect();
-        self.list.dedup();
+        // By offset, then rule, then recording order: one integer key.
+        self.list.sort_unstable_by_key(|f| {
+            u128::from(f.offset) << 64 | (f.rule as u128) << 32 | u128::from(f.seq)
+        });
+        let text: Arc<str> = self.text.into();
+        let same_text = |a: &Kept, b: &Kept| text.get(a.start..a.end) == text.get(b.start..b.end);
+        self.list.dedup_by(|a, b| {
+            a.rule == b.rule && a.severity == b.severity && a.offset == b.offset && same_text(a, b)
+        });
         self.list
+            .iter()
+            .map(|f| Finding {
+                rule: f.rule,
+                severity: f.severity,
+                offset: f.offset,
+                message: Message {
+                    text: Arc::clone(&text),
+                    range: f.start..f.end,
+                },
+            })
+            .collect()
     }
 }

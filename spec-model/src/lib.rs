@@ -16,7 +16,7 @@
 /// are).
 macro_rules! msg {
     ($($arg:tt)*) => {
-        || $crate::finding::message(format_args!($($arg)*))
+        |out: &mut String| $crate::finding::write_message(out, format_args!($($arg)*))
     };
 }
 

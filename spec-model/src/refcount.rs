@@ -4,7 +4,7 @@
 
 use crate::clusters::Owner;
 use crate::context::Ctx;
-use crate::finding::message;
+use crate::finding::write_message;
 use crate::io::CheckError;
 use crate::rules::{Rule, Severity};
 use crate::zeros::first_nonzero;
@@ -122,19 +122,26 @@ impl<R: Read + Seek> Ctx<R> {
             let block = e & !REFTABLE_RESERVED;
             if e & REFTABLE_RESERVED != 0 || !self.h.aligned(block) {
                 self.findings
-                    .add_with(Rule::RefcountBlockAlignment, at, || {
-                        message(format_args!(
-                            "refcount table entry {i} is {e:#x}: not a cluster-aligned offset"
-                        ))
+                    .add_with(Rule::RefcountBlockAlignment, at, |out: &mut String| {
+                        write_message(
+                            out,
+                            format_args!(
+                                "refcount table entry {i} is {e:#x}: not a cluster-aligned offset"
+                            ),
+                        )
                     });
                 continue;
             }
             if !self.img.contains(block, cs) {
-                self.findings.add_with(Rule::RefcountBounds, at, || {
-                    message(format_args!(
-                        "refcount block {i} at {block:#x} lies past the end of the file"
-                    ))
-                });
+                self.findings
+                    .add_with(Rule::RefcountBounds, at, |out: &mut String| {
+                        write_message(
+                            out,
+                            format_args!(
+                                "refcount block {i} at {block:#x} lies past the end of the file"
+                            ),
+                        )
+                    });
                 continue;
             }
             let claimed = self
@@ -274,7 +281,7 @@ impl RunReporter {
         } else {
             Severity::Error
         };
-        ctx.findings.add_as_with(rule, severity, start << bits, || {
+        ctx.findings.add_as_with(rule, severity, start << bits, |out: &mut String| {
             let n = end - start;
             let (first, last) = (start << bits, end << bits);
             let what = if owner == Owner::Free {
@@ -288,11 +295,11 @@ impl RunReporter {
                 owner.name()
             };
             if n == 1 {
-                message(format_args!(
+                write_message(out, format_args!(
                     "cluster at {first:#x}: refcount {rc}, referenced {refs} times by {what}{name}"
                 ))
             } else {
-                message(format_args!(
+                write_message(out, format_args!(
                     "{n} clusters at {first:#x}..{last:#x}: refcount {rc}, referenced {refs} times by {what}{name}"
                 ))
             }

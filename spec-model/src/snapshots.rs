@@ -3,7 +3,7 @@
 use crate::clusters::Owner;
 use crate::context::Ctx;
 use crate::fields::snapshot as f;
-use crate::finding::message;
+use crate::finding::write_message;
 use crate::io::CheckError;
 use crate::mapping::MappingStats;
 use crate::rules::Rule;
@@ -40,12 +40,16 @@ impl<R: Read + Seek> Ctx<R> {
         let mut pos = start;
         for n in 0..self.h.nb_snapshots {
             let Some(fixed) = self.img.read_checked(pos, f::FIXED_LENGTH as u64)? else {
-                self.findings.add_with(Rule::SnapshotBounds, pos, || {
-                    message(format_args!(
-                        "snapshot {n} of {} at {pos:#x} lies past the end of the file",
-                        self.h.nb_snapshots
-                    ))
-                });
+                self.findings
+                    .add_with(Rule::SnapshotBounds, pos, |out: &mut String| {
+                        write_message(
+                            out,
+                            format_args!(
+                                "snapshot {n} of {} at {pos:#x} lies past the end of the file",
+                                self.h.nb_snapshots
+                            ),
+                        )
+                    });
                 break;
             };
             let extra_size = f::EXTRA_DATA_SIZE.get(&fixed);
@@ -82,12 +86,16 @@ impl<R: Read + Seek> Ctx<R> {
                 raw_fixed: fixed,
             };
             if !self.h.aligned(snap.l1_table_offset) {
-                self.findings.add_with(Rule::SnapshotBounds, pos, || {
-                    message(format_args!(
-                        "snapshot {n}: l1_table_offset {:#x} is not cluster aligned",
-                        snap.l1_table_offset
-                    ))
-                });
+                self.findings
+                    .add_with(Rule::SnapshotBounds, pos, |out: &mut String| {
+                        write_message(
+                            out,
+                            format_args!(
+                                "snapshot {n}: l1_table_offset {:#x} is not cluster aligned",
+                                snap.l1_table_offset
+                            ),
+                        )
+                    });
             } else {
                 self.walk_l1(
                     snap.l1_table_offset,
