@@ -12,8 +12,9 @@
 //!   zstd), zero and partly allocated clusters (`fuzz_targets::guest::recode`),
 //!   and the images of the shared corpus `CORPUS/images` behind a random plan;
 //! - `draft_dump`: images laid out per each draft revision
-//!   (`generator::cases::revision`) behind the byte that selects the
-//!   revision, and the shared corpus's draft cases (`revision/<name>/...`
+//!   (`generator::cases::revision`), some also cut short inside their
+//!   header, behind the byte that selects the revision, and the shared
+//!   corpus's draft cases (`revision/<name>/...`
 //!   in `CORPUS/manifest.json`) likewise;
 //! - `roundtrip`, `mutant_verdict`, `guest_roundtrip`: deterministic random
 //!   byte strings (these targets read their input through
@@ -157,6 +158,14 @@ fn main() -> std::io::Result<()> {
             input.extend_from_slice(&case.bytes);
             if input.len() <= max {
                 drafts += usize::from(write(&out.join("draft_dump"), &input)?);
+            }
+            // Files that end inside a header: libFuzzer rarely shrinks a
+            // large input that far.
+            if i < 2 {
+                for cut in [3, 20, 27, 60, 100, 110, 115] {
+                    let end = (1 + cut).min(input.len());
+                    drafts += usize::from(write(&out.join("draft_dump"), &input[..end])?);
+                }
             }
         }
     }
