@@ -171,16 +171,27 @@ impl Findings {
             self.per_rule.push((rule, severity));
         }
         if n <= MAX_FINDINGS_PER_RULE {
-            let start = self.text.len();
-            message(&mut self.text);
-            self.list.push(Kept {
-                rule,
-                severity,
-                offset,
-                start,
-                end: self.text.len(),
-            });
+            self.keep(rule, severity, offset, message);
         }
+    }
+
+    /// Appends a kept finding, writing its message into the shared buffer.
+    fn keep(
+        &mut self,
+        rule: Rule,
+        severity: Severity,
+        offset: u64,
+        message: impl FnOnce(&mut String),
+    ) {
+        let start = self.text.len();
+        message(&mut self.text);
+        self.list.push(Kept {
+            rule,
+            severity,
+            offset,
+            start,
+            end: self.text.len(),
+        });
     }
 
     /// Notes that a bitmap structure shares a cluster with another
@@ -225,21 +236,15 @@ impl Findings {
                 .map(|f| f.offset)
                 .max()
                 .unwrap_or(0);
-            let start = self.text.len();
-            write_message(
-                &mut self.text,
-                format_args!(
+            self.keep(
+                rule,
+                severity,
+                last,
+                msg!(
                     "{} more findings of this rule not listed",
                     n - MAX_FINDINGS_PER_RULE
                 ),
             );
-            self.list.push(Kept {
-                rule,
-                severity,
-                offset: last,
-                start,
-                end: self.text.len(),
-            });
         }
         // By offset, then rule, stable. Findings are recorded in a few
         // ascending runs (one per structure walked), which a stable sort
