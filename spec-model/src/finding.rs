@@ -94,6 +94,9 @@ pub(crate) fn write_message(out: &mut String, args: fmt::Arguments<'_>) {
     let _ = fmt::Write::write_fmt(out, args);
 }
 
+/// Findings room is made for when the first one arrives.
+const INITIAL_FINDINGS: usize = 64;
+
 /// Severities per rule in [`Findings`]' count table.
 const SEVERITIES: usize = 6;
 
@@ -162,7 +165,11 @@ impl Findings {
             "{rule} as {severity:?}"
         );
         if self.counts.is_empty() {
+            // First finding: room for a typical damaged image's findings
+            // at once, rather than a dozen reallocations while they arrive.
             self.counts = vec![0; Rule::ALL.len() * SEVERITIES];
+            self.list.reserve(INITIAL_FINDINGS);
+            self.text.reserve(INITIAL_FINDINGS * 64);
         }
         let slot = &mut self.counts[rule as usize * SEVERITIES + severity as usize];
         *slot += 1;

@@ -8,6 +8,7 @@ use crate::fields::mapping as m;
 use crate::finding::write_message;
 use crate::io::CheckError;
 use crate::rules::Rule;
+use crate::zeros::nonzero_table_entries;
 use serde::Serialize;
 use std::io::{Read, Seek};
 
@@ -64,7 +65,8 @@ impl<R: Read + Seek> Ctx<R> {
         let cs = self.h.cluster_size();
         // Sized on first use, once an L2 table is known to lie in the file.
         let mut l2 = Vec::new();
-        for (i, chunk) in l1.chunks_exact(8).enumerate() {
+        // Zero entries map nothing and break no rule: skipped in runs.
+        for (i, chunk) in nonzero_table_entries(&l1, 8) {
             let e = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
             let at = l1_offset + 8 * i as u64;
             if e & m::L1_RESERVED_MASK != 0 {
@@ -157,16 +159,14 @@ impl<R: Read + Seek> Ctx<R> {
         let entry_size = self.h.l2_entry_size() as usize;
         let cluster_bits = self.h.cluster_bits;
         let cs = self.h.cluster_size();
-        for (i, chunk) in l2.chunks_exact(entry_size).enumerate() {
+        // Unallocated entries (all zero) are skipped in runs.
+        for (i, chunk) in nonzero_table_entries(l2, entry_size) {
             let e = u64::from_be_bytes(chunk[..8].try_into().unwrap_or_default());
             let sub = if ext {
                 u64::from_be_bytes(chunk[8..16].try_into().unwrap_or_default())
             } else {
                 0
             };
-            if e == 0 && sub == 0 {
-                continue;
-            }
             let at = l2_offset + (i * entry_size) as u64;
             if e & m::COMPRESSED != 0 {
                 // Offset field: bits 0..x-1 with x = 62 - (cluster_bits - 8);

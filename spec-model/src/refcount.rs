@@ -7,7 +7,7 @@ use crate::context::Ctx;
 use crate::finding::write_message;
 use crate::io::CheckError;
 use crate::rules::{Rule, Severity};
-use crate::zeros::first_nonzero;
+use crate::zeros::{first_nonzero, nonzero_table_entries};
 use serde::Serialize;
 use std::io::{Read, Seek};
 
@@ -113,11 +113,8 @@ impl<R: Read + Seek> Ctx<R> {
             offset,
         );
         let mut blocks = Vec::new();
-        for (i, chunk) in table.chunks_exact(8).enumerate() {
+        for (i, chunk) in nonzero_table_entries(&table, 8) {
             let e = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
-            if e == 0 {
-                continue;
-            }
             let at = offset + 8 * i as u64;
             let block = e & !REFTABLE_RESERVED;
             if e & REFTABLE_RESERVED != 0 || !self.h.aligned(block) {

@@ -23,7 +23,7 @@ pub struct Snapshot {
     pub disk_size: Option<u64>,
     /// The 40 fixed bytes, read through the field table by `dump`.
     #[serde(skip)]
-    pub raw_fixed: Vec<u8>,
+    pub raw_fixed: [u8; f::FIXED_LENGTH],
 }
 
 impl<R: Read + Seek> Ctx<R> {
@@ -38,8 +38,11 @@ impl<R: Read + Seek> Ctx<R> {
         }
         let start = self.h.snapshots_offset;
         let mut pos = start;
+        // The variable part of each entry, read into one reused buffer.
+        let mut rest = Vec::new();
         for n in 0..self.h.nb_snapshots {
-            let Some(fixed) = self.img.read_checked(pos, f::FIXED_LENGTH as u64)? else {
+            let mut fixed = [0u8; f::FIXED_LENGTH];
+            if !self.img.contains(pos, f::FIXED_LENGTH as u64) {
                 self.findings
                     .add_with(Rule::SnapshotBounds, pos, |out: &mut String| {
                         write_message(
@@ -51,20 +54,24 @@ impl<R: Read + Seek> Ctx<R> {
                         )
                     });
                 break;
-            };
+            }
+            self.img.read_into(pos, &mut fixed)?;
             let extra_size = f::EXTRA_DATA_SIZE.get(&fixed);
             let id_size = f::ID_STR_SIZE.get(&fixed);
             let name_size = f::NAME_SIZE.get(&fixed);
             let var = extra_size + id_size + name_size;
             let entry_len = (f::FIXED_LENGTH as u64 + var).div_ceil(8) * 8;
-            let Some(rest) = self.img.read_checked(pos + f::FIXED_LENGTH as u64, var)? else {
+            if !self.img.contains(pos + f::FIXED_LENGTH as u64, var) {
                 self.findings.add_with(
                     Rule::SnapshotBounds,
                     pos,
                     msg!("snapshot {n} at {pos:#x} ({entry_len} bytes) runs past the end of the file"),
                 );
                 break;
-            };
+            }
+            rest.resize(var as usize, 0);
+            self.img
+                .read_into(pos + f::FIXED_LENGTH as u64, &mut rest)?;
             let extra = &rest[..extra_size as usize];
             let id = &rest[extra_size as usize..(extra_size + id_size) as usize];
             let name = &rest[(extra_size + id_size) as usize..];

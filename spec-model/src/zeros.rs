@@ -27,9 +27,66 @@ pub(crate) fn first_nonzero(bytes: &[u8]) -> Option<usize> {
         .position(|&b| b != 0)
         .map(|k| p + k)
 }
+
+/// True when every byte of a short `entry` (a table entry of 8 or 16
+/// bytes) is zero, tested a word at a time.
+fn entry_is_zero(entry: &[u8]) -> bool {
+    let mut words = entry.chunks_exact(8);
+    words
+        .by_ref()
+        .all(|w| <[u8; 8]>::try_from(w).is_ok_and(|a| u64::from_ne_bytes(a) == 0))
+        && words.remainder().iter().all(|&b| b == 0)
+}
+
+/// The entries of a table of `width`-byte entries that are not all zero,
+/// with their indexes, in order (a trailing partial entry is ignored, as
+/// by `chunks_exact`). Runs of zero entries are skipped with
+/// [`first_nonzero`]; a non-zero entry right after the previous one is
+/// found without searching, so dense tables cost no more than a plain loop.
+pub(crate) fn nonzero_table_entries(
+    bytes: &[u8],
+    width: usize,
+) -> impl Iterator<Item = (usize, &[u8])> {
+    let width = width.max(1);
+    let mut next = 0usize;
+    std::iter::from_fn(move || loop {
+        let entry = bytes.get(next * width..(next + 1) * width)?;
+        if !entry_is_zero(entry) {
+            next += 1;
+            return Some((next - 1, entry));
+        }
+        let from = (next + 1) * width;
+        let k = first_nonzero(bytes.get(from..)?)?;
+        next = (from + k) / width;
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::first_nonzero;
+    use super::{first_nonzero, nonzero_table_entries};
+
+    #[test]
+    fn nonzero_table_entries_match_a_plain_scan() {
+        for width in [1usize, 8, 16] {
+            for len in [0usize, 7, 8, 16, 24, 200, 4096, 4100] {
+                let mut b = vec![0u8; len];
+                for at in [
+                    0usize, 1, 15, 16, 17, 63, 64, 65, 130, 131, 2000, 4095, 4099,
+                ] {
+                    if at < len {
+                        b[at] = 0x40;
+                    }
+                }
+                let want: Vec<(usize, &[u8])> = b
+                    .chunks_exact(width)
+                    .enumerate()
+                    .filter(|(_, c)| c.iter().any(|&x| x != 0))
+                    .collect();
+                let got: Vec<(usize, &[u8])> = nonzero_table_entries(&b, width).collect();
+                assert_eq!(got, want, "width {width}, len {len}");
+            }
+        }
+    }
 
     #[test]
     fn finds_the_first_non_zero_byte_anywhere() {
