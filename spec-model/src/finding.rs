@@ -253,19 +253,34 @@ impl Findings {
                 ),
             );
         }
-        // By offset, then rule, stable. Findings are recorded in a few
-        // ascending runs (one per structure walked), which a stable sort
-        // detects and merges with far fewer comparisons than a quicksort.
-        self.list
-            .sort_by_key(|f| u128::from(f.offset) << 64 | f.rule as u128);
-        let text: Arc<str> = self.text.into();
-        let same_text = |a: &Kept, b: &Kept| text.get(a.start..a.end) == text.get(b.start..b.end);
-        self.list.dedup_by(|a, b| {
-            a.rule == b.rule && a.severity == b.severity && a.offset == b.offset && same_text(a, b)
-        });
-        self.list
+        // By offset, then rule, then arrival: the keys are unique, so an
+        // unstable sort of them (no scratch buffer) gives the stable order.
+        let mut order: Vec<u128> = self
+            .list
             .iter()
-            .map(|f| Finding {
+            .enumerate()
+            .map(|(i, f)| u128::from(f.offset) << 64 | (f.rule as u128) << 32 | i as u128)
+            .collect();
+        order.sort_unstable();
+        let text: Arc<str> = self.text.into();
+        let mut out: Vec<Finding> = Vec::with_capacity(order.len());
+        let mut last: Option<&Kept> = None;
+        for key in order {
+            let Some(f) = self.list.get(key as u32 as usize) else {
+                continue;
+            };
+            // Repeats of one finding (same rule, severity, offset and
+            // message) are listed once.
+            if last.is_some_and(|l| {
+                l.rule == f.rule
+                    && l.severity == f.severity
+                    && l.offset == f.offset
+                    && text.get(l.start..l.end) == text.get(f.start..f.end)
+            }) {
+                continue;
+            }
+            last = Some(f);
+            out.push(Finding {
                 rule: f.rule,
                 severity: f.severity,
                 offset: f.offset,
@@ -273,7 +288,8 @@ impl Findings {
                     text: Arc::clone(&text),
                     range: f.start..f.end,
                 },
-            })
-            .collect()
+            });
+        }
+        out
     }
 }

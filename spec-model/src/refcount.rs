@@ -4,7 +4,7 @@
 
 use crate::clusters::Owner;
 use crate::context::Ctx;
-use crate::finding::write_message;
+use crate::finding::{write_message, Findings};
 use crate::io::CheckError;
 use crate::rules::{Rule, Severity};
 use crate::zeros::{first_nonzero, nonzero_table_entries};
@@ -52,30 +52,27 @@ fn refcount_at(block: &[u8], index: u64, order: u32) -> u64 {
 fn nonzero_entries(block: &[u8], from: u64, order: u32, out: &mut Vec<u64>) {
     out.clear();
     let bits = 1u64 << order;
-    // Entries per byte (narrow) or bytes per entry (wide).
-    let (per_byte, width) = if bits < 8 {
-        (8 / bits, 1)
-    } else {
-        (1, bits / 8)
-    };
-    let Ok(mut p) = usize::try_from(from / per_byte * width) else {
+    if bits >= 8 {
+        // Whole bytes per entry: an entry is non-zero when any byte is.
+        let width = (bits / 8) as usize;
+        let Some(rest) = usize::try_from(from)
+            .ok()
+            .and_then(|f| f.checked_mul(width))
+            .and_then(|start| block.get(start..))
+        else {
+            return;
+        };
+        out.extend(nonzero_table_entries(rest, width).map(|(k, _)| from + k as u64));
+        return;
+    }
+    // Several entries per byte: each non-zero byte is split into its entries.
+    let per_byte = 8 / bits;
+    let Ok(mut p) = usize::try_from(from / per_byte) else {
         return;
     };
-    let mut last: Option<u64> = None;
     while let Some(k) = block.get(p..).and_then(first_nonzero) {
         let q = (p + k) as u64;
-        // The entries that byte `q` is (part of).
-        let (lo, hi) = if bits < 8 {
-            (q * per_byte, (q + 1) * per_byte)
-        } else {
-            (q / width, q / width + 1)
-        };
-        for i in lo.max(from)..hi {
-            // A wide entry with several non-zero bytes comes up once per byte.
-            if last.is_some_and(|l| i <= l) {
-                continue;
-            }
-            last = Some(i);
+        for i in (q * per_byte).max(from)..(q + 1) * per_byte {
             if refcount_at(block, i, order) != 0 {
                 out.push(i);
             }
@@ -170,7 +167,38 @@ impl<R: Read + Seek> Ctx<R> {
         let cs = self.h.cluster_size();
         let per_block = u64::try_from((u128::from(cs) * 8) >> order).unwrap_or(u64::MAX);
         let n = self.map.len();
-        let mut runs = RunReporter::default();
+        // A dirty image may hold any refcounts: they are compared and
+        // counted, but not reported.
+        let report = self.h.incompatible_features & crate::fields::header::INCOMPAT_DIRTY == 0;
+        let bits = self.h.cluster_bits;
+        // The per-cluster state lives in locals that no callee sees, so the
+        // loop below keeps it in registers (every memory access costs a
+        // check in sanitizer builds, and this loop runs once per cluster).
+        let (map, findings) = (&self.map, &mut self.findings);
+        let mut run: Option<Run> = None;
+        let mut judge = |c: u64, rc: u64| {
+            let (owner, refs) = map.get(c);
+            let refs = u64::from(refs);
+            let verdict = cluster_verdict(owner, refs, rc, &mut stats);
+            if verdict.is_some_and(|v| v.rule == Rule::RefcountOverlap && owner.is_bitmap()) {
+                findings.mark_bitmaps_overlap();
+            }
+            match (&mut run, verdict) {
+                (Some(r), Some(v)) if r.end == c && r.verdict == v => r.end = c + 1,
+                (current, v) => {
+                    if let Some(done) = current.take() {
+                        if report {
+                            done.report(findings, bits);
+                        }
+                    }
+                    *current = v.map(|verdict| Run {
+                        start: c,
+                        end: c + 1,
+                        verdict,
+                    });
+                }
+            }
+        };
         let mut block_buf = Vec::new();
         let mut past_end = Vec::new();
         // Clusters [0, done) have been judged. Blocks come in table order.
@@ -178,7 +206,7 @@ impl<R: Read + Seek> Ctx<R> {
         for &(idx, off) in &blocks.0 {
             let first = idx.saturating_mul(per_block);
             for c in done..first.min(n) {
-                self.judge_cluster(c, 0, &mut runs, &mut stats);
+                judge(c, 0);
             }
             block_buf.resize(cs as usize, 0);
             self.img.read_into(off, &mut block_buf)?;
@@ -187,100 +215,96 @@ impl<R: Read + Seek> Ctx<R> {
             // the block are skipped rather than decoded one entry at a time.
             let inside = n.saturating_sub(first).min(per_block);
             for i in 0..inside {
-                let rc = refcount_at(&block_buf, i, order);
-                self.judge_cluster(first + i, rc, &mut runs, &mut stats);
+                judge(first + i, refcount_at(&block_buf, i, order));
             }
             nonzero_entries(&block_buf, inside, order, &mut past_end);
             for &i in &past_end {
-                let rc = refcount_at(&block_buf, i, order);
-                self.judge_cluster(first.saturating_add(i), rc, &mut runs, &mut stats);
+                judge(first.saturating_add(i), refcount_at(&block_buf, i, order));
             }
             done = done.max(first.saturating_add(per_block));
         }
         for c in done..n {
-            self.judge_cluster(c, 0, &mut runs, &mut stats);
+            judge(c, 0);
         }
-        runs.flush(self);
+        if let Some(last) = run.take() {
+            if report {
+                last.report(&mut self.findings, bits);
+            }
+        }
         Ok(stats)
     }
-
-    fn judge_cluster(
-        &mut self,
-        c: u64,
-        rc: u64,
-        runs: &mut RunReporter,
-        stats: &mut RefcountStats,
-    ) {
-        let (owner, refs) = self.map.get(c);
-        let refs = u64::from(refs);
-        if refs > 0 {
-            stats.clusters_referenced += 1;
-        }
-        let verdict = if refs > 0 && rc == 0 {
-            stats.unallocated_clusters += 1;
-            Some(match owner {
-                Owner::BitmapTable => Rule::BitmapsTableBounds,
-                Owner::BitmapData => Rule::BitmapsDataBounds,
-                _ => Rule::RefcountUnallocated,
-            })
-        } else if refs > rc {
-            stats.undercounted_clusters += 1;
-            if owner.is_bitmap() {
-                self.findings.mark_bitmaps_overlap();
-            }
-            Some(Rule::RefcountOverlap)
-        } else if rc > refs {
-            stats.leaked_clusters += 1;
-            Some(Rule::RefcountLeak)
-        } else {
-            None
-        };
-        runs.push(self, c, verdict.map(|r| (r, owner, rc, refs)));
-    }
 }
 
-/// A refcount verdict on one cluster: rule, owner, refcount, references.
-type ClusterVerdict = (Rule, Owner, u64, u64);
-
-/// Folds consecutive clusters with the same refcount verdict into one finding.
-#[derive(Default)]
-struct RunReporter {
-    /// First cluster, one past the last, and their common verdict.
-    current: Option<(u64, u64, ClusterVerdict)>,
+/// The refcount verdict on one cluster with `refs` references counted and
+/// refcount `rc` stored, counted into `stats`: `None` when they agree.
+fn cluster_verdict(
+    owner: Owner,
+    refs: u64,
+    rc: u64,
+    stats: &mut RefcountStats,
+) -> Option<ClusterVerdict> {
+    if refs > 0 {
+        stats.clusters_referenced += 1;
+    }
+    let rule = if refs > 0 && rc == 0 {
+        stats.unallocated_clusters += 1;
+        match owner {
+            Owner::BitmapTable => Rule::BitmapsTableBounds,
+            Owner::BitmapData => Rule::BitmapsDataBounds,
+            _ => Rule::RefcountUnallocated,
+        }
+    } else if refs > rc {
+        stats.undercounted_clusters += 1;
+        Rule::RefcountOverlap
+    } else if rc > refs {
+        stats.leaked_clusters += 1;
+        Rule::RefcountLeak
+    } else {
+        return None;
+    };
+    Some(ClusterVerdict {
+        rule,
+        owner,
+        rc,
+        refs,
+    })
 }
 
-impl RunReporter {
-    fn push<R>(&mut self, ctx: &mut Ctx<R>, c: u64, v: Option<ClusterVerdict>) {
-        if let (Some((_, end, cur)), Some(new)) = (&mut self.current, v) {
-            if *cur == new && *end == c {
-                *end = c + 1;
-                return;
-            }
-        }
-        if self.current.is_some() {
-            self.flush(ctx);
-        }
-        if let Some(new) = v {
-            self.current = Some((c, c + 1, new));
-        }
-    }
+/// A refcount verdict on one cluster: the rule it breaks, its owner, its
+/// stored refcount and the references counted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ClusterVerdict {
+    rule: Rule,
+    owner: Owner,
+    rc: u64,
+    refs: u64,
+}
 
-    fn flush<R>(&mut self, ctx: &mut Ctx<R>) {
-        let Some((start, end, (rule, owner, rc, refs))) = self.current.take() else {
-            return;
-        };
-        if ctx.h.incompatible_features & crate::fields::header::INCOMPAT_DIRTY != 0 {
-            return;
-        }
-        let bits = ctx.h.cluster_bits;
+/// Consecutive clusters `[start, end)` with one verdict, reported as one
+/// finding.
+struct Run {
+    start: u64,
+    end: u64,
+    verdict: ClusterVerdict,
+}
+
+impl Run {
+    fn report(self, findings: &mut Findings, cluster_bits: u32) {
+        let Run { start, end, verdict } = self;
+        let ClusterVerdict {
+            rule,
+            owner,
+            rc,
+            refs,
+        } = verdict;
         let severity = if rule == Rule::RefcountLeak {
             Severity::Leak
         } else {
             Severity::Error
         };
-        ctx.findings.add_as_with(rule, severity, start << bits, |out: &mut String| {
+        findings.add_as_with(rule, severity, start << cluster_bits, |out: &mut String| {
             let n = end - start;
-            let (first, last) = (start << bits, end << bits);
+            let (first, last) = (start << cluster_bits, end << cluster_bits);
             let what = if owner == Owner::Free {
                 "no structure"
             } else {
