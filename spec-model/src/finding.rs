@@ -182,6 +182,33 @@ impl Findings {
         }
     }
 
+    /// How many more findings of `rule` at `severity` would be listed
+    /// before the rule's cap.
+    pub fn room(&self, rule: Rule, severity: Severity) -> u32 {
+        let recorded = self
+            .counts
+            .get(rule as usize * SEVERITIES + severity as usize)
+            .copied()
+            .unwrap_or(0);
+        MAX_FINDINGS_PER_RULE.saturating_sub(recorded)
+    }
+
+    /// Records `n` findings of `rule` at `severity` that the caller knows
+    /// lie past the rule's cap ([`Findings::room`] is 0): they are counted
+    /// in its summary, exactly as if each had been added.
+    pub fn count_unlisted(&mut self, rule: Rule, severity: Severity, n: u32) {
+        if n == 0 {
+            return;
+        }
+        debug_assert_eq!(self.room(rule, severity), 0, "{rule} is not capped");
+        if let Some(slot) = self
+            .counts
+            .get_mut(rule as usize * SEVERITIES + severity as usize)
+        {
+            *slot = slot.saturating_add(n);
+        }
+    }
+
     /// Appends a kept finding, writing its message into the shared buffer.
     fn keep(
         &mut self,

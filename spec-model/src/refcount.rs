@@ -40,17 +40,25 @@ fn refcount_at(block: &[u8], index: u64, order: u32) -> u64 {
     } else {
         let width = (bits / 8) as usize;
         let start = index as usize * width;
-        block[start..start + width]
-            .iter()
-            .fold(0u64, |v, &b| (v << 8) | u64::from(b))
+        big_endian(&block[start..start + width])
     }
 }
 
-/// Collects into `out`, in increasing order and from `from` on, the indexes
-/// of the entries of a block (entries `1 << order` bits wide) that hold a
-/// non-zero refcount. Zero bytes are skipped in runs ([`first_nonzero`]).
-fn nonzero_entries(block: &[u8], from: u64, order: u32, out: &mut Vec<u64>) {
-    out.clear();
+/// The value of a big-endian entry of 1, 2, 4 or 8 bytes.
+fn big_endian(entry: &[u8]) -> u64 {
+    match entry.len() {
+        1 => u64::from(entry[0]),
+        2 => <[u8; 2]>::try_from(entry).map_or(0, |a| u16::from_be_bytes(a).into()),
+        4 => <[u8; 4]>::try_from(entry).map_or(0, |a| u32::from_be_bytes(a).into()),
+        _ => <[u8; 8]>::try_from(entry).map_or(0, u64::from_be_bytes),
+    }
+}
+
+/// Calls `f(index, refcount)`, in increasing order and from entry `from`
+/// on, for the entries of a block (entries `1 << order` bits wide) that
+/// hold a non-zero refcount. Zero bytes are skipped in runs
+/// ([`first_nonzero`]).
+fn for_each_nonzero(block: &[u8], from: u64, order: u32, mut f: impl FnMut(u64, u64)) {
     let bits = 1u64 << order;
     if bits >= 8 {
         // Whole bytes per entry: an entry is non-zero when any byte is.
@@ -62,7 +70,9 @@ fn nonzero_entries(block: &[u8], from: u64, order: u32, out: &mut Vec<u64>) {
         else {
             return;
         };
-        out.extend(nonzero_table_entries(rest, width).map(|(k, _)| from + k as u64));
+        for (k, entry) in nonzero_table_entries(rest, width) {
+            f(from + k as u64, big_endian(entry));
+        }
         return;
     }
     // Several entries per byte: each non-zero byte is split into its entries.
@@ -70,14 +80,18 @@ fn nonzero_entries(block: &[u8], from: u64, order: u32, out: &mut Vec<u64>) {
     let Ok(mut p) = usize::try_from(from / per_byte) else {
         return;
     };
+    let mask = (1u64 << bits) - 1;
     while let Some(k) = block.get(p..).and_then(first_nonzero) {
-        let q = (p + k) as u64;
-        for i in (q * per_byte).max(from)..(q + 1) * per_byte {
-            if refcount_at(block, i, order) != 0 {
-                out.push(i);
+        let q = p + k;
+        let byte = u64::from(block.get(q).copied().unwrap_or(0));
+        for j in 0..per_byte {
+            let i = q as u64 * per_byte + j;
+            let rc = (byte >> (j * bits)) & mask;
+            if i >= from && rc != 0 {
+                f(i, rc);
             }
         }
-        p += k + 1;
+        p = q + 1;
     }
 }
 
@@ -154,7 +168,7 @@ impl<R: Read + Seek> Ctx<R> {
         &mut self,
         blocks: &RefcountBlocks,
     ) -> Result<RefcountStats, CheckError> {
-        let mut stats = RefcountStats {
+        let stats = RefcountStats {
             refcount_blocks: blocks.0.len() as u64,
             clusters_in_file: self.map.len(),
             ..Default::default()
@@ -167,71 +181,120 @@ impl<R: Read + Seek> Ctx<R> {
         let cs = self.h.cluster_size();
         let per_block = u64::try_from((u128::from(cs) * 8) >> order).unwrap_or(u64::MAX);
         let n = self.map.len();
-        // A dirty image may hold any refcounts: they are compared and
-        // counted, but not reported.
         let report = self.h.incompatible_features & crate::fields::header::INCOMPAT_DIRTY == 0;
-        let bits = self.h.cluster_bits;
-        // The per-cluster state lives in locals that no callee sees, so the
-        // loop below keeps it in registers (every memory access costs a
-        // check in sanitizer builds, and this loop runs once per cluster).
-        let (map, findings) = (&self.map, &mut self.findings);
-        let mut run: Option<Run> = None;
-        let mut judge = |c: u64, rc: u64| {
-            let (owner, refs) = map.get(c);
-            let refs = u64::from(refs);
-            let verdict = cluster_verdict(owner, refs, rc, &mut stats);
-            if verdict.is_some_and(|v| v.rule == Rule::RefcountOverlap && owner.is_bitmap()) {
-                findings.mark_bitmaps_overlap();
-            }
-            match (&mut run, verdict) {
-                (Some(r), Some(v)) if r.end == c && r.verdict == v => r.end = c + 1,
-                (current, v) => {
-                    if let Some(done) = current.take() {
-                        if report {
-                            done.report(findings, bits);
-                        }
-                    }
-                    *current = v.map(|verdict| Run {
-                        start: c,
-                        end: c + 1,
-                        verdict,
-                    });
-                }
-            }
+        let mut cmp = Comparison {
+            // Leak runs still listed before the rule's cap (findings before
+            // this point cannot be leaks, but ask rather than assume).
+            leak_room: self.findings.room(Rule::RefcountLeak, Severity::Leak),
+            findings: &mut self.findings,
+            stats,
+            run: None,
+            report,
+            cluster_bits: self.h.cluster_bits,
+            leaks_unlisted: 0,
         };
+        let map = &self.map;
         let mut block_buf = Vec::new();
-        let mut past_end = Vec::new();
         // Clusters [0, done) have been judged. Blocks come in table order.
         let mut done = 0u64;
         for &(idx, off) in &blocks.0 {
             let first = idx.saturating_mul(per_block);
             for c in done..first.min(n) {
-                judge(c, 0);
+                let (owner, refs) = map.get(c);
+                cmp.judge(c, owner, refs.into(), 0);
             }
             block_buf.resize(cs as usize, 0);
             self.img.read_into(off, &mut block_buf)?;
             // Entries for clusters inside the file are all judged; past its
-            // end only non-zero refcounts matter (leaks), so zero bytes of
-            // the block are skipped rather than decoded one entry at a time.
+            // end no structure can reference a cluster and only non-zero
+            // refcounts matter (leaks), so zero bytes of the block are
+            // skipped rather than decoded one entry at a time.
             let inside = n.saturating_sub(first).min(per_block);
             for i in 0..inside {
-                judge(first + i, refcount_at(&block_buf, i, order));
+                let (owner, refs) = map.get(first + i);
+                cmp.judge(
+                    first + i,
+                    owner,
+                    refs.into(),
+                    refcount_at(&block_buf, i, order),
+                );
             }
-            nonzero_entries(&block_buf, inside, order, &mut past_end);
-            for &i in &past_end {
-                judge(first.saturating_add(i), refcount_at(&block_buf, i, order));
-            }
+            for_each_nonzero(&block_buf, inside, order, |i, rc| {
+                cmp.judge(first.saturating_add(i), Owner::Free, 0, rc)
+            });
             done = done.max(first.saturating_add(per_block));
         }
         for c in done..n {
-            judge(c, 0);
+            let (owner, refs) = map.get(c);
+            cmp.judge(c, owner, refs.into(), 0);
         }
-        if let Some(last) = run.take() {
-            if report {
-                last.report(&mut self.findings, bits);
+        Ok(cmp.finish())
+    }
+}
+
+/// The cluster-by-cluster comparison under way: statistics, the current
+/// run of clusters sharing one verdict, and the leak runs past the cap.
+/// It is a local of `compare_refcounts` and `judge` is inlined, so the
+/// per-cluster state stays in registers (in sanitizer builds every memory
+/// access costs a check, and `judge` runs once per cluster).
+struct Comparison<'a> {
+    findings: &'a mut Findings,
+    stats: RefcountStats,
+    run: Option<Run>,
+    /// False for a dirty image: its refcounts may be anything, so they are
+    /// compared and counted but not reported.
+    report: bool,
+    cluster_bits: u32,
+    /// Leak runs that may still be listed before the rule's cap; later
+    /// ones are only counted (garbage past the end of the file can hold
+    /// thousands).
+    leak_room: u32,
+    leaks_unlisted: u32,
+}
+
+impl Comparison<'_> {
+    /// Judges cluster `c`: `refs` references counted for `owner`, refcount
+    /// `rc` stored. Clusters come in increasing order.
+    #[inline(always)]
+    fn judge(&mut self, c: u64, owner: Owner, refs: u64, rc: u64) {
+        let verdict = cluster_verdict(owner, refs, rc, &mut self.stats);
+        if verdict.is_some_and(|v| v.rule == Rule::RefcountOverlap && owner.is_bitmap()) {
+            self.findings.mark_bitmaps_overlap();
+        }
+        match (&mut self.run, verdict) {
+            (Some(r), Some(v)) if r.end == c && r.verdict == v => r.end = c + 1,
+            (_, v) => {
+                self.close_run();
+                self.run = v.map(|verdict| Run {
+                    start: c,
+                    end: c + 1,
+                    verdict,
+                });
             }
         }
-        Ok(stats)
+    }
+
+    /// Reports the current run, if any.
+    fn close_run(&mut self) {
+        let Some(done) = self.run.take() else {
+            return;
+        };
+        if !self.report {
+        } else if done.verdict.rule != Rule::RefcountLeak {
+            done.report(self.findings, self.cluster_bits);
+        } else if self.leak_room > 0 {
+            self.leak_room -= 1;
+            done.report(self.findings, self.cluster_bits);
+        } else {
+            self.leaks_unlisted = self.leaks_unlisted.saturating_add(1);
+        }
+    }
+
+    fn finish(mut self) -> RefcountStats {
+        self.close_run();
+        self.findings
+            .count_unlisted(Rule::RefcountLeak, Severity::Leak, self.leaks_unlisted);
+        self.stats
     }
 }
 
@@ -290,7 +353,11 @@ struct Run {
 
 impl Run {
     fn report(self, findings: &mut Findings, cluster_bits: u32) {
-        let Run { start, end, verdict } = self;
+        let Run {
+            start,
+            end,
+            verdict,
+        } = self;
         let ClusterVerdict {
             rule,
             owner,
@@ -330,10 +397,10 @@ impl Run {
 
 #[cfg(test)]
 mod tests {
-    use super::{nonzero_entries, refcount_at};
+    use super::{for_each_nonzero, refcount_at};
 
     #[test]
-    fn nonzero_entries_match_a_full_scan() {
+    fn nonzero_refcounts_match_a_full_scan() {
         let mut block = vec![0u8; 64];
         for (i, b) in [3usize, 4, 17, 40, 41, 63].iter().enumerate() {
             block[*b] = (i as u8 + 1) * 0x11;
@@ -341,11 +408,12 @@ mod tests {
         for order in 0..=6 {
             let entries = (block.len() as u64 * 8) >> order;
             for from in [0, 1, 5, entries / 3, entries - 1, entries] {
-                let want: Vec<u64> = (from..entries)
-                    .filter(|&i| refcount_at(&block, i, order) != 0)
+                let want: Vec<(u64, u64)> = (from..entries)
+                    .map(|i| (i, refcount_at(&block, i, order)))
+                    .filter(|&(_, rc)| rc != 0)
                     .collect();
                 let mut got = Vec::new();
-                nonzero_entries(&block, from, order, &mut got);
+                for_each_nonzero(&block, from, order, |i, rc| got.push((i, rc)));
                 assert_eq!(got, want, "order {order}, from {from}");
             }
         }

@@ -13,15 +13,34 @@ fn or_all(chunk: &[u8; CHUNK]) -> u8 {
 
 /// The index of the first non-zero byte of `bytes`, if any.
 pub(crate) fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    // In dense data the answer is usually in the first word.
+    if let Some(k) = bytes.get(..8).and_then(first_nonzero_in_words) {
+        return Some(k);
+    }
     let mut chunks = bytes.chunks_exact(CHUNK);
     let mut p = 0;
     for c in chunks.by_ref() {
         if <&[u8; CHUNK]>::try_from(c).map_or(true, |a| or_all(a) != 0) {
-            return c.iter().position(|&b| b != 0).map(|k| p + k);
+            return first_nonzero_in_words(c).map(|k| p + k);
         }
         p += CHUNK;
     }
-    chunks
+    first_nonzero_in_words(chunks.remainder()).map(|k| p + k)
+}
+
+/// [`first_nonzero`] a word at a time, for short slices.
+fn first_nonzero_in_words(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut p = 0;
+    for w in words.by_ref() {
+        let v = <[u8; 8]>::try_from(w).map_or(0, u64::from_le_bytes);
+        if v != 0 {
+            // Little-endian: the first byte is the lowest.
+            return Some(p + (v.trailing_zeros() / 8) as usize);
+        }
+        p += 8;
+    }
+    words
         .remainder()
         .iter()
         .position(|&b| b != 0)
