@@ -28,15 +28,20 @@ macro_rules! fuzz_main {
         #[cfg(fuzzing)]
         $crate::libfuzzer_sys::fuzz_target!(|data: &[u8]| $crate::$target(data));
         /// AddressSanitizer's defaults for this target (`ASAN_OPTIONS`
-        /// still overrides them): no stack-use-after-return detection. It
-        /// guards against pointers into returned stack frames, which the
-        /// safe Rust under test cannot make (spec-model forbids `unsafe`),
-        /// and its fake stacks cost check_bytes about a quarter of its
-        /// speed (bench/RESULTS.md, "Fuzzing").
+        /// still overrides them): no stack-use-after-return detection and
+        /// no heap quarantine. Both only catch uses of memory after it was
+        /// freed (a pointer into a returned stack frame; a freed heap chunk
+        /// read before it is handed out again), which the safe Rust under
+        /// test cannot make: spec-model forbids `unsafe` and the borrow
+        /// checker rules out dangling references. Buffer overflows are
+        /// still caught by the redzones. The fake stacks cost check_bytes
+        /// about a quarter of its speed, and the 256 MiB quarantine about
+        /// a seventh, as every allocation then lands on memory that has
+        /// left the cache (bench/RESULTS.md, "check_bytes under ASan").
         #[cfg(fuzzing)]
         #[no_mangle]
         pub extern "C" fn __asan_default_options() -> *const std::os::raw::c_char {
-            c"detect_stack_use_after_return=0".as_ptr()
+            c"detect_stack_use_after_return=0:quarantine_size_mb=0".as_ptr()
         }
         #[cfg(not(fuzzing))]
         fn main() -> std::process::ExitCode {
