@@ -320,3 +320,80 @@ impl Findings {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Findings, MAX_FINDINGS_PER_RULE};
+    use crate::rules::{Rule, Severity};
+
+    /// Adds `n` leak findings one by one, each at its own offset.
+    fn leaks(f: &mut Findings, n: u32) {
+        for i in 0..n {
+            f.add_as(
+                Rule::RefcountLeak,
+                Severity::Leak,
+                u64::from(i) * 512,
+                format!("leak {i}"),
+            );
+        }
+    }
+
+    #[test]
+    fn counting_unlisted_findings_equals_adding_them() {
+        let (mut added, mut counted) = (Findings::default(), Findings::default());
+        leaks(&mut added, MAX_FINDINGS_PER_RULE + 10);
+        leaks(&mut counted, MAX_FINDINGS_PER_RULE);
+        assert_eq!(counted.room(Rule::RefcountLeak, Severity::Leak), 0);
+        counted.count_unlisted(Rule::RefcountLeak, Severity::Leak, 10);
+        let (added, counted) = (added.into_sorted(), counted.into_sorted());
+        assert_eq!(added, counted);
+        let summary = counted.last().map(|f| f.message.to_string());
+        assert_eq!(
+            summary.as_deref(),
+            Some("10 more findings of this rule not listed")
+        );
+    }
+
+    #[test]
+    fn room_counts_down_to_the_cap() {
+        let mut f = Findings::default();
+        assert_eq!(
+            f.room(Rule::RefcountLeak, Severity::Leak),
+            MAX_FINDINGS_PER_RULE
+        );
+        leaks(&mut f, 5);
+        assert_eq!(
+            f.room(Rule::RefcountLeak, Severity::Leak),
+            MAX_FINDINGS_PER_RULE - 5
+        );
+        assert_eq!(
+            f.room(Rule::RefcountOverlap, Severity::Error),
+            MAX_FINDINGS_PER_RULE
+        );
+    }
+
+    #[test]
+    fn sorted_by_offset_then_rule_keeping_arrival_order_and_dropping_repeats() {
+        let mut f = Findings::default();
+        f.add(Rule::RefcountOverlap, 0x200, "b");
+        f.add(Rule::RefcountOverlap, 0x200, "a");
+        f.add(Rule::RefcountOverlap, 0x200, "a");
+        f.add(Rule::L1Alignment, 0x200, "c");
+        f.add(Rule::RefcountOverlap, 0x100, "d");
+        let got: Vec<(u64, Rule, String)> = f
+            .into_sorted()
+            .into_iter()
+            .map(|x| (x.offset, x.rule, x.message.to_string()))
+            .collect();
+        let (l1, ov) = (Rule::L1Alignment, Rule::RefcountOverlap);
+        let mut want = vec![
+            (0x100, ov, "d".to_string()),
+            (0x200, ov, "b".to_string()),
+            (0x200, ov, "a".to_string()),
+        ];
+        // Same offset: by rule order in the catalogue.
+        let at = if (l1 as u32) < (ov as u32) { 1 } else { 3 };
+        want.insert(at, (0x200, l1, "c".to_string()));
+        assert_eq!(got, want);
+    }
+}

@@ -1343,3 +1343,67 @@ fn hostile_field_values_never_panic() {
 // ---------------------------------------------------------------------
 // Spec requirements outside the catalogue that the model does not check.
 // These assert what `docs/interop/qcow2.rst` says; see the issue report.
+
+// ---------------------------------------------------------------------
+// Refcounts past the end of the file: every non-zero one is a leak, runs
+// of equal refcounts are one finding, and past the rule's cap the runs are
+// only counted.
+
+#[test]
+fn leaks_past_the_end_of_the_file_are_listed_up_to_the_cap_and_counted() {
+    let mut img = base().build();
+    let (cs, order) = (img.layout.cluster_size, img.layout.refcount_order);
+    let per_block = (cs * 8) >> order;
+    let first = img.len().div_ceil(cs);
+    // Runs of one cluster each (refcounts alternate 1, 2), then one run of
+    // three clusters with refcount 1.
+    let singles = 100.min(per_block - first - 4);
+    assert!(
+        singles > u64::from(spec_model::finding::MAX_FINDINGS_PER_RULE),
+        "the base image's first refcount block must reach far past its end"
+    );
+    assert!(
+        order >= 1,
+        "refcounts must hold 2 for the runs to alternate"
+    );
+    for k in 0..singles {
+        img.set_refcount((first + k) * cs, 1 + k % 2);
+    }
+    let tail = first + singles + 1;
+    for k in 0..3 {
+        img.set_refcount((tail + k) * cs, 1);
+    }
+    let leaks: Vec<_> = {
+        let r = img.check();
+        r.findings
+            .into_iter()
+            .filter(|f| f.rule == Rule::RefcountLeak)
+            .collect()
+    };
+    let cap = spec_model::finding::MAX_FINDINGS_PER_RULE as usize;
+    assert_eq!(leaks.len(), cap + 1, "{leaks:#?}");
+    for (k, f) in leaks[..cap].iter().enumerate() {
+        assert_eq!(f.offset, (first + k as u64) * cs);
+        assert!(
+            f.message.contains("referenced 0 times by no structure"),
+            "{}",
+            f.message
+        );
+    }
+    // Runs: `singles` of one cluster and one of three clusters.
+    let runs = singles + 1;
+    let summary = &leaks[cap];
+    assert_eq!(
+        summary.message.to_string(),
+        format!(
+            "{} more findings of this rule not listed",
+            runs - cap as u64
+        )
+    );
+    let model = spec_model::Model::open(std::io::Cursor::new(&img.bytes)).unwrap();
+    assert_eq!(
+        model.analysis().refcounts.leaked_clusters,
+        singles + 3,
+        "every non-zero refcount past the end is a leaked cluster"
+    );
+}
