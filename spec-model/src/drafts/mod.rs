@@ -292,6 +292,9 @@ impl Out {
                 });
             }
         }
+        // The counts come out in hash order: the summaries of one rule at
+        // two severities are put in severity order, so the output is stable.
+        extra.sort_by_key(|f| f.severity as u8);
         self.list.extend(extra);
         self.list
             .sort_by(|a, b| (a.offset, &a.rule).cmp(&(b.offset, &b.rule)));
