@@ -66,6 +66,14 @@ pub struct Mutation {
     apply: fn(&mut Target) -> Result<(), Skip>,
 }
 
+impl Mutation {
+    /// The rule the mutation breaks, then the further rules it necessarily
+    /// breaks with it (`also`).
+    pub fn rules(&self) -> impl Iterator<Item = Rule> + '_ {
+        std::iter::once(self.rule).chain(self.also.iter().copied())
+    }
+}
+
 impl std::fmt::Debug for Mutation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mutation")
@@ -334,10 +342,7 @@ fn expect(m: &Mutation, spec: &ImageSpec) -> Expected {
     let severities = std::iter::once(m.severity)
         .chain(m.also.iter().map(|_| Severity::Error))
         .chain(implied.iter().map(|(_, s)| *s));
-    let mut rules: Vec<String> = std::iter::once(m.rule)
-        .chain(m.also.iter().copied())
-        .map(|r| r.id().to_string())
-        .collect();
+    let mut rules: Vec<String> = m.rules().map(|r| r.id().to_string()).collect();
     if !error {
         // Without an error every structure is read, so the spec's notes
         // and limits are reported too. After an error, parsing may stop

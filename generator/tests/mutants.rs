@@ -57,10 +57,7 @@ fn verify(m: &Mutation, seed: u64, cfg: &Config) -> Result<(), String> {
 
     let errors: BTreeSet<&str> = r.rules_with(Severity::Error).into_iter().collect();
     let want: BTreeSet<&str> = if m.severity == Severity::Error {
-        std::iter::once(m.rule)
-            .chain(m.also.iter().copied())
-            .map(Rule::id)
-            .collect()
+        m.rules().map(Rule::id).collect()
     } else {
         BTreeSet::new()
     };

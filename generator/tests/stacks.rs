@@ -62,10 +62,7 @@ fn a_stack_of_one_breaks_its_rule_and_knows_its_verdict() {
             let want = st.expected.as_ref().expect("a stack of one has a verdict");
             let r = check_bytes(&st.bytes);
             let want_errors: BTreeSet<&str> = if m.severity == Severity::Error {
-                std::iter::once(m.rule)
-                    .chain(m.also.iter().copied())
-                    .map(Rule::id)
-                    .collect()
+                m.rules().map(Rule::id).collect()
             } else {
                 BTreeSet::new()
             };

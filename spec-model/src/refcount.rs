@@ -280,7 +280,9 @@ impl Comparison<'_> {
             return;
         };
         if !self.report {
-        } else if done.verdict.rule != Rule::RefcountLeak {
+            return;
+        }
+        if done.verdict.rule != Rule::RefcountLeak {
             done.report(self.findings, self.cluster_bits);
         } else if self.leak_room > 0 {
             self.leak_room -= 1;

@@ -48,7 +48,9 @@ fn first_nonzero_in_words(bytes: &[u8]) -> Option<usize> {
 }
 
 /// True when every byte of a short `entry` (a table entry of 8 or 16
-/// bytes) is zero, tested a word at a time.
+/// bytes) is zero, tested a word at a time. (Not
+/// `first_nonzero_in_words(entry).is_none()`: that also locates the byte,
+/// and made check_bytes 4 % slower under ASan.)
 fn entry_is_zero(entry: &[u8]) -> bool {
     let mut words = entry.chunks_exact(8);
     words

@@ -48,6 +48,25 @@ pub fn hash_tree(dir: &Path) -> Result<BTreeMap<PathBuf, String>> {
         .collect()
 }
 
+/// Reads from `r` until `buf` is full or the input ends; returns how many
+/// bytes were read (less than `buf.len()` only at the end of the input).
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = r.read(&mut buf[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// True when every byte of `block` is zero.
+fn is_zero(block: &[u8]) -> bool {
+    block.iter().fold(0u8, |a, &b| a | b) == 0
+}
+
 /// A SHA-256 fingerprint (hex) of a file's bytes. The file is cut into
 /// 64 KiB blocks at fixed offsets; a block of zeros enters the hash as a
 /// tag byte and its length, any other block as another tag byte and its
@@ -60,16 +79,9 @@ pub fn hash_file(p: &Path) -> std::io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 16 * BLOCK];
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = f.read(&mut buf[filled..])?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
+        let filled = read_full(&mut f, &mut buf)?;
         for block in buf[..filled].chunks(BLOCK) {
-            if block.iter().fold(0u8, |a, &b| a | b) == 0 {
+            if is_zero(block) {
                 h.update([0u8]);
                 h.update((block.len() as u64).to_be_bytes());
             } else {
@@ -116,19 +128,12 @@ pub fn sparse_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
     let mut buf = vec![0u8; 256 * BLOCK];
     let mut pos = 0u64;
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = input.read(&mut buf[filled..])?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
+        let filled = read_full(&mut input, &mut buf)?;
         if filled == 0 {
             break;
         }
         for (i, block) in buf[..filled].chunks(BLOCK).enumerate() {
-            if block.iter().fold(0u8, |a, &b| a | b) != 0 {
+            if !is_zero(block) {
                 out.seek(SeekFrom::Start(pos + (i * BLOCK) as u64))?;
                 out.write_all(block)?;
             }

@@ -19,6 +19,7 @@
 //! Anything else wrong is a problem, and problems make the case
 //! `corrupting` (see [`super::judge`]).
 
+use super::adapters::qemu::qemu_io_write;
 use super::process::{self, Proc};
 use super::writes::short;
 use super::Limits;
@@ -424,13 +425,7 @@ fn toggle_then_write(
     let cur = cx.step(&op, &img, args, image, cur, want, size)?.0;
     let (w, l) = write_range(size, k);
     let want = written(&cur.bitmaps, w, l, size);
-    let args = vec![
-        os("-f"),
-        os("qcow2"),
-        os("-c"),
-        os(format!("write -P {pattern:#04x} {w} {l}")),
-        os(image),
-    ];
+    let args = qemu_io_write(image, pattern, w, l);
     let state = if enable { "enabled" } else { "disabled" };
     let op = format!("qemu-io write {w} {l} (N {state})");
     Some(cx.step(&op, &io, args, image, &cur, want, size)?.0)

@@ -58,6 +58,18 @@ fn os(s: impl AsRef<OsStr>) -> OsString {
     s.as_ref().to_owned()
 }
 
+/// qemu-io arguments that write `len` bytes of `pattern` at guest offset
+/// `offset` of the qcow2 `image`.
+pub(crate) fn qemu_io_write(image: &Path, pattern: u8, offset: u64, len: u64) -> Vec<OsString> {
+    vec![
+        os("-f"),
+        os("qcow2"),
+        os("-c"),
+        os(format!("write -P {pattern:#04x} {offset} {len}")),
+        os(image),
+    ]
+}
+
 impl Adapter for QemuAdapter {
     fn name(&self) -> &str {
         "qemu"
@@ -99,13 +111,7 @@ impl Adapter for QemuAdapter {
     }
 
     fn write(&self, image: &Path, offset: u64, len: u64, limits: &Limits) -> WriteRun {
-        let args = vec![
-            os("-f"),
-            os("qcow2"),
-            os("-c"),
-            os(format!("write -P 0xa5 {offset} {len}")),
-            os(image),
-        ];
+        let args = qemu_io_write(image, 0xa5, offset, len);
         match self.run(&self.io, &args, limits) {
             Err(e) => WriteRun {
                 error: Some(e),
