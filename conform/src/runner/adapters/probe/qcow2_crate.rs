@@ -1,9 +1,9 @@
 //! The `qcow2` crate (version 0.1.2) as an implementation under test,
-//! through the probe process of [`super::probe`]. A reader only: it opens
+//! through the probe process ([`super`]). A reader only: it opens
 //! version 3 images, reads standard clusters, and knows neither bitmaps
 //! nor writing.
 
-use super::probe::GuestDisk;
+use super::disk::{DiskError, GuestDisk};
 use positioned_io::ReadAt;
 use qcow2::Qcow2;
 use std::fs::File;
@@ -13,12 +13,12 @@ struct Disk {
     image: Qcow2<File>,
 }
 
-pub fn open(image: &Path, writable: bool) -> Result<Box<dyn GuestDisk>, String> {
+pub fn open(image: &Path, writable: bool) -> Result<Box<dyn GuestDisk>, DiskError> {
     if writable {
-        return Err("the qcow2 crate cannot write".into());
+        return Err(DiskError::ReadOnly("the qcow2 crate"));
     }
-    let file = File::open(image).map_err(|e| e.to_string())?;
-    let image = Qcow2::open(file).map_err(|e| e.to_string())?;
+    let file = File::open(image).map_err(DiskError::implementation)?;
+    let image = Qcow2::open(file).map_err(DiskError::implementation)?;
     Ok(Box::new(Disk { image }))
 }
 
@@ -27,8 +27,10 @@ impl GuestDisk for Disk {
         self.image.guest_size()
     }
 
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
-        let reader = self.image.reader().map_err(|e| e.to_string())?;
-        reader.read_exact_at(offset, buf).map_err(|e| e.to_string())
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        let reader = self.image.reader().map_err(DiskError::implementation)?;
+        reader
+            .read_exact_at(offset, buf)
+            .map_err(DiskError::implementation)
     }
 }
