@@ -1,11 +1,7 @@
 //! Implementations under test, one file each.
 
 pub mod exec;
-pub mod imago;
-pub mod libqcow;
 pub mod probe;
-pub mod qcow2_crate;
-pub mod qcow2_rs;
 pub mod qemu;
 
 use super::process::Proc;

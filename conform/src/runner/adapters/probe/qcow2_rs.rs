@@ -1,5 +1,5 @@
 //! The `qcow2-rs` crate (version 0.1.6, ublk-org) as an implementation
-//! under test, through the probe process of [`super::probe`].
+//! under test, through the probe process ([`super`]).
 //!
 //! The crate is async; its `Qcow2IoSync` back end does plain blocking
 //! `pread`/`pwrite`, so its futures are driven to completion with
@@ -13,7 +13,7 @@
 //! with `auto` bitmaps leaves them stale while the extension still claims
 //! to be consistent.
 
-use super::probe::GuestDisk;
+use super::disk::{DiskError, GuestDisk};
 use futures::executor::block_on;
 use qcow2_rs::dev::{Qcow2Dev, Qcow2DevParams};
 use qcow2_rs::sync_io::Qcow2IoSync;
@@ -27,10 +27,10 @@ struct Disk {
     dev: Qcow2Dev<Qcow2IoSync>,
 }
 
-pub fn open(image: &Path, writable: bool) -> Result<Box<dyn GuestDisk>, String> {
+pub fn open(image: &Path, writable: bool) -> Result<Box<dyn GuestDisk>, DiskError> {
     let params = Qcow2DevParams::new(9, None, None, !writable, false);
-    let dev = qcow2_setup_dev_sync(image, &params).map_err(|e| e.to_string())?;
-    block_on(dev.qcow2_prep_io()).map_err(|e| e.to_string())?;
+    let dev = qcow2_setup_dev_sync(image, &params).map_err(DiskError::implementation)?;
+    block_on(dev.qcow2_prep_io()).map_err(DiskError::implementation)?;
     Ok(Box::new(Disk { dev }))
 }
 
@@ -42,11 +42,15 @@ fn widen(offset: u64, len: u64) -> (u64, u64) {
 }
 
 impl Disk {
-    fn read_blocks(&self, start: u64, len: u64) -> Result<Vec<u8>, String> {
+    fn read_blocks(&self, start: u64, len: u64) -> Result<Vec<u8>, DiskError> {
         let mut buf = vec![0u8; len as usize];
-        let n = block_on(self.dev.read_at(&mut buf, start)).map_err(|e| e.to_string())?;
+        let n = block_on(self.dev.read_at(&mut buf, start)).map_err(DiskError::implementation)?;
         if n != buf.len() {
-            return Err(format!("short read: {n} of {len} bytes at {start}"));
+            return Err(DiskError::ShortRead {
+                got: n,
+                wanted: len,
+                offset: start,
+            });
         }
         Ok(buf)
     }
@@ -57,7 +61,7 @@ impl GuestDisk for Disk {
         self.dev.info.virtual_size()
     }
 
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         let (start, len) = widen(offset, buf.len() as u64);
         let data = self.read_blocks(start, len)?;
         let skip = (offset - start) as usize;
@@ -65,7 +69,7 @@ impl GuestDisk for Disk {
         Ok(())
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
         let (start, len) = widen(offset, data.len() as u64);
         let mut blocks = if start == offset && len == data.len() as u64 {
             Vec::new()
@@ -78,12 +82,12 @@ impl GuestDisk for Disk {
             let skip = (offset - start) as usize;
             blocks[skip..skip + data.len()].copy_from_slice(data);
         }
-        block_on(self.dev.write_at(&blocks, start)).map_err(|e| e.to_string())
+        block_on(self.dev.write_at(&blocks, start)).map_err(DiskError::implementation)
     }
 
-    fn close(self: Box<Self>) -> Result<(), String> {
+    fn close(self: Box<Self>) -> Result<(), DiskError> {
         if self.dev.need_flush_meta() {
-            block_on(self.dev.flush_meta()).map_err(|e| e.to_string())?;
+            block_on(self.dev.flush_meta()).map_err(DiskError::implementation)?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! libqcow (Joachim Metz's libyal library, Debian's `libqcow1`) as an
 //! implementation under test, through its Python bindings (Debian's
-//! `python3-libqcow`, module `pyqcow`) and the probe process of
-//! [`super::probe`]. Read-only: libqcow cannot write images.
+//! `python3-libqcow`, module `pyqcow`) and the probe process
+//! ([`super`]). Read-only: libqcow cannot write images.
 //!
 //! The probe process starts Debian's Python with a small helper
 //! ([`HELPER`]) that opens the image and answers read requests on a pipe,
@@ -9,7 +9,7 @@
 //! (killed as a whole on timeout) and a crash in libqcow shows as the
 //! helper's signal.
 
-use super::probe::GuestDisk;
+use super::disk::{DiskError, GuestDisk};
 use anyhow::{bail, Result};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -75,6 +75,45 @@ pub fn ensure_installed() -> Result<()> {
     }
 }
 
+/// What went wrong between the probe and the libqcow helper, or what
+/// libqcow itself refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("cannot start the libqcow helper: {0}")]
+    Start(#[source] std::io::Error),
+    #[error("no helper stdout")]
+    NoStdout,
+    /// A line that is not the JSON the helper should print.
+    #[error("the libqcow helper said {line:?} ({source})")]
+    Garbled {
+        line: String,
+        source: serde_json::Error,
+    },
+    #[error("the libqcow helper was killed by signal {0}")]
+    Killed(i32),
+    #[error("the libqcow helper exited with status {0}")]
+    Exited(i32),
+    #[error("the libqcow helper ended")]
+    Ended,
+    /// Waiting for the helper failed.
+    #[error("the libqcow helper is gone: {0}")]
+    Lost(#[source] std::io::Error),
+    /// The helper was already waited for.
+    #[error("the libqcow helper is gone")]
+    Gone,
+    /// libqcow's own error message (or a stand-in when it gave none).
+    #[error("{0}")]
+    Libqcow(String),
+    #[error("short read: libqcow returned {got} of {wanted} bytes")]
+    ShortRead { got: usize, wanted: usize },
+}
+
+impl From<HelperError> for DiskError {
+    fn from(e: HelperError) -> DiskError {
+        DiskError::implementation(e)
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct Opened {
     opened: bool,
@@ -103,22 +142,23 @@ struct Disk {
 
 impl Disk {
     /// The helper ended: how (its signal is kept).
-    fn ended(&mut self) -> String {
+    fn ended(&mut self) -> HelperError {
         drop(self.stdin.take());
         match self.child.wait() {
             Ok(s) => {
                 self.signal = s.signal();
                 match (s.code(), s.signal()) {
-                    (_, Some(sig)) => format!("the libqcow helper was killed by signal {sig}"),
-                    (Some(c), _) => format!("the libqcow helper exited with status {c}"),
-                    _ => "the libqcow helper ended".into(),
+                    (_, Some(sig)) => HelperError::Killed(sig),
+                    (Some(c), _) => HelperError::Exited(c),
+                    _ => HelperError::Ended,
                 }
             }
-            Err(e) => format!("the libqcow helper is gone: {e}"),
+            Err(e) => HelperError::Lost(e),
         }
     }
 
-    fn line(&mut self) -> Result<String, String> {
+    /// One line from the helper, or how it ended.
+    fn line(&mut self) -> Result<String, HelperError> {
         let mut l = String::new();
         match self.stdout.read_line(&mut l) {
             Ok(0) | Err(_) => Err(self.ended()),
@@ -127,9 +167,9 @@ impl Disk {
     }
 }
 
-pub fn open(image: &Path, writable: bool) -> Result<Box<dyn GuestDisk>, String> {
+pub fn open(image: &Path, writable: bool) -> Result<Box<dyn GuestDisk>, DiskError> {
     if writable {
-        return Err("libqcow cannot write".into());
+        return Err(DiskError::ReadOnly("libqcow"));
     }
     let mut child = Command::new(python())
         .arg("-c")
@@ -139,9 +179,9 @@ pub fn open(image: &Path, writable: bool) -> Result<Box<dyn GuestDisk>, String> 
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("cannot start the libqcow helper: {e}"))?;
+        .map_err(HelperError::Start)?;
     let stdin = child.stdin.take();
-    let stdout = BufReader::new(child.stdout.take().ok_or("no helper stdout")?);
+    let stdout = BufReader::new(child.stdout.take().ok_or(HelperError::NoStdout)?);
     let mut disk = Disk {
         child,
         stdin,
@@ -150,13 +190,16 @@ pub fn open(image: &Path, writable: bool) -> Result<Box<dyn GuestDisk>, String> 
         signal: None,
     };
     let first = disk.line()?;
-    let o: Opened = serde_json::from_str(&first)
-        .map_err(|e| format!("the libqcow helper said {first:?} ({e})"))?;
+    let o: Opened = serde_json::from_str(&first).map_err(|source| HelperError::Garbled {
+        line: first.clone(),
+        source,
+    })?;
     if !o.opened {
         let _ = disk.ended();
-        return Err(o
+        let why = o
             .error
-            .unwrap_or_else(|| "libqcow refused the image".into()));
+            .unwrap_or_else(|| "libqcow refused the image".into());
+        return Err(HelperError::Libqcow(why).into());
     }
     disk.size = o.size;
     Ok(Box::new(disk))
@@ -167,41 +210,42 @@ impl GuestDisk for Disk {
         self.size
     }
 
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         let Some(stdin) = self.stdin.as_mut() else {
-            return Err("the libqcow helper is gone".into());
+            return Err(HelperError::Gone.into());
         };
         if writeln!(stdin, "{offset} {}", buf.len())
             .and_then(|()| stdin.flush())
             .is_err()
         {
-            return Err(self.ended());
+            return Err(self.ended().into());
         }
-        let l = self.line()?;
+        let line = self.line()?;
         let a: Answer =
-            serde_json::from_str(&l).map_err(|e| format!("the libqcow helper said {l:?} ({e})"))?;
+            serde_json::from_str(&line).map_err(|source| HelperError::Garbled { line, source })?;
         if !a.ok {
-            return Err(a.error.unwrap_or_else(|| "read failed".into()));
+            let why = a.error.unwrap_or_else(|| "read failed".into());
+            return Err(HelperError::Libqcow(why).into());
         }
         let mut data = vec![0u8; a.len];
         if self.stdout.read_exact(&mut data).is_err() {
-            return Err(self.ended());
+            return Err(self.ended().into());
         }
         if a.len != buf.len() {
-            return Err(format!(
-                "short read: libqcow returned {} of {} bytes",
-                a.len,
-                buf.len()
-            ));
+            return Err(HelperError::ShortRead {
+                got: a.len,
+                wanted: buf.len(),
+            }
+            .into());
         }
         buf.copy_from_slice(&data);
         Ok(())
     }
 
-    fn close(mut self: Box<Self>) -> Result<(), String> {
+    fn close(mut self: Box<Self>) -> Result<(), DiskError> {
         let end = self.ended();
         match self.signal {
-            Some(_) => Err(end),
+            Some(_) => Err(end.into()),
             None => Ok(()),
         }
     }

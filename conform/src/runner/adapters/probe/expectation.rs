@@ -1,0 +1,103 @@
+//! What guest data must read as: the model's view of an image at the
+//! sample ranges ([`Expectation`]), with the allocated clusters to sample
+//! asked of [`spec_model::guest::allocated_clusters`], and how a range an
+//! implementation read differently is described ([`describe_difference`]).
+
+use super::sampling::sample_ranges;
+use spec_model::guest::{allocated_clusters, GuestError};
+use spec_model::io::Image;
+use spec_model::Model;
+use std::fmt::Display;
+use std::fs::File;
+use std::path::Path;
+
+/// At most this many L2 tables are read to find allocated clusters.
+const MAX_L2_TABLES: usize = 256;
+
+/// The model's view of an image: header, sample ranges and their data
+/// (an error where the model cannot read, with why).
+pub(super) struct Expectation {
+    pub size: Option<u64>,
+    pub ranges: Vec<(u64, u64)>,
+    pub data: Vec<Result<Vec<u8>, GuestError>>,
+    pub notes: Vec<String>,
+}
+
+impl Expectation {
+    /// Nothing to compare, and why.
+    fn nothing(why: impl Display) -> Expectation {
+        Expectation {
+            size: None,
+            ranges: Vec::new(),
+            data: Vec::new(),
+            notes: vec![format!("no guest data compared: {why}")],
+        }
+    }
+}
+
+/// What the model reads at the sample ranges of `image`.
+pub(super) fn expectation(image: &Path) -> Expectation {
+    let file = match File::open(image) {
+        Ok(f) => f,
+        Err(e) => return Expectation::nothing(e),
+    };
+    let mut model = match Model::open(&file) {
+        Ok(m) => m,
+        Err(e) => return Expectation::nothing(format_args!("model: {e}")),
+    };
+    let Some(h) = model.analysis().header.clone() else {
+        return Expectation::nothing("the model finds no qcow2 header");
+    };
+    let allocated = Image::new(&file)
+        .and_then(|mut img| allocated_clusters(&mut img, &h, MAX_L2_TABLES))
+        .unwrap_or_default();
+    let ranges = sample_ranges(h.size, h.cluster_size(), &allocated);
+    let data = ranges
+        .iter()
+        .map(|&(o, l)| {
+            let mut buf = vec![0u8; l as usize];
+            model.read_guest(o, &mut buf).map(|()| buf)
+        })
+        .collect();
+    Expectation {
+        size: Some(h.size),
+        ranges,
+        data,
+        notes: Vec::new(),
+    }
+}
+
+/// Where two buffers first differ, how many bytes differ, and a message.
+pub(super) fn describe_difference(
+    offset: u64,
+    got: &[u8],
+    want: &[u8],
+    who: &str,
+) -> Option<String> {
+    let first = got.iter().zip(want).position(|(a, b)| a != b)?;
+    let count = got.iter().zip(want).filter(|(a, b)| a != b).count();
+    let end = (first + 8).min(got.len());
+    Some(format!(
+        "guest data at virtual offset {} ({:#x}) differs: {who} read {} where the model reads {} ({count} of the {} bytes of range {:#x}+{:#x} differ)",
+        offset + first as u64,
+        offset + first as u64,
+        hex::encode(&got[first..end]),
+        hex::encode(&want[first..end]),
+        got.len(),
+        offset,
+        got.len()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_difference;
+
+    #[test]
+    fn differences() {
+        assert_eq!(describe_difference(0, b"abc", b"abc", "x"), None);
+        let d = describe_difference(4096, b"abd", b"abc", "x").unwrap();
+        assert!(d.contains("offset 4098 (0x1002)"), "{d}");
+        assert!(d.contains("1 of the 3 bytes"), "{d}");
+    }
+}
