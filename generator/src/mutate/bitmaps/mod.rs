@@ -1,0 +1,20 @@
+//! Mutations that break the bitmaps extension (spec "Bitmaps extension",
+//! "Bitmap directory", "Bitmap table", "Bitmap data"; rules `bitmaps.*`),
+//! one module per structure, and the apply step they share.
+
+pub(super) mod dir;
+pub(super) mod ext;
+pub(super) mod table;
+
+use super::{Skip, Target};
+use rand::Rng;
+
+/// The directory entry offset of a random bitmap.
+pub(super) fn pick_entry(t: &mut Target) -> Result<u64, Skip> {
+    let n = t.layout.bitmaps.len();
+    if n == 0 {
+        return Err("no bitmap");
+    }
+    let i = t.rng.gen_range(0..n);
+    Ok(t.layout.bitmaps[i].entry_offset)
+}

@@ -1,0 +1,163 @@
+//! Mutations that break bitmap tables and the data clusters they point at
+//! (spec "Bitmap table", "Bitmap data"; rules `bitmaps.table.*`,
+//! `bitmaps.data.*`).
+
+use super::pick_entry;
+use crate::mutate::prep::{cs, geometry, p_bitmap, p_stored, p_stored_1k, stored_bitmap};
+use crate::mutate::{mutation, Mutation, Skip, Target};
+use rand::Rng;
+use spec_model::fields::{bitmap_entry as be, bitmap_table_entry as bt};
+use spec_model::Rule;
+use spec_model::Severity::Error;
+
+/// This section of the catalogue, in the catalogue's order.
+pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
+    mutation(
+        "bitmaps.table.bounds/past-eof",
+        Rule::BitmapsTableBounds,
+        Error,
+        "a bitmap's table offset set to a cluster at or past the end of the file",
+        p_bitmap,
+        |t| {
+            let at = pick_entry(t)?;
+            let off = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
+            t.put(at, be::BITMAP_TABLE_OFFSET, off);
+            Ok(())
+        },
+    ),
+    mutation(
+        "bitmaps.table.bounds/unallocated",
+        Rule::BitmapsTableBounds,
+        Error,
+        "the refcount of a bitmap table's first cluster set to 0",
+        p_bitmap,
+        |t| {
+            let off = t.bitmap(0)?.table_offset;
+            t.set_refcount(off, 0);
+            Ok(())
+        },
+    ),
+    mutation(
+        "bitmaps.table.reserved-bits/bits-1-8",
+        Rule::BitmapsTableReservedBits,
+        Error,
+        "one of bits 1-8 of a bitmap table entry set",
+        p_bitmap,
+        |t| table_entry_bit(t, 1..=8),
+    ),
+    mutation(
+        "bitmaps.table.reserved-bits/bits-56-63",
+        Rule::BitmapsTableReservedBits,
+        Error,
+        "one of bits 56-63 of a bitmap table entry set",
+        p_bitmap,
+        |t| table_entry_bit(t, 56..=63),
+    ),
+    mutation(
+        "bitmaps.table.all-ones-with-offset/bit-0",
+        Rule::BitmapsTableAllOnesWithOffset,
+        Error,
+        "bit 0 set in a bitmap table entry that holds a data cluster offset",
+        p_stored,
+        |t| {
+            let (j, _) = t.stored_data(0)?;
+            let at = t.table_entry(0, j)?;
+            let v = t.get_u64(at) | bt::ALL_ONES;
+            t.put_u64(at, v);
+            Ok(())
+        },
+    ),
+    mutation(
+        "bitmaps.table.entry-alignment/misaligned",
+        Rule::BitmapsTableEntryAlignment,
+        Error,
+        "a data cluster offset in a bitmap table moved by a multiple of 512 off \
+         its cluster boundary (clusters of at least 1 KiB)",
+        p_stored_1k,
+        |t| {
+            let (j, off) = t.stored_data(0)?;
+            let at = t.table_entry(0, j)?;
+            let d = t.misalign_512()?;
+            t.put_u64(at, off + d);
+            Ok(())
+        },
+    ),
+    mutation(
+        "bitmaps.data.bounds/past-eof",
+        Rule::BitmapsDataBounds,
+        Error,
+        "a bitmap table entry pointed at a cluster at or past the end of the file",
+        p_stored,
+        |t| {
+            let (j, _) = t.stored_data(0)?;
+            let at = t.table_entry(0, j)?;
+            let off = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
+            t.put_u64(at, off);
+            Ok(())
+        },
+    ),
+    mutation(
+        "bitmaps.data.bounds/unallocated",
+        Rule::BitmapsDataBounds,
+        Error,
+        "the refcount of a bitmap data cluster set to 0",
+        p_stored,
+        |t| {
+            let (_, off) = t.stored_data(0)?;
+            t.set_refcount(off, 0);
+            Ok(())
+        },
+    ),
+    mutation(
+        "bitmaps.data.tail-bits/set",
+        Rule::BitmapsDataTailBits,
+        Error,
+        "one bit past the bitmap's last bit set in its last data cluster",
+        |s, u| {
+            stored_bitmap(s, u)?;
+            let bits_per_cluster = cs(s) * 8;
+            while geometry(s, s.bitmaps[0].granularity_bits)
+                .nbits()
+                .is_multiple_of(bits_per_cluster)
+            {
+                s.bitmaps[0].granularity_bits += 1;
+            }
+            Ok(())
+        },
+        |t| {
+            t.bitmap(0)?;
+            let geo = t.spec.geometry(t.spec.bitmaps.first().ok_or("no bitmap")?);
+            let per = t.cluster_size() * 8;
+            let last = geo
+                .clusters_needed()
+                .checked_sub(1)
+                .ok_or("no data cluster")?;
+            let &(_, off) = t
+                .bitmap(0)?
+                .data
+                .iter()
+                .find(|(j, _)| *j == last)
+                .ok_or("last data cluster not stored")?;
+            let first = geo.nbits() - last * per;
+            if first == per {
+                return Err("no tail bits");
+            }
+            let k = t.rng.gen_range(first..per);
+            t.bytes[(off + k / 8) as usize] |= 1 << (k % 8);
+            Ok(())
+        },
+    ),
+];
+
+/// Sets a bit from `bits` in a random entry of bitmap 0's table.
+fn table_entry_bit(t: &mut Target, bits: std::ops::RangeInclusive<u32>) -> Result<(), Skip> {
+    let n = u64::from(t.bitmap(0)?.table_size);
+    if n == 0 {
+        return Err("empty bitmap table");
+    }
+    let j = t.rng.gen_range(0..n);
+    let at = t.table_entry(0, j)?;
+    let v = t.get_u64(at) | 1 << t.rng.gen_range(bits);
+    t.put_u64(at, v);
+    Ok(())
+}
