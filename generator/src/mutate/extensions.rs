@@ -22,7 +22,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
             Ok(())
         },
         |t| {
-            let &(_, at) = t.layout.extensions.last().ok_or("no extension")?;
+            let at = t.last_extension()?;
             let data = at + ext::PREFIX_LENGTH as u64;
             let len = t.cluster_size() - data + t.rng.gen_range(1..=64);
             t.put(at, ext::LENGTH, len);
@@ -41,7 +41,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
             Ok(())
         },
         |t| {
-            let &(_, at) = t.layout.extensions.last().ok_or("no extension")?;
+            let at = t.last_extension()?;
             t.put(at, ext::TYPE, u64::from(ext::BACKING_FORMAT));
             Ok(())
         },
@@ -57,7 +57,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
             Ok(())
         },
         |t| {
-            let &(_, at) = t.layout.extensions.last().ok_or("no extension")?;
+            let at = t.last_extension()?;
             let len = t.get(at, ext::LENGTH);
             if len.is_multiple_of(8) {
                 return Err("the last extension has no padding");

@@ -65,11 +65,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Error,
         "cluster_bits set below 9: the header cannot be interpreted further",
         keep,
-        |t| {
-            let v = t.rng.gen_range(0..9);
-            t.put(0, hf::CLUSTER_BITS, v);
-            Ok(())
-        },
+        |t| t.put_random(0, hf::CLUSTER_BITS, 0..9),
     )
     .ext(ExtState::Absent),
     mutation(
@@ -110,11 +106,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Error,
         "one reserved incompatible feature bit (5-63) set",
         p_v3,
-        |t| {
-            let v = t.get(0, hf::INCOMPATIBLE_FEATURES) | 1 << t.rng.gen_range(5..64);
-            t.put(0, hf::INCOMPATIBLE_FEATURES, v);
-            Ok(())
-        },
+        |t| t.set_random_bit(0, hf::INCOMPATIBLE_FEATURES, 5..64),
     ),
     mutation(
         "header.refcount-order/above-6",
@@ -122,11 +114,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Error,
         "refcount_order set above 6",
         p_v3,
-        |t| {
-            let v = t.rng.gen_range(7..=255);
-            t.put(0, hf::REFCOUNT_ORDER, v);
-            Ok(())
-        },
+        |t| t.put_random(0, hf::REFCOUNT_ORDER, 7..=255),
     ),
     mutation(
         "header.alignment/l1-offset",
@@ -147,11 +135,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Error,
         "compression_type set to a non-zero value without incompatible bit 3",
         p_v3_long_header,
-        |t| {
-            let v = t.rng.gen_range(1..=255);
-            t.put(0, hf::COMPRESSION_TYPE, v);
-            Ok(())
-        },
+        |t| t.put_random(0, hf::COMPRESSION_TYPE, 1..=255),
     ),
     mutation(
         "header.autoclear-unknown/reserved-bit",
@@ -159,11 +143,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Unspecified,
         "one undefined autoclear bit (2-63) set",
         p_v3,
-        |t| {
-            let v = t.get(0, hf::AUTOCLEAR_FEATURES) | 1 << t.rng.gen_range(2..64);
-            t.put(0, hf::AUTOCLEAR_FEATURES, v);
-            Ok(())
-        },
+        |t| t.set_random_bit(0, hf::AUTOCLEAR_FEATURES, 2..64),
     ),
     mutation(
         "header.padding/non-zero",
@@ -183,11 +163,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Error,
         "autoclear bit 1 (raw external data) set without an external data file",
         p_v3,
-        |t| {
-            let v = t.get(0, hf::AUTOCLEAR_FEATURES) | hf::AUTOCLEAR_RAW_EXTERNAL;
-            t.put(0, hf::AUTOCLEAR_FEATURES, v);
-            Ok(())
-        },
+        |t| t.set_bits(0, hf::AUTOCLEAR_FEATURES, hf::AUTOCLEAR_RAW_EXTERNAL),
     ),
     mutation(
         "header.encryption-extension/luks-without-extension",
@@ -206,11 +182,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Error,
         "crypt_method set to a value other than 0, 1 or 2",
         keep,
-        |t| {
-            let v = t.rng.gen_range(3..=u64::from(u32::MAX));
-            t.put(0, hf::CRYPT_METHOD, v);
-            Ok(())
-        },
+        |t| t.put_random(0, hf::CRYPT_METHOD, 3..=u64::from(u32::MAX)),
     ),
     mutation(
         "header.backing-file/name-1024",
@@ -260,11 +232,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Note,
         "incompatible bit 0 (dirty) set: refcounts are not compared",
         p_v3,
-        |t| {
-            let v = t.get(0, hf::INCOMPATIBLE_FEATURES) | hf::INCOMPAT_DIRTY;
-            t.put(0, hf::INCOMPATIBLE_FEATURES, v);
-            Ok(())
-        },
+        |t| t.set_bits(0, hf::INCOMPATIBLE_FEATURES, hf::INCOMPAT_DIRTY),
     ),
     mutation(
         "header.corrupt/set",
@@ -272,10 +240,6 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Note,
         "incompatible bit 1 (corrupt) set",
         p_v3,
-        |t| {
-            let v = t.get(0, hf::INCOMPATIBLE_FEATURES) | hf::INCOMPAT_CORRUPT;
-            t.put(0, hf::INCOMPATIBLE_FEATURES, v);
-            Ok(())
-        },
+        |t| t.set_bits(0, hf::INCOMPATIBLE_FEATURES, hf::INCOMPAT_CORRUPT),
     ),
 ];

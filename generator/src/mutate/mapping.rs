@@ -2,11 +2,13 @@
 //! "Extended L2 Entries"; rules `l1.*`, `l2.*`).
 
 use super::prep::{guest_write, min_cluster_bits, p_sized, p_write, p_write_1k, v3};
-use super::{mutation, Mutation};
+use super::target::U64;
+use super::{mutation, Mutation, Skip, Target};
 use rand::Rng;
 use spec_model::fields::{header as hf, mapping as mp};
 use spec_model::Rule;
 use spec_model::Severity::Error;
+use std::ops::RangeInclusive;
 
 /// This section of the catalogue, in the catalogue's order.
 pub(super) static MUTATIONS: &[Mutation] = &[
@@ -16,11 +18,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Error,
         "l1_table_offset set to a cluster at or past the end of the file",
         p_sized,
-        |t| {
-            let off = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
-            t.put(0, hf::L1_TABLE_OFFSET, off);
-            Ok(())
-        },
+        |t| t.put_past_eof(0, hf::L1_TABLE_OFFSET),
     ),
     mutation(
         "l1.reserved-bits/set",
@@ -33,14 +31,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
                 return Err("empty L1 table");
             }
             let at = t.layout.l1_offset + 8 * t.rng.gen_range(0..u64::from(t.layout.l1_size));
-            let bit = if t.rng.gen_bool(0.5) {
-                t.rng.gen_range(1..=8)
-            } else {
-                t.rng.gen_range(56..=62)
-            };
-            let v = t.get_u64(at) | 1 << bit;
-            t.put_u64(at, v);
-            Ok(())
+            set_reserved_bit(t, at, 56..=62)
         },
     ),
     mutation(
@@ -52,10 +43,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         p_write_1k,
         |t| {
             let at = t.used_l1_entry()?;
-            let d = t.misalign_512()?;
-            let v = t.get_u64(at) + d;
-            t.put_u64(at, v);
-            Ok(())
+            t.misalign_entry(at)
         },
     ),
     mutation(
@@ -66,7 +54,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         p_write,
         |t| {
             let at = t.used_l1_entry()?;
-            let off = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
+            let off = t.past_eof();
             let v = t.get_u64(at) & mp::COPIED | off;
             t.put_u64(at, v);
             Ok(())
@@ -81,14 +69,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         |t| {
             let (gc, _) = t.data_cluster()?;
             let at = t.l2_entry(gc)?;
-            let bit = if t.rng.gen_bool(0.5) {
-                t.rng.gen_range(1..=8)
-            } else {
-                t.rng.gen_range(56..=61)
-            };
-            let v = t.get_u64(at) | 1 << bit;
-            t.put_u64(at, v);
-            Ok(())
+            set_reserved_bit(t, at, 56..=61)
         },
     ),
     mutation(
@@ -101,10 +82,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         |t| {
             let (gc, _) = t.data_cluster()?;
             let at = t.l2_entry(gc)?;
-            let d = t.misalign_512()?;
-            let v = t.get_u64(at) + d;
-            t.put_u64(at, v);
-            Ok(())
+            t.misalign_entry(at)
         },
     ),
     mutation(
@@ -116,7 +94,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         |t| {
             let (gc, _) = t.data_cluster()?;
             let at = t.l2_entry(gc)?;
-            let off = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
+            let off = t.past_eof();
             let v = t.get_u64(at) & !mp::L2_OFFSET_MASK | off;
             t.put_u64(at, v);
             Ok(())
@@ -153,3 +131,14 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         },
     ),
 ];
+
+/// Sets one reserved bit of the table entry at `at`: one of bits 1-8 or,
+/// as likely, one of the high bits `high`.
+fn set_reserved_bit(t: &mut Target, at: u64, high: RangeInclusive<u32>) -> Result<(), Skip> {
+    let bit = if t.rng.gen_bool(0.5) {
+        t.rng.gen_range(1..=8)
+    } else {
+        t.rng.gen_range(high)
+    };
+    t.set_bits(at, U64, 1 << bit)
+}

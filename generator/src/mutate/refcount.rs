@@ -3,6 +3,7 @@
 //! clusters, leaks.
 
 use super::prep::{bitmaps, coarsen, guest_write, keep, refcounts_up_to_2};
+use super::target::U64;
 use super::{mutation, Mutation};
 use rand::Rng;
 use spec_model::fields::{bitmap_entry as be, mapping as mp};
@@ -33,9 +34,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         keep,
         |t| {
             let at = t.unused_refcount_entry()?;
-            let v = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
-            t.put_u64(at, v);
-            Ok(())
+            t.put_past_eof(at, U64)
         },
     ),
     mutation(

@@ -3,7 +3,6 @@
 
 use super::prep::p_snapshot;
 use super::{mutation, Mutation};
-use rand::Rng;
 use spec_model::fields::{header as hf, snapshot as sf};
 use spec_model::Rule;
 use spec_model::Severity::Error;
@@ -16,11 +15,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Error,
         "snapshots_offset set to a cluster at or past the end of the file",
         p_snapshot,
-        |t| {
-            let off = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
-            t.put(0, hf::SNAPSHOTS_OFFSET, off);
-            Ok(())
-        },
+        |t| t.put_past_eof(0, hf::SNAPSHOTS_OFFSET),
     ),
     mutation(
         "snapshot.extra-data/short",
@@ -34,9 +29,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
                 return Err("no snapshot");
             }
             let at = t.layout.snapshot_table_offset;
-            let v = t.rng.gen_range(0..16);
-            t.put(at, sf::EXTRA_DATA_SIZE, v);
-            Ok(())
+            t.put_random(at, sf::EXTRA_DATA_SIZE, 0..16)
         },
     ),
 ];

@@ -122,9 +122,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_bitmap,
         |t| {
             let at = pick_entry(t)?;
-            let v = t.get(at, be::FLAGS) | 1 << t.rng.gen_range(3..32);
-            t.put(at, be::FLAGS, v);
-            Ok(())
+            t.set_random_bit(at, be::FLAGS, 3..32)
         },
     ),
     mutation(
@@ -147,9 +145,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_bitmap,
         |t| {
             let at = pick_entry(t)?;
-            let v = t.rng.gen_range(2..=255);
-            t.put(at, be::TYPE, v);
-            Ok(())
+            t.put_random(at, be::TYPE, 2..=255)
         },
     ),
     mutation(
@@ -325,8 +321,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
             }
             let i = free[t.rng.gen_range(0..free.len())];
             let at = t.bitmap(i)?.entry_offset;
-            let v = t.get(at, be::FLAGS) | be::FLAG_IN_USE;
-            t.put(at, be::FLAGS, v);
+            t.set_bits(at, be::FLAGS, be::FLAG_IN_USE)?;
             t.spec.bitmaps[i].in_use = true;
             Ok(())
         },

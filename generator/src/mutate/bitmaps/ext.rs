@@ -67,11 +67,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
             s.bitmaps.clear();
             Ok(())
         },
-        |t| {
-            let v = t.get(0, hf::AUTOCLEAR_FEATURES) | hf::AUTOCLEAR_BITMAPS;
-            t.put(0, hf::AUTOCLEAR_FEATURES, v);
-            Ok(())
-        },
+        |t| t.set_bits(0, hf::AUTOCLEAR_FEATURES, hf::AUTOCLEAR_BITMAPS),
     ),
     mutation(
         "bitmaps.ext.length/short",
@@ -81,9 +77,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_bitmap,
         |t| {
             let at = t.ext_data()? - ext::PREFIX_LENGTH as u64;
-            let v = t.rng.gen_range(0..24);
-            t.put(at, ext::LENGTH, v);
-            Ok(())
+            t.put_random(at, ext::LENGTH, 0..24)
         },
     ),
     mutation(
@@ -99,9 +93,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         },
         |t| {
             let at = t.ext_data()? - ext::PREFIX_LENGTH as u64;
-            let v = t.rng.gen_range(25..=32);
-            t.put(at, ext::LENGTH, v);
-            Ok(())
+            t.put_random(at, ext::LENGTH, 25..=32)
         },
     ),
     mutation(
@@ -125,9 +117,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_bitmap,
         |t| {
             let at = t.ext_data()?;
-            let v = t.rng.gen_range(1..=u64::from(u32::MAX));
-            t.put(at, bx::RESERVED, v);
-            Ok(())
+            t.put_random(at, bx::RESERVED, 1..=u64::from(u32::MAX))
         },
     ),
     mutation(
@@ -215,9 +205,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_bitmap,
         |t| {
             let at = t.ext_data()?;
-            let off = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
-            t.put(at, bx::BITMAP_DIRECTORY_OFFSET, off);
-            Ok(())
+            t.put_past_eof(at, bx::BITMAP_DIRECTORY_OFFSET)
         },
     ),
     mutation(

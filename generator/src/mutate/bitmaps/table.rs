@@ -4,6 +4,7 @@
 
 use super::pick_entry;
 use crate::mutate::prep::{cs, geometry, p_bitmap, p_stored, p_stored_1k, stored_bitmap};
+use crate::mutate::target::U64;
 use crate::mutate::{mutation, Mutation, Skip, Target};
 use rand::Rng;
 use spec_model::fields::{bitmap_entry as be, bitmap_table_entry as bt};
@@ -20,9 +21,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_bitmap,
         |t| {
             let at = pick_entry(t)?;
-            let off = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
-            t.put(at, be::BITMAP_TABLE_OFFSET, off);
-            Ok(())
+            t.put_past_eof(at, be::BITMAP_TABLE_OFFSET)
         },
     ),
     mutation(
@@ -62,9 +61,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         |t| {
             let (j, _) = t.stored_data(0)?;
             let at = t.table_entry(0, j)?;
-            let v = t.get_u64(at) | bt::ALL_ONES;
-            t.put_u64(at, v);
-            Ok(())
+            t.set_bits(at, U64, bt::ALL_ONES)
         },
     ),
     mutation(
@@ -75,11 +72,9 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
          its cluster boundary (clusters of at least 1 KiB)",
         p_stored_1k,
         |t| {
-            let (j, off) = t.stored_data(0)?;
+            let (j, _) = t.stored_data(0)?;
             let at = t.table_entry(0, j)?;
-            let d = t.misalign_512()?;
-            t.put_u64(at, off + d);
-            Ok(())
+            t.misalign_entry(at)
         },
     ),
     mutation(
@@ -91,9 +86,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         |t| {
             let (j, _) = t.stored_data(0)?;
             let at = t.table_entry(0, j)?;
-            let off = t.file_len() + t.cluster_size() * t.rng.gen_range(0..4);
-            t.put_u64(at, off);
-            Ok(())
+            t.put_past_eof(at, U64)
         },
     ),
     mutation(
@@ -157,7 +150,5 @@ fn table_entry_bit(t: &mut Target, bits: std::ops::RangeInclusive<u32>) -> Resul
     }
     let j = t.rng.gen_range(0..n);
     let at = t.table_entry(0, j)?;
-    let v = t.get_u64(at) | 1 << t.rng.gen_range(bits);
-    t.put_u64(at, v);
-    Ok(())
+    t.set_random_bit(at, U64, bits)
 }
