@@ -67,8 +67,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         "one reserved bit (1-8 or 56-61) of a standard L2 entry set",
         p_write,
         |t| {
-            let (gc, _) = t.data_cluster()?;
-            let at = t.l2_entry(gc)?;
+            let at = t.mapped_l2_entry()?;
             set_reserved_bit(t, at, 56..=61)
         },
     ),
@@ -80,8 +79,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
          its cluster boundary",
         p_write_1k,
         |t| {
-            let (gc, _) = t.data_cluster()?;
-            let at = t.l2_entry(gc)?;
+            let at = t.mapped_l2_entry()?;
             t.misalign_entry(at)
         },
     ),
@@ -92,12 +90,9 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         "an L2 entry pointed at a cluster at or past the end of the file",
         p_write,
         |t| {
-            let (gc, _) = t.data_cluster()?;
-            let at = t.l2_entry(gc)?;
+            let at = t.mapped_l2_entry()?;
             let off = t.past_eof();
-            let v = t.get_u64(at) & !mp::L2_OFFSET_MASK | off;
-            t.put_u64(at, v);
-            Ok(())
+            t.put_l2_offset(at, off)
         },
     ),
     mutation(
@@ -115,8 +110,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
             if t.l2_entry_size() != 16 {
                 return Err("no extended L2 entries");
             }
-            let (gc, _) = t.data_cluster()?;
-            let at = t.l2_entry(gc)? + 8;
+            let at = t.mapped_l2_entry()? + 8;
             let v = t.get_u64(at);
             let alloc = v & 0xffff_ffff;
             if alloc == 0 {

@@ -6,7 +6,7 @@ use super::prep::{bitmaps, coarsen, guest_write, keep, refcounts_up_to_2};
 use super::target::U64;
 use super::{mutation, Mutation};
 use rand::Rng;
-use spec_model::fields::{bitmap_entry as be, mapping as mp};
+use spec_model::fields::bitmap_entry as be;
 use spec_model::Rule;
 use spec_model::Severity::{Error, Leak};
 
@@ -99,9 +99,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
             let (_, d0) = t.layout.data_clusters[i];
             let (g1, _) = t.layout.data_clusters[j];
             let at = t.l2_entry(g1)?;
-            let v = t.get_u64(at) & !mp::L2_OFFSET_MASK | d0;
-            t.put_u64(at, v);
-            Ok(())
+            t.put_l2_offset(at, d0)
         },
     ),
     mutation(

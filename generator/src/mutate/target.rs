@@ -9,7 +9,7 @@ use crate::spec::ImageSpec;
 use rand::distributions::uniform::SampleRange;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use spec_model::fields::Field;
+use spec_model::fields::{mapping as mp, Field};
 
 /// A built image with its layout, being mutated.
 pub struct Target {
@@ -128,6 +128,19 @@ impl Target {
         Ok(l2 + (gc % per) * self.l2_entry_size())
     }
 
+    /// File offset of the L2 entry of a random mapped guest cluster.
+    pub(super) fn mapped_l2_entry(&mut self) -> Result<u64, Skip> {
+        let (gc, _) = self.data_cluster()?;
+        self.l2_entry(gc)
+    }
+
+    /// File offset of bitmap 0's table entry for a random stored data
+    /// cluster.
+    pub(super) fn stored_table_entry(&mut self) -> Result<u64, Skip> {
+        let (j, _) = self.stored_data(0)?;
+        self.table_entry(0, j)
+    }
+
     /// A random mapped guest cluster: (guest cluster, host offset).
     pub(super) fn data_cluster(&mut self) -> Result<(u64, u64), Skip> {
         let n = self.layout.data_clusters.len();
@@ -209,6 +222,14 @@ impl Target {
     pub(super) fn put_past_eof(&mut self, at: u64, f: Field) -> Result<(), Skip> {
         let off = self.past_eof();
         self.put(at, f, off);
+        Ok(())
+    }
+
+    /// Points the standard L2 entry at `at` at host offset `off`, keeping
+    /// its flags.
+    pub(super) fn put_l2_offset(&mut self, at: u64, off: u64) -> Result<(), Skip> {
+        let v = self.get_u64(at) & !mp::L2_OFFSET_MASK | off;
+        self.put_u64(at, v);
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! rules `bitmaps.dir.*`): entry bounds, table offset and size, flags,
 //! type, granularity, names, padding, extra data and the in-use flag.
 
-use super::pick_entry;
+use super::{pick_entry, put_in_entry};
 use crate::build::entry_bytes;
 use crate::mutate::prep::PResult;
 use crate::mutate::prep::{bitmaps, cs, geometry, new_bitmap, p_bitmap, p_stored, tilde_name, v3};
@@ -36,11 +36,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         Error,
         "a bitmap's bitmap_table_offset set to 0",
         p_bitmap,
-        |t| {
-            let at = pick_entry(t)?;
-            t.put(at, be::BITMAP_TABLE_OFFSET, 0);
-            Ok(())
-        },
+        |t| put_in_entry(t, be::BITMAP_TABLE_OFFSET, 0),
     ),
     mutation(
         "bitmaps.dir.table-alignment/misaligned",
@@ -131,11 +127,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         Error,
         "a bitmap's type set to 0 (reserved)",
         p_bitmap,
-        |t| {
-            let at = pick_entry(t)?;
-            t.put(at, be::TYPE, 0);
-            Ok(())
-        },
+        |t| put_in_entry(t, be::TYPE, 0),
     ),
     mutation(
         "bitmaps.dir.type/reserved",

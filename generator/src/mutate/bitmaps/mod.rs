@@ -8,6 +8,7 @@ pub(super) mod table;
 
 use super::{Skip, Target};
 use rand::Rng;
+use spec_model::fields::Field;
 
 /// The directory entry offset of a random bitmap.
 pub(super) fn pick_entry(t: &mut Target) -> Result<u64, Skip> {
@@ -17,4 +18,11 @@ pub(super) fn pick_entry(t: &mut Target) -> Result<u64, Skip> {
     }
     let i = t.rng.gen_range(0..n);
     Ok(t.layout.bitmaps[i].entry_offset)
+}
+
+/// Writes `v` to field `f` of a random bitmap's directory entry.
+pub(super) fn put_in_entry(t: &mut Target, f: Field, v: u64) -> Result<(), Skip> {
+    let at = pick_entry(t)?;
+    t.put(at, f, v);
+    Ok(())
 }

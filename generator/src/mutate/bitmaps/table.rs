@@ -59,8 +59,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         "bit 0 set in a bitmap table entry that holds a data cluster offset",
         p_stored,
         |t| {
-            let (j, _) = t.stored_data(0)?;
-            let at = t.table_entry(0, j)?;
+            let at = t.stored_table_entry()?;
             t.set_bits(at, U64, bt::ALL_ONES)
         },
     ),
@@ -72,8 +71,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
          its cluster boundary (clusters of at least 1 KiB)",
         p_stored_1k,
         |t| {
-            let (j, _) = t.stored_data(0)?;
-            let at = t.table_entry(0, j)?;
+            let at = t.stored_table_entry()?;
             t.misalign_entry(at)
         },
     ),
@@ -84,8 +82,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         "a bitmap table entry pointed at a cluster at or past the end of the file",
         p_stored,
         |t| {
-            let (j, _) = t.stored_data(0)?;
-            let at = t.table_entry(0, j)?;
+            let at = t.stored_table_entry()?;
             t.put_past_eof(at, U64)
         },
     ),
