@@ -203,14 +203,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         Error,
         "l1_size one entry smaller than the virtual size needs",
         p_sized,
-        |t| {
-            let n = t.get(0, hf::L1_SIZE);
-            if n == 0 {
-                return Err("empty L1 table");
-            }
-            t.put(0, hf::L1_SIZE, n - 1);
-            Ok(())
-        },
+        |t| t.lower(0, hf::L1_SIZE, 1, "empty L1 table"),
     ),
     mutation(
         "header.extended-l2/small-clusters",

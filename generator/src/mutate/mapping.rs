@@ -55,9 +55,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         |t| {
             let at = t.used_l1_entry()?;
             let off = t.past_eof();
-            let v = t.get_u64(at) & mp::COPIED | off;
-            t.put_u64(at, v);
-            Ok(())
+            t.repoint(at, mp::COPIED, off)
         },
     ),
     mutation(
@@ -92,7 +90,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         |t| {
             let at = t.mapped_l2_entry()?;
             let off = t.past_eof();
-            t.put_l2_offset(at, off)
+            t.repoint(at, !mp::L2_OFFSET_MASK, off)
         },
     ),
     mutation(

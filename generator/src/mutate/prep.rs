@@ -143,9 +143,14 @@ pub(super) fn tilde_name(s: &mut ImageSpec, i: usize, n: usize) {
 /// Raises bitmap `i`'s granularity until its table has at most `max`
 /// entries.
 pub(super) fn coarsen(s: &mut ImageSpec, i: usize, max: u64) {
-    while geometry(s, s.bitmaps[i].granularity_bits).clusters_needed() > max
-        && s.bitmaps[i].granularity_bits < 63
-    {
+    coarsen_while(s, i, |g| {
+        g.clusters_needed() > max && g.granularity_bits < 63
+    });
+}
+
+/// Raises bitmap `i`'s granularity while its geometry satisfies `more`.
+pub(super) fn coarsen_while(s: &mut ImageSpec, i: usize, more: impl Fn(&Geometry) -> bool) {
+    while more(&geometry(s, s.bitmaps[i].granularity_bits)) {
         s.bitmaps[i].granularity_bits += 1;
     }
 }

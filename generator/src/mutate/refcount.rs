@@ -7,6 +7,7 @@ use super::target::U64;
 use super::{mutation, Mutation};
 use rand::Rng;
 use spec_model::fields::bitmap_entry as be;
+use spec_model::fields::mapping as mp;
 use spec_model::Rule;
 use spec_model::Severity::{Error, Leak};
 
@@ -61,8 +62,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
                 used.push(l.directory_offset);
             }
             let off = used[t.rng.gen_range(0..used.len())];
-            t.set_refcount(off, 0);
-            Ok(())
+            t.unallocate(off)
         },
     ),
     mutation(
@@ -99,7 +99,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
             let (_, d0) = t.layout.data_clusters[i];
             let (g1, _) = t.layout.data_clusters[j];
             let at = t.l2_entry(g1)?;
-            t.put_l2_offset(at, d0)
+            t.repoint(at, !mp::L2_OFFSET_MASK, d0)
         },
     ),
     mutation(

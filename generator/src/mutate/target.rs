@@ -9,7 +9,7 @@ use crate::spec::ImageSpec;
 use rand::distributions::uniform::SampleRange;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use spec_model::fields::{mapping as mp, Field};
+use spec_model::fields::Field;
 
 /// A built image with its layout, being mutated.
 pub struct Target {
@@ -225,11 +225,25 @@ impl Target {
         Ok(())
     }
 
-    /// Points the standard L2 entry at `at` at host offset `off`, keeping
-    /// its flags.
-    pub(super) fn put_l2_offset(&mut self, at: u64, off: u64) -> Result<(), Skip> {
-        let v = self.get_u64(at) & !mp::L2_OFFSET_MASK | off;
+    /// Points the 64-bit table entry at `at` at host offset `off`,
+    /// keeping the bits of `keep` (its flags).
+    pub(super) fn repoint(&mut self, at: u64, keep: u64, off: u64) -> Result<(), Skip> {
+        let v = self.get_u64(at) & keep | off;
         self.put_u64(at, v);
+        Ok(())
+    }
+
+    /// Lowers a field of the structure at `at` by `by`, or skips with
+    /// `why` when it holds less.
+    pub(super) fn lower(&mut self, at: u64, f: Field, by: u64, why: Skip) -> Result<(), Skip> {
+        let v = self.get(at, f).checked_sub(by).ok_or(why)?;
+        self.put(at, f, v);
+        Ok(())
+    }
+
+    /// Sets the refcount of the cluster holding `offset` to 0.
+    pub(super) fn unallocate(&mut self, offset: u64) -> Result<(), Skip> {
+        self.set_refcount(offset, 0);
         Ok(())
     }
 

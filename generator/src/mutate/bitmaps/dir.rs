@@ -5,7 +5,9 @@
 use super::{pick_entry, put_in_entry};
 use crate::build::entry_bytes;
 use crate::mutate::prep::PResult;
-use crate::mutate::prep::{bitmaps, cs, geometry, new_bitmap, p_bitmap, p_stored, tilde_name, v3};
+use crate::mutate::prep::{
+    bitmaps, coarsen_while, cs, new_bitmap, p_bitmap, p_stored, tilde_name, v3,
+};
 use crate::mutate::{mutation, Mutation, Skip, Target};
 use crate::spec::ImageSpec;
 use arbitrary::Unstructured;
@@ -24,10 +26,12 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_bitmap,
         |t| {
             let at = t.ext_data()?;
-            let n = t.get(at, bx::BITMAP_DIRECTORY_SIZE);
-            let n = n.checked_sub(8).ok_or("directory shorter than 8 bytes")?;
-            t.put(at, bx::BITMAP_DIRECTORY_SIZE, n);
-            Ok(())
+            t.lower(
+                at,
+                bx::BITMAP_DIRECTORY_SIZE,
+                8,
+                "directory shorter than 8 bytes",
+            )
         },
     ),
     mutation(
@@ -60,10 +64,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_stored,
         |t| {
             let at = t.bitmap(0)?.entry_offset;
-            let n = t.get(at, be::BITMAP_TABLE_SIZE);
-            let n = n.checked_sub(1).ok_or("empty bitmap table")?;
-            t.put(at, be::BITMAP_TABLE_SIZE, n);
-            Ok(())
+            t.lower(at, be::BITMAP_TABLE_SIZE, 1, "empty bitmap table")
         },
     ),
     mutation(
@@ -92,12 +93,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         |s, u| {
             bitmaps(s, u, 1)?;
             let per_cluster = cs(s) / 8;
-            while geometry(s, s.bitmaps[0].granularity_bits)
-                .clusters_needed()
-                .is_multiple_of(per_cluster)
-            {
-                s.bitmaps[0].granularity_bits += 1;
-            }
+            coarsen_while(s, 0, |g| g.clusters_needed().is_multiple_of(per_cluster));
             Ok(())
         },
         |t| {

@@ -3,7 +3,7 @@
 //! `bitmaps.data.*`).
 
 use super::pick_entry;
-use crate::mutate::prep::{cs, geometry, p_bitmap, p_stored, p_stored_1k, stored_bitmap};
+use crate::mutate::prep::{coarsen_while, cs, p_bitmap, p_stored, p_stored_1k, stored_bitmap};
 use crate::mutate::target::U64;
 use crate::mutate::{mutation, Mutation, Skip, Target};
 use rand::Rng;
@@ -32,8 +32,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_bitmap,
         |t| {
             let off = t.bitmap(0)?.table_offset;
-            t.set_refcount(off, 0);
-            Ok(())
+            t.unallocate(off)
         },
     ),
     mutation(
@@ -94,8 +93,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_stored,
         |t| {
             let (_, off) = t.stored_data(0)?;
-            t.set_refcount(off, 0);
-            Ok(())
+            t.unallocate(off)
         },
     ),
     mutation(
@@ -106,12 +104,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         |s, u| {
             stored_bitmap(s, u)?;
             let bits_per_cluster = cs(s) * 8;
-            while geometry(s, s.bitmaps[0].granularity_bits)
-                .nbits()
-                .is_multiple_of(bits_per_cluster)
-            {
-                s.bitmaps[0].granularity_bits += 1;
-            }
+            coarsen_while(s, 0, |g| g.nbits().is_multiple_of(bits_per_cluster));
             Ok(())
         },
         |t| {
