@@ -123,11 +123,7 @@ pub(super) static MUTATIONS: &[Mutation] = &[
         "l1_table_offset moved 8 bytes off its cluster boundary (the active L1 \
          table cannot be located; what it mapped shows as leaked)",
         keep,
-        |t| {
-            let v = t.get(0, hf::L1_TABLE_OFFSET) + 8;
-            t.put(0, hf::L1_TABLE_OFFSET, v);
-            Ok(())
-        },
+        |t| t.update(0, hf::L1_TABLE_OFFSET, |v| v + 8),
     ),
     mutation(
         "header.compression-type/without-bit",

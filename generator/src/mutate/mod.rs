@@ -26,6 +26,7 @@
 //! `bitmaps::{ext, dir, table}`, `mapping`, `refcount`, `snapshots`.
 
 mod bitmaps;
+mod edit;
 mod expect;
 mod extensions;
 mod header;

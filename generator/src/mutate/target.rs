@@ -6,7 +6,6 @@
 use super::Skip;
 use crate::build::{put_refcount, BitmapLayout, Layout};
 use crate::spec::ImageSpec;
-use rand::distributions::uniform::SampleRange;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use spec_model::fields::Field;
@@ -181,79 +180,6 @@ impl Target {
     pub(super) fn last_extension(&self) -> Result<u64, Skip> {
         let &(_, at) = self.layout.extensions.last().ok_or("no extension")?;
         Ok(at)
-    }
-
-    // Edits. Each makes one change and never fails, but returns the
-    // result of an `apply` so that it can serve as the whole of one.
-
-    /// Sets `bits` in a field of the structure at `at`.
-    pub(super) fn set_bits(&mut self, at: u64, f: Field, bits: u64) -> Result<(), Skip> {
-        let v = self.get(at, f) | bits;
-        self.put(at, f, v);
-        Ok(())
-    }
-
-    /// Sets one bit, drawn from `bits`, in a field of the structure at `at`.
-    pub(super) fn set_random_bit(
-        &mut self,
-        at: u64,
-        f: Field,
-        bits: impl SampleRange<u32>,
-    ) -> Result<(), Skip> {
-        let bit = self.rng.gen_range(bits);
-        self.set_bits(at, f, 1 << bit)
-    }
-
-    /// Writes a value drawn from `values` to a field of the structure at
-    /// `at`.
-    pub(super) fn put_random(
-        &mut self,
-        at: u64,
-        f: Field,
-        values: impl SampleRange<u64>,
-    ) -> Result<(), Skip> {
-        let v = self.rng.gen_range(values);
-        self.put(at, f, v);
-        Ok(())
-    }
-
-    /// Points a field of the structure at `at` at or past the end of the
-    /// file ([`Target::past_eof`]).
-    pub(super) fn put_past_eof(&mut self, at: u64, f: Field) -> Result<(), Skip> {
-        let off = self.past_eof();
-        self.put(at, f, off);
-        Ok(())
-    }
-
-    /// Points the 64-bit table entry at `at` at host offset `off`,
-    /// keeping the bits of `keep` (its flags).
-    pub(super) fn repoint(&mut self, at: u64, keep: u64, off: u64) -> Result<(), Skip> {
-        let v = self.get_u64(at) & keep | off;
-        self.put_u64(at, v);
-        Ok(())
-    }
-
-    /// Lowers a field of the structure at `at` by `by`, or skips with
-    /// `why` when it holds less.
-    pub(super) fn lower(&mut self, at: u64, f: Field, by: u64, why: Skip) -> Result<(), Skip> {
-        let v = self.get(at, f).checked_sub(by).ok_or(why)?;
-        self.put(at, f, v);
-        Ok(())
-    }
-
-    /// Sets the refcount of the cluster holding `offset` to 0.
-    pub(super) fn unallocate(&mut self, offset: u64) -> Result<(), Skip> {
-        self.set_refcount(offset, 0);
-        Ok(())
-    }
-
-    /// Moves the offset in the 64-bit table entry at `at` off its cluster
-    /// boundary ([`Target::misalign_512`]).
-    pub(super) fn misalign_entry(&mut self, at: u64) -> Result<(), Skip> {
-        let d = self.misalign_512()?;
-        let v = self.get_u64(at) + d;
-        self.put_u64(at, v);
-        Ok(())
     }
 }
 

@@ -50,9 +50,8 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_bitmap,
         |t| {
             let at = pick_entry(t)?;
-            let off = t.get(at, be::BITMAP_TABLE_OFFSET) + t.rng.gen_range(1..t.cluster_size());
-            t.put(at, be::BITMAP_TABLE_OFFSET, off);
-            Ok(())
+            let d = t.rng.gen_range(1..t.cluster_size());
+            t.update(at, be::BITMAP_TABLE_OFFSET, |v| v + d)
         },
     ),
     mutation(

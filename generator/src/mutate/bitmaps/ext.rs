@@ -22,11 +22,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         "autoclear bit 0 cleared in a v3 image with bitmaps: the extension must \
          be ignored (its clusters show as leaked)",
         p_bitmap,
-        |t| {
-            let v = t.get(0, hf::AUTOCLEAR_FEATURES) & !hf::AUTOCLEAR_BITMAPS;
-            t.put(0, hf::AUTOCLEAR_FEATURES, v);
-            Ok(())
-        },
+        |t| t.update(0, hf::AUTOCLEAR_FEATURES, |v| v & !hf::AUTOCLEAR_BITMAPS),
     )
     .ext(ExtState::Inconsistent),
     mutation(
@@ -149,9 +145,7 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         p_bitmap,
         |t| {
             let at = t.ext_data()?;
-            let n = t.get(at, bx::NB_BITMAPS);
-            t.put(at, bx::NB_BITMAPS, n + 1);
-            Ok(())
+            t.update(at, bx::NB_BITMAPS, |n| n + 1)
         },
     ),
     mutation(
