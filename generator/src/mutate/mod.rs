@@ -20,10 +20,12 @@
 //!
 //! Where things live: this module holds the types, the lookups and
 //! [`make`]; `stack` the stacked application and [`prepare`]; `expect` the
-//! expected verdict; `target` the image being edited ([`Target`]); `prep`
-//! the spec preparation steps. The catalogue itself is split by spec
-//! section, in the order [`catalogue`] returns it: `header`, `extensions`,
-//! `bitmaps::{ext, dir, table}`, `mapping`, `refcount`, `snapshots`.
+//! expected verdict; `target` the image being edited ([`Target`]) and the
+//! lookups into its layout; `edit` the byte edits that `apply` steps are
+//! made of; `prep` the spec preparation steps that `prepare` steps are
+//! made of. The catalogue itself is split by spec section, in the order
+//! [`catalogue`] returns it: `header`, `extensions`, `bitmaps::{ext, dir,
+//! table}`, `mapping`, `refcount`, `snapshots`.
 
 mod bitmaps;
 mod edit;

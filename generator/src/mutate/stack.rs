@@ -23,7 +23,7 @@ pub struct Stacked {
     /// The mutations that did not apply to this image, with the reason.
     pub skipped: Vec<(&'static str, Skip)>,
     /// The expected verdict by construction, when exactly one mutation was
-    /// applied (as for [`make`]). Several mutations may mask or undo each
+    /// applied (as for [`make`](super::make)). Several mutations may mask or undo each
     /// other, so a stack's verdict is the reference model's to give.
     pub expected: Option<Expected>,
 }
@@ -58,7 +58,7 @@ pub fn prepare(m: &Mutation, spec: &mut ImageSpec, seed: u64) -> Result<(), Muta
 /// once; then every mutation's `apply` edits that same image in turn.
 /// Deterministic in `(ms, base, seed)`, and a mutation's choices depend
 /// only on its id, `seed` and what the spec and image look like when its
-/// turn comes. Unlike [`make`], no fresh base spec is tried.
+/// turn comes. Unlike [`make`](super::make), no fresh base spec is tried.
 ///
 /// Semantics of conflicts: a later `prepare` may undo what an earlier one
 /// arranged, and a later `apply` may overwrite or undo an earlier change

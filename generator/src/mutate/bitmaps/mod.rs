@@ -1,6 +1,6 @@
 //! Mutations that break the bitmaps extension (spec "Bitmaps extension",
 //! "Bitmap directory", "Bitmap table", "Bitmap data"; rules `bitmaps.*`),
-//! one module per structure, and the apply step they share.
+//! one module per structure, and the apply steps they share.
 
 pub(super) mod dir;
 pub(super) mod ext;
