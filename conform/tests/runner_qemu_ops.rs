@@ -165,7 +165,7 @@ exec "$REAL_QEMU_IMG" "$@"
 "#;
 
 fn real_qemu_img() -> PathBuf {
-    conform::qemu::Tool::Img.locate().unwrap()
+    conform::runner::adapters::qemu::Tool::Img.locate().unwrap()
 }
 
 #[test]

@@ -26,9 +26,9 @@
 //!   still conforms, and whether autoclear bit 0 was cleared or the
 //!   bitmaps were maintained.
 
-use super::WriteRun;
-use crate::runner::process::{self, Proc};
-use crate::runner::{Adapter, Capabilities, Limits, Observation};
+use crate::runner::adapter::{Adapter, Capabilities, WriteRun};
+use crate::runner::observation::{GuestCheck, Observation};
+use crate::runner::process::{self, Limits, Proc};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use spec_model::Model;
@@ -121,56 +121,6 @@ pub trait GuestDisk {
     /// If the implementation's helper process died of a signal, which.
     fn helper_signal(&self) -> Option<i32> {
         None
-    }
-}
-
-/// Guest data an implementation read, compared with the model.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestCheck {
-    /// The virtual size in the header and the one the implementation reports.
-    pub size_header: Option<u64>,
-    pub size_reported: Option<u64>,
-    /// Sample ranges, and how many of them were compared.
-    pub ranges: usize,
-    pub ranges_compared: usize,
-    pub bytes_compared: u64,
-    /// Ranges where the implementation read other bytes than the model.
-    pub mismatch_count: usize,
-    /// The first few of them, described with their offsets.
-    pub mismatches: Vec<String>,
-    /// Ranges the model reads but the implementation failed to read.
-    pub read_error_count: usize,
-    pub read_errors: Vec<String>,
-    /// Why some ranges were not compared (the model cannot read them).
-    pub not_compared: Vec<String>,
-}
-
-impl GuestCheck {
-    /// The implementation read something else than the model somewhere.
-    pub fn differs(&self) -> bool {
-        self.mismatch_count > 0 || self.size_reported != self.size_header
-    }
-
-    /// One line per difference (size first), for the judge.
-    pub fn differences(&self) -> Vec<String> {
-        let mut d = Vec::new();
-        if self.size_header.is_some() && self.size_reported != self.size_header {
-            d.push(format!(
-                "reports a virtual size of {} bytes; the header says {}",
-                self.size_reported
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "?".into()),
-                self.size_header.unwrap_or_default()
-            ));
-        }
-        d.extend(self.mismatches.iter().cloned());
-        if self.mismatch_count > self.mismatches.len() {
-            d.push(format!(
-                "(and {} more differing range(s))",
-                self.mismatch_count - self.mismatches.len()
-            ));
-        }
-        d
     }
 }
 
@@ -688,7 +638,7 @@ impl ProbeAdapter {
         let cmd = process::command(self.exe.as_os_str(), &args, limits);
         let mut p = process::run(cmd, limits.timeout).map_err(|e| e.to_string())?;
         // Reproduction commands name the tool, not the build path.
-        let exe = crate::qemu::command_line(&std::process::Command::new(&self.exe));
+        let exe = crate::runner::text::command_line(&std::process::Command::new(&self.exe));
         if let Some(rest) = p.command.strip_prefix(&exe) {
             p.command = format!("qcow2-conform{rest}");
         }
