@@ -83,41 +83,24 @@ fn observe_in(
     );
     let mut obs = adapter.observe(&copy, &opts.limits);
     obs.commands.insert(0, setup.clone());
-    if opts.writes
-        && adapter.capabilities().write_guest_data
-        && writes::eligible(&case.expected)
-        && !obs.timed_out
-        && obs.signal.is_none()
-    {
-        let copy2 = work.join("write.qcow2");
-        match corpus::sparse_copy(image, &copy2) {
-            Ok(()) => {
-                let w = writes::run(adapter, &copy2, &opts.limits);
-                add_check(&mut obs, image, "write.qcow2", &w.found);
-                obs.write = Some(w);
-            }
-            Err(e) => obs
-                .notes
-                .push(format!("write check skipped: cannot copy: {e}")),
+    // The checks that change a copy: only on valid images, and only while
+    // nothing has crashed or hung.
+    let may_change = |obs: &Observation| {
+        opts.writes && writes::eligible(&case.expected) && !obs.timed_out && obs.signal.is_none()
+    };
+    if adapter.capabilities().write_guest_data && may_change(&obs) {
+        if let Some(copy) = fresh_copy(image, work, "write.qcow2", "write check", &mut obs) {
+            let w = writes::run(adapter, &copy, &opts.limits);
+            add_check(&mut obs, image, "write.qcow2", &w.found);
+            obs.write = Some(w);
         }
     }
-    if adapter.checks_bitmap_ops()
-        && opts.writes
-        && writes::eligible(&case.expected)
-        && !obs.timed_out
-        && obs.signal.is_none()
-    {
-        let copy3 = work.join("ops.qcow2");
-        match corpus::sparse_copy(image, &copy3) {
-            Ok(()) => {
-                if let Some(o) = adapter.bitmap_ops(&copy3, work, &opts.limits) {
-                    add_check(&mut obs, image, "ops.qcow2", &o.found);
-                    obs.ops = Some(o);
-                }
+    if adapter.checks_bitmap_ops() && may_change(&obs) {
+        if let Some(copy) = fresh_copy(image, work, "ops.qcow2", "bitmap operations", &mut obs) {
+            if let Some(o) = adapter.bitmap_ops(&copy, work, &opts.limits) {
+                add_check(&mut obs, image, "ops.qcow2", &o.found);
+                obs.ops = Some(o);
             }
-            Err(e) => obs
-                .notes
-                .push(format!("bitmap operations skipped: cannot copy: {e}")),
         }
     }
     let work_s = work.to_string_lossy().into_owned();
@@ -125,6 +108,25 @@ fn observe_in(
         *c = with_work_var(c, &work_s);
     }
     obs
+}
+
+/// A fresh copy of `image` as `work/NAME`, or `None` with a note that
+/// `what` was skipped.
+fn fresh_copy(
+    image: &Path,
+    work: &Path,
+    name: &str,
+    what: &str,
+    obs: &mut Observation,
+) -> Option<std::path::PathBuf> {
+    let copy = work.join(name);
+    match corpus::sparse_copy(image, &copy) {
+        Ok(()) => Some(copy),
+        Err(e) => {
+            obs.notes.push(format!("{what} skipped: cannot copy: {e}"));
+            None
+        }
+    }
 }
 
 /// Adds a check that ran on the copy `$WORK/NAME` of `image` to the

@@ -29,7 +29,7 @@ use json::{CheckInfo, ImageInfo, MapExtent};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tools::{os, qemu_io_write};
+use tools::{failure, os, qemu_io_write};
 
 /// The QEMU adapter: paths of `qemu-img`, `qemu-io` and `qemu-nbd`.
 pub struct QemuAdapter {
@@ -136,20 +136,10 @@ impl Adapter for QemuAdapter {
             },
             Ok(p) => {
                 // qemu-io may report a failed command with exit status 0.
-                let failed_line = p
-                    .stdout
-                    .lines()
-                    .chain(p.stderr.lines())
-                    .find(|l| l.contains("failed") || l.contains("error"))
-                    .map(str::to_owned);
-                let ok = p.success() && failed_line.is_none();
+                let error = failure(&p, &["failed", "error"]);
                 WriteRun {
-                    ok,
-                    error: (!ok).then(|| {
-                        failed_line
-                            .or_else(|| p.first_error_line())
-                            .unwrap_or_else(|| p.describe_end())
-                    }),
+                    ok: error.is_none(),
+                    error,
                     commands: vec![p.command.clone()],
                     process: Some(p),
                     ..WriteRun::default()

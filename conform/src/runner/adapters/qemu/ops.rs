@@ -20,7 +20,7 @@
 //! `corrupting` (see [`crate::runner::judge`]). The result is a
 //! [`crate::runner::checks::OpsCheck`].
 
-use super::tools::{os, qemu_io_write};
+use super::tools::{failure, os, qemu_io_write};
 use crate::runner::checks::{OpStep, OpsCheck};
 use crate::runner::image_state::{self, ModelBitmap as Bm, ReadError};
 use crate::runner::process::{self, Limits, Proc};
@@ -136,22 +136,9 @@ impl Ctx<'_> {
         }
     }
 
+    /// Why a tool's run failed (`None`: it succeeded).
     fn failure(p: &Proc) -> Option<String> {
-        let failed_line = p
-            .stdout
-            .lines()
-            .chain(p.stderr.lines())
-            .find(|l| l.contains("failed") || l.contains("rror"))
-            .map(str::to_owned);
-        if p.success() && failed_line.is_none() {
-            None
-        } else {
-            Some(
-                failed_line
-                    .or_else(|| p.first_error_line())
-                    .unwrap_or_else(|| p.describe_end()),
-            )
-        }
+        failure(p, &["failed", "rror"])
     }
 
     /// Runs `program args`, then reads `image` with the model and compares

@@ -1,9 +1,10 @@
-//! Finding QEMU's command-line tools (`qemu-img`, `qemu-io`, `qemu-nbd`)
-//! and building their argument lists.
+//! Finding QEMU's command-line tools (`qemu-img`, `qemu-io`, `qemu-nbd`),
+//! building their argument lists, and reading a failure from their output.
 //!
 //! A missing tool is an error that names the tool and how to point at it
 //! (an environment variable such as `QEMU_IMG_PROG`), never a silent skip.
 
+use crate::runner::process::Proc;
 use anyhow::{bail, Result};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -96,4 +97,26 @@ pub(crate) fn qemu_io_write(image: &Path, pattern: u8, offset: u64, len: u64) ->
         os(format!("write -P {pattern:#04x} {offset} {len}")),
         os(image),
     ]
+}
+
+/// Why a tool's run failed, `None` when it succeeded: the first line of its
+/// output holding one of `markers` (QEMU's tools may report a failed
+/// command with exit status 0), else its first error line, else how it
+/// ended.
+pub(crate) fn failure(p: &Proc, markers: &[&str]) -> Option<String> {
+    let failed_line = p
+        .stdout
+        .lines()
+        .chain(p.stderr.lines())
+        .find(|l| markers.iter().any(|m| l.contains(m)))
+        .map(str::to_owned);
+    if p.success() && failed_line.is_none() {
+        None
+    } else {
+        Some(
+            failed_line
+                .or_else(|| p.first_error_line())
+                .unwrap_or_else(|| p.describe_end()),
+        )
+    }
 }
