@@ -2,7 +2,7 @@
 //! the model read it afterwards: the write check ([`super::writes`]) and
 //! the bitmap-operations check (QEMU's, in
 //! [`super::adapters::qemu::ops`]). Any problem makes the case
-//! `corrupting` (see [`super::judge`]).
+//! `corrupting` (see [`super::judge`](mod@super::judge)).
 
 use super::process::Proc;
 use serde::Serialize;

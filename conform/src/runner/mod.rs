@@ -11,7 +11,7 @@
 //!   [`observation`] (what an implementation did), [`adapter`] (the
 //!   [`Adapter`] trait);
 //! - [`adapters`]: the implementations (QEMU, exec, crate probes);
-//! - [`judge`] and [`writes`] (the write check);
+//! - [`judge`](mod@judge) and [`writes`] (the write check);
 //! - [`report`] and [`html`]; [`corpus`]; [`run`] (the orchestration).
 //!
 //! This file only declares them and re-exports what outside callers use.

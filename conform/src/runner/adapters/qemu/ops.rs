@@ -17,7 +17,7 @@
 //!
 //! A refused operation is a note, and the image must then be unchanged.
 //! Anything else wrong is a problem, and problems make the case
-//! `corrupting` (see [`crate::runner::judge`]). The result is a
+//! `corrupting` (see [`crate::runner::judge`](mod@crate::runner::judge)). The result is a
 //! [`crate::runner::checks::OpsCheck`].
 
 use super::tools::{failure, os, qemu_io_write};
