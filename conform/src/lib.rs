@@ -4,5 +4,4 @@
 pub mod campaign;
 pub mod cli;
 pub mod commands;
-pub mod qemu;
 pub mod runner;

@@ -3,7 +3,9 @@
 //! exactly the expected bitmaps, and each bitmap exported over NBD
 //! (`qemu-nbd -B`) has exactly the expected dirty ranges.
 
-use conform::qemu;
+#[path = "common/qemu.rs"]
+mod qemu;
+
 use generator::cases::{case_seed, spec_from_seed};
 use generator::{build, Config, ImageSpec};
 use rayon::prelude::*;

@@ -6,7 +6,10 @@
 //! These tests need QEMU's tools (qemu-img, qemu-io, qemu-nbd) and fail,
 //! naming the missing tool, when they are absent: they never skip.
 
-use conform::qemu::{self, BitmapOp, ConvertOpts, CreateOpts};
+#[path = "common/qemu.rs"]
+mod qemu;
+
+use qemu::{BitmapOp, ConvertOpts, CreateOpts};
 use sha2::{Digest, Sha256};
 use spec_model::{ExtensionState, Model, Report, Severity, Verdict};
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! --bitmaps` and `qemu-img resize` (grow, then shrink back) on a copy of
 //! every generated valid image with bitmaps, and the model checks each
 //! result: still conforming, and the bits equal to the expected algebra
-//! (`conform/src/runner/ops.rs`). A wrapped `qemu-img` that silently skips
+//! (`conform/src/runner/adapters/qemu/ops.rs`). A wrapped `qemu-img` that silently skips
 //! an operation is caught as `corrupting`.
 
 use generator::{cases, Config, Manifest, ManifestCase};
@@ -165,7 +165,7 @@ exec "$REAL_QEMU_IMG" "$@"
 "#;
 
 fn real_qemu_img() -> PathBuf {
-    conform::qemu::Tool::Img.locate().unwrap()
+    conform::runner::adapters::qemu::Tool::Img.locate().unwrap()
 }
 
 #[test]

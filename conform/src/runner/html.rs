@@ -10,8 +10,7 @@
 //! back and compare it with the JSON report.
 
 use super::judge::OutcomeKind;
-use super::report::RunReport;
-use super::{CaseResult, CaseRun};
+use super::report::{CaseResult, CaseRun, RunReport};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -349,7 +348,7 @@ pub fn html(report: &RunReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::{judge::Outcome, Observation};
+    use crate::runner::{judge::Outcome, observation::Observation};
     use generator::Expected;
 
     fn case(id: &str, kinds: &[(&str, OutcomeKind)]) -> CaseRun {

@@ -8,8 +8,8 @@
 //! `mismatch` beats `strict` beats `pass`. Every reason found is kept in
 //! the outcome's detail, not only the winning one.
 
-use super::writes::short;
-use super::{Observation, ObservedBitmap};
+use super::observation::{GuestCheck, Observation, ObservedBitmap};
+use super::text::short;
 use generator::expected::ExpectedBitmap;
 use generator::Expected;
 use serde::Serialize;
@@ -178,22 +178,22 @@ pub fn judge_with_model(
         return Outcome::new(OutcomeKind::Crash, vec![format!("no usable answer: {p}")]);
     }
     if let Some(w) = &obs.write {
-        if !w.problems.is_empty() {
+        if !w.found.problems.is_empty() {
             let mut d = vec![format!(
                 "after writing {} bytes at {} (written: {}):",
                 w.len, w.offset, w.written
             )];
-            d.extend(w.problems.iter().cloned());
+            d.extend(w.found.problems.iter().cloned());
             return Outcome::new(OutcomeKind::Corrupting, d);
         }
     }
     if let Some(o) = &obs.ops {
-        if !o.problems.is_empty() {
+        if !o.found.problems.is_empty() {
             let mut d = vec![format!(
                 "QEMU's bitmap operations ({} step(s)) left the image wrong:",
                 o.steps.len()
             )];
-            d.extend(o.problems.iter().cloned());
+            d.extend(o.found.problems.iter().cloned());
             return Outcome::new(OutcomeKind::Corrupting, d);
         }
     }
@@ -223,7 +223,7 @@ fn judge_unaware(e: &Expected, obs: &Observation) -> Outcome {
     let limits = limit_rules(e);
     let mut r = Reasons::default();
     let guest = obs.guest.as_ref();
-    let read = |g: &super::adapters::probe::GuestCheck| {
+    let read = |g: &GuestCheck| {
         format!(
             "read {} of {} sample range(s) ({} bytes) as the model does",
             g.ranges_compared, g.ranges, g.bytes_compared
@@ -594,7 +594,7 @@ fn judge_invalid(e: &Expected, obs: &Observation, model: Option<&[(String, bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::{IntegrityCheck, ObservedFlags};
+    use crate::runner::observation::{IntegrityCheck, ObservedFlags};
     use generator::expected::ExpectedFlags;
 
     fn valid_one() -> Expected {

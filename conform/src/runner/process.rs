@@ -3,8 +3,7 @@
 //! an optional address-space limit through util-linux's `prlimit`, and
 //! everything it printed kept for the report.
 
-use super::Limits;
-use crate::qemu::command_line;
+use super::text::command_line;
 use serde::Serialize;
 use std::ffi::OsStr;
 use std::io::Read;
@@ -13,6 +12,26 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// Per-process limits for a program under test.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock time of one process; the whole process group is killed
+    /// when it runs out.
+    pub timeout: Duration,
+    /// Address-space limit (`RLIMIT_AS`, set through util-linux `prlimit`);
+    /// `None` for no limit.
+    pub memory_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: None,
+        }
+    }
+}
 
 /// How many bytes of a program's standard error a report keeps.
 pub const STDERR_EXCERPT: usize = 4000;

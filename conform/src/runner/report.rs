@@ -1,13 +1,34 @@
-//! Reports of a run: the terminal matrix, `--json` and `--junit`.
+//! Reports of a run: what each case did under each implementation
+//! ([`CaseRun`], [`CaseResult`]), the terminal matrix, `--json` and
+//! `--junit`.
 
-use super::judge::OutcomeKind;
-use super::CaseRun;
+use super::judge::{Outcome, OutcomeKind};
+use super::observation::Observation;
+use generator::Expected;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The JSON report's format tag.
 pub const FORMAT: &str = "qcow2-conform-run/1";
+
+/// The result of one case under one implementation.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub implementation: String,
+    pub outcome: Outcome,
+    pub observation: Observation,
+}
+
+/// Everything about one case of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseRun {
+    pub id: String,
+    pub file: String,
+    pub description: String,
+    pub expected: Expected,
+    pub results: Vec<CaseResult>,
+}
 
 /// The whole run, as `--json` writes it.
 #[derive(Debug, Clone, Serialize)]

@@ -7,37 +7,16 @@
 //! one that leaves it set without setting the bits is caught by the same
 //! rule. Any problem makes the case `corrupting`.
 
-use super::adapters::{Adapter, WriteRun};
-use super::process::Proc;
-use super::Limits;
+use super::adapter::{Adapter, WriteRun};
+use super::checks::WriteCheck;
+use super::image_state::{self, ReadError};
+use super::process::Limits;
+use super::ranges::expected_after;
+use super::text::{command_line, short, show_ranges};
 use generator::Expected;
-use serde::Serialize;
-use spec_model::{ExtensionState, Model, Verdict};
+use spec_model::{ExtensionState, Verdict};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// What the write check found.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct WriteCheck {
-    /// Virtual offset and length written.
-    pub offset: u64,
-    pub len: u64,
-    /// The implementation reported success.
-    pub written: bool,
-    pub error: Option<String>,
-    /// The model's verdict on the image afterwards.
-    pub verdict_after: Option<String>,
-    pub extension_after: Option<String>,
-    /// Rule IDs of error findings afterwards.
-    pub error_rules_after: Vec<String>,
-    /// Everything wrong with the result; non-empty means `corrupting`.
-    pub problems: Vec<String>,
-    pub notes: Vec<String>,
-    #[serde(skip)]
-    pub commands: Vec<String>,
-    #[serde(skip)]
-    pub process: Option<Proc>,
-}
 
 /// Whether a case takes the write check: a valid image whose bitmaps
 /// extension is consistent.
@@ -68,34 +47,20 @@ struct Snapshot {
     usable: Contents,
 }
 
-fn snapshot(path: &Path) -> Result<Snapshot, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut model = Model::open(file).map_err(|e| format!("model: {e}"))?;
-    let report = model.report().clone();
-    let size = model
-        .analysis()
-        .header
-        .as_ref()
-        .map(|h| h.size)
-        .unwrap_or(0);
+fn snapshot(path: &Path) -> Result<Snapshot, ReadError> {
+    let state = image_state::read(path)?;
     let mut usable = Contents::new();
-    for (i, b) in report.bitmaps.iter().enumerate() {
-        if b.usable {
-            if let Some(r) = model.dirty_ranges(i).map_err(|e| format!("model: {e}"))? {
-                usable.insert(b.name.clone(), (b.flags.auto, b.granularity_bits, r));
-            }
+    for (name, b) in &state.bitmaps {
+        if let (true, Some(r)) = (b.usable, &b.ranges) {
+            usable.insert(name.clone(), (b.auto, b.gbits, r.clone()));
         }
     }
     Ok(Snapshot {
-        size,
-        verdict: report.verdict,
-        extension: report.bitmaps_extension,
-        error_rules: report
-            .rules_with(spec_model::Severity::Error)
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-        names: report.bitmaps.iter().map(|b| b.name.clone()).collect(),
+        size: state.size,
+        verdict: state.verdict,
+        extension: state.extension,
+        error_rules: state.error_rules,
+        names: state.bitmaps.into_iter().map(|(n, _)| n).collect(),
         usable,
     })
 }
@@ -107,41 +72,9 @@ fn ext_name(e: ExtensionState) -> String {
         .unwrap_or_default()
 }
 
-/// `ranges` plus `[offset, offset+len)` rounded out to `2^gbits`, clipped
-/// to `size`, merged.
-pub fn expected_after(
-    ranges: &[(u64, u64)],
-    offset: u64,
-    len: u64,
-    gbits: u8,
-    size: u64,
-) -> Vec<(u64, u64)> {
-    let g = 1u128 << gbits.min(63);
-    let a = ((offset as u128 / g) * g) as u64;
-    let b = ((offset as u128 + len as u128).div_ceil(g) * g).min(size as u128) as u64;
-    let mut v = ranges.to_vec();
-    v.push((a, b));
-    crate::qemu::merge_ranges(v)
-}
-
-/// A bitmap name cut to a readable length for messages.
-pub fn short(name: &str) -> String {
-    if name.chars().count() <= 40 {
-        format!("{name:?}")
-    } else {
-        let head: String = name.chars().take(32).collect();
-        format!("{head:?}... ({} chars)", name.chars().count())
-    }
-}
-
+/// Range lists in messages: the first six.
 fn show(r: &[(u64, u64)]) -> String {
-    let parts: Vec<String> = r.iter().take(6).map(|(a, b)| format!("{a}..{b}")).collect();
-    let more = if r.len() > 6 {
-        format!(" (+{} more)", r.len() - 6)
-    } else {
-        String::new()
-    };
-    format!("[{}]{more}", parts.join(", "))
+    show_ranges(r, 6)
 }
 
 /// Runs the write check on `copy` (a private copy the adapter may write).
@@ -150,7 +83,7 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
     let before = match snapshot(copy) {
         Ok(s) => s,
         Err(e) => {
-            w.notes.push(format!("write check skipped: {e}"));
+            w.found.notes.push(format!("write check skipped: {e}"));
             return w;
         }
     };
@@ -158,7 +91,8 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
     w.offset = offset;
     w.len = len;
     if len == 0 {
-        w.notes
+        w.found
+            .notes
             .push("write check skipped: the disk is empty".to_owned());
         return w;
     }
@@ -169,25 +103,25 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
         commands,
         problems,
     } = adapter.write(copy, offset, len, limits);
-    w.problems.extend(problems);
+    w.found.problems.extend(problems);
     w.written = ok;
     w.error = error;
-    w.commands = commands;
-    w.commands.push(format!(
+    w.found.commands = commands;
+    w.found.commands.push(format!(
         "qcow2-conform check {}",
-        crate::qemu::command_line(&std::process::Command::new(copy))
+        command_line(&std::process::Command::new(copy))
     ));
     let crashed = process
         .as_ref()
         .is_some_and(|p| p.timed_out || p.signal.is_some());
-    w.process = process;
+    w.found.process = process;
     if crashed {
         return w;
     }
     let after = match snapshot(copy) {
         Ok(s) => s,
         Err(e) => {
-            w.problems.push(format!(
+            w.found.problems.push(format!(
                 "the model cannot read the image after the write: {e}"
             ));
             return w;
@@ -197,19 +131,19 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
     w.extension_after = Some(ext_name(after.extension));
     w.error_rules_after = after.error_rules.clone();
     if !ok {
-        w.notes.push(format!(
+        w.found.notes.push(format!(
             "the write was refused: {}",
             w.error.clone().unwrap_or_default()
         ));
     }
     if after.verdict == Verdict::Invalid && before.verdict != Verdict::Invalid {
-        w.problems.push(format!(
+        w.found.problems.push(format!(
             "the image no longer conforms after the write: {}",
             after.error_rules.join(", ")
         ));
     }
     if after.size != before.size {
-        w.notes.push(format!(
+        w.found.notes.push(format!(
             "virtual size changed from {} to {}",
             before.size, after.size
         ));
@@ -222,12 +156,12 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
             for (name, (auto, gbits, ranges)) in &before.usable {
                 let Some((auto2, gbits2, got)) = after.usable.get(name) else {
                     if after.names.contains(name) {
-                        w.problems.push(format!(
+                        w.found.problems.push(format!(
                             "bitmap {} is no longer usable after the write (in_use left set?) while autoclear bit 0 stays set",
                             short(name)
                         ));
                     } else {
-                        w.problems.push(format!(
+                        w.found.problems.push(format!(
                             "bitmap {} is gone after the write while autoclear bit 0 stays set",
                             short(name)
                         ));
@@ -235,7 +169,7 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
                     continue;
                 };
                 if auto != auto2 || gbits != gbits2 {
-                    w.problems.push(format!(
+                    w.found.problems.push(format!(
                         "bitmap {} changed (auto {auto} -> {auto2}, granularity 2^{gbits} -> 2^{gbits2})",
                         short(name)
                     ));
@@ -255,7 +189,7 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
                     } else {
                         "a disabled bitmap must not change".to_owned()
                     };
-                    w.problems.push(format!(
+                    w.found.problems.push(format!(
                         "bitmap {}: dirty ranges {} after the write, expected {} ({what}; autoclear bit 0 is still set)",
                         short(name),
                         show(got),
@@ -265,14 +199,15 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
             }
             for name in after.usable.keys() {
                 if !before.usable.contains_key(name) && !before.names.contains(name) {
-                    w.notes
+                    w.found
+                        .notes
                         .push(format!("bitmap {} appeared after the write", short(name)));
                 }
             }
         }
         other => {
             if before.extension == ExtensionState::Consistent {
-                w.notes.push(format!(
+                w.found.notes.push(format!(
                     "the writer left the bitmaps extension {} (allowed: it gave the bitmaps up)",
                     ext_name(other)
                 ));
@@ -292,10 +227,5 @@ mod tests {
         assert_eq!(write_range(1), (0, 1));
         let (o, l) = write_range(3 << 20);
         assert_eq!((o, l), ((1 << 20) + 1000, 70_000));
-        assert_eq!(
-            expected_after(&[(0, 512)], 1000, 70_000, 16, 1 << 20),
-            vec![(0, 131072)]
-        );
-        assert_eq!(expected_after(&[], 1000, 100, 9, 1100), vec![(512, 1100)]);
     }
 }

@@ -12,9 +12,9 @@
 //! `PROGRAM` is a command template: words split as a shell would (quotes
 //! group, no expansion), the verb and its arguments appended.
 
-use super::WriteRun;
-use crate::runner::process::{self, Proc};
-use crate::runner::{Adapter, Capabilities, Limits, Observation, ObservedBitmap, ObservedFlags};
+use crate::runner::adapter::{Adapter, Capabilities, WriteRun};
+use crate::runner::observation::{Observation, ObservedBitmap, ObservedFlags};
+use crate::runner::process::{self, Limits, Proc};
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::ffi::OsString;
@@ -142,19 +142,30 @@ pub fn split_template(t: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
+/// A program's stdout held no protocol object.
+#[derive(Debug, thiserror::Error)]
+#[error("no protocol object on stdout ({whole}); stdout began: {began:?}")]
+pub struct NoReply {
+    /// Why all of stdout is not the object.
+    #[source]
+    whole: serde_json::Error,
+    /// The first 200 characters of stdout.
+    began: String,
+}
+
 /// The JSON object a program printed: all of stdout, or else its last
 /// non-empty line.
-fn parse_reply<T: serde::de::DeserializeOwned>(stdout: &str) -> Result<T, String> {
+fn parse_reply<T: serde::de::DeserializeOwned>(stdout: &str) -> Result<T, NoReply> {
     match serde_json::from_str::<T>(stdout.trim()) {
         Ok(v) => Ok(v),
         Err(whole) => {
             let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
             match last.map(|l| serde_json::from_str::<T>(l.trim())) {
                 Some(Ok(v)) => Ok(v),
-                _ => Err(format!(
-                    "no protocol object on stdout ({whole}); stdout began: {:?}",
-                    stdout.chars().take(200).collect::<String>()
-                )),
+                _ => Err(NoReply {
+                    whole,
+                    began: stdout.chars().take(200).collect(),
+                }),
             }
         }
     }
@@ -277,7 +288,7 @@ impl Adapter for ExecAdapter {
                     false,
                     Some(format!("protocol {} is not supported", r.protocol)),
                 ),
-                Err(e) => (false, Some(e)),
+                Err(e) => (false, Some(e.to_string())),
             }
         };
         WriteRun {

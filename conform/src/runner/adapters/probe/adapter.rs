@@ -6,9 +6,9 @@
 
 use super::kind::ProbeKind;
 use super::report::ProbeReport;
-use crate::runner::adapters::WriteRun;
-use crate::runner::process::{self, Proc};
-use crate::runner::{Adapter, Capabilities, Limits, Observation};
+use crate::runner::adapter::{Adapter, Capabilities, WriteRun};
+use crate::runner::observation::Observation;
+use crate::runner::process::{self, Limits, Proc};
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -79,7 +79,7 @@ impl ProbeAdapter {
         let cmd = process::command(self.exe.as_os_str(), &args, limits);
         let mut p = process::run(cmd, limits.timeout)?;
         // Reproduction commands name the tool, not the build path.
-        let exe = crate::qemu::command_line(&std::process::Command::new(&self.exe));
+        let exe = crate::runner::text::command_line(&std::process::Command::new(&self.exe));
         if let Some(rest) = p.command.strip_prefix(&exe) {
             p.command = format!("qcow2-conform{rest}");
         }

@@ -47,11 +47,12 @@ pub mod qcow2_rs;
 pub mod report;
 pub mod sampling;
 
+pub use crate::runner::observation::GuestCheck;
 pub use adapter::{ProbeAdapter, ProbeError};
 pub use child::probe;
 pub use disk::{DiskError, GuestDisk};
 pub use kind::ProbeKind;
-pub use report::{GuestCheck, ProbeReport, WriteOutcome};
+pub use report::{ProbeReport, WriteOutcome};
 pub use sampling::{
     pattern_byte, sample_ranges, CLUSTER_SAMPLE_BYTES, EDGE_SAMPLE_BYTES, MAX_CLUSTER_SAMPLES,
     RANDOM_SAMPLES,

@@ -7,18 +7,29 @@
 //!   `x-dirty-bitmap` option (a dirty area reads as `"data": false`);
 //! - writes: `qemu-io -c 'write -P 0xa5 OFFSET LEN'` (see `runner::writes`);
 //! - with `--bitmap-ops`: `qemu-img bitmap`, `convert --bitmaps` and
-//!   `resize` on a copy, each result read by the model (see `runner::ops`).
+//!   `resize` on a copy, each result read by the model (see [`ops`]).
+//!
+//! Beside the adapter: [`tools`] finds the programs and builds argument
+//! lists, [`json`] holds the JSON they print, [`ops`] the
+//! bitmap-operations sequence.
 
-use super::WriteRun;
-use crate::qemu::{CheckInfo, ImageInfo, MapExtent, Tool};
-use crate::runner::process::{self, Background, Proc};
-use crate::runner::{
-    Adapter, Capabilities, IntegrityCheck, Limits, Observation, ObservedBitmap, ObservedFlags,
-};
+pub mod json;
+pub mod ops;
+pub mod tools;
+
+pub use tools::Tool;
+
+use crate::runner::adapter::{Adapter, Capabilities, WriteRun};
+use crate::runner::checks::OpsCheck;
+use crate::runner::observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
+use crate::runner::process::{self, Background, Limits, Proc};
+use crate::runner::ranges::{digest_of_ranges, merge_ranges};
 use anyhow::Result;
-use std::ffi::{OsStr, OsString};
+use json::{CheckInfo, ImageInfo, MapExtent};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tools::{failure, os, qemu_io_write};
 
 /// The QEMU adapter: paths of `qemu-img`, `qemu-io` and `qemu-nbd`.
 pub struct QemuAdapter {
@@ -42,32 +53,43 @@ impl QemuAdapter {
     }
 
     /// Also runs the bitmap-operations check on valid images
-    /// ([`crate::runner::ops`]).
+    /// ([`ops`]).
     pub fn with_bitmap_ops(mut self, on: bool) -> QemuAdapter {
         self.bitmap_ops = on;
         self
     }
 
-    fn run(&self, program: &Path, args: &[OsString], limits: &Limits) -> Result<Proc, String> {
+    fn run(&self, program: &Path, args: &[OsString], limits: &Limits) -> std::io::Result<Proc> {
         let cmd = process::command(program.as_os_str(), args, limits);
-        process::run(cmd, limits.timeout).map_err(|e| e.to_string())
+        process::run(cmd, limits.timeout)
     }
 }
 
-fn os(s: impl AsRef<OsStr>) -> OsString {
-    s.as_ref().to_owned()
-}
+/// One bitmap's dirty ranges as QEMU exported them, or why it did not.
+type BitmapRead = Result<Vec<(u64, u64)>, BitmapReadError>;
 
-/// qemu-io arguments that write `len` bytes of `pattern` at guest offset
-/// `offset` of the qcow2 `image`.
-pub(crate) fn qemu_io_write(image: &Path, pattern: u8, offset: u64, len: u64) -> Vec<OsString> {
-    vec![
-        os("-f"),
-        os("qcow2"),
-        os("-c"),
-        os(format!("write -P {pattern:#04x} {offset} {len}")),
-        os(image),
-    ]
+/// Why QEMU did not hand out a bitmap's dirty ranges (the message goes to
+/// [`ObservedBitmap::error`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BitmapReadError {
+    /// `qemu-img map` did not start.
+    #[error("{0}")]
+    Start(#[from] std::io::Error),
+    /// A program failed: its first error line, or how it ended.
+    #[error("{0}")]
+    Failed(String),
+    #[error("cannot parse qemu-img map's JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("qemu-nbd refused to export the bitmap")]
+    Refused,
+    #[error("not read (an earlier read failed)")]
+    NotRead,
+    /// A read failed and the server had ended too: how it ended.
+    #[error("{read}; {server}")]
+    ServerEnded {
+        read: Box<BitmapReadError>,
+        server: String,
+    },
 }
 
 impl Adapter for QemuAdapter {
@@ -97,42 +119,27 @@ impl Adapter for QemuAdapter {
         self.bitmap_ops
     }
 
-    fn bitmap_ops(
-        &self,
-        image: &Path,
-        work: &Path,
-        limits: &Limits,
-    ) -> Option<crate::runner::ops::OpsCheck> {
-        let tools = crate::runner::ops::QemuTools {
+    fn bitmap_ops(&self, image: &Path, work: &Path, limits: &Limits) -> Option<OpsCheck> {
+        let tools = ops::QemuTools {
             img: &self.img,
             io: &self.io,
         };
-        Some(crate::runner::ops::run_qemu(tools, image, work, limits))
+        Some(ops::run_qemu(tools, image, work, limits))
     }
 
     fn write(&self, image: &Path, offset: u64, len: u64, limits: &Limits) -> WriteRun {
         let args = qemu_io_write(image, 0xa5, offset, len);
         match self.run(&self.io, &args, limits) {
             Err(e) => WriteRun {
-                error: Some(e),
+                error: Some(e.to_string()),
                 ..WriteRun::default()
             },
             Ok(p) => {
                 // qemu-io may report a failed command with exit status 0.
-                let failed_line = p
-                    .stdout
-                    .lines()
-                    .chain(p.stderr.lines())
-                    .find(|l| l.contains("failed") || l.contains("error"))
-                    .map(str::to_owned);
-                let ok = p.success() && failed_line.is_none();
+                let error = failure(&p, &["failed", "error"]);
                 WriteRun {
-                    ok,
-                    error: (!ok).then(|| {
-                        failed_line
-                            .or_else(|| p.first_error_line())
-                            .unwrap_or_else(|| p.describe_end())
-                    }),
+                    ok: error.is_none(),
+                    error,
                     commands: vec![p.command.clone()],
                     process: Some(p),
                     ..WriteRun::default()
@@ -154,7 +161,7 @@ impl QemuAdapter {
         ];
         let info = match self.run(&self.img, &info_args, limits) {
             Err(e) => {
-                obs.protocol_error = Some(e);
+                obs.protocol_error = Some(e.to_string());
                 return;
             }
             Ok(p) => {
@@ -248,7 +255,7 @@ impl QemuAdapter {
                     );
                     per.push(
                         r.and_then(|mut v| v.pop())
-                            .unwrap_or(Err("qemu-nbd refused to export the bitmap".to_string())),
+                            .unwrap_or(Err(BitmapReadError::Refused)),
                     );
                 }
                 per
@@ -267,7 +274,7 @@ impl QemuAdapter {
                 }
                 Err(e) => {
                     b.usable = false;
-                    b.error = Some(e);
+                    b.error = Some(e.to_string());
                 }
             }
         }
@@ -276,7 +283,6 @@ impl QemuAdapter {
     /// Exports `names` from one `qemu-nbd` and reads each one's dirty
     /// ranges. `None` when the server refused (the whole set); otherwise
     /// one result per name.
-    #[allow(clippy::type_complexity)]
     fn export(
         &self,
         image: &Path,
@@ -285,7 +291,7 @@ impl QemuAdapter {
         virtual_size: u64,
         limits: &Limits,
         obs: &mut Observation,
-    ) -> Option<Vec<Result<Vec<(u64, u64)>, String>>> {
+    ) -> Option<Vec<BitmapRead>> {
         let _ = virtual_size;
         let n = obs.commands.len();
         let socket = work.join(format!("nbd{n}.sock"));
@@ -329,7 +335,7 @@ impl QemuAdapter {
                 .first_error_line()
                 .unwrap_or_else(|| format!("qemu-nbd ended: {}", p.describe_end()));
             if names.len() == 1 {
-                return Some(vec![Err(why)]);
+                return Some(vec![Err(BitmapReadError::Failed(why))]);
             }
             return None;
         }
@@ -345,30 +351,30 @@ impl QemuAdapter {
             let p = match self.run(&self.img, &map_args, limits) {
                 Ok(p) => p,
                 Err(e) => {
-                    out.push(Err(e));
+                    out.push(Err(e.into()));
                     continue;
                 }
             };
             obs.record(&p);
             if p.timed_out || p.signal.is_some() {
-                out.push(Err(p.describe_end()));
+                out.push(Err(BitmapReadError::Failed(p.describe_end())));
                 break;
             }
             if !p.success() {
-                out.push(Err(p
-                    .first_error_line()
-                    .unwrap_or_else(|| p.describe_end())));
+                out.push(Err(BitmapReadError::Failed(
+                    p.first_error_line().unwrap_or_else(|| p.describe_end()),
+                )));
                 continue;
             }
             match serde_json::from_str::<Vec<MapExtent>>(&p.stdout) {
-                Ok(extents) => out.push(Ok(crate::qemu::merge_ranges(
+                Ok(extents) => out.push(Ok(merge_ranges(
                     extents
                         .into_iter()
                         .filter(|e| !e.data)
                         .map(|e| (e.start, e.start + e.length))
                         .collect(),
                 ))),
-                Err(e) => out.push(Err(format!("cannot parse qemu-img map's JSON: {e}"))),
+                Err(e) => out.push(Err(BitmapReadError::Json(e))),
             }
         }
         // The server must still be alive: if it died, its end (a signal?)
@@ -386,12 +392,16 @@ impl QemuAdapter {
                 .unwrap_or_else(|| format!("qemu-nbd ended: {}", p.describe_end()));
             for r in &mut out {
                 if let Err(e) = r {
-                    *e = format!("{e}; {why}");
+                    let read = std::mem::replace(e, BitmapReadError::NotRead);
+                    *e = BitmapReadError::ServerEnded {
+                        read: Box::new(read),
+                        server: why.clone(),
+                    };
                 }
             }
         }
         while out.len() < names.len() {
-            out.push(Err("not read (an earlier read failed)".into()));
+            out.push(Err(BitmapReadError::NotRead));
         }
         Some(out)
     }
@@ -417,40 +427,5 @@ fn integrity(p: &Proc) -> IntegrityCheck {
             error: p.first_error_line().or_else(|| Some(p.describe_end())),
             ..IntegrityCheck::default()
         },
-    }
-}
-
-/// SHA-256 and set-bit count of the bitmap that marks `ranges` (virtual
-/// byte ranges) dirty, for a disk of `size` bytes and granularity
-/// `2^granularity_bits` (the contents definition of `spec/DIGEST.md`).
-pub fn digest_of_ranges(ranges: &[(u64, u64)], size: u64, granularity_bits: u8) -> (String, u64) {
-    let g = granularity_bits.min(63) as u32;
-    let gran = 1u128 << g;
-    let nbits = ((size as u128).div_ceil(gran)) as u64;
-    let bits: Vec<(u64, u64)> = ranges
-        .iter()
-        .filter(|(a, b)| a < b)
-        .map(|&(a, b)| {
-            let first = ((a as u128) >> g) as u64;
-            let end = ((b as u128).div_ceil(gran)) as u64;
-            (first.min(nbits), end.min(nbits))
-        })
-        .collect();
-    let bits = generator::contents::normalise(&bits, nbits);
-    generator::contents::expected_digest(&bits, nbits)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digests_of_ranges_match_bit_ranges() {
-        // 1 MiB disk, 64 KiB granularity: 16 bits; bytes 0..1 and
-        // 70000..140000 set bits 0, 1 and 2.
-        let (a, n) = digest_of_ranges(&[(0, 1), (70000, 140000)], 1 << 20, 16);
-        let (b, m) = generator::contents::expected_digest(&[(0, 3)], 16);
-        assert_eq!((a, n), (b, m));
-        assert_eq!(n, 3);
     }
 }

@@ -1,22 +1,27 @@
 //! Thin wrappers around QEMU's real command-line tools (`qemu-img`,
-//! `qemu-io`, `qemu-nbd`), for integration tests and the conformance
-//! runner.
+//! `qemu-io`, `qemu-nbd`) for this crate's integration tests, running
+//! them on the runner's own process runner (`conform::runner::process`).
 //!
 //! Every wrapper runs the actual program with a time limit and captures its
 //! output. A missing tool is an error that names the tool and how to point
 //! at it (an environment variable such as `QEMU_IMG_PROG`), never a silent
 //! skip. A failed command's error carries the full command line and the
-//! program's standard error.
+//! program's standard error. The JSON types and tool discovery are the
+//! adapter's (`conform::runner::adapters::qemu`).
+
+#![allow(dead_code)]
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Deserialize;
+use conform::runner::process::{self, Background, Limits};
 use std::ffi::{OsStr, OsString};
-use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
+
+pub use conform::runner::adapters::qemu::json::{CheckInfo, ImageInfo, MapExtent};
+pub use conform::runner::adapters::qemu::Tool;
+pub use conform::runner::ranges::merge_ranges;
 
 /// The time limit for one tool invocation unless a caller chooses another.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -24,81 +29,20 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `qemu-nbd` may take to start listening.
 const NBD_START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// One of QEMU's command-line tools.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tool {
-    Img,
-    Io,
-    Nbd,
-}
-
-impl Tool {
-    /// The program's file name.
-    pub fn program(self) -> &'static str {
-        match self {
-            Tool::Img => "qemu-img",
-            Tool::Io => "qemu-io",
-            Tool::Nbd => "qemu-nbd",
-        }
-    }
-
-    /// The environment variable that overrides where the tool is (the
-    /// names QEMU's own iotests use).
-    pub fn env_var(self) -> &'static str {
-        match self {
-            Tool::Img => "QEMU_IMG_PROG",
-            Tool::Io => "QEMU_IO_PROG",
-            Tool::Nbd => "QEMU_NBD_PROG",
-        }
-    }
-
-    /// Finds the tool: the environment override if set, else the first
-    /// executable of that name on `PATH`.
-    pub fn locate(self) -> Result<PathBuf> {
-        if let Some(p) = std::env::var_os(self.env_var()).filter(|p| !p.is_empty()) {
-            let p = PathBuf::from(p);
-            if is_executable(&p) {
-                return Ok(p);
-            }
-            bail!(
-                "{} is set to {}, which is not an executable file",
-                self.env_var(),
-                p.display()
-            );
-        }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(self.program());
-            if is_executable(&candidate) {
-                return Ok(candidate);
-            }
-        }
-        bail!(
-            "QEMU tool `{}` not found on PATH ({}); install QEMU's tools \
-             (e.g. the Debian package qemu-utils) or set {} to its path",
-            self.program(),
-            path.to_string_lossy(),
-            self.env_var()
-        )
-    }
-
-    /// A command for the tool, located as by [`Tool::locate`].
-    pub fn command(self) -> Result<Command> {
-        Ok(Command::new(self.locate()?))
-    }
-}
-
-impl fmt::Display for Tool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.program())
-    }
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+/// A command for `tool args..` in its own process group, as the runner
+/// builds them (no memory limit).
+fn tool_command<I, S>(tool: Tool, args: I) -> Result<Command>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let program = tool.locate()?;
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let limits = Limits {
+        timeout: DEFAULT_TIMEOUT,
+        memory_bytes: None,
+    };
+    Ok(process::command(program.as_os_str(), &args, &limits))
 }
 
 /// What a finished command printed and how it ended.
@@ -148,81 +92,40 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Quotes a command line for display (and for pasting into a shell).
-pub fn command_line(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(shell_quote)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn shell_quote(s: &OsStr) -> String {
-    let s = s.to_string_lossy();
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=,:+@%".contains(&b));
-    if plain {
-        s.into_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
+/// The exit status a finished run reports (exit code or signal).
+fn exit_status(p: &process::Proc) -> Result<ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    match (p.status, p.signal) {
+        (Some(c), _) => Ok(ExitStatus::from_raw((c & 0xff) << 8)),
+        (None, Some(s)) => Ok(ExitStatus::from_raw(s & 0x7f)),
+        (None, None) => bail!("{} ended without an exit status", p.command),
     }
 }
 
 /// Runs `cmd` to completion (stdin closed), capturing stdout and stderr;
 /// kills it and fails if it runs longer than `timeout`. Returns the output
 /// whatever the exit status: see [`Output::expect_success`].
-pub fn run_unchecked(cmd: &mut Command, timeout: Duration) -> Result<Output> {
-    let line = command_line(cmd);
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start: {line}"))?;
-    let out_reader = drain(child.stdout.take());
-    let err_reader = drain(child.stderr.take());
-    let status = loop {
-        if let Some(status) = child
-            .try_wait()
-            .with_context(|| format!("cannot wait for: {line}"))?
-        {
-            break status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = err_reader.join().unwrap_or_default();
-            bail!(
-                "command timed out after {:?}: {line}\n--- stderr ---\n{}",
-                timeout,
-                stderr.trim_end()
-            );
-        }
-        thread::sleep(Duration::from_millis(2));
-    };
+pub fn run_unchecked(cmd: Command, timeout: Duration) -> Result<Output> {
+    let p = process::run(cmd, timeout)?;
+    if p.timed_out {
+        bail!(
+            "command timed out after {:?}: {}\n--- stderr ---\n{}",
+            timeout,
+            p.command,
+            p.stderr.trim_end()
+        );
+    }
     Ok(Output {
-        command_line: line,
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-        elapsed: start.elapsed(),
-    })
-}
-
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        String::from_utf8_lossy(&buf).into_owned()
+        status: exit_status(&p)?,
+        elapsed: Duration::from_millis(p.duration_ms),
+        command_line: p.command,
+        stdout: p.stdout,
+        stderr: p.stderr,
     })
 }
 
 /// Runs `cmd` and fails unless it exits with status 0.
-pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+pub fn run(cmd: Command, timeout: Duration) -> Result<Output> {
     run_unchecked(cmd, timeout)?.expect_success()
 }
 
@@ -233,9 +136,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = tool.command()?;
-    cmd.args(args);
-    run(&mut cmd, DEFAULT_TIMEOUT)
+    run(tool_command(tool, args)?, DEFAULT_TIMEOUT)
 }
 
 /// Runs `tool` with `args` under [`DEFAULT_TIMEOUT`], whatever its exit
@@ -245,9 +146,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = tool.command()?;
-    cmd.args(args);
-    run_unchecked(&mut cmd, DEFAULT_TIMEOUT)
+    run_unchecked(tool_command(tool, args)?, DEFAULT_TIMEOUT)
 }
 
 // ---------------------------------------------------------------------------
@@ -387,99 +286,6 @@ pub fn amend_unchecked(path: &Path, options: &str) -> Result<Output> {
 // ---------------------------------------------------------------------------
 // qemu-img info / check
 
-/// What `qemu-img info --output=json` says about an image (the fields this
-/// project uses).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ImageInfo {
-    #[serde(rename = "virtual-size")]
-    pub virtual_size: u64,
-    pub format: String,
-    #[serde(rename = "cluster-size")]
-    pub cluster_size: Option<u64>,
-    #[serde(rename = "dirty-flag", default)]
-    pub dirty_flag: bool,
-    #[serde(rename = "format-specific")]
-    pub format_specific: Option<FormatSpecific>,
-    #[serde(default)]
-    pub snapshots: Vec<SnapshotInfo>,
-}
-
-impl ImageInfo {
-    /// The persistent bitmaps, in the order QEMU lists them (empty when
-    /// there are none).
-    pub fn bitmaps(&self) -> &[BitmapInfo] {
-        self.format_specific
-            .as_ref()
-            .and_then(|f| f.data.bitmaps.as_deref())
-            .unwrap_or(&[])
-    }
-
-    /// The qcow2 `compat` level ("0.10" or "1.1").
-    pub fn compat(&self) -> Option<&str> {
-        self.format_specific.as_ref()?.data.compat.as_deref()
-    }
-}
-
-/// `format-specific` of `qemu-img info`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct FormatSpecific {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub data: Qcow2Specific,
-}
-
-/// `format-specific.data` for qcow2.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Qcow2Specific {
-    pub compat: Option<String>,
-    pub bitmaps: Option<Vec<BitmapInfo>>,
-    pub corrupt: Option<bool>,
-    #[serde(rename = "extended-l2")]
-    pub extended_l2: Option<bool>,
-    #[serde(rename = "refcount-bits")]
-    pub refcount_bits: Option<u32>,
-    #[serde(rename = "compression-type")]
-    pub compression_type: Option<String>,
-}
-
-/// One persistent bitmap as `qemu-img info` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct BitmapInfo {
-    pub name: String,
-    /// Bytes per bit.
-    pub granularity: u64,
-    /// "in-use", "auto" (QEMU's names for the on-disk flags).
-    pub flags: Vec<String>,
-}
-
-impl BitmapInfo {
-    pub fn in_use(&self) -> bool {
-        self.flags.iter().any(|f| f == "in-use")
-    }
-
-    /// Enabled: records writes.
-    pub fn auto(&self) -> bool {
-        self.flags.iter().any(|f| f == "auto")
-    }
-
-    /// log2 of the granularity, if it is a power of two.
-    pub fn granularity_bits(&self) -> Option<u8> {
-        self.granularity
-            .is_power_of_two()
-            .then(|| self.granularity.trailing_zeros() as u8)
-    }
-}
-
-/// One internal snapshot as `qemu-img info` lists it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SnapshotInfo {
-    pub id: String,
-    pub name: String,
-    #[serde(rename = "vm-state-size", default)]
-    pub vm_state_size: u64,
-}
-
 /// `qemu-img info -f qcow2 --output=json PATH`.
 pub fn info_json(path: &Path) -> Result<ImageInfo> {
     let out = run_tool(
@@ -498,37 +304,6 @@ pub fn info_json(path: &Path) -> Result<ImageInfo> {
             out.command_line, out.stdout
         )
     })
-}
-
-/// What `qemu-img check --output=json` says.
-#[derive(Debug, Clone, Deserialize)]
-pub struct CheckInfo {
-    #[serde(rename = "check-errors", default)]
-    pub check_errors: u64,
-    #[serde(default)]
-    pub corruptions: u64,
-    #[serde(default)]
-    pub leaks: u64,
-    #[serde(rename = "corruptions-fixed", default)]
-    pub corruptions_fixed: u64,
-    #[serde(rename = "leaks-fixed", default)]
-    pub leaks_fixed: u64,
-    #[serde(rename = "image-end-offset")]
-    pub image_end_offset: Option<u64>,
-    #[serde(rename = "total-clusters")]
-    pub total_clusters: Option<u64>,
-    #[serde(rename = "allocated-clusters")]
-    pub allocated_clusters: Option<u64>,
-    /// qemu-img check's exit status: 0 clean, 2 corruptions, 3 leaks only.
-    #[serde(skip)]
-    pub exit_code: i32,
-}
-
-impl CheckInfo {
-    /// No errors, corruptions or leaks.
-    pub fn is_clean(&self) -> bool {
-        self.check_errors == 0 && self.corruptions == 0 && self.leaks == 0
-    }
 }
 
 /// `qemu-img check -f qcow2 --output=json PATH` (read-only: no repair).
@@ -681,12 +456,12 @@ pub fn qemu_io<S: AsRef<str>>(path: &Path, cmds: &[S]) -> Result<Output> {
 // qemu-nbd: a bitmap's dirty ranges as QEMU itself reports them
 
 /// A running `qemu-nbd` serving one image read-only on a Unix socket. Drop
-/// kills the server and removes its directory.
+/// kills the server (its process group) and removes its directory.
 pub struct NbdServer {
-    child: Child,
+    // Dropped first: the server ends before its directory goes.
+    server: Background,
     dir: tempfile::TempDir,
     socket: PathBuf,
-    command_line: String,
 }
 
 impl NbdServer {
@@ -699,42 +474,36 @@ impl NbdServer {
             .context("cannot create a directory for the NBD socket")?;
         let socket = dir.path().join("nbd.sock");
         let log = dir.path().join("qemu-nbd.log");
-        let mut cmd = Tool::Nbd.command()?;
-        cmd.arg("-r").arg("-t").arg("-k").arg(&socket);
+        let mut args: Vec<&OsStr> = vec!["-r".as_ref(), "-t".as_ref(), "-k".as_ref()];
+        args.push(socket.as_os_str());
         if let Some(b) = bitmap {
-            cmd.arg("-B").arg(b);
+            args.push("-B".as_ref());
+            args.push(b.as_ref());
         }
-        cmd.arg("-f").arg("qcow2").arg(image);
-        let command_line = command_line(&cmd);
-        let log_file = std::fs::File::create(&log).context("cannot create the qemu-nbd log")?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("cannot start: {command_line}"))?;
+        args.extend(["-f".as_ref(), "qcow2".as_ref(), image.as_os_str()]);
+        let cmd = tool_command(Tool::Nbd, args)?;
+        let server = Background::spawn(cmd, &log).context("cannot start qemu-nbd")?;
         let mut server = NbdServer {
-            child,
+            server,
             dir,
             socket,
-            command_line,
         };
         server.wait_until_listening()?;
         Ok(server)
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("qemu-nbd.log")).unwrap_or_default()
+        self.server.log()
     }
 
     fn wait_until_listening(&mut self) -> Result<()> {
         let start = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.server.try_wait() {
                 bail!(
                     "qemu-nbd exited before listening ({}): {}\n--- output ---\n{}",
                     describe_status(status),
-                    self.command_line,
+                    self.server.command,
                     self.log().trim_end()
                 );
             }
@@ -745,7 +514,7 @@ impl NbdServer {
                 bail!(
                     "qemu-nbd did not listen within {:?}: {}\n--- output ---\n{}",
                     NBD_START_TIMEOUT,
-                    self.command_line,
+                    self.server.command,
                     self.log().trim_end()
                 );
             }
@@ -757,13 +526,13 @@ impl NbdServer {
     /// the server has exited.
     pub fn explain(&mut self, client_error: anyhow::Error) -> anyhow::Error {
         thread::sleep(Duration::from_millis(20));
-        let state = match self.child.try_wait() {
-            Ok(Some(status)) => format!("qemu-nbd exited ({})", describe_status(status)),
-            _ => "qemu-nbd is still running".to_string(),
+        let state = match self.server.try_wait() {
+            Some(status) => format!("qemu-nbd exited ({})", describe_status(status)),
+            None => "qemu-nbd is still running".to_string(),
         };
         client_error.context(format!(
             "{state}: {}\n--- qemu-nbd output ---\n{}",
-            self.command_line,
+            self.server.command,
             self.log().trim_end()
         ))
     }
@@ -791,26 +560,6 @@ impl NbdServer {
     }
 }
 
-impl Drop for NbdServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One extent of `qemu-img map --output=json`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MapExtent {
-    pub start: u64,
-    pub length: u64,
-    pub data: bool,
-    #[serde(default)]
-    pub zero: bool,
-    #[serde(default)]
-    pub present: bool,
-    pub offset: Option<u64>,
-}
-
 /// `qemu-img map --output=json --image-opts OPTS`.
 pub fn map_image_opts(opts: &str) -> Result<Vec<MapExtent>> {
     let out = run_tool(Tool::Img, ["map", "--output=json", "--image-opts", opts])?;
@@ -820,20 +569,6 @@ pub fn map_image_opts(opts: &str) -> Result<Vec<MapExtent>> {
             out.command_line, out.stdout
         )
     })
-}
-
-/// Merges touching or overlapping half-open ranges (sorted first).
-pub fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    ranges.retain(|&(a, b)| a < b);
-    ranges.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for (a, b) in ranges {
-        match out.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
 }
 
 /// The virtual byte ranges (half-open, merged) that QEMU says the
@@ -862,37 +597,17 @@ pub fn nbd_dirty_ranges(image: &Path, bitmap: &str) -> Result<Vec<(u64, u64)>> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merges_ranges() {
-        assert_eq!(
-            merge_ranges(vec![(10, 20), (0, 5), (5, 8), (20, 20), (19, 30)]),
-            vec![(0, 8), (10, 30)]
-        );
-    }
-
-    #[test]
-    fn quotes_command_lines() {
-        let mut c = Command::new("qemu-img");
-        c.args(["info", "a b", "x'y"]);
-        assert_eq!(command_line(&c), r"qemu-img info 'a b' 'x'\''y'");
-    }
-
-    #[test]
-    fn option_strings() {
-        let o = CreateOpts {
-            cluster_size: Some(512),
-            compat: Some("0.10".into()),
-            extended_l2: Some(true),
-            extra: vec!["lazy_refcounts=on".into()],
-        };
-        assert_eq!(
-            o.to_option_string().unwrap(),
-            "cluster_size=512,compat=0.10,extended_l2=on,lazy_refcounts=on"
-        );
-        assert_eq!(CreateOpts::default().to_option_string(), None);
-    }
+#[test]
+fn option_strings() {
+    let o = CreateOpts {
+        cluster_size: Some(512),
+        compat: Some("0.10".into()),
+        extended_l2: Some(true),
+        extra: vec!["lazy_refcounts=on".into()],
+    };
+    assert_eq!(
+        o.to_option_string().unwrap(),
+        "cluster_size=512,compat=0.10,extended_l2=on,lazy_refcounts=on"
+    );
+    assert_eq!(CreateOpts::default().to_option_string(), None);
 }

@@ -17,58 +17,19 @@
 //!
 //! A refused operation is a note, and the image must then be unchanged.
 //! Anything else wrong is a problem, and problems make the case
-//! `corrupting` (see [`super::judge`]).
+//! `corrupting` (see [`crate::runner::judge`](mod@crate::runner::judge)). The result is a
+//! [`crate::runner::checks::OpsCheck`].
 
-use super::adapters::qemu::qemu_io_write;
-use super::process::{self, Proc};
-use super::writes::short;
-use super::Limits;
-use serde::Serialize;
-use spec_model::{ExtensionState, Model, Severity, Verdict};
+use super::tools::{failure, os, qemu_io_write};
+use crate::runner::checks::{OpStep, OpsCheck};
+use crate::runner::image_state::{self, ModelBitmap as Bm, ReadError};
+use crate::runner::process::{self, Limits, Proc};
+use crate::runner::ranges::{merge_ranges, rebase, round_out};
+use crate::runner::text::{short, show_ranges};
+use spec_model::{ExtensionState, Verdict};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
-
-/// One operation and what the model found afterwards.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct OpStep {
-    /// The operation in words (`add conform-ops -g 65536`, ...).
-    pub op: String,
-    /// QEMU reported success.
-    pub ok: bool,
-    pub error: Option<String>,
-    /// The model's verdict on the image afterwards.
-    pub verdict_after: Option<String>,
-    pub problems: Vec<String>,
-}
-
-/// What the bitmap-operations check found.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct OpsCheck {
-    pub steps: Vec<OpStep>,
-    /// Every problem of every step, prefixed with the step; non-empty means
-    /// `corrupting`.
-    pub problems: Vec<String>,
-    pub notes: Vec<String>,
-    /// Commands that reproduce the check (the runner rewrites the scratch
-    /// directory to `$WORK`).
-    #[serde(skip)]
-    pub commands: Vec<String>,
-    /// The first program that crashed or ran out of time, if one did.
-    #[serde(skip)]
-    pub process: Option<Proc>,
-}
-
-/// One bitmap as the model reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Bm {
-    usable: bool,
-    in_use: bool,
-    auto: bool,
-    gbits: u8,
-    /// Dirty virtual byte ranges, for usable bitmaps.
-    ranges: Option<Vec<(u64, u64)>>,
-}
 
 /// An image as the model reads it.
 #[derive(Debug, Clone)]
@@ -80,89 +41,21 @@ struct State {
     bitmaps: BTreeMap<String, Bm>,
 }
 
-fn read_state(path: &Path) -> Result<State, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut model = Model::open(file).map_err(|e| format!("model: {e}"))?;
-    let report = model.report().clone();
-    let size = model
-        .analysis()
-        .header
-        .as_ref()
-        .map(|h| h.size)
-        .unwrap_or(0);
-    let mut bitmaps = BTreeMap::new();
-    for (i, b) in report.bitmaps.iter().enumerate() {
-        let ranges = if b.usable {
-            model.dirty_ranges(i).map_err(|e| format!("model: {e}"))?
-        } else {
-            None
-        };
-        bitmaps.insert(
-            b.name.clone(),
-            Bm {
-                usable: b.usable,
-                in_use: b.flags.in_use,
-                auto: b.flags.auto,
-                gbits: b.granularity_bits,
-                ranges,
-            },
-        );
-    }
+/// The model's reading of `path`, bitmaps by name.
+fn read_state(path: &Path) -> Result<State, ReadError> {
+    let s = image_state::read(path)?;
     Ok(State {
-        size,
-        verdict: report.verdict,
-        extension: report.bitmaps_extension,
-        error_rules: report
-            .rules_with(Severity::Error)
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-        bitmaps,
+        size: s.size,
+        verdict: s.verdict,
+        extension: s.extension,
+        error_rules: s.error_rules,
+        bitmaps: s.bitmaps.into_iter().collect(),
     })
 }
 
-/// `ranges` with every range rounded out to `2^gbits` and clipped to
-/// `size`, merged.
-pub fn round_out(ranges: &[(u64, u64)], gbits: u8, size: u64) -> Vec<(u64, u64)> {
-    let g = 1u128 << gbits.min(63);
-    crate::qemu::merge_ranges(
-        ranges
-            .iter()
-            .map(|&(a, b)| {
-                let a2 = (a as u128 / g) * g;
-                let b2 = (b as u128).div_ceil(g) * g;
-                (a2 as u64, b2.min(size as u128) as u64)
-            })
-            .collect(),
-    )
-}
-
-/// The bits of `ranges` (at granularity `2^gbits`) laid over a disk of
-/// `new_size` bytes: bits past its end dropped, the last kept bit covering
-/// up to the new end.
-pub fn rebase(ranges: &[(u64, u64)], gbits: u8, new_size: u64) -> Vec<(u64, u64)> {
-    let g = 1u128 << gbits.min(63);
-    let nbits = (new_size as u128).div_ceil(g);
-    crate::qemu::merge_ranges(
-        ranges
-            .iter()
-            .filter_map(|&(a, b)| {
-                let first = a as u128 / g;
-                let end = ((b as u128).div_ceil(g)).min(nbits);
-                (first < end).then(|| ((first * g) as u64, (end * g).min(new_size as u128) as u64))
-            })
-            .collect(),
-    )
-}
-
+/// Range lists in messages: the first five.
 fn show(r: &[(u64, u64)]) -> String {
-    let parts: Vec<String> = r.iter().take(5).map(|(a, b)| format!("{a}..{b}")).collect();
-    let more = if r.len() > 5 {
-        format!(" (+{} more)", r.len() - 5)
-    } else {
-        String::new()
-    };
-    format!("[{}]{more}", parts.join(", "))
+    show_ranges(r, 5)
 }
 
 /// Differences between the bitmaps expected and those found.
@@ -227,14 +120,15 @@ impl Ctx<'_> {
         match process::run(cmd, self.limits.timeout) {
             Err(e) => {
                 self.check
+                    .found
                     .notes
                     .push(format!("bitmap operations stopped: {e}"));
                 Err(())
             }
             Ok(p) => {
-                self.check.commands.push(p.command.clone());
+                self.check.found.commands.push(p.command.clone());
                 if p.timed_out || p.signal.is_some() || p.sanitizer().is_some() {
-                    self.check.process = Some(p);
+                    self.check.found.process = Some(p);
                     return Err(());
                 }
                 Ok(p)
@@ -242,22 +136,9 @@ impl Ctx<'_> {
         }
     }
 
+    /// Why a tool's run failed (`None`: it succeeded).
     fn failure(p: &Proc) -> Option<String> {
-        let failed_line = p
-            .stdout
-            .lines()
-            .chain(p.stderr.lines())
-            .find(|l| l.contains("failed") || l.contains("rror"))
-            .map(str::to_owned);
-        if p.success() && failed_line.is_none() {
-            None
-        } else {
-            Some(
-                failed_line
-                    .or_else(|| p.first_error_line())
-                    .unwrap_or_else(|| p.describe_end()),
-            )
-        }
+        failure(p, &["failed", "rror"])
     }
 
     /// Runs `program args`, then reads `image` with the model and compares
@@ -302,7 +183,10 @@ impl Ctx<'_> {
         } else {
             let (want, want_size) = match &error {
                 Some(e) => {
-                    self.check.notes.push(format!("QEMU refused `{op}`: {e}"));
+                    self.check
+                        .found
+                        .notes
+                        .push(format!("QEMU refused `{op}`: {e}"));
                     (before.bitmaps.clone(), before.size)
                 }
                 None => (want, want_size),
@@ -331,7 +215,10 @@ impl Ctx<'_> {
 
     fn finish_step(&mut self, s: OpStep) {
         for p in &s.problems {
-            self.check.problems.push(format!("after {}: {p}", s.op));
+            self.check
+                .found
+                .problems
+                .push(format!("after {}: {p}", s.op));
         }
         self.check.steps.push(s);
     }
@@ -346,16 +233,12 @@ impl Ctx<'_> {
     }
 }
 
-fn os(s: impl Into<OsString>) -> OsString {
-    s.into()
-}
-
 /// Every enabled usable bitmap of `bms` gains `[offset, offset+len)`.
 fn written(bms: &BTreeMap<String, Bm>, offset: u64, len: u64, size: u64) -> BTreeMap<String, Bm> {
     let mut out = bms.clone();
     for b in out.values_mut() {
         if let (true, true, Some(r)) = (b.usable, b.auto, b.ranges.as_mut()) {
-            *r = super::writes::expected_after(r, offset, len, b.gbits, size);
+            *r = crate::runner::ranges::expected_after(r, offset, len, b.gbits, size);
         }
     }
     out
@@ -385,6 +268,7 @@ pub fn run_qemu(tools: QemuTools<'_>, image: &Path, work: &Path, limits: &Limits
         Ok(s) => s,
         Err(e) => {
             cx.check
+                .found
                 .notes
                 .push(format!("bitmap operations skipped: {e}"));
             return cx.check;
@@ -392,6 +276,7 @@ pub fn run_qemu(tools: QemuTools<'_>, image: &Path, work: &Path, limits: &Limits
     };
     if start.verdict != Verdict::Valid || start.size == 0 {
         cx.check
+            .found
             .notes
             .push("bitmap operations skipped: the image is not valid or the disk is empty".into());
         return cx.check;
@@ -477,7 +362,7 @@ fn sequence(cx: &mut Ctx<'_>, image: &Path, work: &Path, start: State) -> Option
         if let (Some(src), Some(nb)) = (src, want.get_mut(&n)) {
             let mut all = round_out(&src, n_gbits, size);
             all.extend(nb.ranges.take().unwrap_or_default());
-            nb.ranges = Some(crate::qemu::merge_ranges(all));
+            nb.ranges = Some(merge_ranges(all));
         }
         let (op, args) = cx.bitmap(image, &["--merge", a], &n);
         cur = cx.step(&op, &img, args, image, &cur, want, size)?.0;
@@ -585,7 +470,7 @@ fn grown_area(cx: &mut Ctx<'_>, before: &State, after: &State, old_size: u64) {
                 show(old)
             ));
         } else if *r != rebase(old, b.gbits, after.size) {
-            cx.check.notes.push(format!(
+            cx.check.found.notes.push(format!(
                 "after growing from {old_size} to {} bytes, bitmap {} marks {} (the spec does not say what the grown area holds)",
                 after.size,
                 short(name),
@@ -596,7 +481,10 @@ fn grown_area(cx: &mut Ctx<'_>, before: &State, after: &State, old_size: u64) {
     if let Some(step) = cx.check.steps.last_mut() {
         step.problems.extend(problems.iter().cloned());
         for p in problems {
-            cx.check.problems.push(format!("after {}: {p}", step.op));
+            cx.check
+                .found
+                .problems
+                .push(format!("after {}: {p}", step.op));
         }
     }
 }
@@ -631,7 +519,10 @@ fn convert(cx: &mut Ctx<'_>, image: &Path, work: &Path, cur: &State) -> Option<(
     };
     s.ok = s.error.is_none();
     if let Some(e) = &s.error {
-        cx.check.notes.push(format!("QEMU refused `{op}`: {e}"));
+        cx.check
+            .found
+            .notes
+            .push(format!("QEMU refused `{op}`: {e}"));
         cx.finish_step(s);
         return Some(());
     }
@@ -683,20 +574,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rounding_and_rebasing() {
-        assert_eq!(
-            round_out(&[(0, 512), (70_000, 70_001)], 16, 1 << 20),
-            vec![(0, 131_072)]
-        );
-        assert_eq!(round_out(&[(1000, 1001)], 16, 5000), vec![(0, 5000)]);
-        // Growing: the last bit covers up to the new end of its granule.
-        assert_eq!(rebase(&[(0, 5000)], 16, 1 << 20), vec![(0, 65_536)]);
-        // Shrinking: bits past the new end are dropped.
-        assert_eq!(
-            rebase(&[(0, 512), (200_000, 300_000)], 16, 131_072),
-            vec![(0, 65_536)]
-        );
-        assert_eq!(rebase(&[(0, 512)], 9, 100), vec![(0, 100)]);
+    fn write_ranges() {
         let (o, l) = write_range(1 << 20, 2);
         assert!(o + l <= 1 << 20 && l == 40_000);
         assert_eq!(write_range(1000, 1).0 + write_range(1000, 1).1, 1000);

@@ -1,0 +1,79 @@
+//! The interface every implementation under test offers the runner: the
+//! [`Adapter`] trait, what an adapter can do ([`Capabilities`]) and what a
+//! write through it did ([`WriteRun`]). The implementations themselves are
+//! in [`super::adapters`].
+
+use super::checks::OpsCheck;
+use super::observation::Observation;
+use super::process::{Limits, Proc};
+use serde::Serialize;
+use std::path::Path;
+
+/// What an adapter can do with an image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Open an image and list its bitmaps (names, granularity, flags).
+    pub read_metadata: bool,
+    /// Read a bitmap's contents.
+    pub read_bitmap_contents: bool,
+    /// Read guest data.
+    pub read_guest_data: bool,
+    /// Write guest data (enables the write check, see [`super::writes`]).
+    pub write_guest_data: bool,
+    /// Add, remove, clear, enable, disable or merge bitmaps.
+    pub bitmap_operations: bool,
+}
+
+/// What a write through an adapter did.
+#[derive(Debug, Clone, Default)]
+pub struct WriteRun {
+    /// The program reported success.
+    pub ok: bool,
+    pub error: Option<String>,
+    /// The program that wrote (for crash, timeout and sanitizer checks).
+    pub process: Option<Proc>,
+    /// Commands that reproduce the write (`$WORK` handled by the runner).
+    pub commands: Vec<String>,
+    /// What the adapter itself found wrong with the result (e.g. the model
+    /// does not read the written data back); each makes the case
+    /// `corrupting`.
+    pub problems: Vec<String>,
+}
+
+/// One implementation under test.
+pub trait Adapter: Send + Sync {
+    /// The implementation's name in reports (`qemu`, `exec:...`).
+    fn name(&self) -> &str;
+
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Opens `image_copy` (a private copy the adapter may modify) and
+    /// reports what the implementation saw. Never fails: a program that
+    /// cannot start, crashes or hangs is part of the observation.
+    fn observe(&self, image_copy: &Path, limits: &Limits) -> Observation;
+
+    /// Writes `len` bytes of guest data at virtual offset `offset` of
+    /// `image_copy`. Only called when [`Capabilities::write_guest_data`].
+    fn write(&self, image_copy: &Path, offset: u64, len: u64, limits: &Limits) -> WriteRun {
+        let _ = (image_copy, offset, len, limits);
+        WriteRun {
+            error: Some(format!("{} cannot write", self.name())),
+            ..WriteRun::default()
+        }
+    }
+
+    /// Whether [`Adapter::bitmap_ops`] runs (QEMU with `--bitmap-ops`).
+    fn checks_bitmap_ops(&self) -> bool {
+        false
+    }
+
+    /// The bitmap-operations check (QEMU's:
+    /// [`super::adapters::qemu::ops`]) on `image_copy`, a private copy of a
+    /// valid image; `work` is scratch space. Only called when
+    /// [`Adapter::checks_bitmap_ops`].
+    fn bitmap_ops(&self, image_copy: &Path, work: &Path, limits: &Limits) -> Option<OpsCheck> {
+        let _ = (image_copy, work, limits);
+        None
+    }
+}

@@ -1,0 +1,210 @@
+//! What the runner saw an implementation do with one image: the
+//! [`Observation`] an adapter returns and the judge reads, with its parts
+//! (the bitmaps it listed, its integrity checker's words, the guest data it
+//! read, the write and bitmap-operations checks).
+
+use super::checks::{OpsCheck, WriteCheck};
+use super::process;
+use serde::{Deserialize, Serialize};
+
+/// A bitmap's flags as an implementation reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedFlags {
+    #[serde(default)]
+    pub in_use: bool,
+    #[serde(default)]
+    pub auto: bool,
+}
+
+/// One bitmap as an implementation saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ObservedBitmap {
+    pub name: String,
+    /// `None` when the implementation reports a granularity that is not a
+    /// power of two (or none at all).
+    pub granularity_bits: Option<u8>,
+    pub flags: ObservedFlags,
+    /// The implementation would use the bitmap (QEMU: it exported it).
+    pub usable: bool,
+    /// SHA-256 of the bitmap's data bytes as `spec/DIGEST.md` defines it,
+    /// when the implementation's view of the contents was read.
+    pub content_sha256: Option<String>,
+    /// Number of set bits, when known.
+    pub set_bits: Option<u64>,
+    /// Dirty virtual byte ranges (half-open, merged), when the
+    /// implementation reports contents that way.
+    pub dirty_ranges: Option<Vec<(u64, u64)>>,
+    /// Why the implementation refused to use it, if it did.
+    pub error: Option<String>,
+}
+
+impl ObservedBitmap {
+    /// The implementation used the bitmap: it claimed it usable or handed
+    /// out its contents.
+    pub fn used(&self) -> bool {
+        self.usable || self.content_sha256.is_some() || self.dirty_ranges.is_some()
+    }
+}
+
+/// What an integrity checker of the implementation (QEMU: `qemu-img check`)
+/// said, for the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IntegrityCheck {
+    /// It could run on the image at all.
+    pub ran: bool,
+    pub corruptions: u64,
+    pub leaks: u64,
+    pub check_errors: u64,
+    /// The checker's own words (first error line), if it failed.
+    pub error: Option<String>,
+}
+
+impl IntegrityCheck {
+    /// It ran and found corruptions or check errors.
+    pub fn flags_corrupt(&self) -> bool {
+        self.ran && (self.corruptions > 0 || self.check_errors > 0)
+    }
+}
+
+/// Everything the runner saw an implementation do with one image.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Observation {
+    /// The implementation opened the image.
+    pub opened: bool,
+    /// Its error message when it did not (or any other error it printed).
+    pub error: Option<String>,
+    pub bitmaps: Vec<ObservedBitmap>,
+    /// Exit status of the program that failed or last ran.
+    pub exit_status: Option<i32>,
+    /// A signal that ended one of its programs (not the runner's own kill).
+    pub signal: Option<i32>,
+    /// One of its programs ran out of time.
+    pub timed_out: bool,
+    /// A sanitizer report line from its standard error.
+    pub sanitizer: Option<String>,
+    /// The program broke the adapter's protocol (no or bad output).
+    pub protocol_error: Option<String>,
+    /// Wall-clock time of the whole observation.
+    pub duration_ms: u64,
+    /// The tail of the standard error of the program that failed (or of
+    /// the last one).
+    pub stderr_excerpt: String,
+    /// Exact commands that reproduce the observation, in order (`$WORK` is
+    /// a scratch directory holding the copy as `image.qcow2`).
+    pub commands: Vec<String>,
+    /// What the implementation's own checker said, when it has one.
+    pub integrity: Option<IntegrityCheck>,
+    /// The result of the write check, when it ran.
+    pub write: Option<WriteCheck>,
+    /// Facts worth reporting that the judge does not use.
+    pub notes: Vec<String>,
+    /// The implementation does not know the bitmaps extension: the judge
+    /// leaves bitmap expectations aside and judges the guest data it read
+    /// ([`Observation::guest`]), refusals, crashes and writes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bitmaps_unaware: bool,
+    /// Guest data the implementation read, compared with the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestCheck>,
+    /// The result of the bitmap-operations check, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<OpsCheck>,
+    #[serde(skip)]
+    pub(super) bad_recorded: bool,
+}
+
+impl Observation {
+    /// Folds one program run into the observation: crash, timeout,
+    /// sanitizer output, exit status, command line.
+    pub fn record(&mut self, p: &process::Proc) {
+        self.commands.push(p.command.clone());
+        self.absorb(p);
+    }
+
+    /// As [`Observation::record`] without adding the command line.
+    pub fn absorb(&mut self, p: &process::Proc) {
+        let sanitizer = p.sanitizer();
+        let bad = p.timed_out || p.signal.is_some() || sanitizer.is_some();
+        if p.timed_out {
+            self.timed_out = true;
+        }
+        if self.signal.is_none() {
+            self.signal = p.signal;
+        }
+        if self.sanitizer.is_none() {
+            self.sanitizer = sanitizer;
+        }
+        // Keep the first bad program's status and stderr; otherwise the
+        // latest program's.
+        if !self.bad_recorded {
+            self.exit_status = p.status;
+            if bad || !p.stderr.trim().is_empty() {
+                self.stderr_excerpt = excerpt(&p.stderr);
+            }
+            self.bad_recorded = bad;
+        }
+    }
+}
+
+/// The last [`process::STDERR_EXCERPT`] bytes of `s` (at a char boundary).
+pub fn excerpt(s: &str) -> String {
+    let s = s.trim_end();
+    if s.len() <= process::STDERR_EXCERPT {
+        return s.to_owned();
+    }
+    let mut start = s.len() - process::STDERR_EXCERPT;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &s[start..])
+}
+
+/// Guest data an implementation read, compared with the model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestCheck {
+    /// The virtual size in the header and the one the implementation reports.
+    pub size_header: Option<u64>,
+    pub size_reported: Option<u64>,
+    /// Sample ranges, and how many of them were compared.
+    pub ranges: usize,
+    pub ranges_compared: usize,
+    pub bytes_compared: u64,
+    /// Ranges where the implementation read other bytes than the model.
+    pub mismatch_count: usize,
+    /// The first few of them, described with their offsets.
+    pub mismatches: Vec<String>,
+    /// Ranges the model reads but the implementation failed to read.
+    pub read_error_count: usize,
+    pub read_errors: Vec<String>,
+    /// Why some ranges were not compared (the model cannot read them).
+    pub not_compared: Vec<String>,
+}
+
+impl GuestCheck {
+    /// The implementation read something else than the model somewhere.
+    pub fn differs(&self) -> bool {
+        self.mismatch_count > 0 || self.size_reported != self.size_header
+    }
+
+    /// One line per difference (size first), for the judge.
+    pub fn differences(&self) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.size_header.is_some() && self.size_reported != self.size_header {
+            d.push(format!(
+                "reports a virtual size of {} bytes; the header says {}",
+                self.size_reported
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                self.size_header.unwrap_or_default()
+            ));
+        }
+        d.extend(self.mismatches.iter().cloned());
+        if self.mismatch_count > self.mismatches.len() {
+            d.push(format!(
+                "(and {} more differing range(s))",
+                self.mismatch_count - self.mismatches.len()
+            ));
+        }
+        d
+    }
+}
