@@ -6,15 +6,30 @@
 
 use crate::cases::{self, describe, Case};
 use crate::contents::Contents;
+use crate::mutate::MutateError;
 use crate::spec::{BitmapSpec, Config, GuestWrite, ImageSpec};
+use crate::BuildError;
 use spec_model::Revision;
 
 /// The seed of every randomised part of the corpus.
 pub const CORPUS_SEED: u64 = 20261121;
 
-/// How one corpus case is made.
+/// Why a planned case could not be made (the messages name the case).
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    #[error("{id}: {error}")]
+    Build { id: String, error: BuildError },
+    #[error("{id}: {error}")]
+    Mutate { id: String, error: MutateError },
+    #[error("no mutation {0}")]
+    NoMutation(String),
+    #[error("no bitmaps extension")]
+    NoBitmapsExtension,
+}
+
+/// Where one corpus case comes from.
 #[derive(Debug, Clone)]
-pub enum Recipe {
+pub enum CaseSource {
     /// A hand-described spec, built unchanged.
     Hand(&'static str, ImageSpec),
     /// A random valid spec from a fixed seed.
@@ -218,26 +233,26 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
 }
 
 /// The whole plan, in manifest order.
-pub fn plan() -> Vec<(String, Recipe)> {
-    let mut v: Vec<(String, Recipe)> = hand_specs()
+pub fn plan() -> Vec<(String, CaseSource)> {
+    let mut v: Vec<(String, CaseSource)> = hand_specs()
         .into_iter()
-        .map(|(id, spec)| (format!("valid/{id}"), Recipe::Hand(id, spec)))
+        .map(|(id, spec)| (format!("valid/{id}"), CaseSource::Hand(id, spec)))
         .collect();
     for i in 1..=12 {
-        v.push((format!("valid/random-{i:02}"), Recipe::Random(i)));
+        v.push((format!("valid/random-{i:02}"), CaseSource::Random(i)));
     }
     // Heavy mutations (multi-MiB images or manifests) stay out of the
     // checked-in corpus; `generate --rule` still makes them.
     for m in crate::mutate::catalogue().iter().filter(|m| !m.heavy) {
-        v.push((m.id.to_string(), Recipe::Mutation(m.id)));
+        v.push((m.id.to_string(), CaseSource::Mutation(m.id)));
     }
     v.push((
         "bitmaps.ext.limits/nb-bitmaps-70000-one-entry".to_string(),
-        Recipe::NbBitmapsBeyondLimit,
+        CaseSource::NbBitmapsBeyondLimit,
     ));
     for rev in Revision::ALL.iter().filter(|r| **r != Revision::Final) {
         for i in 1..=3 {
-            v.push((format!("revision/{rev}/{i:02}"), Recipe::Draft(*rev, i)));
+            v.push((format!("revision/{rev}/{i:02}"), CaseSource::Draft(*rev, i)));
         }
     }
     v
@@ -249,10 +264,14 @@ pub fn file_name(id: &str, ext: &str) -> String {
 }
 
 /// Builds one planned case.
-pub fn make(id: &str, recipe: &Recipe) -> Result<Case, String> {
-    let mut case = match recipe {
-        Recipe::Hand(_, spec) => {
-            let built = crate::build(spec).map_err(|e| format!("{id}: {e}"))?;
+pub fn make(id: &str, source: &CaseSource) -> Result<Case, CorpusError> {
+    let build_error = |error| CorpusError::Build {
+        id: id.to_string(),
+        error,
+    };
+    let mut case = match source {
+        CaseSource::Hand(_, spec) => {
+            let built = crate::build(spec).map_err(build_error)?;
             Case {
                 id: String::new(),
                 file_name: String::new(),
@@ -261,28 +280,31 @@ pub fn make(id: &str, recipe: &Recipe) -> Result<Case, String> {
                 description: format!("hand-described: {}", describe(spec)),
             }
         }
-        Recipe::Random(i) => {
-            cases::valid(CORPUS_SEED, *i, &Config::tiny()).map_err(|e| format!("{id}: {e}"))?
+        CaseSource::Random(i) => {
+            cases::valid(CORPUS_SEED, *i, &Config::tiny()).map_err(build_error)?
         }
-        Recipe::Mutation(mid) => {
-            let m = crate::mutate::by_id(mid).ok_or_else(|| format!("no mutation {mid}"))?;
+        CaseSource::Mutation(mid) => {
+            let m = crate::mutate::by_id(mid)
+                .ok_or_else(|| CorpusError::NoMutation(mid.to_string()))?;
             // Tiny bases keep the corpus small; some mutations need more room.
-            let made = cases::mutant(m, CORPUS_SEED, 0, &Config::tiny())
+            cases::mutant(m, CORPUS_SEED, 0, &Config::tiny())
                 .or_else(|_| cases::mutant(m, CORPUS_SEED, 0, &Config::small()))
-                .map_err(|e| format!("{id}: {e}"))?;
-            made
+                .map_err(|error| CorpusError::Mutate {
+                    id: id.to_string(),
+                    error,
+                })?
         }
-        Recipe::NbBitmapsBeyondLimit => {
+        CaseSource::NbBitmapsBeyondLimit => {
             let mut spec = image(12, 1 << 20);
             spec.bitmaps.push(bitmap("only", 16, some_bits()));
-            let mut built = crate::build(&spec).map_err(|e| format!("{id}: {e}"))?;
+            let mut built = crate::build(&spec).map_err(build_error)?;
             let at = built
                 .layout
                 .bitmaps_ext_data()
-                .ok_or("no bitmaps extension")? as usize;
+                .ok_or(CorpusError::NoBitmapsExtension)? as usize;
             spec_model::fields::bitmaps_ext::NB_BITMAPS.put(&mut built.bytes[at..], 70_000);
             let mut expected = crate::expected::for_spec(&spec);
-            expected.verdict = "invalid".into();
+            expected.verdict = spec_model::Verdict::Invalid;
             expected.rules = vec![
                 "bitmaps.ext.directory-size".into(),
                 "bitmaps.ext.limits".into(),
@@ -296,10 +318,11 @@ pub fn make(id: &str, recipe: &Recipe) -> Result<Case, String> {
                 description: "nb_bitmaps 70000 (beyond QEMU's 65535) with one directory entry: the limit and a directory-size error".into(),
             }
         }
-        Recipe::Draft(rev, i) => cases::revision(*rev, CORPUS_SEED, *i, &Config::tiny())
-            .map_err(|e| format!("{id}: {e}"))?,
+        CaseSource::Draft(rev, i) => {
+            cases::revision(*rev, CORPUS_SEED, *i, &Config::tiny()).map_err(build_error)?
+        }
     };
-    let ext = if matches!(recipe, Recipe::Draft(Revision::Qdb2014, _)) {
+    let ext = if matches!(source, CaseSource::Draft(Revision::Qdb2014, _)) {
         "qdb"
     } else {
         "qcow2"

@@ -327,14 +327,15 @@ pub fn apply_stack_by_id(
 
 /// The expected verdict of `m` applied to an image described by `spec`.
 fn expect(m: &Mutation, spec: &ImageSpec) -> Expected {
+    use spec_model::ExtensionState;
     let state = match m.extension {
-        ExtState::FromSpec if spec.bitmaps.is_empty() => "absent",
-        ExtState::FromSpec => "consistent",
-        ExtState::Absent => "absent",
-        ExtState::Inconsistent => "inconsistent",
+        ExtState::FromSpec if spec.bitmaps.is_empty() => ExtensionState::Absent,
+        ExtState::FromSpec => ExtensionState::Consistent,
+        ExtState::Absent => ExtensionState::Absent,
+        ExtState::Inconsistent => ExtensionState::Inconsistent,
     };
     let mut implied = expected::implied_rules(spec);
-    if state != "consistent" {
+    if state != ExtensionState::Consistent {
         // An ignored (or unreadable) extension is not validated.
         implied.retain(|(r, _)| !r.id().starts_with("bitmaps."));
     }
@@ -354,8 +355,8 @@ fn expect(m: &Mutation, spec: &ImageSpec) -> Expected {
         }
     }
     let bitmaps = (!error).then(|| match state {
-        "consistent" => expected::bitmaps(spec),
-        "inconsistent" => expected::bitmaps(spec)
+        ExtensionState::Consistent => expected::bitmaps(spec),
+        ExtensionState::Inconsistent => expected::bitmaps(spec)
             .into_iter()
             .map(|mut b| {
                 b.usable = false;
@@ -367,9 +368,9 @@ fn expect(m: &Mutation, spec: &ImageSpec) -> Expected {
         _ => Vec::new(),
     });
     Expected {
-        verdict: verdict_for(severities).to_string(),
+        verdict: verdict_for(severities),
         rules,
-        bitmaps_extension: state.to_string(),
+        bitmaps_extension: state,
         bitmaps,
     }
 }
