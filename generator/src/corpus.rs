@@ -46,21 +46,6 @@ pub enum CaseSource {
     NbBitmapsBeyondLimit,
 }
 
-fn bitmap(name: &str, granularity_bits: u8, contents: Contents) -> BitmapSpec {
-    BitmapSpec {
-        name: name.as_bytes().to_vec(),
-        granularity_bits,
-        bitmap_type: 1,
-        in_use: false,
-        auto: true,
-        extra_data_compatible: false,
-        extra_data: Vec::new(),
-        contents,
-        zero_entries: true,
-        ones_entries: false,
-    }
-}
-
 fn image(cluster_bits: u32, size: u64) -> ImageSpec {
     let mut s = ImageSpec::empty(size);
     s.cluster_bits = cluster_bits;
@@ -80,7 +65,7 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         len: 9000,
         pattern: 0x5a,
     });
-    s.bitmaps.push(bitmap("b512", 9, some_bits()));
+    s.bitmaps.push(BitmapSpec::new("b512", 9, some_bits()));
     s.record_writes_in_auto_bitmaps();
     v.push(("cluster-512", s));
 
@@ -90,14 +75,14 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         len: 100_000,
         pattern: 0x11,
     });
-    s.bitmaps.push(bitmap("b64k", 16, Contents::Empty));
+    s.bitmaps.push(BitmapSpec::new("b64k", 16, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     v.push(("cluster-64k", s));
 
     // 2 MiB clusters: no guest data and an empty bitmap keep this to the
     // fewest clusters such an image can have.
     let mut s = image(21, 1 << 30);
-    s.bitmaps.push(bitmap("b2m", 21, Contents::Empty));
+    s.bitmaps.push(BitmapSpec::new("b2m", 21, Contents::Empty));
     v.push(("cluster-2m", s));
 
     let mut s = image(12, 1 << 20);
@@ -117,19 +102,26 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         ("granularity-63", 63),
     ] {
         let mut s = image(12, 1 << 20);
-        s.bitmaps
-            .push(bitmap(id, gb, Contents::Ranges(vec![(0, 1), (7, 9)])));
+        s.bitmaps.push(BitmapSpec::new(
+            id,
+            gb,
+            Contents::Ranges(vec![(0, 1), (7, 9)]),
+        ));
         v.push((id, s));
     }
 
     let mut s = image(12, 0);
-    s.bitmaps.push(bitmap("empty-disk", 16, Contents::Empty));
+    s.bitmaps
+        .push(BitmapSpec::new("empty-disk", 16, Contents::Empty));
     v.push(("zero-size-disk", s));
 
     let mut s = image(12, (1 << 20) + 1536);
-    s.bitmaps.push(bitmap("tail", 16, Contents::Full));
-    s.bitmaps
-        .push(bitmap("tail-9", 9, Contents::Ranges(vec![(2050, 2051)])));
+    s.bitmaps.push(BitmapSpec::new("tail", 16, Contents::Full));
+    s.bitmaps.push(BitmapSpec::new(
+        "tail-9",
+        9,
+        Contents::Ranges(vec![(2050, 2051)]),
+    ));
     v.push(("size-not-multiple-of-granularity", s));
 
     let mut s = image(9, 1 << 20);
@@ -142,20 +134,20 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         s.bitmaps.push(BitmapSpec {
             name: format!("bitmap-{i:04}").into_bytes(),
             auto: i % 2 == 0,
-            ..bitmap("", 16, c)
+            ..BitmapSpec::new("", 16, c)
         });
     }
     v.push(("1000-bitmaps", s));
 
     let mut s = image(12, 1 << 20);
-    s.bitmaps.push(bitmap("x", 16, some_bits()));
+    s.bitmaps.push(BitmapSpec::new("x", 16, some_bits()));
     v.push(("name-1-byte", s));
 
     let mut s = image(12, 1 << 20);
     let long: String = (0..1023).map(|i| (b'a' + (i % 26) as u8) as char).collect();
     s.bitmaps.push(BitmapSpec {
         name: long.into_bytes(),
-        ..bitmap("", 16, some_bits())
+        ..BitmapSpec::new("", 16, some_bits())
     });
     v.push(("name-1023-bytes", s));
 
@@ -166,7 +158,7 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         len: 1024,
         pattern: 3,
     });
-    s.bitmaps.push(bitmap("ext", 13, Contents::Empty));
+    s.bitmaps.push(BitmapSpec::new("ext", 13, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     v.push(("extended-l2", s));
 
@@ -177,14 +169,14 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         pattern: 9,
     });
     s.snapshots = vec!["before-backup".into(), "after-backup".into()];
-    s.bitmaps.push(bitmap("snap", 12, Contents::Empty));
+    s.bitmaps.push(BitmapSpec::new("snap", 12, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     v.push(("internal-snapshots", s));
 
     let mut s = image(9, 8 << 20);
     s.bitmaps.push(BitmapSpec {
         ones_entries: true,
-        ..bitmap(
+        ..BitmapSpec::new(
             "ones",
             9,
             Contents::Ranges(vec![(0, 4096 * 2), (3 * 4096, 3 * 4096 + 5)]),
@@ -193,7 +185,7 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
     v.push(("all-ones-entries", s));
 
     let mut s = image(9, 8 << 20);
-    s.bitmaps.push(bitmap(
+    s.bitmaps.push(BitmapSpec::new(
         "zeros",
         9,
         Contents::Ranges(vec![(5 * 4096 + 1, 5 * 4096 + 2)]),
@@ -203,30 +195,30 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
     let mut s = image(12, 1 << 20);
     s.bitmaps.push(BitmapSpec {
         in_use: true,
-        ..bitmap("stale", 16, some_bits())
+        ..BitmapSpec::new("stale", 16, some_bits())
     });
-    s.bitmaps.push(bitmap("fresh", 16, some_bits()));
+    s.bitmaps.push(BitmapSpec::new("fresh", 16, some_bits()));
     v.push(("in-use", s));
 
     let mut s = image(12, 1 << 20);
     s.bitmaps.push(BitmapSpec {
         extra_data: vec![0xee; 12],
         extra_data_compatible: true,
-        ..bitmap("extra-ok", 16, some_bits())
+        ..BitmapSpec::new("extra-ok", 16, some_bits())
     });
     v.push(("extra-data-compatible", s));
 
     let mut s = image(12, 1 << 20);
     s.bitmaps.push(BitmapSpec {
         extra_data: vec![0xee; 12],
-        ..bitmap("extra-unknown", 16, some_bits())
+        ..BitmapSpec::new("extra-unknown", 16, some_bits())
     });
     v.push(("extra-data-incompatible", s));
 
     let mut s = image(12, 1 << 20);
     s.bitmaps.push(BitmapSpec {
         extra_data_compatible: true,
-        ..bitmap("flag-only", 16, some_bits())
+        ..BitmapSpec::new("flag-only", 16, some_bits())
     });
     v.push(("compatible-flag-without-extra-data", s));
     v
@@ -296,7 +288,7 @@ pub fn make(id: &str, source: &CaseSource) -> Result<Case, CorpusError> {
         }
         CaseSource::NbBitmapsBeyondLimit => {
             let mut spec = image(12, 1 << 20);
-            spec.bitmaps.push(bitmap("only", 16, some_bits()));
+            spec.bitmaps.push(BitmapSpec::new("only", 16, some_bits()));
             let mut built = crate::build(&spec).map_err(build_error)?;
             let at = built
                 .layout

@@ -2,24 +2,60 @@
 //! ([`sparse_copy`]), and a fingerprint of every file so a run can prove
 //! it changed nothing.
 
-use anyhow::{bail, Context, Result};
 pub use generator::files::sparse_copy;
 use generator::files::{sha256_file, Hashing};
+use generator::manifest::ManifestError;
 use generator::Manifest;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::io;
 use std::path::{Path, PathBuf};
 
+/// Why a corpus cannot be read or hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    #[error("cannot read the manifest {}", path.display())]
+    ReadManifest {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: {error}", path.display())]
+    Manifest { path: PathBuf, error: ManifestError },
+    #[error("case {case}: image {} does not exist", path.display())]
+    MissingImage { case: String, path: PathBuf },
+    #[error("cannot list {}", path.display())]
+    List {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot hash {}", path.display())]
+    Hash {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// Reads `DIR/manifest.json` and checks that every image it names exists.
-pub fn load(dir: &Path) -> Result<Manifest> {
+pub fn load(dir: &Path) -> Result<Manifest, CorpusError> {
     let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the manifest {}", path.display()))?;
-    let m = Manifest::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(CorpusError::ReadManifest { path, source }),
+    };
+    let m = match Manifest::from_json(&text) {
+        Ok(m) => m,
+        Err(error) => return Err(CorpusError::Manifest { path, error }),
+    };
     for c in &m.cases {
-        let f = dir.join(&c.file);
-        if !f.is_file() {
-            bail!("case {}: image {} does not exist", c.id, f.display());
+        let path = dir.join(&c.file);
+        if !path.is_file() {
+            let case = c.id.clone();
+            return Err(CorpusError::MissingImage { case, path });
         }
     }
     Ok(m)
@@ -27,11 +63,15 @@ pub fn load(dir: &Path) -> Result<Manifest> {
 
 /// Every regular file under `dir` (recursively), relative path -> its
 /// SHA-256 fingerprint ([`Hashing::Fingerprint`]).
-pub fn hash_tree(dir: &Path) -> Result<BTreeMap<PathBuf, String>> {
+pub fn hash_tree(dir: &Path) -> Result<BTreeMap<PathBuf, String>, CorpusError> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+        let list = std::fs::read_dir(&d).map_err(|source| CorpusError::List {
+            path: d.clone(),
+            source,
+        })?;
+        for e in list {
             let e = e?;
             let t = e.file_type()?;
             if t.is_dir() {
@@ -44,8 +84,10 @@ pub fn hash_tree(dir: &Path) -> Result<BTreeMap<PathBuf, String>> {
     files
         .par_iter()
         .map(|p| {
-            let h = sha256_file(p, Hashing::Fingerprint)
-                .with_context(|| format!("cannot hash {}", p.display()))?;
+            let h = sha256_file(p, Hashing::Fingerprint).map_err(|source| CorpusError::Hash {
+                path: p.clone(),
+                source,
+            })?;
             Ok((p.strip_prefix(dir).unwrap_or(p).to_path_buf(), h))
         })
         .collect()
