@@ -9,11 +9,16 @@
 //! disagreeing the same way (same outcome, same deduplication key): first
 //! the mutation set and the byte edits (each dropped in turn while one can
 //! be; a mutation whose byte change is not needed but whose preparation of
-//! the spec is goes into the base spec), then the base spec (quickcheck shrinking plus smaller disks and
-//! clusters, the remaining mutations re-applied to each smaller spec), then
-//! the bytes (zeroing 512-byte blocks, trimming the tail). The first case
-//! of each key is saved with both verdicts, the original and minimised
-//! mutation sets, and a reproducer.
+//! the spec is goes into the base spec), then the base spec (quickcheck
+//! shrinking plus smaller disks and clusters, `generator::shrink`, the
+//! remaining mutations re-applied to each smaller spec), then the bytes
+//! (zeroing 512-byte blocks, trimming the tail). The first case of each key
+//! is saved with both verdicts, the original and minimised mutation sets,
+//! and a reproducer.
+//!
+//! Here: the run loop. `state` (`state.json`, resuming, `--shard` and
+//! `--duration`), `candidates` (recipes and cases), `judging` (an adapter's
+//! judgement, the deduplication key), `minimise`, `findings` (saving).
 
 mod candidates;
 mod findings;
