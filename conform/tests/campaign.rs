@@ -5,7 +5,7 @@
 //! (folding into the spec what only their preparation contributed), keeps
 //! those it needs, and shrinks the spec and the file.
 
-use conform::campaign::{self, Candidate, Recipe};
+use conform::campaign::{self, Candidate, ImageRecipe};
 use conform::runner::{self, judge::OutcomeKind, Limits, RunOptions};
 use generator::cases::spec_from_seed;
 use generator::Config;
@@ -147,7 +147,7 @@ fn qemu_opts() -> RunOptions {
 fn minimise_stack(ids: &[&str], seed: u64) -> (String, Candidate, campaign::Minimised) {
     let adapter = runner::adapter_from_spec("qemu").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let recipe = Recipe {
+    let recipe = ImageRecipe {
         base: spec_from_seed(seed, &Config::small()),
         mutations: ids.iter().map(|s| s.to_string()).collect(),
         seed,
@@ -177,7 +177,7 @@ fn assert_same_disagreement(key: &str, c: &Candidate, m: &campaign::Minimised) {
     );
     // The recorded expectation is the model's verdict of the saved bytes.
     let r = spec_model::check_bytes(&m.bytes);
-    assert_eq!(r.verdict.as_str(), m.expected.verdict);
+    assert_eq!(r.verdict, m.expected.verdict);
     assert!(
         m.bytes.len() < c.bytes.len() / 8,
         "{} -> {} bytes",

@@ -27,7 +27,7 @@ fn corpus(dir: &Path, seed: u64, want: usize, cfg: &Config) -> PathBuf {
         let c = cases::valid(seed, i, cfg).unwrap();
         i += 1;
         let with_bitmaps = c.expected.bitmaps.as_ref().is_some_and(|b| !b.is_empty());
-        if c.expected.bitmaps_extension != "consistent" || !with_bitmaps {
+        if c.expected.bitmaps_extension != spec_model::ExtensionState::Consistent || !with_bitmaps {
             continue;
         }
         let file = format!("images/{}", c.file_name);

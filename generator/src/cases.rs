@@ -136,7 +136,8 @@ pub fn revision(
     let empty_bitmap = spec.bitmaps.iter().any(|b| is_empty(&b));
     // Table size 0 is also too small for the disk, unless in_use excuses it.
     let empty_not_in_use = spec.bitmaps.iter().filter(is_empty).any(|b| !b.in_use);
-    let (verdict, rules, extension): (&str, Vec<&str>, &str) = match revision {
+    use spec_model::{ExtensionState as X, Verdict as V};
+    let (verdict, rules, extension): (V, Vec<&str>, X) = match revision {
         R::Final => {
             let e = expected::for_spec(&spec);
             return Ok(Case {
@@ -147,17 +148,17 @@ pub fn revision(
                 description: format!("final layout: {}", describe(&spec)),
             });
         }
-        R::Qdb2014 => ("invalid", vec!["header.magic"], "absent"),
-        R::HeaderFields2014 if has_bitmaps => ("invalid", vec!["header.padding"], "absent"),
-        R::HeaderFields2014 => ("valid", vec![], "absent"),
-        R::RfcV5_2015 if has_bitmaps => ("invalid", vec!["bitmaps.ext.length"], "consistent"),
-        R::RfcV5_2015 => ("valid", vec![], "absent"),
+        R::Qdb2014 => (V::Invalid, vec!["header.magic"], X::Absent),
+        R::HeaderFields2014 if has_bitmaps => (V::Invalid, vec!["header.padding"], X::Absent),
+        R::HeaderFields2014 => (V::Valid, vec![], X::Absent),
+        R::RfcV5_2015 if has_bitmaps => (V::Invalid, vec!["bitmaps.ext.length"], X::Consistent),
+        R::RfcV5_2015 => (V::Valid, vec![], X::Absent),
         R::EmptyTable2016 if spec.size > 0 && empty_bitmap => {
             let mut rules = vec!["bitmaps.dir.table-offset-zero"];
             if empty_not_in_use {
                 rules.push("bitmaps.dir.table-size");
             }
-            ("invalid", rules, "consistent")
+            (V::Invalid, rules, X::Consistent)
         }
         R::EmptyTable2016 => {
             let e = expected::for_spec(&spec);
@@ -173,15 +174,15 @@ pub fn revision(
             });
         }
     };
-    let bitmaps = (verdict != "invalid").then(Vec::new);
+    let bitmaps = (verdict != V::Invalid).then(Vec::new);
     Ok(Case {
         id: format!("{revision}/{:04}", index + 1),
         file_name: format!("{revision}-{:04}.{ext}", index + 1),
         bytes,
         expected: Expected {
-            verdict: verdict.to_string(),
+            verdict,
             rules: rules.into_iter().map(str::to_string).collect(),
-            bitmaps_extension: extension.to_string(),
+            bitmaps_extension: extension,
             bitmaps,
         },
         description: format!("{revision} layout (docs/revisions.md): {}", describe(&spec)),

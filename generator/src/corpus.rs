@@ -6,15 +6,30 @@
 
 use crate::cases::{self, describe, Case};
 use crate::contents::Contents;
+use crate::mutate::MutateError;
 use crate::spec::{BitmapSpec, Config, GuestWrite, ImageSpec};
+use crate::BuildError;
 use spec_model::Revision;
 
 /// The seed of every randomised part of the corpus.
 pub const CORPUS_SEED: u64 = 20261121;
 
-/// How one corpus case is made.
+/// Why a planned case could not be made (the messages name the case).
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    #[error("{id}: {error}")]
+    Build { id: String, error: BuildError },
+    #[error("{id}: {error}")]
+    Mutate { id: String, error: MutateError },
+    #[error("no mutation {0}")]
+    NoMutation(String),
+    #[error("no bitmaps extension")]
+    NoBitmapsExtension,
+}
+
+/// Where one corpus case comes from.
 #[derive(Debug, Clone)]
-pub enum Recipe {
+pub enum CaseSource {
     /// A hand-described spec, built unchanged.
     Hand(&'static str, ImageSpec),
     /// A random valid spec from a fixed seed.
@@ -29,21 +44,6 @@ pub enum Recipe {
     /// 65,536-bitmap mutation, whose manifest entry alone would list every
     /// bitmap.
     NbBitmapsBeyondLimit,
-}
-
-fn bitmap(name: &str, granularity_bits: u8, contents: Contents) -> BitmapSpec {
-    BitmapSpec {
-        name: name.as_bytes().to_vec(),
-        granularity_bits,
-        bitmap_type: 1,
-        in_use: false,
-        auto: true,
-        extra_data_compatible: false,
-        extra_data: Vec::new(),
-        contents,
-        zero_entries: true,
-        ones_entries: false,
-    }
 }
 
 fn image(cluster_bits: u32, size: u64) -> ImageSpec {
@@ -65,7 +65,7 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         len: 9000,
         pattern: 0x5a,
     });
-    s.bitmaps.push(bitmap("b512", 9, some_bits()));
+    s.bitmaps.push(BitmapSpec::new("b512", 9, some_bits()));
     s.record_writes_in_auto_bitmaps();
     v.push(("cluster-512", s));
 
@@ -75,14 +75,14 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         len: 100_000,
         pattern: 0x11,
     });
-    s.bitmaps.push(bitmap("b64k", 16, Contents::Empty));
+    s.bitmaps.push(BitmapSpec::new("b64k", 16, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     v.push(("cluster-64k", s));
 
     // 2 MiB clusters: no guest data and an empty bitmap keep this to the
     // fewest clusters such an image can have.
     let mut s = image(21, 1 << 30);
-    s.bitmaps.push(bitmap("b2m", 21, Contents::Empty));
+    s.bitmaps.push(BitmapSpec::new("b2m", 21, Contents::Empty));
     v.push(("cluster-2m", s));
 
     let mut s = image(12, 1 << 20);
@@ -102,19 +102,26 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         ("granularity-63", 63),
     ] {
         let mut s = image(12, 1 << 20);
-        s.bitmaps
-            .push(bitmap(id, gb, Contents::Ranges(vec![(0, 1), (7, 9)])));
+        s.bitmaps.push(BitmapSpec::new(
+            id,
+            gb,
+            Contents::Ranges(vec![(0, 1), (7, 9)]),
+        ));
         v.push((id, s));
     }
 
     let mut s = image(12, 0);
-    s.bitmaps.push(bitmap("empty-disk", 16, Contents::Empty));
+    s.bitmaps
+        .push(BitmapSpec::new("empty-disk", 16, Contents::Empty));
     v.push(("zero-size-disk", s));
 
     let mut s = image(12, (1 << 20) + 1536);
-    s.bitmaps.push(bitmap("tail", 16, Contents::Full));
-    s.bitmaps
-        .push(bitmap("tail-9", 9, Contents::Ranges(vec![(2050, 2051)])));
+    s.bitmaps.push(BitmapSpec::new("tail", 16, Contents::Full));
+    s.bitmaps.push(BitmapSpec::new(
+        "tail-9",
+        9,
+        Contents::Ranges(vec![(2050, 2051)]),
+    ));
     v.push(("size-not-multiple-of-granularity", s));
 
     let mut s = image(9, 1 << 20);
@@ -127,20 +134,20 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         s.bitmaps.push(BitmapSpec {
             name: format!("bitmap-{i:04}").into_bytes(),
             auto: i % 2 == 0,
-            ..bitmap("", 16, c)
+            ..BitmapSpec::new("", 16, c)
         });
     }
     v.push(("1000-bitmaps", s));
 
     let mut s = image(12, 1 << 20);
-    s.bitmaps.push(bitmap("x", 16, some_bits()));
+    s.bitmaps.push(BitmapSpec::new("x", 16, some_bits()));
     v.push(("name-1-byte", s));
 
     let mut s = image(12, 1 << 20);
     let long: String = (0..1023).map(|i| (b'a' + (i % 26) as u8) as char).collect();
     s.bitmaps.push(BitmapSpec {
         name: long.into_bytes(),
-        ..bitmap("", 16, some_bits())
+        ..BitmapSpec::new("", 16, some_bits())
     });
     v.push(("name-1023-bytes", s));
 
@@ -151,7 +158,7 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         len: 1024,
         pattern: 3,
     });
-    s.bitmaps.push(bitmap("ext", 13, Contents::Empty));
+    s.bitmaps.push(BitmapSpec::new("ext", 13, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     v.push(("extended-l2", s));
 
@@ -162,14 +169,14 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         pattern: 9,
     });
     s.snapshots = vec!["before-backup".into(), "after-backup".into()];
-    s.bitmaps.push(bitmap("snap", 12, Contents::Empty));
+    s.bitmaps.push(BitmapSpec::new("snap", 12, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     v.push(("internal-snapshots", s));
 
     let mut s = image(9, 8 << 20);
     s.bitmaps.push(BitmapSpec {
         ones_entries: true,
-        ..bitmap(
+        ..BitmapSpec::new(
             "ones",
             9,
             Contents::Ranges(vec![(0, 4096 * 2), (3 * 4096, 3 * 4096 + 5)]),
@@ -178,7 +185,7 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
     v.push(("all-ones-entries", s));
 
     let mut s = image(9, 8 << 20);
-    s.bitmaps.push(bitmap(
+    s.bitmaps.push(BitmapSpec::new(
         "zeros",
         9,
         Contents::Ranges(vec![(5 * 4096 + 1, 5 * 4096 + 2)]),
@@ -188,56 +195,56 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
     let mut s = image(12, 1 << 20);
     s.bitmaps.push(BitmapSpec {
         in_use: true,
-        ..bitmap("stale", 16, some_bits())
+        ..BitmapSpec::new("stale", 16, some_bits())
     });
-    s.bitmaps.push(bitmap("fresh", 16, some_bits()));
+    s.bitmaps.push(BitmapSpec::new("fresh", 16, some_bits()));
     v.push(("in-use", s));
 
     let mut s = image(12, 1 << 20);
     s.bitmaps.push(BitmapSpec {
         extra_data: vec![0xee; 12],
         extra_data_compatible: true,
-        ..bitmap("extra-ok", 16, some_bits())
+        ..BitmapSpec::new("extra-ok", 16, some_bits())
     });
     v.push(("extra-data-compatible", s));
 
     let mut s = image(12, 1 << 20);
     s.bitmaps.push(BitmapSpec {
         extra_data: vec![0xee; 12],
-        ..bitmap("extra-unknown", 16, some_bits())
+        ..BitmapSpec::new("extra-unknown", 16, some_bits())
     });
     v.push(("extra-data-incompatible", s));
 
     let mut s = image(12, 1 << 20);
     s.bitmaps.push(BitmapSpec {
         extra_data_compatible: true,
-        ..bitmap("flag-only", 16, some_bits())
+        ..BitmapSpec::new("flag-only", 16, some_bits())
     });
     v.push(("compatible-flag-without-extra-data", s));
     v
 }
 
 /// The whole plan, in manifest order.
-pub fn plan() -> Vec<(String, Recipe)> {
-    let mut v: Vec<(String, Recipe)> = hand_specs()
+pub fn plan() -> Vec<(String, CaseSource)> {
+    let mut v: Vec<(String, CaseSource)> = hand_specs()
         .into_iter()
-        .map(|(id, spec)| (format!("valid/{id}"), Recipe::Hand(id, spec)))
+        .map(|(id, spec)| (format!("valid/{id}"), CaseSource::Hand(id, spec)))
         .collect();
     for i in 1..=12 {
-        v.push((format!("valid/random-{i:02}"), Recipe::Random(i)));
+        v.push((format!("valid/random-{i:02}"), CaseSource::Random(i)));
     }
     // Heavy mutations (multi-MiB images or manifests) stay out of the
     // checked-in corpus; `generate --rule` still makes them.
     for m in crate::mutate::catalogue().iter().filter(|m| !m.heavy) {
-        v.push((m.id.to_string(), Recipe::Mutation(m.id)));
+        v.push((m.id.to_string(), CaseSource::Mutation(m.id)));
     }
     v.push((
         "bitmaps.ext.limits/nb-bitmaps-70000-one-entry".to_string(),
-        Recipe::NbBitmapsBeyondLimit,
+        CaseSource::NbBitmapsBeyondLimit,
     ));
     for rev in Revision::ALL.iter().filter(|r| **r != Revision::Final) {
         for i in 1..=3 {
-            v.push((format!("revision/{rev}/{i:02}"), Recipe::Draft(*rev, i)));
+            v.push((format!("revision/{rev}/{i:02}"), CaseSource::Draft(*rev, i)));
         }
     }
     v
@@ -249,10 +256,14 @@ pub fn file_name(id: &str, ext: &str) -> String {
 }
 
 /// Builds one planned case.
-pub fn make(id: &str, recipe: &Recipe) -> Result<Case, String> {
-    let mut case = match recipe {
-        Recipe::Hand(_, spec) => {
-            let built = crate::build(spec).map_err(|e| format!("{id}: {e}"))?;
+pub fn make(id: &str, source: &CaseSource) -> Result<Case, CorpusError> {
+    let build_error = |error| CorpusError::Build {
+        id: id.to_string(),
+        error,
+    };
+    let mut case = match source {
+        CaseSource::Hand(_, spec) => {
+            let built = crate::build(spec).map_err(build_error)?;
             Case {
                 id: String::new(),
                 file_name: String::new(),
@@ -261,28 +272,31 @@ pub fn make(id: &str, recipe: &Recipe) -> Result<Case, String> {
                 description: format!("hand-described: {}", describe(spec)),
             }
         }
-        Recipe::Random(i) => {
-            cases::valid(CORPUS_SEED, *i, &Config::tiny()).map_err(|e| format!("{id}: {e}"))?
+        CaseSource::Random(i) => {
+            cases::valid(CORPUS_SEED, *i, &Config::tiny()).map_err(build_error)?
         }
-        Recipe::Mutation(mid) => {
-            let m = crate::mutate::by_id(mid).ok_or_else(|| format!("no mutation {mid}"))?;
+        CaseSource::Mutation(mid) => {
+            let m = crate::mutate::by_id(mid)
+                .ok_or_else(|| CorpusError::NoMutation(mid.to_string()))?;
             // Tiny bases keep the corpus small; some mutations need more room.
-            let made = cases::mutant(m, CORPUS_SEED, 0, &Config::tiny())
+            cases::mutant(m, CORPUS_SEED, 0, &Config::tiny())
                 .or_else(|_| cases::mutant(m, CORPUS_SEED, 0, &Config::small()))
-                .map_err(|e| format!("{id}: {e}"))?;
-            made
+                .map_err(|error| CorpusError::Mutate {
+                    id: id.to_string(),
+                    error,
+                })?
         }
-        Recipe::NbBitmapsBeyondLimit => {
+        CaseSource::NbBitmapsBeyondLimit => {
             let mut spec = image(12, 1 << 20);
-            spec.bitmaps.push(bitmap("only", 16, some_bits()));
-            let mut built = crate::build(&spec).map_err(|e| format!("{id}: {e}"))?;
+            spec.bitmaps.push(BitmapSpec::new("only", 16, some_bits()));
+            let mut built = crate::build(&spec).map_err(build_error)?;
             let at = built
                 .layout
                 .bitmaps_ext_data()
-                .ok_or("no bitmaps extension")? as usize;
+                .ok_or(CorpusError::NoBitmapsExtension)? as usize;
             spec_model::fields::bitmaps_ext::NB_BITMAPS.put(&mut built.bytes[at..], 70_000);
             let mut expected = crate::expected::for_spec(&spec);
-            expected.verdict = "invalid".into();
+            expected.verdict = spec_model::Verdict::Invalid;
             expected.rules = vec![
                 "bitmaps.ext.directory-size".into(),
                 "bitmaps.ext.limits".into(),
@@ -296,10 +310,11 @@ pub fn make(id: &str, recipe: &Recipe) -> Result<Case, String> {
                 description: "nb_bitmaps 70000 (beyond QEMU's 65535) with one directory entry: the limit and a directory-size error".into(),
             }
         }
-        Recipe::Draft(rev, i) => cases::revision(*rev, CORPUS_SEED, *i, &Config::tiny())
-            .map_err(|e| format!("{id}: {e}"))?,
+        CaseSource::Draft(rev, i) => {
+            cases::revision(*rev, CORPUS_SEED, *i, &Config::tiny()).map_err(build_error)?
+        }
     };
-    let ext = if matches!(recipe, Recipe::Draft(Revision::Qdb2014, _)) {
+    let ext = if matches!(source, CaseSource::Draft(Revision::Qdb2014, _)) {
         "qdb"
     } else {
         "qcow2"

@@ -7,6 +7,8 @@ pub mod build;
 pub mod contents;
 pub mod corpus;
 pub mod expected;
+pub mod files;
+pub mod shrink;
 pub mod sink;
 pub mod spec;
 

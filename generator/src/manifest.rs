@@ -7,6 +7,17 @@ use serde::{Deserialize, Serialize};
 /// The manifest format this version writes and reads.
 pub const FORMAT: &str = "qcow2-conform-corpus/1";
 
+/// Why a manifest cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not a manifest's JSON.
+    #[error("manifest: {0}")]
+    Json(serde_json::Error),
+    /// A manifest of another format.
+    #[error("manifest format {0:?} is not supported (expected {FORMAT:?})")]
+    Format(String),
+}
+
 /// One case: an image file and what a conforming checker must say of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestCase {
@@ -34,13 +45,10 @@ impl Manifest {
     }
 
     /// Parses a manifest, refusing unknown formats.
-    pub fn from_json(text: &str) -> Result<Manifest, String> {
-        let m: Manifest = serde_json::from_str(text).map_err(|e| format!("manifest: {e}"))?;
+    pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
+        let m: Manifest = serde_json::from_str(text).map_err(ManifestError::Json)?;
         if m.format != FORMAT {
-            return Err(format!(
-                "manifest format {:?} is not supported (expected {FORMAT:?})",
-                m.format
-            ));
+            return Err(ManifestError::Format(m.format));
         }
         Ok(m)
     }

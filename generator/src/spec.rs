@@ -48,6 +48,23 @@ fn dirty_tracking() -> u8 {
 }
 
 impl BitmapSpec {
+    /// A dirty-tracking bitmap with the `auto` flag as QEMU makes it: not
+    /// in use, no extra data, all-zero clusters as zero table entries.
+    pub fn new(name: &str, granularity_bits: u8, contents: Contents) -> BitmapSpec {
+        BitmapSpec {
+            name: name.as_bytes().to_vec(),
+            granularity_bits,
+            bitmap_type: 1,
+            in_use: false,
+            auto: true,
+            extra_data_compatible: false,
+            extra_data: Vec::new(),
+            contents,
+            zero_entries: true,
+            ones_entries: false,
+        }
+    }
+
     /// The directory entry's flags field.
     pub fn flags(&self) -> u32 {
         u32::from(self.in_use)

@@ -12,16 +12,8 @@ use spec_model::{check_bytes, ExtensionState, Report, Revision, Severity, Verdic
 
 fn bitmap(name: &str, gb: u8, contents: Contents) -> BitmapSpec {
     BitmapSpec {
-        name: name.as_bytes().to_vec(),
-        granularity_bits: gb,
-        bitmap_type: 1,
-        in_use: false,
-        auto: true,
-        extra_data_compatible: false,
-        extra_data: Vec::new(),
-        contents,
-        zero_entries: true,
         ones_entries: true,
+        ..BitmapSpec::new(name, gb, contents)
     }
 }
 

@@ -67,12 +67,12 @@ fn a_stack_of_one_breaks_its_rule_and_knows_its_verdict() {
                 BTreeSet::new()
             };
             let got = errors(&st.bytes);
-            if r.verdict.as_str() != want.verdict || got != want_errors {
+            if r.verdict != want.verdict || got != want_errors {
                 bad.push(format!(
                     "{} seed {seed}: verdict {} (expected {}), errors {got:?} (expected {want_errors:?})",
                     m.id,
                     r.verdict.as_str(),
-                    want.verdict
+                    want.verdict.as_str()
                 ));
             }
             if !r.findings.iter().any(|f| f.rule == m.rule) {

@@ -1,13 +1,12 @@
 //! `qcow2-conform corpus build | verify | pack`.
 
-use super::generate::write_sparse;
 use crate::cli::CorpusCommand;
 use anyhow::{bail, Context, Result};
 use generator::corpus;
+use generator::files::{self, write_sparse, Hashing};
 use generator::{Manifest, ManifestCase};
 use rayon::prelude::*;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 pub fn run(cmd: CorpusCommand) -> Result<i32> {
@@ -18,9 +17,10 @@ pub fn run(cmd: CorpusCommand) -> Result<i32> {
     }
 }
 
+/// The file's SHA-256 as `sha256sum` prints it.
 fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    files::sha256_file(path, Hashing::Plain)
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// `sha256sum`-style lines for the manifest and every image, sorted.
@@ -46,8 +46,8 @@ fn build(dir: &Path) -> Result<i32> {
     let bar = indicatif::ProgressBar::new(plan.len() as u64);
     let made: Vec<Result<ManifestCase>> = plan
         .par_iter()
-        .map(|(id, recipe)| {
-            let case = corpus::make(id, recipe).map_err(anyhow::Error::msg)?;
+        .map(|(id, source)| {
+            let case = corpus::make(id, source)?;
             write_sparse(&images.join(&case.file_name), &case.bytes)?;
             bar.inc(1);
             Ok(ManifestCase {
@@ -94,56 +94,7 @@ pub fn verify_case(dir: &Path, case: &ManifestCase) -> CaseCheck {
     let mut problems = Vec::new();
     match spec_model::check_path(dir.join(&case.file)) {
         Err(e) => problems.push(format!("cannot check: {e}")),
-        Ok(r) => {
-            let e = &case.expected;
-            if r.verdict.as_str() != e.verdict {
-                problems.push(format!(
-                    "verdict {} (expected {})",
-                    r.verdict.as_str(),
-                    e.verdict
-                ));
-            }
-            let ext = serde_json::to_value(r.bitmaps_extension).unwrap_or_default();
-            if ext != e.bitmaps_extension.as_str() {
-                problems.push(format!(
-                    "bitmaps_extension {ext} (expected {})",
-                    e.bitmaps_extension
-                ));
-            }
-            for rule in &e.rules {
-                if !r.findings.iter().any(|f| f.rule.id() == rule) {
-                    problems.push(format!("rule {rule} not reported"));
-                }
-            }
-            if e.verdict == "invalid" {
-                for rule in r.rules_with(spec_model::Severity::Error) {
-                    if !e.rules.iter().any(|x| x == rule) {
-                        problems.push(format!("unexpected error {rule}"));
-                    }
-                }
-            }
-            if let Some(want) = &e.bitmaps {
-                if want.len() != r.bitmaps.len() {
-                    problems.push(format!(
-                        "{} bitmaps (expected {})",
-                        r.bitmaps.len(),
-                        want.len()
-                    ));
-                }
-                for (got, w) in r.bitmaps.iter().zip(want) {
-                    let same = got.name == w.name
-                        && got.granularity_bits == w.granularity_bits
-                        && got.flags.in_use == w.flags.in_use
-                        && got.flags.auto == w.flags.auto
-                        && got.usable == w.usable
-                        && got.content_sha256 == w.content_sha256
-                        && got.set_bits == w.set_bits;
-                    if !same {
-                        problems.push(format!("bitmap {:?} differs from the manifest", w.name));
-                    }
-                }
-            }
-        }
+        Ok(r) => problems.extend(case.expected.differences(&r).iter().map(|d| d.to_string())),
     }
     CaseCheck {
         id: case.id.clone(),
@@ -155,7 +106,7 @@ pub fn verify_case(dir: &Path, case: &ManifestCase) -> CaseCheck {
 fn verify(dir: &Path, json: bool) -> Result<i32> {
     let text = std::fs::read_to_string(dir.join("manifest.json"))
         .with_context(|| format!("cannot read {}/manifest.json", dir.display()))?;
-    let manifest = Manifest::from_json(&text).map_err(anyhow::Error::msg)?;
+    let manifest = Manifest::from_json(&text)?;
     let sums = std::fs::read_to_string(dir.join("SHA256SUMS"))
         .with_context(|| format!("cannot read {}/SHA256SUMS", dir.display()))?;
     let mut file_problems = Vec::new();
@@ -217,7 +168,7 @@ fn verify(dir: &Path, json: bool) -> Result<i32> {
 
 fn pack(dir: &Path, out: &Path) -> Result<i32> {
     let text = std::fs::read_to_string(dir.join("manifest.json"))?;
-    let manifest = Manifest::from_json(&text).map_err(anyhow::Error::msg)?;
+    let manifest = Manifest::from_json(&text)?;
     let name = format!("qcow2-conform-corpus-{}", env!("CARGO_PKG_VERSION"));
     std::fs::create_dir_all(out)?;
     let tarball = out.join(format!("{name}.tar.gz"));

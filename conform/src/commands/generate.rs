@@ -3,6 +3,7 @@
 use crate::cli::{GenerateArgs, Profile};
 use anyhow::{bail, Context, Result};
 use generator::cases::{self, Case};
+use generator::files::write_sparse;
 use generator::{Config, Manifest, ManifestCase};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
@@ -91,22 +92,6 @@ fn prepare_out(out: &Path, force: bool) -> Result<()> {
         }
     }
     std::fs::create_dir_all(&images).with_context(|| format!("cannot create {}", images.display()))
-}
-
-/// Writes `bytes` to a new file, leaving holes where whole 4 KiB blocks are
-/// zero (images are mostly zero-filled clusters).
-pub fn write_sparse(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    const BLOCK: usize = 4096;
-    let mut f = std::fs::File::create(path)?;
-    for (i, block) in bytes.chunks(BLOCK).enumerate() {
-        if block.iter().any(|&b| b != 0) {
-            f.seek(SeekFrom::Start((i * BLOCK) as u64))?;
-            f.write_all(block)?;
-        }
-    }
-    f.set_len(bytes.len() as u64)?;
-    Ok(())
 }
 
 pub fn run(args: &GenerateArgs) -> Result<i32> {

@@ -3,7 +3,7 @@
 mod campaign;
 mod corpus;
 mod generate;
-pub mod run_corpus;
+pub mod run;
 
 use crate::cli::{Cli, Command};
 use anyhow::{Context, Result};
@@ -21,7 +21,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             revision,
         } => dump(&image, json, revision),
         Command::Generate(args) => generate::run(&args),
-        Command::Run(args) => run_corpus::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Campaign(args) => campaign::run(&args),
         Command::Corpus(cmd) => corpus::run(cmd),
         Command::Rules { json } => {
@@ -60,10 +60,7 @@ pub fn human_report(image: &Path, report: &Report) -> String {
         "{}: {} (bitmaps extension {})",
         image.display(),
         report.verdict.as_str(),
-        serde_json::to_value(report.bitmaps_extension)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+        generator::expected::extension_name(report.bitmaps_extension)
     );
     for f in &report.findings {
         let _ = writeln!(

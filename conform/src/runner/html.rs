@@ -51,11 +51,11 @@ fn meaning(kind: OutcomeKind) -> &'static str {
     }
 }
 
-fn verdict_label(verdict: &str) -> &'static str {
+fn verdict_label(verdict: spec_model::Verdict) -> &'static str {
     match verdict {
-        "valid" => "must accept",
-        "invalid" => "must not use its bitmaps",
-        _ => "implementation-defined",
+        spec_model::Verdict::Valid => "must accept",
+        spec_model::Verdict::Invalid => "must not use its bitmaps",
+        spec_model::Verdict::Unspecified => "implementation-defined",
     }
 }
 
@@ -225,11 +225,13 @@ pub fn html(report: &RunReport) -> String {
             escape(meaning(k))
         );
     }
-    for v in ["valid", "invalid", "unspecified"] {
+    use spec_model::Verdict as V;
+    for verdict in [V::Valid, V::Invalid, V::Unspecified] {
         let _ = writeln!(
             o,
             "<li><span class=\"v v-{v}\">{v}</span>expected verdict: {}</li>",
-            verdict_label(v)
+            verdict_label(verdict),
+            v = verdict.as_str()
         );
     }
     o.push_str("</ul>\n</div>\n</div>\n");
@@ -297,9 +299,9 @@ pub fn html(report: &RunReport) -> String {
             let _ = write!(
                 o,
                 "<td class=\"exp\" data-verdict=\"{v}\"><span class=\"v v-{v}\" title=\"{label}\">{v}</span><div class=\"ext\">extension {ext}</div>",
-                v = escape(&e.verdict),
-                label = verdict_label(&e.verdict),
-                ext = escape(&e.bitmaps_extension)
+                v = escape(e.verdict.as_str()),
+                label = verdict_label(e.verdict),
+                ext = escape(generator::expected::extension_name(e.bitmaps_extension))
             );
             if !e.rules.is_empty() {
                 let _ = write!(
@@ -357,9 +359,9 @@ mod tests {
             file: format!("images/{id}.qcow2"),
             description: "a <case> & \"more\"".into(),
             expected: Expected {
-                verdict: "invalid".into(),
+                verdict: spec_model::Verdict::Invalid,
                 rules: vec!["bitmaps.dir.type".into()],
-                bitmaps_extension: "consistent".into(),
+                bitmaps_extension: spec_model::ExtensionState::Consistent,
                 bitmaps: None,
             },
             results: kinds

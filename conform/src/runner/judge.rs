@@ -108,7 +108,7 @@ fn limit_rules(e: &Expected) -> Vec<&str> {
 /// unusable: a bitmaps rule that is an error or makes the extension
 /// inconsistent.
 fn extension_unusable(e: &Expected) -> bool {
-    e.bitmaps_extension == "inconsistent"
+    e.bitmaps_extension == spec_model::ExtensionState::Inconsistent
         || e.rules.iter().any(|r| {
             r.starts_with("bitmaps.")
                 && severities(r)
@@ -200,11 +200,15 @@ pub fn judge_with_model(
     if obs.bitmaps_unaware {
         return judge_unaware(expected, obs);
     }
-    match expected.verdict.as_str() {
-        "valid" => judge_valid(expected, obs),
-        "invalid" => judge_invalid(expected, obs, model),
+    match expected.verdict {
+        spec_model::Verdict::Valid => judge_valid(expected, obs),
+        spec_model::Verdict::Invalid => judge_invalid(expected, obs, model),
         v => {
-            let mut d = vec![format!("the spec is silent ({v}): {}", summary(obs))];
+            let mut d = vec![format!(
+                "the spec is silent ({}): {}",
+                v.as_str(),
+                summary(obs)
+            )];
             if !expected.rules.is_empty() {
                 d.push(format!("rules: {}", expected.rules.join(", ")));
             }
@@ -229,8 +233,8 @@ fn judge_unaware(e: &Expected, obs: &Observation) -> Outcome {
             g.ranges_compared, g.ranges, g.bytes_compared
         )
     };
-    match e.verdict.as_str() {
-        "valid" => {
+    match e.verdict {
+        spec_model::Verdict::Valid => {
             if !obs.opened {
                 let err = obs.error.as_deref().unwrap_or("no message");
                 if limits.is_empty() {
@@ -265,7 +269,7 @@ fn judge_unaware(e: &Expected, obs: &Observation) -> Outcome {
                 r.pass.push("opened the conforming image".to_owned());
             }
         }
-        "invalid" => {
+        spec_model::Verdict::Invalid => {
             let rules = e.rules.join(", ");
             if !obs.opened {
                 r.pass.push(format!(
@@ -294,7 +298,11 @@ fn judge_unaware(e: &Expected, obs: &Observation) -> Outcome {
             }
         }
         v => {
-            let mut d = vec![format!("the spec is silent ({v}): {}", summary(obs))];
+            let mut d = vec![format!(
+                "the spec is silent ({}): {}",
+                v.as_str(),
+                summary(obs)
+            )];
             if let Some(g) = guest {
                 d.extend(g.differences());
                 d.extend(g.read_errors.iter().cloned());
@@ -380,8 +388,8 @@ fn judge_valid(e: &Expected, obs: &Observation) -> Outcome {
         }
         return r.finish();
     }
-    match e.bitmaps_extension.as_str() {
-        "absent" => {
+    match e.bitmaps_extension {
+        spec_model::ExtensionState::Absent => {
             if !obs.bitmaps.is_empty() {
                 r.mismatch.push(format!(
                     "lists bitmaps the image does not have: {}",
@@ -389,7 +397,7 @@ fn judge_valid(e: &Expected, obs: &Observation) -> Outcome {
                 ));
             }
         }
-        "inconsistent" => {
+        spec_model::ExtensionState::Inconsistent => {
             for b in &obs.bitmaps {
                 if b.used() {
                     r.lenient.push(format!(
@@ -599,9 +607,9 @@ mod tests {
 
     fn valid_one() -> Expected {
         Expected {
-            verdict: "valid".into(),
+            verdict: spec_model::Verdict::Valid,
             rules: vec![],
-            bitmaps_extension: "consistent".into(),
+            bitmaps_extension: spec_model::ExtensionState::Consistent,
             bitmaps: Some(vec![ExpectedBitmap {
                 name: "b".into(),
                 granularity_bits: 16,
@@ -658,9 +666,9 @@ mod tests {
     #[test]
     fn invalid_cases() {
         let e = Expected {
-            verdict: "invalid".into(),
+            verdict: spec_model::Verdict::Invalid,
             rules: vec!["bitmaps.dir.flags-reserved".into()],
-            bitmaps_extension: "consistent".into(),
+            bitmaps_extension: spec_model::ExtensionState::Consistent,
             bitmaps: None,
         };
         assert_eq!(judge(&e, &Observation::default()).kind, OutcomeKind::Pass);
@@ -677,7 +685,7 @@ mod tests {
         assert_eq!(o.kind, OutcomeKind::Pass);
         assert!(o.detail[0].contains("2 corruption"), "{o:?}");
         let mut u = e.clone();
-        u.verdict = "unspecified".into();
+        u.verdict = spec_model::Verdict::Unspecified;
         assert_eq!(judge(&u, &seen("aa")).kind, OutcomeKind::Recorded);
     }
 }

@@ -46,9 +46,10 @@ pub fn run_case(
         },
     };
     obs.commands.retain(|c| !c.is_empty());
-    let model = (case.expected.verdict == "invalid" && case.expected.bitmaps.is_none())
-        .then(|| model_usability(image))
-        .flatten();
+    let model = (case.expected.verdict == spec_model::Verdict::Invalid
+        && case.expected.bitmaps.is_none())
+    .then(|| model_usability(image))
+    .flatten();
     let outcome = judge::judge_with_model(&case.expected, &obs, model.as_deref());
     CaseResult {
         implementation: adapter.name().to_owned(),

@@ -21,7 +21,7 @@ use std::path::Path;
 /// Whether a case takes the write check: a valid image whose bitmaps
 /// extension is consistent.
 pub fn eligible(expected: &Expected) -> bool {
-    expected.verdict == "valid" && expected.bitmaps_extension == "consistent"
+    expected.verdict == Verdict::Valid && expected.bitmaps_extension == ExtensionState::Consistent
 }
 
 /// The range the runner writes into a disk of `size` bytes: about a third

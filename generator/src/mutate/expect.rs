@@ -5,18 +5,18 @@
 use super::{ExtState, Mutation};
 use crate::expected::{self, verdict_for, Expected};
 use crate::spec::ImageSpec;
-use spec_model::Severity;
+use spec_model::{ExtensionState, Severity};
 
 /// The expected verdict of `m` applied to an image described by `spec`.
 pub(super) fn expect(m: &Mutation, spec: &ImageSpec) -> Expected {
     let state = match m.extension {
-        ExtState::FromSpec if spec.bitmaps.is_empty() => "absent",
-        ExtState::FromSpec => "consistent",
-        ExtState::Absent => "absent",
-        ExtState::Inconsistent => "inconsistent",
+        ExtState::FromSpec if spec.bitmaps.is_empty() => ExtensionState::Absent,
+        ExtState::FromSpec => ExtensionState::Consistent,
+        ExtState::Absent => ExtensionState::Absent,
+        ExtState::Inconsistent => ExtensionState::Inconsistent,
     };
     let mut implied = expected::implied_rules(spec);
-    if state != "consistent" {
+    if state != ExtensionState::Consistent {
         // An ignored (or unreadable) extension is not validated.
         implied.retain(|(r, _)| !r.id().starts_with("bitmaps."));
     }
@@ -36,8 +36,8 @@ pub(super) fn expect(m: &Mutation, spec: &ImageSpec) -> Expected {
         }
     }
     let bitmaps = (!error).then(|| match state {
-        "consistent" => expected::bitmaps(spec),
-        "inconsistent" => expected::bitmaps(spec)
+        ExtensionState::Consistent => expected::bitmaps(spec),
+        ExtensionState::Inconsistent => expected::bitmaps(spec)
             .into_iter()
             .map(|mut b| {
                 b.usable = false;
@@ -49,9 +49,9 @@ pub(super) fn expect(m: &Mutation, spec: &ImageSpec) -> Expected {
         _ => Vec::new(),
     });
     Expected {
-        verdict: verdict_for(severities).to_string(),
+        verdict: verdict_for(severities),
         rules,
-        bitmaps_extension: state.to_string(),
+        bitmaps_extension: state,
         bitmaps,
     }
 }

@@ -1,0 +1,107 @@
+//! Saving a minimised disagreement: `OUT/findings/KEY/` with the image,
+//! both verdicts, the original and minimised recipes, and a reproducer.
+
+use super::minimise::Minimised;
+use anyhow::Result;
+use generator::expected::Expected;
+use generator::ImageSpec;
+use serde::Serialize;
+use std::path::Path;
+
+/// A saved, minimised disagreement (`OUT/findings/KEY/finding.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub key: String,
+    pub implementation: String,
+    pub case_index: u64,
+    pub origin: String,
+    pub outcome: String,
+    pub detail: Vec<String>,
+    /// What the reference model says of the minimised image.
+    pub expected: Expected,
+    /// The case's catalogue mutations (empty for a valid spec), and how
+    /// many random byte edits it had.
+    pub mutations: Vec<String>,
+    pub byte_edits: usize,
+    /// What minimising kept of them.
+    pub minimised_mutations: Vec<String>,
+    pub minimised_byte_edits: usize,
+    /// The seed the mutations make their choices with.
+    pub recipe_seed: u64,
+    /// The (shrunk) base spec of the minimised recipe: the minimised
+    /// mutations applied to it (with `recipe_seed`) and the remaining byte
+    /// edits give the image the byte-level reduction started from.
+    pub minimised_spec: ImageSpec,
+    /// File length and non-zero bytes before and after minimising.
+    pub original_bytes: u64,
+    pub original_nonzero_bytes: u64,
+    pub minimised_bytes: u64,
+    pub minimised_nonzero_bytes: u64,
+    /// Judge calls spent minimising.
+    pub minimise_trials: u32,
+    pub reproduce: Vec<String>,
+}
+
+/// The number of non-zero bytes of `b`.
+pub(super) fn nonzero_bytes(b: &[u8]) -> u64 {
+    b.iter().filter(|&&x| x != 0).count() as u64
+}
+
+/// What a case was before minimising.
+pub(super) struct Original {
+    pub index: u64,
+    pub origin: String,
+    pub bytes: u64,
+    pub nonzero_bytes: u64,
+    pub mutations: Vec<String>,
+    pub byte_edits: usize,
+}
+
+/// Saves `m` under `OUT/findings/KEY/`.
+pub(super) fn save(
+    out: &Path,
+    scratch: &Path,
+    key: &str,
+    original: Original,
+    m: Minimised,
+    implementation: &str,
+) -> Result<()> {
+    let dir = out.join("findings").join(key);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("image.qcow2"), &m.bytes)?;
+    let mut reproduce = vec![format!(
+        "qcow2-conform check findings/{key}/image.qcow2   # the model's verdict"
+    )];
+    reproduce.extend(m.last.observation.commands.iter().map(|c| {
+        c.replace(
+            &format!("{}/minimised.qcow2", scratch.display()),
+            &format!("findings/{key}/image.qcow2"),
+        )
+    }));
+    let f = Finding {
+        key: key.to_string(),
+        implementation: implementation.to_string(),
+        case_index: original.index,
+        origin: original.origin,
+        outcome: m.last.outcome.kind.as_str().to_string(),
+        detail: m.last.outcome.detail.clone(),
+        expected: m.expected,
+        mutations: original.mutations,
+        byte_edits: original.byte_edits,
+        minimised_mutations: m.recipe.mutations.clone(),
+        minimised_byte_edits: m.recipe.edits.len(),
+        recipe_seed: m.recipe.seed,
+        minimised_spec: m.recipe.base,
+        original_bytes: original.bytes,
+        original_nonzero_bytes: original.nonzero_bytes,
+        minimised_bytes: m.bytes.len() as u64,
+        minimised_nonzero_bytes: nonzero_bytes(&m.bytes),
+        minimise_trials: m.trials,
+        reproduce,
+    };
+    std::fs::write(
+        dir.join("finding.json"),
+        serde_json::to_string_pretty(&f)? + "\n",
+    )?;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Minimising a disagreement: fewer mutations and byte edits, a smaller
+//! base spec ([`generator::shrink`]), then fewer non-zero bytes, while the
+//! implementation keeps disagreeing the same way.
+
+use super::candidates::{expected_from_model, Candidate, ImageRecipe, Realised};
+use super::judging::{judge_bytes, key};
+use crate::runner::{adapters::Adapter, judge::OutcomeKind, CaseResult, RunOptions};
+use anyhow::Result;
+use generator::expected::Expected;
+use generator::mutate;
+use generator::shrink::smaller_specs;
+use std::path::Path;
+
+/// Budget of judge calls spent minimising one disagreement.
+pub const MINIMISE_BUDGET: u32 = 300;
+
+/// What minimising a disagreement produced.
+pub struct Minimised {
+    pub bytes: Vec<u8>,
+    pub expected: Expected,
+    /// The judgement of the minimised image.
+    pub last: CaseResult,
+    /// The recipe after dropping mutations and edits and shrinking the
+    /// spec: it rebuilds the image the byte-level reduction started from.
+    pub recipe: ImageRecipe,
+    /// Judge calls spent.
+    pub trials: u32,
+}
+
+/// Shrinks a disagreeing case while the implementation keeps disagreeing
+/// in the same way (same outcome kind, same deduplication key): (1) drop
+/// mutations (or fold their preparation into the base spec), then byte
+/// edits, one at a time; (2) shrink the base spec and
+/// re-apply what is left; (3) zero 512-byte blocks and trim the tail.
+/// `kind` is the outcome the case's own judgement gave; at most `budget`
+/// judge calls are spent on trials.
+pub fn minimise(
+    adapter: &dyn Adapter,
+    dir: &Path,
+    c: Candidate,
+    kind: OutcomeKind,
+    opts: &RunOptions,
+    budget: u32,
+) -> Result<Minimised> {
+    let want = key(kind, &c.expected);
+    let total = budget;
+    let mut budget = budget;
+    // The write check only matters when the disagreement came from it.
+    let opts = &RunOptions {
+        writes: opts.writes && kind == OutcomeKind::Corrupting,
+        ..opts.clone()
+    };
+    let still = |bytes: &[u8], expected: &Expected, budget: &mut u32| -> Result<bool> {
+        if *budget == 0 || key(kind, expected) != want {
+            return Ok(false);
+        }
+        *budget -= 1;
+        let r = judge_bytes(adapter, dir, "candidate.qcow2", bytes, expected, opts)?;
+        Ok(r.outcome.kind == kind)
+    };
+    let try_recipe = |r: &ImageRecipe, budget: &mut u32| -> Result<Option<Realised>> {
+        let Some(x) = r.realise() else {
+            return Ok(None);
+        };
+        Ok((x.agrees && still(&x.bytes, &x.expected, budget)?).then_some(x))
+    };
+    let (mut bytes, mut expected, mut recipe) = (c.bytes, c.expected, c.recipe);
+    // 1. Delta debugging over the mutation set, then over the byte edits:
+    //    drop one at a time until no single drop keeps the disagreement. A
+    //    mutation that cannot go is tried once more with its preparation
+    //    folded into the base spec: the disagreement may need only what it
+    //    asked of the spec (a bitmap, a guest write), not its byte change.
+    for edits in [false, true] {
+        'drop: loop {
+            let n = if edits {
+                recipe.edits.len()
+            } else {
+                recipe.mutations.len()
+            };
+            for i in 0..n {
+                let mut trials = Vec::new();
+                let mut r = recipe.clone();
+                if edits {
+                    r.edits.remove(i);
+                    trials.push(r);
+                } else {
+                    let id = r.mutations.remove(i);
+                    let mut folded = r.clone();
+                    trials.push(r);
+                    if let Some(m) = mutate::by_id(&id) {
+                        if mutate::prepare(m, &mut folded.base, folded.seed).is_ok()
+                            && folded.base != recipe.base
+                        {
+                            trials.push(folded);
+                        }
+                    }
+                }
+                for r in trials {
+                    if let Some(x) = try_recipe(&r, &mut budget)? {
+                        (bytes, expected, recipe) = (x.bytes, x.expected, r);
+                        continue 'drop;
+                    }
+                }
+                if budget == 0 {
+                    break 'drop;
+                }
+            }
+            break;
+        }
+    }
+    // 2. Shrink the base spec; the remaining mutations are re-applied to
+    //    every smaller spec (their preparation may grow it back).
+    'shrink: loop {
+        for smaller in smaller_specs(&recipe.base) {
+            let r = ImageRecipe {
+                base: smaller,
+                ..recipe.clone()
+            };
+            if let Some(x) = try_recipe(&r, &mut budget)? {
+                (bytes, expected, recipe) = (x.bytes, x.expected, r);
+                continue 'shrink;
+            }
+            if budget == 0 {
+                break 'shrink;
+            }
+        }
+        break;
+    }
+    // 3. Byte-level reduction: zero runs of the non-zero 512-byte blocks
+    //    (never block 0, the header), halving the run length, each trial
+    //    judged against the model's verdict of the trial image.
+    let nonzero = |bytes: &[u8]| -> Vec<usize> {
+        (1..bytes.len().div_ceil(512))
+            .filter(|&b| {
+                bytes[b * 512..((b + 1) * 512).min(bytes.len())]
+                    .iter()
+                    .any(|&x| x != 0)
+            })
+            .collect()
+    };
+    let mut run = (nonzero(&bytes).len() / 2).max(1);
+    while budget > 0 {
+        let blocks = nonzero(&bytes);
+        let mut changed = false;
+        for chunk in blocks.chunks(run) {
+            let mut trial = bytes.clone();
+            for &b in chunk {
+                let end = ((b + 1) * 512).min(trial.len());
+                trial[b * 512..end].fill(0);
+            }
+            let e = expected_from_model(&trial);
+            if still(&trial, &e, &mut budget)? {
+                bytes = trial;
+                expected = e;
+                changed = true;
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        if !changed {
+            if run == 1 {
+                break;
+            }
+            run /= 2;
+        }
+    }
+    // 4. Drop trailing zeros (whole 512-byte blocks) if that keeps the
+    //    disagreement.
+    let keep = nonzero(&bytes)
+        .last()
+        .map_or(512, |b| (b + 1) * 512)
+        .min(bytes.len());
+    if keep < bytes.len() && budget > 0 {
+        let trial = bytes[..keep].to_vec();
+        let e = expected_from_model(&trial);
+        if still(&trial, &e, &mut budget)? {
+            bytes = trial;
+            expected = e;
+        }
+    }
+    let last = judge_bytes(adapter, dir, "minimised.qcow2", &bytes, &expected, opts)?;
+    Ok(Minimised {
+        bytes,
+        expected,
+        last,
+        recipe,
+        trials: total - budget,
+    })
+}

@@ -1,0 +1,134 @@
+//! The differential campaign: structured random images run through an
+//! implementation's adapter and judged against the reference model. Case
+//! `index` is, by `index % 4`: a valid spec (0), a one-rule mutant (1), a
+//! one-rule mutant with 1-4 further random byte edits (2), or a stack of
+//! 2-3 distinct catalogue mutations applied to one base spec (3).
+//!
+//! Every case keeps its [`ImageRecipe`] (base spec, mutation ids, seed, byte
+//! edits). Every disagreement is minimised while the implementation keeps
+//! disagreeing the same way (same outcome, same deduplication key): first
+//! the mutation set and the byte edits (each dropped in turn while one can
+//! be; a mutation whose byte change is not needed but whose preparation of
+//! the spec is goes into the base spec), then the base spec (quickcheck
+//! shrinking plus smaller disks and clusters, `generator::shrink`, the
+//! remaining mutations re-applied to each smaller spec), then the bytes
+//! (zeroing 512-byte blocks, trimming the tail). The first case of each key
+//! is saved with both verdicts, the original and minimised mutation sets,
+//! and a reproducer.
+//!
+//! Here: the run loop. `state` (`state.json`, resuming, `--shard` and
+//! `--duration`), `candidates` (recipes and cases), `judging` (an adapter's
+//! judgement, the deduplication key), `minimise`, `findings` (saving).
+
+mod candidates;
+mod findings;
+mod judging;
+mod minimise;
+mod state;
+
+pub use candidates::{candidate, expected_from_model, Candidate, ImageRecipe, Realised};
+pub use findings::Finding;
+pub use judging::{judge, key};
+pub use minimise::{minimise, Minimised, MINIMISE_BUDGET};
+pub use state::{parse_duration, ArgError, Shard, State};
+
+use crate::runner::{adapters::Adapter, judge::OutcomeKind, RunOptions};
+use anyhow::{Context, Result};
+use findings::{nonzero_bytes, save, Original};
+use judging::judge_bytes;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Options of a campaign.
+pub struct CampaignOptions {
+    pub seed: u64,
+    pub duration: Duration,
+    pub max_cases: Option<u64>,
+    pub shard: Option<Shard>,
+    pub out: PathBuf,
+    pub run: RunOptions,
+    pub progress: bool,
+}
+
+/// Runs the campaign until the duration or case budget is spent; resumes
+/// from `OUT/state.json` when it belongs to the same implementation, seed
+/// and shard.
+pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
+    std::fs::create_dir_all(opts.out.join("findings"))
+        .with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let state_path = opts.out.join("state.json");
+    let mut state = State::resume(&state_path, adapter.name(), opts.seed, opts.shard)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("qcow2-conform-campaign")
+        .tempdir()?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    if !opts.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} campaign {pos} cases {per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let start = Instant::now();
+    let mut ran = 0u64;
+    while start.elapsed() < opts.duration && opts.max_cases.is_none_or(|m| ran < m) {
+        let index = state.next_index;
+        state.next_index += 1;
+        if let Some(sh) = opts.shard {
+            if index % sh.count != sh.index - 1 {
+                continue;
+            }
+        }
+        let Some(c) = candidate(opts.seed, index) else {
+            continue;
+        };
+        let r = judge_bytes(
+            adapter,
+            scratch.path(),
+            "case.qcow2",
+            &c.bytes,
+            &c.expected,
+            &opts.run,
+        )?;
+        ran += 1;
+        state.cases_run += 1;
+        *state
+            .outcomes
+            .entry(r.outcome.kind.as_str().to_string())
+            .or_default() += 1;
+        bar.inc(1);
+        let kind = r.outcome.kind;
+        if matches!(kind, OutcomeKind::Pass | OutcomeKind::Recorded) {
+            // Saved after every case, so an interrupted campaign resumes
+            // exactly where it stopped.
+            state.write(&state_path)?;
+            continue;
+        }
+        let k = key(kind, &c.expected);
+        let n = state.disagreements.entry(k.clone()).or_default();
+        *n += 1;
+        if *n > 1 {
+            state.write(&state_path)?;
+            continue;
+        }
+        bar.set_message(format!("minimising {k}"));
+        let original = Original {
+            index,
+            origin: c.origin.clone(),
+            bytes: c.bytes.len() as u64,
+            nonzero_bytes: nonzero_bytes(&c.bytes),
+            mutations: c.recipe.mutations.clone(),
+            byte_edits: c.recipe.edits.len(),
+        };
+        let m = minimise(adapter, scratch.path(), c, kind, &opts.run, MINIMISE_BUDGET)?;
+        save(&opts.out, scratch.path(), &k, original, m, adapter.name())?;
+        bar.set_message(format!(
+            "{} kinds of disagreement",
+            state.disagreements.len()
+        ));
+        state.write(&state_path)?;
+    }
+    bar.finish_and_clear();
+    state.write(&state_path)?;
+    Ok(state)
+}
