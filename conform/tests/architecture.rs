@@ -156,7 +156,7 @@ fn code_only(src: &str) -> String {
                 };
                 match end {
                     Some(e) => {
-                        out.extend(std::iter::repeat(b' ').take(e + 1 - i));
+                        out.resize(out.len() + (e + 1 - i), b' ');
                         i = e + 1;
                     }
                     None => {
