@@ -19,13 +19,15 @@ pub struct FieldValue {
     pub value: u64,
 }
 
-fn values(base: u64, table: &[Field], raw: &[u8]) -> Vec<FieldValue> {
+/// The fields of `table` that `raw` (the structure's bytes, read at file
+/// offset `base`) holds in full. Also the draft readers' field lister.
+pub(crate) fn values(base: u64, table: &[Field], raw: &[u8]) -> Vec<FieldValue> {
     table
         .iter()
         .filter(|f| f.end() <= raw.len())
         .map(|f| FieldValue {
             name: f.name,
-            offset: base + f.offset as u64,
+            offset: base.saturating_add(f.offset as u64),
             size: f.size,
             value: f.get(raw),
         })
@@ -99,22 +101,43 @@ pub struct Dump {
 
 /// Folds a bitmap table into runs.
 pub fn table_runs(table: &[u64], cluster_size: u64) -> Vec<TableRun> {
+    fold_runs(
+        table.iter().map(|&e| {
+            let host = e & t::OFFSET_MASK;
+            if e & t::RESERVED_MASK != 0 || (host != 0 && e & t::ALL_ONES != 0) {
+                ("invalid", Some(e))
+            } else if host != 0 {
+                ("data", Some(host))
+            } else if e & t::ALL_ONES != 0 {
+                ("ones", None)
+            } else {
+                ("zeros", None)
+            }
+        }),
+        cluster_size,
+    )
+}
+
+/// Folds table entries, each classified as a kind (`zeros`, `ones`,
+/// `data` with its host offset, `invalid` with its raw value), into runs
+/// of one kind; a `data` run holds contiguous clusters. Also the draft
+/// readers' (whose entries are classified by each draft's rules).
+pub(crate) fn fold_runs(
+    entries: impl Iterator<Item = (&'static str, Option<u64>)>,
+    cluster_size: u64,
+) -> Vec<TableRun> {
     let mut runs: Vec<TableRun> = Vec::new();
-    for (j, &e) in table.iter().enumerate() {
+    for (j, (kind, off)) in entries.enumerate() {
         let j = j as u64;
-        let host = e & t::OFFSET_MASK;
-        let (kind, off) = if e & t::RESERVED_MASK != 0 || (host != 0 && e & t::ALL_ONES != 0) {
-            ("invalid", Some(e))
-        } else if host != 0 {
-            ("data", Some(host))
-        } else if e & t::ALL_ONES != 0 {
-            ("ones", None)
-        } else {
-            ("zeros", None)
-        };
         if let Some(prev) = runs.last_mut() {
             let contiguous = match (prev.host_offset, off) {
-                (Some(p), Some(o)) => kind == "data" && p + (j - prev.first) * cluster_size == o,
+                (Some(p), Some(o)) => {
+                    kind == "data"
+                        && (j - prev.first)
+                            .checked_mul(cluster_size)
+                            .and_then(|d| p.checked_add(d))
+                            == Some(o)
+                }
                 (None, None) => true,
                 _ => false,
             };
