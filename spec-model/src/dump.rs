@@ -3,7 +3,7 @@
 
 use crate::bitmaps::DirEntry;
 use crate::check::Analysis;
-use crate::fields::{self, bitmap_table_entry as t, extension as ext, Field};
+use crate::fields::{self, bitmap_table_entry as table_entry, extension as ext, Field};
 use crate::mapping::MappingStats;
 use crate::refcount::RefcountStats;
 use crate::report::Report;
@@ -103,12 +103,13 @@ pub struct Dump {
 pub fn table_runs(table: &[u64], cluster_size: u64) -> Vec<TableRun> {
     fold_runs(
         table.iter().map(|&e| {
-            let host = e & t::OFFSET_MASK;
-            if e & t::RESERVED_MASK != 0 || (host != 0 && e & t::ALL_ONES != 0) {
+            let host = e & table_entry::OFFSET_MASK;
+            if e & table_entry::RESERVED_MASK != 0 || (host != 0 && e & table_entry::ALL_ONES != 0)
+            {
                 ("invalid", Some(e))
             } else if host != 0 {
                 ("data", Some(host))
-            } else if e & t::ALL_ONES != 0 {
+            } else if e & table_entry::ALL_ONES != 0 {
                 ("ones", None)
             } else {
                 ("zeros", None)

@@ -1,7 +1,7 @@
 //! Header extensions (spec "Header extensions").
 
 use crate::context::Ctx;
-use crate::fields::{extension as f, Field};
+use crate::fields::{extension as ext, Field};
 use crate::io::{CheckError, Image};
 use crate::rules::Rule;
 use serde::Serialize;
@@ -24,7 +24,7 @@ pub struct Extension {
 impl Extension {
     /// File offset of the data.
     pub fn data_offset(&self) -> u64 {
-        self.offset + f::PREFIX_LENGTH as u64
+        self.offset + ext::PREFIX_LENGTH as u64
     }
 
     /// Reads a field of the data (missing bytes read as zero).
@@ -34,11 +34,11 @@ impl Extension {
 }
 
 const KNOWN: [u32; 5] = [
-    f::BACKING_FORMAT,
-    f::FEATURE_NAME_TABLE,
-    f::BITMAPS,
-    f::ENCRYPTION,
-    f::EXTERNAL_DATA_FILE,
+    ext::BACKING_FORMAT,
+    ext::FEATURE_NAME_TABLE,
+    ext::BITMAPS,
+    ext::ENCRYPTION,
+    ext::EXTERNAL_DATA_FILE,
 ];
 
 /// Where a walk of the extension area stopped: the extension at `offset`
@@ -67,7 +67,7 @@ pub(crate) fn walk<R: Read + Seek>(
     let limit = cluster_size.min(img.len());
     let mut pos = start;
     while pos < cluster_size {
-        let prefix_end = pos + f::PREFIX_LENGTH as u64;
+        let prefix_end = pos + ext::PREFIX_LENGTH as u64;
         let overrun = |ext| Overrun {
             offset: pos,
             ext,
@@ -77,11 +77,11 @@ pub(crate) fn walk<R: Read + Seek>(
             return Ok((list, Some(overrun(None))));
         }
         let prefix = img
-            .read_checked(pos, f::PREFIX_LENGTH as u64)?
+            .read_checked(pos, ext::PREFIX_LENGTH as u64)?
             .unwrap_or_default();
-        let ext_type = f::TYPE.get(&prefix) as u32;
-        let length = f::LENGTH.get(&prefix) as u32;
-        if ext_type == f::END {
+        let ext_type = ext::TYPE.get(&prefix) as u32;
+        let length = ext::LENGTH.get(&prefix) as u32;
+        if ext_type == ext::END {
             break;
         }
         let padded = u64::from(length).div_ceil(8) * 8;
@@ -92,7 +92,7 @@ pub(crate) fn walk<R: Read + Seek>(
         let mut x = Extension {
             offset: pos,
             ext_type,
-            type_name: f::type_name(ext_type),
+            type_name: ext::type_name(ext_type),
             length,
             data: Vec::new(),
         };
@@ -128,7 +128,8 @@ impl<R: Read + Seek> Ctx<R> {
             self.h.extensions_start(),
             self.h.cluster_size(),
             |x, at, padding| {
-                let string_ext = matches!(x.ext_type, f::BACKING_FORMAT | f::EXTERNAL_DATA_FILE);
+                let string_ext =
+                    matches!(x.ext_type, ext::BACKING_FORMAT | ext::EXTERNAL_DATA_FILE);
                 if !string_ext && padding.iter().any(|&b| b != 0) {
                     let ext_type = x.ext_type;
                     findings.add_with(
@@ -168,7 +169,7 @@ impl<R: Read + Seek> Ctx<R> {
                     pos,
                     msg!(
                         "extension {ext_type:#010x} ({}) of length {length} at {pos:#x} runs past {limit_name} at {limit:#x}",
-                        f::type_name(ext_type)
+                        ext::type_name(ext_type)
                     ),
                 ),
             }
