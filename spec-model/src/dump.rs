@@ -34,8 +34,9 @@ pub(crate) fn values(base: u64, table: &[Field], raw: &[u8]) -> Vec<FieldValue> 
         .collect()
 }
 
-/// A header extension.
-#[derive(Debug, Serialize)]
+/// A header extension (also as a draft reader finds it, with no text or
+/// features).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExtensionDump {
     pub offset: u64,
     #[serde(rename = "type")]
@@ -207,13 +208,41 @@ fn extension_dump(x: &crate::extensions::Extension) -> ExtensionDump {
         Vec::new()
     };
     ExtensionDump {
-        offset: x.offset,
-        ext_type: format!("{:#010x}", x.ext_type),
-        type_name: x.type_name,
-        length: x.length,
-        fields: values(x.data_offset(), table, &x.data),
         text,
         features,
+        ..ExtensionDump::new(x, table)
+    }
+}
+
+impl ExtensionDump {
+    /// Extension `x` with its data decoded through `table` (no text, no
+    /// features): the draft readers' form, which the final dump extends.
+    pub(crate) fn new(x: &crate::extensions::Extension, table: &[Field]) -> ExtensionDump {
+        ExtensionDump {
+            offset: x.offset,
+            ext_type: format!("{:#010x}", x.ext_type),
+            type_name: x.type_name,
+            length: x.length,
+            fields: values(x.data_offset(), table, &x.data),
+            text: None,
+            features: Vec::new(),
+        }
+    }
+}
+
+/// Writes an extension's heading line, its fields, text and features.
+pub(crate) fn extension_lines(out: &mut String, x: &ExtensionDump) {
+    let _ = writeln!(
+        out,
+        "  @{:#x} type {} ({}), length {}",
+        x.offset, x.ext_type, x.type_name, x.length
+    );
+    field_lines(out, "    ", &x.fields);
+    if let Some(t) = &x.text {
+        let _ = writeln!(out, "    text: {t:?}");
+    }
+    for (ty, bit, name) in &x.features {
+        let _ = writeln!(out, "    feature type {ty} bit {bit}: {name}");
     }
 }
 
@@ -296,18 +325,7 @@ pub fn render(d: &Dump) -> String {
     field_lines(&mut o, "  ", &d.header);
     let _ = writeln!(o, "\nheader extensions: {}", d.extensions.len());
     for x in &d.extensions {
-        let _ = writeln!(
-            o,
-            "  @{:#x} type {} ({}), length {}",
-            x.offset, x.ext_type, x.type_name, x.length
-        );
-        field_lines(&mut o, "    ", &x.fields);
-        if let Some(t) = &x.text {
-            let _ = writeln!(o, "    text: {t:?}");
-        }
-        for (ty, bit, name) in &x.features {
-            let _ = writeln!(o, "    feature type {ty} bit {bit}: {name}");
-        }
+        extension_lines(&mut o, x);
     }
     let _ = writeln!(
         o,

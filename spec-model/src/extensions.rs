@@ -2,8 +2,9 @@
 
 use crate::context::Ctx;
 use crate::fields::{extension as ext, Field};
+use crate::finding::Findings;
 use crate::io::{CheckError, Image};
-use crate::rules::Rule;
+use crate::rules::{Catalogued, Rule};
 use serde::Serialize;
 use std::io::{Read, Seek};
 
@@ -118,6 +119,24 @@ pub(crate) fn repeats(list: &[Extension], known_only: bool) -> impl Iterator<Ite
     })
 }
 
+/// Reports each extension of a type the final spec defines that appeared
+/// before it, as `rule`: "extension T (name) appears {how}".
+pub(crate) fn report_repeats<K: Catalogued>(
+    findings: &mut Findings<K>,
+    list: &[Extension],
+    rule: K,
+    how: &str,
+) {
+    for x in repeats(list, true) {
+        let ext_type = x.ext_type;
+        findings.add_with(
+            rule,
+            x.offset,
+            msg!("extension {ext_type:#010x} ({}) appears {how}", x.type_name),
+        );
+    }
+}
+
 impl<R: Read + Seek> Ctx<R> {
     /// Reads the extension list, reporting `ext.*` rules. Extensions past
     /// a broken one are not read.
@@ -140,17 +159,12 @@ impl<R: Read + Seek> Ctx<R> {
                 }
             },
         )?;
-        for x in repeats(&list, true) {
-            let ext_type = x.ext_type;
-            self.findings.add_with(
-                Rule::ExtDuplicate,
-                x.offset,
-                msg!(
-                    "extension {ext_type:#010x} ({}) appears a second time",
-                    x.type_name
-                ),
-            );
-        }
+        report_repeats(
+            &mut self.findings,
+            &list,
+            Rule::ExtDuplicate,
+            "a second time",
+        );
         if let Some(Overrun {
             offset: pos,
             ext,

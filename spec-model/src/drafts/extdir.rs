@@ -27,7 +27,7 @@ use super::rules::DraftRule;
 use super::{name_of, DraftBitmap, DraftDump, DraftExtension};
 use crate::bitmaps::ExtensionState;
 use crate::dump::values;
-use crate::extensions::{repeats, Extension};
+use crate::extensions::{report_repeats, Extension};
 use crate::fields::{bitmap_entry as entry, bitmaps_ext as bext, extension as ext, Field};
 use crate::io::{CheckError, Image};
 use crate::revision::Revision;
@@ -108,17 +108,12 @@ pub(crate) fn read<R: Read + Seek>(
         return Ok(rd.finish(|_| true));
     };
     let exts = rd.extensions(base.ext_start)?;
-    for x in repeats(&exts, true) {
-        let ext_type = x.ext_type;
-        rd.findings.add_with(
-            DraftRule::ExtDuplicate,
-            x.offset,
-            msg!(
-                "extension {ext_type:#010x} ({}) appears more than once",
-                x.type_name
-            ),
-        );
-    }
+    report_repeats(
+        &mut rd.findings,
+        &exts,
+        DraftRule::ExtDuplicate,
+        "more than once",
+    );
     rd.extensions = exts
         .iter()
         .map(|x| {
@@ -127,13 +122,7 @@ pub(crate) fn read<R: Read + Seek>(
             } else {
                 &[]
             };
-            DraftExtension {
-                offset: x.offset,
-                ext_type: format!("{:#010x}", x.ext_type),
-                type_name: x.type_name,
-                length: x.length,
-                fields: values(x.data_offset(), table, &x.data),
-            }
+            DraftExtension::new(x, table)
         })
         .collect();
     let bit0 = base.autoclear & crate::fields::header::AUTOCLEAR_BITMAPS != 0;

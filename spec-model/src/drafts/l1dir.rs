@@ -175,11 +175,8 @@ pub(crate) fn qdb_2014<R: Read + Seek>(img: &mut Image<R>) -> Result<DraftDump, 
     rd.extensions = exts
         .iter()
         .map(|x| DraftExtension {
-            offset: x.offset,
-            ext_type: format!("{:#010x}", x.ext_type),
             type_name: "unknown (ignored)",
-            length: x.length,
-            fields: Vec::new(),
+            ..DraftExtension::new(x, &[])
         })
         .collect();
     let nb = qdb::NB_BITMAPS.get(&head);

@@ -57,16 +57,9 @@ pub struct DraftFinding {
     pub message: String,
 }
 
-/// A header extension found by a draft reader.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DraftExtension {
-    pub offset: u64,
-    #[serde(rename = "type")]
-    pub ext_type: String,
-    pub type_name: &'static str,
-    pub length: u32,
-    pub fields: Vec<DraftField>,
-}
+/// A header extension found by a draft reader (the same shape as a
+/// final-format dump's, never with text or features).
+pub type DraftExtension = crate::dump::ExtensionDump;
 
 /// A run of consecutive table entries of one kind: `zeros`, `ones`,
 /// `data` (contiguous data clusters from `host_offset`) or `invalid` (the

@@ -3,7 +3,7 @@
 
 use super::DraftDump;
 use crate::bitmaps::ExtensionState;
-use crate::dump::{field_lines, table_lines};
+use crate::dump::{extension_lines, field_lines, table_lines};
 use std::fmt::Write as _;
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
@@ -24,12 +24,7 @@ pub fn render(d: &DraftDump) -> String {
     if !d.extensions.is_empty() {
         let _ = writeln!(o, "\nheader extensions: {}", d.extensions.len());
         for x in &d.extensions {
-            let _ = writeln!(
-                o,
-                "  @{:#x} type {} ({}), length {}",
-                x.offset, x.ext_type, x.type_name, x.length
-            );
-            field_lines(&mut o, "    ", &x.fields);
+            extension_lines(&mut o, x);
         }
     }
     if let Some(s) = d.bitmaps_extension {
