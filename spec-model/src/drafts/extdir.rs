@@ -241,44 +241,22 @@ fn directory<R: Read + Seek>(
         return Ok(());
     };
     rd.extents.add(dir_off, dir_size, Owner::Directory);
-    let fixed = d.fixed as u64;
     let mut pos = 0u64;
     let mut names: HashSet<Vec<u8>> = HashSet::new();
     let mut complete = true;
     for i in 0..nb {
         let at = dir_off + pos;
-        if pos >= dir_size {
-            rd.findings.add_with(
-                DraftRule::ExtDirectorySize,
-                at,
-                msg!("entry {i} of {nb} would start at or past the directory's end ({dir_size} bytes)"),
-            );
-            complete = false;
-            break;
-        }
-        if pos + fixed > dir_size {
-            rd.findings.add_with(
-                DraftRule::DirEntryBounds,
-                at,
-                msg!("entry {i}: its fixed part runs past the directory's end"),
-            );
-            complete = false;
-            break;
-        }
-        let raw = &dir[pos as usize..(pos + fixed) as usize];
+        let (raw, elen) = match fit(&dir, d, i, nb, pos) {
+            Ok(found) => found,
+            Err((rule, message)) => {
+                rd.findings.add(rule, at, message);
+                complete = false;
+                break;
+            }
+        };
         let name_size = entry::NAME_SIZE.get(raw);
         let extra_size = d.extra_size.get(raw);
-        let elen = (fixed + extra_size + name_size).div_ceil(8) * 8;
-        if pos + elen > dir_size {
-            rd.findings.add_with(
-                DraftRule::DirEntryBounds,
-                at,
-                msg!("entry {i}: {elen} bytes with name, extra data and padding run past the directory's end"),
-            );
-            complete = false;
-            break;
-        }
-        let body = &dir[(pos + fixed) as usize..(pos + elen) as usize];
+        let body = &dir[pos as usize + d.fixed..(pos + elen) as usize];
         let (first, second) = if d.name_first {
             (name_size, extra_size)
         } else {
@@ -307,6 +285,39 @@ fn directory<R: Read + Seek>(
         );
     }
     Ok(())
+}
+
+/// Entry `i` of `nb` at `pos` in the directory `dir`: its fixed part and
+/// its whole length, or the rule it breaks by not fitting the directory.
+fn fit<'d>(
+    dir: &'d [u8],
+    d: &Dialect,
+    i: u64,
+    nb: u64,
+    pos: u64,
+) -> Result<(&'d [u8], u64), (DraftRule, String)> {
+    let (size, fixed) = (dir.len() as u64, d.fixed as u64);
+    if pos >= size {
+        return Err((
+            DraftRule::ExtDirectorySize,
+            format!("entry {i} of {nb} would start at or past the directory's end ({size} bytes)"),
+        ));
+    }
+    if pos + fixed > size {
+        return Err((
+            DraftRule::DirEntryBounds,
+            format!("entry {i}: its fixed part runs past the directory's end"),
+        ));
+    }
+    let raw = &dir[pos as usize..(pos + fixed) as usize];
+    let elen = (fixed + d.extra_size.get(raw) + entry::NAME_SIZE.get(raw)).div_ceil(8) * 8;
+    if pos + elen > size {
+        return Err((
+            DraftRule::DirEntryBounds,
+            format!("entry {i}: {elen} bytes with name, extra data and padding run past the directory's end"),
+        ));
+    }
+    Ok((raw, elen))
 }
 
 /// A directory entry's bytes: the fixed part and the variable parts.
