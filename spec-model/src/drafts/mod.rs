@@ -8,7 +8,7 @@
 //! on the field constant ([`fields`]) or the reader, and collected in
 //! `docs/revisions.md`. Same hard rules as the rest of the model: no
 //! `unsafe`, no panic on any bytes, no allocation beyond what the file's
-//! length justifies, and bounded work (see [`Budget`]).
+//! length justifies, and bounded work (`content::Budget`).
 //!
 //! The draft rules are a catalogue of their own ([`DraftRule`], each
 //! citing its seed section), reported through [`crate::finding::Findings`]

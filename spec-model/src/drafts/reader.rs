@@ -242,7 +242,6 @@ impl<'a, R: Read + Seek> Reader<'a, R> {
     /// (its directory entry at `at`), reporting what breaks the draft's
     /// rules. The slots, or `None` when the table cannot be read.
     /// `zero_note` ends the message of a table at offset 0.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn table(
         &mut self,
         format: TableFormat,
