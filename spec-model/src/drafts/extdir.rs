@@ -114,7 +114,7 @@ pub(crate) fn read<R: Read + Seek>(
         DraftRule::ExtDuplicate,
         "more than once",
     );
-    rd.extensions = exts
+    rd.dump.extensions = exts
         .iter()
         .map(|x| {
             let table: &[Field] = if x.ext_type == ext::BITMAPS {
@@ -157,7 +157,7 @@ pub(crate) fn read<R: Read + Seek>(
         }
         Some(_) => ExtensionState::Consistent,
     };
-    rd.bitmaps_extension = Some(state);
+    rd.dump.bitmaps_extension = Some(state);
     let mut unusable = Vec::new();
     if let Some(x) = bitmaps_ext {
         directory(&mut rd, d, base.size, x, &mut unusable)?;
@@ -272,7 +272,7 @@ fn directory<R: Read + Seek>(
             padding,
         };
         let (bitmap, alone) = bitmap(rd, d, i as usize, at, virtual_size, parts, &mut names)?;
-        rd.bitmaps.push(bitmap);
+        rd.dump.bitmaps.push(bitmap);
         unusable.push(alone);
         pos += elen;
     }

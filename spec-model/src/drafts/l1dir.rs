@@ -100,7 +100,9 @@ pub(crate) fn header_fields_2014<R: Read + Seek>(
         );
         return Ok(rd.finish(|_| true));
     }
-    rd.header.extend(values(0, hf::HEADER_FIELDS, &base.raw));
+    rd.dump
+        .header
+        .extend(values(0, hf::HEADER_FIELDS, &base.raw));
     let nb = hf::NB_DIRTY_BITMAPS.get(&base.raw);
     let dir = hf::DIRTY_BITMAPS_OFFSET.get(&base.raw);
     directory(
@@ -118,7 +120,7 @@ pub(crate) fn qdb_2014<R: Read + Seek>(img: &mut Image<R>) -> Result<DraftDump, 
     let file_length = img.len();
     let mut rd = Reader::new(img, Revision::Qdb2014);
     let head = rd.img.read_clipped(0, qdb::MIN_HEADER_LENGTH)?;
-    rd.header = values(0, qdb::HEADER_FIELDS, &head);
+    rd.dump.header = values(0, qdb::HEADER_FIELDS, &head);
     if head.len() < 4 || qdb::MAGIC.get(&head) != qdb::MAGIC_VALUE {
         rd.findings.add(
             DraftRule::HeaderMagic,
@@ -172,7 +174,7 @@ pub(crate) fn qdb_2014<R: Read + Seek>(img: &mut Image<R>) -> Result<DraftDump, 
             msg!("header extension type {ext_type:#010x} appears more than once"),
         );
     }
-    rd.extensions = exts
+    rd.dump.extensions = exts
         .iter()
         .map(|x| DraftExtension {
             type_name: "unknown (ignored)",
@@ -285,7 +287,7 @@ fn directory<R: Read + Seek>(
             content_sha256: None,
         };
         l1_bitmap(rd, i as usize, &mut b, sectors)?;
-        rd.bitmaps.push(b);
+        rd.dump.bitmaps.push(b);
         pos += len;
     }
     rd.extents

@@ -7,8 +7,7 @@
 use super::content::{digest, runs, tail_bits_set, Budget, Geo, Slot, MAX_CONTENT_BYTES};
 use super::extents::{Extents, Owner};
 use super::rules::DraftRule;
-use super::{DraftBitmap, DraftDump, DraftExtension, DraftField, DraftFinding};
-use crate::bitmaps::ExtensionState;
+use super::{DraftBitmap, DraftDump, DraftFinding};
 use crate::extensions::{walk, Extension, Overrun};
 use crate::fields::bitmap_table_entry as table_entry;
 use crate::finding::Findings;
@@ -21,16 +20,14 @@ use std::io::{Read, Seek};
 /// One read of an image under a draft.
 pub(crate) struct Reader<'a, R> {
     pub img: &'a mut Image<R>,
-    pub revision: Revision,
     pub findings: Findings<DraftRule>,
     pub budget: Budget,
     /// Set by [`Reader::set_cluster_bits`] once the header is read.
     pub cluster_bits: u32,
     pub extents: Extents,
-    pub header: Vec<DraftField>,
-    pub extensions: Vec<DraftExtension>,
-    pub bitmaps_extension: Option<ExtensionState>,
-    pub bitmaps: Vec<DraftBitmap>,
+    /// The dump as far as it is known; [`Reader::finish`] adds the
+    /// findings, the verdict and each bitmap's `usable`.
+    pub dump: DraftDump,
 }
 
 /// How a draft's bitmap table entries read.
@@ -83,21 +80,28 @@ impl<'a, R: Read + Seek> Reader<'a, R> {
         let file_length = img.len();
         Reader {
             img,
-            revision,
             findings: Findings::default(),
             budget: Budget::for_file(file_length),
             cluster_bits: 0,
             extents: Extents::new(0),
-            header: Vec::new(),
-            extensions: Vec::new(),
-            bitmaps_extension: None,
-            bitmaps: Vec::new(),
+            dump: DraftDump {
+                revision,
+                file_length,
+                cluster_size: None,
+                header: Vec::new(),
+                extensions: Vec::new(),
+                bitmaps_extension: None,
+                bitmaps: Vec::new(),
+                findings: Vec::new(),
+                verdict: Verdict::Valid,
+            },
         }
     }
 
     /// The cluster size is known: the header cluster is the first extent.
     pub(crate) fn set_cluster_bits(&mut self, cluster_bits: u32) {
         self.cluster_bits = cluster_bits;
+        self.dump.cluster_size = Some(1 << cluster_bits);
         self.extents = Extents::new(cluster_bits);
         self.extents.add(0, 1 << cluster_bits, Owner::Header);
     }
@@ -110,17 +114,17 @@ impl<'a, R: Read + Seek> Reader<'a, R> {
     /// bitmap usable when no error was found, its contents were computed
     /// and `usable_alone(index)` holds, and builds the dump.
     pub(crate) fn finish(mut self, usable_alone: impl Fn(usize) -> bool) -> DraftDump {
-        let cluster_size = (self.cluster_bits > 0).then(|| self.cluster_size());
         let extents = std::mem::replace(&mut self.extents, Extents::new(0));
         extents.report(&mut self.findings);
         let clean = !self.findings.any_error(|_| true);
-        for (i, b) in self.bitmaps.iter_mut().enumerate() {
+        let mut dump = self.dump;
+        for (i, b) in dump.bitmaps.iter_mut().enumerate() {
             b.usable = clean && usable_alone(i) && b.content_sha256.is_some();
         }
         let found = self.findings.into_sorted();
-        let verdict = Verdict::of(&found);
-        let prefix = self.revision.as_str();
-        let findings = found
+        dump.verdict = Verdict::of(&found);
+        let prefix = dump.revision.as_str();
+        dump.findings = found
             .into_iter()
             .map(|f| DraftFinding {
                 rule: format!("draft.{prefix}.{}", f.rule.id()),
@@ -129,20 +133,10 @@ impl<'a, R: Read + Seek> Reader<'a, R> {
                 message: f.message.to_string(),
             })
             .collect();
-        DraftDump {
-            revision: self.revision,
-            file_length: self.img.len(),
-            cluster_size,
-            header: self.header,
-            extensions: self.extensions,
-            bitmaps_extension: self.bitmaps_extension,
-            bitmaps: self.bitmaps,
-            findings,
-            verdict,
-        }
+        dump
     }
 
-    /// Reads the qcow2 header of a qcow2-based draft into `self.header`
+    /// Reads the qcow2 header of a qcow2-based draft into the dump's header
     /// and sets the cluster size. `None` (with a `header.*` error) when the
     /// file is not a qcow2 image the draft could apply to.
     pub(crate) fn qcow2_base(&mut self) -> Result<Option<Qcow2Base>, CheckError> {
@@ -201,7 +195,7 @@ impl<'a, R: Read + Seek> Reader<'a, R> {
         if version == 3 {
             table.extend_from_slice(hdr::V3);
         }
-        self.header = crate::dump::values(0, &table, &raw);
+        self.dump.header = crate::dump::values(0, &table, &raw);
         Ok(Some(Qcow2Base {
             version,
             size: hdr::SIZE.get(&head),
