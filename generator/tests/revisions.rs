@@ -305,7 +305,7 @@ fn hand_spec_draft_layouts() {
     assert!(d
         .findings
         .iter()
-        .any(|f| f.rule == "draft.empty-table-2016.dir.empty-table"));
+        .any(|f| f.rule == "draft.empty-table-2016.bitmaps.dir.empty-table"));
     // header-fields-2014: header fields at 104 and 108, sizes in sectors.
     let bytes = render(Revision::HeaderFields2014, &spec).unwrap();
     let d = dump_draft_bytes(Revision::HeaderFields2014, &bytes).unwrap();
@@ -443,14 +443,17 @@ fn draft_rules_fire_on_broken_structures() {
     let (at, v) = field(&d.header, "dirty_bitmaps_offset");
     put_be(&mut bytes, at, 8, v + 8);
     let bad = dump_draft_bytes(Revision::HeaderFields2014, &bytes).unwrap();
-    assert_eq!(rules(&bad), ["draft.header-fields-2014.alignment"]);
+    assert_eq!(
+        rules(&bad),
+        ["draft.header-fields-2014.header.directory-alignment"]
+    );
     assert!(bad.bitmaps.is_empty());
     // ... and an L1 table laid over the directory.
     let mut bytes = clean.clone();
     let (at, _) = field(&d.bitmaps[1].fields, "l1_table_offset");
     put_be(&mut bytes, at, 8, v);
     let bad = dump_draft_bytes(Revision::HeaderFields2014, &bytes).unwrap();
-    assert!(rules(&bad).contains(&"draft.header-fields-2014.overlap".to_string()));
+    assert!(rules(&bad).contains(&"draft.header-fields-2014.bitmaps.overlap".to_string()));
     assert!(!bad.bitmaps[1].usable);
 
     // qdb-2014: granularity 0, and a wrong version.
@@ -460,7 +463,7 @@ fn draft_rules_fire_on_broken_structures() {
     let (at, _) = field(&d.bitmaps[2].fields, "granularity");
     put_be(&mut bytes, at, 4, 0);
     let bad = dump_draft_bytes(Revision::Qdb2014, &bytes).unwrap();
-    assert_eq!(rules(&bad), ["draft.qdb-2014.granularity"]);
+    assert_eq!(rules(&bad), ["draft.qdb-2014.bitmaps.dir.granularity"]);
     assert_eq!(bad.bitmaps[2].content_sha256, None);
     let mut bytes = clean.clone();
     put_be(&mut bytes, 4, 4, 2);
@@ -475,7 +478,7 @@ fn draft_rules_fire_on_broken_structures() {
     let (at, _) = field(&d.bitmaps[0].fields, "type");
     put_be(&mut bytes, at, 1, 1);
     let bad = dump_draft_bytes(Revision::RfcV5_2015, &bytes).unwrap();
-    assert_eq!(rules(&bad), ["draft.rfc-v5-2015.dir.type"]);
+    assert_eq!(rules(&bad), ["draft.rfc-v5-2015.bitmaps.dir.type"]);
     assert!(bad.bitmaps.iter().all(|b| !b.usable));
     let mut bytes = clean.clone();
     put_be(&mut bytes, 88, 8, 0);
@@ -493,7 +496,7 @@ fn draft_rules_fire_on_broken_structures() {
     let bad = dump_draft_bytes(Revision::EmptyTable2016, &bytes).unwrap();
     assert_eq!(
         rules(&bad),
-        ["draft.empty-table-2016.dir.table-offset-zero"]
+        ["draft.empty-table-2016.bitmaps.dir.table-offset-zero"]
     );
     // A data cluster pointing past the end of the file.
     let mut bytes = clean;
@@ -501,5 +504,5 @@ fn draft_rules_fire_on_broken_structures() {
     let past = (bytes.len() as u64 / cs + 10) * cs;
     put_be(&mut bytes, table, 8, past);
     let bad = dump_draft_bytes(Revision::EmptyTable2016, &bytes).unwrap();
-    assert_eq!(rules(&bad), ["draft.empty-table-2016.data.bounds"]);
+    assert_eq!(rules(&bad), ["draft.empty-table-2016.bitmaps.data.bounds"]);
 }

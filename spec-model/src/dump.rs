@@ -3,7 +3,7 @@
 
 use crate::bitmaps::DirEntry;
 use crate::check::Analysis;
-use crate::fields::{self, bitmap_table_entry as t, extension as ext, Field};
+use crate::fields::{self, bitmap_table_entry as table_entry, extension as ext, Field};
 use crate::mapping::MappingStats;
 use crate::refcount::RefcountStats;
 use crate::report::Report;
@@ -19,21 +19,24 @@ pub struct FieldValue {
     pub value: u64,
 }
 
-fn values(base: u64, table: &[Field], raw: &[u8]) -> Vec<FieldValue> {
+/// The fields of `table` that `raw` (the structure's bytes, read at file
+/// offset `base`) holds in full. Also the draft readers' field lister.
+pub(crate) fn values(base: u64, table: &[Field], raw: &[u8]) -> Vec<FieldValue> {
     table
         .iter()
         .filter(|f| f.end() <= raw.len())
         .map(|f| FieldValue {
             name: f.name,
-            offset: base + f.offset as u64,
+            offset: base.saturating_add(f.offset as u64),
             size: f.size,
             value: f.get(raw),
         })
         .collect()
 }
 
-/// A header extension.
-#[derive(Debug, Serialize)]
+/// A header extension (also as a draft reader finds it, with no text or
+/// features).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExtensionDump {
     pub offset: u64,
     #[serde(rename = "type")]
@@ -99,22 +102,44 @@ pub struct Dump {
 
 /// Folds a bitmap table into runs.
 pub fn table_runs(table: &[u64], cluster_size: u64) -> Vec<TableRun> {
+    fold_runs(
+        table.iter().map(|&e| {
+            let host = e & table_entry::OFFSET_MASK;
+            if e & table_entry::RESERVED_MASK != 0 || (host != 0 && e & table_entry::ALL_ONES != 0)
+            {
+                ("invalid", Some(e))
+            } else if host != 0 {
+                ("data", Some(host))
+            } else if e & table_entry::ALL_ONES != 0 {
+                ("ones", None)
+            } else {
+                ("zeros", None)
+            }
+        }),
+        cluster_size,
+    )
+}
+
+/// Folds table entries, each classified as a kind (`zeros`, `ones`,
+/// `data` with its host offset, `invalid` with its raw value), into runs
+/// of one kind; a `data` run holds contiguous clusters. Also the draft
+/// readers' (whose entries are classified by each draft's rules).
+pub(crate) fn fold_runs(
+    entries: impl Iterator<Item = (&'static str, Option<u64>)>,
+    cluster_size: u64,
+) -> Vec<TableRun> {
     let mut runs: Vec<TableRun> = Vec::new();
-    for (j, &e) in table.iter().enumerate() {
+    for (j, (kind, off)) in entries.enumerate() {
         let j = j as u64;
-        let host = e & t::OFFSET_MASK;
-        let (kind, off) = if e & t::RESERVED_MASK != 0 || (host != 0 && e & t::ALL_ONES != 0) {
-            ("invalid", Some(e))
-        } else if host != 0 {
-            ("data", Some(host))
-        } else if e & t::ALL_ONES != 0 {
-            ("ones", None)
-        } else {
-            ("zeros", None)
-        };
         if let Some(prev) = runs.last_mut() {
             let contiguous = match (prev.host_offset, off) {
-                (Some(p), Some(o)) => kind == "data" && p + (j - prev.first) * cluster_size == o,
+                (Some(p), Some(o)) => {
+                    kind == "data"
+                        && (j - prev.first)
+                            .checked_mul(cluster_size)
+                            .and_then(|d| p.checked_add(d))
+                            == Some(o)
+                }
                 (None, None) => true,
                 _ => false,
             };
@@ -183,13 +208,41 @@ fn extension_dump(x: &crate::extensions::Extension) -> ExtensionDump {
         Vec::new()
     };
     ExtensionDump {
-        offset: x.offset,
-        ext_type: format!("{:#010x}", x.ext_type),
-        type_name: x.type_name,
-        length: x.length,
-        fields: values(x.data_offset(), table, &x.data),
         text,
         features,
+        ..ExtensionDump::new(x, table)
+    }
+}
+
+impl ExtensionDump {
+    /// Extension `x` with its data decoded through `table` (no text, no
+    /// features): the draft readers' form, which the final dump extends.
+    pub(crate) fn new(x: &crate::extensions::Extension, table: &[Field]) -> ExtensionDump {
+        ExtensionDump {
+            offset: x.offset,
+            ext_type: format!("{:#010x}", x.ext_type),
+            type_name: x.type_name,
+            length: x.length,
+            fields: values(x.data_offset(), table, &x.data),
+            text: None,
+            features: Vec::new(),
+        }
+    }
+}
+
+/// Writes an extension's heading line, its fields, text and features.
+pub(crate) fn extension_lines(out: &mut String, x: &ExtensionDump) {
+    let _ = writeln!(
+        out,
+        "  @{:#x} type {} ({}), length {}",
+        x.offset, x.ext_type, x.type_name, x.length
+    );
+    field_lines(out, "    ", &x.fields);
+    if let Some(t) = &x.text {
+        let _ = writeln!(out, "    text: {t:?}");
+    }
+    for (ty, bit, name) in &x.features {
+        let _ = writeln!(out, "    feature type {ty} bit {bit}: {name}");
     }
 }
 
@@ -272,18 +325,7 @@ pub fn render(d: &Dump) -> String {
     field_lines(&mut o, "  ", &d.header);
     let _ = writeln!(o, "\nheader extensions: {}", d.extensions.len());
     for x in &d.extensions {
-        let _ = writeln!(
-            o,
-            "  @{:#x} type {} ({}), length {}",
-            x.offset, x.ext_type, x.type_name, x.length
-        );
-        field_lines(&mut o, "    ", &x.fields);
-        if let Some(t) = &x.text {
-            let _ = writeln!(o, "    text: {t:?}");
-        }
-        for (ty, bit, name) in &x.features {
-            let _ = writeln!(o, "    feature type {ty} bit {bit}: {name}");
-        }
+        extension_lines(&mut o, x);
     }
     let _ = writeln!(
         o,

@@ -1,9 +1,10 @@
 //! Header extensions (spec "Header extensions").
 
 use crate::context::Ctx;
-use crate::fields::{extension as f, Field};
-use crate::io::CheckError;
-use crate::rules::Rule;
+use crate::fields::{extension as ext, Field};
+use crate::finding::Findings;
+use crate::io::{CheckError, Image};
+use crate::rules::{Catalogued, Rule};
 use serde::Serialize;
 use std::io::{Read, Seek};
 
@@ -24,7 +25,7 @@ pub struct Extension {
 impl Extension {
     /// File offset of the data.
     pub fn data_offset(&self) -> u64 {
-        self.offset + f::PREFIX_LENGTH as u64
+        self.offset + ext::PREFIX_LENGTH as u64
     }
 
     /// Reads a field of the data (missing bytes read as zero).
@@ -34,89 +35,160 @@ impl Extension {
 }
 
 const KNOWN: [u32; 5] = [
-    f::BACKING_FORMAT,
-    f::FEATURE_NAME_TABLE,
-    f::BITMAPS,
-    f::ENCRYPTION,
-    f::EXTERNAL_DATA_FILE,
+    ext::BACKING_FORMAT,
+    ext::FEATURE_NAME_TABLE,
+    ext::BITMAPS,
+    ext::ENCRYPTION,
+    ext::EXTERNAL_DATA_FILE,
 ];
+
+/// Where a walk of the extension area stopped: the extension at `offset`
+/// (its prefix, or with `ext` = (type, length) its padded data) runs past
+/// `limit`, the end of the first cluster or of the file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Overrun {
+    pub offset: u64,
+    pub ext: Option<(u32, u32)>,
+    pub limit: u64,
+}
+
+/// Walks the header extensions from `start` up to the type-0 end marker,
+/// the end of the first cluster (`cluster_size`) or of the file, whichever
+/// comes first. Extensions past one that overruns are not read. `padding`
+/// sees each extension with the padding bytes after its data (and their
+/// file offset). The final spec's reader and the drafts' share this walk;
+/// each reports the overrun and repeats in its own words.
+pub(crate) fn walk<R: Read + Seek>(
+    img: &mut Image<R>,
+    start: u64,
+    cluster_size: u64,
+    mut padding: impl FnMut(&Extension, u64, &[u8]),
+) -> Result<(Vec<Extension>, Option<Overrun>), CheckError> {
+    let mut list: Vec<Extension> = Vec::new();
+    let limit = cluster_size.min(img.len());
+    let mut pos = start;
+    while pos < cluster_size {
+        let prefix_end = pos + ext::PREFIX_LENGTH as u64;
+        let overrun = |ext| Overrun {
+            offset: pos,
+            ext,
+            limit,
+        };
+        if prefix_end > limit {
+            return Ok((list, Some(overrun(None))));
+        }
+        let prefix = img
+            .read_checked(pos, ext::PREFIX_LENGTH as u64)?
+            .unwrap_or_default();
+        let ext_type = ext::TYPE.get(&prefix) as u32;
+        let length = ext::LENGTH.get(&prefix) as u32;
+        if ext_type == ext::END {
+            break;
+        }
+        let padded = u64::from(length).div_ceil(8) * 8;
+        if prefix_end + padded > limit {
+            return Ok((list, Some(overrun(Some((ext_type, length))))));
+        }
+        let mut data = img.read_checked(prefix_end, padded)?.unwrap_or_default();
+        let mut x = Extension {
+            offset: pos,
+            ext_type,
+            type_name: ext::type_name(ext_type),
+            length,
+            data: Vec::new(),
+        };
+        padding(
+            &x,
+            prefix_end + u64::from(length),
+            data.get(length as usize..).unwrap_or_default(),
+        );
+        data.truncate(length as usize);
+        x.data = data;
+        list.push(x);
+        pos = prefix_end + padded;
+    }
+    Ok((list, None))
+}
+
+/// The extensions of `list` whose type appeared before them (only the
+/// types the final spec defines when `known_only`).
+pub(crate) fn repeats(list: &[Extension], known_only: bool) -> impl Iterator<Item = &Extension> {
+    list.iter().enumerate().filter_map(move |(i, x)| {
+        let counted = !known_only || KNOWN.contains(&x.ext_type);
+        (counted && list[..i].iter().any(|e| e.ext_type == x.ext_type)).then_some(x)
+    })
+}
+
+/// Reports each extension of a type the final spec defines that appeared
+/// before it, as `rule`: "extension T (name) appears {how}".
+pub(crate) fn report_repeats<K: Catalogued>(
+    findings: &mut Findings<K>,
+    list: &[Extension],
+    rule: K,
+    how: &str,
+) {
+    for x in repeats(list, true) {
+        let ext_type = x.ext_type;
+        findings.add_with(
+            rule,
+            x.offset,
+            msg!("extension {ext_type:#010x} ({}) appears {how}", x.type_name),
+        );
+    }
+}
 
 impl<R: Read + Seek> Ctx<R> {
     /// Reads the extension list, reporting `ext.*` rules. Extensions past
     /// a broken one are not read.
     pub fn parse_extensions(&mut self) -> Result<Vec<Extension>, CheckError> {
-        let mut out: Vec<Extension> = Vec::new();
-        let limit = self.h.cluster_size().min(self.img.len());
-        let mut pos = self.h.extensions_start();
-        let limit_name = self.limit_name(limit);
-        while pos < self.h.cluster_size() {
-            let prefix_end = pos + f::PREFIX_LENGTH as u64;
-            if prefix_end > limit {
-                self.findings.add_with(
+        let findings = &mut self.findings;
+        let (list, overrun) = walk(
+            &mut self.img,
+            self.h.extensions_start(),
+            self.h.cluster_size(),
+            |x, at, padding| {
+                let string_ext =
+                    matches!(x.ext_type, ext::BACKING_FORMAT | ext::EXTERNAL_DATA_FILE);
+                if !string_ext && padding.iter().any(|&b| b != 0) {
+                    let ext_type = x.ext_type;
+                    findings.add_with(
+                        Rule::ExtPadding,
+                        at,
+                        msg!("padding after extension {ext_type:#010x} is not zero (the spec does not say it must be)"),
+                    );
+                }
+            },
+        )?;
+        report_repeats(
+            &mut self.findings,
+            &list,
+            Rule::ExtDuplicate,
+            "a second time",
+        );
+        if let Some(Overrun {
+            offset: pos,
+            ext,
+            limit,
+        }) = overrun
+        {
+            let limit_name = self.limit_name(limit);
+            match ext {
+                None => self.findings.add_with(
+                    Rule::ExtBounds,
+                    pos,
+                    msg!("extension header at {pos:#x} runs past {limit_name} at {limit:#x}"),
+                ),
+                Some((ext_type, length)) => self.findings.add_with(
                     Rule::ExtBounds,
                     pos,
                     msg!(
-                        "extension header at {pos:#x} runs past {} at {limit:#x}",
-                        limit_name
+                        "extension {ext_type:#010x} ({}) of length {length} at {pos:#x} runs past {limit_name} at {limit:#x}",
+                        ext::type_name(ext_type)
                     ),
-                );
-                break;
+                ),
             }
-            let prefix = self
-                .img
-                .read_checked(pos, f::PREFIX_LENGTH as u64)?
-                .unwrap_or_default();
-            let ext_type = f::TYPE.get(&prefix) as u32;
-            let length = f::LENGTH.get(&prefix) as u32;
-            if ext_type == f::END {
-                break;
-            }
-            let padded = u64::from(length).div_ceil(8) * 8;
-            if prefix_end + padded > limit {
-                self.findings.add_with(
-                    Rule::ExtBounds,
-                    pos,
-                    msg!(
-                        "extension {ext_type:#010x} ({}) of length {length} at {pos:#x} runs past {} at {limit:#x}",
-                        f::type_name(ext_type),
-                        limit_name
-                    ),
-                );
-                break;
-            }
-            let mut data = self
-                .img
-                .read_checked(prefix_end, padded)?
-                .unwrap_or_default();
-            let string_ext = matches!(ext_type, f::BACKING_FORMAT | f::EXTERNAL_DATA_FILE);
-            if !string_ext && data[length as usize..].iter().any(|&b| b != 0) {
-                self.findings.add_with(
-                    Rule::ExtPadding,
-                    prefix_end + u64::from(length),
-                    msg!("padding after extension {ext_type:#010x} is not zero (the spec does not say it must be)"),
-                );
-            }
-            data.truncate(length as usize);
-            if KNOWN.contains(&ext_type) && out.iter().any(|e| e.ext_type == ext_type) {
-                self.findings.add_with(
-                    Rule::ExtDuplicate,
-                    pos,
-                    msg!(
-                        "extension {ext_type:#010x} ({}) appears a second time",
-                        f::type_name(ext_type)
-                    ),
-                );
-            }
-            out.push(Extension {
-                offset: pos,
-                ext_type,
-                type_name: f::type_name(ext_type),
-                length,
-                data,
-            });
-            pos = prefix_end + padded;
         }
-        Ok(out)
+        Ok(list)
     }
 
     fn limit_name(&self, limit: u64) -> &'static str {

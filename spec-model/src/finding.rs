@@ -1,15 +1,16 @@
 //! Findings: one broken (or noteworthy) rule at one file offset.
 
-use crate::rules::{Rule, Severity};
+use crate::rules::{Catalogued, Rule, Severity};
 use serde::Serialize;
 use std::fmt;
 use std::ops::{Deref, Range};
 use std::sync::Arc;
 
-/// One finding of the model.
+/// One finding of the model: of a final-spec [`Rule`], or of another
+/// catalogue (the drafts' rules).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub rule: Rule,
+pub struct Finding<K = Rule> {
+    pub rule: K,
     pub severity: Severity,
     /// File offset of the offending field or structure.
     pub offset: u64,
@@ -102,18 +103,19 @@ const SEVERITIES: usize = 6;
 
 /// A kept finding whose message lies in [`Findings`]' buffer.
 #[derive(Debug)]
-struct Kept {
-    rule: Rule,
+struct Kept<K> {
+    rule: K,
     severity: Severity,
     offset: u64,
     start: usize,
     end: usize,
 }
 
-/// Collects findings, capping each rule's count.
-#[derive(Debug, Default)]
-pub struct Findings {
-    list: Vec<Kept>,
+/// Collects findings of one catalogue (the final spec's [`Rule`] unless
+/// said otherwise), capping each rule's count.
+#[derive(Debug)]
+pub struct Findings<K = Rule> {
+    list: Vec<Kept<K>>,
     /// The kept findings' messages, one after the other.
     text: String,
     /// Findings recorded per (rule, severity), indexed by
@@ -123,24 +125,30 @@ pub struct Findings {
     /// The (rule, severity) pairs with a non-zero count, in first-seen
     /// order: an image breaks few distinct rules, so the queries below
     /// scan this short list.
-    per_rule: Vec<(Rule, Severity)>,
+    per_rule: Vec<(K, Severity)>,
     bitmap_cluster_error: bool,
 }
 
-impl Findings {
+impl<K> Default for Findings<K> {
+    fn default() -> Self {
+        Findings {
+            list: Vec::new(),
+            text: String::new(),
+            counts: Vec::new(),
+            per_rule: Vec::new(),
+            bitmap_cluster_error: false,
+        }
+    }
+}
+
+impl<K: Catalogued> Findings<K> {
     /// Records a finding with the rule's first (or only) severity.
-    pub fn add(&mut self, rule: Rule, offset: u64, message: impl AsRef<str>) {
+    pub fn add(&mut self, rule: K, offset: u64, message: impl AsRef<str>) {
         self.add_as(rule, rule.severities()[0], offset, message)
     }
 
     /// Records a finding with an explicit severity (for rules with two).
-    pub fn add_as(
-        &mut self,
-        rule: Rule,
-        severity: Severity,
-        offset: u64,
-        message: impl AsRef<str>,
-    ) {
+    pub fn add_as(&mut self, rule: K, severity: Severity, offset: u64, message: impl AsRef<str>) {
         self.add_as_with(rule, severity, offset, |out| out.push_str(message.as_ref()))
     }
 
@@ -148,14 +156,14 @@ impl Findings {
     /// is given) only when the finding is kept: a hostile file can break
     /// one rule thousands of times, and formatting the messages past the
     /// cap would dominate the check. `msg!("...")` makes such a closure.
-    pub fn add_with(&mut self, rule: Rule, offset: u64, message: impl FnOnce(&mut String)) {
+    pub fn add_with(&mut self, rule: K, offset: u64, message: impl FnOnce(&mut String)) {
         self.add_as_with(rule, rule.severities()[0], offset, message)
     }
 
     /// [`Findings::add_as`] with a lazily written message (see `add_with`).
     pub fn add_as_with(
         &mut self,
-        rule: Rule,
+        rule: K,
         severity: Severity,
         offset: u64,
         message: impl FnOnce(&mut String),
@@ -167,11 +175,11 @@ impl Findings {
         if self.counts.is_empty() {
             // First finding: room for a typical damaged image's findings
             // at once, rather than a dozen reallocations while they arrive.
-            self.counts = vec![0; Rule::ALL.len() * SEVERITIES];
+            self.counts = vec![0; K::COUNT * SEVERITIES];
             self.list.reserve(INITIAL_FINDINGS);
             self.text.reserve(INITIAL_FINDINGS * 64);
         }
-        let slot = &mut self.counts[rule as usize * SEVERITIES + severity as usize];
+        let slot = &mut self.counts[rule.index() * SEVERITIES + severity as usize];
         *slot += 1;
         let n = *slot;
         if n == 1 {
@@ -184,10 +192,10 @@ impl Findings {
 
     /// How many more findings of `rule` at `severity` would be listed
     /// before the rule's cap.
-    pub fn room(&self, rule: Rule, severity: Severity) -> u32 {
+    pub fn room(&self, rule: K, severity: Severity) -> u32 {
         let recorded = self
             .counts
-            .get(rule as usize * SEVERITIES + severity as usize)
+            .get(rule.index() * SEVERITIES + severity as usize)
             .copied()
             .unwrap_or(0);
         MAX_FINDINGS_PER_RULE.saturating_sub(recorded)
@@ -196,14 +204,14 @@ impl Findings {
     /// Records `n` findings of `rule` at `severity` that the caller knows
     /// lie past the rule's cap ([`Findings::room`] is 0): they are counted
     /// in its summary, exactly as if each had been added.
-    pub fn count_unlisted(&mut self, rule: Rule, severity: Severity, n: u32) {
+    pub fn count_unlisted(&mut self, rule: K, severity: Severity, n: u32) {
         if n == 0 {
             return;
         }
         debug_assert_eq!(self.room(rule, severity), 0, "{rule} is not capped");
         if let Some(slot) = self
             .counts
-            .get_mut(rule as usize * SEVERITIES + severity as usize)
+            .get_mut(rule.index() * SEVERITIES + severity as usize)
         {
             *slot = slot.saturating_add(n);
         }
@@ -212,7 +220,7 @@ impl Findings {
     /// Appends a kept finding, writing its message into the shared buffer.
     fn keep(
         &mut self,
-        rule: Rule,
+        rule: K,
         severity: Severity,
         offset: u64,
         message: impl FnOnce(&mut String),
@@ -228,48 +236,39 @@ impl Findings {
         });
     }
 
-    /// Notes that a bitmap structure shares a cluster with another
-    /// structure (or is referenced more often than its refcount allows):
-    /// the bitmaps extension is then invalid as a whole.
-    pub fn mark_bitmaps_overlap(&mut self) {
-        self.bitmap_cluster_error = true;
-    }
-
-    /// True when any error makes the bitmaps extension unusable.
-    pub fn bitmaps_invalid(&self) -> bool {
-        self.bitmap_cluster_error || self.any_error(|r| r.id().starts_with("bitmaps."))
-    }
-
     /// True when any finding of `rule` was recorded.
-    pub fn has(&self, rule: Rule) -> bool {
+    pub fn has(&self, rule: K) -> bool {
         self.per_rule.iter().any(|(r, _)| *r == rule)
     }
 
     /// True when any error finding satisfies `pred`.
-    pub fn any_error(&self, pred: impl Fn(Rule) -> bool) -> bool {
+    pub fn any_error(&self, pred: impl Fn(K) -> bool) -> bool {
         self.per_rule
             .iter()
             .any(|(r, s)| *s == Severity::Error && pred(*r))
     }
 
-    /// The findings sorted by offset (then rule), with one summary finding
-    /// per capped rule.
-    pub fn into_sorted(mut self) -> Vec<Finding> {
+    /// The findings sorted by offset (then catalogue order), with one
+    /// summary finding per capped rule (see [`Catalogued::SUMMARY_LAST`]).
+    pub fn into_sorted(mut self) -> Vec<Finding<K>> {
         let mut capped: Vec<_> = self
             .per_rule
             .iter()
-            .map(|&(r, s)| (r, s, self.counts[r as usize * SEVERITIES + s as usize]))
+            .map(|&(r, s)| (r, s, self.counts[r.index() * SEVERITIES + s as usize]))
             .filter(|(_, _, n)| *n > MAX_FINDINGS_PER_RULE)
             .collect();
         capped.sort();
         for (rule, severity, n) in capped {
-            let last = self
-                .list
-                .iter()
-                .filter(|f| f.rule == rule && f.severity == severity)
-                .map(|f| f.offset)
-                .max()
-                .unwrap_or(0);
+            let last = if K::SUMMARY_LAST {
+                u64::MAX
+            } else {
+                self.list
+                    .iter()
+                    .filter(|f| f.rule == rule && f.severity == severity)
+                    .map(|f| f.offset)
+                    .max()
+                    .unwrap_or(0)
+            };
             self.keep(
                 rule,
                 severity,
@@ -286,12 +285,12 @@ impl Findings {
             .list
             .iter()
             .enumerate()
-            .map(|(i, f)| u128::from(f.offset) << 64 | (f.rule as u128) << 32 | i as u128)
+            .map(|(i, f)| u128::from(f.offset) << 64 | (f.rule.index() as u128) << 32 | i as u128)
             .collect();
         order.sort_unstable();
         let text: Arc<str> = self.text.into();
-        let mut out: Vec<Finding> = Vec::with_capacity(order.len());
-        let mut last: Option<&Kept> = None;
+        let mut out: Vec<Finding<K>> = Vec::with_capacity(order.len());
+        let mut last: Option<&Kept<K>> = None;
         for key in order {
             let Some(f) = self.list.get(key as u32 as usize) else {
                 continue;
@@ -318,6 +317,20 @@ impl Findings {
             });
         }
         out
+    }
+}
+
+impl Findings<Rule> {
+    /// Notes that a bitmap structure shares a cluster with another
+    /// structure (or is referenced more often than its refcount allows):
+    /// the bitmaps extension is then invalid as a whole.
+    pub fn mark_bitmaps_overlap(&mut self) {
+        self.bitmap_cluster_error = true;
+    }
+
+    /// True when any error makes the bitmaps extension unusable.
+    pub fn bitmaps_invalid(&self) -> bool {
+        self.bitmap_cluster_error || self.any_error(|r| r.id().starts_with("bitmaps."))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The image header (spec "Header") and its rules.
 
-use crate::fields::header as f;
+use crate::fields::header as hdr;
 use crate::finding::Findings;
 use crate::io::{CheckError, Image};
 use crate::rules::{Rule, Severity};
@@ -51,7 +51,7 @@ impl Header {
 
     /// True for incompatible feature bit 4 (extended L2 entries).
     pub fn extended_l2(&self) -> bool {
-        self.incompatible_features & f::INCOMPAT_EXTENDED_L2 != 0
+        self.incompatible_features & hdr::INCOMPAT_EXTENDED_L2 != 0
     }
 
     /// Bytes per L2 entry.
@@ -71,7 +71,7 @@ impl Header {
     /// Where the header extensions start.
     pub fn extensions_start(&self) -> u64 {
         if self.version == 2 {
-            f::V2_LENGTH as u64
+            hdr::V2_LENGTH as u64
         } else {
             u64::from(self.header_length)
         }
@@ -90,12 +90,12 @@ pub fn parse<R: Read + Seek>(
     img: &mut Image<R>,
     findings: &mut Findings,
 ) -> Result<Option<Header>, CheckError> {
-    let head = img.read_clipped(0, f::V3_MIN_LENGTH as u64)?;
-    if head.len() < f::MAGIC.end() || f::MAGIC.get(&head) != 0x5146_49fb {
+    let head = img.read_clipped(0, hdr::V3_MIN_LENGTH as u64)?;
+    if head.len() < hdr::MAGIC.end() || hdr::MAGIC.get(&head) != 0x5146_49fb {
         let got = if head.len() < 4 {
             format!("file is only {} bytes long", img.len())
         } else {
-            format!("magic is {:#010x}", f::MAGIC.get(&head))
+            format!("magic is {:#010x}", hdr::MAGIC.get(&head))
         };
         findings.add_with(
             Rule::HeaderMagic,
@@ -104,19 +104,19 @@ pub fn parse<R: Read + Seek>(
         );
         return Ok(None);
     }
-    let version = f::VERSION.get(&head) as u32;
+    let version = hdr::VERSION.get(&head) as u32;
     if version != 2 && version != 3 {
         findings.add_with(
             Rule::HeaderVersion,
-            f::VERSION.offset as u64,
+            hdr::VERSION.offset as u64,
             msg!("version is {version}, expected 2 or 3"),
         );
         return Ok(None);
     }
     let fixed = if version == 2 {
-        f::V2_LENGTH
+        hdr::V2_LENGTH
     } else {
-        f::V3_MIN_LENGTH
+        hdr::V3_MIN_LENGTH
     };
     if head.len() < fixed {
         findings.add_with(
@@ -132,31 +132,31 @@ pub fn parse<R: Read + Seek>(
     let get = |fl: crate::fields::Field| fl.get(&head);
     let mut h = Header {
         version,
-        backing_file_offset: get(f::BACKING_FILE_OFFSET),
-        backing_file_size: get(f::BACKING_FILE_SIZE) as u32,
-        cluster_bits: get(f::CLUSTER_BITS) as u32,
-        size: get(f::SIZE),
-        crypt_method: get(f::CRYPT_METHOD) as u32,
-        l1_size: get(f::L1_SIZE) as u32,
-        l1_table_offset: get(f::L1_TABLE_OFFSET),
-        refcount_table_offset: get(f::REFCOUNT_TABLE_OFFSET),
-        refcount_table_clusters: get(f::REFCOUNT_TABLE_CLUSTERS) as u32,
-        nb_snapshots: get(f::NB_SNAPSHOTS) as u32,
-        snapshots_offset: get(f::SNAPSHOTS_OFFSET),
+        backing_file_offset: get(hdr::BACKING_FILE_OFFSET),
+        backing_file_size: get(hdr::BACKING_FILE_SIZE) as u32,
+        cluster_bits: get(hdr::CLUSTER_BITS) as u32,
+        size: get(hdr::SIZE),
+        crypt_method: get(hdr::CRYPT_METHOD) as u32,
+        l1_size: get(hdr::L1_SIZE) as u32,
+        l1_table_offset: get(hdr::L1_TABLE_OFFSET),
+        refcount_table_offset: get(hdr::REFCOUNT_TABLE_OFFSET),
+        refcount_table_clusters: get(hdr::REFCOUNT_TABLE_CLUSTERS) as u32,
+        nb_snapshots: get(hdr::NB_SNAPSHOTS) as u32,
+        snapshots_offset: get(hdr::SNAPSHOTS_OFFSET),
         incompatible_features: 0,
         compatible_features: 0,
         autoclear_features: 0,
         refcount_order: 4,
-        header_length: f::V2_LENGTH as u32,
+        header_length: hdr::V2_LENGTH as u32,
         compression_type: 0,
         raw: Vec::new(),
     };
     if version == 3 {
-        h.incompatible_features = get(f::INCOMPATIBLE_FEATURES);
-        h.compatible_features = get(f::COMPATIBLE_FEATURES);
-        h.autoclear_features = get(f::AUTOCLEAR_FEATURES);
-        h.refcount_order = get(f::REFCOUNT_ORDER) as u32;
-        h.header_length = get(f::HEADER_LENGTH) as u32;
+        h.incompatible_features = get(hdr::INCOMPATIBLE_FEATURES);
+        h.compatible_features = get(hdr::COMPATIBLE_FEATURES);
+        h.autoclear_features = get(hdr::AUTOCLEAR_FEATURES);
+        h.refcount_order = get(hdr::REFCOUNT_ORDER) as u32;
+        h.header_length = get(hdr::HEADER_LENGTH) as u32;
     }
 
     let at = |fl: crate::fields::Field| fl.offset as u64;
@@ -164,7 +164,7 @@ pub fn parse<R: Read + Seek>(
         findings.add_as_with(
             Rule::HeaderClusterBits,
             Severity::Error,
-            at(f::CLUSTER_BITS),
+            at(hdr::CLUSTER_BITS),
             msg!(
                 "cluster_bits is {}, expected at least 9 (and below 64, so that a cluster is addressable)",
                 h.cluster_bits
@@ -176,7 +176,7 @@ pub fn parse<R: Read + Seek>(
         findings.add_as_with(
             Rule::HeaderClusterBits,
             Severity::Limit,
-            at(f::CLUSTER_BITS),
+            at(hdr::CLUSTER_BITS),
             msg!(
                 "cluster_bits is {}, QEMU opens at most {QEMU_MAX_CLUSTER_BITS}",
                 h.cluster_bits
@@ -185,22 +185,22 @@ pub fn parse<R: Read + Seek>(
     }
     if version == 3 {
         let hl = u64::from(h.header_length);
-        if hl < f::V3_MIN_LENGTH as u64 || hl % 8 != 0 {
+        if hl < hdr::V3_MIN_LENGTH as u64 || hl % 8 != 0 {
             findings.add_with(
                 Rule::HeaderLength,
-                at(f::HEADER_LENGTH),
+                at(hdr::HEADER_LENGTH),
                 msg!("header_length is {hl}, expected a multiple of 8 that is at least 104"),
             );
             // Extensions are still searched after the 104 fixed bytes.
-            if hl < f::V3_MIN_LENGTH as u64 {
-                h.header_length = f::V3_MIN_LENGTH as u32;
+            if hl < hdr::V3_MIN_LENGTH as u64 {
+                h.header_length = hdr::V3_MIN_LENGTH as u32;
             }
         }
-        let unknown = h.incompatible_features & !f::INCOMPAT_KNOWN;
+        let unknown = h.incompatible_features & !hdr::INCOMPAT_KNOWN;
         if unknown != 0 {
             findings.add_with(
                 Rule::HeaderIncompatibleBits,
-                at(f::INCOMPATIBLE_FEATURES),
+                at(hdr::INCOMPATIBLE_FEATURES),
                 msg!(
                     "incompatible_features is {:#x}: reserved bits {unknown:#x} set",
                     h.incompatible_features
@@ -210,28 +210,28 @@ pub fn parse<R: Read + Seek>(
         if h.refcount_order > 6 {
             findings.add_with(
                 Rule::HeaderRefcountOrder,
-                at(f::REFCOUNT_ORDER),
+                at(hdr::REFCOUNT_ORDER),
                 msg!("refcount_order is {}, at most 6 allowed", h.refcount_order),
             );
         }
-        let auto_unknown = h.autoclear_features & !f::AUTOCLEAR_KNOWN;
+        let auto_unknown = h.autoclear_features & !hdr::AUTOCLEAR_KNOWN;
         if auto_unknown != 0 {
             findings.add_with(
                 Rule::HeaderAutoclearUnknown,
-                at(f::AUTOCLEAR_FEATURES),
+                at(hdr::AUTOCLEAR_FEATURES),
                 msg!(
                     "autoclear_features is {:#x}: undefined bits {auto_unknown:#x} set",
                     h.autoclear_features
                 ),
             );
         }
-        if h.header_length as usize > f::COMPRESSION_TYPE.offset {
+        if h.header_length as usize > hdr::COMPRESSION_TYPE.offset {
             let raw = img.read_clipped(0, u64::from(h.header_length))?;
-            h.compression_type = f::COMPRESSION_TYPE.get(&raw) as u8;
+            h.compression_type = hdr::COMPRESSION_TYPE.get(&raw) as u8;
             if raw.len() < h.header_length as usize {
                 findings.add_with(
                     Rule::HeaderTruncated,
-                    at(f::HEADER_LENGTH),
+                    at(hdr::HEADER_LENGTH),
                     msg!(
                         "header_length is {}, the file has only {} bytes",
                         h.header_length,
@@ -242,7 +242,7 @@ pub fn parse<R: Read + Seek>(
             h.raw = raw;
         }
         let pad_end = (h.header_length as usize).min(112).min(h.raw.len());
-        let pad_start = f::COMPRESSION_TYPE.end();
+        let pad_start = hdr::COMPRESSION_TYPE.end();
         if pad_end > pad_start && h.raw[pad_start..pad_end].iter().any(|&b| b != 0) {
             findings.add_with(
                 Rule::HeaderPadding,
@@ -254,23 +254,23 @@ pub fn parse<R: Read + Seek>(
                 ),
             );
         }
-        if h.autoclear_features & f::AUTOCLEAR_RAW_EXTERNAL != 0
-            && h.incompatible_features & f::INCOMPAT_EXTERNAL_DATA == 0
+        if h.autoclear_features & hdr::AUTOCLEAR_RAW_EXTERNAL != 0
+            && h.incompatible_features & hdr::INCOMPAT_EXTERNAL_DATA == 0
         {
             findings.add_with(
                 Rule::HeaderRawExternal,
-                at(f::AUTOCLEAR_FEATURES),
+                at(hdr::AUTOCLEAR_FEATURES),
                 msg!(
                     "autoclear_features is {:#x}: raw external data (bit 1) without an external data file (incompatible bit 2)",
                     h.autoclear_features
                 ),
             );
         }
-        let bit = h.incompatible_features & f::INCOMPAT_COMPRESSION != 0;
+        let bit = h.incompatible_features & hdr::INCOMPAT_COMPRESSION != 0;
         if bit != (h.compression_type != 0) {
             findings.add_with(
                 Rule::HeaderCompressionType,
-                at(f::COMPRESSION_TYPE),
+                at(hdr::COMPRESSION_TYPE),
                 msg!(
                     "compression_type is {} while incompatible bit 3 is {}",
                     h.compression_type,
@@ -281,24 +281,24 @@ pub fn parse<R: Read + Seek>(
         if h.extended_l2() && h.cluster_bits < 14 {
             findings.add_with(
                 Rule::HeaderExtendedL2,
-                at(f::CLUSTER_BITS),
+                at(hdr::CLUSTER_BITS),
                 msg!(
                     "extended L2 entries need cluster_bits >= 14, it is {}",
                     h.cluster_bits
                 ),
             );
         }
-        if h.incompatible_features & f::INCOMPAT_DIRTY != 0 {
+        if h.incompatible_features & hdr::INCOMPAT_DIRTY != 0 {
             findings.add(
                 Rule::HeaderDirty,
-                at(f::INCOMPATIBLE_FEATURES),
+                at(hdr::INCOMPATIBLE_FEATURES),
                 "dirty bit set: refcounts may be stale, so they are not compared",
             );
         }
-        if h.incompatible_features & f::INCOMPAT_CORRUPT != 0 {
+        if h.incompatible_features & hdr::INCOMPAT_CORRUPT != 0 {
             findings.add(
                 Rule::HeaderCorrupt,
-                at(f::INCOMPATIBLE_FEATURES),
+                at(hdr::INCOMPATIBLE_FEATURES),
                 "corrupt bit set: the image may only be opened read-only",
             );
         }
@@ -309,14 +309,14 @@ pub fn parse<R: Read + Seek>(
     if h.crypt_method > 2 {
         findings.add_with(
             Rule::HeaderCryptMethod,
-            at(f::CRYPT_METHOD),
+            at(hdr::CRYPT_METHOD),
             msg!("crypt_method is {}, expected 0, 1 or 2", h.crypt_method),
         );
     }
     for (field, value) in [
-        (f::L1_TABLE_OFFSET, h.l1_table_offset),
-        (f::REFCOUNT_TABLE_OFFSET, h.refcount_table_offset),
-        (f::SNAPSHOTS_OFFSET, h.snapshots_offset),
+        (hdr::L1_TABLE_OFFSET, h.l1_table_offset),
+        (hdr::REFCOUNT_TABLE_OFFSET, h.refcount_table_offset),
+        (hdr::SNAPSHOTS_OFFSET, h.snapshots_offset),
     ] {
         if !h.aligned(value) {
             findings.add_with(
@@ -337,7 +337,7 @@ pub fn parse<R: Read + Seek>(
         if h.backing_file_size > 1023 || end.is_none_or(|e| e > h.cluster_size()) {
             findings.add_with(
                 Rule::HeaderBackingFile,
-                at(f::BACKING_FILE_OFFSET),
+                at(hdr::BACKING_FILE_OFFSET),
                 msg!(
                     "backing file name at {:#x}, {} bytes: must be at most 1023 bytes inside the first cluster",
                     h.backing_file_offset, h.backing_file_size
@@ -349,7 +349,7 @@ pub fn parse<R: Read + Seek>(
     if u128::from(h.l1_size) < needed {
         findings.add_with(
             Rule::HeaderL1Size,
-            at(f::L1_SIZE),
+            at(hdr::L1_SIZE),
             msg!(
                 "l1_size is {}, the virtual size {} needs {needed} entries",
                 h.l1_size,

@@ -17,7 +17,7 @@ pub enum Verdict {
 impl Verdict {
     /// `invalid` if any finding is an error; else `unspecified` if any is
     /// unspecified; else `valid`.
-    pub fn of(findings: &[Finding]) -> Verdict {
+    pub fn of<K>(findings: &[Finding<K>]) -> Verdict {
         if findings.iter().any(|f| f.severity == Severity::Error) {
             Verdict::Invalid
         } else if findings.iter().any(|f| f.severity == Severity::Unspecified) {

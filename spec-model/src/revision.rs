@@ -76,16 +76,27 @@ impl std::fmt::Display for Revision {
     }
 }
 
+/// A revision name that is none of [`Revision::ALL`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown revision {name:?}; known: {}", known_names())]
+pub struct UnknownRevision {
+    pub name: String,
+}
+
+fn known_names() -> String {
+    let known: Vec<_> = Revision::ALL.iter().map(|r| r.as_str()).collect();
+    known.join(", ")
+}
+
 impl std::str::FromStr for Revision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRevision;
+    fn from_str(s: &str) -> Result<Self, UnknownRevision> {
         Revision::ALL
             .iter()
             .copied()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                let known: Vec<_> = Revision::ALL.iter().map(|r| r.as_str()).collect();
-                format!("unknown revision {s:?}; known: {}", known.join(", "))
+            .ok_or_else(|| UnknownRevision {
+                name: s.to_string(),
             })
     }
 }
@@ -104,5 +115,10 @@ mod tests {
             assert_eq!(back, r);
         }
         assert!("draft".parse::<Revision>().is_err());
+        // The message is the one the CLI has always printed.
+        assert_eq!(
+            "draft".parse::<Revision>().unwrap_err().to_string(),
+            "unknown revision \"draft\"; known: final, header-fields-2014, qdb-2014, rfc-v5-2015, empty-table-2016"
+        );
     }
 }

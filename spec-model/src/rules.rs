@@ -36,46 +36,94 @@ impl Severity {
     }
 }
 
-macro_rules! catalogue {
-    ($(
-        $(#[doc = $doc:expr])*
-        $variant:ident = $id:literal [$($sev:ident),+] $section:literal $condition:literal;
-    )*) => {
-        /// A rule of the catalogue. Each variant's documentation cites the
-        /// spec section it enforces.
+/// What [`crate::finding::Findings`] needs of a rule catalogue: the final
+/// spec's [`Rule`] here, the drafts' [`crate::drafts::DraftRule`] there.
+pub trait Catalogued: Copy + Eq + Ord + std::fmt::Debug + std::fmt::Display + 'static {
+    /// How many rules the catalogue has.
+    const COUNT: usize;
+    /// Where the summary of a capped rule ("N more findings ... not
+    /// listed") is put: `false` at the offset of the rule's last listed
+    /// finding, `true` at offset `u64::MAX`, after every other finding.
+    const SUMMARY_LAST: bool = false;
+    /// The rule's position in the catalogue (findings at one offset are
+    /// listed in this order).
+    fn index(self) -> usize;
+    /// The stable rule ID.
+    fn id(self) -> &'static str;
+    /// The severities a finding of this rule can carry, the default first.
+    fn severities(self) -> &'static [Severity];
+}
+
+/// Declares a rule catalogue: an enum `$name` with one variant per rule,
+/// each with a stable ID, its severities (the first is the default), the
+/// section of the document it enforces and its condition in one sentence;
+/// `ALL`, the lookups, `from_id`, `Display` and `Serialize` (as the ID).
+/// The final spec's catalogue is below; the drafts' is in
+/// `drafts/rules.rs`.
+macro_rules! rule_catalogue {
+    (
+        $(#[doc = $enum_doc:expr])*
+        pub enum $name:ident;
+        $(
+            $(#[doc = $doc:expr])*
+            $variant:ident = $id:literal [$($sev:ident),+] $section:literal $condition:literal;
+        )*
+    ) => {
+        $(#[doc = $enum_doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum Rule {
+        pub enum $name {
             $( $(#[doc = $doc])* $variant, )*
         }
 
-        impl Rule {
+        impl $name {
             /// Every rule, in catalogue order.
-            pub const ALL: &'static [Rule] = &[$(Rule::$variant),*];
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
 
             /// The stable rule ID, e.g. `bitmaps.dir.name-unique`.
             pub fn id(self) -> &'static str {
-                match self { $(Rule::$variant => $id,)* }
+                match self { $($name::$variant => $id,)* }
             }
 
             /// The severities a finding of this rule can carry.
-            pub fn severities(self) -> &'static [Severity] {
-                match self { $(Rule::$variant => &[$(Severity::$sev),+],)* }
+            pub fn severities(self) -> &'static [$crate::rules::Severity] {
+                match self { $($name::$variant => &[$($crate::rules::Severity::$sev),+],)* }
             }
 
-            /// The section of `docs/interop/qcow2.rst` the rule enforces.
+            /// The section of the document the rule enforces.
             pub fn section(self) -> &'static str {
-                match self { $(Rule::$variant => $section,)* }
+                match self { $($name::$variant => $section,)* }
             }
 
             /// When the rule is broken, in one sentence.
             pub fn condition(self) -> &'static str {
-                match self { $(Rule::$variant => $condition,)* }
+                match self { $($name::$variant => $condition,)* }
+            }
+
+            /// Looks a rule up by its ID.
+            pub fn from_id(id: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|r| r.id() == id)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.id())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.id())
             }
         }
     };
 }
+pub(crate) use rule_catalogue;
 
-catalogue! {
+rule_catalogue! {
+    /// A rule of the catalogue. Each variant's documentation cites the
+    /// spec section of `docs/interop/qcow2.rst` it enforces.
+    pub enum Rule;
     /// Spec "Header", bytes 0-3: the magic must be `QFI\xfb`.
     HeaderMagic = "header.magic" [Error] "Header" "magic is not QFI\\xfb";
     /// Spec "Header": the file must hold the whole header (72 bytes for v2, header_length for v3).
@@ -215,22 +263,16 @@ catalogue! {
     SnapshotExtraData = "snapshot.extra-data" [Error] "Snapshots" "v3 snapshot with less than 16 bytes of extra data";
 }
 
-impl Rule {
-    /// Looks a rule up by its ID.
-    pub fn from_id(id: &str) -> Option<Rule> {
-        Rule::ALL.iter().copied().find(|r| r.id() == id)
+impl Catalogued for Rule {
+    const COUNT: usize = Rule::ALL.len();
+    fn index(self) -> usize {
+        self as usize
     }
-}
-
-impl std::fmt::Display for Rule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.id())
+    fn id(self) -> &'static str {
+        Rule::id(self)
     }
-}
-
-impl Serialize for Rule {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.id())
+    fn severities(self) -> &'static [Severity] {
+        Rule::severities(self)
     }
 }
 

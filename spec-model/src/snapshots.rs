@@ -2,7 +2,7 @@
 
 use crate::clusters::Owner;
 use crate::context::Ctx;
-use crate::fields::snapshot as f;
+use crate::fields::snapshot as snap;
 use crate::finding::write_message;
 use crate::io::CheckError;
 use crate::mapping::MappingStats;
@@ -23,7 +23,7 @@ pub struct Snapshot {
     pub disk_size: Option<u64>,
     /// The 40 fixed bytes, read through the field table by `dump`.
     #[serde(skip)]
-    pub raw_fixed: [u8; f::FIXED_LENGTH],
+    pub raw_fixed: [u8; snap::FIXED_LENGTH],
 }
 
 impl<R: Read + Seek> Ctx<R> {
@@ -41,8 +41,8 @@ impl<R: Read + Seek> Ctx<R> {
         // The variable part of each entry, read into one reused buffer.
         let mut rest = Vec::new();
         for n in 0..self.h.nb_snapshots {
-            let mut fixed = [0u8; f::FIXED_LENGTH];
-            if !self.img.contains(pos, f::FIXED_LENGTH as u64) {
+            let mut fixed = [0u8; snap::FIXED_LENGTH];
+            if !self.img.contains(pos, snap::FIXED_LENGTH as u64) {
                 self.findings
                     .add_with(Rule::SnapshotBounds, pos, |out: &mut String| {
                         write_message(
@@ -56,12 +56,12 @@ impl<R: Read + Seek> Ctx<R> {
                 break;
             }
             self.img.read_into(pos, &mut fixed)?;
-            let extra_size = f::EXTRA_DATA_SIZE.get(&fixed);
-            let id_size = f::ID_STR_SIZE.get(&fixed);
-            let name_size = f::NAME_SIZE.get(&fixed);
+            let extra_size = snap::EXTRA_DATA_SIZE.get(&fixed);
+            let id_size = snap::ID_STR_SIZE.get(&fixed);
+            let name_size = snap::NAME_SIZE.get(&fixed);
             let var = extra_size + id_size + name_size;
-            let entry_len = (f::FIXED_LENGTH as u64 + var).div_ceil(8) * 8;
-            if !self.img.contains(pos + f::FIXED_LENGTH as u64, var) {
+            let entry_len = (snap::FIXED_LENGTH as u64 + var).div_ceil(8) * 8;
+            if !self.img.contains(pos + snap::FIXED_LENGTH as u64, var) {
                 self.findings.add_with(
                     Rule::SnapshotBounds,
                     pos,
@@ -71,25 +71,25 @@ impl<R: Read + Seek> Ctx<R> {
             }
             rest.resize(var as usize, 0);
             self.img
-                .read_into(pos + f::FIXED_LENGTH as u64, &mut rest)?;
+                .read_into(pos + snap::FIXED_LENGTH as u64, &mut rest)?;
             let extra = &rest[..extra_size as usize];
             let id = &rest[extra_size as usize..(extra_size + id_size) as usize];
             let name = &rest[(extra_size + id_size) as usize..];
-            if self.h.version == 3 && extra_size < f::V3_MIN_EXTRA {
+            if self.h.version == 3 && extra_size < snap::V3_MIN_EXTRA {
                 self.findings.add_with(
                     Rule::SnapshotExtraData,
-                    pos + f::EXTRA_DATA_SIZE.offset as u64,
+                    pos + snap::EXTRA_DATA_SIZE.offset as u64,
                     msg!("snapshot {n}: extra_data_size is {extra_size}, a v3 image needs at least 16"),
                 );
             }
             let snap = Snapshot {
                 offset: pos,
-                l1_table_offset: f::L1_TABLE_OFFSET.get(&fixed),
-                l1_size: f::L1_SIZE.get(&fixed) as u32,
+                l1_table_offset: snap::L1_TABLE_OFFSET.get(&fixed),
+                l1_size: snap::L1_SIZE.get(&fixed) as u32,
                 id: String::from_utf8_lossy(id).into_owned(),
                 name: String::from_utf8_lossy(name).into_owned(),
                 extra_data_size: extra_size as u32,
-                disk_size: (extra_size >= 16).then(|| f::DISK_SIZE.get(extra)),
+                disk_size: (extra_size >= 16).then(|| snap::DISK_SIZE.get(extra)),
                 raw_fixed: fixed,
             };
             if !self.h.aligned(snap.l1_table_offset) {

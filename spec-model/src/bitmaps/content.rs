@@ -2,7 +2,7 @@
 //! bytes a reader obtains by expanding the bitmap table, with bits past
 //! `nbits` cleared, streamed cluster by cluster.
 
-use crate::fields::bitmap_table_entry as t;
+use crate::fields::bitmap_table_entry as table_entry;
 use crate::io::{CheckError, Image};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek};
@@ -77,7 +77,7 @@ pub fn stream<R: Read + Seek>(
         let start = j as u64 * cs;
         let len = cs.min(nbytes - start);
         let is_last = start + len == nbytes;
-        let host = entry & t::OFFSET_MASK;
+        let host = entry & table_entry::OFFSET_MASK;
         // Everything but a masked last byte goes through as is.
         let body = if is_last && tail_mask.is_some() {
             len - 1
@@ -85,7 +85,7 @@ pub fn stream<R: Read + Seek>(
             len
         };
         let last_byte = if host == 0 {
-            let ones = entry & t::ALL_ONES != 0;
+            let ones = entry & table_entry::ALL_ONES != 0;
             if body > 0 {
                 visit(if ones {
                     Chunk::Ones(body)
@@ -172,9 +172,9 @@ pub fn fingerprint<R: Read + Seek>(
         .enumerate()
         .take(geo.clusters_needed() as usize)
     {
-        let host = entry & t::OFFSET_MASK;
+        let host = entry & table_entry::OFFSET_MASK;
         if host == 0 {
-            key.update([u8::from(entry & t::ALL_ONES != 0)]);
+            key.update([u8::from(entry & table_entry::ALL_ONES != 0)]);
             continue;
         }
         let len = cs.min(nbytes - j as u64 * cs);

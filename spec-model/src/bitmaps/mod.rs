@@ -8,7 +8,8 @@ use crate::clusters::Owner;
 use crate::context::Ctx;
 use crate::extensions::Extension;
 use crate::fields::{
-    bitmap_entry as e, bitmap_table_entry as t, bitmaps_ext as x, extension, header as hf,
+    bitmap_entry as entry, bitmap_table_entry as table_entry, bitmaps_ext as bext, extension,
+    header as hdr,
 };
 use crate::finding::Findings;
 use crate::io::CheckError;
@@ -54,7 +55,7 @@ pub struct DirEntry {
     pub extra_data_size: u32,
     /// The 24 fixed bytes, read through the field table by `dump`.
     #[serde(skip)]
-    pub raw_fixed: [u8; e::FIXED_LENGTH],
+    pub raw_fixed: [u8; entry::FIXED_LENGTH],
     #[serde(skip)]
     pub name: Vec<u8>,
     #[serde(skip)]
@@ -66,13 +67,13 @@ pub struct DirEntry {
 
 impl DirEntry {
     pub fn in_use(&self) -> bool {
-        u64::from(self.flags) & e::FLAG_IN_USE != 0
+        u64::from(self.flags) & entry::FLAG_IN_USE != 0
     }
     pub fn auto(&self) -> bool {
-        u64::from(self.flags) & e::FLAG_AUTO != 0
+        u64::from(self.flags) & entry::FLAG_AUTO != 0
     }
     pub fn extra_data_compatible(&self) -> bool {
-        u64::from(self.flags) & e::FLAG_EXTRA_DATA_COMPATIBLE != 0
+        u64::from(self.flags) & entry::FLAG_EXTRA_DATA_COMPATIBLE != 0
     }
     /// The bitmap's sizes for an image of `size` virtual bytes.
     pub fn geometry(&self, size: u64, cluster_bits: u32) -> Geometry {
@@ -87,7 +88,7 @@ impl DirEntry {
     pub fn self_usable(&self, size: u64, cluster_bits: u32) -> bool {
         !self.in_use()
             && (self.extra_data_size == 0 || self.extra_data_compatible())
-            && u64::from(self.bitmap_type) == e::TYPE_DIRTY_TRACKING
+            && u64::from(self.bitmap_type) == entry::TYPE_DIRTY_TRACKING
             && self.granularity_bits <= 63
             && self.table.as_ref().is_some_and(|tb| {
                 tb.len() as u64 >= self.geometry(size, cluster_bits).clusters_needed()
@@ -110,12 +111,12 @@ impl<R: Read + Seek> Ctx<R> {
     /// claimed, so they show as leaks.
     pub fn check_bitmaps(&mut self, exts: &[Extension]) -> Result<BitmapsFound, CheckError> {
         let ext = exts.iter().find(|x| x.ext_type == extension::BITMAPS);
-        let bit0 = self.h.autoclear_features & hf::AUTOCLEAR_BITMAPS != 0;
+        let bit0 = self.h.autoclear_features & hdr::AUTOCLEAR_BITMAPS != 0;
         let Some(ext) = ext else {
             if self.h.version == 3 && bit0 {
                 self.findings.add_with(
                     Rule::BitmapsAutoclearWithoutExtension,
-                    hf::AUTOCLEAR_FEATURES.offset as u64,
+                    hdr::AUTOCLEAR_FEATURES.offset as u64,
                     msg!(
                         "autoclear_features is {:#x}: bit 0 set but the image has no bitmaps extension",
                         self.h.autoclear_features
@@ -138,7 +139,7 @@ impl<R: Read + Seek> Ctx<R> {
         } else if !bit0 {
             self.findings.add_with(
                 Rule::BitmapsAutoclearMissing,
-                hf::AUTOCLEAR_FEATURES.offset as u64,
+                hdr::AUTOCLEAR_FEATURES.offset as u64,
                 msg!(
                     "autoclear_features is {:#x}: bit 0 clear, so the bitmaps extension at {:#x} is ignored",
                     self.h.autoclear_features, ext.offset
@@ -174,7 +175,7 @@ impl<R: Read + Seek> Ctx<R> {
         claim: bool,
     ) -> Result<(Option<BitmapsExt>, Vec<DirEntry>), CheckError> {
         let data_at = ext.data_offset();
-        if (ext.length as usize) < x::LENGTH {
+        if (ext.length as usize) < bext::LENGTH {
             self.findings.add_as_with(
                 Rule::BitmapsExtLength,
                 Severity::Error,
@@ -183,7 +184,7 @@ impl<R: Read + Seek> Ctx<R> {
             );
             return Ok((None, Vec::new()));
         }
-        if ext.length as usize > x::LENGTH {
+        if ext.length as usize > bext::LENGTH {
             self.findings.add_as_with(
                 Rule::BitmapsExtLength,
                 Severity::Unspecified,
@@ -194,38 +195,38 @@ impl<R: Read + Seek> Ctx<R> {
         let be = BitmapsExt {
             offset: data_at,
             length: ext.length,
-            nb_bitmaps: ext.get(x::NB_BITMAPS) as u32,
-            reserved32: ext.get(x::RESERVED) as u32,
-            bitmap_directory_size: ext.get(x::BITMAP_DIRECTORY_SIZE),
-            bitmap_directory_offset: ext.get(x::BITMAP_DIRECTORY_OFFSET),
+            nb_bitmaps: ext.get(bext::NB_BITMAPS) as u32,
+            reserved32: ext.get(bext::RESERVED) as u32,
+            bitmap_directory_size: ext.get(bext::BITMAP_DIRECTORY_SIZE),
+            bitmap_directory_offset: ext.get(bext::BITMAP_DIRECTORY_OFFSET),
         };
         let at = |f: crate::fields::Field| data_at + f.offset as u64;
         if be.nb_bitmaps == 0 {
             self.findings.add(
                 Rule::BitmapsExtNbBitmapsZero,
-                at(x::NB_BITMAPS),
+                at(bext::NB_BITMAPS),
                 "nb_bitmaps is 0",
             );
         }
         if be.reserved32 != 0 {
             self.findings.add_with(
                 Rule::BitmapsExtReserved,
-                at(x::RESERVED),
+                at(bext::RESERVED),
                 msg!("reserved bytes 4-7 are {:#x}, must be 0", be.reserved32),
             );
         }
-        if u64::from(be.nb_bitmaps) > x::MAX_BITMAPS
-            || be.bitmap_directory_size > x::MAX_DIRECTORY_SIZE
+        if u64::from(be.nb_bitmaps) > bext::MAX_BITMAPS
+            || be.bitmap_directory_size > bext::MAX_DIRECTORY_SIZE
         {
             self.findings.add_with(
                 Rule::BitmapsExtLimits,
-                at(x::NB_BITMAPS),
+                at(bext::NB_BITMAPS),
                 msg!(
                     "nb_bitmaps {} / bitmap_directory_size {}: QEMU supports at most {} bitmaps and {} directory bytes",
                     be.nb_bitmaps,
                     be.bitmap_directory_size,
-                    x::MAX_BITMAPS,
-                    x::MAX_DIRECTORY_SIZE
+                    bext::MAX_BITMAPS,
+                    bext::MAX_DIRECTORY_SIZE
                 ),
             );
         }
@@ -233,7 +234,7 @@ impl<R: Read + Seek> Ctx<R> {
         if !self.h.aligned(dir_off) {
             self.findings.add_with(
                 Rule::BitmapsExtDirectoryAlignment,
-                at(x::BITMAP_DIRECTORY_OFFSET),
+                at(bext::BITMAP_DIRECTORY_OFFSET),
                 msg!("bitmap_directory_offset {dir_off:#x} is not cluster aligned"),
             );
         }
@@ -241,7 +242,7 @@ impl<R: Read + Seek> Ctx<R> {
         let Some(dir) = self.img.read_checked(dir_off, dir_size)? else {
             self.findings.add_with(
                 Rule::BitmapsExtDirectoryBounds,
-                at(x::BITMAP_DIRECTORY_OFFSET),
+                at(bext::BITMAP_DIRECTORY_OFFSET),
                 msg!(
                     "bitmap directory at {dir_off:#x} ({dir_size} bytes) runs past the end of the file ({} bytes)",
                     self.img.len()
@@ -274,7 +275,7 @@ impl<R: Read + Seek> Ctx<R> {
         // Names as slices of the directory: one set, no copies.
         let mut names: HashSet<&[u8]> = HashSet::new();
         let mut pos = 0u64;
-        let size_field = be.offset + x::BITMAP_DIRECTORY_SIZE.offset as u64;
+        let size_field = be.offset + bext::BITMAP_DIRECTORY_SIZE.offset as u64;
         for i in 0..be.nb_bitmaps {
             let at = dir_off + pos;
             if pos >= dir_size {
@@ -288,7 +289,7 @@ impl<R: Read + Seek> Ctx<R> {
                 );
                 return Ok(entries);
             }
-            if pos + e::FIXED_LENGTH as u64 > dir_size {
+            if pos + entry::FIXED_LENGTH as u64 > dir_size {
                 self.findings.add_with(
                     Rule::BitmapsDirEntryBounds,
                     at,
@@ -297,9 +298,9 @@ impl<R: Read + Seek> Ctx<R> {
                 return Ok(entries);
             }
             let raw = &dir[pos as usize..];
-            let extra_size = e::EXTRA_DATA_SIZE.get(raw);
-            let name_size = e::NAME_SIZE.get(raw);
-            let len = e::entry_length(extra_size, name_size);
+            let extra_size = entry::EXTRA_DATA_SIZE.get(raw);
+            let name_size = entry::NAME_SIZE.get(raw);
+            let len = entry::entry_length(extra_size, name_size);
             if pos + len > dir_size {
                 self.findings.add_with(
                     Rule::BitmapsDirEntryBounds,
@@ -310,19 +311,19 @@ impl<R: Read + Seek> Ctx<R> {
                 );
                 return Ok(entries);
             }
-            let fixed = e::FIXED_LENGTH as u64;
+            let fixed = entry::FIXED_LENGTH as u64;
             let extra_end = (fixed + extra_size) as usize;
             let name_end = extra_end + name_size as usize;
             let mut entry = DirEntry {
                 offset: at,
-                bitmap_table_offset: e::BITMAP_TABLE_OFFSET.get(raw),
-                bitmap_table_size: e::BITMAP_TABLE_SIZE.get(raw) as u32,
-                flags: e::FLAGS.get(raw) as u32,
-                bitmap_type: e::TYPE.get(raw) as u8,
-                granularity_bits: e::GRANULARITY_BITS.get(raw) as u8,
+                bitmap_table_offset: entry::BITMAP_TABLE_OFFSET.get(raw),
+                bitmap_table_size: entry::BITMAP_TABLE_SIZE.get(raw) as u32,
+                flags: entry::FLAGS.get(raw) as u32,
+                bitmap_type: entry::TYPE.get(raw) as u8,
+                granularity_bits: entry::GRANULARITY_BITS.get(raw) as u8,
                 name_size: name_size as u16,
                 extra_data_size: extra_size as u32,
-                raw_fixed: raw[..e::FIXED_LENGTH].try_into().unwrap_or_default(),
+                raw_fixed: raw[..entry::FIXED_LENGTH].try_into().unwrap_or_default(),
                 extra_data: raw[fixed as usize..extra_end].to_vec(),
                 name: raw[extra_end..name_end].to_vec(),
                 table: None,
@@ -366,20 +367,20 @@ impl<R: Read + Seek> Ctx<R> {
         let at = entry.offset;
         let fat = |f: crate::fields::Field| at + f.offset as u64;
         let flags = u64::from(entry.flags);
-        if flags & !e::FLAGS_KNOWN != 0 {
+        if flags & !entry::FLAGS_KNOWN != 0 {
             self.findings.add_with(
                 Rule::BitmapsDirFlagsReserved,
-                fat(e::FLAGS),
+                fat(entry::FLAGS),
                 msg!(
                     "entry {i}: flags {flags:#x} has reserved bits {:#x} set",
-                    flags & !e::FLAGS_KNOWN
+                    flags & !entry::FLAGS_KNOWN
                 ),
             );
         }
-        if u64::from(entry.bitmap_type) != e::TYPE_DIRTY_TRACKING {
+        if u64::from(entry.bitmap_type) != entry::TYPE_DIRTY_TRACKING {
             self.findings.add_with(
                 Rule::BitmapsDirType,
-                fat(e::TYPE),
+                fat(entry::TYPE),
                 msg!(
                     "entry {i}: type is {}, only 1 (dirty tracking) is defined",
                     entry.bitmap_type
@@ -391,27 +392,29 @@ impl<R: Read + Seek> Ctx<R> {
             self.findings.add_as_with(
                 Rule::BitmapsDirGranularity,
                 Severity::Error,
-                fat(e::GRANULARITY_BITS),
+                fat(entry::GRANULARITY_BITS),
                 msg!("entry {i}: granularity_bits is {gb}, valid values are 0-63"),
             );
-        } else if !(e::QEMU_MIN_GRANULARITY_BITS..=e::QEMU_MAX_GRANULARITY_BITS).contains(&gb) {
+        } else if !(entry::QEMU_MIN_GRANULARITY_BITS..=entry::QEMU_MAX_GRANULARITY_BITS)
+            .contains(&gb)
+        {
             self.findings.add_as_with(
                 Rule::BitmapsDirGranularity,
                 Severity::Limit,
-                fat(e::GRANULARITY_BITS),
+                fat(entry::GRANULARITY_BITS),
                 msg!("entry {i}: granularity_bits is {gb}, QEMU supports 9-31"),
             );
         }
         if entry.name_size == 0 {
             self.findings.add_with(
                 Rule::BitmapsDirNameEmpty,
-                fat(e::NAME_SIZE),
+                fat(entry::NAME_SIZE),
                 msg!("entry {i}: name_size is 0"),
             );
-        } else if u64::from(entry.name_size) > e::MAX_QEMU_NAME_SIZE {
+        } else if u64::from(entry.name_size) > entry::MAX_QEMU_NAME_SIZE {
             self.findings.add_with(
                 Rule::BitmapsDirNameLimit,
-                fat(e::NAME_SIZE),
+                fat(entry::NAME_SIZE),
                 msg!(
                     "entry {i}: name_size is {}, QEMU supports at most 1023",
                     entry.name_size
@@ -421,7 +424,7 @@ impl<R: Read + Seek> Ctx<R> {
         if entry.name.contains(&0) || std::str::from_utf8(&entry.name).is_err() {
             self.findings.add_with(
                 Rule::BitmapsDirNameBytes,
-                at + (e::FIXED_LENGTH as u64) + u64::from(entry.extra_data_size),
+                at + (entry::FIXED_LENGTH as u64) + u64::from(entry.extra_data_size),
                 msg!(
                     "entry {i}: name {:?} contains a NUL byte or is not UTF-8",
                     String::from_utf8_lossy(&entry.name)
@@ -436,7 +439,7 @@ impl<R: Read + Seek> Ctx<R> {
             };
             self.findings.add_with(
                 Rule::BitmapsDirExtraData,
-                fat(e::EXTRA_DATA_SIZE),
+                fat(entry::EXTRA_DATA_SIZE),
                 msg!(
                     "entry {i}: extra_data_size is {}; {how}",
                     entry.extra_data_size
@@ -446,7 +449,7 @@ impl<R: Read + Seek> Ctx<R> {
         if entry.in_use() {
             self.findings.add_with(
                 Rule::BitmapsDirInUse,
-                fat(e::FLAGS),
+                fat(entry::FLAGS),
                 msg!("entry {i}: in_use is set: contents may be stale and must not be used"),
             );
         }
@@ -462,21 +465,21 @@ impl<R: Read + Seek> Ctx<R> {
                 self.findings.add_as_with(
                     Rule::BitmapsDirTableSize,
                     Severity::Error,
-                    fat(e::BITMAP_TABLE_SIZE),
+                    fat(entry::BITMAP_TABLE_SIZE),
                     msg!("entry {i}: bitmap_table_size is {size}, the virtual size {} needs {needed}", self.h.size),
                 );
             } else if size > needed {
                 self.findings.add_as_with(
                     Rule::BitmapsDirTableSize,
                     Severity::Unspecified,
-                    fat(e::BITMAP_TABLE_SIZE),
+                    fat(entry::BITMAP_TABLE_SIZE),
                     msg!("entry {i}: bitmap_table_size is {size}, only {needed} needed"),
                 );
             } else if needed == 0 {
                 self.findings.add_as_with(
                     Rule::BitmapsDirTableSize,
                     Severity::Unspecified,
-                    fat(e::BITMAP_TABLE_SIZE),
+                    fat(entry::BITMAP_TABLE_SIZE),
                     msg!("entry {i}: empty bitmap of a zero-size disk"),
                 );
             }
@@ -485,7 +488,7 @@ impl<R: Read + Seek> Ctx<R> {
         if off == 0 {
             self.findings.add_with(
                 Rule::BitmapsDirTableOffsetZero,
-                fat(e::BITMAP_TABLE_OFFSET),
+                fat(entry::BITMAP_TABLE_OFFSET),
                 msg!("entry {i}: bitmap_table_offset is 0"),
             );
             return Ok(());
@@ -493,7 +496,7 @@ impl<R: Read + Seek> Ctx<R> {
         if !self.h.aligned(off) {
             self.findings.add_with(
                 Rule::BitmapsDirTableAlignment,
-                fat(e::BITMAP_TABLE_OFFSET),
+                fat(entry::BITMAP_TABLE_OFFSET),
                 msg!("entry {i}: bitmap_table_offset {off:#x} is not cluster aligned"),
             );
             return Ok(());
@@ -507,7 +510,7 @@ impl<R: Read + Seek> Ctx<R> {
         if !self.img.contains(off, bytes) {
             self.findings.add_with(
                 Rule::BitmapsTableBounds,
-                fat(e::BITMAP_TABLE_OFFSET),
+                fat(entry::BITMAP_TABLE_OFFSET),
                 msg!(
                     "entry {i}: bitmap table at {off:#x} ({size} entries) runs past the end of the file ({} bytes)",
                     self.img.len()
@@ -520,7 +523,7 @@ impl<R: Read + Seek> Ctx<R> {
             off,
             bytes,
             Owner::BitmapTable,
-            fat(e::BITMAP_TABLE_OFFSET),
+            fat(entry::BITMAP_TABLE_OFFSET),
         );
         if claimed.shared {
             // Overlap reported; a table on another structure's clusters is
@@ -536,21 +539,21 @@ impl<R: Read + Seek> Ctx<R> {
         let mut tail_buf = Vec::new();
         for (j, &te) in table.iter().enumerate() {
             let eat = off + 8 * j as u64;
-            if te & t::RESERVED_MASK != 0 {
+            if te & table_entry::RESERVED_MASK != 0 {
                 self.findings.add_with(
                     Rule::BitmapsTableReservedBits,
                     eat,
                     msg!(
                         "entry {i}, table entry {j} is {te:#018x}: reserved bits {:#x} set",
-                        te & t::RESERVED_MASK
+                        te & table_entry::RESERVED_MASK
                     ),
                 );
             }
-            let host = te & t::OFFSET_MASK;
+            let host = te & table_entry::OFFSET_MASK;
             if host == 0 {
                 continue;
             }
-            if te & t::ALL_ONES != 0 {
+            if te & table_entry::ALL_ONES != 0 {
                 self.findings.add_with(
                     Rule::BitmapsTableAllOnesWithOffset,
                     eat,

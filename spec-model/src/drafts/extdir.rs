@@ -15,19 +15,20 @@
 //! answers); non-zero entry padding is `unspecified`; extra data is kept
 //! and ignored (the RFC defines none and has no compatibility flag), so it
 //! does not make the bitmap unusable; a table offset of 0 is an error
-//! (`dir.table-offset-zero`, the table would be the header). Rules the
-//! drafts share with the final format keep the final rule's name under the
-//! draft's prefix, e.g. `draft.rfc-v5-2015.ext.length`.
+//! (`bitmaps.dir.table-offset-zero`, the table would be the header). Rules
+//! the drafts share with the final format have the final rule's ID under
+//! the draft's prefix, e.g. `draft.rfc-v5-2015.bitmaps.ext.length`.
 
-use super::fields::rfc_v5_2015 as r;
-use super::{
-    name_of, qcow2_base, runs, tail_bits_set, values, walk_extensions, Budget, DraftBitmap,
-    DraftDump, DraftExtension, Extents, Geo, Out, Owner, Slot, MAX_CONTENT_BYTES,
-};
+use super::content::{Geo, Slot, MAX_CONTENT_BYTES};
+use super::extents::Owner;
+use super::fields::rfc_v5_2015 as rfc;
+use super::reader::{Reader, TableFormat};
+use super::rules::DraftRule;
+use super::{name_of, DraftBitmap, DraftDump, DraftExtension};
 use crate::bitmaps::ExtensionState;
-use crate::fields::{
-    bitmap_entry as fe, bitmap_table_entry as t, bitmaps_ext as fx, extension as xf, Field,
-};
+use crate::dump::values;
+use crate::extensions::{report_repeats, Extension};
+use crate::fields::{bitmap_entry as entry, bitmaps_ext as bext, extension as ext, Field};
 use crate::io::{CheckError, Image};
 use crate::revision::Revision;
 use crate::rules::Severity;
@@ -35,28 +36,21 @@ use std::collections::HashSet;
 use std::io::{Read, Seek};
 
 /// How one of the two drafts lays out the extension and its directory.
+/// What they share is read through the final format's field tables
+/// (`nb_bitmaps` and the entry's bytes 0-19 are the same in both).
 pub(crate) struct Dialect {
     revision: Revision,
     ext_length: usize,
     ext_fields: &'static [Field],
-    nb: Field,
     dir_size: Field,
     dir_offset: Field,
     reserved: Option<Field>,
     entry_fields: &'static [Field],
     fixed: usize,
-    table_offset: Field,
-    table_size: Field,
-    flags: Field,
-    btype: Field,
-    gran_bits: Field,
-    name_size: Field,
     extra_size: Field,
     name_first: bool,
     dirty_type: u64,
     flags_known: u64,
-    flag_in_use: u64,
-    flag_auto: u64,
     flag_extra_compatible: Option<u64>,
     /// Names over 1023 bytes: an error (RFC) or QEMU's limit (final).
     long_name_error: bool,
@@ -68,26 +62,17 @@ pub(crate) struct Dialect {
 
 pub(crate) const RFC_V5_2015: Dialect = Dialect {
     revision: Revision::RfcV5_2015,
-    ext_length: r::EXT_LENGTH,
-    ext_fields: r::EXT_FIELDS,
-    nb: r::NB_BITMAPS,
-    dir_size: r::BITMAP_DIRECTORY_SIZE,
-    dir_offset: r::BITMAP_DIRECTORY_OFFSET,
+    ext_length: rfc::EXT_LENGTH,
+    ext_fields: rfc::EXT_FIELDS,
+    dir_size: rfc::BITMAP_DIRECTORY_SIZE,
+    dir_offset: rfc::BITMAP_DIRECTORY_OFFSET,
     reserved: None,
-    entry_fields: r::ENTRY_FIELDS,
-    fixed: r::ENTRY_FIXED,
-    table_offset: r::BITMAP_TABLE_OFFSET,
-    table_size: r::BITMAP_TABLE_SIZE,
-    flags: r::FLAGS,
-    btype: r::TYPE,
-    gran_bits: r::GRANULARITY_BITS,
-    name_size: r::NAME_SIZE,
-    extra_size: r::EXTRA_DATA_SIZE,
+    entry_fields: rfc::ENTRY_FIELDS,
+    fixed: rfc::ENTRY_FIXED,
+    extra_size: rfc::EXTRA_DATA_SIZE,
     name_first: true,
-    dirty_type: r::TYPE_DIRTY_TRACKING,
-    flags_known: r::FLAGS_KNOWN,
-    flag_in_use: r::FLAG_IN_USE,
-    flag_auto: r::FLAG_AUTO,
+    dirty_type: rfc::TYPE_DIRTY_TRACKING,
+    flags_known: rfc::FLAGS_KNOWN,
     flag_extra_compatible: None,
     long_name_error: true,
     padding_error: false,
@@ -96,107 +81,58 @@ pub(crate) const RFC_V5_2015: Dialect = Dialect {
 
 pub(crate) const EMPTY_TABLE_2016: Dialect = Dialect {
     revision: Revision::EmptyTable2016,
-    ext_length: fx::LENGTH,
-    ext_fields: fx::FIELDS,
-    nb: fx::NB_BITMAPS,
-    dir_size: fx::BITMAP_DIRECTORY_SIZE,
-    dir_offset: fx::BITMAP_DIRECTORY_OFFSET,
-    reserved: Some(fx::RESERVED),
-    entry_fields: fe::FIELDS,
-    fixed: fe::FIXED_LENGTH,
-    table_offset: fe::BITMAP_TABLE_OFFSET,
-    table_size: fe::BITMAP_TABLE_SIZE,
-    flags: fe::FLAGS,
-    btype: fe::TYPE,
-    gran_bits: fe::GRANULARITY_BITS,
-    name_size: fe::NAME_SIZE,
-    extra_size: fe::EXTRA_DATA_SIZE,
+    ext_length: bext::LENGTH,
+    ext_fields: bext::FIELDS,
+    dir_size: bext::BITMAP_DIRECTORY_SIZE,
+    dir_offset: bext::BITMAP_DIRECTORY_OFFSET,
+    reserved: Some(bext::RESERVED),
+    entry_fields: entry::FIELDS,
+    fixed: entry::FIXED_LENGTH,
+    extra_size: entry::EXTRA_DATA_SIZE,
     name_first: false,
-    dirty_type: fe::TYPE_DIRTY_TRACKING,
-    flags_known: fe::FLAGS_KNOWN,
-    flag_in_use: fe::FLAG_IN_USE,
-    flag_auto: fe::FLAG_AUTO,
-    flag_extra_compatible: Some(fe::FLAG_EXTRA_DATA_COMPATIBLE),
+    dirty_type: entry::TYPE_DIRTY_TRACKING,
+    flags_known: entry::FLAGS_KNOWN,
+    flag_extra_compatible: Some(entry::FLAG_EXTRA_DATA_COMPATIBLE),
     long_name_error: false,
     padding_error: true,
     empty_table: true,
 };
-
-struct Ctx<'a, R> {
-    img: &'a mut Image<R>,
-    out: Out,
-    budget: Budget,
-    extents: Extents,
-    cluster_bits: u32,
-    virtual_size: u64,
-}
-
-/// Per-bitmap facts that decide `usable` once all findings are in.
-struct Usability {
-    in_use: bool,
-    extra_incompatible: bool,
-}
 
 /// Reads an image per `d`.
 pub(crate) fn read<R: Read + Seek>(
     img: &mut Image<R>,
     d: &Dialect,
 ) -> Result<DraftDump, CheckError> {
-    let file_length = img.len();
-    let mut out = Out::new(d.revision);
-    let Some(base) = qcow2_base(img, &mut out)? else {
-        let (findings, verdict) = out.finish();
-        return Ok(DraftDump {
-            revision: d.revision,
-            file_length,
-            cluster_size: None,
-            header: Vec::new(),
-            extensions: Vec::new(),
-            bitmaps_extension: None,
-            bitmaps: Vec::new(),
-            findings,
-            verdict,
-        });
+    let mut rd = Reader::new(img, d.revision);
+    let Some(base) = rd.qcow2_base()? else {
+        return Ok(rd.finish(|_| true));
     };
-    let cb = base.cluster_bits;
-    let cs = 1u64 << cb;
-    let exts = walk_extensions(img, base.ext_start, cs, &mut out)?;
-    let mut extensions = Vec::new();
-    let mut seen = HashSet::new();
-    for x in &exts {
-        let known = xf::type_name(x.ext_type) != "unknown";
-        if known && !seen.insert(x.ext_type) {
-            out.error(
-                "ext.duplicate",
-                x.offset,
-                format!(
-                    "extension {:#010x} ({}) appears more than once",
-                    x.ext_type,
-                    xf::type_name(x.ext_type)
-                ),
-            );
-        }
-        let table: &[Field] = if x.ext_type == xf::BITMAPS {
-            d.ext_fields
-        } else {
-            &[]
-        };
-        extensions.push(DraftExtension {
-            offset: x.offset,
-            ext_type: format!("{:#010x}", x.ext_type),
-            type_name: xf::type_name(x.ext_type),
-            length: x.length,
-            fields: values(x.offset + xf::PREFIX_LENGTH as u64, table, &x.data),
-        });
-    }
+    let exts = rd.extensions(base.ext_start)?;
+    report_repeats(
+        &mut rd.findings,
+        &exts,
+        DraftRule::ExtDuplicate,
+        "more than once",
+    );
+    rd.dump.extensions = exts
+        .iter()
+        .map(|x| {
+            let table: &[Field] = if x.ext_type == ext::BITMAPS {
+                d.ext_fields
+            } else {
+                &[]
+            };
+            DraftExtension::new(x, table)
+        })
+        .collect();
     let bit0 = base.autoclear & crate::fields::header::AUTOCLEAR_BITMAPS != 0;
-    let ext = exts.iter().find(|x| x.ext_type == xf::BITMAPS);
+    let bitmaps_ext = exts.iter().find(|x| x.ext_type == ext::BITMAPS);
     let autoclear_at = crate::fields::header::AUTOCLEAR_FEATURES.offset as u64;
-    let state = match ext {
+    let state = match bitmaps_ext {
         None => {
             if bit0 && base.version == 3 {
-                out.error(
-                    "autoclear-without-extension",
+                rd.findings.add(
+                    DraftRule::AutoclearWithoutExtension,
                     autoclear_at,
                     "autoclear bit 0 is set but there is no bitmaps extension",
                 );
@@ -204,18 +140,16 @@ pub(crate) fn read<R: Read + Seek>(
             ExtensionState::Absent
         }
         Some(x) if base.version == 2 => {
-            out.add(
-                "v2-image",
-                Severity::Inconsistent,
+            rd.findings.add(
+                DraftRule::V2Image,
                 x.offset,
                 "a version 2 header has no autoclear field: the bitmaps extension is inconsistent",
             );
             ExtensionState::Inconsistent
         }
         Some(x) if !bit0 => {
-            out.add(
-                "autoclear-missing",
-                Severity::Inconsistent,
+            rd.findings.add(
+                DraftRule::AutoclearMissing,
                 x.offset,
                 "autoclear bit 0 is clear: the bitmaps extension is inconsistent",
             );
@@ -223,79 +157,50 @@ pub(crate) fn read<R: Read + Seek>(
         }
         Some(_) => ExtensionState::Consistent,
     };
-    let mut ctx = Ctx {
-        img,
-        out,
-        budget: Budget::for_file(file_length),
-        extents: Extents::new(cb),
-        cluster_bits: cb,
-        virtual_size: base.size,
-    };
-    ctx.extents.add(0, cs, Owner::Header);
-    let mut bitmaps = Vec::new();
-    let mut usability = Vec::new();
-    if let Some(x) = ext {
-        directory(&mut ctx, d, x, &mut bitmaps, &mut usability)?;
+    rd.dump.bitmaps_extension = Some(state);
+    let mut unusable = Vec::new();
+    if let Some(x) = bitmaps_ext {
+        directory(&mut rd, d, base.size, x, &mut unusable)?;
     }
-    let Ctx {
-        mut out, extents, ..
-    } = ctx;
-    extents.report(&mut out);
-    let clean = !out.has_errors() && state == ExtensionState::Consistent;
-    for (b, u) in bitmaps.iter_mut().zip(&usability) {
-        b.usable = clean && !u.in_use && !u.extra_incompatible && b.content_sha256.is_some();
-    }
-    let (findings, verdict) = out.finish();
-    Ok(DraftDump {
-        revision: d.revision,
-        file_length,
-        cluster_size: Some(cs),
-        header: base.fields,
-        extensions,
-        bitmaps_extension: Some(state),
-        bitmaps,
-        findings,
-        verdict,
-    })
+    let consistent = state == ExtensionState::Consistent;
+    Ok(rd.finish(|i| consistent && !unusable.get(i).copied().unwrap_or(false)))
 }
 
+/// Reads the directory the bitmaps extension `x` points to; `unusable`
+/// gets, per bitmap, whether its own entry says its contents must not be
+/// used.
 fn directory<R: Read + Seek>(
-    ctx: &mut Ctx<'_, R>,
+    rd: &mut Reader<'_, R>,
     d: &Dialect,
-    x: &super::RawExt,
-    bitmaps: &mut Vec<DraftBitmap>,
-    usability: &mut Vec<Usability>,
+    virtual_size: u64,
+    x: &Extension,
+    unusable: &mut Vec<bool>,
 ) -> Result<(), CheckError> {
-    let data_at = x.offset + xf::PREFIX_LENGTH as u64;
+    let data_at = x.data_offset();
     let len = x.data.len();
-    if len < d.ext_length {
-        ctx.out.error(
-            "ext.length",
+    let want = d.ext_length;
+    if len < want {
+        rd.findings.add_with(
+            DraftRule::ExtLength,
             x.offset + 4,
-            format!(
-                "bitmaps extension length is {len}, the draft's data is {} bytes",
-                d.ext_length
-            ),
+            msg!("bitmaps extension length is {len}, the draft's data is {want} bytes"),
         );
         return Ok(());
     }
-    if len > d.ext_length {
-        ctx.out.add(
-            "ext.length",
+    if len > want {
+        rd.findings.add_as_with(
+            DraftRule::ExtLength,
             Severity::Unspecified,
             x.offset + 4,
-            format!(
-                "bitmaps extension length is {len}, the draft's data is {} bytes",
-                d.ext_length
-            ),
+            msg!("bitmaps extension length is {len}, the draft's data is {want} bytes"),
         );
     }
-    let nb = d.nb.get(&x.data);
+    let nb = bext::NB_BITMAPS.get(&x.data);
     let dir_size = d.dir_size.get(&x.data);
     let dir_off = d.dir_offset.get(&x.data);
     if nb == 0 {
-        ctx.out.error(
-            "ext.nb-bitmaps-zero",
+        rd.findings.add(
+            DraftRule::ExtNbBitmapsZero,
             data_at,
             "nb_bitmaps is 0, at least 1 is required",
         );
@@ -304,77 +209,54 @@ fn directory<R: Read + Seek>(
     if let Some(rf) = d.reserved {
         let v = rf.get(&x.data);
         if v != 0 {
-            ctx.out.error(
-                "ext.reserved",
+            rd.findings.add_with(
+                DraftRule::ExtReserved,
                 data_at + rf.offset as u64,
-                format!("reserved field is {v:#x}, must be zero"),
+                msg!("reserved field is {v:#x}, must be zero"),
             );
         }
     }
-    if nb > fx::MAX_BITMAPS || dir_size > fx::MAX_DIRECTORY_SIZE {
-        ctx.out.add(
-            "ext.limits",
-            Severity::Limit,
+    if nb > bext::MAX_BITMAPS || dir_size > bext::MAX_DIRECTORY_SIZE {
+        rd.findings.add_with(
+            DraftRule::ExtLimits,
             data_at,
-            format!("{nb} bitmaps, directory of {dir_size} bytes: beyond QEMU's limits"),
+            msg!("{nb} bitmaps, directory of {dir_size} bytes: beyond QEMU's limits"),
         );
     }
-    let cs = 1u64 << ctx.cluster_bits;
-    if !dir_off.is_multiple_of(cs) {
-        ctx.out.error(
-            "ext.directory-alignment",
-            data_at + d.dir_offset.offset as u64,
-            format!("bitmap_directory_offset {dir_off:#x} is not cluster aligned"),
+    let dir_off_at = data_at + d.dir_offset.offset as u64;
+    if !dir_off.is_multiple_of(rd.cluster_size()) {
+        rd.findings.add_with(
+            DraftRule::ExtDirectoryAlignment,
+            dir_off_at,
+            msg!("bitmap_directory_offset {dir_off:#x} is not cluster aligned"),
         );
         return Ok(());
     }
-    let Some(dir) = ctx.img.read_checked(dir_off, dir_size)? else {
-        ctx.out.error(
-            "ext.directory-bounds",
-            data_at + d.dir_offset.offset as u64,
-            format!("directory at {dir_off:#x} of {dir_size} bytes runs past the end of the file"),
+    let Some(dir) = rd.img.read_checked(dir_off, dir_size)? else {
+        rd.findings.add_with(
+            DraftRule::ExtDirectoryBounds,
+            dir_off_at,
+            msg!("directory at {dir_off:#x} of {dir_size} bytes runs past the end of the file"),
         );
         return Ok(());
     };
-    ctx.extents.add(dir_off, dir_size, Owner::Directory);
-    let fixed = d.fixed as u64;
+    rd.extents.add(dir_off, dir_size, Owner::Directory);
     let mut pos = 0u64;
     let mut names: HashSet<Vec<u8>> = HashSet::new();
     let mut complete = true;
     for i in 0..nb {
         let at = dir_off + pos;
-        if pos >= dir_size {
-            ctx.out.error(
-                "ext.directory-size",
-                at,
-                format!("entry {i} of {nb} would start at or past the directory's end ({dir_size} bytes)"),
-            );
-            complete = false;
-            break;
-        }
-        if pos + fixed > dir_size {
-            ctx.out.error(
-                "dir.entry-bounds",
-                at,
-                format!("entry {i}: its fixed part runs past the directory's end"),
-            );
-            complete = false;
-            break;
-        }
-        let raw = &dir[pos as usize..(pos + fixed) as usize];
-        let name_size = d.name_size.get(raw);
+        let (raw, elen) = match fit(&dir, d, i, nb, pos) {
+            Ok(found) => found,
+            Err((rule, message)) => {
+                rd.findings.add(rule, at, message);
+                complete = false;
+                break;
+            }
+        };
+        let name_size = entry::NAME_SIZE.get(raw);
         let extra_size = d.extra_size.get(raw);
-        let elen = (fixed + extra_size + name_size).div_ceil(8) * 8;
-        if pos + elen > dir_size {
-            ctx.out.error(
-                "dir.entry-bounds",
-                at,
-                format!("entry {i}: {elen} bytes with name, extra data and padding run past the directory's end"),
-            );
-            complete = false;
-            break;
-        }
-        let body = &dir[(pos + fixed) as usize..(pos + elen) as usize];
+        let body = &dir[pos as usize + d.fixed..(pos + elen) as usize];
         let (first, second) = if d.name_first {
             (name_size, extra_size)
         } else {
@@ -383,168 +265,167 @@ fn directory<R: Read + Seek>(
         let (a, rest) = body.split_at(first as usize);
         let (b, padding) = rest.split_at(second as usize);
         let (name, extra) = if d.name_first { (a, b) } else { (b, a) };
-        let (bitmap, u) = entry(
-            ctx, d, i as usize, at, raw, name, extra, padding, &mut names,
-        )?;
-        bitmaps.push(bitmap);
-        usability.push(u);
+        let parts = EntryParts {
+            raw,
+            name,
+            extra,
+            padding,
+        };
+        let (bitmap, alone) = bitmap(rd, d, i as usize, at, virtual_size, parts, &mut names)?;
+        rd.dump.bitmaps.push(bitmap);
+        unusable.push(alone);
         pos += elen;
     }
     if complete && pos != dir_size {
-        ctx.out.error(
-            "ext.directory-size",
+        let left = dir_size - pos;
+        rd.findings.add_with(
+            DraftRule::ExtDirectorySize,
             dir_off + pos,
-            format!(
-                "{} bytes left in the directory after the last of {nb} entries",
-                dir_size - pos
-            ),
+            msg!("{left} bytes left in the directory after the last of {nb} entries"),
         );
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn entry<R: Read + Seek>(
-    ctx: &mut Ctx<'_, R>,
+/// Entry `i` of `nb` at `pos` in the directory `dir`: its fixed part and
+/// its whole length, or the rule it breaks by not fitting the directory.
+fn fit<'d>(
+    dir: &'d [u8],
+    d: &Dialect,
+    i: u64,
+    nb: u64,
+    pos: u64,
+) -> Result<(&'d [u8], u64), (DraftRule, String)> {
+    let (size, fixed) = (dir.len() as u64, d.fixed as u64);
+    if pos >= size {
+        return Err((
+            DraftRule::ExtDirectorySize,
+            format!("entry {i} of {nb} would start at or past the directory's end ({size} bytes)"),
+        ));
+    }
+    if pos + fixed > size {
+        return Err((
+            DraftRule::DirEntryBounds,
+            format!("entry {i}: its fixed part runs past the directory's end"),
+        ));
+    }
+    let raw = &dir[pos as usize..(pos + fixed) as usize];
+    let elen = (fixed + d.extra_size.get(raw) + entry::NAME_SIZE.get(raw)).div_ceil(8) * 8;
+    if pos + elen > size {
+        return Err((
+            DraftRule::DirEntryBounds,
+            format!("entry {i}: {elen} bytes with name, extra data and padding run past the directory's end"),
+        ));
+    }
+    Ok((raw, elen))
+}
+
+/// A directory entry's bytes: the fixed part and the variable parts.
+struct EntryParts<'e> {
+    raw: &'e [u8],
+    name: &'e [u8],
+    extra: &'e [u8],
+    padding: &'e [u8],
+}
+
+/// Reads the bitmap of directory entry `idx` at `at`. The bool is true
+/// when the entry itself says the contents must not be used (`in_use`,
+/// or extra data without `extra_data_compatible`).
+fn bitmap<R: Read + Seek>(
+    rd: &mut Reader<'_, R>,
     d: &Dialect,
     idx: usize,
     at: u64,
-    raw: &[u8],
-    name: &[u8],
-    extra: &[u8],
-    padding: &[u8],
+    virtual_size: u64,
+    e: EntryParts<'_>,
     names: &mut HashSet<Vec<u8>>,
-) -> Result<(DraftBitmap, Usability), CheckError> {
-    let flags = d.flags.get(raw);
-    let btype = d.btype.get(raw);
-    let gb = d.gran_bits.get(raw);
-    let off = d.table_offset.get(raw);
-    let size = d.table_size.get(raw);
+) -> Result<(DraftBitmap, bool), CheckError> {
+    let raw = e.raw;
+    let flags = entry::FLAGS.get(raw);
+    let btype = entry::TYPE.get(raw);
+    let gb = entry::GRANULARITY_BITS.get(raw);
     let field_at = |f: Field| at + f.offset as u64;
     if flags & !d.flags_known != 0 {
-        ctx.out.error(
-            "dir.flags-reserved",
-            field_at(d.flags),
-            format!("bitmap {idx}: flags {flags:#x} set reserved bits"),
+        rd.findings.add_with(
+            DraftRule::DirFlagsReserved,
+            field_at(entry::FLAGS),
+            msg!("bitmap {idx}: flags {flags:#x} set reserved bits"),
         );
     }
     if btype != d.dirty_type {
-        ctx.out.error(
-            "dir.type",
-            field_at(d.btype),
-            format!(
-                "bitmap {idx}: type {btype}, dirty tracking is {}",
-                d.dirty_type
-            ),
+        let dirty = d.dirty_type;
+        rd.findings.add_with(
+            DraftRule::DirType,
+            field_at(entry::TYPE),
+            msg!("bitmap {idx}: type {btype}, dirty tracking is {dirty}"),
         );
     }
     if gb > 63 {
-        ctx.out.error(
-            "dir.granularity",
-            field_at(d.gran_bits),
-            format!("bitmap {idx}: granularity_bits {gb}, at most 63"),
+        rd.findings.add_with(
+            DraftRule::DirGranularity,
+            field_at(entry::GRANULARITY_BITS),
+            msg!("bitmap {idx}: granularity_bits {gb}, at most 63"),
         );
     } else if !(9..=31).contains(&gb) {
-        ctx.out.add(
-            "dir.granularity",
+        rd.findings.add_as_with(
+            DraftRule::DirGranularity,
             Severity::Limit,
-            field_at(d.gran_bits),
-            format!("bitmap {idx}: granularity_bits {gb}, QEMU supports 9-31"),
+            field_at(entry::GRANULARITY_BITS),
+            msg!("bitmap {idx}: granularity_bits {gb}, QEMU supports 9-31"),
         );
     }
-    if name.is_empty() {
-        ctx.out.error(
-            "dir.name-empty",
-            field_at(d.name_size),
-            format!("bitmap {idx}: name_size is 0"),
-        );
-    } else if name.len() > 1023 {
-        if d.long_name_error {
-            ctx.out.error(
-                "dir.name-size",
-                field_at(d.name_size),
-                format!(
-                    "bitmap {idx}: name_size {}, valid sizes are 1-1023",
-                    name.len()
-                ),
-            );
-        } else {
-            ctx.out.add(
-                "dir.name-limit",
-                Severity::Limit,
-                field_at(d.name_size),
-                format!(
-                    "bitmap {idx}: name_size {}, QEMU supports at most 1023",
-                    name.len()
-                ),
-            );
-        }
-    }
-    if !names.insert(name.to_vec()) {
-        ctx.out.error(
-            "dir.name-unique",
-            at,
-            format!(
-                "bitmap {idx}: name {:?} is used twice",
-                String::from_utf8_lossy(name)
-            ),
-        );
-    }
-    if padding.iter().any(|&b| b != 0) {
+    names_checked(rd, d, idx, at, e.name, names);
+    if e.padding.iter().any(|&b| b != 0) {
         let sev = if d.padding_error {
             Severity::Error
         } else {
             Severity::Unspecified
         };
-        ctx.out.add(
-            "dir.padding",
+        rd.findings.add_as_with(
+            DraftRule::DirPadding,
             sev,
             at,
-            format!("bitmap {idx}: entry padding is not zero"),
+            msg!("bitmap {idx}: entry padding is not zero"),
         );
     }
-    let in_use = flags & d.flag_in_use != 0;
+    let in_use = flags & entry::FLAG_IN_USE != 0;
     let compatible = d.flag_extra_compatible.is_none_or(|f| flags & f != 0);
-    if !extra.is_empty() {
-        ctx.out.add(
-            "dir.extra-data",
-            Severity::Note,
+    if !e.extra.is_empty() {
+        let n = e.extra.len();
+        let why = if compatible {
+            ""
+        } else {
+            " without extra_data_compatible: must not be used"
+        };
+        rd.findings.add_with(
+            DraftRule::DirExtraData,
             at,
-            format!(
-                "bitmap {idx}: {} bytes of extra data{}",
-                extra.len(),
-                if compatible {
-                    ""
-                } else {
-                    " without extra_data_compatible: must not be used"
-                }
-            ),
+            msg!("bitmap {idx}: {n} bytes of extra data{why}"),
         );
     }
     if in_use {
-        ctx.out.add(
-            "dir.in-use",
-            Severity::Note,
+        rd.findings.add_with(
+            DraftRule::DirInUse,
             at,
-            format!("bitmap {idx}: in_use set, its contents must not be used"),
+            msg!("bitmap {idx}: in_use set, its contents must not be used"),
         );
     }
     let mut fl = Vec::new();
     if in_use {
         fl.push("in_use");
     }
-    if flags & d.flag_auto != 0 {
+    if flags & entry::FLAG_AUTO != 0 {
         fl.push("auto");
     }
     if d.flag_extra_compatible.is_some_and(|f| flags & f != 0) {
         fl.push("extra_data_compatible");
     }
-    let (n, name_hex) = name_of(name);
+    let (n, name_hex) = name_of(e.name);
     let gran = (gb <= 63).then(|| 1u64 << gb);
     let geo = Geo {
-        size: u128::from(ctx.virtual_size),
+        size: u128::from(virtual_size),
         granularity: u128::from(gran.unwrap_or(1)),
-        cluster_bits: ctx.cluster_bits,
+        cluster_bits: rd.cluster_bits,
     };
     let mut b = DraftBitmap {
         entry_offset: at,
@@ -552,200 +433,125 @@ fn entry<R: Read + Seek>(
         name_hex,
         fields: values(at, d.entry_fields, raw),
         flags: fl,
-        extra_data_hex: hex::encode(extra),
+        extra_data_hex: hex::encode(e.extra),
         granularity: gran,
         granularity_bits: gran.map(|_| gb as u8),
-        size: Some(ctx.virtual_size),
+        size: Some(virtual_size),
         nbits: gran.and_then(|_| u64::try_from(geo.nbits()).ok()),
-        table_offset: off,
-        table_size: size,
+        table_offset: entry::BITMAP_TABLE_OFFSET.get(raw),
+        table_size: entry::BITMAP_TABLE_SIZE.get(raw),
         table: Vec::new(),
         usable: false,
         set_bits: None,
         content_sha256: None,
     };
-    table(ctx, d, idx, at, in_use, gran.is_some(), geo, &mut b)?;
-    Ok((
-        b,
-        Usability {
-            in_use,
-            extra_incompatible: !extra.is_empty() && !compatible,
-        },
-    ))
+    let geo = gran.map(|_| geo);
+    table(rd, d, idx, at, in_use, geo, &mut b)?;
+    let unusable = in_use || (!e.extra.is_empty() && !compatible);
+    Ok((b, unusable))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Checks entry `idx`'s name: not empty, not too long, unique.
+fn names_checked<R>(
+    rd: &mut Reader<'_, R>,
+    d: &Dialect,
+    idx: usize,
+    at: u64,
+    name: &[u8],
+    names: &mut HashSet<Vec<u8>>,
+) {
+    let name_size_at = at + entry::NAME_SIZE.offset as u64;
+    let len = name.len();
+    if name.is_empty() {
+        rd.findings.add_with(
+            DraftRule::DirNameEmpty,
+            name_size_at,
+            msg!("bitmap {idx}: name_size is 0"),
+        );
+    } else if len > 1023 {
+        if d.long_name_error {
+            rd.findings.add_with(
+                DraftRule::DirNameSize,
+                name_size_at,
+                msg!("bitmap {idx}: name_size {len}, valid sizes are 1-1023"),
+            );
+        } else {
+            rd.findings.add_with(
+                DraftRule::DirNameLimit,
+                name_size_at,
+                msg!("bitmap {idx}: name_size {len}, QEMU supports at most 1023"),
+            );
+        }
+    }
+    if !names.insert(name.to_vec()) {
+        rd.findings.add_with(
+            DraftRule::DirNameUnique,
+            at,
+            msg!(
+                "bitmap {idx}: name {:?} is used twice",
+                String::from_utf8_lossy(name)
+            ),
+        );
+    }
+}
+
+/// Reads bitmap `idx`'s table and contents into `b` (`geo` is `None`
+/// when the granularity is invalid).
 fn table<R: Read + Seek>(
-    ctx: &mut Ctx<'_, R>,
+    rd: &mut Reader<'_, R>,
     d: &Dialect,
     idx: usize,
     at: u64,
     in_use: bool,
-    gran_ok: bool,
-    geo: Geo,
+    geo: Option<Geo>,
     b: &mut DraftBitmap,
 ) -> Result<(), CheckError> {
-    let cs = 1u64 << ctx.cluster_bits;
     let (off, size) = (b.table_offset, b.table_size);
-    let needed = geo.needed();
-    let mut slots: Vec<Slot> = Vec::new();
-    let size_at = at + d.table_size.offset as u64;
     if off == 0 && size == 0 && d.empty_table {
-        ctx.out.add(
-            "dir.empty-table",
-            Severity::Note,
+        rd.findings.add_with(
+            DraftRule::DirEmptyTable,
             at,
-            format!("bitmap {idx}: no bitmap table (offset 0, size 0): every bit is zero"),
+            msg!("bitmap {idx}: no bitmap table (offset 0, size 0): every bit is zero"),
         );
-        if !gran_ok {
+        let Some(geo) = geo else {
             return Ok(());
-        }
+        };
         if geo.nbytes() > u128::from(MAX_CONTENT_BYTES) {
-            ctx.out.add(
-                "work-limit",
-                Severity::Limit,
+            let nbytes = geo.nbytes();
+            rd.findings.add_with(
+                DraftRule::WorkLimit,
                 at,
-                format!(
-                    "bitmap {idx}: {} data bytes, contents not computed (work limit)",
-                    geo.nbytes()
-                ),
+                msg!("bitmap {idx}: {nbytes} data bytes, contents not computed (work limit)"),
             );
             return Ok(());
         }
-        slots = vec![Slot::Zeros; needed as usize];
-        return super::content(
-            ctx.img,
-            &mut ctx.out,
-            &mut ctx.budget,
-            idx,
-            at,
-            geo,
-            &slots,
-            b,
-        );
+        let slots = vec![Slot::Zeros; geo.needed() as usize];
+        return rd.content(idx, at, geo, &slots, b);
     }
-    let mut read = false;
-    if off == 0 {
-        ctx.out.error(
-            "dir.table-offset-zero",
-            at,
-            format!(
-                "bitmap {idx}: bitmap_table_offset is 0 with {size} entries (the table would be the header){}",
-                if d.empty_table { "; only size 0 marks an empty bitmap" } else { "" }
-            ),
-        );
-    } else if !off.is_multiple_of(cs) {
-        ctx.out.error(
-            "dir.table-alignment",
-            at,
-            format!("bitmap {idx}: bitmap_table_offset {off:#x} is not cluster aligned"),
-        );
-    } else if size == 0 {
-        read = true;
-    } else if !ctx.img.contains(off, size * 8) {
-        ctx.out.error(
-            "table.bounds",
-            at,
-            format!(
-                "bitmap {idx}: table at {off:#x} ({size} entries) runs past the end of the file"
-            ),
-        );
-    } else if !ctx.budget.take_entries(size) {
-        ctx.out.add(
-            "work-limit",
-            Severity::Limit,
-            at,
-            format!("bitmap {idx}: table not read, the file's table-entry budget is spent"),
-        );
+    let zero_note = if d.empty_table {
+        "; only size 0 marks an empty bitmap"
     } else {
-        read = true;
-        let raw = ctx.img.read_checked(off, size * 8)?.unwrap_or_default();
-        ctx.extents.add(off, size * 8, Owner::Table(idx));
-        for (j, e) in raw.chunks_exact(8).enumerate() {
-            let e = u64::from_be_bytes(e.try_into().unwrap_or_default());
-            let eat = off + 8 * j as u64;
-            let host = e & t::OFFSET_MASK;
-            let slot = if e & t::RESERVED_MASK != 0 {
-                ctx.out.error(
-                    "table.reserved-bits",
-                    eat,
-                    format!("bitmap {idx}: table entry {j} is {e:#018x}, reserved bits set"),
-                );
-                Slot::Invalid(e)
-            } else if host != 0 && e & t::ALL_ONES != 0 {
-                ctx.out.error(
-                    "table.all-ones-with-offset",
-                    eat,
-                    format!("bitmap {idx}: table entry {j} is {e:#018x}: bit 0 with an offset"),
-                );
-                Slot::Invalid(e)
-            } else if host == 0 {
-                if e & t::ALL_ONES != 0 {
-                    Slot::Ones
-                } else {
-                    Slot::Zeros
-                }
-            } else if !host.is_multiple_of(cs) {
-                ctx.out.error(
-                    "table.entry-alignment",
-                    eat,
-                    format!(
-                        "bitmap {idx}: table entry {j} offset {host:#x} is not cluster aligned"
-                    ),
-                );
-                Slot::Invalid(e)
-            } else if !ctx.img.contains(host, cs) {
-                ctx.out.error(
-                    "data.bounds",
-                    eat,
-                    format!(
-                        "bitmap {idx}: data cluster {j} at {host:#x} runs past the end of the file"
-                    ),
-                );
-                Slot::Invalid(e)
-            } else {
-                ctx.extents.add(host, cs, Owner::Data(idx, j as u64));
-                Slot::Data(host)
-            };
-            slots.push(slot);
-        }
-    }
-    if read && gran_ok {
+        ""
+    };
+    let slots = rd.table(TableFormat::Bitmap, idx, at, off, size, zero_note)?;
+    if let (Some(_), Some(geo)) = (&slots, geo) {
+        let size_at = at + entry::BITMAP_TABLE_SIZE.offset as u64;
+        let needed = geo.needed();
         let have = u128::from(size);
         if have < needed && !in_use {
-            ctx.out.error(
-                "dir.table-size",
+            rd.findings.add_with(
+                DraftRule::DirTableSize,
                 size_at,
-                format!("bitmap {idx}: {size} table entries, the virtual size needs {needed}"),
+                msg!("bitmap {idx}: {size} table entries, the virtual size needs {needed}"),
             );
         } else if have > needed || (needed == 0 && size == 0) {
-            ctx.out.add(
-                "dir.table-size",
+            rd.findings.add_as_with(
+                DraftRule::DirTableSize,
                 Severity::Unspecified,
                 size_at,
-                format!("bitmap {idx}: {size} table entries where the virtual size needs {needed}"),
+                msg!("bitmap {idx}: {size} table entries where the virtual size needs {needed}"),
             );
         }
     }
-    b.table = runs(&slots, cs);
-    if !read || !gran_ok || (slots.len() as u128) < needed {
-        return Ok(());
-    }
-    if let Some(o) = tail_bits_set(ctx.img, geo, &slots)? {
-        ctx.out.error(
-            "data.tail-bits",
-            o,
-            format!("bitmap {idx}: bits past the bitmap's end are set in its last data cluster"),
-        );
-    }
-    super::content(
-        ctx.img,
-        &mut ctx.out,
-        &mut ctx.budget,
-        idx,
-        at,
-        geo,
-        &slots,
-        b,
-    )
+    rd.data(idx, at, geo, slots.as_deref(), Severity::Error, b)
 }

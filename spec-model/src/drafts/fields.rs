@@ -1,6 +1,13 @@
 //! Field tables of the drafts' on-disk structures. Offsets and widths come
 //! from the seed documents; where a seed leaves a field out, the choice made
 //! here is stated on the constant and in `docs/revisions.md`.
+//!
+//! A field a draft lays out exactly as the final format (or, for
+//! `qdb-2014`, as `header-fields-2014`) is that field's constant, not a
+//! copy. The tables that remain look like the final ones but describe
+//! other structures: the 2014 entries (granularity in bytes, size in
+//! sectors, an "L1" table), the QDB header, and the RFC's 16-byte
+//! extension data and 22-byte entry.
 
 /// `header-fields-2014` (seed 004): two fields appended to the qcow2 main
 /// header, a directory ("bitmap table" in the draft) and per-bitmap "L1"
@@ -64,14 +71,14 @@ pub mod qdb_2014 {
 
     /// Choice (bytes 0-23 as in `header-fields-2014`, same author and
     /// month): the entry's L1 table offset.
-    pub const L1_TABLE_OFFSET: Field = Field::new("l1_table_offset", 0, 8);
+    pub const L1_TABLE_OFFSET: Field = super::header_fields_2014::L1_TABLE_OFFSET;
     /// Choice: number of L1 entries.
-    pub const L1_SIZE: Field = Field::new("l1_size", 8, 4);
+    pub const L1_SIZE: Field = super::header_fields_2014::L1_SIZE;
     /// Choice: granularity in bytes.
-    pub const GRANULARITY: Field = Field::new("granularity", 12, 4);
+    pub const GRANULARITY: Field = super::header_fields_2014::GRANULARITY;
     /// Choice: size of the covered disk in 512-byte sectors (a QDB file has
     /// no disk of its own, so each bitmap carries its size).
-    pub const SIZE: Field = Field::new("size", 16, 8);
+    pub const SIZE: Field = super::header_fields_2014::SIZE;
     /// Choice: flags; bit 0 = "enabled" (the seed lists `enabled` among the
     /// entry's fields), bits 1-15 reserved and zero.
     pub const FLAGS: Field = Field::new("flags", 24, 2);
@@ -99,22 +106,23 @@ pub mod qdb_2014 {
 }
 
 /// `rfc-v5-2015` (seed 001): the bitmaps header extension and directory as
-/// posted in "[PATCH v5 RFC]".
+/// posted in "[PATCH v5 RFC]". Bytes 0-19 of an entry, `nb_bitmaps` and
+/// the `in_use` and `auto` flags are as in the final format.
 pub mod rfc_v5_2015 {
-    use crate::fields::Field;
+    use crate::fields::{bitmap_entry as entry, bitmaps_ext as bext, Field};
 
-    pub const NB_BITMAPS: Field = Field::new("nb_bitmaps", 0, 4);
+    pub const NB_BITMAPS: Field = bext::NB_BITMAPS;
     pub const BITMAP_DIRECTORY_SIZE: Field = Field::new("bitmap_directory_size", 4, 4);
     pub const BITMAP_DIRECTORY_OFFSET: Field = Field::new("bitmap_directory_offset", 8, 8);
     pub const EXT_FIELDS: &[Field] = &[NB_BITMAPS, BITMAP_DIRECTORY_SIZE, BITMAP_DIRECTORY_OFFSET];
     pub const EXT_LENGTH: usize = 16;
 
-    pub const BITMAP_TABLE_OFFSET: Field = Field::new("bitmap_table_offset", 0, 8);
-    pub const BITMAP_TABLE_SIZE: Field = Field::new("bitmap_table_size", 8, 4);
-    pub const FLAGS: Field = Field::new("flags", 12, 4);
-    pub const TYPE: Field = Field::new("type", 16, 1);
-    pub const GRANULARITY_BITS: Field = Field::new("granularity_bits", 17, 1);
-    pub const NAME_SIZE: Field = Field::new("name_size", 18, 2);
+    pub const BITMAP_TABLE_OFFSET: Field = entry::BITMAP_TABLE_OFFSET;
+    pub const BITMAP_TABLE_SIZE: Field = entry::BITMAP_TABLE_SIZE;
+    pub const FLAGS: Field = entry::FLAGS;
+    pub const TYPE: Field = entry::TYPE;
+    pub const GRANULARITY_BITS: Field = entry::GRANULARITY_BITS;
+    pub const NAME_SIZE: Field = entry::NAME_SIZE;
     /// Two bytes as posted (the "2 bytes or 4 bytes?" question was answered
     /// only in a later revision).
     pub const EXTRA_DATA_SIZE: Field = Field::new("extra_data_size", 20, 2);
@@ -130,22 +138,11 @@ pub mod rfc_v5_2015 {
     /// Fixed part; the name follows at byte 22, then extra data (the
     /// posted order), then padding to 8.
     pub const ENTRY_FIXED: usize = 22;
-    pub const FLAG_IN_USE: u64 = 1;
-    pub const FLAG_AUTO: u64 = 2;
+    pub const FLAG_IN_USE: u64 = entry::FLAG_IN_USE;
+    pub const FLAG_AUTO: u64 = entry::FLAG_AUTO;
     pub const FLAGS_KNOWN: u64 = 3;
     /// Type 0 is dirty tracking in this draft (1 in the final format).
     pub const TYPE_DIRTY_TRACKING: u64 = 0;
     /// Valid name sizes are 1-1023 (an error beyond, not a QEMU limit).
     pub const MAX_NAME_SIZE: u64 = 1023;
-}
-
-/// A one-level "L1" table entry of `header-fields-2014` and `qdb-2014`:
-/// bits 0-61 a standard cluster descriptor, bits 62-63 reserved.
-pub mod l1_entry {
-    /// Bit 0 of a standard cluster descriptor: the cluster reads as zeros.
-    pub const ZERO: u64 = 1;
-    /// Descriptor bits 9-55: host cluster offset.
-    pub const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
-    /// Descriptor bits 1-8 and 56-61, and the entry's bits 62-63.
-    pub const RESERVED_MASK: u64 = 0xff00_0000_0000_01fe;
 }

@@ -13,11 +13,13 @@
 //!   all-ones entry, so clusters of ones are stored);
 //! - every data cluster lies whole inside the file; structures do not
 //!   share clusters with each other or with the header cluster
-//!   (`overlap`); qcow2 refcounts are left to the final-spec `check`;
+//!   (`bitmaps.overlap`); qcow2 refcounts are left to the final-spec
+//!   `check`;
 //! - an L1 table of zero entries may have offset 0; otherwise offset 0 is
-//!   an error (`table-offset-zero`: the table would be the header);
+//!   an error (`bitmaps.dir.table-offset-zero`: the table would be the
+//!   header);
 //! - fewer L1 entries than the bitmap's data needs is an error
-//!   (`table-size`), more is a note;
+//!   (`bitmaps.dir.table-size`), more is a note;
 //! - a granularity of 0 is an error; a granularity that is not a power of
 //!   two is `unspecified` (the contents are still computed, with
 //!   nbits = ceil(size * 512 / granularity));
@@ -27,17 +29,21 @@
 //!   [`super::fields::qdb_2014`]; the header plus extensions lie inside the
 //!   first cluster; the file has no refcounts.
 
-use super::fields::{header_fields_2014 as hf, l1_entry as l1, qdb_2014 as q};
-use super::{
-    name_of, qcow2_base, runs, tail_bits_set, values, walk_extensions, Budget, DraftBitmap,
-    DraftDump, DraftExtension, DraftField, Extents, Geo, Out, Owner, Slot,
-};
+use super::content::Geo;
+use super::fields::{header_fields_2014 as hf, qdb_2014 as qdb};
+use super::reader::{Reader, TableFormat};
+use super::rules::DraftRule;
+use super::{DraftBitmap, DraftDump, DraftExtension};
+use crate::dump::values;
+use crate::extensions::repeats;
+use crate::fields::Field;
 use crate::io::{CheckError, Image};
 use crate::revision::Revision;
 use crate::rules::Severity;
 use std::collections::HashSet;
 use std::io::{Read, Seek};
 
+/// Which of the two drafts: their directory entries differ past byte 23.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     HeaderFields,
@@ -48,43 +54,21 @@ impl Kind {
     fn fixed(self) -> usize {
         match self {
             Kind::HeaderFields => hf::ENTRY_FIXED,
-            Kind::Qdb => q::ENTRY_FIXED,
+            Kind::Qdb => qdb::ENTRY_FIXED,
         }
     }
-}
-
-struct Ctx<'a, R> {
-    img: &'a mut Image<R>,
-    out: Out,
-    budget: Budget,
-    extents: Extents,
-    cluster_bits: u32,
-}
-
-fn finish(
-    revision: Revision,
-    file_length: u64,
-    cluster_size: Option<u64>,
-    header: Vec<DraftField>,
-    extensions: Vec<DraftExtension>,
-    mut bitmaps: Vec<DraftBitmap>,
-    out: Out,
-) -> DraftDump {
-    let clean = !out.has_errors();
-    for b in &mut bitmaps {
-        b.usable = clean && b.content_sha256.is_some();
+    fn entry_fields(self) -> &'static [Field] {
+        match self {
+            Kind::HeaderFields => hf::ENTRY_FIELDS,
+            Kind::Qdb => qdb::ENTRY_FIELDS,
+        }
     }
-    let (findings, verdict) = out.finish();
-    DraftDump {
-        revision,
-        file_length,
-        cluster_size,
-        header,
-        extensions,
-        bitmaps_extension: None,
-        bitmaps,
-        findings,
-        verdict,
+    /// The entry's name size and extra data size.
+    fn sizes(self, raw: &[u8]) -> (u64, u64) {
+        match self {
+            Kind::HeaderFields => (hf::NAME_SIZE.get(raw), 0),
+            Kind::Qdb => (qdb::NAME_SIZE.get(raw), qdb::EXTRA_DATA_SIZE.get(raw)),
+        }
     }
 }
 
@@ -92,506 +76,301 @@ fn finish(
 pub(crate) fn header_fields_2014<R: Read + Seek>(
     img: &mut Image<R>,
 ) -> Result<DraftDump, CheckError> {
-    let rev = Revision::HeaderFields2014;
     let file_length = img.len();
-    let mut out = Out::new(rev);
-    let Some(base) = qcow2_base(img, &mut out)? else {
-        return Ok(finish(
-            rev,
-            file_length,
-            None,
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            out,
-        ));
+    let mut rd = Reader::new(img, Revision::HeaderFields2014);
+    let Some(base) = rd.qcow2_base()? else {
+        return Ok(rd.finish(|_| true));
     };
-    let cb = base.cluster_bits;
-    let cs = 1u64 << cb;
-    let mut header = base.fields.clone();
     if base.version != 3 || base.header_length < hf::HEADER_END {
-        out.add(
-            "fields-absent",
-            Severity::Note,
+        let (version, header_length) = (base.version, base.header_length);
+        rd.findings.add_with(
+            DraftRule::HeaderFieldsAbsent,
             crate::fields::header::HEADER_LENGTH.offset as u64,
-            format!(
-                "version {} header of length {}: the draft's fields at bytes 104-115 are not present, so the image has no bitmaps",
-                base.version, base.header_length
+            msg!(
+                "version {version} header of length {header_length}: the draft's fields at bytes 104-115 are not present, so the image has no bitmaps"
             ),
         );
-        return Ok(finish(
-            rev,
-            file_length,
-            Some(cs),
-            header,
-            Vec::new(),
-            Vec::new(),
-            out,
-        ));
+        return Ok(rd.finish(|_| true));
     }
     if (base.raw.len() as u64) < hf::HEADER_END {
-        out.error(
-            "header-truncated",
+        rd.findings.add_with(
+            DraftRule::HeaderTruncated,
             0,
-            format!("the file ends at {file_length}, inside the draft's header fields"),
+            msg!("the file ends at {file_length}, inside the draft's header fields"),
         );
-        return Ok(finish(
-            rev,
-            file_length,
-            Some(cs),
-            header,
-            Vec::new(),
-            Vec::new(),
-            out,
-        ));
+        return Ok(rd.finish(|_| true));
     }
-    header.extend(values(0, hf::HEADER_FIELDS, &base.raw));
+    rd.dump
+        .header
+        .extend(values(0, hf::HEADER_FIELDS, &base.raw));
     let nb = hf::NB_DIRTY_BITMAPS.get(&base.raw);
     let dir = hf::DIRTY_BITMAPS_OFFSET.get(&base.raw);
-    let mut ctx = Ctx {
-        img,
-        out,
-        budget: Budget::for_file(file_length),
-        extents: Extents::new(cb),
-        cluster_bits: cb,
-    };
-    ctx.extents.add(0, cs, Owner::Header);
-    let mut bitmaps = Vec::new();
-    if nb > 0 {
-        if !dir.is_multiple_of(cs) {
-            ctx.out.error(
-                "alignment",
-                hf::DIRTY_BITMAPS_OFFSET.offset as u64,
-                format!(
-                    "dirty_bitmaps_offset is {dir:#x}, not a multiple of the cluster size {cs:#x}"
-                ),
-            );
-        } else {
-            bitmaps = read_directory(&mut ctx, Kind::HeaderFields, dir, nb)?;
-        }
-    }
-    let Ctx {
-        mut out, extents, ..
-    } = ctx;
-    extents.report(&mut out);
-    Ok(finish(
-        rev,
-        file_length,
-        Some(cs),
-        header,
-        Vec::new(),
-        bitmaps,
-        out,
-    ))
+    directory(
+        &mut rd,
+        Kind::HeaderFields,
+        hf::DIRTY_BITMAPS_OFFSET,
+        dir,
+        nb,
+    )?;
+    Ok(rd.finish(|_| true))
 }
 
 /// Reads a QDB file per `qdb-2014`.
 pub(crate) fn qdb_2014<R: Read + Seek>(img: &mut Image<R>) -> Result<DraftDump, CheckError> {
-    let rev = Revision::Qdb2014;
     let file_length = img.len();
-    let mut out = Out::new(rev);
-    let head = img.read_clipped(0, q::MIN_HEADER_LENGTH)?;
-    let header = values(0, q::HEADER_FIELDS, &head);
-    if head.len() < 4 || q::MAGIC.get(&head) != q::MAGIC_VALUE {
-        out.error("header.magic", 0, "not a QDB file: magic is not \"QDB\\0\"");
-        return Ok(finish(
-            rev,
-            file_length,
-            None,
-            header,
-            Vec::new(),
-            Vec::new(),
-            out,
-        ));
-    }
-    if (head.len() as u64) < q::MIN_HEADER_LENGTH {
-        out.error(
-            "header.truncated",
+    let mut rd = Reader::new(img, Revision::Qdb2014);
+    let head = rd.img.read_clipped(0, qdb::MIN_HEADER_LENGTH)?;
+    rd.dump.header = values(0, qdb::HEADER_FIELDS, &head);
+    if head.len() < 4 || qdb::MAGIC.get(&head) != qdb::MAGIC_VALUE {
+        rd.findings.add(
+            DraftRule::HeaderMagic,
             0,
-            format!("the file is {file_length} bytes, the header needs 28"),
+            "not a QDB file: magic is not \"QDB\\0\"",
         );
-        return Ok(finish(
-            rev,
-            file_length,
-            None,
-            header,
-            Vec::new(),
-            Vec::new(),
-            out,
-        ));
+        return Ok(rd.finish(|_| true));
     }
-    let version = q::VERSION.get(&head);
-    if version != q::VERSION_VALUE {
-        out.error(
-            "header.version",
-            q::VERSION.offset as u64,
-            format!("version is {version}, the only valid value is 1"),
+    if (head.len() as u64) < qdb::MIN_HEADER_LENGTH {
+        rd.findings.add_with(
+            DraftRule::HeaderTruncated,
+            0,
+            msg!("the file is {file_length} bytes, the header needs 28"),
         );
-        return Ok(finish(
-            rev,
-            file_length,
-            None,
-            header,
-            Vec::new(),
-            Vec::new(),
-            out,
-        ));
+        return Ok(rd.finish(|_| true));
     }
-    let cb = q::CLUSTER_BITS.get(&head);
+    let version = qdb::VERSION.get(&head);
+    if version != qdb::VERSION_VALUE {
+        rd.findings.add_with(
+            DraftRule::HeaderVersion,
+            qdb::VERSION.offset as u64,
+            msg!("version is {version}, the only valid value is 1"),
+        );
+        return Ok(rd.finish(|_| true));
+    }
+    let cb = qdb::CLUSTER_BITS.get(&head);
     if !(9..=62).contains(&cb) {
-        out.error(
-            "header.cluster-bits",
-            q::CLUSTER_BITS.offset as u64,
-            format!(
-                "cluster_bits is {cb}: at least 9 is required (and at most 62 can be addressed)"
-            ),
+        rd.findings.add_with(
+            DraftRule::HeaderClusterBits,
+            qdb::CLUSTER_BITS.offset as u64,
+            msg!("cluster_bits is {cb}: at least 9 is required (and at most 62 can be addressed)"),
         );
-        return Ok(finish(
-            rev,
-            file_length,
-            None,
-            header,
-            Vec::new(),
-            Vec::new(),
-            out,
-        ));
+        return Ok(rd.finish(|_| true));
     }
-    let cb = cb as u32;
-    let cs = 1u64 << cb;
-    let hl = q::HEADER_LENGTH.get(&head);
-    if hl < q::MIN_HEADER_LENGTH || hl > cs {
-        out.error(
-            "header.length",
-            q::HEADER_LENGTH.offset as u64,
-            format!("header_length is {hl}: expected at least 28 and inside the first cluster"),
+    rd.set_cluster_bits(cb as u32);
+    let hl = qdb::HEADER_LENGTH.get(&head);
+    if hl < qdb::MIN_HEADER_LENGTH || hl > rd.cluster_size() {
+        rd.findings.add_with(
+            DraftRule::HeaderLength,
+            qdb::HEADER_LENGTH.offset as u64,
+            msg!("header_length is {hl}: expected at least 28 and inside the first cluster"),
         );
     }
-    let exts = walk_extensions(img, hl.max(q::MIN_HEADER_LENGTH), cs, &mut out)?;
-    let mut seen = HashSet::new();
-    let mut extensions = Vec::new();
-    for x in &exts {
-        if !seen.insert(x.ext_type) {
-            out.error(
-                "ext.duplicate",
-                x.offset,
-                format!(
-                    "header extension type {:#010x} appears more than once",
-                    x.ext_type
-                ),
-            );
-        }
-        extensions.push(DraftExtension {
-            offset: x.offset,
-            ext_type: format!("{:#010x}", x.ext_type),
+    let exts = rd.extensions(hl.max(qdb::MIN_HEADER_LENGTH))?;
+    // The seed: every type (all are unknown) may appear once.
+    for x in repeats(&exts, false) {
+        let ext_type = x.ext_type;
+        rd.findings.add_with(
+            DraftRule::ExtDuplicate,
+            x.offset,
+            msg!("header extension type {ext_type:#010x} appears more than once"),
+        );
+    }
+    rd.dump.extensions = exts
+        .iter()
+        .map(|x| DraftExtension {
             type_name: "unknown (ignored)",
-            length: x.length,
-            fields: Vec::new(),
-        });
-    }
-    let nb = q::NB_BITMAPS.get(&head);
-    let dir = q::BITMAPS_OFFSET.get(&head);
-    let mut ctx = Ctx {
-        img,
-        out,
-        budget: Budget::for_file(file_length),
-        extents: Extents::new(cb),
-        cluster_bits: cb,
-    };
-    ctx.extents.add(0, cs, Owner::Header);
-    let mut bitmaps = Vec::new();
-    if nb > 0 {
-        if !dir.is_multiple_of(cs) {
-            ctx.out.error(
-                "alignment",
-                q::BITMAPS_OFFSET.offset as u64,
-                format!("bitmaps_offset is {dir:#x}, not a multiple of the cluster size {cs:#x}"),
-            );
-        } else {
-            bitmaps = read_directory(&mut ctx, Kind::Qdb, dir, nb)?;
-        }
-    }
-    let Ctx {
-        mut out, extents, ..
-    } = ctx;
-    extents.report(&mut out);
-    Ok(finish(
-        rev,
-        file_length,
-        Some(cs),
-        header,
-        extensions,
-        bitmaps,
-        out,
-    ))
+            ..DraftExtension::new(x, &[])
+        })
+        .collect();
+    let nb = qdb::NB_BITMAPS.get(&head);
+    let dir = qdb::BITMAPS_OFFSET.get(&head);
+    directory(&mut rd, Kind::Qdb, qdb::BITMAPS_OFFSET, dir, nb)?;
+    Ok(rd.finish(|_| true))
 }
 
-fn read_directory<R: Read + Seek>(
-    ctx: &mut Ctx<'_, R>,
+/// Reads the `nb` entries of the directory at `dir`, whose offset the
+/// header field `offset_field` holds.
+fn directory<R: Read + Seek>(
+    rd: &mut Reader<'_, R>,
     kind: Kind,
+    offset_field: Field,
     dir: u64,
     nb: u64,
-) -> Result<Vec<DraftBitmap>, CheckError> {
+) -> Result<(), CheckError> {
+    if nb == 0 {
+        return Ok(());
+    }
+    let cs = rd.cluster_size();
+    if !dir.is_multiple_of(cs) {
+        let name = offset_field.name;
+        rd.findings.add_with(
+            DraftRule::HeaderDirectoryAlignment,
+            offset_field.offset as u64,
+            msg!("{name} is {dir:#x}, not a multiple of the cluster size {cs:#x}"),
+        );
+        return Ok(());
+    }
     let fixed = kind.fixed() as u64;
     let mut pos = dir;
-    let mut list = Vec::new();
     let mut names: HashSet<Vec<u8>> = HashSet::new();
     for i in 0..nb {
-        let Some(raw) = ctx.img.read_checked(pos, fixed)? else {
-            ctx.out.error(
-                "directory-bounds",
+        let Some(raw) = rd.img.read_checked(pos, fixed)? else {
+            rd.findings.add_with(
+                DraftRule::DirEntryBounds,
                 pos,
-                format!("entry {i} of {nb} at {pos:#x} runs past the end of the file"),
+                msg!("entry {i} of {nb} at {pos:#x} runs past the end of the file"),
             );
             break;
         };
-        let (name_size, extra_size) = match kind {
-            Kind::HeaderFields => (hf::NAME_SIZE.get(&raw), 0),
-            Kind::Qdb => (q::NAME_SIZE.get(&raw), q::EXTRA_DATA_SIZE.get(&raw)),
-        };
+        let (name_size, extra_size) = kind.sizes(&raw);
         let len = (fixed + extra_size + name_size).div_ceil(8) * 8;
-        let Some(rest) = ctx.img.read_checked(pos + fixed, len - fixed)? else {
-            ctx.out.error(
-                "directory-bounds",
+        let Some(rest) = rd.img.read_checked(pos + fixed, len - fixed)? else {
+            rd.findings.add_with(
+                DraftRule::DirEntryBounds,
                 pos,
-                format!("entry {i} at {pos:#x} ({len} bytes with name and padding) runs past the end of the file"),
+                msg!("entry {i} at {pos:#x} ({len} bytes with name and padding) runs past the end of the file"),
             );
             break;
         };
         let (extra, after) = rest.split_at(extra_size as usize);
         let (name, padding) = after.split_at(name_size as usize);
         if padding.iter().any(|&b| b != 0) {
-            ctx.out.add(
-                "padding",
+            rd.findings.add_as_with(
+                DraftRule::DirPadding,
                 Severity::Unspecified,
                 pos + fixed + extra_size + name_size,
-                format!("entry {i}: padding is not zero (the draft does not say it must be)"),
+                msg!("entry {i}: padding is not zero (the draft does not say it must be)"),
             );
         }
         if name.is_empty() {
-            ctx.out.add(
-                "name-empty",
+            rd.findings.add_as_with(
+                DraftRule::DirNameEmpty,
                 Severity::Unspecified,
                 pos,
-                format!("entry {i}: name_size is 0"),
+                msg!("entry {i}: name_size is 0"),
             );
         }
         if !names.insert(name.to_vec()) {
-            ctx.out.add(
-                "name-unique",
+            rd.findings.add_as_with(
+                DraftRule::DirNameUnique,
                 Severity::Unspecified,
                 pos,
-                format!(
+                msg!(
                     "entry {i}: name {:?} appears twice",
                     String::from_utf8_lossy(name)
                 ),
             );
         }
-        let (fields_table, l1_off, l1_size, gran, sectors) = match kind {
-            Kind::HeaderFields => (
-                hf::ENTRY_FIELDS,
-                hf::L1_TABLE_OFFSET.get(&raw),
-                hf::L1_SIZE.get(&raw),
-                hf::GRANULARITY.get(&raw),
-                hf::SIZE.get(&raw),
-            ),
-            Kind::Qdb => (
-                q::ENTRY_FIELDS,
-                q::L1_TABLE_OFFSET.get(&raw),
-                q::L1_SIZE.get(&raw),
-                q::GRANULARITY.get(&raw),
-                q::SIZE.get(&raw),
-            ),
+        let flags = if kind == Kind::Qdb {
+            qdb_flags(rd, i, pos, &raw)
+        } else {
+            Vec::new()
         };
-        let mut flags = Vec::new();
-        if kind == Kind::Qdb {
-            let fl = q::FLAGS.get(&raw);
-            if fl & q::FLAG_ENABLED != 0 {
-                flags.push("enabled");
-            }
-            if fl & !q::FLAGS_KNOWN != 0 {
-                ctx.out.error(
-                    "flags-reserved",
-                    pos + q::FLAGS.offset as u64,
-                    format!("entry {i}: flags {fl:#x} set reserved bits 1-15"),
-                );
-            }
-            let r = q::RESERVED.get(&raw);
-            if r != 0 {
-                ctx.out.error(
-                    "reserved",
-                    pos + q::RESERVED.offset as u64,
-                    format!("entry {i}: reserved bytes 28-35 are {r:#x}, must be zero"),
-                );
-            }
-        }
-        let (name, name_hex) = name_of(name);
+        let (name, name_hex) = super::name_of(name);
+        let gran = hf::GRANULARITY.get(&raw);
+        let sectors = hf::SIZE.get(&raw);
         let mut b = DraftBitmap {
             entry_offset: pos,
             name,
             name_hex,
-            fields: values(pos, fields_table, &raw),
+            fields: values(pos, kind.entry_fields(), &raw),
             flags,
             extra_data_hex: hex::encode(extra),
             granularity: Some(gran),
             granularity_bits: gran.is_power_of_two().then(|| gran.trailing_zeros() as u8),
             size: sectors.checked_mul(512),
             nbits: None,
-            table_offset: l1_off,
-            table_size: l1_size,
+            table_offset: hf::L1_TABLE_OFFSET.get(&raw),
+            table_size: hf::L1_SIZE.get(&raw),
             table: Vec::new(),
             usable: false,
             set_bits: None,
             content_sha256: None,
         };
-        l1_bitmap(ctx, i as usize, &mut b, sectors)?;
-        list.push(b);
+        l1_bitmap(rd, i as usize, &mut b, sectors)?;
+        rd.dump.bitmaps.push(b);
         pos += len;
     }
-    ctx.extents.add(dir, pos - dir, Owner::Directory);
-    Ok(list)
+    rd.extents
+        .add(dir, pos - dir, super::extents::Owner::Directory);
+    Ok(())
+}
+
+/// The flags of QDB entry `i` at `pos` (bytes 24-25, chosen), reporting
+/// reserved flag bits and the reserved bytes 28-35.
+fn qdb_flags<R>(rd: &mut Reader<'_, R>, i: u64, pos: u64, raw: &[u8]) -> Vec<&'static str> {
+    let mut flags = Vec::new();
+    let fl = qdb::FLAGS.get(raw);
+    if fl & qdb::FLAG_ENABLED != 0 {
+        flags.push("enabled");
+    }
+    if fl & !qdb::FLAGS_KNOWN != 0 {
+        rd.findings.add_with(
+            DraftRule::DirFlagsReserved,
+            pos + qdb::FLAGS.offset as u64,
+            msg!("entry {i}: flags {fl:#x} set reserved bits 1-15"),
+        );
+    }
+    let r = qdb::RESERVED.get(raw);
+    if r != 0 {
+        rd.findings.add_with(
+            DraftRule::DirReserved,
+            pos + qdb::RESERVED.offset as u64,
+            msg!("entry {i}: reserved bytes 28-35 are {r:#x}, must be zero"),
+        );
+    }
+    flags
 }
 
 /// Reads bitmap `idx`'s L1 table and contents into `b`.
 fn l1_bitmap<R: Read + Seek>(
-    ctx: &mut Ctx<'_, R>,
+    rd: &mut Reader<'_, R>,
     idx: usize,
     b: &mut DraftBitmap,
     sectors: u64,
 ) -> Result<(), CheckError> {
     let at = b.entry_offset;
-    let cb = ctx.cluster_bits;
-    let cs = 1u64 << cb;
     let gran = b.granularity.unwrap_or(0);
     let (l1_off, l1_size) = (b.table_offset, b.table_size);
+    let gran_at = at + hf::GRANULARITY.offset as u64;
     if gran == 0 {
-        ctx.out.error(
-            "granularity",
-            at + hf::GRANULARITY.offset as u64,
-            format!("bitmap {idx}: granularity is 0 bytes"),
+        rd.findings.add_with(
+            DraftRule::DirGranularity,
+            gran_at,
+            msg!("bitmap {idx}: granularity is 0 bytes"),
         );
     } else if !gran.is_power_of_two() {
-        ctx.out.add(
-            "granularity",
+        rd.findings.add_as_with(
+            DraftRule::DirGranularity,
             Severity::Unspecified,
-            at + hf::GRANULARITY.offset as u64,
-            format!("bitmap {idx}: granularity {gran} is not a power of two"),
+            gran_at,
+            msg!("bitmap {idx}: granularity {gran} is not a power of two"),
         );
     }
     let geo = Geo {
         size: u128::from(sectors) * 512,
         granularity: u128::from(gran.max(1)),
-        cluster_bits: cb,
+        cluster_bits: rd.cluster_bits,
     };
     b.nbits = u64::try_from(geo.nbits()).ok().filter(|_| gran > 0);
     let needed = geo.needed();
-    let mut slots: Vec<Slot> = Vec::new();
-    let mut table_ok = false;
-    if l1_size == 0 {
-        table_ok = true;
-    } else if l1_off == 0 {
-        ctx.out.error(
-            "table-offset-zero",
-            at,
-            format!("bitmap {idx}: l1_table_offset is 0 with {l1_size} entries (the table would be the header)"),
-        );
-    } else if !l1_off.is_multiple_of(cs) {
-        ctx.out.error(
-            "table-alignment",
-            at,
-            format!("bitmap {idx}: l1_table_offset {l1_off:#x} is not cluster aligned"),
-        );
-    } else if !ctx.img.contains(l1_off, l1_size * 8) {
-        ctx.out.error(
-            "table-bounds",
-            at,
-            format!("bitmap {idx}: L1 table at {l1_off:#x} ({l1_size} entries) runs past the end of the file"),
-        );
-    } else if !ctx.budget.take_entries(l1_size) {
-        ctx.out.add(
-            "work-limit",
-            Severity::Limit,
-            at,
-            format!("bitmap {idx}: table not read, the file's table-entry budget is spent"),
-        );
-    } else {
-        let raw = ctx
-            .img
-            .read_checked(l1_off, l1_size * 8)?
-            .unwrap_or_default();
-        ctx.extents.add(l1_off, l1_size * 8, Owner::Table(idx));
-        table_ok = true;
-        for (j, e) in raw.chunks_exact(8).enumerate() {
-            let e = u64::from_be_bytes(e.try_into().unwrap_or_default());
-            let eat = l1_off + 8 * j as u64;
-            let host = e & l1::OFFSET_MASK;
-            let slot = if e & l1::RESERVED_MASK != 0 {
-                ctx.out.error(
-                    "entry-reserved",
-                    eat,
-                    format!("bitmap {idx}: L1 entry {j} is {e:#018x}, reserved bits set"),
-                );
-                Slot::Invalid(e)
-            } else if e & l1::ZERO != 0 || host == 0 {
-                Slot::Zeros
-            } else if !host.is_multiple_of(cs) {
-                ctx.out.error(
-                    "entry-alignment",
-                    eat,
-                    format!("bitmap {idx}: L1 entry {j} offset {host:#x} is not cluster aligned"),
-                );
-                Slot::Invalid(e)
-            } else if !ctx.img.contains(host, cs) {
-                ctx.out.error(
-                    "data-bounds",
-                    eat,
-                    format!(
-                        "bitmap {idx}: data cluster {j} at {host:#x} runs past the end of the file"
-                    ),
-                );
-                Slot::Invalid(e)
-            } else {
-                ctx.extents.add(host, cs, Owner::Data(idx, j as u64));
-                Slot::Data(host)
-            };
-            slots.push(slot);
-        }
-    }
-    if table_ok && gran > 0 {
+    let slots = rd.table(TableFormat::L1, idx, at, l1_off, l1_size, "")?;
+    if slots.is_some() && gran > 0 {
+        let size_at = at + hf::L1_SIZE.offset as u64;
         if u128::from(l1_size) < needed {
-            ctx.out.error(
-                "table-size",
-                at + hf::L1_SIZE.offset as u64,
-                format!("bitmap {idx}: {l1_size} L1 entries, the bitmap's data needs {needed}"),
+            rd.findings.add_with(
+                DraftRule::DirTableSize,
+                size_at,
+                msg!("bitmap {idx}: {l1_size} L1 entries, the bitmap's data needs {needed}"),
             );
         } else if u128::from(l1_size) > needed {
-            ctx.out.add(
-                "table-size",
+            rd.findings.add_as_with(
+                DraftRule::DirTableSize,
                 Severity::Note,
-                at + hf::L1_SIZE.offset as u64,
-                format!("bitmap {idx}: {l1_size} L1 entries, the data needs only {needed}"),
+                size_at,
+                msg!("bitmap {idx}: {l1_size} L1 entries, the data needs only {needed}"),
             );
         }
     }
-    b.table = runs(&slots, cs);
-    if !table_ok || gran == 0 || (slots.len() as u128) < needed {
-        return Ok(());
-    }
-    if let Some(off) = tail_bits_set(ctx.img, geo, &slots)? {
-        ctx.out.add(
-            "tail-bits",
-            Severity::Unspecified,
-            off,
-            format!("bitmap {idx}: bits past the bitmap's end are set (cleared when read)"),
-        );
-    }
-    super::content(
-        ctx.img,
-        &mut ctx.out,
-        &mut ctx.budget,
-        idx,
-        at,
-        geo,
-        &slots,
-        b,
-    )
+    let geo = (gran > 0).then_some(geo);
+    rd.data(idx, at, geo, slots.as_deref(), Severity::Unspecified, b)
 }

@@ -427,15 +427,19 @@ impl Spec {
                 w.put_u64(table_entry, cluster);
                 data[j as usize] = cluster;
             }
-            use bitmap_entry as e;
-            w.put(entry_at, e::BITMAP_TABLE_OFFSET, table_offset);
-            w.put(entry_at, e::BITMAP_TABLE_SIZE, table_size);
-            w.put(entry_at, e::FLAGS, u64::from(b.flags));
-            w.put(entry_at, e::TYPE, u64::from(b.bitmap_type));
-            w.put(entry_at, e::GRANULARITY_BITS, u64::from(b.granularity_bits));
-            w.put(entry_at, e::NAME_SIZE, b.name.len() as u64);
-            w.put(entry_at, e::EXTRA_DATA_SIZE, b.extra_data.len() as u64);
-            let extra_at = entry_at + e::FIXED_LENGTH as u64;
+            use bitmap_entry as entry;
+            w.put(entry_at, entry::BITMAP_TABLE_OFFSET, table_offset);
+            w.put(entry_at, entry::BITMAP_TABLE_SIZE, table_size);
+            w.put(entry_at, entry::FLAGS, u64::from(b.flags));
+            w.put(entry_at, entry::TYPE, u64::from(b.bitmap_type));
+            w.put(
+                entry_at,
+                entry::GRANULARITY_BITS,
+                u64::from(b.granularity_bits),
+            );
+            w.put(entry_at, entry::NAME_SIZE, b.name.len() as u64);
+            w.put(entry_at, entry::EXTRA_DATA_SIZE, b.extra_data.len() as u64);
+            let extra_at = entry_at + entry::FIXED_LENGTH as u64;
             w.write(extra_at, &b.extra_data);
             w.write(extra_at + b.extra_data.len() as u64, &b.name);
             entries.push(EntryLayout {
@@ -502,39 +506,39 @@ impl Spec {
         }
 
         // The header itself.
-        use header as h;
-        w.put(header_at, h::MAGIC, 0x5146_49fb);
-        w.put(header_at, h::VERSION, u64::from(self.version));
-        w.put(header_at, h::CLUSTER_BITS, u64::from(self.cluster_bits));
-        w.put(header_at, h::SIZE, self.size);
-        w.put(header_at, h::L1_SIZE, l1_size);
-        w.put(header_at, h::L1_TABLE_OFFSET, l1_offset);
-        w.put(header_at, h::REFCOUNT_TABLE_OFFSET, refcount_table_offset);
-        w.put(header_at, h::REFCOUNT_TABLE_CLUSTERS, 1);
+        use header as hdr;
+        w.put(header_at, hdr::MAGIC, 0x5146_49fb);
+        w.put(header_at, hdr::VERSION, u64::from(self.version));
+        w.put(header_at, hdr::CLUSTER_BITS, u64::from(self.cluster_bits));
+        w.put(header_at, hdr::SIZE, self.size);
+        w.put(header_at, hdr::L1_SIZE, l1_size);
+        w.put(header_at, hdr::L1_TABLE_OFFSET, l1_offset);
+        w.put(header_at, hdr::REFCOUNT_TABLE_OFFSET, refcount_table_offset);
+        w.put(header_at, hdr::REFCOUNT_TABLE_CLUSTERS, 1);
         if self.snapshot_extra_data.is_some() {
-            w.put(header_at, h::NB_SNAPSHOTS, 1);
-            w.put(header_at, h::SNAPSHOTS_OFFSET, snapshot_table_offset);
+            w.put(header_at, hdr::NB_SNAPSHOTS, 1);
+            w.put(header_at, hdr::SNAPSHOTS_OFFSET, snapshot_table_offset);
         }
         if !v2 {
             let mut incompatible = self.incompatible_features;
             if self.extended_l2 {
-                incompatible |= h::INCOMPAT_EXTENDED_L2;
+                incompatible |= hdr::INCOMPAT_EXTENDED_L2;
             }
             let autoclear = self
                 .autoclear_features
                 .unwrap_or(if self.bitmaps.is_empty() {
                     0
                 } else {
-                    h::AUTOCLEAR_BITMAPS
+                    hdr::AUTOCLEAR_BITMAPS
                 });
-            w.put(header_at, h::INCOMPATIBLE_FEATURES, incompatible);
-            w.put(header_at, h::AUTOCLEAR_FEATURES, autoclear);
-            w.put(header_at, h::REFCOUNT_ORDER, u64::from(order));
-            w.put(header_at, h::HEADER_LENGTH, u64::from(self.header_length));
-            if self.header_length as usize > h::COMPRESSION_TYPE.offset {
+            w.put(header_at, hdr::INCOMPATIBLE_FEATURES, incompatible);
+            w.put(header_at, hdr::AUTOCLEAR_FEATURES, autoclear);
+            w.put(header_at, hdr::REFCOUNT_ORDER, u64::from(order));
+            w.put(header_at, hdr::HEADER_LENGTH, u64::from(self.header_length));
+            if self.header_length as usize > hdr::COMPRESSION_TYPE.offset {
                 w.put(
                     header_at,
-                    h::COMPRESSION_TYPE,
+                    hdr::COMPRESSION_TYPE,
                     u64::from(self.compression_type),
                 );
             }
