@@ -33,16 +33,6 @@ pub fn key(kind: OutcomeKind, expected: &Expected) -> String {
     format!("{}--{}", kind.as_str(), what)
 }
 
-/// Judges a candidate under `adapter` (its image written to `dir`).
-pub fn judge(
-    adapter: &dyn Adapter,
-    dir: &Path,
-    c: &super::Candidate,
-    opts: &RunOptions,
-) -> Result<CaseResult> {
-    judge_bytes(adapter, dir, "case.qcow2", &c.bytes, &c.expected, opts)
-}
-
 /// Judges `bytes` (written to `dir/name`) under `adapter`.
 pub(super) fn judge_bytes(
     adapter: &dyn Adapter,

@@ -26,9 +26,9 @@ mod judging;
 mod minimise;
 mod state;
 
-pub use candidates::{candidate, expected_from_model, Candidate, ImageRecipe, Realised};
+pub use candidates::{candidate, expected_from_model, judge, Candidate, ImageRecipe, Realised};
 pub use findings::Finding;
-pub use judging::{judge, key};
+pub use judging::key;
 pub use minimise::{minimise, Minimised, MINIMISE_BUDGET};
 pub use state::{parse_duration, ArgError, Shard, State};
 
