@@ -10,42 +10,18 @@
 //! has the write-ups). A missing implementation fails the test.
 
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_qcow2-conform");
-
-fn hashes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                use sha2::Digest;
-                out.insert(
-                    p.clone(),
-                    sha2::Sha256::digest(std::fs::read(&p).unwrap()).to_vec(),
-                );
-            }
-        }
-    }
-    out
-}
+#[path = "common/cli.rs"]
+mod cli;
+use cli::BIN;
 
 fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let out = dir.join(name);
-    let g = Command::new(BIN)
-        .arg("generate")
-        .args(args)
-        .args(["--profile", "qemu", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let mut all = args.to_vec();
+    all.extend(["--profile", "qemu"]);
+    cli::generate(&out, &all);
     out
 }
 
@@ -196,25 +172,20 @@ fn run(implementation: &str, corpus: &Path, out: &Path) -> Value {
         "{implementation}-{}.json",
         corpus.file_name().unwrap().to_string_lossy()
     ));
-    let before = hashes(corpus);
-    let o = Command::new(BIN)
-        .args(["run", "--impl", implementation, "--corpus"])
-        .arg(corpus)
-        .arg("--json")
-        .arg(&json)
-        .args(["--fail-on", "none", "--jobs", "2", "--timeout", "30"])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "run --impl {implementation} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(before, hashes(corpus), "the corpus changed during the run");
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(report["corpus_unchanged"], true);
-    report
+    cli::run_report(
+        corpus,
+        &json,
+        &[
+            "--impl",
+            implementation,
+            "--fail-on",
+            "none",
+            "--jobs",
+            "2",
+            "--timeout",
+            "30",
+        ],
+    )
 }
 
 /// Header facts of an image that explain an implementation's behaviour.

@@ -8,7 +8,9 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_qcow2-conform");
+#[path = "common/cli.rs"]
+mod cli;
+use cli::BIN;
 
 fn example() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,36 +24,19 @@ fn exec_example_adapter_agrees_with_the_qemu_adapter() {
     let started = std::time::Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
-    let g = Command::new(BIN)
-        .args([
-            "generate",
-            "--seed",
-            "17",
-            "--count",
-            "14",
-            "--profile",
-            "qemu",
-            "--out",
-        ])
-        .arg(&corpus)
-        .output()
-        .unwrap();
-    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    cli::generate(
+        &corpus,
+        &["--seed", "17", "--count", "14", "--profile", "qemu"],
+    );
     let exec = format!("exec:python3 {}", example().display());
     let json = tmp.path().join("report.json");
-    let o = Command::new(BIN)
-        .args(["run", "--impl", "qemu", "--impl", &exec, "--corpus"])
-        .arg(&corpus)
-        .arg("--json")
-        .arg(&json)
-        .args(["--jobs", "2", "--fail-on", "none"])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    cli::run_ok(
+        Command::new(BIN)
+            .args(["run", "--impl", "qemu", "--impl", &exec, "--corpus"])
+            .arg(&corpus)
+            .arg("--json")
+            .arg(&json)
+            .args(["--jobs", "2", "--fail-on", "none"]),
     );
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let cases = report["cases"].as_array().unwrap();

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_qcow2-conform");
+#[path = "common/cli.rs"]
+mod cli;
+use cli::BIN;
 
 /// An exec-protocol program that opens everything and claims one usable
 /// bitmap the image does not have: mismatch, strict and lenient cells.
@@ -131,43 +133,26 @@ fn html_page_renders_in_chromium_and_matches_the_json_report() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
-    let g = Command::new(BIN)
-        .args([
-            "generate",
-            "--seed",
-            "3",
-            "--count",
-            "8",
-            "--profile",
-            "qemu",
-            "--out",
-        ])
-        .arg(&corpus)
-        .output()
-        .unwrap();
-    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    cli::generate(
+        &corpus,
+        &["--seed", "3", "--count", "8", "--profile", "qemu"],
+    );
     let liar = tmp.path().join("liar.sh");
     std::fs::write(&liar, LIAR).unwrap();
 
     let json = tmp.path().join("report.json");
     let page = tmp.path().join("report.html");
-    let o = Command::new(BIN)
-        .args(["run", "--impl", "qemu", "--impl"])
-        .arg(format!("exec:sh {}", liar.display()))
-        .arg("--corpus")
-        .arg(&corpus)
-        .arg("--json")
-        .arg(&json)
-        .arg("--html")
-        .arg(&page)
-        .args(["--jobs", "2", "--fail-on", "none"])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    cli::run_ok(
+        Command::new(BIN)
+            .args(["run", "--impl", "qemu", "--impl"])
+            .arg(format!("exec:sh {}", liar.display()))
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg("--json")
+            .arg(&json)
+            .arg("--html")
+            .arg(&page)
+            .args(["--jobs", "2", "--fail-on", "none"]),
     );
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let source = std::fs::read_to_string(&page).unwrap();

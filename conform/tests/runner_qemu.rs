@@ -10,48 +10,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_qcow2-conform");
-
-fn hashes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                use sha2::Digest;
-                let h = sha2::Sha256::digest(std::fs::read(&p).unwrap()).to_vec();
-                out.insert(p, h);
-            }
-        }
-    }
-    out
-}
+#[path = "common/cli.rs"]
+mod cli;
+use cli::BIN;
 
 /// Runs `qcow2-conform run --impl qemu` and returns the JSON report.
 fn run_qemu(corpus: &Path, out: &Path, extra: &[&str]) -> Value {
     let json = out.join(format!("report-{}.json", extra.join("")));
-    let before = hashes(corpus);
-    let o = Command::new(BIN)
-        .args(["run", "--impl", "qemu", "--corpus"])
-        .arg(corpus)
-        .arg("--json")
-        .arg(&json)
-        .args(["--fail-on", "none", "--jobs", "2"])
-        .args(extra)
-        .output()
-        .expect("run qcow2-conform");
-    assert!(
-        o.status.success(),
-        "run failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(before, hashes(corpus), "the corpus changed during the run");
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(report["corpus_unchanged"], true);
+    let mut args = vec!["--impl", "qemu", "--fail-on", "none", "--jobs", "2"];
+    args.extend_from_slice(extra);
+    let report = cli::run_report(corpus, &json, &args);
     // Keep the report for inspection when asked to.
     if let Some(keep) = std::env::var_os("RUNNER_QEMU_KEEP") {
         let name = corpus.file_name().unwrap().to_string_lossy().into_owned();
@@ -100,9 +68,9 @@ fn generated_valid_images_pass_under_qemu() {
     let started = std::time::Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("valid");
-    let g = Command::new(BIN)
-        .args([
-            "generate",
+    cli::generate(
+        &corpus,
+        &[
             "--seed",
             "11",
             "--count",
@@ -110,12 +78,8 @@ fn generated_valid_images_pass_under_qemu() {
             "--profile",
             "qemu",
             "--valid",
-            "--out",
-        ])
-        .arg(&corpus)
-        .output()
-        .unwrap();
-    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+        ],
+    );
 
     // Read-only: info, check and every bitmap exported over NBD agree.
     let report = run_qemu(&corpus, tmp.path(), &["--read-only"]);
