@@ -55,6 +55,8 @@ fn build(dir: &Path) -> Result<i32> {
                 file: format!("images/{}", case.file_name),
                 expected: case.expected,
                 description: case.description,
+                companions: Vec::new(),
+                secret: None,
             })
         })
         .collect();
