@@ -27,6 +27,7 @@ pub mod case_env;
 pub mod checks;
 pub mod corpus;
 pub mod html;
+pub mod image_layers;
 pub mod image_state;
 pub mod judge;
 pub mod observation;
