@@ -7,8 +7,17 @@
 # be copied anywhere as a whole.
 #
 # Usage: scripts/qemu-cases.sh OUTDIR   (OUTDIR/<case>/... is created)
-# The passphrase of the LUKS case is in OUTDIR/luks/SECRET.
+# The checked-in copy is corpus-src/qemu (`scripts/qemu-cases.sh corpus-src/qemu`,
+# then `qcow2-conform corpus build corpus`); each case's expected bitmaps
+# and companions are in generator/src/qemu_made.rs, which must follow any
+# change here (conform/tests/runner_companions.rs checks the bitmaps).
+# The LUKS passphrase is fixed (qemu_made::LUKS_SECRET), so it is not
+# written to a file.
 set -euo pipefail
+export LC_ALL=C
+for tool in qemu-img qemu-io; do
+  command -v "$tool" >/dev/null || { echo "qemu-cases.sh: $tool not found (install qemu-utils)" >&2; exit 1; }
+done
 out=${1:?usage: qemu-cases.sh OUTDIR}
 mkdir -p "$out"
 cd "$out"
@@ -17,7 +26,9 @@ img() { qemu-img create -q -f qcow2 -o cluster_size=65536 "$@"; }
 io() { local f=$1; shift; for c in "$@"; do qemu-io -f qcow2 -c "$c" "$f" >/dev/null; done; }
 
 # 1. Overlay after commit: base <- mid <- top; mid and top carry bitmaps;
-# the commit writes top's data into mid (mid's enabled bitmap records it).
+# the commit writes top's data into mid (mid's enabled bitmap records it)
+# and empties top (its bitmap keeps what was written to it). Two cases:
+# top with mid and base, mid with base.
 rm -rf backing-commit && mkdir backing-commit && (
   cd backing-commit
   img base.qcow2 $size
@@ -74,7 +85,6 @@ done
 rm -rf luks && mkdir luks && (
   cd luks
   secret=conform-secret
-  printf '%s' "$secret" > SECRET
   obj="secret,id=sec0,data=$secret"
   qemu-img create -q -f qcow2 --object "$obj" \
     -o cluster_size=65536,encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 \
