@@ -17,6 +17,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::thread::LocalKey;
 
 /// The environment variable that carries the passphrase to programs.
 pub const ENV: &str = "QCOW2_CONFORM_SECRET";
@@ -26,36 +27,10 @@ thread_local! {
     static DIR: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
 }
 
-/// Runs every program this thread starts in `dir` (`None`: the runner's
-/// own working directory) until the guard is dropped.
-pub fn in_dir(dir: Option<&Path>) -> DirScope {
-    let previous = DIR.with(|d| d.replace(dir.map(Path::to_path_buf)));
-    DirScope { previous }
-}
-
-/// The directory programs of this thread run in, if set.
-pub fn dir() -> Option<PathBuf> {
-    DIR.with(|d| d.borrow().clone())
-}
-
-/// Restores the previous directory when dropped.
-#[must_use = "the directory is reset when the guard is dropped"]
-pub struct DirScope {
-    previous: Option<PathBuf>,
-}
-
-impl Drop for DirScope {
-    fn drop(&mut self) {
-        let previous = self.previous.take();
-        DIR.with(|d| *d.borrow_mut() = previous);
-    }
-}
-
 /// Sets this thread's secret until the guard is dropped (then restores
 /// the previous one).
-pub fn scope(secret: Option<&str>) -> Scope {
-    let previous = SECRET.with(|s| s.replace(secret.map(str::to_owned)));
-    Scope { previous }
+pub fn scope(secret: Option<&str>) -> Scope<String> {
+    Scope::set(&SECRET, secret.map(str::to_owned))
 }
 
 /// The secret of the case this thread is running, if it has one.
@@ -63,16 +38,35 @@ pub fn current() -> Option<String> {
     SECRET.with(|s| s.borrow().clone())
 }
 
-/// Restores the previous secret when dropped.
-#[must_use = "the secret is cleared again when the guard is dropped"]
-pub struct Scope {
-    previous: Option<String>,
+/// Runs every program this thread starts in `dir` (`None`: the runner's
+/// own working directory) until the guard is dropped.
+pub fn in_dir(dir: Option<&Path>) -> Scope<PathBuf> {
+    Scope::set(&DIR, dir.map(Path::to_path_buf))
 }
 
-impl Drop for Scope {
+/// The directory programs of this thread run in, if set.
+pub fn dir() -> Option<PathBuf> {
+    DIR.with(|d| d.borrow().clone())
+}
+
+/// One thread-local value set until the guard is dropped, then restored.
+#[must_use = "the value is reset when the guard is dropped"]
+pub struct Scope<T: 'static> {
+    key: &'static LocalKey<RefCell<Option<T>>>,
+    previous: Option<T>,
+}
+
+impl<T: 'static> Scope<T> {
+    fn set(key: &'static LocalKey<RefCell<Option<T>>>, value: Option<T>) -> Scope<T> {
+        let previous = key.with(|v| v.replace(value));
+        Scope { key, previous }
+    }
+}
+
+impl<T: 'static> Drop for Scope<T> {
     fn drop(&mut self) {
         let previous = self.previous.take();
-        SECRET.with(|s| *s.borrow_mut() = previous);
+        self.key.with(|v| *v.borrow_mut() = previous);
     }
 }
 
