@@ -8,10 +8,12 @@
 //!
 //! A case runs on one thread from its first copy to its judgement, so a
 //! thread-local value is exactly "the case being run". Every program the
-//! runner starts ([`super::process::command`]) gets it in the environment
-//! variable [`ENV`] (the exec protocol's way, see `corpus/README.md`);
-//! the QEMU adapter turns it into `--object secret` and
-//! `encrypt.key-secret` ([`super::adapters::qemu`]).
+//! runner starts ([`super::process::command`]) gets the secret in the
+//! environment variable [`ENV`] (the exec protocol's way, see
+//! `corpus/README.md`); the QEMU adapter turns it into `--object secret`
+//! and `encrypt.key-secret`, and runs QEMU's tools in the directory
+//! ([`super::adapters::qemu`]). Other programs run where the runner runs
+//! (an exec template may name its program by a relative path).
 //!
 //! [`Adapter`]: super::adapter::Adapter
 

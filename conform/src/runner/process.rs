@@ -144,9 +144,6 @@ pub fn command<S: AsRef<OsStr>>(program: &OsStr, args: &[S], limits: &Limits) ->
     if let Some(secret) = super::case_env::current() {
         cmd.env(super::case_env::ENV, secret);
     }
-    if let Some(dir) = super::case_env::dir() {
-        cmd.current_dir(dir);
-    }
     cmd
 }
 

@@ -117,7 +117,8 @@ impl Ctx<'_> {
     /// check stops there).
     fn run(&mut self, program: &Path, args: Vec<OsString>) -> Result<Proc, ()> {
         let args = super::tools::with_secret(&args);
-        let cmd = process::command(program.as_os_str(), &args, self.limits);
+        let cmd =
+            super::tools::in_case_dir(process::command(program.as_os_str(), &args, self.limits));
         match process::run(cmd, self.limits.timeout) {
             Err(e) => {
                 self.check

@@ -121,6 +121,16 @@ pub(crate) fn failure(p: &Proc, markers: &[&str]) -> Option<String> {
     }
 }
 
+/// `cmd` run in the directory of the case's copy when it has companions
+/// ([`crate::runner::case_env::dir`]): QEMU resolves a relative external
+/// data file name against its working directory, not the image's.
+pub(crate) fn in_case_dir(mut cmd: std::process::Command) -> std::process::Command {
+    if let Some(dir) = crate::runner::case_env::dir() {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
 /// The `--object` ID the runner gives the passphrase of an encrypted image.
 const SECRET_ID: &str = "conform-sec0";
 
