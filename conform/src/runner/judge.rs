@@ -35,11 +35,8 @@ pub enum OutcomeKind {
     Hang,
     /// The spec is silent: kept, not judged.
     Recorded,
-    /// The runner could not set the case up (a companion file listed in
-    /// the manifest is missing or cannot be copied, or the image copy
-    /// failed): nothing was judged and nothing is charged to the
-    /// implementation. Not failing by default, but `run` reports it
-    /// prominently and exits 1, since the run is incomplete.
+    /// The runner could not set the case up (a missing companion, a failed
+    /// copy): not judged, never charged to the implementation; `run` exits 1.
     Error,
 }
 

@@ -43,7 +43,7 @@ pub fn run_case(
         .tempdir()
     {
         Ok(work) => observe_in(adapter, case, image, work.path(), opts),
-        Err(e) => Err(format!("cannot create a temporary directory: {e}")),
+        Err(e) => Err(SetUpError::TempDir(e)),
     };
     let mut obs = match observed {
         Ok(obs) => obs,
@@ -62,8 +62,36 @@ pub fn run_case(
     }
 }
 
+/// Why the runner could not set a case up (its outcome is then `error`).
+#[derive(Debug, thiserror::Error)]
+pub enum SetUpError {
+    #[error("cannot create a temporary directory: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot copy {}: {source}", path.display())]
+    Copy {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("companion file {listed} (listed in the manifest) is missing: {} does not exist", path.display())]
+    MissingCompanion { listed: String, path: PathBuf },
+    #[error(transparent)]
+    Companion(#[from] generator::manifest::CompanionError),
+}
+
+fn create_dir(path: &Path) -> Result<(), SetUpError> {
+    std::fs::create_dir_all(path).map_err(|source| SetUpError::CreateDir {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// The result of a case the runner could not set up.
-fn set_up_error(adapter: &dyn Adapter, why: String) -> CaseResult {
+fn set_up_error(adapter: &dyn Adapter, why: SetUpError) -> CaseResult {
     let why = format!("runner: {why}");
     CaseResult {
         implementation: adapter.name().to_owned(),
@@ -95,7 +123,7 @@ fn observe_in(
     image: &Path,
     work: &Path,
     opts: &RunOptions,
-) -> Result<Observation, String> {
+) -> Result<Observation, SetUpError> {
     let (copy, setup) = private_copy(case, image, work, "image.qcow2")?;
     let mut obs = {
         let _dir = case_env::in_dir(companion_dir(case, &copy));
@@ -172,7 +200,7 @@ fn private_copy(
     image: &Path,
     work: &Path,
     name: &str,
-) -> Result<(PathBuf, String), String> {
+) -> Result<(PathBuf, String), SetUpError> {
     let cp = |from: &Path, to: &str| {
         format!(
             "cp --sparse=always {} \"$WORK\"/{to}",
@@ -180,14 +208,17 @@ fn private_copy(
         )
     };
     let copy_file = |from: &Path, to: &Path| {
-        corpus::sparse_copy(from, to).map_err(|e| format!("cannot copy {}: {e}", from.display()))
+        corpus::sparse_copy(from, to).map_err(|source| SetUpError::Copy {
+            path: from.to_owned(),
+            source,
+        })
     };
     if case.companions.is_empty() {
         let copy = work.join(name);
         copy_file(image, &copy)?;
         return Ok((copy, cp(image, name)));
     }
-    let places = case.companion_places().map_err(|e| e.to_string())?;
+    let places = case.companion_places()?;
     let stem = name.strip_suffix(".qcow2").unwrap_or(name);
     let dir = work.join(stem);
     let image_name = image
@@ -196,7 +227,7 @@ fn private_copy(
         .unwrap_or_else(|| name.to_owned());
     let mut setup = vec![format!("mkdir -p \"$WORK\"/{stem}")];
     let copy = dir.join(&image_name);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    create_dir(&dir)?;
     copy_file(image, &copy)?;
     setup.push(cp(
         image,
@@ -206,15 +237,11 @@ fn private_copy(
     for (listed, rel) in places {
         let from = image_dir.join(&rel);
         if !from.is_file() {
-            return Err(format!(
-                "companion file {listed} (listed in the manifest) is missing: {} does not exist",
-                from.display()
-            ));
+            return Err(SetUpError::MissingCompanion { listed, path: from });
         }
         let to = dir.join(&rel);
         if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            create_dir(parent)?;
         }
         copy_file(&from, &to)?;
         setup.push(cp(
