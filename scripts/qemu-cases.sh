@@ -21,8 +21,10 @@ done
 out=${1:?usage: qemu-cases.sh OUTDIR}
 mkdir -p "$out"
 cd "$out"
-size=4M
-img() { qemu-img create -q -f qcow2 -o cluster_size=65536 "$@"; }
+size=1M
+img() { qemu-img create -q -f qcow2 -o cluster_size=4096 "$@"; }
+# 4 KiB clusters keep the files small; every bitmap has 64 KiB granularity.
+add() { qemu-img bitmap --add -g 65536 "$@"; }
 io() { local f=$1; shift; for c in "$@"; do qemu-io -f qcow2 -c "$c" "$f" >/dev/null; done; }
 
 # 1. Overlay after commit: base <- mid <- top; mid and top carry bitmaps;
@@ -32,14 +34,14 @@ io() { local f=$1; shift; for c in "$@"; do qemu-io -f qcow2 -c "$c" "$f" >/dev/
 rm -rf backing-commit && mkdir backing-commit && (
   cd backing-commit
   img base.qcow2 $size
-  io base.qcow2 'write -P 0x11 0 1M'
+  io base.qcow2 'write -P 0x11 0 4k'
   img -b base.qcow2 -F qcow2 mid.qcow2
-  qemu-img bitmap --add mid.qcow2 mid-enabled
-  qemu-img bitmap --add --disable mid.qcow2 mid-disabled
-  io mid.qcow2 'write -P 0x22 1M 128k'
+  add mid.qcow2 mid-enabled
+  add --disable mid.qcow2 mid-disabled
+  io mid.qcow2 'write -P 0x22 256k 4k' 'write -P 0x23 320k 4k'
   img -b mid.qcow2 -F qcow2 top.qcow2
-  qemu-img bitmap --add top.qcow2 top-enabled
-  io top.qcow2 'write -P 0x33 2M 64k' 'write -P 0x34 3M 4k'
+  add top.qcow2 top-enabled
+  io top.qcow2 'write -P 0x33 512k 4k' 'write -P 0x34 768k 4k'
   qemu-img commit -q top.qcow2
 )
 
@@ -48,12 +50,12 @@ rm -rf backing-commit && mkdir backing-commit && (
 rm -rf rebase-safe && mkdir rebase-safe && (
   cd rebase-safe
   img old.qcow2 $size
-  io old.qcow2 'write -P 0x41 0 256k'
+  io old.qcow2 'write -P 0x41 0 4k' 'write -P 0x41 128k 4k'
   img new.qcow2 $size
-  io new.qcow2 'write -P 0x42 128k 256k'
+  io new.qcow2 'write -P 0x42 128k 4k' 'write -P 0x42 320k 4k'
   img -b old.qcow2 -F qcow2 top.qcow2
-  qemu-img bitmap --add top.qcow2 since-create
-  io top.qcow2 'write -P 0x43 1M 64k'
+  add top.qcow2 since-create
+  io top.qcow2 'write -P 0x43 640k 4k'
   qemu-img rebase -q -b new.qcow2 -F qcow2 top.qcow2
   rm old.qcow2
 )
@@ -63,21 +65,22 @@ rm -rf rebase-unsafe && mkdir rebase-unsafe && (
   cd rebase-unsafe
   img old.qcow2 $size
   img other.qcow2 $size
-  io other.qcow2 'write -P 0x51 0 64k'
+  io other.qcow2 'write -P 0x51 0 4k'
   img -b old.qcow2 -F qcow2 top.qcow2
-  qemu-img bitmap --add top.qcow2 b0
-  io top.qcow2 'write -P 0x52 512k 64k'
+  add top.qcow2 b0
+  io top.qcow2 'write -P 0x52 512k 4k'
   qemu-img rebase -q -u -b other.qcow2 -F qcow2 top.qcow2
   rm old.qcow2
 )
 
-# 4. External data file, data_file_raw on and off.
+# 4. External data file, data_file_raw on and off (a 256 KiB disk: the
+# data file is as large as the disk).
 for raw in on off; do
   rm -rf "data-file-raw-$raw" && mkdir "data-file-raw-$raw" && (
     cd "data-file-raw-$raw"
-    img -o data_file=disk.data,data_file_raw=$raw image.qcow2 $size
-    qemu-img bitmap --add image.qcow2 b0
-    io image.qcow2 'write -P 0x61 0 64k' 'write -P 0x62 2M 192k'
+    img -o data_file=disk.data,data_file_raw=$raw image.qcow2 256k
+    add image.qcow2 b0
+    io image.qcow2 'write -P 0x61 0 4k' 'write -P 0x62 128k 4k' 'write -P 0x63 192k 4k'
   )
 done
 
@@ -87,9 +90,9 @@ rm -rf luks && mkdir luks && (
   secret=conform-secret
   obj="secret,id=sec0,data=$secret"
   qemu-img create -q -f qcow2 --object "$obj" \
-    -o cluster_size=65536,encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 \
+    -o cluster_size=4096,encrypt.format=luks,encrypt.cipher-alg=aes-128,encrypt.key-secret=sec0,encrypt.iter-time=10 \
     image.qcow2 $size
   opts="driver=qcow2,file.filename=image.qcow2,encrypt.key-secret=sec0"
-  qemu-img bitmap --add --object "$obj" --image-opts "$opts" b0
-  qemu-io --object "$obj" --image-opts "$opts" -c 'write -P 0x71 0 64k' -c 'write -P 0x72 1M 4k' >/dev/null
+  add --object "$obj" --image-opts "$opts" b0
+  qemu-io --object "$obj" --image-opts "$opts" -c 'write -P 0x71 0 4k' -c 'write -P 0x72 512k 4k' >/dev/null
 )

@@ -6,7 +6,7 @@
 //! `corpus-src/qemu/<dir>/` and `corpus build` copies them; this table
 //! says what each case is and what the spec expects of it: every image is
 //! valid, and each bitmap holds exactly the clusters the script wrote
-//! while it was enabled (64 KiB granularity, a 4 MiB disk).
+//! while it was enabled (64 KiB granularity; 1 MiB disks, 256 KiB with a data file).
 
 use crate::contents::expected_digest;
 use crate::expected::{Expected, ExpectedBitmap, ExpectedFlags};
@@ -15,8 +15,7 @@ use spec_model::{ExtensionState, Verdict};
 /// The passphrase of the LUKS case (`scripts/qemu-cases.sh`).
 pub const LUKS_SECRET: &str = "conform-secret";
 
-/// Every image's virtual size and every bitmap's granularity (bits).
-const DISK: u64 = 4 << 20;
+/// Every bitmap's granularity (bits).
 const GRANULARITY_BITS: u8 = 16;
 
 /// One bitmap as the script left it: name, enabled (`auto`), and the set
@@ -40,6 +39,8 @@ pub struct MadeCase {
     pub secret: Option<&'static str>,
     pub bitmaps: &'static [MadeBitmap],
     pub description: &'static str,
+    /// The virtual disk size in bytes.
+    pub disk: u64,
 }
 
 /// The QEMU-made cases.
@@ -50,7 +51,8 @@ pub const CASES: &[MadeCase] = &[
         image: "top.qcow2",
         companions: &["mid.qcow2", "base.qcow2"],
         secret: None,
-        bitmaps: &[MadeBitmap { name: "top-enabled", auto: true, bits: &[(32, 33), (48, 49)] }],
+        bitmaps: &[MadeBitmap { name: "top-enabled", auto: true, bits: &[(8, 9), (12, 13)] }],
+        disk: 1 << 20,
         description: "QEMU-made overlay top.qcow2 <- mid.qcow2 <- base.qcow2 after `qemu-img commit` of top (emptied); its enabled bitmap keeps the writes made to it",
     },
     MadeCase {
@@ -60,9 +62,10 @@ pub const CASES: &[MadeCase] = &[
         companions: &["base.qcow2"],
         secret: None,
         bitmaps: &[
-            MadeBitmap { name: "mid-enabled", auto: true, bits: &[(16, 18), (32, 33), (48, 49)] },
+            MadeBitmap { name: "mid-enabled", auto: true, bits: &[(4, 6), (8, 9), (12, 13)] },
             MadeBitmap { name: "mid-disabled", auto: false, bits: &[] },
         ],
+        disk: 1 << 20,
         description: "QEMU-made middle image mid.qcow2 <- base.qcow2 after `qemu-img commit` of its overlay: the enabled bitmap records its own write and the committed clusters, the disabled one nothing",
     },
     MadeCase {
@@ -71,7 +74,8 @@ pub const CASES: &[MadeCase] = &[
         image: "top.qcow2",
         companions: &["new.qcow2"],
         secret: None,
-        bitmaps: &[MadeBitmap { name: "since-create", auto: true, bits: &[(0, 6), (16, 17)] }],
+        bitmaps: &[MadeBitmap { name: "since-create", auto: true, bits: &[(0, 1), (2, 3), (5, 6), (10, 11)] }],
+        disk: 1 << 20,
         description: "QEMU-made overlay after a safe `qemu-img rebase` onto new.qcow2: the clusters where the old and new backing differ were copied into it and its bitmap records them",
     },
     MadeCase {
@@ -81,6 +85,7 @@ pub const CASES: &[MadeCase] = &[
         companions: &["other.qcow2"],
         secret: None,
         bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(8, 9)] }],
+        disk: 1 << 20,
         description: "QEMU-made overlay after an unsafe `qemu-img rebase -u` onto other.qcow2 (only the backing name changed)",
     },
     MadeCase {
@@ -89,7 +94,8 @@ pub const CASES: &[MadeCase] = &[
         image: "image.qcow2",
         companions: &["disk.data"],
         secret: None,
-        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (32, 35)] }],
+        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (2, 4)] }],
+        disk: 256 << 10,
         description: "QEMU-made image with an external data file disk.data and data_file_raw on",
     },
     MadeCase {
@@ -98,7 +104,8 @@ pub const CASES: &[MadeCase] = &[
         image: "image.qcow2",
         companions: &["disk.data"],
         secret: None,
-        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (32, 35)] }],
+        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (2, 4)] }],
+        disk: 256 << 10,
         description: "QEMU-made image with an external data file disk.data and data_file_raw off",
     },
     MadeCase {
@@ -107,7 +114,8 @@ pub const CASES: &[MadeCase] = &[
         image: "image.qcow2",
         companions: &[],
         secret: Some(LUKS_SECRET),
-        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (16, 17)] }],
+        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (8, 9)] }],
+        disk: 1 << 20,
         description: "QEMU-made LUKS-encrypted image (encrypt.format=luks, passphrase in the manifest's secret)",
     },
 ];
@@ -121,7 +129,7 @@ impl MadeCase {
     /// What the spec expects: a valid image, a consistent extension, and
     /// each bitmap with the bits the script set while it was enabled.
     pub fn expected(&self) -> Expected {
-        let nbits = DISK.div_ceil(1 << GRANULARITY_BITS);
+        let nbits = self.disk.div_ceil(1 << GRANULARITY_BITS);
         let bitmaps = self
             .bitmaps
             .iter()
