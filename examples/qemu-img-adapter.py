@@ -54,6 +54,20 @@ def run(args):
     )
 
 
+def image_args(image):
+    """`-f qcow2 IMAGE`, or for an encrypted case (the runner passes its
+    passphrase in QCOW2_CONFORM_SECRET) the image as --image-opts with the
+    secret as an --object."""
+    secret = os.environ.get("QCOW2_CONFORM_SECRET")
+    if not secret:
+        return ["-f", "qcow2", image]
+    esc = lambda s: s.replace(",", ",,")
+    return [
+        "--object", "secret,id=sec0,data=" + esc(secret),
+        "--image-opts", "driver=qcow2,file.filename=%s,encrypt.key-secret=sec0" % esc(image),
+    ]
+
+
 def first_line(text, fallback):
     for line in text.splitlines():
         if line.strip():
@@ -109,7 +123,7 @@ def export(image, workdir, names, tag):
     args = [QEMU_NBD, "-r", "-t", "-k", sock]
     for n in names:
         args += ["-B", n]
-    args += ["-f", "qcow2", image]
+    args += image_args(image)
     server = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
     )
@@ -164,7 +178,7 @@ def export(image, workdir, names, tag):
 
 
 def observe(image):
-    p = run([QEMU_IMG, "info", "-f", "qcow2", "--output=json", image])
+    p = run([QEMU_IMG, "info", "--output=json"] + image_args(image))
     if p.returncode != 0:
         return reply({"opened": False, "error": first_line(p.stderr, "qemu-img info failed"), "bitmaps": []})
     info = json.loads(p.stdout)
@@ -201,7 +215,7 @@ def observe(image):
 
 
 def write(image, offset, length):
-    p = run([QEMU_IO, "-f", "qcow2", "-c", "write -P 0xa5 %d %d" % (offset, length), image])
+    p = run([QEMU_IO, "-c", "write -P 0xa5 %d %d" % (offset, length)] + image_args(image))
     failed = [l for l in (p.stdout + p.stderr).splitlines() if "failed" in l or "error" in l]
     if p.returncode != 0 or failed:
         sys.stderr.write(p.stderr)
@@ -210,7 +224,18 @@ def write(image, offset, length):
     return reply({"ok": True, "error": None})
 
 
+def in_image_dir(image):
+    """Work in the image's directory: QEMU resolves a relative external data
+    file name against its working directory, and the runner puts a case's
+    companion files beside the image."""
+    image = os.path.abspath(image)
+    os.chdir(os.path.dirname(image))
+    return image
+
+
 def main(argv):
+    if len(argv) >= 3:
+        argv = argv[:2] + [in_image_dir(argv[2])] + argv[3:]
     if len(argv) == 2 and argv[1] == "capabilities":
         return reply({"capabilities": ["observe", "write"]})
     if len(argv) == 3 and argv[1] == "observe":

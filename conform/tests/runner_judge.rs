@@ -86,12 +86,16 @@ fn corpus(dir: &Path) -> PathBuf {
             file: "images/valid.qcow2".into(),
             expected: e_valid,
             description: "valid, one auto bitmap with 5 bits set".into(),
+            companions: Vec::new(),
+            secret: None,
         },
         ManifestCase {
             id: "bitmaps.dir.flags-reserved/0001".into(),
             file: "images/flags-reserved.qcow2".into(),
             expected: e_invalid,
             description: "reserved flag bit 3 set".into(),
+            companions: Vec::new(),
+            secret: None,
         },
     ]);
     std::fs::write(corpus.join("manifest.json"), m.to_json()).unwrap();

@@ -183,6 +183,8 @@ fn mutant_corpus(dir: &Path) -> PathBuf {
             file,
             expected: mutant.expected,
             description: format!("{}: {}", m.id, mutant.description),
+            companions: Vec::new(),
+            secret: None,
         });
     }
     std::fs::write(corpus.join("manifest.json"), Manifest::new(cases).to_json()).unwrap();

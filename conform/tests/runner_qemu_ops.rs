@@ -37,6 +37,8 @@ fn corpus(dir: &Path, seed: u64, want: usize, cfg: &Config) -> PathBuf {
             file,
             expected: c.expected,
             description: c.description,
+            companions: Vec::new(),
+            secret: None,
         });
     }
     std::fs::write(corpus.join("manifest.json"), Manifest::new(out).to_json()).unwrap();

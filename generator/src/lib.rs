@@ -18,5 +18,6 @@ pub use spec::{BitmapSpec, Config, GuestWrite, ImageSpec, LayoutSpec};
 pub mod cases;
 pub mod manifest;
 pub mod mutate;
+pub mod qemu_made;
 pub mod revisions;
 pub use manifest::{Manifest, ManifestCase};

@@ -27,6 +27,64 @@ pub struct ManifestCase {
     pub file: String,
     pub expected: Expected,
     pub description: String,
+    /// Files the image refers to (backing files, an external data file),
+    /// relative to the manifest like `file`. A runner copies each beside
+    /// its private copy of the image under its path relative to the
+    /// image's directory, so that the relative names stored in the image
+    /// resolve; every companion must lie under the image's directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub companions: Vec<String>,
+    /// The passphrase of an encrypted image (qcow2 `crypt_method` 2,
+    /// LUKS), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// Why a companion path cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompanionError {
+    #[error("companion {0:?} is absolute; companions are relative to the manifest")]
+    Absolute(String),
+    #[error("companion {0:?} contains `..`; companions must stay inside the corpus")]
+    ParentDir(String),
+    #[error("companion {companion:?} is not under the directory of the image {image:?}")]
+    OutsideImageDir { companion: String, image: String },
+    #[error("companion {0:?} has the image's own name")]
+    IsImage(String),
+}
+
+impl ManifestCase {
+    /// Each companion with its path relative to the image's directory
+    /// (where a runner puts it beside its copy of the image), or why a
+    /// companion path is refused: absolute, with a `..` component, or not
+    /// under the image's directory.
+    pub fn companion_places(&self) -> Result<Vec<(String, std::path::PathBuf)>, CompanionError> {
+        use std::path::{Component, Path};
+        let image_dir = Path::new(&self.file).parent().unwrap_or(Path::new(""));
+        let mut out = Vec::new();
+        for c in &self.companions {
+            let p = Path::new(c);
+            if p.is_absolute() || c.starts_with('/') {
+                return Err(CompanionError::Absolute(c.clone()));
+            }
+            if p.components()
+                .any(|x| !matches!(x, Component::Normal(_) | Component::CurDir))
+            {
+                return Err(CompanionError::ParentDir(c.clone()));
+            }
+            let rel = p
+                .strip_prefix(image_dir)
+                .map_err(|_| CompanionError::OutsideImageDir {
+                    companion: c.clone(),
+                    image: self.file.clone(),
+                })?;
+            if rel.as_os_str().is_empty() || p == Path::new(&self.file) {
+                return Err(CompanionError::IsImage(c.clone()));
+            }
+            out.push((c.clone(), rel.to_path_buf()));
+        }
+        Ok(out)
+    }
 }
 
 /// The whole manifest.
@@ -58,5 +116,65 @@ impl Manifest {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
         s.push('\n');
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(file: &str, companions: &[&str]) -> ManifestCase {
+        ManifestCase {
+            id: "x/1".into(),
+            file: file.into(),
+            expected: Expected {
+                verdict: spec_model::Verdict::Valid,
+                rules: vec![],
+                bitmaps_extension: spec_model::ExtensionState::Absent,
+                bitmaps: None,
+            },
+            description: String::new(),
+            companions: companions.iter().map(|s| s.to_string()).collect(),
+            secret: None,
+        }
+    }
+
+    #[test]
+    fn companions_are_placed_relative_to_the_image() {
+        let c = case(
+            "images/q/top.qcow2",
+            &["images/q/mid.qcow2", "images/q/d/base"],
+        );
+        let places = c.companion_places().unwrap();
+        assert_eq!(places[0].1, std::path::PathBuf::from("mid.qcow2"));
+        assert_eq!(places[1].1, std::path::PathBuf::from("d/base"));
+    }
+
+    #[test]
+    fn companions_outside_are_refused() {
+        let bad = |c: &str| {
+            case("images/q/top.qcow2", &[c])
+                .companion_places()
+                .unwrap_err()
+        };
+        assert!(matches!(bad("/etc/passwd"), CompanionError::Absolute(_)));
+        assert!(matches!(
+            bad("images/q/../../x"),
+            CompanionError::ParentDir(_)
+        ));
+        assert!(matches!(
+            bad("images/r/x"),
+            CompanionError::OutsideImageDir { .. }
+        ));
+        assert!(matches!(
+            bad("images/q/top.qcow2"),
+            CompanionError::IsImage(_)
+        ));
+    }
+
+    #[test]
+    fn empty_companions_and_secret_are_not_written() {
+        let json = serde_json::to_string(&case("a", &[])).unwrap();
+        assert!(!json.contains("companions") && !json.contains("secret"));
     }
 }

@@ -87,11 +87,26 @@ impl<R: Read + Seek> Model<R> {
     /// Reads virtual disk bytes at `offset` into `buf`, as the spec says a
     /// reader must see them (zero clusters, subclusters and compressed
     /// clusters resolved). Refused for images with a backing file, an
-    /// external data file or encryption, and for header-less files.
+    /// external data file or encryption, and for header-less files; see
+    /// [`Model::read_guest_with`] for the first two.
     pub fn read_guest(
         &mut self,
         offset: u64,
         buf: &mut [u8],
+    ) -> Result<(), crate::guest::GuestError> {
+        self.read_guest_with(offset, buf, &mut crate::layers::Layers::default())
+    }
+
+    /// [`Model::read_guest`] through the caller's `layers`: unallocated
+    /// clusters fall through to the backing image (zeros past its size),
+    /// data clusters are read from the external data file (with
+    /// `data_file_raw`, the guest offset is the data-file offset). An image
+    /// that needs a layer the caller does not supply is refused.
+    pub fn read_guest_with(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        layers: &mut crate::layers::Layers<'_>,
     ) -> Result<(), crate::guest::GuestError> {
         let Some(h) = self.analysis.header.as_ref() else {
             return Err(crate::guest::GuestError::Unreadable {
@@ -99,7 +114,7 @@ impl<R: Read + Seek> Model<R> {
                 reason: "not a qcow2 image".into(),
             });
         };
-        self.guest.read(&mut self.img, h, offset, buf)
+        self.guest.read(&mut self.img, h, offset, buf, layers)
     }
 
     /// The data bytes of usable bitmap `index` (bits LSB first, tail cleared).

@@ -2,10 +2,11 @@
 //! mapping", "Extended L2 Entries", compressed clusters): the model's answer
 //! for what an implementation must read back.
 
-use crate::fields::header::INCOMPAT_EXTERNAL_DATA;
+use crate::fields::header::{AUTOCLEAR_RAW_EXTERNAL, INCOMPAT_EXTERNAL_DATA};
 use crate::fields::mapping as m;
 use crate::header::{Header, MIN_CLUSTER_BITS, QEMU_MAX_CLUSTER_BITS};
 use crate::io::{CheckError, Image};
+use crate::layers::{read_backing, read_zero_extended, GuestSource, Layers};
 use crate::zeros::nonzero_table_entries;
 use std::io::{Read, Seek};
 
@@ -94,31 +95,50 @@ impl GuestReader {
     }
 
     /// Fills `buf` with virtual disk bytes from `offset`. Unallocated
-    /// clusters read as zeros (images with a backing file are refused, as
-    /// the backing file is not part of the image).
+    /// clusters read from the backing image in `layers` (zeros past its
+    /// size), or as zeros for an image without one; data clusters of an
+    /// image with an external data file read from `layers.data_file`. An
+    /// image that needs a layer `layers` lacks is refused.
     pub fn read<R: Read + Seek>(
         &mut self,
         img: &mut Image<R>,
         h: &Header,
         offset: u64,
         buf: &mut [u8],
+        layers: &mut Layers<'_>,
     ) -> Result<(), GuestError> {
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= h.size)
             .ok_or_else(|| unreadable(offset, format!("past the virtual size {}", h.size)))?;
-        if h.backing_file_offset != 0 {
+        if h.backing_file_offset != 0 && layers.backing.is_none() {
             return Err(unreadable(offset, "the image has a backing file"));
         }
-        if h.incompatible_features & INCOMPAT_EXTERNAL_DATA != 0 {
-            return Err(unreadable(
-                offset,
-                "guest data lives in an external data file",
-            ));
-        }
+        let external = h.incompatible_features & INCOMPAT_EXTERNAL_DATA != 0;
+        let mut data = match (external, layers.data_file.as_deref_mut()) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(unreadable(
+                    offset,
+                    "guest data lives in an external data file",
+                ))
+            }
+            (true, Some(d)) => Some(Image::new(d)?),
+        };
         if h.crypt_method != 0 {
             return Err(unreadable(offset, "the image is encrypted"));
         }
+        // With data_file_raw the data file is the guest disk itself.
+        if let Some(d) = data
+            .as_mut()
+            .filter(|_| h.autoclear_features & AUTOCLEAR_RAW_EXTERNAL != 0)
+        {
+            return read_zero_extended(d, offset, buf);
+        }
+        let mut backing: Option<&mut dyn GuestSource> = match layers.backing.as_mut() {
+            Some(b) => Some(&mut **b),
+            None => None,
+        };
         if h.cluster_bits > crate::header::QEMU_MAX_CLUSTER_BITS {
             return Err(unreadable(
                 offset,
@@ -143,7 +163,14 @@ impl GuestReader {
             let gc = pos / cs;
             let within = (pos % cs) as usize;
             let n = ((cs - pos % cs).min(end - pos)) as usize;
-            self.cluster(img, h, gc, &mut cluster)?;
+            let mut src = Sources {
+                data: data.as_mut(),
+                backing: match backing.as_mut() {
+                    Some(b) => Some(&mut **b),
+                    None => None,
+                },
+            };
+            self.cluster(img, h, gc, &mut cluster, &mut src)?;
             let at = (pos - offset) as usize;
             buf[at..at + n].copy_from_slice(&cluster[within..within + n]);
             pos += n as u64;
@@ -152,12 +179,13 @@ impl GuestReader {
     }
 
     /// The `cs` bytes of guest cluster `gc`.
-    fn cluster<R: Read + Seek>(
+    fn cluster<R: Read + Seek, D: Read + Seek>(
         &self,
         img: &mut Image<R>,
         h: &Header,
         gc: u64,
         out: &mut Vec<u8>,
+        src: &mut Sources<'_, D>,
     ) -> Result<(), GuestError> {
         let cs = h.cluster_size();
         let at = gc * cs;
@@ -170,7 +198,7 @@ impl GuestReader {
         };
         let l2_off = l1e & m::L1_OFFSET_MASK;
         if l2_off == 0 {
-            return Ok(());
+            return read_backing(src.backing(), at, out);
         }
         let es = h.l2_entry_size();
         let e_at = l2_off + (gc % l2_entries) * es;
@@ -179,26 +207,47 @@ impl GuestReader {
             .ok_or_else(|| unreadable(at, "L2 entry outside the file"))?;
         let e = u64::from_be_bytes(raw[..8].try_into().unwrap_or_default());
         if e & m::COMPRESSED != 0 {
+            if src.data.is_some() {
+                return Err(unreadable(
+                    at,
+                    "a compressed cluster in an image with an external data file",
+                ));
+            }
             return self.compressed(img, h, e, at, out);
         }
         let host = e & m::L2_OFFSET_MASK;
         if !h.extended_l2() {
-            if e & m::ZERO != 0 && h.version == 3 || host == 0 {
+            if e & m::ZERO != 0 && h.version == 3 {
                 return Ok(());
             }
-            return read_host(img, host, at, out);
+            // Host offset 0 means unallocated, unless an external data
+            // file is used and bit 63 is set (spec "Cluster mapping").
+            if host == 0 && (src.data.is_none() || e & m::COPIED == 0) {
+                return read_backing(src.backing(), at, out);
+            }
+            return src.read_host(img, host, at, out);
         }
-        // Extended L2: 32 subclusters with allocated / zero bits.
+        // Extended L2: 32 subclusters with allocated / zero bits; neither
+        // set: unallocated, read from the backing image.
         let sub = u64::from_be_bytes(raw[8..16].try_into().unwrap_or_default());
         let sc = (cs / 32) as usize;
         let mut data = Vec::new();
+        let mut below = Vec::new();
         for i in 0..32 {
-            if (sub >> i) & 1 == 1 && (sub >> (32 + i)) & 1 == 0 {
+            let (alloc, zero) = ((sub >> i) & 1 == 1, (sub >> (32 + i)) & 1 == 1);
+            let part = i * sc..(i + 1) * sc;
+            if alloc && !zero {
                 if data.is_empty() {
                     data.resize(cs as usize, 0);
-                    read_host(img, host, at, &mut data)?;
+                    src.read_host(img, host, at, &mut data)?;
                 }
-                out[i * sc..(i + 1) * sc].copy_from_slice(&data[i * sc..(i + 1) * sc]);
+                out[part.clone()].copy_from_slice(&data[part]);
+            } else if !alloc && !zero && src.backing.is_some() {
+                if below.is_empty() {
+                    below.resize(cs as usize, 0);
+                    read_backing(src.backing(), at, &mut below)?;
+                }
+                out[part.clone()].copy_from_slice(&below[part]);
             }
         }
         Ok(())
@@ -257,6 +306,37 @@ impl GuestReader {
             t => return Err(unreadable(at, format!("unknown compression type {t}"))),
         }
         Ok(())
+    }
+}
+
+/// Where one guest read finds what the image does not hold.
+struct Sources<'d, D> {
+    data: Option<&'d mut Image<D>>,
+    backing: Option<&'d mut dyn GuestSource>,
+}
+
+impl<D: Read + Seek> Sources<'_, D> {
+    /// The backing layer, reborrowed.
+    fn backing(&mut self) -> Option<&mut dyn GuestSource> {
+        match &mut self.backing {
+            Some(b) => Some(&mut **b),
+            None => None,
+        }
+    }
+
+    /// A data cluster at `host`: from the external data file when there is
+    /// one, else from the image.
+    fn read_host<R: Read + Seek>(
+        &mut self,
+        img: &mut Image<R>,
+        host: u64,
+        at: u64,
+        out: &mut [u8],
+    ) -> Result<(), GuestError> {
+        match self.data.as_deref_mut() {
+            Some(d) => read_host(d, host, at, out),
+            None => read_host(img, host, at, out),
+        }
     }
 }
 
@@ -362,6 +442,84 @@ mod tests {
         let mut h = header(1 << 20, 1);
         h.incompatible_features = INCOMPAT_EXTENDED_L2;
         assert_eq!(allocated(&file, &h, 256), vec![2 * 512]);
+    }
+
+    /// Reads `len` guest bytes from 0 of `file` under `h` through `layers`.
+    fn read(
+        file: &[u8],
+        h: &Header,
+        len: usize,
+        layers: &mut crate::layers::Layers<'_>,
+    ) -> Result<Vec<u8>, super::GuestError> {
+        let mut img = Image::new(Cursor::new(file)).unwrap();
+        let mut buf = vec![0xeeu8; len];
+        super::GuestReader::new().read(&mut img, h, 0, &mut buf, layers)?;
+        Ok(buf)
+    }
+
+    #[test]
+    fn unallocated_clusters_fall_through_to_the_backing_image() {
+        use crate::layers::{Layers, RawSource};
+        let mut file = vec![0u8; 2048];
+        put(&mut file, 512, 1024);
+        put(&mut file, 1024, 1536 | m::COPIED); // cluster 0: data
+        put(&mut file, 1024 + 8, m::ZERO); // cluster 1: zeros
+        file[1536..2048].fill(0xaa); // cluster 2, 3: unallocated
+        let mut h = header(4 * 512, 1);
+        h.backing_file_offset = 104;
+        assert!(read(&file, &h, 2048, &mut Layers::default()).is_err());
+        // A backing image that ends 100 bytes into cluster 2.
+        let mut raw = RawSource::new(Cursor::new(vec![0x55u8; 2 * 512 + 100])).unwrap();
+        let mut layers = Layers {
+            backing: Some(&mut raw),
+            data_file: None,
+        };
+        let got = read(&file, &h, 2048, &mut layers).unwrap();
+        let mut want = vec![0xaau8; 512];
+        want.extend([0u8; 512]);
+        want.extend([0x55u8; 100]);
+        want.extend(vec![0u8; 412 + 512]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn data_clusters_come_from_the_external_data_file() {
+        use crate::fields::header::{AUTOCLEAR_RAW_EXTERNAL, INCOMPAT_EXTERNAL_DATA};
+        use crate::layers::Layers;
+        let mut file = vec![0u8; 1536];
+        put(&mut file, 512, 1024);
+        // Cluster 0 at data-file offset 0 (bit 63 set), cluster 1 at 1024,
+        // cluster 2 unallocated (offset 0, bit 63 clear).
+        put(&mut file, 1024, m::COPIED);
+        put(&mut file, 1024 + 8, 1024 | m::COPIED);
+        let mut data: Vec<u8> = (0..1536u32).map(|i| (i / 512 + 1) as u8).collect();
+        let mut h = header(3 * 512, 1);
+        h.incompatible_features = INCOMPAT_EXTERNAL_DATA;
+        assert!(read(&file, &h, 1536, &mut Layers::default()).is_err());
+        let mut reader = Cursor::new(&mut data);
+        let mut layers = Layers {
+            backing: None,
+            data_file: Some(&mut reader),
+        };
+        let got = read(&file, &h, 1536, &mut layers).unwrap();
+        let mut want = vec![1u8; 512];
+        want.extend([3u8; 512]);
+        want.extend([0u8; 512]);
+        assert_eq!(got, want);
+        // data_file_raw: the data file is the guest disk.
+        h.autoclear_features = AUTOCLEAR_RAW_EXTERNAL;
+        let mut reader = Cursor::new(&mut data);
+        let mut layers = Layers {
+            backing: None,
+            data_file: Some(&mut reader),
+        };
+        let got = read(&file, &h, 1536, &mut layers).unwrap();
+        assert_eq!(
+            got,
+            (0..1536u32)
+                .map(|i| (i / 512 + 1) as u8)
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

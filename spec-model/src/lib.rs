@@ -32,6 +32,7 @@ pub mod finding;
 pub mod guest;
 pub mod header;
 pub mod io;
+pub mod layers;
 pub mod mapping;
 pub mod refcount;
 pub mod report;

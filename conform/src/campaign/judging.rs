@@ -49,6 +49,8 @@ pub(super) fn judge_bytes(
         file: name.to_string(),
         expected: expected.clone(),
         description: String::new(),
+        companions: Vec::new(),
+        secret: None,
     };
     Ok(runner::run_case(adapter, &case, &path, opts))
 }

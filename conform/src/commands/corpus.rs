@@ -23,9 +23,23 @@ fn sha256_file(path: &Path) -> Result<String> {
         .with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// `sha256sum`-style lines for the manifest and every image, sorted.
+/// Every file of the manifest's cases (images and companions), sorted,
+/// each once.
+fn case_files(manifest: &Manifest) -> Vec<String> {
+    let mut files: Vec<String> = manifest
+        .cases
+        .iter()
+        .flat_map(|c| std::iter::once(&c.file).chain(&c.companions).cloned())
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// `sha256sum`-style lines for the manifest and every image and companion,
+/// sorted.
 fn checksums(dir: &Path, manifest: &Manifest) -> Result<String> {
-    let mut files: Vec<String> = manifest.cases.iter().map(|c| c.file.clone()).collect();
+    let mut files = case_files(manifest);
     files.push("manifest.json".into());
     files.sort();
     let mut out = String::new();
@@ -55,22 +69,20 @@ fn build(dir: &Path) -> Result<i32> {
                 file: format!("images/{}", case.file_name),
                 expected: case.expected,
                 description: case.description,
+                companions: Vec::new(),
+                secret: None,
             })
         })
         .collect();
     bar.finish_and_clear();
-    let cases = made.into_iter().collect::<Result<Vec<_>>>()?;
+    let mut cases = made.into_iter().collect::<Result<Vec<_>>>()?;
+    cases.extend(copy_qemu_made(&images)?);
     let manifest = Manifest::new(cases);
     std::fs::write(dir.join("manifest.json"), manifest.to_json())?;
     std::fs::write(dir.join("SHA256SUMS"), checksums(dir, &manifest)?)?;
-    let bytes: u64 = manifest
-        .cases
+    let bytes: u64 = case_files(&manifest)
         .iter()
-        .map(|c| {
-            std::fs::metadata(dir.join(&c.file))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
+        .map(|f| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0))
         .sum();
     eprintln!(
         "corpus: {} cases, {:.1} MiB of images, in {}",
@@ -79,6 +91,46 @@ fn build(dir: &Path) -> Result<i32> {
         dir.display()
     );
     Ok(0)
+}
+
+/// Where the checked-in QEMU-made cases are: `$QCOW2_CONFORM_QEMU_CASES`,
+/// else `corpus-src/qemu` of the workspace this binary was built from.
+fn qemu_made_source() -> std::path::PathBuf {
+    match std::env::var_os("QCOW2_CONFORM_QEMU_CASES") {
+        Some(p) if !p.is_empty() => p.into(),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus-src/qemu"),
+    }
+}
+
+/// Copies the QEMU-made cases ([`generator::qemu_made`]) into
+/// `images/qemu/<dir>/` and returns their manifest entries.
+fn copy_qemu_made(images: &Path) -> Result<Vec<ManifestCase>> {
+    let source = qemu_made_source();
+    let mut out = Vec::new();
+    for c in generator::qemu_made::CASES {
+        let to = images.join("qemu").join(c.dir);
+        std::fs::create_dir_all(&to)?;
+        for f in std::iter::once(&c.image).chain(c.companions) {
+            let from = source.join(c.dir).join(f);
+            files::sparse_copy(&from, &to.join(f)).with_context(|| {
+                format!(
+                    "cannot copy the QEMU-made case file {} (set QCOW2_CONFORM_QEMU_CASES \
+                     to the corpus-src/qemu directory)",
+                    from.display()
+                )
+            })?;
+        }
+        let rel = |f: &str| format!("images/qemu/{}/{f}", c.dir);
+        out.push(ManifestCase {
+            id: c.id(),
+            file: rel(c.image),
+            expected: c.expected(),
+            description: c.description.to_string(),
+            companions: c.companions.iter().map(|f| rel(f)).collect(),
+            secret: c.secret.map(str::to_owned),
+        });
+    }
+    Ok(out)
 }
 
 /// The result of verifying one case.
@@ -122,9 +174,9 @@ fn verify(dir: &Path, json: bool) -> Result<i32> {
             Err(e) => file_problems.push(format!("{file}: {e:#}")),
         }
     }
-    for c in &manifest.cases {
-        if !listed.contains(&c.file) {
-            file_problems.push(format!("{}: not listed in SHA256SUMS", c.file));
+    for f in case_files(&manifest) {
+        if !listed.contains(&f) {
+            file_problems.push(format!("{f}: not listed in SHA256SUMS"));
         }
     }
     if !listed.contains("manifest.json") {
@@ -178,7 +230,7 @@ fn pack(dir: &Path, out: &Path) -> Result<i32> {
         .write(file, flate2::Compression::best());
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
-    let mut files: Vec<String> = manifest.cases.iter().map(|c| c.file.clone()).collect();
+    let mut files = case_files(&manifest);
     files.extend(["manifest.json", "SHA256SUMS", "README.md"].map(String::from));
     files.sort();
     for f in &files {

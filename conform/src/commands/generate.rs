@@ -124,6 +124,8 @@ pub fn run(args: &GenerateArgs) -> Result<i32> {
             file: format!("images/{}", c.file_name),
             expected: c.expected,
             description: c.description,
+            companions: Vec::new(),
+            secret: None,
         });
     }
     let manifest = Manifest::new(entries);

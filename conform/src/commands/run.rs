@@ -98,6 +98,22 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             report.corpus_changes.join("; ")
         );
     }
+    let errors: Vec<String> = report
+        .cases
+        .iter()
+        .flat_map(|c| c.results.iter().map(move |r| (c, r)))
+        .filter(|(_, r)| r.outcome.kind == OutcomeKind::Error)
+        .map(|(c, r)| format!("{} [{}]", c.id, r.implementation))
+        .collect();
+    if !errors.is_empty() {
+        // Not the implementations' fault, but the run is incomplete.
+        eprintln!(
+            "run: INCOMPLETE: the runner could not set up {} case run(s) (outcome `error`): {}",
+            errors.len(),
+            errors.join(", ")
+        );
+        return Ok(1);
+    }
     let failing: Vec<OutcomeKind> = report
         .kinds()
         .into_iter()

@@ -24,6 +24,11 @@ pub enum CorpusError {
     Manifest { path: PathBuf, error: ManifestError },
     #[error("case {case}: image {} does not exist", path.display())]
     MissingImage { case: String, path: PathBuf },
+    #[error("case {case}: {error}")]
+    Companion {
+        case: String,
+        error: generator::manifest::CompanionError,
+    },
     #[error("cannot list {}", path.display())]
     List {
         path: PathBuf,
@@ -40,7 +45,10 @@ pub enum CorpusError {
     Io(#[from] io::Error),
 }
 
-/// Reads `DIR/manifest.json` and checks that every image it names exists.
+/// Reads `DIR/manifest.json` and checks that every image it names exists
+/// and that every companion path stays inside the corpus, under its
+/// image's directory (a missing companion file is the case's own `error`
+/// outcome at run time, not a load failure).
 pub fn load(dir: &Path) -> Result<Manifest, CorpusError> {
     let path = dir.join("manifest.json");
     let text = match std::fs::read_to_string(&path) {
@@ -56,6 +64,10 @@ pub fn load(dir: &Path) -> Result<Manifest, CorpusError> {
         if !path.is_file() {
             let case = c.id.clone();
             return Err(CorpusError::MissingImage { case, path });
+        }
+        if let Err(error) = c.companion_places() {
+            let case = c.id.clone();
+            return Err(CorpusError::Companion { case, error });
         }
     }
     Ok(m)

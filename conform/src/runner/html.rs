@@ -48,6 +48,9 @@ fn meaning(kind: OutcomeKind) -> &'static str {
         OutcomeKind::Crash => "killed by a signal, a sanitizer report, or no protocol answer",
         OutcomeKind::Hang => "ran past the time limit; its process group was killed",
         OutcomeKind::Recorded => "the spec is silent: behaviour kept, not judged",
+        OutcomeKind::Error => {
+            "the runner could not set the case up (a companion file or the image copy): not judged, not the implementation's fault"
+        }
     }
 }
 

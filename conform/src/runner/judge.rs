@@ -35,10 +35,13 @@ pub enum OutcomeKind {
     Hang,
     /// The spec is silent: kept, not judged.
     Recorded,
+    /// The runner could not set the case up (a missing companion, a failed
+    /// copy): not judged, never charged to the implementation; `run` exits 1.
+    Error,
 }
 
 impl OutcomeKind {
-    pub const ALL: [OutcomeKind; 8] = [
+    pub const ALL: [OutcomeKind; 9] = [
         OutcomeKind::Pass,
         OutcomeKind::Lenient,
         OutcomeKind::Strict,
@@ -47,6 +50,7 @@ impl OutcomeKind {
         OutcomeKind::Crash,
         OutcomeKind::Hang,
         OutcomeKind::Recorded,
+        OutcomeKind::Error,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +63,7 @@ impl OutcomeKind {
             OutcomeKind::Crash => "crash",
             OutcomeKind::Hang => "hang",
             OutcomeKind::Recorded => "recorded",
+            OutcomeKind::Error => "error",
         }
     }
 
@@ -66,9 +71,13 @@ impl OutcomeKind {
         OutcomeKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// Fails a run by default (everything but pass and recorded).
+    /// Fails a run by default (everything but pass, recorded and the
+    /// runner's own `error`, which is not the implementation's fault).
     pub fn fails_by_default(self) -> bool {
-        !matches!(self, OutcomeKind::Pass | OutcomeKind::Recorded)
+        !matches!(
+            self,
+            OutcomeKind::Pass | OutcomeKind::Recorded | OutcomeKind::Error
+        )
     }
 }
 

@@ -6,7 +6,8 @@
 //! Modules, each importing only from those above it:
 //! - leaves: [`text`] (message and command-line text), [`ranges`] (byte
 //!   range arithmetic), [`process`] (running one program, [`Limits`]),
-//!   [`image_state`] (an image as the model reads it);
+//!   [`image_state`] (an image as the model reads it), [`case_env`] (the
+//!   passphrase and directory of the case being run);
 //! - data: [`checks`] (write and bitmap-operations results),
 //!   [`observation`] (what an implementation did), [`adapter`] (the
 //!   [`Adapter`] trait);
@@ -22,9 +23,11 @@
 
 pub mod adapter;
 pub mod adapters;
+pub mod case_env;
 pub mod checks;
 pub mod corpus;
 pub mod html;
+pub mod image_layers;
 pub mod image_state;
 pub mod judge;
 pub mod observation;

@@ -141,6 +141,9 @@ pub fn command<S: AsRef<OsStr>>(program: &OsStr, args: &[S], limits: &Limits) ->
     };
     cmd.args(args);
     cmd.process_group(0);
+    if let Some(secret) = super::case_env::current() {
+        cmd.env(super::case_env::ENV, secret);
+    }
     cmd
 }
 

@@ -110,6 +110,7 @@ fn colour(kind: OutcomeKind) -> &'static str {
         OutcomeKind::Lenient | OutcomeKind::Strict => "33",
         OutcomeKind::Mismatch | OutcomeKind::Corrupting | OutcomeKind::Crash => "1;31",
         OutcomeKind::Hang => "35",
+        OutcomeKind::Error => "1;37;41",
     }
 }
 

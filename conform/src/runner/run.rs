@@ -4,14 +4,14 @@
 //! hashed before and after.
 
 use super::adapter::Adapter;
-use super::checks::CheckFindings;
+use super::judge::{Outcome, OutcomeKind};
 use super::observation::Observation;
 use super::process::Limits;
 use super::report::{CaseResult, CaseRun, RunReport};
-use super::text::command_line;
-use super::{corpus, judge, writes};
+use super::text::{command_line, shell_quote};
+use super::{case_env, corpus, judge, writes};
 use generator::ManifestCase;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Options of a run.
 #[derive(Debug, Clone)]
@@ -26,24 +26,28 @@ pub struct RunOptions {
 }
 
 /// Runs one case under one adapter: a private copy in a fresh temporary
-/// directory, the observation, the write check (on a second copy), the
-/// judgement.
+/// directory (with the case's companion files beside it), the
+/// observation, the write check (on a second copy), the judgement. A
+/// set-up failure of the runner (no scratch directory, a missing or
+/// uncopyable companion, a failed image copy) is the outcome `error`,
+/// never charged to the implementation.
 pub fn run_case(
     adapter: &dyn Adapter,
     case: &ManifestCase,
     image: &Path,
     opts: &RunOptions,
 ) -> CaseResult {
-    let mut obs = match tempfile::Builder::new()
+    let _secret = case_env::scope(case.secret.as_deref());
+    let observed = match tempfile::Builder::new()
         .prefix("qcow2-conform-run")
         .tempdir()
     {
         Ok(work) => observe_in(adapter, case, image, work.path(), opts),
-        Err(e) => Observation {
-            error: Some(format!("runner: cannot create a temporary directory: {e}")),
-            protocol_error: Some(format!("runner: cannot create a temporary directory: {e}")),
-            ..Observation::default()
-        },
+        Err(e) => Err(SetUpError::TempDir(e)),
+    };
+    let mut obs = match observed {
+        Ok(obs) => obs,
+        Err(why) => return set_up_error(adapter, why),
     };
     obs.commands.retain(|c| !c.is_empty());
     let model = (case.expected.verdict == spec_model::Verdict::Invalid
@@ -58,48 +62,109 @@ pub fn run_case(
     }
 }
 
+/// Why the runner could not set a case up (its outcome is then `error`).
+#[derive(Debug, thiserror::Error)]
+pub enum SetUpError {
+    #[error("cannot create a temporary directory: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot copy {}: {source}", path.display())]
+    Copy {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("companion file {listed} (listed in the manifest) is missing: {} does not exist", path.display())]
+    MissingCompanion { listed: String, path: PathBuf },
+    #[error(transparent)]
+    Companion(#[from] generator::manifest::CompanionError),
+}
+
+fn create_dir(path: &Path) -> Result<(), SetUpError> {
+    std::fs::create_dir_all(path).map_err(|source| SetUpError::CreateDir {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The result of a case the runner could not set up.
+fn set_up_error(adapter: &dyn Adapter, why: SetUpError) -> CaseResult {
+    let why = format!("runner: {why}");
+    CaseResult {
+        implementation: adapter.name().to_owned(),
+        outcome: Outcome {
+            kind: OutcomeKind::Error,
+            detail: vec![
+                why.clone(),
+                "the runner could not set the case up: nothing was run or judged".into(),
+            ],
+        },
+        observation: Observation {
+            notes: vec![why],
+            ..Observation::default()
+        },
+    }
+}
+
 /// The reference model's (name, usable) for every bitmap of `image`.
 fn model_usability(image: &Path) -> Option<Vec<(String, bool)>> {
     let r = spec_model::check_path(image).ok()?;
     Some(r.bitmaps.into_iter().map(|b| (b.name, b.usable)).collect())
 }
 
+/// Observes the case in the scratch directory `work`, then runs the checks
+/// that change a copy; `Err` when the first private copy cannot be set up.
 fn observe_in(
     adapter: &dyn Adapter,
     case: &ManifestCase,
     image: &Path,
     work: &Path,
     opts: &RunOptions,
-) -> Observation {
-    let copy = work.join("image.qcow2");
-    if let Err(e) = corpus::sparse_copy(image, &copy) {
-        return Observation {
-            protocol_error: Some(format!("runner: cannot copy {}: {e}", image.display())),
-            ..Observation::default()
-        };
-    }
-    let setup = format!(
-        "WORK=$(mktemp -d) && cp --sparse=always {} \"$WORK\"/image.qcow2",
-        command_line(&std::process::Command::new(image))
-    );
-    let mut obs = adapter.observe(&copy, &opts.limits);
-    obs.commands.insert(0, setup.clone());
+) -> Result<Observation, SetUpError> {
+    let (copy, setup) = private_copy(case, image, work, "image.qcow2")?;
+    let mut obs = {
+        let _dir = case_env::in_dir(companion_dir(case, &copy));
+        adapter.observe(&copy, &opts.limits)
+    };
+    obs.commands
+        .insert(0, format!("WORK=$(mktemp -d) && {setup}"));
     // The checks that change a copy: only on valid images, and only while
     // nothing has crashed or hung.
     let may_change = |obs: &Observation| {
         opts.writes && writes::eligible(&case.expected) && !obs.timed_out && obs.signal.is_none()
     };
     if adapter.capabilities().write_guest_data && may_change(&obs) {
-        if let Some(copy) = fresh_copy(image, work, "write.qcow2", "write check", &mut obs) {
+        if let Some(copy) = fresh_copy(case, image, work, "write.qcow2", "write check", &mut obs) {
+            let _dir = case_env::in_dir(companion_dir(case, &copy));
             let w = writes::run(adapter, &copy, &opts.limits);
-            add_check(&mut obs, image, "write.qcow2", &w.found);
+            obs.commands.extend(w.found.commands.iter().cloned());
+            if let Some(p) = &w.found.process {
+                obs.absorb(p);
+            }
             obs.write = Some(w);
         }
     }
     if adapter.checks_bitmap_ops() && may_change(&obs) {
-        if let Some(copy) = fresh_copy(image, work, "ops.qcow2", "bitmap operations", &mut obs) {
+        if case.secret.is_some() {
+            obs.notes
+                .push("bitmap operations skipped: the image is encrypted".into());
+        } else if let Some(copy) = fresh_copy(
+            case,
+            image,
+            work,
+            "ops.qcow2",
+            "bitmap operations",
+            &mut obs,
+        ) {
+            let _dir = case_env::in_dir(companion_dir(case, &copy));
             if let Some(o) = adapter.bitmap_ops(&copy, work, &opts.limits) {
-                add_check(&mut obs, image, "ops.qcow2", &o.found);
+                obs.commands.extend(o.found.commands.iter().cloned());
+                if let Some(p) = &o.found.process {
+                    obs.absorb(p);
+                }
                 obs.ops = Some(o);
             }
         }
@@ -108,39 +173,105 @@ fn observe_in(
     for c in &mut obs.commands {
         *c = with_work_var(c, &work_s);
     }
-    obs
+    Ok(obs)
 }
 
-/// A fresh copy of `image` as `work/NAME`, or `None` with a note that
-/// `what` was skipped.
+/// The directory programs run in for a copy with companions (the copy's
+/// own), `None` for a case without them.
+fn companion_dir<'a>(case: &ManifestCase, copy: &'a Path) -> Option<&'a Path> {
+    if case.companions.is_empty() {
+        None
+    } else {
+        copy.parent()
+    }
+}
+
+/// A private copy of `image` with its companions, as the copy's path and
+/// the shell commands that make it (`$WORK` is the scratch directory).
+/// Without companions the copy is `work/NAME`, as it always was; with
+/// them, every copy gets its own directory `work/STEM/` (`STEM` is NAME
+/// without `.qcow2`), holding the image under its own file name and each
+/// companion under its path relative to the image's directory, so the
+/// image's relative backing and data-file names resolve and a write
+/// through one copy never reaches another's data file. Every path stays
+/// inside `work` ([`ManifestCase::companion_places`] refuses the others).
+fn private_copy(
+    case: &ManifestCase,
+    image: &Path,
+    work: &Path,
+    name: &str,
+) -> Result<(PathBuf, String), SetUpError> {
+    let cp = |from: &Path, to: &str| {
+        format!(
+            "cp --sparse=always {} \"$WORK\"/{to}",
+            command_line(&std::process::Command::new(from))
+        )
+    };
+    let copy_file = |from: &Path, to: &Path| {
+        corpus::sparse_copy(from, to).map_err(|source| SetUpError::Copy {
+            path: from.to_owned(),
+            source,
+        })
+    };
+    if case.companions.is_empty() {
+        let copy = work.join(name);
+        copy_file(image, &copy)?;
+        return Ok((copy, cp(image, name)));
+    }
+    let places = case.companion_places()?;
+    let stem = name.strip_suffix(".qcow2").unwrap_or(name);
+    let dir = work.join(stem);
+    let image_name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_owned());
+    let mut setup = vec![format!("mkdir -p \"$WORK\"/{stem}")];
+    let copy = dir.join(&image_name);
+    create_dir(&dir)?;
+    copy_file(image, &copy)?;
+    setup.push(cp(
+        image,
+        &format!("{stem}/{}", shell_quote(image_name.as_ref())),
+    ));
+    let image_dir = image.parent().unwrap_or(Path::new("."));
+    for (listed, rel) in places {
+        let from = image_dir.join(&rel);
+        if !from.is_file() {
+            return Err(SetUpError::MissingCompanion { listed, path: from });
+        }
+        let to = dir.join(&rel);
+        if let Some(parent) = to.parent() {
+            create_dir(parent)?;
+        }
+        copy_file(&from, &to)?;
+        setup.push(cp(
+            &from,
+            &format!("{stem}/{}", shell_quote(rel.as_os_str())),
+        ));
+    }
+    Ok((copy, setup.join(" && ")))
+}
+
+/// A fresh copy of `image` (with its companions) as `work/NAME`, or `None`
+/// with a note that `what` was skipped; the copy commands go to the
+/// observation.
 fn fresh_copy(
+    case: &ManifestCase,
     image: &Path,
     work: &Path,
     name: &str,
     what: &str,
     obs: &mut Observation,
-) -> Option<std::path::PathBuf> {
-    let copy = work.join(name);
-    match corpus::sparse_copy(image, &copy) {
-        Ok(()) => Some(copy),
+) -> Option<PathBuf> {
+    match private_copy(case, image, work, name) {
+        Ok((copy, setup)) => {
+            obs.commands.push(setup);
+            Some(copy)
+        }
         Err(e) => {
-            obs.notes.push(format!("{what} skipped: cannot copy: {e}"));
+            obs.notes.push(format!("{what} skipped: {e}"));
             None
         }
-    }
-}
-
-/// Adds a check that ran on the copy `$WORK/NAME` of `image` to the
-/// observation: the copy command, the check's own commands, and the end of
-/// a program of it that crashed.
-fn add_check(obs: &mut Observation, image: &Path, name: &str, found: &CheckFindings) {
-    obs.commands.push(format!(
-        "cp --sparse=always {} \"$WORK\"/{name}",
-        command_line(&std::process::Command::new(image))
-    ));
-    obs.commands.extend(found.commands.iter().cloned());
-    if let Some(p) = &found.process {
-        obs.absorb(p);
     }
 }
 

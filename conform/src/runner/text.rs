@@ -32,11 +32,15 @@ pub fn show_ranges(r: &[(u64, u64)], most: usize) -> String {
 
 /// Quotes a command line for display (and for pasting into a shell).
 pub fn command_line(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
+    let line = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(shell_quote)
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    match cmd.get_current_dir() {
+        Some(dir) => format!("(cd {} && {line})", shell_quote(dir.as_os_str())),
+        None => line,
+    }
 }
 
 /// One word quoted for a shell: as it is when it holds only characters a

@@ -10,10 +10,9 @@ use super::guard::{guarded, install_panic_hook};
 use super::kind::ProbeKind;
 use super::report::{ProbeReport, WriteOutcome};
 use super::sampling::{pattern, pattern_byte};
+use crate::runner::image_layers::{self, LayersError};
 use crate::runner::observation::GuestCheck;
-use spec_model::Model;
 use std::fmt::Display;
-use std::fs::File;
 use std::path::Path;
 
 /// Mismatch and error descriptions kept per observation.
@@ -174,16 +173,23 @@ fn read_back(image: &Path, expect: &Expectation, offset: u64, len: u64, who: &st
             "the model cannot open the image after the write: {e}"
         )]
     };
-    let mut model = match File::open(image) {
+    let mut model = match image_layers::open(image) {
+        Err(LayersError::Open { source, .. }) => return cannot_open(&source),
         Err(e) => return cannot_open(&e),
-        Ok(f) => match Model::open(f) {
-            Err(e) => return cannot_open(&e),
-            Ok(m) => m,
-        },
+        Ok(m) => m,
     };
+    let encrypted = model
+        .model
+        .analysis()
+        .header
+        .as_ref()
+        .is_some_and(|h| h.crypt_method != 0);
+    if encrypted {
+        return encrypted_write(image, offset, len, who);
+    }
     let mut problems = Vec::new();
     let mut got = vec![0u8; len as usize];
-    match model.read_guest(offset, &mut got) {
+    match model.read(offset, &mut got) {
         Err(e) => problems.push(format!("the model cannot read the written range back: {e}")),
         Ok(()) => {
             if let Some(d) = describe_difference(offset, &got, &pattern(offset, len), "the model") {
@@ -198,7 +204,7 @@ fn read_back(image: &Path, expect: &Expectation, offset: u64, len: u64, who: &st
     for (&(o, l), before) in expect.ranges.iter().zip(&expect.data) {
         let Ok(before) = before else { continue };
         let mut now = vec![0u8; l as usize];
-        if model.read_guest(o, &mut now).is_err() {
+        if model.read(o, &mut now).is_err() {
             problems.push(format!(
                 "the model can no longer read {l} bytes at virtual offset {o} after the write"
             ));
@@ -223,4 +229,61 @@ fn read_back(image: &Path, expect: &Expectation, offset: u64, len: u64, who: &st
         }
     }
     problems
+}
+
+/// The read-back of a write into an encrypted image (`crypt_method` 1 or
+/// 2), whose guest data the model cannot decrypt. The spec (qcow2.rst,
+/// header field `crypt_method`, "LUKS encryption header") says every data
+/// cluster of such an image holds ciphertext: a conforming reader
+/// decrypts whatever the cluster holds, so plaintext stored there reads
+/// back as garbage and the guest data is lost. A writer that stores the
+/// written bytes verbatim in the file therefore corrupts the image, just
+/// as a lost write would: one such block of the pattern found in the file
+/// is a problem (the case becomes `corrupting`). Whether ciphertext it
+/// wrote is right the model cannot judge; that part is only noted.
+fn encrypted_write(image: &Path, offset: u64, len: u64, who: &str) -> Vec<String> {
+    let written = pattern(offset, len);
+    // A 512-byte block of the pattern, aligned in the guest, as a
+    // plaintext writer would store it at some 512-aligned file offset.
+    let first = offset.next_multiple_of(512);
+    if first + 512 > offset + len {
+        return Vec::new();
+    }
+    let at = (first - offset) as usize;
+    let block = &written[at..at + 512];
+    match find_block(image, block) {
+        Some(i) => vec![format!(
+            "{who} wrote plaintext into an encrypted image: the written pattern (guest offset {first:#x}) \
+             lies unencrypted at file offset {:#x}; a conforming reader decrypts it into garbage \
+             (qcow2.rst: crypt_method, every data cluster is encrypted)",
+            i
+        )],
+        None => Vec::new(),
+    }
+}
+
+/// The first 512-aligned file offset of `image` holding `block` (512
+/// bytes), read in 1 MiB pieces.
+fn find_block(image: &Path, block: &[u8]) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(image).ok()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut base = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match f.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(_) => return None,
+            }
+        }
+        if let Some(i) = buf[..filled].chunks_exact(512).position(|c| c == block) {
+            return Some(base + i as u64 * 512);
+        }
+        if filled < buf.len() {
+            return None;
+        }
+        base += filled as u64;
+    }
 }

@@ -4,9 +4,9 @@
 //! implementation read differently is described ([`describe_difference`]).
 
 use super::sampling::sample_ranges;
+use crate::runner::image_layers::{self, LayersError};
 use spec_model::guest::{allocated_clusters, GuestError};
 use spec_model::io::Image;
-use spec_model::Model;
 use std::fmt::Display;
 use std::fs::File;
 use std::path::Path;
@@ -41,11 +41,15 @@ pub(super) fn expectation(image: &Path) -> Expectation {
         Ok(f) => f,
         Err(e) => return Expectation::nothing(e),
     };
-    let mut model = match Model::open(&file) {
-        Ok(m) => m,
-        Err(e) => return Expectation::nothing(format_args!("model: {e}")),
+    // Through the backing chain and the data file beside the image.
+    let mut layered = match image_layers::open(image) {
+        Ok(l) => l,
+        Err(LayersError::NoHeader(_)) => {
+            return Expectation::nothing("the model finds no qcow2 header")
+        }
+        Err(e) => return Expectation::nothing(e),
     };
-    let Some(h) = model.analysis().header.clone() else {
+    let Some(h) = layered.model.analysis().header.clone() else {
         return Expectation::nothing("the model finds no qcow2 header");
     };
     let allocated = Image::new(&file)
@@ -56,7 +60,7 @@ pub(super) fn expectation(image: &Path) -> Expectation {
         .iter()
         .map(|&(o, l)| {
             let mut buf = vec![0u8; l as usize];
-            model.read_guest(o, &mut buf).map(|()| buf)
+            layered.read(o, &mut buf).map(|()| buf)
         })
         .collect();
     Expectation {

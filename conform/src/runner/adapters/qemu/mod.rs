@@ -60,7 +60,8 @@ impl QemuAdapter {
     }
 
     fn run(&self, program: &Path, args: &[OsString], limits: &Limits) -> std::io::Result<Proc> {
-        let cmd = process::command(program.as_os_str(), args, limits);
+        let args = tools::with_secret(args);
+        let cmd = tools::in_case_dir(process::command(program.as_os_str(), &args, limits));
         process::run(cmd, limits.timeout)
     }
 }
@@ -302,7 +303,8 @@ impl QemuAdapter {
             args.push(os(name));
         }
         args.extend([os("-f"), os("qcow2"), os(image)]);
-        let cmd = process::command(self.nbd.as_os_str(), &args, limits);
+        let args = tools::with_secret(&args);
+        let cmd = tools::in_case_dir(process::command(self.nbd.as_os_str(), &args, limits));
         let mut server = match Background::spawn(cmd, &log) {
             Ok(s) => s,
             Err(e) => {

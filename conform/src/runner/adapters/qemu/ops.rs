@@ -116,7 +116,9 @@ impl Ctx<'_> {
     /// Runs one program; `Err` when it crashed, hung or did not start (the
     /// check stops there).
     fn run(&mut self, program: &Path, args: Vec<OsString>) -> Result<Proc, ()> {
-        let cmd = process::command(program.as_os_str(), &args, self.limits);
+        let args = super::tools::with_secret(&args);
+        let cmd =
+            super::tools::in_case_dir(process::command(program.as_os_str(), &args, self.limits));
         match process::run(cmd, self.limits.timeout) {
             Err(e) => {
                 self.check

@@ -120,3 +120,93 @@ pub(crate) fn failure(p: &Proc, markers: &[&str]) -> Option<String> {
         )
     }
 }
+
+/// `cmd` run in the directory of the case's copy when it has companions
+/// ([`crate::runner::case_env::dir`]): QEMU resolves a relative external
+/// data file name against its working directory, not the image's.
+pub(crate) fn in_case_dir(mut cmd: std::process::Command) -> std::process::Command {
+    if let Some(dir) = crate::runner::case_env::dir() {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
+/// The `--object` ID the runner gives the passphrase of an encrypted image.
+const SECRET_ID: &str = "conform-sec0";
+
+/// `args` for the case's encrypted image when the running case has a
+/// secret ([`crate::runner::case_env`]), else unchanged: each `-f qcow2`
+/// becomes `--object secret,id=...,data=SECRET --image-opts`, and the first
+/// existing file after it (the image) becomes
+/// `driver=qcow2,file.filename=IMAGE,encrypt.key-secret=...` (commas
+/// doubled, as QEMU's option syntax wants). A subcommand (`qemu-img info`)
+/// stays first, since `-f` always follows it.
+pub(crate) fn with_secret(args: &[OsString]) -> Vec<OsString> {
+    let Some(secret) = crate::runner::case_env::current() else {
+        return args.to_vec();
+    };
+    let mut out = Vec::with_capacity(args.len() + 2);
+    let mut i = 0;
+    let mut want_image = false;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "-f" && args.get(i + 1).is_some_and(|f| f == "qcow2") {
+            out.push(os("--object"));
+            out.push(os(format!(
+                "secret,id={SECRET_ID},data={}",
+                secret.replace(',', ",,")
+            )));
+            out.push(os("--image-opts"));
+            want_image = true;
+            i += 2;
+            continue;
+        }
+        if want_image && Path::new(a).is_file() {
+            let name = a.to_string_lossy().replace(',', ",,");
+            out.push(os(format!(
+                "driver=qcow2,file.filename={name},encrypt.key-secret={SECRET_ID}"
+            )));
+            want_image = false;
+        } else {
+            out.push(a.clone());
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_turns_the_image_into_image_opts() {
+        let d = tempfile::tempdir().unwrap();
+        let image = d.path().join("a,b.qcow2");
+        std::fs::write(&image, b"").unwrap();
+        let args = vec![
+            os("info"),
+            os("-f"),
+            os("qcow2"),
+            os("--output=json"),
+            os(&image),
+        ];
+        assert_eq!(with_secret(&args), args);
+        let _s = crate::runner::case_env::scope(Some("p,w"));
+        let got = with_secret(&args);
+        assert_eq!(
+            got,
+            vec![
+                os("info"),
+                os("--object"),
+                os("secret,id=conform-sec0,data=p,,w"),
+                os("--image-opts"),
+                os("--output=json"),
+                os(format!(
+                    "driver=qcow2,file.filename={},,b.qcow2,encrypt.key-secret=conform-sec0",
+                    d.path().join("a").display()
+                )),
+            ]
+        );
+    }
+}
