@@ -22,12 +22,15 @@
 
 pub mod adapter;
 pub mod adapters;
+pub mod cause;
 pub mod checks;
 pub mod corpus;
 pub mod html;
 pub mod image_state;
 pub mod judge;
+pub mod judge_context;
 pub mod observation;
+pub mod outcome;
 pub mod process;
 pub mod ranges;
 pub mod report;

@@ -46,22 +46,12 @@ pub fn run_case(
         },
     };
     obs.commands.retain(|c| !c.is_empty());
-    let model = (case.expected.verdict == spec_model::Verdict::Invalid
-        && case.expected.bitmaps.is_none())
-    .then(|| model_usability(image))
-    .flatten();
-    let outcome = judge::judge_with_model(&case.expected, &obs, model.as_deref());
+    let outcome = judge::judge_image(&case.expected, &obs, image, adapter.capabilities());
     CaseResult {
         implementation: adapter.name().to_owned(),
         outcome,
         observation: obs,
     }
-}
-
-/// The reference model's (name, usable) for every bitmap of `image`.
-fn model_usability(image: &Path) -> Option<Vec<(String, bool)>> {
-    let r = spec_model::check_path(image).ok()?;
-    Some(r.bitmaps.into_iter().map(|b| (b.name, b.usable)).collect())
 }
 
 fn observe_in(

@@ -45,6 +45,12 @@ impl ProbeKind {
         matches!(self, ProbeKind::Imago | ProbeKind::Qcow2Rs)
     }
 
+    /// The incompatible feature bits the library supports, from its
+    /// refusals over the corpus (`docs/findings.md`); `None` when unknown.
+    pub fn incompatible_supported(self) -> Option<u64> {
+        None
+    }
+
     /// Opens `image` through the implementation.
     pub(super) fn open(
         self,
