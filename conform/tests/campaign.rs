@@ -156,12 +156,12 @@ fn minimise_stack(ids: &[&str], seed: u64) -> (String, Candidate, campaign::Mini
     let c = Candidate::from_recipe("test", recipe).expect("the stack applies");
     let opts = qemu_opts();
     let r = campaign::judge(adapter.as_ref(), dir.path(), &c, &opts).unwrap();
-    let key = campaign::key(r.outcome.kind, &c.expected);
+    let key = campaign::key(&r.outcome);
     let m = campaign::minimise(
         adapter.as_ref(),
         dir.path(),
         c.clone(),
-        r.outcome.kind,
+        &r.outcome,
         &opts,
         80,
     )
@@ -171,7 +171,7 @@ fn minimise_stack(ids: &[&str], seed: u64) -> (String, Candidate, campaign::Mini
 
 fn assert_same_disagreement(key: &str, c: &Candidate, m: &campaign::Minimised) {
     assert_eq!(
-        campaign::key(m.last.outcome.kind, &m.expected),
+        campaign::key(&m.last.outcome),
         key,
         "the minimised image disagrees the same way"
     );

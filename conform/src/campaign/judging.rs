@@ -1,11 +1,11 @@
 //! Judging campaign images under an adapter, and the deduplication key
-//! that says when two disagreements are the same.
+//! that says when two disagreements are the same (their cause signature).
 
-use crate::runner::{self, adapters::Adapter, judge::OutcomeKind, CaseResult, RunOptions};
+use crate::runner::{self, adapters::Adapter, judge::Outcome, CaseResult, RunOptions};
 use anyhow::{Context, Result};
 use generator::expected::Expected;
 use generator::ManifestCase;
-use spec_model::{Rule, Severity, Verdict};
+use spec_model::{Rule, Severity};
 use std::path::Path;
 
 /// The rules of `expected` that can be errors, sorted: what the
@@ -22,15 +22,12 @@ pub(super) fn error_rules(expected: &Expected) -> Vec<&str> {
     rules
 }
 
-/// Deduplication key: outcome and the model's error rules (or verdict).
-pub fn key(kind: OutcomeKind, expected: &Expected) -> String {
-    let rules = error_rules(expected);
-    let what = if expected.verdict == Verdict::Invalid && !rules.is_empty() {
-        rules.join("+")
-    } else {
-        expected.verdict.as_str().to_string()
-    };
-    format!("{}--{}", kind.as_str(), what)
+/// Deduplication key: the outcome's cause signature as a file name
+/// (outcome, the check that decided, the image features involved, a hash
+/// of the implementation's normalised message; see
+/// [`crate::runner::cause`]), so that each key is one behaviour.
+pub fn key(outcome: &Outcome) -> String {
+    outcome.key()
 }
 
 /// Judges a candidate under `adapter` (its image written to `dir`).
