@@ -107,6 +107,22 @@ impl Cause {
         }
     }
 
+    /// Sets the image features involved: all of `features` for a refusal
+    /// (any of them may be its reason); for any other check, all but the
+    /// header length (which only decides whether a header can be read).
+    pub fn with_features(mut self, features: &[String]) -> Cause {
+        let refusal = matches!(
+            self.check,
+            Check::Open | Check::UnsupportedFeature | Check::BitmapRefused | Check::GuestRead
+        );
+        self.features = features
+            .iter()
+            .filter(|f| refusal || !f.starts_with("header_length:"))
+            .cloned()
+            .collect();
+        self
+    }
+
     /// The readable signature after `outcome`:
     /// `outcome | check | features | message`.
     pub fn signature(&self, outcome: &str) -> String {

@@ -31,9 +31,7 @@ impl Context<'_> {
     }
 
     pub fn cause(&self, check: Check, message: Option<&str>) -> Cause {
-        let mut c = Cause::new(check, message);
-        c.features = self.features();
-        c
+        Cause::new(check, message).with_features(&self.features())
     }
 
     /// When a refusal (`error`) is one the spec requires, because the

@@ -164,12 +164,12 @@ impl Reasons {
         } else {
             (OutcomeKind::Pass, &self.pass)
         };
-        let mut cause = first
+        let cause = first
             .0
             .first()
             .map(|r| Cause::new(r.check, r.message.as_deref()))
-            .unwrap_or_default();
-        cause.features = self.features.clone();
+            .unwrap_or_default()
+            .with_features(&self.features);
         let mut d: Vec<String> = first.0.iter().map(|r| r.text.clone()).collect();
         for (k, v) in [
             (OutcomeKind::Lenient, &self.lenient),
