@@ -107,19 +107,9 @@ impl Cause {
         }
     }
 
-    /// Sets the image features involved: all of `features` for a refusal
-    /// (any of them may be its reason); for any other check, all but the
-    /// header length (which only decides whether a header can be read).
+    /// Sets the image features involved.
     pub fn with_features(mut self, features: &[String]) -> Cause {
-        let refusal = matches!(
-            self.check,
-            Check::Open | Check::UnsupportedFeature | Check::BitmapRefused | Check::GuestRead
-        );
-        self.features = features
-            .iter()
-            .filter(|f| refusal || !f.starts_with("header_length:"))
-            .cloned()
-            .collect();
+        self.features = features.to_vec();
         self
     }
 
@@ -277,8 +267,9 @@ impl ImageFacts {
     }
 
     /// The features a cause names, sorted: every incompatible bit set
-    /// (`incompatible:NAME`), `version:2`, a version 3 header length other
-    /// than 104 or 112 (`header_length:N`), `extra_data_compatible`.
+    /// (`incompatible:NAME`), `version:2`, `extra_data_compatible`. (Not
+    /// the header length: an implementation that refuses one names it in
+    /// its message, and elsewhere it split buckets by profile noise.)
     pub fn features(&self) -> Vec<String> {
         let mut f: Vec<String> = (0..64)
             .filter(|b| self.incompatible & (1 << b) != 0)
@@ -286,9 +277,6 @@ impl ImageFacts {
             .collect();
         if self.version == 2 {
             f.push("version:2".to_owned());
-        }
-        if self.version >= 3 && !matches!(self.header_length, 104 | 112) {
-            f.push(format!("header_length:{}", self.header_length));
         }
         if self.extra_data_compatible {
             f.push("extra_data_compatible".to_owned());

@@ -22,8 +22,19 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// The image features a cause names: those of [`ImageFacts::features`]
+    /// less the incompatible bits the implementation is known to support
+    /// (incidental to whatever it did).
     pub fn features(&self) -> Vec<String> {
-        self.facts.map(ImageFacts::features).unwrap_or_default()
+        let Some(f) = self.facts else {
+            return Vec::new();
+        };
+        let supported = self.supported_incompatible.unwrap_or(0);
+        ImageFacts {
+            incompatible: f.incompatible & !supported,
+            ..*f
+        }
+        .features()
     }
 
     pub fn reasons(&self) -> Reasons {
