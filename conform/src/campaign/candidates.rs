@@ -2,12 +2,12 @@
 //! (base spec, catalogue mutations, seed, byte edits), realised into
 //! bytes and the expectation the generator or the model gives them.
 
-use super::judging::error_rules;
 use generator::cases::{case_seed, spec_from_seed};
 use generator::expected::Expected;
 use generator::{build, mutate, Config, ImageSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use spec_model::{Rule, Severity};
 
 /// How a case's image is made: the catalogue mutations `mutations` applied
 /// to `base` with [`mutate::apply_stack`] (or `base` built unchanged when
@@ -195,4 +195,18 @@ pub fn candidate(seed: u64, index: u64) -> Option<Candidate> {
             Candidate::from_recipe(&origin, recipe)
         }
     }
+}
+
+/// The rules of `expected` that can be errors, sorted: a candidate is
+/// kept when the model names the same ones.
+fn error_rules(expected: &Expected) -> Vec<&str> {
+    let mut rules: Vec<&str> = expected
+        .rules
+        .iter()
+        .filter(|r| Rule::from_id(r).is_some_and(|x| x.severities().contains(&Severity::Error)))
+        .map(String::as_str)
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    rules
 }

@@ -5,27 +5,12 @@ use crate::runner::{self, adapters::Adapter, judge::Outcome, CaseResult, RunOpti
 use anyhow::{Context, Result};
 use generator::expected::Expected;
 use generator::ManifestCase;
-use spec_model::{Rule, Severity};
 use std::path::Path;
-
-/// The rules of `expected` that can be errors, sorted: what the
-/// deduplication key names.
-pub(super) fn error_rules(expected: &Expected) -> Vec<&str> {
-    let mut rules: Vec<&str> = expected
-        .rules
-        .iter()
-        .filter(|r| Rule::from_id(r).is_some_and(|x| x.severities().contains(&Severity::Error)))
-        .map(String::as_str)
-        .collect();
-    rules.sort_unstable();
-    rules.dedup();
-    rules
-}
 
 /// Deduplication key: the outcome's cause signature as a file name
 /// (outcome, the check that decided, the image features involved, a hash
 /// of the implementation's normalised message; see
-/// [`crate::runner::cause`]), so that each key is one behaviour.
+/// `runner::cause`), so that each key is one behaviour.
 pub fn key(outcome: &Outcome) -> String {
     outcome.key()
 }
@@ -34,7 +19,7 @@ pub fn key(outcome: &Outcome) -> String {
 pub fn judge(
     adapter: &dyn Adapter,
     dir: &Path,
-    c: &super::Candidate,
+    c: &super::candidates::Candidate,
     opts: &RunOptions,
 ) -> Result<CaseResult> {
     judge_bytes(adapter, dir, "case.qcow2", &c.bytes, &c.expected, opts)
