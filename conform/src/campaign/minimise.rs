@@ -4,6 +4,7 @@
 
 use super::candidates::{expected_from_model, Candidate, ImageRecipe, Realised};
 use super::judging::{judge_bytes, key};
+use crate::runner::cause::Check;
 use crate::runner::{
     adapters::Adapter,
     judge::{Outcome, OutcomeKind},
@@ -47,12 +48,14 @@ pub fn minimise(
     budget: u32,
 ) -> Result<Minimised> {
     let kind = want.kind;
+    let from_write = kind == OutcomeKind::Corrupting || want.cause.check == Check::HeaderRewrite;
     let want = key(want);
     let total = budget;
     let mut budget = budget;
-    // The write check only matters when the disagreement came from it.
+    // The write check only matters when the disagreement came from it (a
+    // corruption, or a header field the write's open rewrote).
     let opts = &RunOptions {
-        writes: opts.writes && kind == OutcomeKind::Corrupting,
+        writes: opts.writes && from_write,
         ..opts.clone()
     };
     let still = |bytes: &[u8], expected: &Expected, budget: &mut u32| -> Result<bool> {
