@@ -373,3 +373,305 @@ fn stray_children_do_not_outlive_a_timeout() {
         assert!(gone, "background child {pid} survived the timeout");
     }
 }
+
+// Unit-level: Observations built by hand, judged without running anything.
+
+use conform::runner::cause::{Check, ImageFacts};
+use conform::runner::checks::WriteCheck;
+use conform::runner::judge::{judge, judge_in, Context, OutcomeKind};
+use conform::runner::observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
+use generator::expected::{ExpectedBitmap, ExpectedFlags};
+
+fn valid_one() -> Expected {
+    Expected {
+        verdict: spec_model::Verdict::Valid,
+        rules: vec![],
+        bitmaps_extension: spec_model::ExtensionState::Consistent,
+        bitmaps: Some(vec![ExpectedBitmap {
+            name: "b".into(),
+            granularity_bits: 16,
+            usable: true,
+            flags: ExpectedFlags {
+                in_use: false,
+                auto: true,
+            },
+            content_sha256: Some("aa".into()),
+            set_bits: Some(1),
+        }]),
+    }
+}
+
+fn seen(sha: &str) -> Observation {
+    let mut o = Observation::default();
+    o.opened = true;
+    o.bitmaps = vec![ObservedBitmap {
+        name: "b".into(),
+        granularity_bits: Some(16),
+        flags: ObservedFlags {
+            in_use: false,
+            auto: true,
+        },
+        usable: true,
+        content_sha256: Some(sha.into()),
+        ..ObservedBitmap::default()
+    }];
+    o
+}
+
+#[test]
+fn valid_cases() {
+    assert_eq!(judge(&valid_one(), &seen("aa")).kind, OutcomeKind::Pass);
+    assert_eq!(judge(&valid_one(), &seen("ab")).kind, OutcomeKind::Mismatch);
+    let mut refused = seen("aa");
+    refused.bitmaps[0].usable = false;
+    refused.bitmaps[0].content_sha256 = None;
+    assert_eq!(judge(&valid_one(), &refused).kind, OutcomeKind::Strict);
+    let mut e = valid_one();
+    e.rules.push("bitmaps.dir.granularity".into());
+    assert_eq!(judge(&e, &refused).kind, OutcomeKind::Pass);
+    let closed = Observation::default();
+    assert_eq!(judge(&valid_one(), &closed).kind, OutcomeKind::Strict);
+    let mut hung = seen("aa");
+    hung.timed_out = true;
+    assert_eq!(judge(&valid_one(), &hung).kind, OutcomeKind::Hang);
+    let mut crashed = seen("aa");
+    crashed.signal = Some(11);
+    assert_eq!(judge(&valid_one(), &crashed).kind, OutcomeKind::Crash);
+}
+
+#[test]
+fn invalid_cases() {
+    let e = Expected {
+        verdict: spec_model::Verdict::Invalid,
+        rules: vec!["bitmaps.dir.flags-reserved".into()],
+        bitmaps_extension: spec_model::ExtensionState::Consistent,
+        bitmaps: None,
+    };
+    assert_eq!(judge(&e, &Observation::default()).kind, OutcomeKind::Pass);
+    assert_eq!(judge(&e, &seen("aa")).kind, OutcomeKind::Lenient);
+    let mut listed = seen("aa");
+    listed.bitmaps[0].usable = false;
+    listed.bitmaps[0].content_sha256 = None;
+    listed.integrity = Some(IntegrityCheck {
+        ran: true,
+        corruptions: 2,
+        ..IntegrityCheck::default()
+    });
+    let o = judge(&e, &listed);
+    assert_eq!(o.kind, OutcomeKind::Pass);
+    assert!(o.detail[0].contains("2 corruption"), "{o:?}");
+    let mut u = e.clone();
+    u.verdict = spec_model::Verdict::Unspecified;
+    assert_eq!(judge(&u, &seen("aa")).kind, OutcomeKind::Recorded);
+}
+
+fn facts(incompatible: u64, extra: bool) -> ImageFacts {
+    ImageFacts {
+        version: 3,
+        incompatible,
+        header_length: 112,
+        extra_data_compatible: extra,
+    }
+}
+
+fn refused(msg: &str) -> Observation {
+    let mut o = Observation::default();
+    o.error = Some(msg.into());
+    o
+}
+
+/// (d) A refusal of an image whose incompatible bits the implementation
+/// does not support is the refusal the spec requires: a pass naming them.
+#[test]
+fn refusing_unsupported_incompatible_features_passes() {
+    let f = facts(1 << 4, false);
+    let cx = Context {
+        facts: Some(&f),
+        supported_incompatible: Some(0),
+        ..Context::default()
+    };
+    let mut e = valid_one();
+    e.bitmaps = None;
+    let o = judge_in(&e, &refused("Unrecognized incompatible feature(s) 4"), &cx);
+    assert_eq!(o.kind, OutcomeKind::Pass, "{o:?}");
+    assert!(
+        o.detail[0].starts_with("refused: incompatible feature extended_l2 (bit 4), which it does not support; the spec requires that refusal"),
+        "{o:?}"
+    );
+    assert_eq!(o.cause.check, Check::UnsupportedFeature);
+    assert_eq!(o.cause.features, ["incompatible:extended_l2"]);
+    // Unsupported bits unknown: the message naming "incompatible" decides.
+    let f2 = facts(1, false);
+    let cx2 = Context {
+        facts: Some(&f2),
+        ..Context::default()
+    };
+    let o = judge_in(
+        &e,
+        &refused("unsupported incompatible features flags: 0x00000001"),
+        &cx2,
+    );
+    assert_eq!(o.kind, OutcomeKind::Pass, "{o:?}");
+    assert!(o.detail[0].contains("dirty (bit 0)"), "{o:?}");
+    // A supported bit refused, or any other refusal, stays strict.
+    let all = Context {
+        facts: Some(&f),
+        supported_incompatible: Some(0x1f),
+        ..Context::default()
+    };
+    let o = judge_in(&e, &refused("no"), &all);
+    assert_eq!(o.kind, OutcomeKind::Strict, "{o:?}");
+    let short_header = ImageFacts {
+        header_length: 128,
+        ..facts(0, false)
+    };
+    let lq = Context {
+        facts: Some(&short_header),
+        ..Context::default()
+    };
+    let o = judge_in(&e, &refused("unsupported header size"), &lq);
+    assert_eq!(o.kind, OutcomeKind::Strict, "{o:?}");
+    assert!(o.cause.features.is_empty(), "{o:?}");
+}
+
+/// (b) A refusal of a valid image with `extra_data_compatible` stays
+/// strict and says which flag.
+#[test]
+fn refusing_compatible_extra_data_names_the_flag() {
+    let f = facts(0, true);
+    let cx = Context {
+        facts: Some(&f),
+        supported_incompatible: Some(0x1f),
+        ..Context::default()
+    };
+    let o = judge_in(
+        &valid_one(),
+        &refused("Could not open '/tmp/x/case.qcow2': Bitmap extra data is not supported"),
+        &cx,
+    );
+    assert_eq!(o.kind, OutcomeKind::Strict);
+    assert!(
+        o.detail[0].contains("extra_data_compatible, flag bit 2"),
+        "{o:?}"
+    );
+    assert_eq!(o.cause.features, ["extra_data_compatible"]);
+    assert_eq!(
+        o.signature(),
+        "strict | open | extra_data_compatible | Could not open '_': Bitmap extra data is not supported"
+    );
+}
+
+fn nul_named(used: bool) -> Observation {
+    let mut o = seen("aa");
+    o.bitmaps[0].name = "+".into();
+    o.bitmaps[0].usable = used;
+    o
+}
+
+/// (c) A bitmap listed under its name cut at the NUL byte is a name
+/// mismatch, in the model-usability path and the manifest path.
+#[test]
+fn names_cut_at_nul_are_mismatches() {
+    let e = Expected {
+        verdict: spec_model::Verdict::Invalid,
+        rules: vec!["l2.data-bounds".into()],
+        bitmaps_extension: spec_model::ExtensionState::Consistent,
+        bitmaps: None,
+    };
+    let model = vec![("+\0".to_owned(), true)];
+    let cx = Context {
+        model: Some(&model),
+        ..Context::default()
+    };
+    let o = judge_in(&e, &nul_named(true), &cx);
+    assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
+    assert_eq!(
+        o.detail[0],
+        r#"listed "+" for the bitmap named "+\0": name cut at the NUL byte"#
+    );
+    assert_eq!(o.cause.check, Check::NameCut);
+    // Still lenient when the model says the full-named bitmap is unusable.
+    let model = vec![("+\0".to_owned(), false)];
+    let cx = Context {
+        model: Some(&model),
+        ..Context::default()
+    };
+    assert_eq!(
+        judge_in(&e, &nul_named(true), &cx).kind,
+        OutcomeKind::Lenient
+    );
+    // Valid image: matched by the cut name, compared for the rest.
+    let mut v = valid_one();
+    v.bitmaps.as_mut().unwrap()[0].name = "+\0".into();
+    let o = judge(&v, &nul_named(true));
+    assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
+    assert_eq!(o.detail.len(), 1, "{o:?}");
+    assert!(o.detail[0].contains("name cut at the NUL byte"), "{o:?}");
+}
+
+/// (a) A header field rewritten by the write is a mismatch of its own.
+#[test]
+fn header_rewrites_are_mismatches() {
+    let mut o = seen("aa");
+    o.write = Some(WriteCheck {
+        written: true,
+        rewrites: vec!["size 634346 -> 633856".into()],
+        ..WriteCheck::default()
+    });
+    let out = judge(&valid_one(), &o);
+    assert_eq!(out.kind, OutcomeKind::Mismatch, "{out:?}");
+    assert!(out.detail[0].ends_with("size 634346 -> 633856"), "{out:?}");
+    assert_eq!(out.cause.check, Check::HeaderRewrite);
+}
+
+/// (e) Signatures: the same cause with different numbers and paths is one
+/// bucket; a different check or feature is another.
+#[test]
+fn signatures_bucket_by_cause() {
+    let e = {
+        let mut e = valid_one();
+        e.bitmaps = None;
+        e
+    };
+    let a = judge(
+        &e,
+        &refused("Could not open '/tmp/a/x.qcow2': Invalid L1 entry at 0x1200"),
+    );
+    let b = judge(
+        &e,
+        &refused("Could not open '/tmp/b/y.qcow2': Invalid L1 entry at 0x9a00"),
+    );
+    assert_eq!(a.key(), b.key());
+    assert_eq!(
+        a.cause.message,
+        "Could not open '_': Invalid L1 entry at <hex>"
+    );
+    // An incompatible bit the implementation may not support is named;
+    // one it supports is incidental and is not.
+    let f = facts(1 << 1, false);
+    let cx = Context {
+        facts: Some(&f),
+        ..Context::default()
+    };
+    let c = judge_in(
+        &e,
+        &refused("Could not open '/tmp/c/z.qcow2': Invalid L1 entry at 0x10"),
+        &cx,
+    );
+    assert_ne!(a.key(), c.key());
+    assert!(
+        c.key().starts_with("strict--open--incompatible_corrupt--"),
+        "{}",
+        c.key()
+    );
+    let all = Context {
+        supported_incompatible: Some(0x1f),
+        ..cx
+    };
+    let d = judge_in(
+        &e,
+        &refused("Could not open '/tmp/c/z.qcow2': Invalid L1 entry at 0x10"),
+        &all,
+    );
+    assert_eq!(a.key(), d.key());
+}

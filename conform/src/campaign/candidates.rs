@@ -2,17 +2,12 @@
 //! (base spec, catalogue mutations, seed, byte edits), realised into
 //! bytes and the expectation the generator or the model gives them.
 
-use super::judging::{error_rules, judge_bytes};
-use crate::runner::adapter::Adapter;
-use crate::runner::report::CaseResult;
-use crate::runner::run::RunOptions;
-use anyhow::Result;
 use generator::cases::{case_seed, spec_from_seed};
 use generator::expected::Expected;
 use generator::{build, mutate, Config, ImageSpec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::path::Path;
+use spec_model::{Rule, Severity};
 
 /// How a case's image is made: the catalogue mutations `mutations` applied
 /// to `base` with [`mutate::apply_stack`] (or `base` built unchanged when
@@ -202,12 +197,16 @@ pub fn candidate(seed: u64, index: u64) -> Option<Candidate> {
     }
 }
 
-/// Judges a candidate under `adapter` (its image written to `dir`).
-pub fn judge(
-    adapter: &dyn Adapter,
-    dir: &Path,
-    c: &Candidate,
-    opts: &RunOptions,
-) -> Result<CaseResult> {
-    judge_bytes(adapter, dir, "case.qcow2", &c.bytes, &c.expected, opts)
+/// The rules of `expected` that can be errors, sorted: a candidate is
+/// kept when the model names the same ones.
+fn error_rules(expected: &Expected) -> Vec<&str> {
+    let mut rules: Vec<&str> = expected
+        .rules
+        .iter()
+        .filter(|r| Rule::from_id(r).is_some_and(|x| x.severities().contains(&Severity::Error)))
+        .map(String::as_str)
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    rules
 }

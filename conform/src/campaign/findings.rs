@@ -2,6 +2,7 @@
 //! both verdicts, the original and minimised recipes, and a reproducer.
 
 use super::minimise::Minimised;
+use crate::runner::cause::Cause;
 use anyhow::Result;
 use generator::expected::Expected;
 use generator::ImageSpec;
@@ -17,6 +18,9 @@ pub struct Finding {
     pub origin: String,
     pub outcome: String,
     pub detail: Vec<String>,
+    /// The cause signature the key is made from, readable.
+    pub signature: String,
+    pub cause: Cause,
     /// What the reference model says of the minimised image.
     pub expected: Expected,
     /// The case's catalogue mutations (empty for a valid spec), and how
@@ -85,6 +89,8 @@ pub(super) fn save(
         origin: original.origin,
         outcome: m.last.outcome.kind.as_str().to_string(),
         detail: m.last.outcome.detail.clone(),
+        signature: m.last.outcome.signature(),
+        cause: m.last.outcome.cause.clone(),
         expected: m.expected,
         mutations: original.mutations,
         byte_edits: original.byte_edits,

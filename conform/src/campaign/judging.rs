@@ -1,36 +1,28 @@
 //! Judging campaign images under an adapter, and the deduplication key
-//! that says when two disagreements are the same.
+//! that says when two disagreements are the same (their cause signature).
 
-use crate::runner::{self, adapters::Adapter, judge::OutcomeKind, CaseResult, RunOptions};
+use crate::runner::{self, adapters::Adapter, judge::Outcome, CaseResult, RunOptions};
 use anyhow::{Context, Result};
 use generator::expected::Expected;
 use generator::ManifestCase;
-use spec_model::{Rule, Severity, Verdict};
 use std::path::Path;
 
-/// The rules of `expected` that can be errors, sorted: what the
-/// deduplication key names.
-pub(super) fn error_rules(expected: &Expected) -> Vec<&str> {
-    let mut rules: Vec<&str> = expected
-        .rules
-        .iter()
-        .filter(|r| Rule::from_id(r).is_some_and(|x| x.severities().contains(&Severity::Error)))
-        .map(String::as_str)
-        .collect();
-    rules.sort_unstable();
-    rules.dedup();
-    rules
+/// Deduplication key: the outcome's cause signature as a file name
+/// (outcome, the check that decided, the image features involved, a hash
+/// of the implementation's normalised message; see
+/// `runner::cause`), so that each key is one behaviour.
+pub fn key(outcome: &Outcome) -> String {
+    outcome.key()
 }
 
-/// Deduplication key: outcome and the model's error rules (or verdict).
-pub fn key(kind: OutcomeKind, expected: &Expected) -> String {
-    let rules = error_rules(expected);
-    let what = if expected.verdict == Verdict::Invalid && !rules.is_empty() {
-        rules.join("+")
-    } else {
-        expected.verdict.as_str().to_string()
-    };
-    format!("{}--{}", kind.as_str(), what)
+/// Judges a candidate under `adapter` (its image written to `dir`).
+pub fn judge(
+    adapter: &dyn Adapter,
+    dir: &Path,
+    c: &super::candidates::Candidate,
+    opts: &RunOptions,
+) -> Result<CaseResult> {
+    judge_bytes(adapter, dir, "case.qcow2", &c.bytes, &c.expected, opts)
 }
 
 /// Judges `bytes` (written to `dir/name`) under `adapter`.

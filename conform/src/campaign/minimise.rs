@@ -4,7 +4,12 @@
 
 use super::candidates::{expected_from_model, Candidate, ImageRecipe, Realised};
 use super::judging::{judge_bytes, key};
-use crate::runner::{adapters::Adapter, judge::OutcomeKind, CaseResult, RunOptions};
+use crate::runner::cause::Check;
+use crate::runner::{
+    adapters::Adapter,
+    judge::{Outcome, OutcomeKind},
+    CaseResult, RunOptions,
+};
 use anyhow::Result;
 use generator::expected::Expected;
 use generator::mutate;
@@ -38,25 +43,28 @@ pub fn minimise(
     adapter: &dyn Adapter,
     dir: &Path,
     c: Candidate,
-    kind: OutcomeKind,
+    want: &Outcome,
     opts: &RunOptions,
     budget: u32,
 ) -> Result<Minimised> {
-    let want = key(kind, &c.expected);
+    let kind = want.kind;
+    let from_write = kind == OutcomeKind::Corrupting || want.cause.check == Check::HeaderRewrite;
+    let want = key(want);
     let total = budget;
     let mut budget = budget;
-    // The write check only matters when the disagreement came from it.
+    // The write check only matters when the disagreement came from it (a
+    // corruption, or a header field the write's open rewrote).
     let opts = &RunOptions {
-        writes: opts.writes && kind == OutcomeKind::Corrupting,
+        writes: opts.writes && from_write,
         ..opts.clone()
     };
     let still = |bytes: &[u8], expected: &Expected, budget: &mut u32| -> Result<bool> {
-        if *budget == 0 || key(kind, expected) != want {
+        if *budget == 0 {
             return Ok(false);
         }
         *budget -= 1;
         let r = judge_bytes(adapter, dir, "candidate.qcow2", bytes, expected, opts)?;
-        Ok(r.outcome.kind == kind)
+        Ok(key(&r.outcome) == want)
     };
     let try_recipe = |r: &ImageRecipe, budget: &mut u32| -> Result<Option<Realised>> {
         let Some(x) = r.realise() else {

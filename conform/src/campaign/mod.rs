@@ -26,9 +26,9 @@ mod judging;
 mod minimise;
 mod state;
 
-pub use candidates::{candidate, expected_from_model, judge, Candidate, ImageRecipe, Realised};
+pub use candidates::{candidate, expected_from_model, Candidate, ImageRecipe, Realised};
 pub use findings::Finding;
-pub use judging::key;
+pub use judging::{judge, key};
 pub use minimise::{minimise, Minimised, MINIMISE_BUDGET};
 pub use state::{parse_duration, ArgError, Shard, State};
 
@@ -104,7 +104,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
             state.write(&state_path)?;
             continue;
         }
-        let k = key(kind, &c.expected);
+        let k = key(&r.outcome);
         let n = state.disagreements.entry(k.clone()).or_default();
         *n += 1;
         if *n > 1 {
@@ -120,7 +120,14 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
             mutations: c.recipe.mutations.clone(),
             byte_edits: c.recipe.edits.len(),
         };
-        let m = minimise(adapter, scratch.path(), c, kind, &opts.run, MINIMISE_BUDGET)?;
+        let m = minimise(
+            adapter,
+            scratch.path(),
+            c,
+            &r.outcome,
+            &opts.run,
+            MINIMISE_BUDGET,
+        )?;
         save(&opts.out, scratch.path(), &k, original, m, adapter.name())?;
         bar.set_message(format!(
             "{} kinds of disagreement",

@@ -22,6 +22,12 @@ pub struct Capabilities {
     pub write_guest_data: bool,
     /// Add, remove, clear, enable, disable or merge bitmaps.
     pub bitmap_operations: bool,
+    /// The incompatible feature bits (header `incompatible_features`) it
+    /// supports, when known from evidence; a refusal of an image that sets
+    /// any other bit is one the spec requires. `None`: unknown (the judge
+    /// then reads the refusal's message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incompatible_features_supported: Option<u64>,
 }
 
 /// What a write through an adapter did.

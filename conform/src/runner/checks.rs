@@ -37,6 +37,10 @@ pub struct WriteCheck {
     pub extension_after: Option<String>,
     /// Rule IDs of error findings afterwards.
     pub error_rules_after: Vec<String>,
+    /// Header fields the implementation rewrote (`size 634346 -> 633856`),
+    /// each a mismatch (see [`super::writes`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewrites: Vec<String>,
     #[serde(flatten)]
     pub found: CheckFindings,
 }

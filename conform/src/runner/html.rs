@@ -374,6 +374,7 @@ mod tests {
                     outcome: Outcome {
                         kind: *k,
                         detail: vec!["why <it> happened".into()],
+                        cause: Default::default(),
                     },
                     observation: Observation {
                         commands: vec!["qemu-img info 'a b'".into()],

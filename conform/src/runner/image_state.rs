@@ -29,6 +29,12 @@ pub struct ImageState {
     pub error_rules: Vec<String>,
     /// Every bitmap by name, in directory order.
     pub bitmaps: Vec<(String, ModelBitmap)>,
+    /// Per bitmap (directory order), its set bits as merged half-open
+    /// granule index ranges, for usable bitmaps.
+    pub bits: Vec<Option<Vec<(u64, u64)>>>,
+    /// Header fields a rewrite may change, as (name, value): `version`,
+    /// `cluster_bits`, `size`, `refcount_order`.
+    pub header: Vec<(&'static str, u64)>,
 }
 
 /// Why the model could not read an image.
@@ -45,17 +51,26 @@ pub fn read(path: &Path) -> Result<ImageState, ReadError> {
     let file = std::fs::File::open(path).map_err(ReadError::Open)?;
     let mut model = Model::open(file).map_err(ReadError::Model)?;
     let report = model.report().clone();
-    let size = model
-        .analysis()
-        .header
-        .as_ref()
-        .map(|h| h.size)
-        .unwrap_or(0);
+    let h = model.analysis().header.as_ref();
+    let size = h.map(|h| h.size).unwrap_or(0);
+    let header = h
+        .map(|h| {
+            vec![
+                ("version", u64::from(h.version)),
+                ("cluster_bits", u64::from(h.cluster_bits)),
+                ("size", h.size),
+                ("refcount_order", u64::from(h.refcount_order)),
+            ]
+        })
+        .unwrap_or_default();
     let mut bitmaps = Vec::with_capacity(report.bitmaps.len());
+    let mut bits = Vec::with_capacity(report.bitmaps.len());
     for (i, b) in report.bitmaps.iter().enumerate() {
         let ranges = if b.usable {
+            bits.push(model.set_bit_ranges(i).map_err(ReadError::Model)?);
             model.dirty_ranges(i).map_err(ReadError::Model)?
         } else {
+            bits.push(None);
             None
         };
         bitmaps.push((
@@ -79,5 +94,7 @@ pub fn read(path: &Path) -> Result<ImageState, ReadError> {
             .map(str::to_owned)
             .collect(),
         bitmaps,
+        bits,
+        header,
     })
 }

@@ -1,104 +1,26 @@
 //! Judging: what an implementation did with an image ([`Observation`])
 //! against what the spec says about it ([`Expected`]), as one of the
-//! outcomes of `DESIGN.md`.
+//! outcomes of `DESIGN.md`, with its cause ([`super::cause`]).
 //!
 //! Order of precedence: `hang` and `crash` first (whatever the image), then
 //! `corrupting` (the write check), then `recorded` for images the spec is
 //! silent about, then the verdict-specific judgement where `lenient` beats
 //! `mismatch` beats `strict` beats `pass`. Every reason found is kept in
-//! the outcome's detail, not only the winning one.
+//! the outcome's detail, not only the winning one; the first reason of the
+//! winning kind is the cause.
 
+use super::adapter::Capabilities;
+use super::cause::{Check, ImageFacts};
+pub use super::judge_context::Context;
+use super::judge_context::{cut_at_nul, find_name, name_cut};
 use super::observation::{GuestCheck, Observation, ObservedBitmap};
+use super::outcome::{Bucket, Reasons};
+pub use super::outcome::{Outcome, OutcomeKind};
 use super::text::short;
 use generator::expected::ExpectedBitmap;
 use generator::Expected;
-use serde::Serialize;
 use spec_model::{Rule, Severity};
-
-/// One outcome of `DESIGN.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutcomeKind {
-    /// Behaviour allowed by the expected verdict.
-    Pass,
-    /// Accepted or used a bitmap that the spec says must not be used.
-    Lenient,
-    /// Refused a conforming image or bitmap (not for a documented limit).
-    Strict,
-    /// Accepted, but names, granularity, flags or contents differ.
-    Mismatch,
-    /// A write left the image non-conforming or its bits wrong.
-    Corrupting,
-    /// A signal, a sanitizer report, or no protocol answer.
-    Crash,
-    /// A program ran out of time.
-    Hang,
-    /// The spec is silent: kept, not judged.
-    Recorded,
-    /// The runner could not set the case up (a missing companion, a failed
-    /// copy): not judged, never charged to the implementation; `run` exits 1.
-    Error,
-}
-
-impl OutcomeKind {
-    pub const ALL: [OutcomeKind; 9] = [
-        OutcomeKind::Pass,
-        OutcomeKind::Lenient,
-        OutcomeKind::Strict,
-        OutcomeKind::Mismatch,
-        OutcomeKind::Corrupting,
-        OutcomeKind::Crash,
-        OutcomeKind::Hang,
-        OutcomeKind::Recorded,
-        OutcomeKind::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeKind::Pass => "pass",
-            OutcomeKind::Lenient => "lenient",
-            OutcomeKind::Strict => "strict",
-            OutcomeKind::Mismatch => "mismatch",
-            OutcomeKind::Corrupting => "corrupting",
-            OutcomeKind::Crash => "crash",
-            OutcomeKind::Hang => "hang",
-            OutcomeKind::Recorded => "recorded",
-            OutcomeKind::Error => "error",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OutcomeKind> {
-        OutcomeKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// Fails a run by default (everything but pass, recorded and the
-    /// runner's own `error`, which is not the implementation's fault).
-    pub fn fails_by_default(self) -> bool {
-        !matches!(
-            self,
-            OutcomeKind::Pass | OutcomeKind::Recorded | OutcomeKind::Error
-        )
-    }
-}
-
-impl std::fmt::Display for OutcomeKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An outcome with every reason behind it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Outcome {
-    pub kind: OutcomeKind,
-    pub detail: Vec<String>,
-}
-
-impl Outcome {
-    fn new(kind: OutcomeKind, detail: Vec<String>) -> Outcome {
-        Outcome { kind, detail }
-    }
-}
+use std::path::Path;
 
 fn severities(id: &str) -> &'static [Severity] {
     Rule::from_id(id).map(|r| r.severities()).unwrap_or(&[])
@@ -144,7 +66,7 @@ fn why_unusable(e: &ExpectedBitmap) -> &'static str {
 
 /// Judges one observation against the expected verdict.
 pub fn judge(expected: &Expected, obs: &Observation) -> Outcome {
-    judge_with_model(expected, obs, None)
+    judge_in(expected, obs, &Context::default())
 }
 
 /// As [`judge`], with the reference model's per-bitmap usability of the
@@ -157,6 +79,41 @@ pub fn judge_with_model(
     obs: &Observation,
     model: Option<&[(String, bool)]>,
 ) -> Outcome {
+    judge_in(
+        expected,
+        obs,
+        &Context {
+            model,
+            ..Context::default()
+        },
+    )
+}
+
+/// As [`judge_in`], with the context read from `image` (the case's image,
+/// not the implementation's copy) and the adapter's capabilities.
+pub fn judge_image(
+    expected: &Expected,
+    obs: &Observation,
+    image: &Path,
+    caps: Capabilities,
+) -> Outcome {
+    let read = ImageFacts::read(image);
+    let model = (expected.verdict == spec_model::Verdict::Invalid && expected.bitmaps.is_none())
+        .then(|| read.as_ref().map(|(_, u)| u.as_slice()))
+        .flatten();
+    judge_in(
+        expected,
+        obs,
+        &Context {
+            model,
+            facts: read.as_ref().map(|(f, _)| f),
+            supported_incompatible: caps.incompatible_features_supported,
+        },
+    )
+}
+
+/// Judges one observation against the expected verdict, in `cx`.
+pub fn judge_in(expected: &Expected, obs: &Observation, cx: &Context) -> Outcome {
     let stderr_hint = || {
         obs.stderr_excerpt
             .lines()
@@ -169,22 +126,29 @@ pub fn judge_with_model(
             "a program ran past the time limit and was killed with its process group".to_owned(),
         ];
         d.extend(stderr_hint());
-        return Outcome::new(OutcomeKind::Hang, d);
+        return Outcome::new(OutcomeKind::Hang, d, cx.cause(Check::Timeout, None));
     }
     if let Some(sig) = obs.signal {
-        let mut d = vec![format!(
-            "killed by signal {sig} ({})",
-            super::process::signal_name(sig)
-        )];
+        let name = super::process::signal_name(sig);
+        let mut d = vec![format!("killed by signal {sig} ({name})")];
         d.extend(obs.sanitizer.clone());
         d.extend(stderr_hint());
-        return Outcome::new(OutcomeKind::Crash, d);
+        return Outcome::new(OutcomeKind::Crash, d, cx.cause(Check::Signal, Some(name)));
     }
     if let Some(s) = &obs.sanitizer {
-        return Outcome::new(OutcomeKind::Crash, vec![format!("sanitizer report: {s}")]);
+        let first = s.lines().next();
+        return Outcome::new(
+            OutcomeKind::Crash,
+            vec![format!("sanitizer report: {s}")],
+            cx.cause(Check::Sanitizer, first),
+        );
     }
     if let Some(p) = &obs.protocol_error {
-        return Outcome::new(OutcomeKind::Crash, vec![format!("no usable answer: {p}")]);
+        return Outcome::new(
+            OutcomeKind::Crash,
+            vec![format!("no usable answer: {p}")],
+            cx.cause(Check::Protocol, Some(p)),
+        );
     }
     if let Some(w) = &obs.write {
         if !w.found.problems.is_empty() {
@@ -193,7 +157,8 @@ pub fn judge_with_model(
                 w.len, w.offset, w.written
             )];
             d.extend(w.found.problems.iter().cloned());
-            return Outcome::new(OutcomeKind::Corrupting, d);
+            let first = w.found.problems.first().map(String::as_str);
+            return Outcome::new(OutcomeKind::Corrupting, d, cx.cause(Check::Write, first));
         }
     }
     if let Some(o) = &obs.ops {
@@ -203,38 +168,55 @@ pub fn judge_with_model(
                 o.steps.len()
             )];
             d.extend(o.found.problems.iter().cloned());
-            return Outcome::new(OutcomeKind::Corrupting, d);
+            let first = o.found.problems.first().map(String::as_str);
+            return Outcome::new(
+                OutcomeKind::Corrupting,
+                d,
+                cx.cause(Check::BitmapOps, first),
+            );
         }
     }
     if obs.bitmaps_unaware {
-        return judge_unaware(expected, obs);
+        return judge_unaware(expected, obs, cx);
     }
     match expected.verdict {
-        spec_model::Verdict::Valid => judge_valid(expected, obs),
-        spec_model::Verdict::Invalid => judge_invalid(expected, obs, model),
-        v => {
-            let mut d = vec![format!(
-                "the spec is silent ({}): {}",
-                v.as_str(),
-                summary(obs)
-            )];
-            if !expected.rules.is_empty() {
-                d.push(format!("rules: {}", expected.rules.join(", ")));
-            }
-            Outcome::new(OutcomeKind::Recorded, d)
-        }
+        spec_model::Verdict::Valid => judge_valid(expected, obs, cx),
+        spec_model::Verdict::Invalid => judge_invalid(expected, obs, cx),
+        v => recorded(v, expected, obs, cx, Vec::new()),
     }
+}
+
+/// An image the spec is silent about: kept with what happened.
+fn recorded(
+    v: spec_model::Verdict,
+    e: &Expected,
+    obs: &Observation,
+    cx: &Context,
+    more: Vec<String>,
+) -> Outcome {
+    let mut d = vec![format!(
+        "the spec is silent ({}): {}",
+        v.as_str(),
+        summary(obs)
+    )];
+    d.extend(more);
+    if !e.rules.is_empty() {
+        d.push(format!("rules: {}", e.rules.join(", ")));
+    }
+    let msg = (!obs.opened).then_some(obs.error.as_deref()).flatten();
+    Outcome::new(OutcomeKind::Recorded, d, cx.cause(Check::Silent, msg))
 }
 
 /// An implementation that does not know bitmaps (`obs.bitmaps_unaware`):
 /// bitmap expectations do not apply. A conforming image must open (unless
-/// a documented limit is involved) and read as the model reads it; an
-/// invalid one may be refused or read; an unspecified one is recorded.
-/// Guest data read from an invalid image is judged only when every broken
-/// rule is a bitmaps rule (the mapping itself is intact).
-fn judge_unaware(e: &Expected, obs: &Observation) -> Outcome {
+/// a documented limit is involved, or the spec requires the refusal) and
+/// read as the model reads it; an invalid one may be refused or read; an
+/// unspecified one is recorded. Guest data read from an invalid image is
+/// judged only when every broken rule is a bitmaps rule (the mapping
+/// itself is intact).
+fn judge_unaware(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
     let limits = limit_rules(e);
-    let mut r = Reasons::default();
+    let mut r = cx.reasons();
     let guest = obs.guest.as_ref();
     let read = |g: &GuestCheck| {
         format!(
@@ -246,80 +228,75 @@ fn judge_unaware(e: &Expected, obs: &Observation) -> Outcome {
         spec_model::Verdict::Valid => {
             if !obs.opened {
                 let err = obs.error.as_deref().unwrap_or("no message");
-                if limits.is_empty() {
-                    r.strict
-                        .push(format!("refused to open a conforming image: {err}"));
-                } else {
-                    r.pass.push(format!(
-                        "refused to open a conforming image beyond documented limits ({}): {err}",
-                        limits.join(", ")
-                    ));
-                }
+                cx.refused_valid(err, &limits, &mut r);
             } else if let Some(g) = guest {
-                r.mismatch.extend(g.differences());
+                for d in g.differences() {
+                    r.mismatch.push(Check::GuestData, d);
+                }
                 if g.read_error_count > 0 {
                     let mut errs = g.read_errors.clone();
                     if g.read_error_count > errs.len() {
                         errs.push(format!("(and {} more)", g.read_error_count - errs.len()));
                     }
-                    if limits.is_empty() {
-                        r.strict.extend(errs);
-                    } else {
-                        r.pass.extend(
-                            errs.into_iter()
-                                .map(|m| format!("{m} (allowed: limits {})", limits.join(", "))),
-                        );
+                    for m in errs {
+                        if limits.is_empty() {
+                            r.strict.push_msg(Check::GuestRead, Some(&m), m.clone());
+                        } else {
+                            let t = format!("{m} (allowed: limits {})", limits.join(", "));
+                            r.pass.push_msg(Check::GuestRead, Some(&m), t);
+                        }
                     }
                 }
                 if !g.differs() && g.read_error_count == 0 {
-                    r.pass.push(read(g));
+                    r.pass.push(Check::Allowed, read(g));
                 }
             } else {
-                r.pass.push("opened the conforming image".to_owned());
+                r.pass
+                    .push(Check::Allowed, "opened the conforming image".to_owned());
             }
         }
         spec_model::Verdict::Invalid => {
             let rules = e.rules.join(", ");
             if !obs.opened {
-                r.pass.push(format!(
-                    "refused the invalid image ({rules}): {}",
-                    obs.error.as_deref().unwrap_or("no message")
-                ));
+                let err = obs.error.as_deref().unwrap_or("no message");
+                r.pass.push_msg(
+                    Check::Open,
+                    Some(err),
+                    format!("refused the invalid image ({rules}): {err}"),
+                );
             } else {
                 let mapping_intact =
                     !e.rules.is_empty() && e.rules.iter().all(|x| x.starts_with("bitmaps."));
                 match guest {
                     Some(g) if g.differs() && mapping_intact => {
-                        r.mismatch.extend(g.differences().into_iter().map(|d| {
-                            format!("{d} (the image breaks only bitmaps rules: {rules})")
-                        }))
+                        for d in g.differences() {
+                            r.mismatch.push(
+                                Check::GuestData,
+                                format!("{d} (the image breaks only bitmaps rules: {rules})"),
+                            );
+                        }
                     }
-                    Some(g) if g.differs() => r.pass.push(format!(
+                    Some(g) if g.differs() => r.pass.push(Check::Allowed, format!(
                         "opened the invalid image ({rules}); its guest data differs from the model's, not judged: {}",
                         g.differences().join("; ")
                     )),
-                    Some(g) => r.pass.push(format!(
-                        "opened the invalid image ({rules}) and {}",
-                        read(g)
-                    )),
-                    None => r.pass.push(format!("opened the invalid image ({rules})")),
+                    Some(g) => r.pass.push(
+                        Check::Allowed,
+                        format!("opened the invalid image ({rules}) and {}", read(g)),
+                    ),
+                    None => r
+                        .pass
+                        .push(Check::Allowed, format!("opened the invalid image ({rules})")),
                 }
             }
         }
         v => {
-            let mut d = vec![format!(
-                "the spec is silent ({}): {}",
-                v.as_str(),
-                summary(obs)
-            )];
+            let mut more = Vec::new();
             if let Some(g) = guest {
-                d.extend(g.differences());
-                d.extend(g.read_errors.iter().cloned());
+                more.extend(g.differences());
+                more.extend(g.read_errors.iter().cloned());
             }
-            if !e.rules.is_empty() {
-                d.push(format!("rules: {}", e.rules.join(", ")));
-            }
-            return Outcome::new(OutcomeKind::Recorded, d);
+            return recorded(v, e, obs, cx, more);
         }
     }
     r.finish()
@@ -340,178 +317,184 @@ fn summary(obs: &Observation) -> String {
     )
 }
 
-/// Collects reasons by outcome; the worst kind wins.
-#[derive(Default)]
-struct Reasons {
-    lenient: Vec<String>,
-    mismatch: Vec<String>,
-    strict: Vec<String>,
-    pass: Vec<String>,
-}
-
-impl Reasons {
-    fn finish(self) -> Outcome {
-        let (kind, first) = if !self.lenient.is_empty() {
-            (OutcomeKind::Lenient, &self.lenient)
-        } else if !self.mismatch.is_empty() {
-            (OutcomeKind::Mismatch, &self.mismatch)
-        } else if !self.strict.is_empty() {
-            (OutcomeKind::Strict, &self.strict)
-        } else {
-            (OutcomeKind::Pass, &self.pass)
-        };
-        let mut d = first.clone();
-        for (k, v) in [
-            (OutcomeKind::Lenient, &self.lenient),
-            (OutcomeKind::Mismatch, &self.mismatch),
-            (OutcomeKind::Strict, &self.strict),
-            (OutcomeKind::Pass, &self.pass),
-        ] {
-            if k != kind {
-                d.extend(v.iter().map(|s| {
-                    if k == OutcomeKind::Pass {
-                        s.clone()
-                    } else {
-                        format!("also {k}: {s}")
-                    }
-                }));
-            }
-        }
-        Outcome::new(kind, d)
+/// Header fields the write check saw rewritten (e.g. the virtual size
+/// rounded down to a sector by QEMU): each a mismatch of its own, since a
+/// write of guest data is no licence to change what the header says about
+/// the disk (see [`super::writes`] for why this is not `corrupting`).
+fn header_rewrites(obs: &Observation, r: &mut Reasons) {
+    for rw in obs.write.iter().flat_map(|w| &w.rewrites) {
+        r.mismatch.push(
+            Check::HeaderRewrite,
+            format!("the read-write open for the write check rewrote the header: {rw}"),
+        );
     }
 }
 
-fn judge_valid(e: &Expected, obs: &Observation) -> Outcome {
+fn judge_valid(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
     let limits = limit_rules(e);
-    let mut r = Reasons::default();
+    let mut r = cx.reasons();
     if !obs.opened {
         let err = obs.error.as_deref().unwrap_or("no message");
-        if limits.is_empty() {
-            r.strict
-                .push(format!("refused to open a conforming image: {err}"));
-        } else {
-            r.pass.push(format!(
-                "refused to open a conforming image beyond documented limits ({}): {err}",
-                limits.join(", ")
-            ));
-        }
+        cx.refused_valid(err, &limits, &mut r);
         return r.finish();
     }
+    header_rewrites(obs, &mut r);
     match e.bitmaps_extension {
         spec_model::ExtensionState::Absent => {
             if !obs.bitmaps.is_empty() {
-                r.mismatch.push(format!(
-                    "lists bitmaps the image does not have: {}",
-                    names(&obs.bitmaps)
-                ));
+                r.mismatch.push(
+                    Check::ExtraBitmap,
+                    format!(
+                        "lists bitmaps the image does not have: {}",
+                        names(&obs.bitmaps)
+                    ),
+                );
             }
         }
         spec_model::ExtensionState::Inconsistent => {
             for b in &obs.bitmaps {
                 if b.used() {
-                    r.lenient.push(format!(
+                    r.lenient.push(Check::UsedUnusable, format!(
                         "used bitmap {} of an inconsistent bitmaps extension (autoclear bit 0 clear or a version 2 image)",
                         short(&b.name)
                     ));
                 } else {
-                    r.pass.push(format!(
-                        "listed bitmap {} of the inconsistent extension without using it",
-                        short(&b.name)
-                    ));
+                    r.pass.push(
+                        Check::Allowed,
+                        format!(
+                            "listed bitmap {} of the inconsistent extension without using it",
+                            short(&b.name)
+                        ),
+                    );
                 }
             }
         }
         _ => compare_bitmaps(e, obs, &limits, &mut r),
     }
     if r.pass.is_empty() && r.lenient.is_empty() && r.mismatch.is_empty() && r.strict.is_empty() {
-        r.pass.push(summary(obs));
+        r.pass.push(Check::Allowed, summary(obs));
     }
     r.finish()
 }
 
-/// Expected and observed bitmaps side by side, matched by name.
+/// Expected and observed bitmaps side by side, matched by name (a name
+/// listed cut at its NUL byte matches, as a mismatch).
 fn compare_bitmaps(e: &Expected, obs: &Observation, limits: &[&str], r: &mut Reasons) {
     let expected = e.bitmaps.as_deref().unwrap_or(&[]);
     let mut matched = vec![false; obs.bitmaps.len()];
     for want in expected {
-        let found = obs
-            .bitmaps
-            .iter()
-            .enumerate()
-            .find(|(i, o)| !matched[*i] && o.name == want.name);
-        let Some((i, got)) = found else {
+        let free = || {
+            obs.bitmaps
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !matched[*i])
+                .map(|(i, o)| (i, o.name.as_str()))
+        };
+        let exact = free().find(|(_, n)| *n == want.name).map(|(i, _)| i);
+        let cut = cut_at_nul(&want.name)
+            .and_then(|c| free().find(|(_, n)| *n == c))
+            .map(|(i, _)| i);
+        let Some(i) = exact.or(cut) else {
             if want.usable && !limits.is_empty() {
-                r.pass.push(format!(
-                    "did not list bitmap {} (allowed: limits {})",
-                    short(&want.name),
-                    limits.join(", ")
-                ));
+                r.pass.push(
+                    Check::MissingBitmap,
+                    format!(
+                        "did not list bitmap {} (allowed: limits {})",
+                        short(&want.name),
+                        limits.join(", ")
+                    ),
+                );
             } else if want.usable {
-                r.strict.push(format!(
-                    "did not list the conforming bitmap {}",
-                    short(&want.name)
-                ));
+                r.strict.push(
+                    Check::MissingBitmap,
+                    format!("did not list the conforming bitmap {}", short(&want.name)),
+                );
             } else {
-                r.mismatch.push(format!(
-                    "did not list bitmap {}, which is present (though unusable: {})",
-                    short(&want.name),
-                    why_unusable(want)
-                ));
+                r.mismatch.push(
+                    Check::MissingBitmap,
+                    format!(
+                        "did not list bitmap {}, which is present (though unusable: {})",
+                        short(&want.name),
+                        why_unusable(want)
+                    ),
+                );
             }
             continue;
         };
         matched[i] = true;
+        let got = &obs.bitmaps[i];
+        if exact.is_none() {
+            r.mismatch
+                .push(Check::NameCut, name_cut(&got.name, &want.name));
+        }
         if got.granularity_bits != Some(want.granularity_bits) {
-            r.mismatch.push(format!(
-                "bitmap {}: granularity {} instead of 2^{}",
-                short(&want.name),
-                got.granularity_bits
-                    .map(|g| format!("2^{g}"))
-                    .unwrap_or_else(|| "not a power of two".into()),
-                want.granularity_bits
-            ));
+            r.mismatch.push(
+                Check::Granularity,
+                format!(
+                    "bitmap {}: granularity {} instead of 2^{}",
+                    short(&want.name),
+                    got.granularity_bits
+                        .map(|g| format!("2^{g}"))
+                        .unwrap_or_else(|| "not a power of two".into()),
+                    want.granularity_bits
+                ),
+            );
         }
         if got.flags.in_use != want.flags.in_use || got.flags.auto != want.flags.auto {
-            r.mismatch.push(format!(
-                "bitmap {}: flags in_use={} auto={} instead of in_use={} auto={}",
-                want.name, got.flags.in_use, got.flags.auto, want.flags.in_use, want.flags.auto
-            ));
+            r.mismatch.push(
+                Check::Flags,
+                format!(
+                    "bitmap {}: flags in_use={} auto={} instead of in_use={} auto={}",
+                    want.name, got.flags.in_use, got.flags.auto, want.flags.in_use, want.flags.auto
+                ),
+            );
         }
         if want.usable {
             if got.used() {
                 match (&want.content_sha256, &got.content_sha256) {
-                    (Some(w), Some(g)) if w != g => r.mismatch.push(format!(
+                    (Some(w), Some(g)) if w != g => r.mismatch.push(Check::Contents, format!(
                         "bitmap {}: contents differ (sha256 {g}, {} bits set; expected {w}, {} bits set)",
                         short(&want.name),
                         got.set_bits.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
                         want.set_bits.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
                     )),
-                    (Some(_), None) => r.pass.push(format!(
+                    (Some(_), None) => r.pass.push(Check::Allowed, format!(
                         "bitmap {}: usable, contents not reported",
                         short(&want.name)
                     )),
                     _ => {}
                 }
-            } else if !limits.is_empty() {
-                r.pass.push(format!(
-                    "refused bitmap {} (allowed: limits {}): {}",
-                    short(&want.name),
-                    limits.join(", "),
-                    got.error.as_deref().unwrap_or("no message")
-                ));
             } else {
-                r.strict.push(format!(
-                    "refused to use the conforming bitmap {}: {}",
-                    short(&want.name),
-                    got.error.as_deref().unwrap_or("no message")
-                ));
+                let err = got.error.as_deref().unwrap_or("no message");
+                let (bucket, text): (&mut Bucket, String) = if !limits.is_empty() {
+                    (
+                        &mut r.pass,
+                        format!(
+                            "refused bitmap {} (allowed: limits {}): {err}",
+                            short(&want.name),
+                            limits.join(", ")
+                        ),
+                    )
+                } else {
+                    (
+                        &mut r.strict,
+                        format!(
+                            "refused to use the conforming bitmap {}: {err}",
+                            short(&want.name)
+                        ),
+                    )
+                };
+                bucket.push_msg(Check::BitmapRefused, Some(err), text);
             }
         } else if got.used() {
-            r.lenient.push(format!(
-                "used bitmap {}, which must not be used: {}",
-                short(&want.name),
-                why_unusable(want)
-            ));
+            r.lenient.push(
+                Check::UsedUnusable,
+                format!(
+                    "used bitmap {}, which must not be used: {}",
+                    short(&want.name),
+                    why_unusable(want)
+                ),
+            );
         }
     }
     let extra: Vec<ObservedBitmap> = obs
@@ -522,15 +505,15 @@ fn compare_bitmaps(e: &Expected, obs: &Observation, limits: &[&str], r: &mut Rea
         .map(|(b, _)| b.clone())
         .collect();
     if !extra.is_empty() {
-        r.mismatch.push(format!(
-            "lists bitmaps the image does not have: {}",
-            names(&extra)
-        ));
+        r.mismatch.push(
+            Check::ExtraBitmap,
+            format!("lists bitmaps the image does not have: {}", names(&extra)),
+        );
     }
 }
 
-fn judge_invalid(e: &Expected, obs: &Observation, model: Option<&[(String, bool)]>) -> Outcome {
-    let mut r = Reasons::default();
+fn judge_invalid(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
+    let mut r = cx.reasons();
     let rules = if e.rules.is_empty() {
         "no rule named".to_owned()
     } else {
@@ -538,163 +521,84 @@ fn judge_invalid(e: &Expected, obs: &Observation, model: Option<&[(String, bool)
     };
     if let Some(c) = &obs.integrity {
         if c.flags_corrupt() && obs.opened {
-            r.pass.push(format!(
+            r.pass.push(Check::Allowed, format!(
                 "its checker reports {} corruption(s) and {} check error(s), yet it opens the image and lists {} bitmap(s)",
                 c.corruptions,
                 c.check_errors,
                 obs.bitmaps.len()
             ));
         } else if c.ran && !c.flags_corrupt() {
-            r.pass.push(format!(
-                "its checker finds no corruption ({} leak(s))",
-                c.leaks
-            ));
+            r.pass.push(
+                Check::Allowed,
+                format!("its checker finds no corruption ({} leak(s))", c.leaks),
+            );
         }
     }
     if !obs.opened {
-        r.pass.push(format!(
-            "refused the invalid image ({rules}): {}",
-            obs.error.as_deref().unwrap_or("no message")
-        ));
+        let err = obs.error.as_deref().unwrap_or("no message");
+        r.pass.push_msg(
+            Check::Open,
+            Some(err),
+            format!("refused the invalid image ({rules}): {err}"),
+        );
         return r.finish();
     }
     let used: Vec<&ObservedBitmap> = obs.bitmaps.iter().filter(|b| b.used()).collect();
-    if let Some(expected) = &e.bitmaps {
-        // Per-bitmap expectations: using an unusable one is lenient.
+    // Per-bitmap usability: the manifest's, else the model's.
+    let usability: Option<Vec<(&str, bool)>> = match (&e.bitmaps, cx.model) {
+        (Some(x), _) => Some(x.iter().map(|w| (w.name.as_str(), w.usable)).collect()),
+        (None, Some(m)) => Some(m.iter().map(|(n, u)| (n.as_str(), *u)).collect()),
+        (None, None) => None,
+    };
+    if let Some(list) = &usability {
+        let which = if e.bitmaps.is_some() {
+            ""
+        } else {
+            "the model says "
+        };
         for b in &used {
-            let want = expected.iter().find(|w| w.name == b.name);
-            if want.is_none_or(|w| !w.usable) {
-                r.lenient.push(format!(
-                    "used bitmap {} of an invalid image ({rules}), which must not be used",
-                    short(&b.name)
-                ));
+            let found = find_name(list.iter().map(|(n, _)| *n).enumerate(), &b.name);
+            if let Some((i, true)) = found {
+                r.mismatch
+                    .push(Check::NameCut, name_cut(&b.name, list[i].0));
+            }
+            if found.is_none_or(|(i, _)| !list[i].1) {
+                r.lenient.push(
+                    Check::UsedUnusable,
+                    format!(
+                        "used bitmap {} of an invalid image ({rules}), which {which}must not be used",
+                        short(&b.name)
+                    ),
+                );
             }
         }
-    } else if let Some(model) = model {
-        for b in &used {
-            let usable = model.iter().find(|(n, _)| *n == b.name).map(|(_, u)| *u);
-            if usable != Some(true) {
-                r.lenient.push(format!(
-                    "used bitmap {} of an invalid image ({rules}), which the model says must not be used",
-                    short(&b.name)
-                ));
-            }
-        }
-        if r.lenient.is_empty() && !used.is_empty() {
-            r.pass.push(format!(
+        if e.bitmaps.is_none() && r.lenient.is_empty() && !used.is_empty() {
+            r.pass.push(Check::Allowed, format!(
                 "used {} bitmap(s) that stay usable despite {rules} (the error is outside the bitmaps extension)",
                 used.len()
             ));
         }
     } else if extension_unusable(e) {
         for b in &used {
-            r.lenient.push(format!(
-                "used bitmap {} although the bitmaps extension is invalid ({rules})",
-                short(&b.name)
-            ));
+            r.lenient.push(
+                Check::UsedUnusable,
+                format!(
+                    "used bitmap {} although the bitmaps extension is invalid ({rules})",
+                    short(&b.name)
+                ),
+            );
         }
     } else if !used.is_empty() {
-        r.pass.push(format!(
+        r.pass.push(Check::Allowed, format!(
             "used {} bitmap(s) of an image that breaks {rules}, outside the bitmaps extension (not judged)",
             used.len()
         ));
     }
     if r.lenient.is_empty() {
-        r.pass.push(format!(
+        r.pass.push(Check::Allowed, format!(
             "opened the invalid image ({rules}), listed {} bitmap(s), used none that must not be used",
             obs.bitmaps.len()
         ));
     }
     r.finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::runner::observation::{IntegrityCheck, ObservedFlags};
-    use generator::expected::ExpectedFlags;
-
-    fn valid_one() -> Expected {
-        Expected {
-            verdict: spec_model::Verdict::Valid,
-            rules: vec![],
-            bitmaps_extension: spec_model::ExtensionState::Consistent,
-            bitmaps: Some(vec![ExpectedBitmap {
-                name: "b".into(),
-                granularity_bits: 16,
-                usable: true,
-                flags: ExpectedFlags {
-                    in_use: false,
-                    auto: true,
-                },
-                content_sha256: Some("aa".into()),
-                set_bits: Some(1),
-            }]),
-        }
-    }
-
-    fn seen(sha: &str) -> Observation {
-        Observation {
-            opened: true,
-            bitmaps: vec![ObservedBitmap {
-                name: "b".into(),
-                granularity_bits: Some(16),
-                flags: ObservedFlags {
-                    in_use: false,
-                    auto: true,
-                },
-                usable: true,
-                content_sha256: Some(sha.into()),
-                ..ObservedBitmap::default()
-            }],
-            ..Observation::default()
-        }
-    }
-
-    #[test]
-    fn valid_cases() {
-        assert_eq!(judge(&valid_one(), &seen("aa")).kind, OutcomeKind::Pass);
-        assert_eq!(judge(&valid_one(), &seen("ab")).kind, OutcomeKind::Mismatch);
-        let mut refused = seen("aa");
-        refused.bitmaps[0].usable = false;
-        refused.bitmaps[0].content_sha256 = None;
-        assert_eq!(judge(&valid_one(), &refused).kind, OutcomeKind::Strict);
-        let mut e = valid_one();
-        e.rules.push("bitmaps.dir.granularity".into());
-        assert_eq!(judge(&e, &refused).kind, OutcomeKind::Pass);
-        let closed = Observation::default();
-        assert_eq!(judge(&valid_one(), &closed).kind, OutcomeKind::Strict);
-        let mut hung = seen("aa");
-        hung.timed_out = true;
-        assert_eq!(judge(&valid_one(), &hung).kind, OutcomeKind::Hang);
-        let mut crashed = seen("aa");
-        crashed.signal = Some(11);
-        assert_eq!(judge(&valid_one(), &crashed).kind, OutcomeKind::Crash);
-    }
-
-    #[test]
-    fn invalid_cases() {
-        let e = Expected {
-            verdict: spec_model::Verdict::Invalid,
-            rules: vec!["bitmaps.dir.flags-reserved".into()],
-            bitmaps_extension: spec_model::ExtensionState::Consistent,
-            bitmaps: None,
-        };
-        assert_eq!(judge(&e, &Observation::default()).kind, OutcomeKind::Pass);
-        assert_eq!(judge(&e, &seen("aa")).kind, OutcomeKind::Lenient);
-        let mut listed = seen("aa");
-        listed.bitmaps[0].usable = false;
-        listed.bitmaps[0].content_sha256 = None;
-        listed.integrity = Some(IntegrityCheck {
-            ran: true,
-            corruptions: 2,
-            ..IntegrityCheck::default()
-        });
-        let o = judge(&e, &listed);
-        assert_eq!(o.kind, OutcomeKind::Pass);
-        assert!(o.detail[0].contains("2 corruption"), "{o:?}");
-        let mut u = e.clone();
-        u.verdict = spec_model::Verdict::Unspecified;
-        assert_eq!(judge(&u, &seen("aa")).kind, OutcomeKind::Recorded);
-    }
 }

@@ -24,13 +24,16 @@
 pub mod adapter;
 pub mod adapters;
 pub mod case_env;
+pub mod cause;
 pub mod checks;
 pub mod corpus;
 pub mod html;
 pub mod image_layers;
 pub mod image_state;
 pub mod judge;
+pub mod judge_context;
 pub mod observation;
+pub mod outcome;
 pub mod process;
 pub mod ranges;
 pub mod report;

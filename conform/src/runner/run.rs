@@ -4,6 +4,7 @@
 //! hashed before and after.
 
 use super::adapter::Adapter;
+use super::cause::{Cause, Check};
 use super::judge::{Outcome, OutcomeKind};
 use super::observation::Observation;
 use super::process::Limits;
@@ -50,11 +51,7 @@ pub fn run_case(
         Err(why) => return set_up_error(adapter, why),
     };
     obs.commands.retain(|c| !c.is_empty());
-    let model = (case.expected.verdict == spec_model::Verdict::Invalid
-        && case.expected.bitmaps.is_none())
-    .then(|| model_usability(image))
-    .flatten();
-    let outcome = judge::judge_with_model(&case.expected, &obs, model.as_deref());
+    let outcome = judge::judge_image(&case.expected, &obs, image, adapter.capabilities());
     CaseResult {
         implementation: adapter.name().to_owned(),
         outcome,
@@ -95,24 +92,19 @@ fn set_up_error(adapter: &dyn Adapter, why: SetUpError) -> CaseResult {
     let why = format!("runner: {why}");
     CaseResult {
         implementation: adapter.name().to_owned(),
-        outcome: Outcome {
-            kind: OutcomeKind::Error,
-            detail: vec![
+        outcome: Outcome::new(
+            OutcomeKind::Error,
+            vec![
                 why.clone(),
                 "the runner could not set the case up: nothing was run or judged".into(),
             ],
-        },
+            Cause::new(Check::SetUp, Some(&why)),
+        ),
         observation: Observation {
             notes: vec![why],
             ..Observation::default()
         },
     }
-}
-
-/// The reference model's (name, usable) for every bitmap of `image`.
-fn model_usability(image: &Path) -> Option<Vec<(String, bool)>> {
-    let r = spec_model::check_path(image).ok()?;
-    Some(r.bitmaps.into_iter().map(|b| (b.name, b.usable)).collect())
 }
 
 /// Observes the case in the scratch directory `work`, then runs the checks

@@ -111,6 +111,7 @@ impl Adapter for ProbeAdapter {
         Capabilities {
             read_guest_data: true,
             write_guest_data: self.kind.can_write(),
+            incompatible_features_supported: self.kind.incompatible_supported(),
             ..Capabilities::default()
         }
     }

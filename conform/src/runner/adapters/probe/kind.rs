@@ -45,6 +45,26 @@ impl ProbeKind {
         matches!(self, ProbeKind::Imago | ProbeKind::Qcow2Rs)
     }
 
+    /// The incompatible feature bits the library supports, from its
+    /// refusals over the corpus (`adapter-probe` on `valid/extended-l2`,
+    /// `header.dirty/set`, `header.corrupt/set` and zstd images; see
+    /// `docs/findings.md`). Bit 2 (external data file) is untested by the
+    /// corpus: counted as supported by imago, which has data-file support,
+    /// and as unsupported by the others.
+    pub fn incompatible_supported(self) -> Option<u64> {
+        Some(match self {
+            // Refuses 0, 1, 3, 4: "Unrecognized incompatible feature(s) N".
+            ProbeKind::Imago => 1 << 2,
+            // Refuses 0, 1, 3, 4, the same message.
+            ProbeKind::Qcow2Rs => 0,
+            // Opens the dirty bit; refuses corrupt, extended L2, zstd.
+            ProbeKind::Qcow2 => 1,
+            // Opens the dirty bit; refuses 0x2, 0x8, 0x10 ("unsupported
+            // incompatible features flags").
+            ProbeKind::Libqcow => 1,
+        })
+    }
+
     /// Opens `image` through the implementation.
     pub(super) fn open(
         self,

@@ -105,6 +105,9 @@ impl Adapter for QemuAdapter {
             read_guest_data: true,
             write_guest_data: true,
             bitmap_operations: true,
+            // Every bit the spec defines: dirty, corrupt, external data
+            // file, compression type, extended L2 (QEMU 10 opens each).
+            incompatible_features_supported: Some(0x1f),
         }
     }
 

@@ -1,0 +1,312 @@
+//! Why an outcome is what it is, in a form two outcomes can be compared
+//! by: the [`Cause`] (the check that decided, the implementation's own
+//! message with its variable parts replaced, the image features involved)
+//! and the facts about an image the causes draw on ([`ImageFacts`]). Two
+//! findings with the same signature are one behaviour, the way crash
+//! buckets group crashes by their stack.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// The check that decided an outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// A program ran out of time.
+    Timeout,
+    /// A program died of a signal.
+    Signal,
+    /// A sanitizer reported an error.
+    Sanitizer,
+    /// No usable answer from an exec program or probe.
+    Protocol,
+    /// The write check found the image wrong afterwards.
+    Write,
+    /// QEMU's bitmap operations left the image wrong.
+    BitmapOps,
+    /// A read-write open rewrote a header field.
+    HeaderRewrite,
+    /// The spec is silent about the image.
+    Silent,
+    /// The implementation refused to open the image.
+    Open,
+    /// It refused an image with incompatible features it does not support.
+    UnsupportedFeature,
+    /// It listed a bitmap under a name cut at a NUL byte.
+    NameCut,
+    /// It did not list a bitmap the image has.
+    MissingBitmap,
+    /// It listed a bitmap the image does not have.
+    ExtraBitmap,
+    /// A bitmap's granularity differs.
+    Granularity,
+    /// A bitmap's flags differ.
+    Flags,
+    /// A bitmap's contents differ.
+    Contents,
+    /// It refused to use a conforming bitmap.
+    BitmapRefused,
+    /// It used a bitmap that must not be used.
+    UsedUnusable,
+    /// Guest data read differs from the model's.
+    GuestData,
+    /// Guest data could not be read.
+    GuestRead,
+    /// The runner could not set the case up (outcome `error`).
+    SetUp,
+    /// Nothing wrong: what it did is allowed.
+    #[default]
+    Allowed,
+}
+
+impl Check {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Timeout => "timeout",
+            Check::Signal => "signal",
+            Check::Sanitizer => "sanitizer",
+            Check::Protocol => "protocol",
+            Check::Write => "write",
+            Check::BitmapOps => "bitmap-ops",
+            Check::HeaderRewrite => "header-rewrite",
+            Check::Silent => "silent",
+            Check::Open => "open",
+            Check::UnsupportedFeature => "unsupported-feature",
+            Check::NameCut => "name-cut",
+            Check::MissingBitmap => "missing-bitmap",
+            Check::ExtraBitmap => "extra-bitmap",
+            Check::Granularity => "granularity",
+            Check::Flags => "flags",
+            Check::Contents => "contents",
+            Check::BitmapRefused => "bitmap-refused",
+            Check::UsedUnusable => "used-unusable",
+            Check::GuestData => "guest-data",
+            Check::GuestRead => "guest-read",
+            Check::SetUp => "set-up",
+            Check::Allowed => "allowed",
+        }
+    }
+}
+
+/// Why an outcome is what it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Cause {
+    /// The check that decided.
+    pub check: Check,
+    /// The implementation's message behind it, normalised
+    /// ([`normalise`]); empty when none is involved.
+    pub message: String,
+    /// The image features involved ([`ImageFacts::features`]), sorted.
+    pub features: Vec<String>,
+}
+
+impl Cause {
+    pub fn new(check: Check, message: Option<&str>) -> Cause {
+        Cause {
+            check,
+            message: message.map(normalise).unwrap_or_default(),
+            features: Vec::new(),
+        }
+    }
+
+    /// Sets the image features involved.
+    pub fn with_features(mut self, features: &[String]) -> Cause {
+        self.features = features.to_vec();
+        self
+    }
+
+    /// The readable signature after `outcome`:
+    /// `outcome | check | features | message`.
+    pub fn signature(&self, outcome: &str) -> String {
+        let features = if self.features.is_empty() {
+            "-".to_owned()
+        } else {
+            self.features.join("+")
+        };
+        format!(
+            "{outcome} | {} | {features} | {}",
+            self.check.as_str(),
+            self.message
+        )
+    }
+
+    /// The signature as a file name: outcome, check, features and the
+    /// first 8 hex digits of the message's SHA-256 (`-` without one).
+    pub fn key(&self, outcome: &str) -> String {
+        let mut parts = vec![outcome.to_owned(), self.check.as_str().to_owned()];
+        if !self.features.is_empty() {
+            parts.push(self.features.join("+").replace([':', '/', ' '], "_"));
+        }
+        if !self.message.is_empty() {
+            let h = Sha256::digest(self.message.as_bytes());
+            parts.push(hex::encode(&h[..4]));
+        }
+        parts.join("--")
+    }
+}
+
+/// An error message with what varies between two occurrences of the same
+/// error replaced: quoted text by `'_'`, paths by `<path>`, hexadecimal
+/// numbers by `<hex>`, decimal numbers by `<n>` (digits that follow a
+/// letter, as in `L1`, are part of a word and stay); whitespace collapsed.
+pub fn normalise(message: &str) -> String {
+    let mut out = String::new();
+    for word in message.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&normalise_word(word));
+    }
+    // Quoted text may span words: replace after joining.
+    replace_quoted(&out)
+}
+
+fn normalise_word(word: &str) -> String {
+    let core = word.trim_matches(|c: char| ",.:;()[]".contains(c));
+    if core.contains('/') && !core.starts_with(['\'', '"']) {
+        return word.replace(core, "<path>");
+    }
+    let mut out = String::new();
+    let chars: Vec<char> = word.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '0' && chars.get(i + 1).is_some_and(|x| *x == 'x' || *x == 'X') {
+            let mut j = i + 2;
+            while j < chars.len() && chars[j].is_ascii_hexdigit() {
+                j += 1;
+            }
+            out.push_str("<hex>");
+            i = j;
+        } else if c.is_ascii_digit() && (i == 0 || !chars[i - 1].is_ascii_alphabetic()) {
+            let mut j = i;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            out.push_str("<n>");
+            i = j;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn replace_quoted(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find(['\'', '"']) {
+        let q = rest[start..].chars().next().unwrap_or('\'');
+        let after = &rest[start + 1..];
+        match after.find(q) {
+            Some(end) => {
+                out.push_str(&rest[..start]);
+                out.push(q);
+                out.push('_');
+                out.push(q);
+                rest = &after[end + 1..];
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The names of the incompatible feature bits the spec defines.
+pub fn incompatible_name(bit: u32) -> String {
+    match bit {
+        0 => "dirty".to_owned(),
+        1 => "corrupt".to_owned(),
+        2 => "external_data_file".to_owned(),
+        3 => "compression_type".to_owned(),
+        4 => "extended_l2".to_owned(),
+        b => format!("bit_{b}"),
+    }
+}
+
+/// The bits set in `bits`, as `name (bit N)`, joined by `, `.
+pub fn describe_incompatible(bits: u64) -> String {
+    (0..64)
+        .filter(|b| bits & (1 << b) != 0)
+        .map(|b| format!("{} (bit {b})", incompatible_name(b)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the header and the bitmap directory say about an image, as far as
+/// causes name them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub version: u32,
+    pub incompatible: u64,
+    pub header_length: u32,
+    /// Some bitmap has `extra_data_compatible` (flag bit 2) set.
+    pub extra_data_compatible: bool,
+}
+
+impl ImageFacts {
+    /// Reads the facts of the image at `path` and the model's (name,
+    /// usable) for every bitmap; `None` when the model cannot read it.
+    pub fn read(path: &Path) -> Option<(ImageFacts, Vec<(String, bool)>)> {
+        let file = std::fs::File::open(path).ok()?;
+        let model = spec_model::Model::open(file).ok()?;
+        let report = model.report();
+        let header = model.analysis().header.as_ref();
+        let facts = ImageFacts {
+            version: header.map_or(0, |h| h.version),
+            incompatible: header.map_or(0, |h| h.incompatible_features),
+            header_length: header.map_or(0, |h| h.header_length),
+            extra_data_compatible: report.bitmaps.iter().any(|b| b.flags.extra_data_compatible),
+        };
+        let usable = report
+            .bitmaps
+            .iter()
+            .map(|b| (b.name.clone(), b.usable))
+            .collect();
+        Some((facts, usable))
+    }
+
+    /// The features a cause names, sorted: every incompatible bit set
+    /// (`incompatible:NAME`), `version:2`, `extra_data_compatible`. (Not
+    /// the header length: an implementation that refuses one names it in
+    /// its message, and elsewhere it split buckets by profile noise.)
+    pub fn features(&self) -> Vec<String> {
+        let mut f: Vec<String> = (0..64)
+            .filter(|b| self.incompatible & (1 << b) != 0)
+            .map(|b| format!("incompatible:{}", incompatible_name(b)))
+            .collect();
+        if self.version == 2 {
+            f.push("version:2".to_owned());
+        }
+        if self.extra_data_compatible {
+            f.push("extra_data_compatible".to_owned());
+        }
+        f.sort();
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_lose_their_variable_parts() {
+        assert_eq!(
+            normalise("Could not open '/tmp/x/case.qcow2': Unrecognized incompatible feature(s) 4"),
+            "Could not open '_': Unrecognized incompatible feature(s) <n>"
+        );
+        assert_eq!(
+            normalise("unsupported incompatible features flags: 0x00000010"),
+            "unsupported incompatible features flags: <hex>"
+        );
+        assert_eq!(normalise("at /a/b/c, 12 bytes"), "at <path>, <n> bytes");
+        assert_eq!(
+            describe_incompatible(0x11),
+            "dirty (bit 0), extended_l2 (bit 4)"
+        );
+    }
+}
