@@ -121,6 +121,28 @@ impl Observation {
         self.absorb(p);
     }
 
+    /// The one program an adapter runs to observe an image, folded in:
+    /// a program that could not be run is a protocol error; one that ran
+    /// is recorded with the time since `start`. Returns the process only
+    /// when its answer is worth reading (it neither timed out nor died by
+    /// a signal).
+    pub fn record_run<E: std::fmt::Display>(
+        &mut self,
+        run: Result<process::Proc, E>,
+        start: std::time::Instant,
+    ) -> Option<process::Proc> {
+        let p = match run {
+            Ok(p) => p,
+            Err(e) => {
+                self.protocol_error = Some(e.to_string());
+                return None;
+            }
+        };
+        self.record(&p);
+        self.duration_ms = start.elapsed().as_millis() as u64;
+        (!p.timed_out && p.signal.is_none()).then_some(p)
+    }
+
     /// As [`Observation::record`] without adding the command line.
     pub fn absorb(&mut self, p: &process::Proc) {
         let sanitizer = p.sanitizer();

@@ -221,18 +221,10 @@ impl Adapter for ExecAdapter {
     fn observe(&self, image: &Path, limits: &Limits) -> Observation {
         let start = Instant::now();
         let mut obs = Observation::default();
-        let p = match self.run(&["observe".into(), image.into()], limits) {
-            Ok(p) => p,
-            Err(e) => {
-                obs.protocol_error = Some(e.to_string());
-                return obs;
-            }
-        };
-        obs.record(&p);
-        obs.duration_ms = start.elapsed().as_millis() as u64;
-        if p.timed_out || p.signal.is_some() {
+        let Some(p) = obs.record_run(self.run(&["observe".into(), image.into()], limits), start)
+        else {
             return obs;
-        }
+        };
         match parse_reply::<ObserveReply>(&p.stdout) {
             Err(e) => obs.protocol_error = Some(format!("{e} ({})", p.describe_end())),
             Ok(r) if r.protocol != PROTOCOL => {

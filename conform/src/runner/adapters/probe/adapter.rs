@@ -122,18 +122,9 @@ impl Adapter for ProbeAdapter {
             bitmaps_unaware: true,
             ..Observation::default()
         };
-        let p = match self.run(image, None, limits) {
-            Ok(p) => p,
-            Err(e) => {
-                obs.protocol_error = Some(e.to_string());
-                return obs;
-            }
-        };
-        obs.record(&p);
-        obs.duration_ms = start.elapsed().as_millis() as u64;
-        if p.timed_out || p.signal.is_some() {
+        let Some(p) = obs.record_run(self.run(image, None, limits), start) else {
             return obs;
-        }
+        };
         match parse_report(&p) {
             Err(e) => obs.protocol_error = Some(e.to_string()),
             Ok(r) => {
