@@ -81,6 +81,25 @@ fn qemu_passes_every_qemu_made_case() {
 }
 
 #[test]
+fn a_fifo_companion_is_error_and_never_opened() {
+    let d = small_corpus();
+    let base = d.path().join("images/qemu/backing-commit/base.qcow2");
+    std::fs::remove_file(&base).unwrap();
+    let made = Command::new("mkfifo").arg(&base).status().unwrap();
+    assert!(made.success());
+    // Opening the FIFO would block the copy for ever: the run must end.
+    for (id, kind, detail) in outcomes(d.path()) {
+        if id.starts_with("qemu/backing-commit") {
+            assert_eq!(kind, OutcomeKind::Error, "{id}: {detail:?}");
+            assert!(
+                detail[0].contains("base.qcow2") && detail[0].contains("not a regular file"),
+                "{detail:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_missing_companion_is_error_not_strict() {
     let d = small_corpus();
     std::fs::remove_file(d.path().join("images/qemu/backing-commit/base.qcow2")).unwrap();

@@ -76,6 +76,8 @@ pub enum SetUpError {
     },
     #[error("companion file {listed} (listed in the manifest) is missing: {} does not exist", path.display())]
     MissingCompanion { listed: String, path: PathBuf },
+    #[error("companion file {listed} (listed in the manifest) is not a regular file: {}", path.display())]
+    IrregularCompanion { listed: String, path: PathBuf },
     #[error(transparent)]
     Companion(#[from] generator::manifest::CompanionError),
 }
@@ -228,8 +230,13 @@ fn private_copy(
     let image_dir = image.parent().unwrap_or(Path::new("."));
     for (listed, rel) in places {
         let from = image_dir.join(&rel);
-        if !from.is_file() {
+        if !from.exists() {
             return Err(SetUpError::MissingCompanion { listed, path: from });
+        }
+        if !from.is_file() {
+            // A FIFO, socket, device or directory: never opened (a FIFO
+            // would block the copy).
+            return Err(SetUpError::IrregularCompanion { listed, path: from });
         }
         let to = dir.join(&rel);
         if let Some(parent) = to.parent() {
