@@ -4,6 +4,9 @@
 //! catalogue rule and every draft revision has a case; `corpus pack` makes a
 //! tarball whose SHA256SUMS check out.
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use generator::Manifest;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,24 +19,16 @@ fn checked_in() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus")
 }
 
+/// Every file below `dir` but README.md, by relative path, with its bytes.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().unwrap() != "README.md" {
-                out.push((
-                    p.strip_prefix(dir).unwrap().display().to_string(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
+    cli::tree_files(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap() != "README.md")
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p.strip_prefix(dir).unwrap().display().to_string(), bytes)
+        })
+        .collect()
 }
 
 fn verify(dir: &Path) -> i32 {

@@ -12,10 +12,9 @@ use std::process::{Command, Output};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_qcow2-conform");
 
-/// SHA-256 of every file below `dir`, by path.
-pub fn tree_hashes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    use sha2::Digest;
-    let mut out = BTreeMap::new();
+/// Every file below `dir` (directories walked, not listed), sorted.
+pub fn tree_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
@@ -23,12 +22,24 @@ pub fn tree_hashes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let h = sha2::Sha256::digest(std::fs::read(&p).unwrap()).to_vec();
-                out.insert(p, h);
+                out.push(p);
             }
         }
     }
+    out.sort();
     out
+}
+
+/// SHA-256 of every file below `dir`, by path.
+pub fn tree_hashes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    use sha2::Digest;
+    tree_files(dir)
+        .into_iter()
+        .map(|p| {
+            let h = sha2::Sha256::digest(std::fs::read(&p).unwrap()).to_vec();
+            (p, h)
+        })
+        .collect()
 }
 
 /// Runs `cmd`, which must exit 0; its output otherwise shows in the
