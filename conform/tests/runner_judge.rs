@@ -213,7 +213,7 @@ fn judge_classifies_real_programs() {
     for (_, i) in &impls {
         cmd.arg("--impl").arg(i);
     }
-    cmd.args(["--timeout", "2", "--jobs", "2", "--json"])
+    cmd.args(["--timeout", "6", "--jobs", "2", "--json"])
         .arg(&json)
         .arg("--junit")
         .arg(&junit);
@@ -376,7 +376,7 @@ fn stray_children_do_not_outlive_a_timeout() {
 
 // Unit-level: Observations built by hand, judged without running anything.
 
-use conform::runner::cause::{Check, ImageFacts};
+use conform::runner::cause::{Check, ImageFacts, ModelBitmap};
 use conform::runner::checks::WriteCheck;
 use conform::runner::judge::{judge, judge_in, Context, OutcomeKind};
 use conform::runner::observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
@@ -578,7 +578,11 @@ fn names_cut_at_nul_are_mismatches() {
         bitmaps_extension: spec_model::ExtensionState::Consistent,
         bitmaps: None,
     };
-    let model = vec![("+\0".to_owned(), true)];
+    let model = vec![ModelBitmap {
+        name: "+\0".to_owned(),
+        usable: true,
+        why_unusable: None,
+    }];
     let cx = Context {
         model: Some(&model),
         ..Context::default()
@@ -590,16 +594,21 @@ fn names_cut_at_nul_are_mismatches() {
         r#"listed "+" for the bitmap named "+\0": name cut at the NUL byte"#
     );
     assert_eq!(o.cause.check, Check::NameCut);
-    // Still lenient when the model says the full-named bitmap is unusable.
-    let model = vec![("+\0".to_owned(), false)];
+    // Still lenient when the model says the full-named bitmap is unusable,
+    // and the cause names the model's reason.
+    let model = vec![ModelBitmap {
+        name: "+\0".to_owned(),
+        usable: false,
+        why_unusable: Some("bitmaps.data.bounds".to_owned()),
+    }];
     let cx = Context {
         model: Some(&model),
         ..Context::default()
     };
-    assert_eq!(
-        judge_in(&e, &nul_named(true), &cx).kind,
-        OutcomeKind::Lenient
-    );
+    let o = judge_in(&e, &nul_named(true), &cx);
+    assert_eq!(o.kind, OutcomeKind::Lenient, "{o:?}");
+    assert_eq!(o.cause.check, Check::UsedUnusable);
+    assert_eq!(o.cause.features, vec!["unusable:bitmaps.data.bounds"]);
     // Valid image: matched by the cut name, compared for the rest.
     let mut v = valid_one();
     v.bitmaps.as_mut().unwrap()[0].name = "+\0".into();
@@ -674,4 +683,50 @@ fn signatures_bucket_by_cause() {
         &all,
     );
     assert_eq!(a.key(), d.key());
+}
+
+/// The model's reason a bitmap must not be used, read from corpus images:
+/// the token each `used-unusable` cause names as `unusable:TOKEN`.
+#[test]
+fn model_reasons_for_unusable_bitmaps() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/images");
+    let reasons = |file: &str| -> Vec<Option<String>> {
+        let (_, bitmaps) = ImageFacts::read(&corpus.join(file)).expect("model reads it");
+        bitmaps.into_iter().map(|b| b.why_unusable).collect()
+    };
+    let one = |file: &str| -> String {
+        let r = reasons(file);
+        assert!(!r.is_empty(), "{file}: no bitmaps");
+        assert!(r.iter().all(|w| w == &r[0]), "{file}: {r:?}");
+        r[0].clone().unwrap_or_else(|| panic!("{file}: usable"))
+    };
+    assert_eq!(one("bitmaps.autoclear-missing--bit-0-clear.qcow2"), "autoclear-clear");
+    assert_eq!(one("bitmaps.v2-image--downgraded.qcow2"), "v2-image");
+    assert_eq!(one("bitmaps.data.bounds--past-eof.qcow2"), "bitmaps.data.bounds");
+    assert_eq!(
+        one("refcount.overlap--bitmap-table-on-refcount-table.qcow2"),
+        "refcount.overlap"
+    );
+    let in_use = reasons("valid--in-use.qcow2");
+    assert!(in_use.contains(&Some("in_use".to_owned())), "{in_use:?}");
+    assert!(in_use.contains(&None), "the other bitmap stays usable: {in_use:?}");
+}
+
+/// A `used-unusable` cause names the reason, so two reasons are two
+/// buckets: an `in_use` bitmap used on a valid image.
+#[test]
+fn used_unusable_cause_names_the_reason() {
+    let mut e = valid_one();
+    let b = &mut e.bitmaps.as_mut().unwrap()[0];
+    b.flags.in_use = true;
+    b.usable = false;
+    b.content_sha256 = None;
+    b.set_bits = None;
+    let mut o = seen("aa");
+    o.bitmaps[0].flags.in_use = true;
+    let out = judge(&e, &o);
+    assert_eq!(out.kind, OutcomeKind::Lenient, "{out:?}");
+    assert_eq!(out.cause.check, Check::UsedUnusable);
+    assert_eq!(out.cause.features, vec!["unusable:in_use"]);
+    assert!(out.key().starts_with("lenient--used-unusable--unusable_in_use"), "{}", out.key());
 }

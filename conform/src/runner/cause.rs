@@ -247,10 +247,26 @@ pub struct ImageFacts {
     pub extra_data_compatible: bool,
 }
 
+/// A bitmap as the reference model sees it: its name, whether it may be
+/// used, and if not, why ([`ModelBitmap::why_unusable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelBitmap {
+    pub name: String,
+    pub usable: bool,
+    /// Why the model says it must not be used, as a short token that
+    /// names a cause feature (`unusable:TOKEN`): `v2-image` and
+    /// `autoclear-clear` (an inconsistent extension: the bitmaps section
+    /// of the spec says such a bitmap must not be used), the error rules of
+    /// the bitmaps extension joined by `+` (an invalid extension),
+    /// `refcount.overlap` (a bitmap structure shares a cluster), `in_use`,
+    /// `extra-data` (extra data without `extra_data_compatible`).
+    pub why_unusable: Option<String>,
+}
+
 impl ImageFacts {
-    /// Reads the facts of the image at `path` and the model's (name,
-    /// usable) for every bitmap; `None` when the model cannot read it.
-    pub fn read(path: &Path) -> Option<(ImageFacts, Vec<(String, bool)>)> {
+    /// Reads the facts of the image at `path` and the model's view of every
+    /// bitmap; `None` when the model cannot read it.
+    pub fn read(path: &Path) -> Option<(ImageFacts, Vec<ModelBitmap>)> {
         let file = std::fs::File::open(path).ok()?;
         let model = spec_model::Model::open(file).ok()?;
         let report = model.report();
@@ -261,31 +277,75 @@ impl ImageFacts {
             header_length: header.map_or(0, |h| h.header_length),
             extra_data_compatible: report.bitmaps.iter().any(|b| b.flags.extra_data_compatible),
         };
-        let usable = report
+        let bitmaps = report
             .bitmaps
             .iter()
-            .map(|b| (b.name.clone(), b.usable))
+            .map(|b| ModelBitmap {
+                name: b.name.clone(),
+                usable: b.usable,
+                why_unusable: (!b.usable).then(|| why_unusable(report, &facts, b)),
+            })
             .collect();
-        Some((facts, usable))
+        Some((facts, bitmaps))
     }
 
     /// The features a cause names, sorted: every incompatible bit set
-    /// (`incompatible:NAME`), `version:2`, `extra_data_compatible`. (Not
-    /// the header length: an implementation that refuses one names it in
-    /// its message, and elsewhere it split buckets by profile noise.)
+    /// (`incompatible:NAME`) and `extra_data_compatible`. Not the header
+    /// length nor the version: an implementation that refuses either names
+    /// it in its message, and elsewhere they split one behaviour into
+    /// several buckets (a version 2 image's bitmaps are unusable for their
+    /// own reason, `unusable:v2-image`).
     pub fn features(&self) -> Vec<String> {
         let mut f: Vec<String> = (0..64)
             .filter(|b| self.incompatible & (1 << b) != 0)
             .map(|b| format!("incompatible:{}", incompatible_name(b)))
             .collect();
-        if self.version == 2 {
-            f.push("version:2".to_owned());
-        }
         if self.extra_data_compatible {
             f.push("extra_data_compatible".to_owned());
         }
         f.sort();
         f
+    }
+}
+
+/// The model's reason for not using bitmap `b` of `report`: the first that
+/// applies of an inconsistent extension, an invalid one (its error rules),
+/// `in_use`, incompatible extra data.
+fn why_unusable(
+    report: &spec_model::Report,
+    facts: &ImageFacts,
+    b: &spec_model::BitmapReport,
+) -> String {
+    use spec_model::{ExtensionState, Severity};
+    if report.bitmaps_extension == ExtensionState::Inconsistent {
+        return if facts.version == 2 {
+            "v2-image".to_owned()
+        } else {
+            "autoclear-clear".to_owned()
+        };
+    }
+    let mut rules: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error && f.rule.id().starts_with("bitmaps."))
+        .map(|f| f.rule.id())
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    if !rules.is_empty() {
+        return rules.join("+");
+    }
+    if b.flags.in_use {
+        return "in_use".to_owned();
+    }
+    let overlap = report
+        .findings
+        .iter()
+        .any(|f| f.severity == Severity::Error && f.rule == spec_model::Rule::RefcountOverlap);
+    if overlap {
+        "refcount.overlap".to_owned()
+    } else {
+        "extra-data".to_owned()
     }
 }
 

@@ -10,7 +10,7 @@
 //! winning kind is the cause.
 
 use super::adapter::Capabilities;
-use super::cause::{Check, ImageFacts};
+use super::cause::{Check, ImageFacts, ModelBitmap};
 pub use super::judge_context::Context;
 use super::judge_context::{cut_at_nul, find_name, name_cut};
 use super::observation::{GuestCheck, Observation, ObservedBitmap};
@@ -64,6 +64,31 @@ fn why_unusable(e: &ExpectedBitmap) -> &'static str {
     }
 }
 
+/// [`why_unusable`] as a cause token ([`ModelBitmap::why_unusable`]).
+fn why_token(e: &ExpectedBitmap) -> &'static str {
+    if e.flags.in_use {
+        "in_use"
+    } else {
+        "extra-data"
+    }
+}
+
+/// The bitmaps rules among an invalid image's expected rules, as a cause
+/// token (`bitmaps` when none is named).
+fn bitmap_rules_token(e: &Expected) -> String {
+    let rules: Vec<&str> = e
+        .rules
+        .iter()
+        .filter(|r| r.starts_with("bitmaps."))
+        .map(String::as_str)
+        .collect();
+    if rules.is_empty() {
+        "bitmaps".to_owned()
+    } else {
+        rules.join("+")
+    }
+}
+
 /// Judges one observation against the expected verdict.
 pub fn judge(expected: &Expected, obs: &Observation) -> Outcome {
     judge_in(expected, obs, &Context::default())
@@ -77,7 +102,7 @@ pub fn judge(expected: &Expected, obs: &Observation) -> Outcome {
 pub fn judge_with_model(
     expected: &Expected,
     obs: &Observation,
-    model: Option<&[(String, bool)]>,
+    model: Option<&[ModelBitmap]>,
 ) -> Outcome {
     judge_in(
         expected,
@@ -98,9 +123,7 @@ pub fn judge_image(
     caps: Capabilities,
 ) -> Outcome {
     let read = ImageFacts::read(image);
-    let model = (expected.verdict == spec_model::Verdict::Invalid && expected.bitmaps.is_none())
-        .then(|| read.as_ref().map(|(_, u)| u.as_slice()))
-        .flatten();
+    let model = read.as_ref().map(|(_, u)| u.as_slice());
     judge_in(
         expected,
         obs,
@@ -354,7 +377,9 @@ fn judge_valid(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
         spec_model::ExtensionState::Inconsistent => {
             for b in &obs.bitmaps {
                 if b.used() {
-                    r.lenient.push(Check::UsedUnusable, format!(
+                    let v2 = cx.facts.is_some_and(|f| f.version == 2);
+                    let fallback = if v2 { "v2-image" } else { "autoclear-clear" };
+                    r.lenient.push_unusable(&cx.why_unusable(&b.name, fallback), format!(
                         "used bitmap {} of an inconsistent bitmaps extension (autoclear bit 0 clear or a version 2 image)",
                         short(&b.name)
                     ));
@@ -369,7 +394,7 @@ fn judge_valid(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
                 }
             }
         }
-        _ => compare_bitmaps(e, obs, &limits, &mut r),
+        _ => compare_bitmaps(e, obs, cx, &limits, &mut r),
     }
     if r.pass.is_empty() && r.lenient.is_empty() && r.mismatch.is_empty() && r.strict.is_empty() {
         r.pass.push(Check::Allowed, summary(obs));
@@ -379,7 +404,13 @@ fn judge_valid(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
 
 /// Expected and observed bitmaps side by side, matched by name (a name
 /// listed cut at its NUL byte matches, as a mismatch).
-fn compare_bitmaps(e: &Expected, obs: &Observation, limits: &[&str], r: &mut Reasons) {
+fn compare_bitmaps(
+    e: &Expected,
+    obs: &Observation,
+    cx: &Context,
+    limits: &[&str],
+    r: &mut Reasons,
+) {
     let expected = e.bitmaps.as_deref().unwrap_or(&[]);
     let mut matched = vec![false; obs.bitmaps.len()];
     for want in expected {
@@ -487,8 +518,8 @@ fn compare_bitmaps(e: &Expected, obs: &Observation, limits: &[&str], r: &mut Rea
                 bucket.push_msg(Check::BitmapRefused, Some(err), text);
             }
         } else if got.used() {
-            r.lenient.push(
-                Check::UsedUnusable,
+            r.lenient.push_unusable(
+                &cx.why_unusable(&want.name, why_token(want)),
                 format!(
                     "used bitmap {}, which must not be used: {}",
                     short(&want.name),
@@ -547,7 +578,7 @@ fn judge_invalid(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
     // Per-bitmap usability: the manifest's, else the model's.
     let usability: Option<Vec<(&str, bool)>> = match (&e.bitmaps, cx.model) {
         (Some(x), _) => Some(x.iter().map(|w| (w.name.as_str(), w.usable)).collect()),
-        (None, Some(m)) => Some(m.iter().map(|(n, u)| (n.as_str(), *u)).collect()),
+        (None, Some(m)) => Some(m.iter().map(|b| (b.name.as_str(), b.usable)).collect()),
         (None, None) => None,
     };
     if let Some(list) = &usability {
@@ -563,8 +594,12 @@ fn judge_invalid(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
                     .push(Check::NameCut, name_cut(&b.name, list[i].0));
             }
             if found.is_none_or(|(i, _)| !list[i].1) {
-                r.lenient.push(
-                    Check::UsedUnusable,
+                let why = match found {
+                    Some((i, _)) => cx.why_unusable(list[i].0, &bitmap_rules_token(e)),
+                    None => "not-in-image".to_owned(),
+                };
+                r.lenient.push_unusable(
+                    &why,
                     format!(
                         "used bitmap {} of an invalid image ({rules}), which {which}must not be used",
                         short(&b.name)
@@ -580,8 +615,8 @@ fn judge_invalid(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
         }
     } else if extension_unusable(e) {
         for b in &used {
-            r.lenient.push(
-                Check::UsedUnusable,
+            r.lenient.push_unusable(
+                &cx.why_unusable(&b.name, &bitmap_rules_token(e)),
                 format!(
                     "used bitmap {} although the bitmaps extension is invalid ({rules})",
                     short(&b.name)

@@ -4,16 +4,17 @@
 //! implementation supports), the refusals that context explains, and the
 //! matching of bitmap names an implementation cut at a NUL byte.
 
-use super::cause::{describe_incompatible, Cause, Check, ImageFacts};
+use super::cause::{describe_incompatible, Cause, Check, ImageFacts, ModelBitmap};
 use super::outcome::Reasons;
 use super::text::short;
 
 /// What the judge may know besides the expectation and the observation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Context<'a> {
-    /// The model's (name, usable) for every bitmap, for invalid cases
-    /// whose manifest entry lists no bitmaps.
-    pub model: Option<&'a [(String, bool)]>,
+    /// The model's view of every bitmap of the case's image: usability
+    /// for invalid cases whose manifest entry lists no bitmaps, and why a
+    /// bitmap must not be used for every case.
+    pub model: Option<&'a [ModelBitmap]>,
     /// The image's header and directory facts.
     pub facts: Option<&'a ImageFacts>,
     /// The incompatible feature bits the implementation supports
@@ -35,6 +36,15 @@ impl Context<'_> {
             ..*f
         }
         .features()
+    }
+
+    /// Why the model says the bitmap named `name` (as the image has it)
+    /// must not be used; `fallback` when the model has no word on it.
+    pub fn why_unusable(&self, name: &str, fallback: &str) -> String {
+        self.model
+            .and_then(|m| m.iter().find(|b| b.name == name))
+            .and_then(|b| b.why_unusable.clone())
+            .unwrap_or_else(|| fallback.to_owned())
     }
 
     pub fn reasons(&self) -> Reasons {

@@ -113,6 +113,9 @@ pub struct Reason {
     pub check: Check,
     pub message: Option<String>,
     pub text: String,
+    /// Features of this reason alone, added to the image's when it is the
+    /// cause (such as `unusable:in_use`).
+    pub features: Vec<String>,
 }
 
 /// The reasons for one outcome kind, in the order found.
@@ -126,6 +129,19 @@ impl Bucket {
             check,
             message: None,
             text,
+            features: Vec::new(),
+        });
+    }
+
+    /// Adds a `used-unusable` reason naming why the model says the bitmap
+    /// must not be used (`why`, a [`super::cause::ModelBitmap::why_unusable`]
+    /// token) as the feature `unusable:WHY`.
+    pub fn push_unusable(&mut self, why: &str, text: String) {
+        self.0.push(Reason {
+            check: Check::UsedUnusable,
+            message: None,
+            text,
+            features: vec![format!("unusable:{why}")],
         });
     }
 
@@ -135,6 +151,7 @@ impl Bucket {
             check,
             message: message.map(str::to_owned),
             text,
+            features: Vec::new(),
         });
     }
 
@@ -173,12 +190,16 @@ impl Reasons {
         } else {
             (OutcomeKind::Pass, &self.pass)
         };
-        let cause = first
-            .0
-            .first()
-            .map(|r| Cause::new(r.check, r.message.as_deref()))
-            .unwrap_or_default()
-            .with_features(&self.features);
+        let cause = match first.0.first() {
+            Some(r) => {
+                let mut features = self.features.clone();
+                features.extend(r.features.iter().cloned());
+                features.sort();
+                features.dedup();
+                Cause::new(r.check, r.message.as_deref()).with_features(&features)
+            }
+            None => Cause::default().with_features(&self.features),
+        };
         let mut d: Vec<String> = first.0.iter().map(|r| r.text.clone()).collect();
         for (k, v) in [
             (OutcomeKind::Lenient, &self.lenient),
