@@ -700,16 +700,25 @@ fn model_reasons_for_unusable_bitmaps() {
         assert!(r.iter().all(|w| w == &r[0]), "{file}: {r:?}");
         r[0].clone().unwrap_or_else(|| panic!("{file}: usable"))
     };
-    assert_eq!(one("bitmaps.autoclear-missing--bit-0-clear.qcow2"), "autoclear-clear");
+    assert_eq!(
+        one("bitmaps.autoclear-missing--bit-0-clear.qcow2"),
+        "autoclear-clear"
+    );
     assert_eq!(one("bitmaps.v2-image--downgraded.qcow2"), "v2-image");
-    assert_eq!(one("bitmaps.data.bounds--past-eof.qcow2"), "bitmaps.data.bounds");
+    assert_eq!(
+        one("bitmaps.data.bounds--past-eof.qcow2"),
+        "bitmaps.data.bounds"
+    );
     assert_eq!(
         one("refcount.overlap--bitmap-table-on-refcount-table.qcow2"),
         "refcount.overlap"
     );
     let in_use = reasons("valid--in-use.qcow2");
     assert!(in_use.contains(&Some("in_use".to_owned())), "{in_use:?}");
-    assert!(in_use.contains(&None), "the other bitmap stays usable: {in_use:?}");
+    assert!(
+        in_use.contains(&None),
+        "the other bitmap stays usable: {in_use:?}"
+    );
 }
 
 /// A `used-unusable` cause names the reason, so two reasons are two
@@ -728,5 +737,10 @@ fn used_unusable_cause_names_the_reason() {
     assert_eq!(out.kind, OutcomeKind::Lenient, "{out:?}");
     assert_eq!(out.cause.check, Check::UsedUnusable);
     assert_eq!(out.cause.features, vec!["unusable:in_use"]);
-    assert!(out.key().starts_with("lenient--used-unusable--unusable_in_use"), "{}", out.key());
+    assert!(
+        out.key()
+            .starts_with("lenient--used-unusable--unusable_in_use"),
+        "{}",
+        out.key()
+    );
 }

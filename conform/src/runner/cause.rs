@@ -61,6 +61,19 @@ pub enum Check {
 }
 
 impl Check {
+    /// Whether a cause from this check names the image's features
+    /// ([`ImageFacts::features`]): only refusals, where an incompatible bit
+    /// or the `extra_data_compatible` flag is what the implementation
+    /// reacted to. Elsewhere (a crash, a write, a contents difference)
+    /// they are incidental and would split one behaviour into several
+    /// buckets.
+    pub fn names_image_features(self) -> bool {
+        matches!(
+            self,
+            Check::Open | Check::UnsupportedFeature | Check::BitmapRefused | Check::Silent
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Check::Timeout => "timeout",
@@ -149,7 +162,9 @@ impl Cause {
 /// An error message with what varies between two occurrences of the same
 /// error replaced: quoted text by `'_'`, paths by `<path>`, hexadecimal
 /// numbers by `<hex>`, decimal numbers by `<n>` (digits that follow a
-/// letter, as in `L1`, are part of a word and stay); whitespace collapsed.
+/// letter, as in `L1`, are part of a word and stay), bracketed lists by
+/// `[_]` (a list of ranges varies in length), the length note of a
+/// shortened name dropped; whitespace collapsed.
 pub fn normalise(message: &str) -> String {
     let mut out = String::new();
     for word in message.split_whitespace() {
@@ -158,8 +173,29 @@ pub fn normalise(message: &str) -> String {
         }
         out.push_str(&normalise_word(word));
     }
-    // Quoted text may span words: replace after joining.
-    replace_quoted(&out)
+    // Quoted text and lists may span words: replace after joining.
+    let out = replace_quoted(&out).replace("... (<n> chars)", "");
+    replace_lists(&out)
+}
+
+/// Every outermost `[...]` group replaced by `[_]`.
+fn replace_lists(s: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for c in s.chars() {
+        match c {
+            '[' => {
+                if depth == 0 {
+                    out.push_str("[_]");
+                }
+                depth += 1;
+            }
+            ']' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn normalise_word(word: &str) -> String {
@@ -256,8 +292,8 @@ pub struct ModelBitmap {
     /// Why the model says it must not be used, as a short token that
     /// names a cause feature (`unusable:TOKEN`): `v2-image` and
     /// `autoclear-clear` (an inconsistent extension: the bitmaps section
-    /// of the spec says such a bitmap must not be used), the error rules of
-    /// the bitmaps extension joined by `+` (an invalid extension),
+    /// of the spec says such a bitmap must not be used), the first error rule
+    /// of the bitmaps extension in catalogue order (an invalid extension),
     /// `refcount.overlap` (a bitmap structure shares a cluster), `in_use`,
     /// `extra-data` (extra data without `extra_data_compatible`).
     pub why_unusable: Option<String>,
@@ -324,16 +360,17 @@ fn why_unusable(
             "autoclear-clear".to_owned()
         };
     }
-    let mut rules: Vec<&str> = report
+    // The first broken rule of the extension in catalogue order (which
+    // follows the spec's sections: extension, directory, table, data), so a
+    // second broken structure does not make a bucket of its own.
+    let first = report
         .findings
         .iter()
         .filter(|f| f.severity == Severity::Error && f.rule.id().starts_with("bitmaps."))
-        .map(|f| f.rule.id())
-        .collect();
-    rules.sort_unstable();
-    rules.dedup();
-    if !rules.is_empty() {
-        return rules.join("+");
+        .map(|f| f.rule)
+        .min();
+    if let Some(rule) = first {
+        return rule.id().to_owned();
     }
     if b.flags.in_use {
         return "in_use".to_owned();
@@ -364,6 +401,16 @@ mod tests {
             "unsupported incompatible features flags: <hex>"
         );
         assert_eq!(normalise("at /a/b/c, 12 bytes"), "at <path>, <n> bytes");
+        // Range lists of any length and shortened names are one message.
+        assert_eq!(
+            normalise(
+                r#"bitmap "b64k": dirty ranges [3..4] after the write, expected [3..4, 22..23]"#
+            ),
+            normalise(
+                r#"bitmap "abcdef"... (1023 chars): dirty ranges [] after the write, expected [1..2]"#
+            ),
+        );
+        assert_eq!(normalise("a [1, [2]] b [] c"), "a [_] b [_] c");
         assert_eq!(
             describe_incompatible(0x11),
             "dirty (bit 0), extended_l2 (bit 4)"

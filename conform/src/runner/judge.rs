@@ -73,20 +73,15 @@ fn why_token(e: &ExpectedBitmap) -> &'static str {
     }
 }
 
-/// The bitmaps rules among an invalid image's expected rules, as a cause
-/// token (`bitmaps` when none is named).
+/// The first bitmaps rule among an invalid image's expected rules in
+/// catalogue order, as a cause token (`bitmaps` when none is named).
 fn bitmap_rules_token(e: &Expected) -> String {
-    let rules: Vec<&str> = e
-        .rules
+    e.rules
         .iter()
         .filter(|r| r.starts_with("bitmaps."))
-        .map(String::as_str)
-        .collect();
-    if rules.is_empty() {
-        "bitmaps".to_owned()
-    } else {
-        rules.join("+")
-    }
+        .filter_map(|r| Rule::from_id(r))
+        .min()
+        .map_or_else(|| "bitmaps".to_owned(), |r| r.id().to_owned())
 }
 
 /// Judges one observation against the expected verdict.
@@ -155,8 +150,24 @@ pub fn judge_in(expected: &Expected, obs: &Observation, cx: &Context) -> Outcome
         let name = super::process::signal_name(sig);
         let mut d = vec![format!("killed by signal {sig} ({name})")];
         d.extend(obs.sanitizer.clone());
+        // The signal and the last line the program wrote before it (a
+        // panic message, an assertion): two different crashes that die of
+        // the same signal are two buckets.
+        let last = obs
+            .stderr_excerpt
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty());
+        let message = match last {
+            Some(l) => format!("{name}: {}", l.trim()),
+            None => name.to_owned(),
+        };
         d.extend(stderr_hint());
-        return Outcome::new(OutcomeKind::Crash, d, cx.cause(Check::Signal, Some(name)));
+        return Outcome::new(
+            OutcomeKind::Crash,
+            d,
+            cx.cause(Check::Signal, Some(&message)),
+        );
     }
     if let Some(s) = &obs.sanitizer {
         let first = s.lines().next();

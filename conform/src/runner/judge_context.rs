@@ -51,8 +51,15 @@ impl Context<'_> {
         Reasons::with_features(self.features())
     }
 
+    /// A cause from `check`, naming the image's features where the check
+    /// does ([`Check::names_image_features`]).
     pub fn cause(&self, check: Check, message: Option<&str>) -> Cause {
-        Cause::new(check, message).with_features(&self.features())
+        let features = if check.names_image_features() {
+            self.features()
+        } else {
+            Vec::new()
+        };
+        Cause::new(check, message).with_features(&features)
     }
 
     /// When a refusal (`error`) is one the spec requires, because the

@@ -192,13 +192,17 @@ impl Reasons {
         };
         let cause = match first.0.first() {
             Some(r) => {
-                let mut features = self.features.clone();
+                let mut features = if r.check.names_image_features() {
+                    self.features.clone()
+                } else {
+                    Vec::new()
+                };
                 features.extend(r.features.iter().cloned());
                 features.sort();
                 features.dedup();
                 Cause::new(r.check, r.message.as_deref()).with_features(&features)
             }
-            None => Cause::default().with_features(&self.features),
+            None => Cause::default(),
         };
         let mut d: Vec<String> = first.0.iter().map(|r| r.text.clone()).collect();
         for (k, v) in [
