@@ -12,8 +12,12 @@
 //! environment variable [`ENV`] (the exec protocol's way, see
 //! `corpus/README.md`); the QEMU adapter turns it into `--object secret`
 //! and `encrypt.key-secret`, and runs QEMU's tools in the directory
-//! ([`super::adapters::qemu`]). Other programs run where the runner runs
-//! (an exec template may name its program by a relative path).
+//! ([`super::adapters::qemu`]), as does the probe of the bitmaps-unaware
+//! libraries (qcow2-rs, for one, resolves a relative backing file name
+//! against its working directory; the spec leaves that resolution open,
+//! and QEMU's convention is the image's directory). Exec programs run
+//! where the runner runs (an exec template may name its program by a
+//! relative path).
 //!
 //! [`Adapter`]: super::adapter::Adapter
 
@@ -49,6 +53,14 @@ pub fn in_dir(dir: Option<&Path>) -> Scope<PathBuf> {
 /// The directory programs of this thread run in, if set.
 pub fn dir() -> Option<PathBuf> {
     DIR.with(|d| d.borrow().clone())
+}
+
+/// `cmd` set to run in this thread's directory ([`dir`]), when one is set.
+pub fn run_in_dir(mut cmd: std::process::Command) -> std::process::Command {
+    if let Some(d) = dir() {
+        cmd.current_dir(d);
+    }
+    cmd
 }
 
 /// One thread-local value set until the guard is dropped, then restored.

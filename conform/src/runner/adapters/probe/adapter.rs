@@ -76,7 +76,14 @@ impl ProbeAdapter {
         if let Some((o, l)) = write {
             args.extend(["--write".into(), o.to_string().into(), l.to_string().into()]);
         }
-        let cmd = process::command(self.exe.as_os_str(), &args, limits);
+        // In the case's directory, where its companions are (a relative
+        // backing file name resolves there for a library that resolves it
+        // against its working directory).
+        let cmd = crate::runner::case_env::run_in_dir(process::command(
+            self.exe.as_os_str(),
+            &args,
+            limits,
+        ));
         let mut p = process::run(cmd, limits.timeout)?;
         // Reproduction commands name the tool, not the build path.
         let exe = crate::runner::text::command_line(&std::process::Command::new(&self.exe));

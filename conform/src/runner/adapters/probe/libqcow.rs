@@ -17,12 +17,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-/// The Python helper: prints `{"opened": ..., "size": ..., "error": ...}`,
+/// The Python helper: opens the image and its backing chain (libqcow
+/// leaves the chain to its caller), prints `{"opened": ..., "size": ...,
+/// "error": ...}`,
 /// then answers each request line `OFFSET LENGTH` with a JSON line
 /// (`{"ok": true, "len": N}` followed by N raw bytes, or `{"ok": false,
 /// "error": ...}`).
 pub const HELPER: &str = r#"
-import json, sys
+import json, os, sys
 import pyqcow
 out = sys.stdout.buffer
 def say(obj):
@@ -33,6 +35,25 @@ try:
     f.open(sys.argv[1])
 except Exception as e:
     say({"opened": False, "error": str(e).strip()})
+    sys.exit(0)
+# libqcow does not open a backing file itself: its caller opens the chain
+# (names relative to the image's directory) and attaches each parent, which
+# must stay open (kept in `parents`) while the child is read.
+parents = []
+def attach(child, path):
+    name = child.get_backing_filename()
+    if not name:
+        return
+    where = os.path.join(os.path.dirname(path), name)
+    parent = pyqcow.file()
+    parent.open(where)
+    parents.append(parent)
+    attach(parent, where)
+    child.set_parent(parent)
+try:
+    attach(f, sys.argv[1])
+except Exception as e:
+    say({"opened": False, "error": "backing file: " + str(e).strip()})
     sys.exit(0)
 say({"opened": True, "size": f.get_media_size(), "version": pyqcow.get_version()})
 for line in sys.stdin:

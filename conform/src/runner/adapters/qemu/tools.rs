@@ -124,11 +124,8 @@ pub(crate) fn failure(p: &Proc, markers: &[&str]) -> Option<String> {
 /// `cmd` run in the directory of the case's copy when it has companions
 /// ([`crate::runner::case_env::dir`]): QEMU resolves a relative external
 /// data file name against its working directory, not the image's.
-pub(crate) fn in_case_dir(mut cmd: std::process::Command) -> std::process::Command {
-    if let Some(dir) = crate::runner::case_env::dir() {
-        cmd.current_dir(dir);
-    }
-    cmd
+pub(crate) fn in_case_dir(cmd: std::process::Command) -> std::process::Command {
+    crate::runner::case_env::run_in_dir(cmd)
 }
 
 /// The `--object` ID the runner gives the passphrase of an encrypted image.
