@@ -250,6 +250,15 @@ fn recorded(
 /// itself is intact).
 fn judge_unaware(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
     let limits = limit_rules(e);
+    // A bitmap's flags mean nothing to a bitmaps-unaware implementation.
+    let facts = cx.facts.map(|f| ImageFacts {
+        extra_data_compatible: false,
+        ..*f
+    });
+    let cx = &Context {
+        facts: facts.as_ref(),
+        ..*cx
+    };
     let mut r = cx.reasons();
     let guest = obs.guest.as_ref();
     let read = |g: &GuestCheck| {

@@ -157,7 +157,10 @@ impl<R: Read + Seek> Ctx<R> {
                 entries,
             });
         }
-        // Ignored extension: read it for the listing only.
+        // Ignored extension: read it for the listing only. Its length is
+        // still judged: it frames the extension (Header extensions), and
+        // autoclear bit 0 speaks of the extension's data, not its length.
+        self.check_ext_length(ext);
         let saved = std::mem::take(&mut self.findings);
         let result = self.read_bitmaps(ext, false);
         self.findings = saved;
@@ -169,28 +172,35 @@ impl<R: Read + Seek> Ctx<R> {
         })
     }
 
+    /// `bitmaps.ext.length` (spec: Bitmaps extension, 24 bytes of
+    /// fields): shorter is an error, longer unspecified. Returns whether
+    /// the fields fit.
+    fn check_ext_length(&mut self, ext: &Extension) -> bool {
+        let length = ext.length as usize;
+        if length != bext::LENGTH {
+            let severity = if length < bext::LENGTH {
+                Severity::Error
+            } else {
+                Severity::Unspecified
+            };
+            self.findings.add_as_with(
+                Rule::BitmapsExtLength,
+                severity,
+                ext.offset + 4,
+                msg!("bitmaps extension length is {}, expected 24", ext.length),
+            );
+        }
+        length >= bext::LENGTH
+    }
+
     fn read_bitmaps(
         &mut self,
         ext: &Extension,
         claim: bool,
     ) -> Result<(Option<BitmapsExt>, Vec<DirEntry>), CheckError> {
         let data_at = ext.data_offset();
-        if (ext.length as usize) < bext::LENGTH {
-            self.findings.add_as_with(
-                Rule::BitmapsExtLength,
-                Severity::Error,
-                ext.offset + 4,
-                msg!("bitmaps extension length is {}, expected 24", ext.length),
-            );
+        if !self.check_ext_length(ext) {
             return Ok((None, Vec::new()));
-        }
-        if ext.length as usize > bext::LENGTH {
-            self.findings.add_as_with(
-                Rule::BitmapsExtLength,
-                Severity::Unspecified,
-                ext.offset + 4,
-                msg!("bitmaps extension length is {}, expected 24", ext.length),
-            );
         }
         let be = BitmapsExt {
             offset: data_at,

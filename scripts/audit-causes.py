@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Regenerates the audit of docs/findings.md from run reports.
+
+Usage:
+  for i in qemu imago qcow2-rs qcow2 libqcow; do
+    qcow2-conform run --impl $i --corpus corpus --json reports/$i.json --fail-on none
+  done
+  qcow2-conform run --impl qemu --corpus <manifest of fuzz_targets/regressions> \
+      --json reports/qemu-regressions.json --fail-on none
+  scripts/audit-causes.py reports/*.json
+
+Every distinct cause (implementation, outcome, cause key) that is not a
+plain pass becomes one entry of audit/causes.json, with its first case as
+the reproducer; the spec section and sentence come from SPEC below, keyed
+by (implementation, key) or by key alone, and the script fails when a cause
+has none (write one before the audit can change). It then rewrites the
+audit section of docs/findings.md between its markers. The test
+conform/tests/audit.rs replays every entry and checks the doc.
+"""
+import hashlib
+import json
+import os
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+# The spec sentence behind each kind of cause, paraphrased, with its
+# section of QEMU's docs/interop/qcow2.rst.
+S_EXTRA = ("Bitmap directory, flags bit 2 `extra_data_compatible`",
+           "with the flag set the bitmap may be used as usual and its extra data kept as is; "
+           "nothing lets a reader refuse the whole image over it")
+S_EXTRA_INCOMPAT = ("Bitmap directory, flags bit 2 `extra_data_compatible`",
+                    "without the flag that one bitmap must not be used (and is kept as is); "
+                    "the image itself stays valid and may be opened")
+S_TAIL = ("Bitmap data", "the unused tail bits of a bitmap's last data cluster must be zero")
+S_UNUSABLE = ("Bitmaps extension; Bitmap directory / table / data",
+              "each broken field is a `must` of its section; a bitmap whose own structures break "
+              "one has no defined contents, so exporting it as a dirty bitmap trusts undefined bits")
+S_OVERLAP = ("Host cluster management (refcounts)",
+             "a cluster is referenced by one structure unless its refcount says otherwise; a bitmap "
+             "table that shares a cluster with the refcount table has no defined contents")
+S_SILENT = ("(none: the spec is silent)",
+            "the case is `unspecified` (zero-size disk, unknown autoclear bit, longer extension or "
+            "table); the behaviour is recorded, not judged")
+S_INCOMPAT = ("Header, incompatible_features",
+              "an implementation must fail to open an image with an incompatible bit it does not "
+              "know: this refusal is required")
+S_AUTO = ("Header, autoclear_features; Bitmap directory, flag `auto`",
+          "a writer that does not know the bitmaps extension must clear autoclear bit 0 before "
+          "writing; an `auto` bitmap must reflect every write")
+S_CONFORM = ("Host cluster management; Snapshots",
+             "a write must leave a valid image: a cluster shared with a snapshot is copied before "
+             "it is written, and refcounts match references")
+S_CRYPT = ("Header, crypt_method; Full disk encryption header pointer",
+           "in an encrypted image every guest cluster is stored encrypted; plaintext written there "
+           "reads back as garbage through a conforming reader")
+S_CRASH = ("(any)", "no image, valid or not, allows a crash: a reader must fail cleanly")
+S_HEADER_LEN = ("Header, header_length",
+                "for version 3 the header is at least 104 bytes and a multiple of 8; a longer header "
+                "(additional fields) is allowed and unknown additional fields may be ignored")
+S_V2 = ("Header, version", "valid values are 2 and 3: a version 2 image is conforming")
+S_BACKING = ("Header, backing_file_offset; Cluster mapping",
+             "an image may have a backing file, and an unallocated cluster reads from it; refusing "
+             "backing files is refusing conforming images")
+S_ENCRYPT = ("Header, crypt_method", "0, 1 (AES) and 2 (LUKS) are all defined: an encrypted image is conforming")
+
+S_SIZE = ("Header, size",
+          "the virtual disk size in bytes, with no alignment required: a write has no reason to "
+          "change the disk the guest sees")
+S_NAME = ("Bitmap directory, name",
+          "name_size bytes, not NUL-terminated, unique among the bitmaps: a bitmap is identified by "
+          "all of its name's bytes")
+S_V2_EXT = ("Header; Header extensions",
+            "a version 2 header is exactly 72 bytes and the header extensions follow it directly")
+
+SPEC = {
+    "recorded--silent": S_SILENT,
+    "mismatch--header-rewrite": S_SIZE,
+    "mismatch--name-cut": S_NAME,
+    ("qcow2-rs", "strict--open--21693f3b"): S_V2_EXT,
+    "corrupting--write--a8f7b7db": S_TAIL,
+    "lenient--used-unusable--unusable_refcount.overlap": S_OVERLAP,
+}
+
+
+def spec_for(imp, key, cause):
+    if (imp, key) in SPEC:
+        return SPEC[(imp, key)]
+    if key in SPEC:
+        return SPEC[key]
+    check = cause["check"]
+    msg = cause["message"]
+    feats = cause["features"]
+    if key.startswith("recorded--"):
+        return S_SILENT
+    if check == "unsupported-feature":
+        return S_INCOMPAT
+    if check == "used-unusable":
+        return S_UNUSABLE
+    if check == "signal":
+        return S_CRASH
+    if check == "write":
+        if "plaintext" in msg:
+            return S_CRYPT
+        if "auto bitmap" in msg:
+            return S_AUTO
+        if "tail-bits" in msg:
+            return S_TAIL
+        return S_CONFORM
+    if check in ("open", "guest-read"):
+        if "extra_data_compatible" in feats:
+            return S_EXTRA
+        if "extra data" in msg.lower():
+            return S_EXTRA_INCOMPAT
+        if "header" in msg.lower() and ("size" in msg or "bytes" in msg):
+            return S_HEADER_LEN
+        if "version" in msg.lower():
+            return S_V2
+        if "backing" in msg.lower() or "parent" in msg.lower():
+            return S_BACKING
+        if "encryption" in msg.lower():
+            return S_ENCRYPT
+    return None
+
+
+def key_of(kind, cause):
+    parts = [kind, cause["check"]]
+    if cause["features"]:
+        parts.append("+".join(cause["features"]).replace(":", "_").replace("/", "_").replace(" ", "_"))
+    if cause["message"]:
+        parts.append(hashlib.sha256(cause["message"].encode()).hexdigest()[:8])
+    return "--".join(parts)
+
+
+def main(paths):
+    entries, seen, missing = [], set(), []
+    for path in paths:
+        report = json.load(open(path))
+        for case in report["cases"]:
+            for res in case["results"]:
+                o = res["outcome"]
+                if o["kind"] in ("pass", "error") and o["cause"]["check"] != "unsupported-feature":
+                    continue
+                imp = res["implementation"]
+                key = key_of(o["kind"], o["cause"])
+                if (imp, key) in seen:
+                    continue
+                seen.add((imp, key))
+                spec = spec_for(imp, key, o["cause"])
+                if spec is None:
+                    missing.append(f"{imp} {key}: {o['cause']['message']}")
+                    continue
+                entries.append({
+                    "implementation": imp,
+                    "outcome": o["kind"],
+                    "key": key,
+                    "reproducer": case["id"],
+                    "signature": f"{o['kind']} | {o['cause']['check']} | "
+                                 f"{'+'.join(o['cause']['features']) or '-'} | {o['cause']['message']}",
+                    "section": spec[0],
+                    "spec": spec[1],
+                })
+    if missing:
+        sys.exit("no spec sentence for:\n" + "\n".join(missing))
+    order = {"qemu": 0, "imago": 1, "qcow2-rs": 2, "qcow2": 3, "libqcow": 4}
+    entries.sort(key=lambda e: (order.get(e["implementation"].split("@")[0], 9), e["implementation"],
+                                e["outcome"], e["key"]))
+    os.makedirs(os.path.join(ROOT, "audit"), exist_ok=True)
+    with open(os.path.join(ROOT, "audit/causes.json"), "w") as f:
+        json.dump({"causes": entries}, f, indent=2)
+        f.write("\n")
+    rows, current = [], None
+    for e in entries:
+        if e["implementation"] != current:
+            current = e["implementation"]
+            rows += ["", f"### {current}", "",
+                     "| key | outcome | reproducer | cause (normalised message) | spec section: sentence |",
+                     "|---|---|---|---|---|"]
+        sig = e["signature"].split(" | ", 3)[3].replace("|", "\\|") or "-"
+        if len(sig) > 140:
+            sig = sig[:137] + "..."
+        rows.append(f"| `{e['key']}` | {e['outcome']} | `{e['reproducer']}` | {sig} | "
+                    f"{e['section']}: {e['spec']} |")
+    doc_path = os.path.join(ROOT, "docs/findings.md")
+    doc = open(doc_path).read()
+    begin, end = "<!-- audit:begin -->", "<!-- audit:end -->"
+    if begin not in doc:
+        sys.exit(f"docs/findings.md has no {begin} marker")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(doc_path, "w") as f:
+        f.write(head + begin + "\n" + "\n".join(rows).lstrip("\n") + "\n" + end + tail)
+    print(f"{len(entries)} causes written")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
