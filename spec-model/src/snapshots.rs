@@ -69,12 +69,17 @@ impl<R: Read + Seek> Ctx<R> {
                 );
                 break;
             }
-            rest.resize(var as usize, 0);
+            // Only the head of the extra data is used (extra_data_size can
+            // claim 4 GiB): read it, then the ID and name after it.
+            let head = extra_size.min(16);
+            let var_at = pos + snap::FIXED_LENGTH as u64;
+            rest.resize((head + id_size + name_size) as usize, 0);
+            self.img.read_into(var_at, &mut rest[..head as usize])?;
             self.img
-                .read_into(pos + snap::FIXED_LENGTH as u64, &mut rest)?;
-            let extra = &rest[..extra_size as usize];
-            let id = &rest[extra_size as usize..(extra_size + id_size) as usize];
-            let name = &rest[(extra_size + id_size) as usize..];
+                .read_into(var_at + extra_size, &mut rest[head as usize..])?;
+            let extra = &rest[..head as usize];
+            let id = &rest[head as usize..(head + id_size) as usize];
+            let name = &rest[(head + id_size) as usize..];
             if self.h.version == 3 && extra_size < snap::V3_MIN_EXTRA {
                 self.findings.add_with(
                     Rule::SnapshotExtraData,
@@ -112,6 +117,9 @@ impl<R: Read + Seek> Ctx<R> {
                     stats,
                 )?;
             }
+            // Snapshots are kept: a sparse file can hold millions of them.
+            let kept = std::mem::size_of::<Snapshot>() as u64 + id_size + name_size;
+            self.retain("snapshot table entry", pos, kept)?;
             out.push(snap);
             pos += entry_len;
         }
