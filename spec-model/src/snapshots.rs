@@ -10,6 +10,10 @@ use crate::rules::Rule;
 use serde::Serialize;
 use std::io::{Read, Seek};
 
+/// Snapshots read at most (QEMU's own limit is 65536): a sparse file can
+/// hold billions of zero entries, each a read.
+const MAX_SNAPSHOTS: u32 = 1 << 16;
+
 /// One snapshot table entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -41,6 +45,13 @@ impl<R: Read + Seek> Ctx<R> {
         // The variable part of each entry, read into one reused buffer.
         let mut rest = Vec::new();
         for n in 0..self.h.nb_snapshots {
+            if n >= MAX_SNAPSHOTS && self.img.contains(pos, snap::FIXED_LENGTH as u64) {
+                return Err(CheckError::TooMany {
+                    structure: "snapshot table",
+                    offset: start,
+                    limit: u64::from(MAX_SNAPSHOTS),
+                });
+            }
             let mut fixed = [0u8; snap::FIXED_LENGTH];
             if !self.img.contains(pos, snap::FIXED_LENGTH as u64) {
                 self.findings
