@@ -261,7 +261,7 @@ impl ClusterMap {
             .spans
             .range(..first)
             .next_back()
-            .map_or(true, |(_, s)| s.end <= first);
+            .is_none_or(|(_, s)| s.end <= first);
         if before_free && end <= next {
             // All free: a new span, kept hot.
             let span = Span {
@@ -323,10 +323,26 @@ impl ClusterMap {
 
     /// Moves the hot span into the tree, merged with its neighbours.
     fn flush(&mut self) {
-        if let Some((start, span, _)) = self.hot.take() {
-            self.spans.insert(start, span);
-            self.merge_around(start, span.end);
+        let Some((start, mut span, next)) = self.hot.take() else {
+            return;
+        };
+        // The hot span lies on free clusters: only its two neighbours can
+        // be equal to it.
+        if next == span.end {
+            if let Some(after) = self.spans.get(&next).copied() {
+                if after.owner == span.owner && after.refs == span.refs {
+                    self.spans.remove(&next);
+                    span.end = after.end;
+                }
+            }
         }
+        if let Some((_, before)) = self.spans.range_mut(..start).next_back() {
+            if before.end == start && before.owner == span.owner && before.refs == span.refs {
+                before.end = span.end;
+                return;
+            }
+        }
+        self.spans.insert(start, span);
     }
 
     /// Applies `f` to every cluster of `[first, end)` (all inside the

@@ -137,7 +137,7 @@ impl<R: Read + Seek> Image<R> {
         };
         let end = offset.saturating_add(length);
         let i = data.partition_point(|&(_, b)| b <= offset);
-        data.get(i).map_or(true, |&(a, _)| a >= end)
+        data.get(i).is_none_or(|&(a, _)| a >= end)
     }
 
     /// The file's length in bytes.
