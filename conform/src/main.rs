@@ -17,8 +17,26 @@ fn main() {
     match commands::run(args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("qcow2-conform: error: {e:#}");
+            eprintln!("qcow2-conform: error: {}", one_line(&e));
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: a cause whose
+/// text the message already ends with (an error that prints its source
+/// itself) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -46,6 +46,17 @@ impl<R: Read + Seek> Model<R> {
         analyse(img)
     }
 
+    /// Analyses the image read through `reader`, whose data lies only in
+    /// `extents` (half-open byte ranges, as `SEEK_DATA`/`SEEK_HOLE` give
+    /// them): the holes read as zeros and are skipped, not read.
+    pub fn open_with_data_extents(
+        reader: R,
+        extents: Vec<(u64, u64)>,
+    ) -> Result<Model<R>, CheckError> {
+        let img = Image::with_data_extents(reader, extents)?;
+        analyse(img)
+    }
+
     /// The verdict.
     pub fn report(&self) -> &Report {
         &self.analysis.report
@@ -123,7 +134,9 @@ impl<R: Read + Seek> Model<R> {
             return Ok(None);
         };
         let table = table.to_vec();
+        // The whole bitmap in memory: refused past the model's limit.
         let mut out = Vec::new();
+        crate::io::reserve(&mut out, "bitmap data", geo_offset(&table), geo.nbytes())?;
         content::stream(&mut self.img, geo, &table, |c| match c {
             content::Chunk::Zeros(n) => out.resize(out.len() + n as usize, 0),
             content::Chunk::Ones(n) => out.resize(out.len() + n as usize, 0xff),
@@ -164,6 +177,13 @@ pub fn check_path(path: impl AsRef<std::path::Path>) -> Result<Report, CheckErro
         source,
     })?;
     check(file)
+}
+
+/// Where a bitmap's data starts, for messages: its first data cluster.
+fn geo_offset(table: &[u64]) -> u64 {
+    table
+        .first()
+        .map_or(0, |e| e & crate::fields::bitmap_table_entry::OFFSET_MASK)
 }
 
 fn unreachable_report(e: CheckError) -> Report {
@@ -217,6 +237,7 @@ fn analyse<R: Read + Seek>(mut img: Image<R>) -> Result<Model<R>, CheckError> {
         findings,
         file_len,
         l2_refs: Default::default(),
+        retained: 0,
     };
     let extensions = ctx.parse_extensions()?;
     ctx.map.claim(&mut ctx.findings, 0, 1, Owner::Header, 0);

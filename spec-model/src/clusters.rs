@@ -1,11 +1,17 @@
 //! Cluster accounting, the way a refcount rebuild sees the file: every
 //! cluster that a structure references is claimed by that structure; the
 //! claims are later compared with the stored refcounts.
+//!
+//! The map is sparse: it stores spans of consecutive clusters that share
+//! an owner and a reference count, so its size follows the number of
+//! claims the file's structures make, never the file's apparent length
+//! (a sparse file of 16 TiB costs nothing for its holes).
 
 use crate::finding::write_message;
 use crate::finding::Findings;
-use crate::rules::Rule;
+use crate::rules::{Rule, Severity};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// What a cluster is used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -45,10 +51,6 @@ impl Owner {
         Owner::BitmapTable,
         Owner::BitmapData,
     ];
-
-    fn from_u8(v: u8) -> Owner {
-        Owner::ALL.get(v as usize).copied().unwrap_or(Owner::Free)
-    }
 
     /// Name used in messages and dumps.
     pub fn name(self) -> &'static str {
@@ -100,42 +102,123 @@ pub struct Claim {
     pub shared: bool,
 }
 
-/// Per-cluster owner and reference count, sized by the file (not by any
-/// size field).
+/// Consecutive clusters `[start, end)` with one owner and reference count
+/// (the start is the key of [`ClusterMap`]'s tree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    end: u64,
+    owner: Owner,
+    refs: u32,
+}
+
+/// One stretch of clusters as [`ClusterMap::segments`] yields it: free
+/// clusters (owner `Free`, no references) included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub start: u64,
+    pub end: u64,
+    pub owner: Owner,
+    pub refs: u32,
+}
+
+/// Owner and reference count of the clusters the file covers, as spans.
+/// Clusters not in any span are free with no references.
+///
+/// The most recent span is kept apart (`hot`) while claims extend it one
+/// cluster after the other, as they do when tables map consecutive
+/// clusters, so the common case costs no tree operation.
 #[derive(Debug)]
 pub struct ClusterMap {
     cluster_bits: u32,
-    owner: Vec<u8>,
-    refs: Vec<u32>,
+    /// Clusters that the file (partly) covers.
+    len: u64,
+    spans: BTreeMap<u64, Span>,
+    /// A span not yet in `spans`: (start, span, start of the first span of
+    /// the tree after it, or `u64::MAX`).
+    hot: Option<(u64, Span, u64)>,
 }
 
 impl ClusterMap {
     /// A map for a file of `file_len` bytes.
     pub fn new(cluster_bits: u32, file_len: u64) -> ClusterMap {
-        let n = file_len.div_ceil(1u64 << cluster_bits) as usize;
         ClusterMap {
             cluster_bits,
-            owner: vec![0; n],
-            refs: vec![0; n],
+            len: file_len.div_ceil(1u64 << cluster_bits),
+            spans: BTreeMap::new(),
+            hot: None,
         }
     }
 
     /// Number of clusters that the file (partly) covers.
     pub fn len(&self) -> u64 {
-        self.owner.len() as u64
+        self.len
     }
 
     /// True for an empty file.
     pub fn is_empty(&self) -> bool {
-        self.owner.is_empty()
+        self.len == 0
     }
 
     /// Owner and reference count of cluster `index`.
     pub fn get(&self, index: u64) -> (Owner, u32) {
-        match usize::try_from(index) {
-            Ok(i) if i < self.owner.len() => (Owner::from_u8(self.owner[i]), self.refs[i]),
+        if let Some((start, span, _)) = self.hot {
+            if (start..span.end).contains(&index) {
+                return (span.owner, span.refs);
+            }
+        }
+        match self.spans.range(..=index).next_back() {
+            Some((_, s)) if s.end > index => (s.owner, s.refs),
             _ => (Owner::Free, 0),
         }
+    }
+
+    /// The clusters `[from, to)` (clipped to the file) as stretches of one
+    /// owner and reference count, in order, free stretches included.
+    pub fn segments(&mut self, from: u64, to: u64) -> Vec<Segment> {
+        self.flush();
+        let to = to.min(self.len);
+        let mut out = Vec::new();
+        let mut pos = from;
+        if pos >= to {
+            return out;
+        }
+        if let Some((_, span)) = self.spans.range(..pos).next_back() {
+            if span.end > pos {
+                out.push(Segment {
+                    start: pos,
+                    end: span.end.min(to),
+                    owner: span.owner,
+                    refs: span.refs,
+                });
+                pos = span.end.min(to);
+            }
+        }
+        for (&s, span) in self.spans.range(pos..to) {
+            if s > pos {
+                out.push(Segment {
+                    start: pos,
+                    end: s,
+                    owner: Owner::Free,
+                    refs: 0,
+                });
+            }
+            out.push(Segment {
+                start: s,
+                end: span.end.min(to),
+                owner: span.owner,
+                refs: span.refs,
+            });
+            pos = span.end.min(to);
+        }
+        if pos < to {
+            out.push(Segment {
+                start: pos,
+                end: to,
+                owner: Owner::Free,
+                refs: 0,
+            });
+        }
+        out
     }
 
     /// Claims every cluster touched by `[offset, offset + length)` for
@@ -156,32 +239,50 @@ impl ClusterMap {
         }
         let first = offset >> self.cluster_bits;
         let last = offset.saturating_add(length - 1) >> self.cluster_bits;
-        let end = (last.saturating_add(1)).min(self.len());
-        for c in first..end {
-            let i = c as usize;
-            let prev = Owner::from_u8(self.owner[i]);
+        let end = (last.saturating_add(1)).min(self.len);
+        result.past_end = last >= self.len;
+        if first >= end {
+            return result;
+        }
+        // Fast path: the claim continues the hot span over free clusters.
+        if let Some((_, span, next)) = &mut self.hot {
+            if span.end == first && span.owner == owner && span.refs == 1 && end <= *next {
+                span.end = end;
+                return result;
+            }
+        }
+        self.flush();
+        let next = self
+            .spans
+            .range(first..)
+            .next()
+            .map_or(u64::MAX, |(&s, _)| s);
+        let before_free = self
+            .spans
+            .range(..first)
+            .next_back()
+            .is_none_or(|(_, s)| s.end <= first);
+        if before_free && end <= next {
+            // All free: a new span, kept hot.
+            let span = Span {
+                end,
+                owner,
+                refs: 1,
+            };
+            self.hot = Some((first, span, next));
+            return result;
+        }
+        let cluster_bits = self.cluster_bits;
+        self.update(first, end, |span, seg_start, seg_end| {
+            let prev = span.owner;
             result.shared |= prev != Owner::Free;
             if prev == Owner::Free {
-                self.owner[i] = owner as u8;
+                span.owner = owner;
             } else if !(prev == owner && owner.shareable()) {
-                findings.add_with(Rule::RefcountOverlap, at, |out: &mut String| {
-                    write_message(
-                        out,
-                        format_args!(
-                            "cluster at {:#x} is used by the {} and by the {}",
-                            c << self.cluster_bits,
-                            prev.name(),
-                            owner.name()
-                        ),
-                    )
-                });
-                if owner.is_bitmap() || prev.is_bitmap() {
-                    findings.mark_bitmaps_overlap();
-                }
+                report_overlap(findings, seg_start, seg_end, prev, owner, at, cluster_bits);
             }
-            self.refs[i] = self.refs[i].saturating_add(1);
-        }
-        result.past_end = last >= self.len();
+            span.refs = span.refs.saturating_add(1);
+        });
         result
     }
 
@@ -193,22 +294,169 @@ impl ClusterMap {
         }
         let first = offset >> self.cluster_bits;
         let last = offset.saturating_add(length - 1) >> self.cluster_bits;
-        for c in first..last.saturating_add(1).min(self.len()) {
-            let i = c as usize;
-            self.refs[i] = self.refs[i].saturating_add(extra);
+        let end = last.saturating_add(1).min(self.len);
+        if first >= end {
+            return;
         }
+        self.flush();
+        self.update(first, end, |span, _, _| {
+            span.refs = span.refs.saturating_add(extra)
+        });
     }
 
     /// Clusters per owner, for the dump's usage summary.
-    pub fn usage(&self) -> Vec<(Owner, u64)> {
+    pub fn usage(&mut self) -> Vec<(Owner, u64)> {
+        self.flush();
         let mut counts = [0u64; 14];
-        for &o in &self.owner {
-            counts[o as usize] += 1;
+        let mut used = 0u64;
+        for (&s, span) in &self.spans {
+            counts[span.owner as usize] += span.end - s;
+            used += span.end - s;
         }
+        counts[Owner::Free as usize] += self.len - used;
         Owner::ALL
             .iter()
             .map(|o| (*o, counts[*o as usize]))
             .filter(|(_, n)| *n > 0)
             .collect()
+    }
+
+    /// Moves the hot span into the tree, merged with its neighbours.
+    fn flush(&mut self) {
+        let Some((start, mut span, next)) = self.hot.take() else {
+            return;
+        };
+        // The hot span lies on free clusters: only its two neighbours can
+        // be equal to it.
+        if next == span.end {
+            if let Some(after) = self.spans.get(&next).copied() {
+                if after.owner == span.owner && after.refs == span.refs {
+                    self.spans.remove(&next);
+                    span.end = after.end;
+                }
+            }
+        }
+        if let Some((_, before)) = self.spans.range_mut(..start).next_back() {
+            if before.end == start && before.owner == span.owner && before.refs == span.refs {
+                before.end = span.end;
+                return;
+            }
+        }
+        self.spans.insert(start, span);
+    }
+
+    /// Applies `f` to every cluster of `[first, end)` (all inside the
+    /// file), span by span: free stretches become spans first, spans that
+    /// cross the bounds are split, and equal neighbours are merged after.
+    fn update(&mut self, first: u64, end: u64, mut f: impl FnMut(&mut Span, u64, u64)) {
+        self.split_at(first);
+        self.split_at(end);
+        let mut gaps = Vec::new();
+        let mut pos = first;
+        for (&s, span) in self.spans.range(first..end) {
+            if s > pos {
+                gaps.push((pos, s));
+            }
+            pos = span.end;
+        }
+        if pos < end {
+            gaps.push((pos, end));
+        }
+        for (a, b) in gaps {
+            self.spans.insert(
+                a,
+                Span {
+                    end: b,
+                    owner: Owner::Free,
+                    refs: 0,
+                },
+            );
+        }
+        for (&s, span) in self.spans.range_mut(first..end) {
+            let seg_end = span.end;
+            f(span, s, seg_end);
+        }
+        self.merge_around(first, end);
+    }
+
+    /// Splits the span containing cluster `at` (if any starts before it)
+    /// into `[start, at)` and `[at, end)`.
+    fn split_at(&mut self, at: u64) {
+        let Some((_, span)) = self.spans.range_mut(..at).next_back() else {
+            return;
+        };
+        if span.end > at {
+            let tail = Span {
+                end: span.end,
+                ..*span
+            };
+            span.end = at;
+            self.spans.insert(at, tail);
+        }
+    }
+
+    /// Merges equal adjacent spans from the one before `first` to the one
+    /// starting at `end`; drops spans that are free with no references.
+    fn merge_around(&mut self, first: u64, end: u64) {
+        let from = self
+            .spans
+            .range(..first)
+            .next_back()
+            .map_or(first, |(&s, _)| s);
+        let keys: Vec<u64> = self.spans.range(from..=end).map(|(&s, _)| s).collect();
+        let mut prev: Option<u64> = None;
+        for k in keys {
+            let Some(cur) = self.spans.get(&k).copied() else {
+                continue;
+            };
+            if cur.owner == Owner::Free && cur.refs == 0 {
+                self.spans.remove(&k);
+                prev = None;
+                continue;
+            }
+            if let Some(p) = prev {
+                if let Some(ps) = self.spans.get_mut(&p) {
+                    if ps.end == k && ps.owner == cur.owner && ps.refs == cur.refs {
+                        ps.end = cur.end;
+                        self.spans.remove(&k);
+                        continue;
+                    }
+                }
+            }
+            prev = Some(k);
+        }
+    }
+}
+
+/// Reports `refcount.overlap` at `at` for every cluster of `[first, end)`,
+/// in order: listed while the rule has room, counted after.
+fn report_overlap(
+    findings: &mut Findings,
+    first: u64,
+    end: u64,
+    prev: Owner,
+    owner: Owner,
+    at: u64,
+    cluster_bits: u32,
+) {
+    let mut c = first;
+    while c < end && (c == first || findings.room(Rule::RefcountOverlap, Severity::Error) > 0) {
+        findings.add_with(Rule::RefcountOverlap, at, |out: &mut String| {
+            write_message(
+                out,
+                format_args!(
+                    "cluster at {:#x} is used by the {} and by the {}",
+                    c << cluster_bits,
+                    prev.name(),
+                    owner.name()
+                ),
+            )
+        });
+        c += 1;
+    }
+    let rest = u32::try_from(end - c).unwrap_or(u32::MAX);
+    findings.count_unlisted(Rule::RefcountOverlap, Severity::Error, rest);
+    if owner.is_bitmap() || prev.is_bitmap() {
+        findings.mark_bitmaps_overlap();
     }
 }

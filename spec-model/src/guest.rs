@@ -54,31 +54,36 @@ pub fn allocated_clusters<R: Read + Seek>(
     let l2_entries = h.l2_entries();
     // At most `l1_size` (a u32) entries, so the byte count cannot overflow.
     let l1_needed = h.l1_entries_needed(h.size).min(u128::from(h.l1_size)) as u64;
-    let Some(l1) = img.read_checked(h.l1_table_offset, l1_needed * 8)? else {
+    if !img.contains(h.l1_table_offset, l1_needed * 8) {
         return Ok(out);
-    };
+    }
     let mut l2 = Vec::new();
     let mut tables = 0usize;
-    for (i, raw) in nonzero_table_entries(&l1, 8) {
-        let l2_off = u64::from_be_bytes(raw.try_into().unwrap_or_default()) & m::L1_OFFSET_MASK;
-        if l2_off == 0 {
-            continue;
-        }
-        tables += 1;
-        if tables > max_l2_tables {
-            break;
-        }
-        if !img.contains(l2_off, cs) {
-            continue;
-        }
-        l2.resize(cs as usize, 0);
-        img.read_into(l2_off, &mut l2)?;
-        let first = i as u64 * l2_entries;
-        for (j, _) in nonzero_table_entries(&l2, h.l2_entry_size() as usize) {
-            let Some(virt) = (first + j as u64).checked_mul(cs).filter(|&v| v < h.size) else {
-                break;
-            };
-            out.push(virt);
+    // A chunk of the L1 table at a time (it can claim 32 GiB).
+    let mut chunks = crate::io::Chunks::new(h.l1_table_offset, l1_needed * 8);
+    'chunks: while let Some((base, bytes)) = chunks.next(img)? {
+        for (k, raw) in nonzero_table_entries(bytes, 8) {
+            let i = (base / 8) as usize + k;
+            let l2_off = u64::from_be_bytes(raw.try_into().unwrap_or_default()) & m::L1_OFFSET_MASK;
+            if l2_off == 0 {
+                continue;
+            }
+            tables += 1;
+            if tables > max_l2_tables {
+                break 'chunks;
+            }
+            if !img.contains(l2_off, cs) {
+                continue;
+            }
+            l2.resize(cs as usize, 0);
+            img.read_into(l2_off, &mut l2)?;
+            let first = i as u64 * l2_entries;
+            for (j, _) in nonzero_table_entries(&l2, h.l2_entry_size() as usize) {
+                let Some(virt) = (first + j as u64).checked_mul(cs).filter(|&v| v < h.size) else {
+                    break;
+                };
+                out.push(virt);
+            }
         }
     }
     Ok(out)
@@ -147,14 +152,9 @@ impl GuestReader {
         }
         if self.l1.is_none() {
             let bytes = u64::from(h.l1_size) * 8;
-            let raw = img
-                .read_checked(h.l1_table_offset, bytes)?
+            let table = crate::io::read_u64_table(img, "L1 table", h.l1_table_offset, bytes / 8)?
                 .ok_or_else(|| unreadable(offset, "the L1 table lies outside the file"))?;
-            self.l1 = Some(
-                raw.chunks_exact(8)
-                    .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
-                    .collect(),
-            );
+            self.l1 = Some(table);
         }
         let cs = h.cluster_size();
         let mut pos = offset;

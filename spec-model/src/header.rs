@@ -84,6 +84,9 @@ impl Header {
     }
 }
 
+/// The most of the header (as `header_length` gives it) that is kept.
+const MAX_HEADER_KEPT: u64 = 2 << 20;
+
 /// Reads and validates the header. Returns `None` when the file cannot be
 /// interpreted as qcow2 at all (the findings say why).
 pub fn parse<R: Read + Seek>(
@@ -226,9 +229,11 @@ pub fn parse<R: Read + Seek>(
             );
         }
         if h.header_length as usize > hdr::COMPRESSION_TYPE.offset {
-            let raw = img.read_clipped(0, u64::from(h.header_length))?;
+            // Kept up to the largest cluster (2 MiB): header_length can
+            // claim 4 GiB, and no field lies that far.
+            let raw = img.read_clipped(0, u64::from(h.header_length).min(MAX_HEADER_KEPT))?;
             h.compression_type = hdr::COMPRESSION_TYPE.get(&raw) as u8;
-            if raw.len() < h.header_length as usize {
+            if img.len() < u64::from(h.header_length) {
                 findings.add_with(
                     Rule::HeaderTruncated,
                     at(hdr::HEADER_LENGTH),

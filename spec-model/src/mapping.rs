@@ -6,7 +6,7 @@ use crate::context::Ctx;
 use crate::fields::header::INCOMPAT_EXTERNAL_DATA;
 use crate::fields::mapping as m;
 use crate::finding::write_message;
-use crate::io::CheckError;
+use crate::io::{CheckError, Chunks};
 use crate::rules::Rule;
 use crate::zeros::nonzero_table_entries;
 use serde::Serialize;
@@ -58,15 +58,31 @@ impl<R: Read + Seek> Ctx<R> {
             // another cannot multiply the work beyond the file's size.
             return Ok(());
         }
-        let l1 = self
-            .img
-            .read_checked(l1_offset, length)?
-            .unwrap_or_default();
-        let cs = self.h.cluster_size();
         // Sized on first use, once an L2 table is known to lie in the file.
         let mut l2 = Vec::new();
-        // Zero entries map nothing and break no rule: skipped in runs.
-        for (i, chunk) in nonzero_table_entries(&l1, 8) {
+        // Read a chunk at a time (l1_size can claim 32 GiB); zero entries
+        // map nothing and break no rule: skipped in runs, and not read at
+        // all in a known hole.
+        let mut chunks = Chunks::new(l1_offset, length);
+        while let Some((base, bytes)) = chunks.next(&mut self.img)? {
+            self.walk_l1_chunk(l1_offset, base, bytes, &mut l2, stats)?;
+        }
+        Ok(())
+    }
+
+    /// The L1 entries of one chunk, `base` bytes into the table.
+    fn walk_l1_chunk(
+        &mut self,
+        l1_offset: u64,
+        base: u64,
+        bytes: &[u8],
+        l2: &mut Vec<u8>,
+        stats: &mut MappingStats,
+    ) -> Result<(), CheckError> {
+        let cs = self.h.cluster_size();
+        let first = (base / 8) as usize;
+        for (k, chunk) in nonzero_table_entries(bytes, 8) {
+            let i = first + k;
             let e = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
             let at = l1_offset + 8 * i as u64;
             if e & m::L1_RESERVED_MASK != 0 {
@@ -121,9 +137,13 @@ impl<R: Read + Seek> Ctx<R> {
             }
             self.l2_refs.insert(l2_offset, 1);
             stats.l2_tables += 1;
+            if self.img.is_hole(l2_offset, cs) {
+                // All zero: it maps nothing.
+                continue;
+            }
             l2.resize(cs as usize, 0);
-            self.img.read_into(l2_offset, &mut l2)?;
-            self.walk_l2(l2_offset, &l2, stats, None);
+            self.img.read_into(l2_offset, l2)?;
+            self.walk_l2(l2_offset, l2, stats, None);
         }
         Ok(())
     }
@@ -143,6 +163,9 @@ impl<R: Read + Seek> Ctx<R> {
         let mut scratch = MappingStats::default();
         for (offset, n) in shared {
             // Every table here was read once already, so it fits the file.
+            if self.img.is_hole(offset, self.h.cluster_size()) {
+                continue;
+            }
             l2.resize(self.h.cluster_size() as usize, 0);
             self.img.read_into(offset, &mut l2)?;
             self.walk_l2(offset, &l2, &mut scratch, Some(n - 1));

@@ -5,7 +5,7 @@
 use crate::clusters::Owner;
 use crate::context::Ctx;
 use crate::finding::{write_message, Findings};
-use crate::io::CheckError;
+use crate::io::{CheckError, Chunks};
 use crate::rules::{Rule, Severity};
 use crate::zeros::{first_nonzero, nonzero_table_entries};
 use serde::Serialize;
@@ -54,20 +54,26 @@ fn big_endian(entry: &[u8]) -> u64 {
     }
 }
 
-/// Calls `f(index, refcount)`, in increasing order and from entry `from`
-/// on, for the entries of a block (entries `1 << order` bits wide) that
+/// Calls `f(index, refcount)`, in increasing order and for entries
+/// `[from, to)`, for the entries of a block (entries `1 << order` bits wide) that
 /// hold a non-zero refcount. Zero bytes are skipped in runs
 /// ([`first_nonzero`]).
-fn for_each_nonzero(block: &[u8], from: u64, order: u32, mut f: impl FnMut(u64, u64)) {
+fn for_each_nonzero(block: &[u8], from: u64, to: u64, order: u32, mut f: impl FnMut(u64, u64)) {
     let bits = 1u64 << order;
+    if from >= to {
+        return;
+    }
     if bits >= 8 {
         // Whole bytes per entry: an entry is non-zero when any byte is.
         let width = (bits / 8) as usize;
-        let Some(rest) = usize::try_from(from)
+        let start = usize::try_from(from)
             .ok()
-            .and_then(|f| f.checked_mul(width))
-            .and_then(|start| block.get(start..))
-        else {
+            .and_then(|f| f.checked_mul(width));
+        let end = usize::try_from(to)
+            .ok()
+            .and_then(|t| t.checked_mul(width))
+            .map_or(block.len(), |e| e.min(block.len()));
+        let Some(rest) = start.and_then(|start| block.get(start..end)) else {
             return;
         };
         for (k, entry) in nonzero_table_entries(rest, width) {
@@ -80,14 +86,15 @@ fn for_each_nonzero(block: &[u8], from: u64, order: u32, mut f: impl FnMut(u64, 
     let Ok(mut p) = usize::try_from(from / per_byte) else {
         return;
     };
+    let end = usize::try_from(to.div_ceil(per_byte)).map_or(block.len(), |e| e.min(block.len()));
     let mask = (1u64 << bits) - 1;
-    while let Some(k) = block.get(p..).and_then(first_nonzero) {
+    while let Some(k) = block.get(p..end).and_then(first_nonzero) {
         let q = p + k;
         let byte = u64::from(block.get(q).copied().unwrap_or(0));
         for j in 0..per_byte {
             let i = q as u64 * per_byte + j;
             let rc = (byte >> (j * bits)) & mask;
-            if i >= from && rc != 0 {
+            if i >= from && i < to && rc != 0 {
                 f(i, rc);
             }
         }
@@ -102,10 +109,10 @@ impl<R: Read + Seek> Ctx<R> {
         let offset = self.h.refcount_table_offset;
         let length = u64::from(self.h.refcount_table_clusters).checked_mul(cs);
         let table = match length {
-            Some(len) if offset != 0 && len > 0 => self.img.read_checked(offset, len)?,
+            Some(len) if offset != 0 && len > 0 && self.img.contains(offset, len) => Some(len),
             _ => None,
         };
-        let Some(table) = table else {
+        let Some(table_len) = table else {
             self.findings.add_with(
                 Rule::RefcountBounds,
                 crate::fields::header::REFCOUNT_TABLE_OFFSET.offset as u64,
@@ -119,12 +126,32 @@ impl<R: Read + Seek> Ctx<R> {
         self.map.claim(
             &mut self.findings,
             offset,
-            table.len() as u64,
+            table_len,
             Owner::RefcountTable,
             offset,
         );
         let mut blocks = Vec::new();
-        for (i, chunk) in nonzero_table_entries(&table, 8) {
+        // A chunk at a time: refcount_table_clusters can claim far more
+        // than the model keeps in memory.
+        let mut chunks = Chunks::new(offset, table_len);
+        while let Some((base, bytes)) = chunks.next(&mut self.img)? {
+            self.claim_refcount_blocks(offset, base, bytes, &mut blocks);
+        }
+        Ok(RefcountBlocks(blocks))
+    }
+
+    /// Claims the refcount blocks that one chunk of the table, `base`
+    /// bytes into it, names.
+    fn claim_refcount_blocks(
+        &mut self,
+        offset: u64,
+        base: u64,
+        bytes: &[u8],
+        blocks: &mut Vec<(u64, u64)>,
+    ) {
+        let cs = self.h.cluster_size();
+        for (k, chunk) in nonzero_table_entries(bytes, 8) {
+            let i = (base / 8) as usize + k;
             let e = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
             let at = offset + 8 * i as u64;
             let block = e & !REFTABLE_RESERVED;
@@ -159,7 +186,6 @@ impl<R: Read + Seek> Ctx<R> {
                 blocks.push((i as u64, block));
             }
         }
-        Ok(RefcountBlocks(blocks))
     }
 
     /// Compares stored refcounts with the references counted in the map.
@@ -193,15 +219,27 @@ impl<R: Read + Seek> Ctx<R> {
             cluster_bits: self.h.cluster_bits,
             leaks_unlisted: 0,
         };
-        let map = &self.map;
+        let map = &mut self.map;
         let mut block_buf = Vec::new();
         // Clusters [0, done) have been judged. Blocks come in table order.
+        // Only clusters that a structure references or a refcount counts
+        // are visited: free stretches with no refcount agree and are
+        // skipped, so the work follows the claims and the stored blocks,
+        // not the file's apparent length.
         let mut done = 0u64;
         for &(idx, off) in &blocks.0 {
             let first = idx.saturating_mul(per_block);
-            for c in done..first.min(n) {
-                let (owner, refs) = map.get(c);
-                cmp.judge(c, owner, refs.into(), 0);
+            for seg in map.segments(done, first) {
+                cmp.judge_span(seg.start, seg.end, seg.owner, seg.refs.into(), 0);
+            }
+            let inside = n.saturating_sub(first).min(per_block);
+            if self.img.is_hole(off, cs) {
+                // A block in a hole of a sparse file holds only zeros.
+                for seg in map.segments(first, first + inside) {
+                    cmp.judge_span(seg.start, seg.end, seg.owner, seg.refs.into(), 0);
+                }
+                done = done.max(first.saturating_add(per_block));
+                continue;
             }
             block_buf.resize(cs as usize, 0);
             self.img.read_into(off, &mut block_buf)?;
@@ -209,24 +247,33 @@ impl<R: Read + Seek> Ctx<R> {
             // end no structure can reference a cluster and only non-zero
             // refcounts matter (leaks), so zero bytes of the block are
             // skipped rather than decoded one entry at a time.
-            let inside = n.saturating_sub(first).min(per_block);
-            for i in 0..inside {
-                let (owner, refs) = map.get(first + i);
-                cmp.judge(
-                    first + i,
-                    owner,
-                    refs.into(),
-                    refcount_at(&block_buf, i, order),
-                );
+            for seg in map.segments(first, first + inside) {
+                if seg.owner == Owner::Free && seg.refs == 0 {
+                    for_each_nonzero(
+                        &block_buf,
+                        seg.start - first,
+                        seg.end - first,
+                        order,
+                        |i, rc| cmp.judge(first + i, Owner::Free, 0, rc),
+                    );
+                    continue;
+                }
+                for c in seg.start..seg.end {
+                    cmp.judge(
+                        c,
+                        seg.owner,
+                        seg.refs.into(),
+                        refcount_at(&block_buf, c - first, order),
+                    );
+                }
             }
-            for_each_nonzero(&block_buf, inside, order, |i, rc| {
+            for_each_nonzero(&block_buf, inside, per_block, order, |i, rc| {
                 cmp.judge(first.saturating_add(i), Owner::Free, 0, rc)
             });
             done = done.max(first.saturating_add(per_block));
         }
-        for c in done..n {
-            let (owner, refs) = map.get(c);
-            cmp.judge(c, owner, refs.into(), 0);
+        for seg in map.segments(done, n) {
+            cmp.judge_span(seg.start, seg.end, seg.owner, seg.refs.into(), 0);
         }
         Ok(cmp.finish())
     }
@@ -274,6 +321,34 @@ impl Comparison<'_> {
         }
     }
 
+    /// Judges clusters `[start, end)` that share `owner`, `refs` and the
+    /// stored refcount `rc`: the same as judging each in turn.
+    fn judge_span(&mut self, start: u64, end: u64, owner: Owner, refs: u64, rc: u64) {
+        if start >= end {
+            return;
+        }
+        if owner == Owner::Free && refs == 0 && rc == 0 {
+            // Agrees; a skipped stretch ends any run (it cannot continue
+            // past a gap), so nothing needs doing.
+            return;
+        }
+        let verdict = cluster_verdict_n(owner, refs, rc, &mut self.stats, end - start);
+        if verdict.is_some_and(|v| v.rule == Rule::RefcountOverlap && owner.is_bitmap()) {
+            self.findings.mark_bitmaps_overlap();
+        }
+        match (&mut self.run, verdict) {
+            (Some(r), Some(v)) if r.end == start && r.verdict == v => r.end = end,
+            (_, v) => {
+                self.close_run();
+                self.run = v.map(|verdict| Run {
+                    start,
+                    end,
+                    verdict,
+                });
+            }
+        }
+    }
+
     /// Reports the current run, if any.
     fn close_run(&mut self) {
         let Some(done) = self.run.take() else {
@@ -308,21 +383,33 @@ fn cluster_verdict(
     rc: u64,
     stats: &mut RefcountStats,
 ) -> Option<ClusterVerdict> {
+    cluster_verdict_n(owner, refs, rc, stats, 1)
+}
+
+/// [`cluster_verdict`] for `n` clusters that share it, counted `n` times.
+#[inline(always)]
+fn cluster_verdict_n(
+    owner: Owner,
+    refs: u64,
+    rc: u64,
+    stats: &mut RefcountStats,
+    n: u64,
+) -> Option<ClusterVerdict> {
     if refs > 0 {
-        stats.clusters_referenced += 1;
+        stats.clusters_referenced += n;
     }
     let rule = if refs > 0 && rc == 0 {
-        stats.unallocated_clusters += 1;
+        stats.unallocated_clusters += n;
         match owner {
             Owner::BitmapTable => Rule::BitmapsTableBounds,
             Owner::BitmapData => Rule::BitmapsDataBounds,
             _ => Rule::RefcountUnallocated,
         }
     } else if refs > rc {
-        stats.undercounted_clusters += 1;
+        stats.undercounted_clusters += n;
         Rule::RefcountOverlap
     } else if rc > refs {
-        stats.leaked_clusters += 1;
+        stats.leaked_clusters += n;
         Rule::RefcountLeak
     } else {
         return None;
@@ -415,7 +502,7 @@ mod tests {
                     .filter(|&(_, rc)| rc != 0)
                     .collect();
                 let mut got = Vec::new();
-                for_each_nonzero(&block, from, order, |i, rc| got.push((i, rc)));
+                for_each_nonzero(&block, from, entries, order, |i, rc| got.push((i, rc)));
                 assert_eq!(got, want, "order {order}, from {from}");
             }
         }

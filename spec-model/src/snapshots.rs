@@ -10,6 +10,10 @@ use crate::rules::Rule;
 use serde::Serialize;
 use std::io::{Read, Seek};
 
+/// Snapshots read at most (QEMU's own limit is 65536): a sparse file can
+/// hold billions of zero entries, each a read.
+const MAX_SNAPSHOTS: u32 = 1 << 16;
+
 /// One snapshot table entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -41,6 +45,13 @@ impl<R: Read + Seek> Ctx<R> {
         // The variable part of each entry, read into one reused buffer.
         let mut rest = Vec::new();
         for n in 0..self.h.nb_snapshots {
+            if n >= MAX_SNAPSHOTS && self.img.contains(pos, snap::FIXED_LENGTH as u64) {
+                return Err(CheckError::TooMany {
+                    structure: "snapshot table",
+                    offset: start,
+                    limit: u64::from(MAX_SNAPSHOTS),
+                });
+            }
             let mut fixed = [0u8; snap::FIXED_LENGTH];
             if !self.img.contains(pos, snap::FIXED_LENGTH as u64) {
                 self.findings
@@ -69,12 +80,17 @@ impl<R: Read + Seek> Ctx<R> {
                 );
                 break;
             }
-            rest.resize(var as usize, 0);
+            // Only the head of the extra data is used (extra_data_size can
+            // claim 4 GiB): read it, then the ID and name after it.
+            let head = extra_size.min(16);
+            let var_at = pos + snap::FIXED_LENGTH as u64;
+            rest.resize((head + id_size + name_size) as usize, 0);
+            self.img.read_into(var_at, &mut rest[..head as usize])?;
             self.img
-                .read_into(pos + snap::FIXED_LENGTH as u64, &mut rest)?;
-            let extra = &rest[..extra_size as usize];
-            let id = &rest[extra_size as usize..(extra_size + id_size) as usize];
-            let name = &rest[(extra_size + id_size) as usize..];
+                .read_into(var_at + extra_size, &mut rest[head as usize..])?;
+            let extra = &rest[..head as usize];
+            let id = &rest[head as usize..(head + id_size) as usize];
+            let name = &rest[(head + id_size) as usize..];
             if self.h.version == 3 && extra_size < snap::V3_MIN_EXTRA {
                 self.findings.add_with(
                     Rule::SnapshotExtraData,
@@ -112,6 +128,9 @@ impl<R: Read + Seek> Ctx<R> {
                     stats,
                 )?;
             }
+            // Snapshots are kept: a sparse file can hold millions of them.
+            let kept = std::mem::size_of::<Snapshot>() as u64 + id_size + name_size;
+            self.retain("snapshot table entry", pos, kept)?;
             out.push(snap);
             pos += entry_len;
         }

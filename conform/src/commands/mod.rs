@@ -6,6 +6,7 @@ mod generate;
 pub mod run;
 
 use crate::cli::{Cli, Command};
+use crate::runner::image_state;
 use anyhow::{Context, Result};
 use spec_model::{rules, Model, Report};
 use std::fmt::Write as _;
@@ -36,9 +37,10 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The image at `image` analysed by the model: only a regular file, opened
+/// non-blocking, its holes skipped (`runner::image_state::open_model`).
 fn open_model(image: &Path) -> Result<Model<File>> {
-    let file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
-    Model::open(file).with_context(|| format!("cannot check {}", image.display()))
+    image_state::open_model(image).with_context(|| format!("cannot check {}", image.display()))
 }
 
 fn check(image: &Path, json: bool) -> Result<i32> {
@@ -109,7 +111,8 @@ fn dump(image: &Path, json: bool, revision: spec_model::Revision) -> Result<i32>
     if revision != spec_model::Revision::Final {
         // Read the image the way a writer of that historical draft laid it
         // out (docs/revisions.md); `check` always judges by the final spec.
-        let file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
+        let file = image_state::open_regular(image)
+            .with_context(|| format!("cannot open {}", image.display()))?;
         let d = spec_model::drafts::dump_draft(revision, file)
             .with_context(|| format!("cannot read {} as {revision}", image.display()))?;
         if json {

@@ -305,8 +305,8 @@ impl ImageFacts {
     /// Reads the facts of the image at `path` and the model's view of every
     /// bitmap; `None` when the model cannot read it.
     pub fn read(path: &Path) -> Option<(ImageFacts, Vec<ModelBitmap>)> {
-        let file = std::fs::File::open(path).ok()?;
-        let model = spec_model::Model::open(file).ok()?;
+        // Only a regular file, opened non-blocking, holes skipped.
+        let model = super::image_state::open_model(path).ok()?;
         let report = model.report();
         let header = model.analysis().header.as_ref();
         let facts = ImageFacts {

@@ -50,10 +50,14 @@ pub fn open(image: &Path) -> Result<Layered<'static, File>, LayersError> {
     open_at(image, 0)
 }
 
+/// Only a regular file, opened non-blocking (`image_state::open_regular`).
 fn open_file(path: &Path) -> Result<File, LayersError> {
-    File::open(path).map_err(|source| LayersError::Open {
+    super::image_state::open_regular(path).map_err(|e| LayersError::Open {
         path: path.to_owned(),
-        source,
+        source: match e {
+            super::image_state::ReadError::Open(source) => source,
+            other => std::io::Error::other(other.to_string()),
+        },
     })
 }
 

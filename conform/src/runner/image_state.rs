@@ -3,8 +3,14 @@
 //! rules, and each bitmap's flags, granularity and dirty ranges. The write
 //! check ([`super::writes`]) and QEMU's bitmap-operations check
 //! ([`super::adapters::qemu::ops`]) compare two of these.
+//!
+//! Also how every image is opened for the model ([`open_model`]): only a
+//! regular file, opened non-blocking (a FIFO, socket, device or directory
+//! is refused at once, never waited on), with its data extents
+//! (`SEEK_DATA`/`SEEK_HOLE`) so that the model skips a sparse file's holes.
 
 use spec_model::{CheckError, ExtensionState, Model, Severity, Verdict};
+use std::fs::File;
 use std::path::Path;
 
 /// One bitmap as the model reads it.
@@ -42,14 +48,98 @@ pub struct ImageState {
 pub enum ReadError {
     #[error("cannot open: {0}")]
     Open(#[source] std::io::Error),
+    #[error("not a regular file ({0})")]
+    NotRegular(&'static str),
     #[error("model: {0}")]
     Model(#[source] CheckError),
 }
 
+/// Data extents listed at most; past them the rest of the file counts as
+/// data (a file fragmented further is read, not skipped).
+const MAX_EXTENTS: usize = 1 << 16;
+
+/// What kind of file `t` is, for messages.
+fn kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens `path` for reading if it is a regular file: stat first, then a
+/// non-blocking open (so a file swapped for a FIFO in between cannot make
+/// the open wait), then the opened file's type checked again.
+pub fn open_regular(path: &Path) -> Result<File, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = std::fs::metadata(path).map_err(ReadError::Open)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(kind(meta.file_type())));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(ReadError::Open)?;
+    let meta = file.metadata().map_err(ReadError::Open)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(kind(meta.file_type())));
+    }
+    Ok(file)
+}
+
+/// The data extents of `file` (`len` bytes) as `SEEK_DATA`/`SEEK_HOLE`
+/// report them; `None` when the file system cannot say.
+pub fn data_extents(file: &File, len: u64) -> Option<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        if out.len() >= MAX_EXTENTS {
+            out.push((pos, len));
+            break;
+        }
+        let data = match seek(file, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return None,
+        };
+        let hole = seek(file, SeekFrom::Hole(data)).ok()?.min(len);
+        if hole <= data {
+            return None;
+        }
+        out.push((data, hole));
+        pos = hole;
+    }
+    Some(out)
+}
+
+/// Opens the image at `path` for the model ([`open_regular`]), telling it
+/// the file's holes ([`data_extents`]).
+pub fn open_model(path: &Path) -> Result<Model<File>, ReadError> {
+    let file = open_regular(path)?;
+    let len = file.metadata().map_err(ReadError::Open)?.len();
+    match data_extents(&file, len) {
+        Some(extents) => Model::open_with_data_extents(file, extents),
+        None => Model::open(file),
+    }
+    .map_err(ReadError::Model)
+}
+
 /// Reads the image at `path` with the model.
 pub fn read(path: &Path) -> Result<ImageState, ReadError> {
-    let file = std::fs::File::open(path).map_err(ReadError::Open)?;
-    let mut model = Model::open(file).map_err(ReadError::Model)?;
+    let mut model = open_model(path)?;
     let report = model.report().clone();
     let h = model.analysis().header.as_ref();
     let size = h.map(|h| h.size).unwrap_or(0);

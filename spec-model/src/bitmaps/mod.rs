@@ -249,7 +249,10 @@ impl<R: Read + Seek> Ctx<R> {
             );
         }
         let dir_size = be.bitmap_directory_size;
-        let Some(dir) = self.img.read_checked(dir_off, dir_size)? else {
+        let Some(dir) = self
+            .img
+            .read_structure("bitmap directory", dir_off, dir_size)?
+        else {
             self.findings.add_with(
                 Rule::BitmapsExtDirectoryBounds,
                 at(bext::BITMAP_DIRECTORY_OFFSET),
@@ -357,6 +360,9 @@ impl<R: Read + Seek> Ctx<R> {
                 );
             }
             self.check_entry(i, &mut entry, claim)?;
+            // Entries are kept: a sparse file can hold millions of them.
+            let kept = std::mem::size_of::<DirEntry>() as u64 + len;
+            self.retain("bitmap directory entry", at, kept)?;
             entries.push(entry);
             pos += len;
         }
@@ -540,11 +546,10 @@ impl<R: Read + Seek> Ctx<R> {
             // not walked, which bounds the work by the file's size.
             return Ok(());
         }
-        let raw = self.img.read_checked(off, bytes)?.unwrap_or_default();
-        let table: Vec<u64> = raw
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
-            .collect();
+        // Kept for the contents: counted against the model's budget.
+        self.retain("bitmap table", off, bytes)?;
+        let table = crate::io::read_u64_table(&mut self.img, "bitmap table", off, size)?
+            .unwrap_or_default();
         let cs = self.h.cluster_size();
         let mut tail_buf = Vec::new();
         for (j, &te) in table.iter().enumerate() {

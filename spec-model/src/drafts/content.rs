@@ -11,6 +11,13 @@ use std::io::{Read, Seek};
 /// `bitmaps.work-limit` finding and no contents.
 pub const MAX_CONTENT_BYTES: u64 = 64 << 20;
 
+/// Table entries one read reads at most, whatever the file's length: 8 Mi
+/// (64 MiB of entries).
+const MAX_TABLE_ENTRIES: u64 = 8 << 20;
+
+/// Bitmap data bytes one read hashes at most, whatever the file's length.
+const MAX_CONTENT_TOTAL: u64 = 1 << 30;
+
 /// Work budget of one read, proportional to the file's length, so that a
 /// hostile file (many entries sharing one huge table, tables of
 /// unallocated entries standing for terabytes of zeros) cannot make the
@@ -22,9 +29,17 @@ pub(crate) struct Budget {
 
 impl Budget {
     pub(crate) fn for_file(len: u64) -> Budget {
+        // Capped as well: a sparse file's length says nothing of what it
+        // stores (the caps lie above any budget of a file up to 12 MiB).
         Budget {
-            table_entries: (len / 8).saturating_mul(4).saturating_add(1 << 20),
-            content_bytes: len.saturating_mul(8).saturating_add(256 << 20),
+            table_entries: (len / 8)
+                .saturating_mul(4)
+                .saturating_add(1 << 20)
+                .min(MAX_TABLE_ENTRIES),
+            content_bytes: len
+                .saturating_mul(8)
+                .saturating_add(256 << 20)
+                .min(MAX_CONTENT_TOTAL),
         }
     }
 

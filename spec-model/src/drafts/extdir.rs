@@ -232,7 +232,10 @@ fn directory<R: Read + Seek>(
         );
         return Ok(());
     }
-    let Some(dir) = rd.img.read_checked(dir_off, dir_size)? else {
+    let Some(dir) = rd
+        .img
+        .read_structure("bitmap directory", dir_off, dir_size)?
+    else {
         rd.findings.add_with(
             DraftRule::ExtDirectoryBounds,
             dir_off_at,
@@ -271,6 +274,7 @@ fn directory<R: Read + Seek>(
             extra,
             padding,
         };
+        rd.room_for_entry(dir_off)?;
         let (bitmap, alone) = bitmap(rd, d, i as usize, at, virtual_size, parts, &mut names)?;
         rd.dump.bitmaps.push(bitmap);
         unusable.push(alone);

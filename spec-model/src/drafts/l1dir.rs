@@ -213,6 +213,7 @@ fn directory<R: Read + Seek>(
     let mut pos = dir;
     let mut names: HashSet<Vec<u8>> = HashSet::new();
     for i in 0..nb {
+        rd.room_for_entry(dir)?;
         let Some(raw) = rd.img.read_checked(pos, fixed)? else {
             rd.findings.add_with(
                 DraftRule::DirEntryBounds,
@@ -223,7 +224,10 @@ fn directory<R: Read + Seek>(
         };
         let (name_size, extra_size) = kind.sizes(&raw);
         let len = (fixed + extra_size + name_size).div_ceil(8) * 8;
-        let Some(rest) = rd.img.read_checked(pos + fixed, len - fixed)? else {
+        let Some(rest) =
+            rd.img
+                .read_structure("bitmap directory entry", pos + fixed, len - fixed)?
+        else {
             rd.findings.add_with(
                 DraftRule::DirEntryBounds,
                 pos,

@@ -75,7 +75,25 @@ pub(crate) struct Qcow2Base {
     pub raw: Vec<u8>,
 }
 
+/// Directory entries a draft reader keeps at most (QEMU's own limit on
+/// bitmaps per image is 65535): past it the read stops with
+/// [`CheckError::Limit`], so that a sparse file of zeros cannot make the
+/// reader list billions of entries.
+pub(crate) const MAX_DRAFT_ENTRIES: usize = 1 << 16;
+
 impl<'a, R: Read + Seek> Reader<'a, R> {
+    /// Refuses entry number `i` (at `at`) past [`MAX_DRAFT_ENTRIES`].
+    pub(crate) fn room_for_entry(&self, at: u64) -> Result<(), CheckError> {
+        if self.dump.bitmaps.len() >= MAX_DRAFT_ENTRIES {
+            return Err(CheckError::TooMany {
+                structure: "bitmap directory",
+                offset: at,
+                limit: MAX_DRAFT_ENTRIES as u64,
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn new(img: &'a mut Image<R>, revision: Revision) -> Self {
         let file_length = img.len();
         Reader {
@@ -286,7 +304,10 @@ impl<'a, R: Read + Seek> Reader<'a, R> {
             );
             return Ok(None);
         }
-        let raw = self.img.read_checked(off, size * 8)?.unwrap_or_default();
+        let raw = self
+            .img
+            .read_structure("bitmap table", off, size * 8)?
+            .unwrap_or_default();
         self.extents.add(off, size * 8, Owner::Table(idx));
         let mut slots = Vec::with_capacity(raw.len() / 8);
         for (j, e) in raw.chunks_exact(8).enumerate() {
