@@ -170,7 +170,7 @@ fn hostile_adapters_are_classified_and_leave_nothing_behind() {
             Some(&format!("rm -f \"$2\"; mkfifo \"$2\"; echo '{WRITTEN}'")),
         ),
     ];
-    let (code, report) = run(&corpus, &tmp, &impls, "1.5");
+    let (code, report) = run(&corpus, &tmp, &impls, "4");
     assert_eq!(code, 0, "{report}");
     let (kind, _) = outcome(&report, 0);
     assert_eq!(kind, "hang");
@@ -318,5 +318,47 @@ fn a_qemu_run_killed_with_sigkill_leaves_nothing_once_the_next_run_starts() {
     let small = self::corpus(&d.path().join("small"));
     let (_, report) = run(&small, &tmp, &[quick], "5");
     assert_eq!(report["cases"].as_array().unwrap().len(), 1);
+    assert_eq!(entries(&tmp), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn sigterm_stops_a_run_cleanly_with_the_reports_marked_incomplete() {
+    let d = tempfile::tempdir().unwrap();
+    let corpus = corpus(d.path());
+    let tmp = d.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let hang = adapter(d.path(), "hang", "sleep 86409", None);
+    let json = d.path().join("report.json");
+    let mut runner = Command::new(BIN)
+        .args(["run", "--impl", &hang, "--timeout", "60", "--corpus"])
+        .arg(&corpus)
+        .arg("--json")
+        .arg(&json)
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running("sleep 86409").is_empty() {
+        assert!(Instant::now() < deadline, "the adapter never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stopped = Instant::now();
+    cli::run_ok(Command::new("kill").args(["-TERM", &runner.id().to_string()]));
+    let out = runner.wait_with_output().unwrap();
+    assert!(stopped.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("INCOMPLETE: interrupted by SIGTERM"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["interrupted"], "interrupted by SIGTERM");
+    let (kind, detail) = outcome(&report, 0);
+    assert_eq!(kind, "error");
+    assert!(detail.contains("interrupted"), "{detail}");
+    assert_eq!(running("sleep 86409"), Vec::<String>::new());
     assert_eq!(entries(&tmp), Vec::<PathBuf>::new());
 }

@@ -274,6 +274,9 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
         None => None,
     };
     let _ = waiter.join();
+    // Should the program have killed its keeper, whatever stayed in its
+    // process group goes now (nothing, when the keeper did its work).
+    kill_group(pid);
     // The keeper ended the whole tree, so the pipes are closed; should a
     // process have escaped it, whatever was read by now is kept.
     let stdout = out.finish(Duration::from_millis(500));
