@@ -329,7 +329,7 @@ fn sigterm_stops_a_run_cleanly_with_the_reports_marked_incomplete() {
     std::fs::create_dir(&tmp).unwrap();
     let hang = adapter(d.path(), "hang", "sleep 86409", None);
     let json = d.path().join("report.json");
-    let mut runner = Command::new(BIN)
+    let runner = Command::new(BIN)
         .args(["run", "--impl", &hang, "--timeout", "60", "--corpus"])
         .arg(&corpus)
         .arg("--json")
