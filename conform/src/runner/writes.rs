@@ -146,20 +146,36 @@ fn rewritten(before: &[(&'static str, u64)], after: &[(&'static str, u64)]) -> V
         .collect()
 }
 
+/// Why the written copy was not judged (a problem: the case is
+/// `corrupting`).
+#[derive(Debug, thiserror::Error)]
+enum Unjudged {
+    #[error("the image is gone after the write ({shown}: {source})")]
+    Gone {
+        shown: String,
+        source: std::io::Error,
+    },
+    #[error("the write left {shown} a {kind}, not a regular file: not judged")]
+    NotRegular { shown: String, kind: &'static str },
+    #[error("the model cannot read the image after the write: {0}")]
+    Unreadable(ReadError),
+    #[error("the model could not judge the image after the write within the time limit ({ms} ms; the file is {len} bytes)")]
+    TooSlow { ms: u128, len: u64 },
+}
+
 /// The written copy as the model reads it, judged only when it is still a
 /// regular file (not a FIFO, socket, device, directory or symbolic link
 /// the writer left in its place) and only within `timeout` (the case's
-/// time limit); otherwise why not, as a problem that makes the case
-/// `corrupting`. A judgement past the limit is abandoned to its thread.
-fn judge_written(copy: &Path, timeout: std::time::Duration) -> Result<Snapshot, String> {
+/// time limit). A judgement past the limit is abandoned to its thread.
+fn judge_written(copy: &Path, timeout: std::time::Duration) -> Result<Snapshot, Unjudged> {
     let shown = command_line(&std::process::Command::new(copy));
-    let meta = std::fs::symlink_metadata(copy)
-        .map_err(|e| format!("the image is gone after the write ({shown}: {e})"))?;
+    let meta = match std::fs::symlink_metadata(copy) {
+        Ok(m) => m,
+        Err(source) => return Err(Unjudged::Gone { shown, source }),
+    };
     if !meta.file_type().is_file() {
-        return Err(format!(
-            "the write left {shown} a {}, not a regular file: not judged",
-            file_kind(&meta.file_type())
-        ));
+        let kind = file_kind(&meta.file_type());
+        return Err(Unjudged::NotRegular { shown, kind });
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let path = copy.to_owned();
@@ -168,14 +184,11 @@ fn judge_written(copy: &Path, timeout: std::time::Duration) -> Result<Snapshot, 
     });
     match rx.recv_timeout(timeout) {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!(
-            "the model cannot read the image after the write: {e}"
-        )),
-        Err(_) => Err(format!(
-            "the model could not judge the image after the write within the time limit ({} ms; the file is {} bytes)",
-            timeout.as_millis(),
-            meta.len()
-        )),
+        Ok(Err(e)) => Err(Unjudged::Unreadable(e)),
+        Err(_) => Err(Unjudged::TooSlow {
+            ms: timeout.as_millis(),
+            len: meta.len(),
+        }),
     }
 }
 
@@ -239,7 +252,7 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
     let after = match judge_written(copy, limits.timeout) {
         Ok(s) => s,
         Err(why) => {
-            w.found.problems.push(why);
+            w.found.problems.push(why.to_string());
             return w;
         }
     };
