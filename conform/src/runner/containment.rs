@@ -120,7 +120,17 @@ fn supervise(program: Pid, signals: &SigSet) -> ! {
     // Hold no pipe open: the runner reads the program's output to its
     // end, and `std` waits for its exec-error pipe to close.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+            // Kernels before 5.9: one by one, up to the descriptor limit.
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            for fd in 0..lim.rlim_cur.min(1 << 20) as libc::c_int {
+                libc::close(fd);
+            }
+        }
     }
     let mut end = None;
     while end.is_none() {
