@@ -58,9 +58,9 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let state_path = opts.out.join("state.json");
     let mut state = State::resume(&state_path, adapter.name(), opts.seed, opts.shard)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("qcow2-conform-campaign")
-        .tempdir()?;
+    crate::runner::signals::install();
+    crate::runner::temp_dirs::sweep();
+    let scratch = crate::runner::temp_dirs::scratch("campaign")?;
     let bar = indicatif::ProgressBar::new_spinner();
     if !opts.progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -71,7 +71,10 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
     );
     let start = Instant::now();
     let mut ran = 0u64;
-    while start.elapsed() < opts.duration && opts.max_cases.is_none_or(|m| ran < m) {
+    while start.elapsed() < opts.duration
+        && opts.max_cases.is_none_or(|m| ran < m)
+        && crate::runner::signals::stop_requested().is_none()
+    {
         let index = state.next_index;
         state.next_index += 1;
         if let Some(sh) = opts.shard {
@@ -90,6 +93,11 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
             &c.expected,
             &opts.run,
         )?;
+        if crate::runner::signals::stop_requested().is_some() {
+            // The case was cut short: not counted, run again on resume.
+            state.next_index = index;
+            break;
+        }
         ran += 1;
         state.cases_run += 1;
         *state

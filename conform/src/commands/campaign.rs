@@ -37,5 +37,9 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
             args.out.display()
         );
     }
+    if let Some(why) = runner::signals::interrupted() {
+        eprintln!("campaign: INCOMPLETE: {why}; the state was saved, the same command resumes");
+        return Ok(1);
+    }
     Ok(0)
 }

@@ -92,6 +92,10 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         std::fs::write(p, runner::html::html(&report))
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
+    if let Some(why) = &report.interrupted {
+        eprintln!("run: INCOMPLETE: {why}; the reports were written, unfinished cases are `error`");
+        return Ok(1);
+    }
     if !report.corpus_unchanged {
         bail!(
             "the corpus changed during the run: {}",

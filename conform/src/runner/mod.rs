@@ -5,7 +5,10 @@
 //!
 //! Modules, each importing only from those above it:
 //! - leaves: [`text`] (message and command-line text), [`ranges`] (byte
-//!   range arithmetic), [`process`] (running one program, [`Limits`]),
+//!   range arithmetic), [`process`] (running one program, [`Limits`];
+//!   with [`containment`] (the keeper every program runs under),
+//!   [`output`] (its capped output) and [`signals`] (the stop flag)),
+//!   [`temp_dirs`] (scratch directories named for their owner),
 //!   [`image_state`] (an image as the model reads it), [`case_env`] (the
 //!   passphrase and directory of the case being run);
 //! - data: [`checks`] (write and bitmap-operations results),
@@ -23,9 +26,11 @@
 
 pub mod adapter;
 pub mod adapters;
+pub mod capped;
 pub mod case_env;
 pub mod cause;
 pub mod checks;
+pub mod containment;
 pub mod corpus;
 pub mod html;
 pub mod image_layers;
@@ -34,10 +39,13 @@ pub mod judge;
 pub mod judge_context;
 pub mod observation;
 pub mod outcome;
+pub mod output;
 pub mod process;
 pub mod ranges;
 pub mod report;
 pub mod run;
+pub mod signals;
+pub mod temp_dirs;
 pub mod text;
 pub mod writes;
 

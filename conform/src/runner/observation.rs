@@ -124,8 +124,8 @@ impl Observation {
     /// The one program an adapter runs to observe an image, folded in:
     /// a program that could not be run is a protocol error; one that ran
     /// is recorded with the time since `start`. Returns the process only
-    /// when its answer is worth reading (it neither timed out nor died by
-    /// a signal).
+    /// when its answer is worth reading (it neither timed out, died by a
+    /// signal, printed past the output cap nor was interrupted).
     pub fn record_run<E: std::fmt::Display>(
         &mut self,
         run: Result<process::Proc, E>,
@@ -140,13 +140,16 @@ impl Observation {
         };
         self.record(&p);
         self.duration_ms = start.elapsed().as_millis() as u64;
-        (!p.timed_out && p.signal.is_none()).then_some(p)
+        (!p.ended_badly()).then_some(p)
     }
 
     /// As [`Observation::record`] without adding the command line.
     pub fn absorb(&mut self, p: &process::Proc) {
         let sanitizer = p.sanitizer();
-        let bad = p.timed_out || p.signal.is_some() || sanitizer.is_some();
+        let bad = p.ended_badly() || sanitizer.is_some();
+        if let (Some(o), None) = (&p.overflow, &self.protocol_error) {
+            self.protocol_error = Some(o.clone());
+        }
         if p.timed_out {
             self.timed_out = true;
         }

@@ -1,12 +1,14 @@
 //! Running one program of an implementation under test: its own process
-//! group, a wall-clock limit (the whole group is killed when it runs out),
-//! an optional address-space limit through util-linux's `prlimit`, and
-//! everything it printed kept for the report.
+//! group under a keeper ([`containment`]: everything it starts ends with
+//! it, and it dies with the runner), a wall-clock limit, an optional
+//! address-space limit through util-linux's `prlimit`, and its output read
+//! while it runs within fixed caps ([`output`]).
 
 use super::text::command_line;
+use super::{containment, output, signals};
+pub use output::{STDERR_KEEP, STDOUT_CAP};
 use serde::Serialize;
 use std::ffi::OsStr;
-use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -58,6 +60,13 @@ pub struct Proc {
     /// the time limit.
     pub signal: Option<i32>,
     pub timed_out: bool,
+    /// Why the runner ended it for printing too much (standard output
+    /// past [`STDOUT_CAP`]): "protocol answer larger than N bytes".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<String>,
+    /// The runner ended it because it was asked to stop (SIGINT, SIGTERM).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
     #[serde(skip)]
     pub stdout: String,
     #[serde(skip)]
@@ -85,8 +94,20 @@ impl Proc {
             .map(str::to_owned)
     }
 
+    /// It ended abnormally: ran out of time, died by a signal, printed
+    /// too much, or was interrupted.
+    pub fn ended_badly(&self) -> bool {
+        self.timed_out || self.signal.is_some() || self.overflow.is_some() || self.interrupted
+    }
+
     /// How it ended, in words.
     pub fn describe_end(&self) -> String {
+        if let Some(o) = &self.overflow {
+            return format!("ended by the runner: {o}");
+        }
+        if self.interrupted {
+            return "ended by the runner: the run was interrupted".into();
+        }
         if self.timed_out {
             return format!("killed after the time limit ({} ms)", self.duration_ms);
         }
@@ -128,8 +149,9 @@ pub fn signal_name(sig: i32) -> &'static str {
 }
 
 /// A command for `program args..`, wrapped in `prlimit --as=N --` when the
-/// limits carry a memory limit. The child leads its own process group so
-/// that everything it starts can be killed together.
+/// limits carry a memory limit. The child leads its own process group and
+/// runs under a keeper ([`containment`]): everything it starts ends with
+/// it, and it dies with the runner.
 pub fn command<S: AsRef<OsStr>>(program: &OsStr, args: &[S], limits: &Limits) -> Command {
     let mut cmd = match limits.memory_bytes {
         Some(bytes) => {
@@ -141,46 +163,64 @@ pub fn command<S: AsRef<OsStr>>(program: &OsStr, args: &[S], limits: &Limits) ->
     };
     cmd.args(args);
     cmd.process_group(0);
+    containment::keep(&mut cmd);
     if let Some(secret) = super::case_env::current() {
         cmd.env(super::case_env::ENV, secret);
     }
     cmd
 }
 
-/// Sends SIGKILL to every process of group `pgid` (through `kill(1)`; the
-/// runner has no `unsafe`).
+/// Sends SIGKILL to every process of group `pgid`.
 pub fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .arg("-KILL")
-        .arg("--")
-        .arg(format!("-{pgid}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    containment::kill_group(pgid);
 }
 
-fn drain<R: Read + Send + 'static>(
-    pipe: Option<R>,
-    done: mpsc::Sender<()>,
-) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
+/// How long a keeper may take to end its program's tree after it was
+/// asked to, before the runner kills the group outright.
+const KEEPER_GRACE: Duration = Duration::from_secs(5);
+
+/// What the threads of one run tell the waiting one.
+enum Event {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    /// Standard output passed [`STDOUT_CAP`].
+    Overflow,
+}
+
+/// Ends the keeper `pid` and waits for it on `events` (up to
+/// [`KEEPER_GRACE`], then kills the group); the exit status if it came.
+fn end_and_wait(
+    pid: u32,
+    events: &mpsc::Receiver<Event>,
+) -> Option<std::io::Result<std::process::ExitStatus>> {
+    containment::end(pid);
+    let deadline = Instant::now() + KEEPER_GRACE;
+    loop {
+        match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Event::Exited(s)) => return Some(s),
+            Ok(Event::Overflow) => {}
+            Err(_) => {
+                kill_group(pid);
+                return events
+                    .recv_timeout(KEEPER_GRACE)
+                    .ok()
+                    .and_then(|e| match e {
+                        Event::Exited(s) => Some(s),
+                        Event::Overflow => None,
+                    });
+            }
         }
-        let _ = done.send(());
-        String::from_utf8_lossy(&buf).into_owned()
-    })
+    }
 }
 
 /// Runs `cmd` (built by [`command`]) to completion with stdin closed,
-/// capturing its output; kills its process group after `timeout`. Fails
-/// only when the program cannot be started at all.
+/// reading its output while it runs ([`STDOUT_CAP`], [`STDERR_KEEP`]);
+/// ends it and everything it started after `timeout`, when its standard
+/// output passes the cap, or when the runner is asked to stop
+/// ([`signals`]). Fails only when the program cannot be started at all.
 ///
-/// Nothing polls: a helper thread blocks in `wait` and the caller blocks
-/// on a channel with the time limit, so a short program costs no more
-/// than its own run time.
+/// Nothing polls the program: a helper thread blocks in `wait`, two
+/// readers block in `read`, and the caller blocks on a channel (waking
+/// every [`signals::POLL`] to look at the stop flag).
 pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
     let line = command_line(&cmd);
     let start = Instant::now();
@@ -190,50 +230,86 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start `{line}`: {e}")))?;
-    let pgid = child.id();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let out = drain(child.stdout.take(), done_tx.clone());
-    let err = drain(child.stderr.take(), done_tx);
-    let (status_tx, status_rx) = mpsc::channel();
-    let waiter = thread::spawn(move || {
-        let _ = status_tx.send(child.wait());
-    });
-    let (status, timed_out) = match status_rx.recv_timeout(timeout) {
-        Ok(status) => (status?, false),
-        Err(_) => {
-            kill_group(pgid);
-            let status = status_rx
-                .recv()
-                .map_err(|_| std::io::Error::other("the waiter thread ended"))??;
-            (status, true)
-        }
+    let pid = child.id();
+    let (tx, events) = mpsc::channel::<Event>();
+    let out = {
+        let tx = tx.clone();
+        output::read_stdout(child.stdout.take(), move || {
+            let _ = tx.send(Event::Overflow);
+        })
     };
-    let _ = waiter.join();
-    // A descendant left behind may hold the pipes open: give the readers a
-    // moment, then end the group.
-    let deadline = Instant::now() + Duration::from_millis(200);
-    let mut finished = 0;
-    while finished < 2 {
+    let err = output::read_stderr(child.stderr.take());
+    let waiter = {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            let _ = tx.send(Event::Exited(child.wait()));
+        })
+    };
+    drop(tx);
+    let deadline = start + timeout;
+    let mut ended_by_runner = None;
+    let status = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match done_rx.recv_timeout(left) {
-            Ok(()) => finished += 1,
-            Err(_) => {
-                kill_group(pgid);
-                break;
+        match events.recv_timeout(left.min(signals::POLL)) {
+            Ok(Event::Exited(s)) => break Some(s),
+            Ok(Event::Overflow) => {
+                ended_by_runner = Some(End::Overflow);
+                break end_and_wait(pid, &events);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if signals::stop_requested().is_some() {
+                    ended_by_runner = Some(End::Stopped);
+                    break end_and_wait(pid, &events);
+                }
+                if left.is_zero() {
+                    ended_by_runner = Some(End::Timeout);
+                    break end_and_wait(pid, &events);
+                }
             }
         }
-    }
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    };
+    let status = match status {
+        Some(s) => Some(s?),
+        None => None,
+    };
+    let _ = waiter.join();
+    // Should the program have killed its keeper, whatever stayed in its
+    // process group goes now (nothing, when the keeper did its work).
+    kill_group(pid);
+    // The keeper ended the whole tree, so the pipes are closed; should a
+    // process have escaped it, whatever was read by now is kept.
+    let stdout = out.finish(Duration::from_millis(500));
+    let stderr = err.finish(Duration::from_millis(200));
+    let overflow = matches!(ended_by_runner, Some(End::Overflow))
+        || (stdout.overflowed && ended_by_runner.is_none());
+    let by_runner = ended_by_runner.is_some() || overflow;
     Ok(Proc {
         command: line,
-        status: if timed_out { None } else { status.code() },
-        signal: if timed_out { None } else { status.signal() },
-        timed_out,
-        stdout,
-        stderr,
+        status: if by_runner {
+            None
+        } else {
+            status.and_then(|s| s.code())
+        },
+        signal: if by_runner {
+            None
+        } else {
+            status.and_then(|s| s.signal())
+        },
+        timed_out: matches!(ended_by_runner, Some(End::Timeout)),
+        overflow: overflow.then(|| format!("protocol answer larger than {STDOUT_CAP} bytes")),
+        interrupted: matches!(ended_by_runner, Some(End::Stopped)),
+        stdout: stdout.text,
+        stderr: stderr.text,
         duration_ms: start.elapsed().as_millis() as u64,
     })
+}
+
+/// Why the runner ended a program.
+enum End {
+    Timeout,
+    Overflow,
+    Stopped,
 }
 
 /// A program that keeps running in the background (a server), in its own
@@ -279,17 +355,14 @@ impl Background {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Stops it (SIGKILL to its group unless it already exited) and says
-    /// how it ended; `killed` is true when the runner had to kill it.
+    /// Stops it (its keeper ends it and everything it started, unless it
+    /// already exited) and says how it ended; `killed` is true when the
+    /// runner had to kill it.
     pub fn stop(mut self, killed_means_timeout: bool) -> Proc {
         let status = match self.try_wait() {
             Some(s) => Some(s),
             None => {
-                // The server is the group's only process (`prlimit` execs
-                // into it): a direct SIGKILL ends it without starting
-                // kill(1).
-                let _ = self.child.kill();
-                self.ended = self.child.wait().ok();
+                self.end();
                 None
             }
         };
@@ -302,15 +375,31 @@ impl Background {
             stdout: String::new(),
             stderr,
             duration_ms: self.start.elapsed().as_millis() as u64,
+            ..Proc::default()
         }
+    }
+
+    /// Asks its keeper to end it, waits up to [`KEEPER_GRACE`], then kills
+    /// the group.
+    fn end(&mut self) {
+        containment::end(self.child.id());
+        let deadline = Instant::now() + KEEPER_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.ended = Some(s);
+                return;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        kill_group(self.child.id());
+        self.ended = self.child.wait().ok();
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
         if self.ended.is_none() && self.child.try_wait().ok().flatten().is_none() {
-            kill_group(self.child.id());
-            let _ = self.child.wait();
+            self.end();
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct RunReport {
     pub corpus_unchanged: bool,
     pub corpus_changes: Vec<String>,
     pub duration_ms: u64,
+    /// Why the run stopped before it finished (SIGINT, SIGTERM); its
+    /// unfinished cases are `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
     pub cases: Vec<CaseRun>,
 }
 
@@ -71,6 +75,7 @@ impl RunReport {
             corpus_unchanged: changes.is_empty(),
             corpus_changes: changes,
             duration_ms,
+            interrupted: None,
             cases,
         }
     }

@@ -10,7 +10,7 @@ use super::observation::Observation;
 use super::process::Limits;
 use super::report::{CaseResult, CaseRun, RunReport};
 use super::text::{command_line, shell_quote};
-use super::{case_env, corpus, judge, writes};
+use super::{case_env, corpus, judge, signals, temp_dirs, writes};
 use generator::ManifestCase;
 use std::path::{Path, PathBuf};
 
@@ -31,18 +31,19 @@ pub struct RunOptions {
 /// observation, the write check (on a second copy), the judgement. A
 /// set-up failure of the runner (no scratch directory, a missing or
 /// uncopyable companion, a failed image copy) is the outcome `error`,
-/// never charged to the implementation.
+/// never charged to the implementation; so is a case the runner was asked
+/// to stop (SIGINT, SIGTERM) before it finished ([`signals`]).
 pub fn run_case(
     adapter: &dyn Adapter,
     case: &ManifestCase,
     image: &Path,
     opts: &RunOptions,
 ) -> CaseResult {
+    if let Some(why) = signals::interrupted() {
+        return set_up_error(adapter, SetUpError::Interrupted(why));
+    }
     let _secret = case_env::scope(case.secret.as_deref());
-    let observed = match tempfile::Builder::new()
-        .prefix("qcow2-conform-run")
-        .tempdir()
-    {
+    let observed = match temp_dirs::scratch("run") {
         Ok(work) => observe_in(adapter, case, image, work.path(), opts),
         Err(e) => Err(SetUpError::TempDir(e)),
     };
@@ -50,6 +51,9 @@ pub fn run_case(
         Ok(obs) => obs,
         Err(why) => return set_up_error(adapter, why),
     };
+    if let Some(why) = signals::interrupted() {
+        return set_up_error(adapter, SetUpError::Interrupted(why));
+    }
     obs.commands.retain(|c| !c.is_empty());
     let outcome = judge::judge_image(&case.expected, &obs, image, adapter.capabilities());
     CaseResult {
@@ -62,6 +66,8 @@ pub fn run_case(
 /// Why the runner could not set a case up (its outcome is then `error`).
 #[derive(Debug, thiserror::Error)]
 pub enum SetUpError {
+    #[error("not finished: the run was {0}")]
+    Interrupted(String),
     #[error("cannot create a temporary directory: {0}")]
     TempDir(#[source] std::io::Error),
     #[error("cannot create {}: {source}", path.display())]
@@ -318,6 +324,8 @@ pub fn run_corpus(
 ) -> anyhow::Result<RunReport> {
     use anyhow::Context;
     use rayon::prelude::*;
+    signals::install();
+    temp_dirs::sweep();
     let start = std::time::Instant::now();
     let manifest = corpus::load(dir)?;
     let before = corpus::hash_tree(dir)?;
@@ -366,13 +374,15 @@ pub fn run_corpus(
     bar.finish_and_clear();
     let after = corpus::hash_tree(dir)?;
     let changes = corpus::differences(&before, &after);
-    Ok(RunReport::new(
+    let mut report = RunReport::new(
         dir.display().to_string(),
         adapters.iter().map(|a| a.name().to_owned()).collect(),
         cases,
         changes,
         start.elapsed().as_millis() as u64,
-    ))
+    );
+    report.interrupted = signals::interrupted();
+    Ok(report)
 }
 
 #[cfg(test)]

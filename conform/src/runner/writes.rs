@@ -146,6 +146,70 @@ fn rewritten(before: &[(&'static str, u64)], after: &[(&'static str, u64)]) -> V
         .collect()
 }
 
+/// Why the written copy was not judged (a problem: the case is
+/// `corrupting`).
+#[derive(Debug, thiserror::Error)]
+enum Unjudged {
+    #[error("the image is gone after the write ({shown}: {source})")]
+    Gone {
+        shown: String,
+        source: std::io::Error,
+    },
+    #[error("the write left {shown} a {kind}, not a regular file: not judged")]
+    NotRegular { shown: String, kind: &'static str },
+    #[error("the model cannot read the image after the write: {0}")]
+    Unreadable(ReadError),
+    #[error("the model could not judge the image after the write within the time limit ({ms} ms; the file is {len} bytes)")]
+    TooSlow { ms: u128, len: u64 },
+}
+
+/// The written copy as the model reads it, judged only when it is still a
+/// regular file (not a FIFO, socket, device, directory or symbolic link
+/// the writer left in its place) and only within `timeout` (the case's
+/// time limit). A judgement past the limit is abandoned to its thread.
+fn judge_written(copy: &Path, timeout: std::time::Duration) -> Result<Snapshot, Unjudged> {
+    let shown = command_line(&std::process::Command::new(copy));
+    let meta = match std::fs::symlink_metadata(copy) {
+        Ok(m) => m,
+        Err(source) => return Err(Unjudged::Gone { shown, source }),
+    };
+    if !meta.file_type().is_file() {
+        let kind = file_kind(&meta.file_type());
+        return Err(Unjudged::NotRegular { shown, kind });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = copy.to_owned();
+    std::thread::spawn(move || {
+        let _ = tx.send(snapshot(&path));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(Unjudged::Unreadable(e)),
+        Err(_) => Err(Unjudged::TooSlow {
+            ms: timeout.as_millis(),
+            len: meta.len(),
+        }),
+    }
+}
+
+/// A file type in words.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_symlink() {
+        "symbolic link"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
 /// Runs the write check on `copy` (a private copy the adapter may write).
 pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
     let mut w = WriteCheck::default();
@@ -180,19 +244,15 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
         "qcow2-conform check {}",
         command_line(&std::process::Command::new(copy))
     ));
-    let crashed = process
-        .as_ref()
-        .is_some_and(|p| p.timed_out || p.signal.is_some());
+    let crashed = process.as_ref().is_some_and(|p| p.ended_badly());
     w.found.process = process;
     if crashed {
         return w;
     }
-    let after = match snapshot(copy) {
+    let after = match judge_written(copy, limits.timeout) {
         Ok(s) => s,
-        Err(e) => {
-            w.found.problems.push(format!(
-                "the model cannot read the image after the write: {e}"
-            ));
+        Err(why) => {
+            w.found.problems.push(why.to_string());
             return w;
         }
     };

@@ -47,7 +47,7 @@ struct ObserveReply {
     opened: bool,
     #[serde(default)]
     error: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::runner::capped::bitmaps")]
     bitmaps: Vec<BitmapReply>,
 }
 

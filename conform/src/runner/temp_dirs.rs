@@ -1,0 +1,120 @@
+//! The runner's temporary directories, named for their owner so that a
+//! later run can tell the ones a dead process left behind:
+//! `qcow2-conform-KIND-PID-START-XXXXXX` in the system temporary directory
+//! (`TMPDIR`), where `PID` is the owner's process ID and `START` its start
+//! time (field 22 of `/proc/PID/stat`, clock ticks since boot), so that a
+//! reused PID does not keep a dead owner's directory alive.
+//!
+//! [`scratch`] makes one (removed when dropped, as `tempfile` does);
+//! [`sweep`] (called when `run` and `campaign` start) removes every such
+//! directory whose owner is no longer running: one a runner killed with
+//! SIGKILL left, with whatever its programs wrote there.
+
+use std::path::{Path, PathBuf};
+
+/// The start time of process `pid`, if it is running.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After the command: state (field 3) ... starttime (field 22).
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process's tag: `PID-START`.
+fn own_tag() -> String {
+    let pid = std::process::id();
+    format!("{pid}-{}", start_time(pid).unwrap_or(0))
+}
+
+/// A fresh scratch directory `qcow2-conform-KIND-PID-START-XXXXXX`.
+pub fn scratch(kind: &str) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("qcow2-conform-{kind}-{}-", own_tag()))
+        .tempdir()
+}
+
+/// The owner `(pid, start)` a directory name carries, if it is one of the
+/// runner's.
+fn owner(name: &str) -> Option<(u32, u64)> {
+    let rest = name.strip_prefix("qcow2-conform-")?;
+    let mut parts = rest.split('-');
+    let _kind = parts.next()?;
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some((pid, start))
+}
+
+/// Whether the owner `(pid, start)` is still running.
+fn alive((pid, start): (u32, u64)) -> bool {
+    start_time(pid).is_some_and(|s| s == start || start == 0)
+}
+
+/// Removes the scratch directories of dead owners in `dir`; returns the
+/// ones removed.
+pub fn sweep_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(list) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in list.flatten() {
+        let name = e.file_name();
+        let Some(o) = name.to_str().and_then(owner) else {
+            continue;
+        };
+        if alive(o) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if std::fs::remove_dir_all(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    removed
+}
+
+/// [`sweep_in`] the system temporary directory, saying on stderr what was
+/// removed.
+pub fn sweep() {
+    for p in sweep_in(&std::env::temp_dir()) {
+        eprintln!(
+            "qcow2-conform: removed {} (left by a runner that is no longer running)",
+            p.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_owners_directories_go_and_live_ones_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mine = tmp
+            .path()
+            .join(format!("qcow2-conform-run-{}-x1", own_tag()));
+        // PID 4194304 is above Linux's PID limit: never running.
+        let dead = tmp.path().join("qcow2-conform-run-4194304-77-x2");
+        let reused = tmp.path().join(format!(
+            "qcow2-conform-campaign-{}-1-x3",
+            std::process::id()
+        ));
+        let other = tmp.path().join("qcow2-conform-run-notmine");
+        for d in [&mine, &dead, &reused, &other] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("f"), b"x").unwrap();
+        }
+        let mut removed = sweep_in(tmp.path());
+        removed.sort();
+        let mut want = vec![dead.clone(), reused.clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(mine.exists() && other.exists());
+        let s = scratch("run").unwrap();
+        let name = s.path().file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            owner(&name),
+            Some((std::process::id(), start_time(std::process::id()).unwrap()))
+        );
+    }
+}
