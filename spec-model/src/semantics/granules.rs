@@ -159,7 +159,7 @@ pub fn qemu_debug_sha256(ranges: &[(u64, u64)], nbits: u64) -> String {
 /// Whether QEMU's debug hash of a bitmap of `nbits` bits is the contract's
 /// `content_sha256` (no word padding needed).
 pub fn qemu_hash_is_content(nbits: u64) -> bool {
-    nbits.div_ceil(8) % 8 == 0
+    nbits.div_ceil(8).is_multiple_of(8)
 }
 
 #[cfg(test)]
