@@ -195,6 +195,11 @@ pub struct CampaignArgs {
     /// Skip the write check.
     #[arg(long)]
     pub read_only: bool,
+    /// With `--impl qemu-live`: random operation sequences (guest writes,
+    /// bitmap operations, restarts, crashes) against qemu-storage-daemon,
+    /// judged by the semantic model, instead of random images.
+    #[arg(long)]
+    pub sequences: bool,
 }
 
 #[derive(Debug, Subcommand)]

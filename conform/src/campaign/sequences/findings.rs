@@ -1,0 +1,223 @@
+//! A failing sequence as a finding: its deduplication key, its
+//! minimisation (the sequence's shrinker, kept while the same key fails),
+//! and what is saved for it: the original and minimised sequences, the
+//! problems, the QMP transcript and a shell reproducer.
+
+use super::gen::{OpSpec, Sequence, Step};
+use super::run::SeqResult;
+use crate::runner::adapters::qemu_live::daemon::{self, NODE};
+use crate::runner::adapters::qemu_live::oracle::{fill_byte, qmp_command};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// A failure's deduplication key: the first problem (or harness error)
+/// with numbers, quoted names and hashes taken out, as a short slug plus
+/// a digest.
+pub fn key(r: &SeqResult) -> String {
+    let first = r
+        .error
+        .clone()
+        .or_else(|| r.problems.first().cloned())
+        .unwrap_or_default();
+    let mut unquoted = String::new();
+    let mut in_quote = false;
+    for c in first.chars() {
+        if c == '"' {
+            in_quote = !in_quote;
+            if !in_quote {
+                unquoted.push('N');
+            }
+        } else if !in_quote {
+            unquoted.push(c);
+        }
+    }
+    let norm = unquoted
+        .split_whitespace()
+        .map(|w| {
+            if w.chars().any(|c| c.is_ascii_digit()) {
+                "#"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let slug: String = norm
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic() || *c == ' ')
+        .collect::<String>()
+        .split_whitespace()
+        .take(6)
+        .collect::<Vec<_>>()
+        .join("-")
+        .to_lowercase();
+    let digest = hex::encode(Sha256::digest(norm.as_bytes()));
+    format!("seq-{slug}-{}", &digest[..10])
+}
+
+/// A saved finding (`finding.json`, and a regression file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeqFinding {
+    pub key: String,
+    pub seed: u64,
+    pub index: u64,
+    /// The first problems found (or the harness error).
+    pub problems: Vec<String>,
+    pub original: Sequence,
+    pub minimised: Sequence,
+}
+
+/// Shrinks `seq` while it still fails with `key`, within `budget` runs of
+/// `run`; returns the smallest failing sequence and its result.
+pub fn minimise(
+    seq: &Sequence,
+    first: SeqResult,
+    budget: usize,
+    mut run: impl FnMut(&Sequence) -> Option<SeqResult>,
+) -> (Sequence, SeqResult) {
+    let want = key(&first);
+    let mut best = (seq.clone(), first);
+    let mut spent = 0;
+    'outer: loop {
+        for cand in best.0.shrunk() {
+            if spent >= budget {
+                break 'outer;
+            }
+            spent += 1;
+            if let Some(r) = run(&cand) {
+                if r.failed() && key(&r) == want {
+                    best = (cand, r);
+                    continue 'outer;
+                }
+            }
+        }
+        break;
+    }
+    best
+}
+
+/// A POSIX shell script that replays `seq` with QEMU's own tools
+/// (`qemu-img`, `qemu-storage-daemon`, `socat` for QMP, `qemu-io` over
+/// NBD for guest I/O), printing each bitmap's debug hash after every step.
+pub fn reproducer(seq: &Sequence, f: &SeqFinding) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "#!/bin/sh\n# qcow2-conform campaign --impl qemu-live --sequences: finding {}",
+        f.key
+    );
+    let _ = writeln!(
+        s,
+        "# seed {}, sequence {}; problems found:",
+        f.seed, f.index
+    );
+    for p in &f.problems {
+        let _ = writeln!(s, "#   {}", p.replace('\n', " "));
+    }
+    s.push_str(
+        r#"set -u
+QSD=${QSD_PROG:-qemu-storage-daemon}
+D=$(mktemp -d)
+PID=
+trap '[ -n "$PID" ] && kill -9 $PID 2>/dev/null; rm -rf "$D"' EXIT
+start() {
+  rm -f "$D/qmp.sock" "$D/nbd.sock"
+  "$QSD" --blockdev "driver=file,filename=$D/seq.qcow2,node-name=f0,discard=unmap" \
+    --blockdev "driver=qcow2,file=f0,node-name=q0,discard=unmap" \
+    --chardev "socket,id=m0,path=$D/qmp.sock,server=on,wait=off" --monitor chardev=m0 \
+    --nbd-server "addr.type=unix,addr.path=$D/nbd.sock" \
+    --export type=nbd,id=e0,node-name=q0,name=disk,writable=on &
+  PID=$!
+  while [ ! -S "$D/qmp.sock" ]; do sleep 0.05; done
+}
+qmp() { printf '%s\n%s\n' '{"execute":"qmp_capabilities"}' "$1" | socat -t 1 - "UNIX-CONNECT:$D/qmp.sock" | tail -n +3; }
+io() { qemu-io -f raw "nbd+unix:///disk?socket=$D/nbd.sock" -c "$1"; }
+"#,
+    );
+    let _ = writeln!(
+        s,
+        "qemu-img create -q -f qcow2 \"$D/seq.qcow2\" {}\nstart",
+        seq.size
+    );
+    for step in &seq.steps {
+        match step {
+            Step::Restart => s.push_str("qmp '{\"execute\":\"quit\"}'; wait $PID; qcow2-conform check \"$D/seq.qcow2\"; start\n"),
+            Step::Crash => s.push_str("kill -9 $PID; wait $PID; qcow2-conform check \"$D/seq.qcow2\"; start\n"),
+            Step::Op { op } => match op {
+                OpSpec::Write { offset, len } => {
+                    let _ = writeln!(s, "io 'write -P {:#04x} {offset} {len}'", fill_byte(*offset));
+                }
+                OpSpec::WriteZeroes { offset, len } => {
+                    let _ = writeln!(s, "io 'write -z {offset} {len}'");
+                }
+                OpSpec::Discard { offset, len } => {
+                    let _ = writeln!(s, "io 'discard {offset} {len}'");
+                }
+                other => {
+                    if let Some((cmd, args)) = qmp_command(&other.op()) {
+                        let msg = serde_json::json!({"execute": cmd, "arguments": args});
+                        let _ = writeln!(s, "qmp '{msg}'");
+                    }
+                }
+            },
+        }
+        s.push_str("qmp '{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}' | grep -o '\"dirty-bitmaps\": \\[[^]]*\\]'\n");
+    }
+    let _ = writeln!(
+        s,
+        "for b in a b c d; do qmp '{{\"execute\":\"x-debug-block-dirty-bitmap-sha256\",\"arguments\":{{\"node\":\"{NODE}\",\"name\":\"'$b'\"}}}}'; done\nqmp '{{\"execute\":\"quit\"}}'; wait $PID; PID=\nqcow2-conform check \"$D/seq.qcow2\""
+    );
+    let _ = daemon::EXPORT;
+    s
+}
+
+/// Saves a finding under `dir/KEY/` (once per key): `finding.json`, the
+/// QMP transcript, and `repro.sh`.
+pub fn save(dir: &Path, f: &SeqFinding, result: &SeqResult) -> std::io::Result<()> {
+    let d = dir.join(&f.key);
+    if d.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&d)?;
+    std::fs::write(
+        d.join("finding.json"),
+        serde_json::to_string_pretty(f).map_err(std::io::Error::other)? + "\n",
+    )?;
+    std::fs::write(
+        d.join("transcript.qmp"),
+        result.transcript.join("\n") + "\n",
+    )?;
+    let repro = d.join("repro.sh");
+    std::fs::write(&repro, reproducer(&f.minimised, f))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&repro, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_ignore_numbers_and_names() {
+        let r = |m: &str| SeqResult {
+            problems: vec![m.to_owned()],
+            ..SeqResult::default()
+        };
+        assert_eq!(
+            key(&r(
+                "bitmap \"a\": QEMU's debug hash 12ab, the model predicts 99"
+            )),
+            key(&r(
+                "bitmap \"b\": QEMU's debug hash 77, the model predicts 3"
+            ))
+        );
+        assert_ne!(
+            key(&r("bitmap \"a\" is missing")),
+            key(&r("bitmap \"a\" appeared"))
+        );
+        assert!(key(&r("bitmap \"a\" is missing")).starts_with("seq-bitmap-n-is-missing-"));
+    }
+}
