@@ -70,7 +70,10 @@ pub struct SeqFinding {
 }
 
 /// Shrinks `seq` while it still fails with `key`, within `budget` runs of
-/// `run`; returns the smallest failing sequence and its result.
+/// `run`; returns the smallest failing sequence and its result. Passes:
+/// cut everything after the failing step, drop each step in turn (from
+/// the end), then try each simplification of the steps left; repeated
+/// while a pass shrinks something.
 pub fn minimise(
     seq: &Sequence,
     first: SeqResult,
@@ -80,22 +83,52 @@ pub fn minimise(
     let want = key(&first);
     let mut best = (seq.clone(), first);
     let mut spent = 0;
-    'outer: loop {
-        for cand in best.0.shrunk() {
-            if spent >= budget {
-                break 'outer;
+    let mut try_one =
+        |cand: Sequence, best: &mut (Sequence, SeqResult), spent: &mut usize| -> bool {
+            if *spent >= budget {
+                return false;
             }
-            spent += 1;
-            if let Some(r) = run(&cand) {
-                if r.failed() && key(&r) == want {
-                    best = (cand, r);
-                    continue 'outer;
+            *spent += 1;
+            match run(&cand) {
+                Some(r) if r.failed() && key(&r) == want => {
+                    *best = (cand, r);
+                    true
                 }
+                _ => false,
+            }
+        };
+    loop {
+        let mut changed = false;
+        if let Some(at) = best.1.at_step {
+            if at + 1 < best.0.steps.len() {
+                let cut = Sequence {
+                    size: best.0.size,
+                    steps: best.0.steps[..=at].to_vec(),
+                };
+                changed |= try_one(cut, &mut best, &mut spent);
             }
         }
-        break;
+        let mut i = best.0.steps.len();
+        while i > 0 {
+            i -= 1;
+            if i >= best.0.steps.len() {
+                continue;
+            }
+            let mut cand = best.0.clone();
+            cand.steps.remove(i);
+            changed |= try_one(cand, &mut best, &mut spent);
+        }
+        let n = best.0.steps.len();
+        for cand in best.0.shrunk() {
+            if cand.steps.len() == n && try_one(cand, &mut best, &mut spent) {
+                changed = true;
+                break;
+            }
+        }
+        if !changed || spent >= budget {
+            return best;
+        }
     }
-    best
 }
 
 /// A POSIX shell script that replays `seq` with QEMU's own tools
@@ -118,6 +151,7 @@ pub fn reproducer(seq: &Sequence, f: &SeqFinding) -> String {
     }
     s.push_str(
         r#"set -u
+command -v socat >/dev/null || { echo "this reproducer needs socat (QMP over a Unix socket)" >&2; exit 1; }
 QSD=${QSD_PROG:-qemu-storage-daemon}
 D=$(mktemp -d)
 PID=
@@ -163,7 +197,7 @@ io() { qemu-io -f raw "nbd+unix:///disk?socket=$D/nbd.sock" -c "$1"; }
                 }
             },
         }
-        s.push_str("qmp '{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}' | grep -o '\"dirty-bitmaps\": \\[[^]]*\\]'\n");
+        s.push_str("qmp '{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}' | grep -o '\"dirty-bitmaps\": *\\[[^]]*\\]'\n");
     }
     let _ = writeln!(
         s,

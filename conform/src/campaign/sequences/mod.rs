@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub const CAMPAIGN: &str = "qemu-live-sequences";
 
 /// Runs the minimiser may spend on one finding.
-pub const MINIMISE_RUNS: usize = 60;
+pub const MINIMISE_RUNS: usize = 150;
 
 /// Options of a sequence campaign.
 pub struct SequenceOptions {

@@ -72,6 +72,7 @@ pub struct Daemon {
     pub command: String,
     exports: u32,
     timeout: Duration,
+    read_only: bool,
 }
 
 /// `v` with commas doubled, for QEMU's option syntax.
@@ -85,9 +86,11 @@ pub fn arguments(image: &Path, dir: &Path, secret: Option<&str>, read_only: bool
     let ro = if read_only { ",read-only=on" } else { "" };
     let mut qcow2 = format!("driver=qcow2,file=f0,node-name={NODE},discard=unmap{ro}");
     if let Some(s) = secret {
+        // The corpus's encrypted images are LUKS (crypt_method 2); QEMU
+        // opens the old AES method read-only at most.
         a.push("--object".into());
         a.push(format!("secret,id=sec0,data={}", esc(s)).into());
-        qcow2.push_str(",encrypt.key-secret=sec0");
+        qcow2.push_str(",encrypt.format=luks,encrypt.key-secret=sec0");
     }
     a.push("--blockdev".into());
     a.push(
@@ -166,6 +169,7 @@ impl Daemon {
                         command,
                         exports: 0,
                         timeout: limits.timeout,
+                        read_only,
                     });
                 }
             }
@@ -255,7 +259,7 @@ impl Daemon {
         let add = self.execute(
             "block-export-add",
             json!({"type": "nbd", "id": id, "node-name": NODE, "name": id,
-                   "writable": true, "bitmaps": [name]}),
+                   "writable": !self.read_only, "bitmaps": [name]}),
         )?;
         if let Reply::Error(e) = add {
             return Ok(Err(Refused(e)));
@@ -270,7 +274,22 @@ impl Daemon {
         );
         // The export ends once the client has gone; `hard` cuts it if not.
         let del = self.execute("block-export-del", json!({"id": id, "mode": "hard"}))?;
-        let ranges = read?;
+        let ranges = match read {
+            Ok(r) => r,
+            // The server would not hand the bitmap out (or failed the
+            // read): QEMU refused to use it.
+            Err(
+                e @ (NbdError::NoContext(_)
+                | NbdError::OptionRefused { .. }
+                | NbdError::Command { .. }),
+            ) => {
+                if let Reply::Return(_) = del {
+                    self.wait_export_gone(&id)?;
+                }
+                return Ok(Err(Refused(e.to_string())));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Reply::Error(e) = del {
             return Err(DaemonError::Answer {
                 command: "block-export-del".into(),

@@ -109,6 +109,9 @@ impl QemuLiveAdapter {
                 .push("qemu-storage-daemon ended while it was being asked".into());
         }
         obs.absorb(&p);
+        if p.status == Some(0) {
+            stored_auto_flags(image, obs);
+        }
     }
 
     fn list_and_read(&self, d: &mut Daemon, obs: &mut Observation) -> Result<(), DaemonError> {
@@ -141,6 +144,29 @@ impl QemuLiveAdapter {
         }
         Ok(())
     }
+}
+
+/// QMP has no field for the stored `auto` flag of a bitmap QEMU loaded
+/// `inconsistent` (`recording` is false: it must not record), so for
+/// those the flag is the one QEMU left in the file after its clean
+/// shutdown (QEMU keeps an `in_use` entry as it was), read back with the
+/// format model's parser.
+fn stored_auto_flags(image: &Path, obs: &mut Observation) {
+    if !obs.bitmaps.iter().any(|b| b.flags.in_use) {
+        return;
+    }
+    let Ok(file) = session::read_file(image) else {
+        return;
+    };
+    for b in obs.bitmaps.iter_mut().filter(|b| b.flags.in_use) {
+        if let Some(f) = file.bitmaps.get(&b.name) {
+            b.flags.auto = f.auto;
+        }
+    }
+    obs.notes.push(
+        "the auto flag of an in_use bitmap is not in QMP: it is read from the file QEMU left"
+            .into(),
+    );
 }
 
 /// QEMU's own debug hash of bitmap `name` against the bits its NBD export
