@@ -200,6 +200,12 @@ pub struct CampaignArgs {
     /// judged by the semantic model, instead of random images.
     #[arg(long)]
     pub sequences: bool,
+    /// Benchmarks only: run the sequences' operations with no oracle.
+    #[arg(long, hide = true, requires = "sequences")]
+    pub bare: bool,
+    /// Benchmarks only: count findings without minimising or saving them.
+    #[arg(long, hide = true, requires = "sequences")]
+    pub no_minimise: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -346,3 +346,32 @@ fn the_daemon_leaves_no_sockets_or_processes_behind() {
         "{e}"
     );
 }
+
+#[test]
+fn a_live_resize_keeps_bits_and_leaves_the_grown_area_to_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), (3 << 20) + 512);
+    let mut s = Session::open(&qsd(), &img, &limits()).unwrap();
+    s.contents = conform::runner::adapters::qemu_live::oracle::Contents::HashAndNbd;
+    steps(
+        &mut s,
+        &[
+            add("a", 16, true, false),
+            w(0, 1),
+            w(3 << 20, 512),
+            Op::Resize { size: 8 << 20 },
+        ],
+    );
+    // The grown area is open in the model; QEMU's bits there are read
+    // over NBD and accepted either way.
+    assert_eq!(s.model.bitmaps["a"].unspecified, vec![(49, 128)]);
+    steps(
+        &mut s,
+        &[w(7 << 20, 1), Op::Resize { size: 1 << 20 }, w(0, 1 << 20)],
+    );
+    assert_eq!(s.model.bitmaps["a"].bits, vec![(0, 16)]);
+    let p = s.restart().unwrap();
+    assert!(p.is_empty(), "{p:#?}");
+    s.close().unwrap();
+    assert_eq!(read_file(&img).unwrap().size, 1 << 20);
+}

@@ -62,6 +62,8 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
             timeout: Duration::from_secs_f64(args.timeout),
             memory_bytes: None,
         },
+        minimise: !args.no_minimise,
+        bare: args.bare,
     };
     let start = std::time::Instant::now();
     let state = sequences::run(&program, &opts)?;

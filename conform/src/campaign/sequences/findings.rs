@@ -67,6 +67,10 @@ pub struct SeqFinding {
     pub problems: Vec<String>,
     pub original: Sequence,
     pub minimised: Sequence,
+    /// `qemu-storage-daemon --version`'s first line where it was found: a
+    /// replay on that version must fail the same way.
+    #[serde(default)]
+    pub qemu: Option<String>,
 }
 
 /// Shrinks `seq` while it still fails with `key`, within `budget` runs of
@@ -155,18 +159,18 @@ command -v socat >/dev/null || { echo "this reproducer needs socat (QMP over a U
 QSD=${QSD_PROG:-qemu-storage-daemon}
 D=$(mktemp -d)
 PID=
+qmp() { printf '%s\n%s\n' '{"execute":"qmp_capabilities"}' "$1" | socat -t 1 - "UNIX-CONNECT:$D/qmp.sock" | tail -n +3; }
 trap '[ -n "$PID" ] && kill -9 $PID 2>/dev/null; rm -rf "$D"' EXIT
 start() {
   rm -f "$D/qmp.sock" "$D/nbd.sock"
   "$QSD" --blockdev "driver=file,filename=$D/seq.qcow2,node-name=f0,discard=unmap" \
     --blockdev "driver=qcow2,file=f0,node-name=q0,discard=unmap" \
     --chardev "socket,id=m0,path=$D/qmp.sock,server=on,wait=off" --monitor chardev=m0 \
-    --nbd-server "addr.type=unix,addr.path=$D/nbd.sock" \
-    --export type=nbd,id=e0,node-name=q0,name=disk,writable=on &
+    --nbd-server "addr.type=unix,addr.path=$D/nbd.sock" &
   PID=$!
   while [ ! -S "$D/qmp.sock" ]; do sleep 0.05; done
+  qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"e0","node-name":"q0","name":"disk","writable":true}}'
 }
-qmp() { printf '%s\n%s\n' '{"execute":"qmp_capabilities"}' "$1" | socat -t 1 - "UNIX-CONNECT:$D/qmp.sock" | tail -n +3; }
 io() { qemu-io -f raw "nbd+unix:///disk?socket=$D/nbd.sock" -c "$1"; }
 "#,
     );
@@ -190,9 +194,15 @@ io() { qemu-io -f raw "nbd+unix:///disk?socket=$D/nbd.sock" -c "$1"; }
                     let _ = writeln!(s, "io 'discard {offset} {len}'");
                 }
                 other => {
+                    if let OpSpec::Resize { .. } = other {
+                        s.push_str("qmp '{\"execute\":\"block-export-del\",\"arguments\":{\"id\":\"e0\"}}'; sleep 0.2\n");
+                    }
                     if let Some((cmd, args)) = qmp_command(&other.op()) {
                         let msg = serde_json::json!({"execute": cmd, "arguments": args});
                         let _ = writeln!(s, "qmp '{msg}'");
+                    }
+                    if let OpSpec::Resize { .. } = other {
+                        s.push_str("qmp '{\"execute\":\"block-export-add\",\"arguments\":{\"type\":\"nbd\",\"id\":\"e0\",\"node-name\":\"q0\",\"name\":\"disk\",\"writable\":true}}'\n");
                     }
                 }
             },

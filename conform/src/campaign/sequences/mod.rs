@@ -14,7 +14,7 @@ pub mod run;
 
 pub use findings::{key, minimise, SeqFinding};
 pub use gen::{OpSpec, Sequence, Step};
-pub use run::{run_sequence, SeqResult, MODEL};
+pub use run::{run_bare, run_sequence, SeqResult, MODEL};
 
 use super::{Shard, State};
 use crate::runner::process::Limits;
@@ -36,6 +36,20 @@ pub struct SequenceOptions {
     pub shard: Option<Shard>,
     pub out: PathBuf,
     pub limits: Limits,
+    /// Minimise and save findings (off only for benchmarks).
+    pub minimise: bool,
+    /// Run the operations with no oracle (benchmark baseline).
+    pub bare: bool,
+}
+
+/// The first line of `program --version`.
+pub fn version(program: &Path, limits: &Limits) -> Option<String> {
+    let p = crate::runner::process::run(
+        crate::runner::process::command(program.as_os_str(), &["--version"], limits),
+        limits.timeout,
+    )
+    .ok()?;
+    p.stdout.lines().next().map(str::to_owned)
 }
 
 /// Runs sequences until the duration or budget is spent; `program` is
@@ -46,6 +60,7 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let state_path = opts.out.join("state.json");
     let mut state = State::resume(&state_path, CAMPAIGN, opts.seed, opts.shard)?;
+    let qemu = version(program, &opts.limits);
     let start = Instant::now();
     let mut ran = 0u64;
     while start.elapsed() < opts.duration && opts.max_sequences.is_none_or(|m| ran < m) {
@@ -58,6 +73,14 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
         }
         let seq = Sequence::random(opts.seed, index);
         let work = tempfile::Builder::new().prefix("conform-seq").tempdir()?;
+        if opts.bare {
+            let ops = run_bare(program, &seq, work.path(), &opts.limits)?;
+            ran += 1;
+            state.cases_run += 1;
+            *state.outcomes.entry("operations".to_owned()).or_default() += ops;
+            state.write(&state_path)?;
+            continue;
+        }
         let r = run_sequence(program, &seq, work.path(), &opts.limits, MODEL)?;
         ran += 1;
         state.cases_run += 1;
@@ -83,7 +106,7 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
             let k = key(&r);
             let n = state.disagreements.entry(k.clone()).or_default();
             *n += 1;
-            if *n == 1 {
+            if *n == 1 && opts.minimise {
                 let (minimised, mr) = minimise(&seq, r.clone(), MINIMISE_RUNS, |cand| {
                     let w = tempfile::Builder::new()
                         .prefix("conform-seq")
@@ -103,6 +126,7 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
                         .collect(),
                     original: seq,
                     minimised,
+                    qemu: qemu.clone(),
                 };
                 findings::save(&found, &f, &mr)?;
             }

@@ -147,3 +147,54 @@ pub fn run_sequence(
 
 /// The model's prediction step, for callers that take a [`Predict`].
 pub const MODEL: Predict = Disk::apply;
+
+/// Runs `seq` on a fresh image with no oracle at all: the same QMP and
+/// NBD operations, restarts and crashes, nothing predicted, compared or
+/// judged (the baseline of the oracle's cost, `bench/live_sequences.sh`).
+/// Returns the operations carried out (a sequence stops where the daemon
+/// dies).
+pub fn run_bare(
+    program: &Path,
+    seq: &Sequence,
+    work: &Path,
+    limits: &Limits,
+) -> Result<u64, SetupError> {
+    use crate::runner::adapters::qemu_live::daemon::Daemon;
+    use crate::runner::adapters::qemu_live::oracle;
+    let image = work.join("seq.qcow2");
+    create_image(&image, seq.size, limits)?;
+    let mut ops = 0;
+    let Ok(mut d) = Daemon::start(program, &image, limits) else {
+        return Ok(0);
+    };
+    let mut guest = None;
+    for step in &seq.steps {
+        match step {
+            Step::Op { op } => {
+                ops += 1;
+                if oracle::execute(&mut d, &mut guest, &op.op()).is_err() {
+                    return Ok(ops);
+                }
+            }
+            Step::Restart | Step::Crash => {
+                if let Some(g) = guest.take() {
+                    g.disconnect();
+                }
+                let _ = if matches!(step, Step::Crash) {
+                    d.kill()
+                } else {
+                    d.quit()
+                };
+                d = match Daemon::start(program, &image, limits) {
+                    Ok(d) => d,
+                    Err(_) => return Ok(ops),
+                };
+            }
+        }
+    }
+    if let Some(g) = guest.take() {
+        g.disconnect();
+    }
+    d.quit();
+    Ok(ops)
+}

@@ -1,7 +1,8 @@
 //! One `qemu-storage-daemon` holding one image: started in its own
 //! process group under the runner's limits, its QMP monitor and NBD
 //! server on Unix sockets in a private temporary directory (removed with
-//! it), the image exported read-write as `disk` for guest writes. Ends
+//! it), the image exported read-write as `disk` for guest writes while
+//! they happen (an export holds off resizes). Ends
 //! cleanly with QMP `quit` (which stores persistent bitmaps) or with
 //! SIGKILL (a crash); dropping it kills the group.
 
@@ -73,6 +74,9 @@ pub struct Daemon {
     exports: u32,
     timeout: Duration,
     read_only: bool,
+    /// Whether the guest export exists (it is removed for a resize: an
+    /// NBD export does not share the resize permission).
+    guest_export: bool,
 }
 
 /// `v` with commas doubled, for QEMU's option syntax.
@@ -120,9 +124,6 @@ pub fn arguments(image: &Path, dir: &Path, secret: Option<&str>, read_only: bool
         )
         .into(),
     );
-    a.push("--export".into());
-    let writable = if read_only { "off" } else { "on" };
-    a.push(format!("type=nbd,id=e0,node-name={NODE},name={EXPORT},writable={writable}").into());
     a
 }
 
@@ -170,6 +171,7 @@ impl Daemon {
                         exports: 0,
                         timeout: limits.timeout,
                         read_only,
+                        guest_export: false,
                     });
                 }
             }
@@ -236,14 +238,44 @@ impl Daemon {
             .map(|v| v["sha256"].as_str().unwrap_or_default().to_owned()))
     }
 
-    /// A guest connection to the read-write export.
-    pub fn guest(&self) -> Result<NbdClient, DaemonError> {
+    /// A guest connection to the read-write export `disk` (added on first
+    /// use).
+    pub fn guest(&mut self) -> Result<NbdClient, DaemonError> {
+        if !self.guest_export {
+            let r = self.execute(
+                "block-export-add",
+                json!({"type": "nbd", "id": "e0", "node-name": NODE, "name": EXPORT,
+                       "writable": !self.read_only}),
+            )?;
+            if let Reply::Error(e) = r {
+                return Err(DaemonError::Answer {
+                    command: "block-export-add".into(),
+                    detail: e,
+                });
+            }
+            self.guest_export = true;
+        }
         Ok(NbdClient::connect(
             &self.nbd_socket(),
             EXPORT,
             None,
             self.timeout,
         )?)
+    }
+
+    /// Removes the guest export (its clients must have disconnected), so
+    /// that the node can be resized.
+    pub fn drop_guest_export(&mut self) -> Result<(), DaemonError> {
+        if !self.guest_export {
+            return Ok(());
+        }
+        self.guest_export = false;
+        if let Reply::Return(_) =
+            self.execute("block-export-del", json!({"id": "e0", "mode": "hard"}))?
+        {
+            self.wait_export_gone("e0")?;
+        }
+        Ok(())
     }
 
     /// The dirty byte ranges of bitmap `name` as a backup client reads

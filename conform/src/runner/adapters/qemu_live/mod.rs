@@ -217,7 +217,7 @@ impl Adapter for QemuLiveAdapter {
     }
 
     fn write(&self, image: &Path, offset: u64, len: u64, limits: &Limits) -> WriteRun {
-        let d = match Daemon::start(&self.qsd, image, limits) {
+        let mut d = match Daemon::start(&self.qsd, image, limits) {
             Ok(d) => d,
             Err(DaemonError::Refused { message, process }) => {
                 return WriteRun {

@@ -69,6 +69,7 @@ pub fn execute(
             if let Some(c) = guest.take() {
                 c.disconnect();
             }
+            d.drop_guest_export()?;
             qmp(d, "block_resize", json!({"node-name": node, "size": size}))
         }
         _ => match qmp_command(op) {
