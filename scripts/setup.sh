@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what qcow2-conform needs and this machine lacks: QEMU's tools
-# (qemu-img, qemu-io, qemu-nbd), chromium and python3 from Debian, and cargo-nextest from
+# (qemu-img, qemu-io, qemu-nbd, qemu-storage-daemon), chromium and python3 from Debian, and cargo-nextest from
 # crates.io. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_missing=()
-for tool in qemu-img qemu-io qemu-nbd; do
+for tool in qemu-img qemu-io qemu-nbd qemu-storage-daemon; do
   command -v "$tool" >/dev/null 2>&1 || apt_missing+=(qemu-utils)
 done
 if [ "${#apt_missing[@]}" -gt 0 ]; then

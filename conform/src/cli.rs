@@ -195,6 +195,17 @@ pub struct CampaignArgs {
     /// Skip the write check.
     #[arg(long)]
     pub read_only: bool,
+    /// With `--impl qemu-live`: random operation sequences (guest writes,
+    /// bitmap operations, restarts, crashes) against qemu-storage-daemon,
+    /// judged by the semantic model, instead of random images.
+    #[arg(long)]
+    pub sequences: bool,
+    /// Benchmarks only: run the sequences' operations with no oracle.
+    #[arg(long, hide = true, requires = "sequences")]
+    pub bare: bool,
+    /// Benchmarks only: count findings without minimising or saving them.
+    #[arg(long, hide = true, requires = "sequences")]
+    pub no_minimise: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,6 +38,7 @@ pub mod refcount;
 pub mod report;
 pub mod revision;
 pub mod rules;
+pub mod semantics;
 pub mod snapshots;
 mod zeros;
 

@@ -24,6 +24,7 @@ mod candidates;
 mod findings;
 mod judging;
 mod minimise;
+pub mod sequences;
 mod state;
 
 pub use candidates::{candidate, expected_from_model, Candidate, ImageRecipe, Realised};

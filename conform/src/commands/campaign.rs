@@ -8,6 +8,9 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 pub fn run(args: &CampaignArgs) -> Result<i32> {
+    if args.sequences {
+        return sequences(args);
+    }
     let adapter = runner::adapter_from_spec(&args.implementation)?;
     let opts = CampaignOptions {
         seed: args.seed,
@@ -40,6 +43,50 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
     if let Some(why) = runner::signals::interrupted() {
         eprintln!("campaign: INCOMPLETE: {why}; the state was saved, the same command resumes");
         return Ok(1);
+    }
+    Ok(0)
+}
+
+/// `campaign --impl qemu-live --sequences`.
+fn sequences(args: &CampaignArgs) -> Result<i32> {
+    use crate::campaign::sequences::{self, SequenceOptions};
+    if args.implementation != "qemu-live" {
+        anyhow::bail!(
+            "--sequences needs --impl qemu-live (the operations run in qemu-storage-daemon)"
+        );
+    }
+    let program = crate::runner::adapters::qemu::Tool::StorageDaemon.locate()?;
+    let opts = SequenceOptions {
+        seed: args.seed,
+        duration: args.duration,
+        max_sequences: args.max_cases,
+        shard: args.shard,
+        out: args.out.clone(),
+        limits: Limits {
+            timeout: Duration::from_secs_f64(args.timeout),
+            memory_bytes: None,
+        },
+        minimise: !args.no_minimise,
+        bare: args.bare,
+    };
+    let start = std::time::Instant::now();
+    let state = sequences::run(&program, &opts)?;
+    let o = |k: &str| state.outcomes.get(k).copied().unwrap_or(0);
+    eprintln!(
+        "sequence campaign: {} sequences ({} in total), {} operations, {} restarts, {} crashes, {} failing, in {:.0?}",
+        state.cases_run,
+        state.next_index,
+        o("operations"),
+        o("restarts"),
+        o("crashes"),
+        o("finding"),
+        start.elapsed()
+    );
+    for (key, n) in &state.disagreements {
+        eprintln!(
+            "  {n:>5} x {key}  -> {}/findings/{key}/",
+            args.out.display()
+        );
     }
     Ok(0)
 }

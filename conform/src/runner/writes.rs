@@ -29,9 +29,9 @@ use super::adapter::{Adapter, WriteRun};
 use super::checks::WriteCheck;
 use super::image_state::{self, ReadError};
 use super::process::Limits;
-use super::ranges::merge_ranges;
 use super::text::{command_line, short, show_ranges};
 use generator::Expected;
+use spec_model::semantics::{granules, Bitmap};
 use spec_model::{ExtensionState, Verdict};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -107,33 +107,21 @@ fn show(bits: &[(u64, u64)], gbits: u8, size: u64) -> String {
     show_ranges(&bytes, 6)
 }
 
-/// Number of bits of a bitmap of granularity `2^gbits` over `size` bytes.
-fn nbits(size: u64, gbits: u8) -> u64 {
-    (size as u128).div_ceil(1u128 << gbits.min(63)) as u64
-}
-
-/// Granule ranges cut at `n` bits.
-fn clip(bits: &[(u64, u64)], n: u64) -> Vec<(u64, u64)> {
-    merge_ranges(bits.iter().map(|&(a, b)| (a.min(n), b.min(n))).collect())
-}
-
-/// What a bitmap's set bits must be after a write: `before` (cut at `n`
-/// bits), plus, for an auto bitmap and a write that happened, every
-/// granule the written range touches.
+/// What a bitmap's set bits must be after a write, as the semantic model
+/// says: `before` (cut at `n` bits), plus, for an auto bitmap and a write
+/// that happened, every granule the written range touches.
 fn bits_after(
     before: &[(u64, u64)],
+    auto: bool,
     write: Option<(u64, u64)>,
     gbits: u8,
     n: u64,
 ) -> Vec<(u64, u64)> {
-    let mut v = clip(before, n);
+    let mut model = Bitmap::loaded(gbits, auto, false, granules::clip(before, n));
     if let Some((offset, len)) = write {
-        let g = 1u128 << gbits.min(63);
-        let a = (offset as u128 / g) as u64;
-        let b = ((offset as u128 + len as u128).div_ceil(g)) as u64;
-        v.push((a.min(n), b.min(n)));
+        model.record_write(offset, len, n);
     }
-    merge_ranges(v)
+    model.bits
 }
 
 /// Header fields that differ, as `name before -> after`.
@@ -299,9 +287,10 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
                     ));
                     continue;
                 }
-                let n = nbits(before.size, *gbits).min(nbits(after.size, *gbits));
-                let want = bits_after(ranges, (*auto && ok).then_some((offset, len)), *gbits, n);
-                let got = clip(got, n);
+                let n =
+                    granules::nbits(before.size, *gbits).min(granules::nbits(after.size, *gbits));
+                let want = bits_after(ranges, *auto, ok.then_some((offset, len)), *gbits, n);
+                let got = granules::clip(got, n);
                 if got != want {
                     let what = if *auto {
                         format!(

@@ -5,14 +5,19 @@
 pub mod exec;
 pub mod probe;
 pub mod qemu;
+pub mod qemu_live;
 
 pub use super::adapter::{Adapter, WriteRun};
 use anyhow::{bail, Result};
 
-/// The adapter named on the command line: `qemu` or `exec:TEMPLATE`.
+/// The adapter named on the command line: `qemu`, `qemu-live` or
+/// `exec:TEMPLATE`.
 pub fn adapter_from_spec(spec: &str) -> Result<Box<dyn Adapter>> {
     if spec == "qemu" {
         return Ok(Box::new(qemu::QemuAdapter::new()?));
+    }
+    if spec == "qemu-live" {
+        return Ok(Box::new(qemu_live::QemuLiveAdapter::new()?));
     }
     if let Some(template) = spec.strip_prefix("exec:") {
         return Ok(Box::new(exec::ExecAdapter::new(template)?));
@@ -21,7 +26,7 @@ pub fn adapter_from_spec(spec: &str) -> Result<Box<dyn Adapter>> {
         return Ok(Box::new(probe::ProbeAdapter::new(kind)?));
     }
     bail!(
-        "unknown implementation {spec:?}: expected `qemu`, `exec:TEMPLATE`, or one of {}",
+        "unknown implementation {spec:?}: expected `qemu`, `qemu-live`, `exec:TEMPLATE`, or one of {}",
         probe::ProbeKind::ALL.map(|k| k.name()).join(", ")
     )
 }

@@ -24,8 +24,8 @@ use super::tools::{failure, os, qemu_io_write};
 use crate::runner::checks::{OpStep, OpsCheck};
 use crate::runner::image_state::{self, ModelBitmap as Bm, ReadError};
 use crate::runner::process::{self, Limits, Proc};
-use crate::runner::ranges::{merge_ranges, rebase, round_out};
 use crate::runner::text::{short, show_ranges};
+use spec_model::semantics::{granules, Bitmap, Disk, Op};
 use spec_model::{ExtensionState, Verdict};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -235,15 +235,43 @@ impl Ctx<'_> {
     }
 }
 
-/// Every enabled usable bitmap of `bms` gains `[offset, offset+len)`.
+/// Bitmap `b` (dirty byte ranges on a disk of `size` bytes) as the
+/// semantic model holds it.
+fn model_of(b: &Bm, size: u64) -> Bitmap {
+    let n = granules::nbits(size, b.gbits);
+    let bits = granules::from_bytes(b.ranges.as_deref().unwrap_or_default(), b.gbits, n);
+    Bitmap::loaded(b.gbits, b.auto, false, bits)
+}
+
+/// Every enabled usable bitmap of `bms` gains `[offset, offset+len)`, as
+/// the semantic model says.
 fn written(bms: &BTreeMap<String, Bm>, offset: u64, len: u64, size: u64) -> BTreeMap<String, Bm> {
     let mut out = bms.clone();
     for b in out.values_mut() {
-        if let (true, true, Some(r)) = (b.usable, b.auto, b.ranges.as_mut()) {
-            *r = crate::runner::ranges::expected_after(r, offset, len, b.gbits, size);
+        if !(b.usable && b.auto && b.ranges.is_some()) {
+            continue;
         }
+        let mut m = model_of(b, size);
+        m.record_write(offset, len, granules::nbits(size, b.gbits));
+        b.ranges = Some(m.dirty_ranges(size));
     }
     out
+}
+
+/// `ranges` (dirty bytes at granularity `2^gbits`) after the disk is
+/// resized to `new_size`, as the semantic model says: bits past the new
+/// end dropped, bits of a grown area left out (unspecified).
+fn resized(ranges: &[(u64, u64)], gbits: u8, old_size: u64, new_size: u64) -> Vec<(u64, u64)> {
+    let b = Bm {
+        usable: true,
+        in_use: false,
+        auto: false,
+        gbits,
+        ranges: Some(ranges.to_vec()),
+    };
+    let mut d = Disk::opened(old_size, [(String::new(), model_of(&b, old_size))]);
+    d.apply(&Op::Resize { size: new_size });
+    d.bitmaps[""].dirty_ranges(new_size)
 }
 
 /// A name no bitmap of `state` has.
@@ -360,11 +388,21 @@ fn sequence(cx: &mut Ctx<'_>, image: &Path, work: &Path, start: State) -> Option
     // 2. merge A into N
     if let Some(a) = &a_name {
         let mut want = cur.bitmaps.clone();
-        let src = cur.bitmaps.get(a).and_then(|b| b.ranges.clone());
-        if let (Some(src), Some(nb)) = (src, want.get_mut(&n)) {
-            let mut all = round_out(&src, n_gbits, size);
-            all.extend(nb.ranges.take().unwrap_or_default());
-            nb.ranges = Some(merge_ranges(all));
+        if let (Some(src), Some(nb)) = (cur.bitmaps.get(a), want.get_mut(&n)) {
+            if src.ranges.is_some() {
+                let mut d = Disk::opened(
+                    size,
+                    [
+                        (a.clone(), model_of(src, size)),
+                        (n.clone(), model_of(nb, size)),
+                    ],
+                );
+                d.apply(&Op::Merge {
+                    target: n.clone(),
+                    sources: vec![a.clone()],
+                });
+                nb.ranges = Some(d.bitmaps[&n].dirty_ranges(size));
+            }
         }
         let (op, args) = cx.bitmap(image, &["--merge", a], &n);
         cur = cx.step(&op, &img, args, image, &cur, want, size)?.0;
@@ -427,7 +465,7 @@ fn sequence(cx: &mut Ctx<'_>, image: &Path, work: &Path, start: State) -> Option
         let mut want = cur.bitmaps.clone();
         for b in want.values_mut() {
             if let Some(r) = b.ranges.as_mut() {
-                *r = rebase(r, b.gbits, size);
+                *r = resized(r, b.gbits, grown, size);
             }
         }
         let args = vec![
@@ -463,7 +501,7 @@ fn grown_area(cx: &mut Ctx<'_>, before: &State, after: &State, old_size: u64) {
         ) else {
             continue;
         };
-        let kept = rebase(r, b.gbits, old_size);
+        let kept = resized(r, b.gbits, after.size, old_size);
         if kept != *old {
             problems.push(format!(
                 "bitmap {}: inside the old size it marks {}, expected {} (bits lost or gained by the resize)",
@@ -471,7 +509,7 @@ fn grown_area(cx: &mut Ctx<'_>, before: &State, after: &State, old_size: u64) {
                 show(&kept),
                 show(old)
             ));
-        } else if *r != rebase(old, b.gbits, after.size) {
+        } else if *r != resized(old, b.gbits, old_size, after.size) {
             cx.check.found.notes.push(format!(
                 "after growing from {old_size} to {} bytes, bitmap {} marks {} (the spec does not say what the grown area holds)",
                 after.size,

@@ -16,6 +16,8 @@ pub enum Tool {
     Img,
     Io,
     Nbd,
+    /// `qemu-storage-daemon`, for the live adapter (`qemu-live`).
+    StorageDaemon,
 }
 
 impl Tool {
@@ -25,6 +27,7 @@ impl Tool {
             Tool::Img => "qemu-img",
             Tool::Io => "qemu-io",
             Tool::Nbd => "qemu-nbd",
+            Tool::StorageDaemon => "qemu-storage-daemon",
         }
     }
 
@@ -35,6 +38,7 @@ impl Tool {
             Tool::Img => "QEMU_IMG_PROG",
             Tool::Io => "QEMU_IO_PROG",
             Tool::Nbd => "QEMU_NBD_PROG",
+            Tool::StorageDaemon => "QSD_PROG",
         }
     }
 

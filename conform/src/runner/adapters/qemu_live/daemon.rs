@@ -1,0 +1,384 @@
+//! One `qemu-storage-daemon` holding one image: started in its own
+//! process group under the runner's limits, its QMP monitor and NBD
+//! server on Unix sockets in a private temporary directory (removed with
+//! it), the image exported read-write as `disk` for guest writes while
+//! they happen (an export holds off resizes). Ends
+//! cleanly with QMP `quit` (which stores persistent bitmaps) or with
+//! SIGKILL (a crash); dropping it kills the group.
+
+use super::nbd::{NbdClient, NbdError};
+use super::qmp::{Qmp, QmpError, Refused, Reply};
+use crate::runner::adapters::qemu::tools;
+use crate::runner::process::{self, Background, Limits, Proc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The node name of the image's qcow2 layer.
+pub const NODE: &str = "q0";
+/// The export guest writes go through.
+pub const EXPORT: &str = "disk";
+
+/// Why the daemon could not be driven.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot set up the daemon: {0}")]
+    Setup(#[from] std::io::Error),
+    /// It exited before its monitor listened: its first error line, and
+    /// how it ended.
+    #[error("{message}")]
+    Refused { message: String, process: Box<Proc> },
+    #[error("qemu-storage-daemon did not listen within {0:?}")]
+    NotListening(Duration),
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    #[error(transparent)]
+    Nbd(#[from] NbdError),
+    #[error("unexpected QMP answer to {command}: {detail}")]
+    Answer { command: String, detail: String },
+}
+
+/// One dirty bitmap as `query-named-block-nodes` lists it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct LiveBitmap {
+    pub name: String,
+    pub granularity: u64,
+    #[serde(default)]
+    pub recording: bool,
+    #[serde(default)]
+    pub persistent: bool,
+    #[serde(default)]
+    pub inconsistent: bool,
+    #[serde(default)]
+    pub busy: bool,
+    #[serde(default)]
+    pub count: u64,
+}
+
+impl LiveBitmap {
+    /// log2 of the granularity.
+    pub fn gbits(&self) -> u8 {
+        self.granularity.max(1).trailing_zeros() as u8
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    server: Background,
+    pub qmp: Qmp,
+    dir: tempfile::TempDir,
+    /// The command line it was started with, quoted for a shell.
+    pub command: String,
+    exports: u32,
+    timeout: Duration,
+    read_only: bool,
+    /// Whether the guest export exists (it is removed for a resize: an
+    /// NBD export does not share the resize permission).
+    guest_export: bool,
+}
+
+/// `v` with commas doubled, for QEMU's option syntax.
+fn esc(v: &str) -> String {
+    v.replace(',', ",,")
+}
+
+/// The daemon's arguments for `image`, its sockets under `dir`.
+pub fn arguments(image: &Path, dir: &Path, secret: Option<&str>, read_only: bool) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let ro = if read_only { ",read-only=on" } else { "" };
+    let mut qcow2 = format!("driver=qcow2,file=f0,node-name={NODE},discard=unmap{ro}");
+    if let Some(s) = secret {
+        // The corpus's encrypted images are LUKS (crypt_method 2); QEMU
+        // opens the old AES method read-only at most.
+        a.push("--object".into());
+        a.push(format!("secret,id=sec0,data={}", esc(s)).into());
+        qcow2.push_str(",encrypt.format=luks,encrypt.key-secret=sec0");
+    }
+    a.push("--blockdev".into());
+    a.push(
+        format!(
+            "driver=file,filename={},node-name=f0,discard=unmap{ro}",
+            esc(&image.to_string_lossy())
+        )
+        .into(),
+    );
+    a.push("--blockdev".into());
+    a.push(qcow2.into());
+    a.push("--chardev".into());
+    a.push(
+        format!(
+            "socket,id=m0,path={},server=on,wait=off",
+            esc(&dir.join("qmp.sock").to_string_lossy())
+        )
+        .into(),
+    );
+    a.push("--monitor".into());
+    a.push("chardev=m0".into());
+    a.push("--nbd-server".into());
+    a.push(
+        format!(
+            "addr.type=unix,addr.path={}",
+            esc(&dir.join("nbd.sock").to_string_lossy())
+        )
+        .into(),
+    );
+    a
+}
+
+impl Daemon {
+    /// Starts `program` on `image` (opened read-write, as a running guest
+    /// holds it) and connects to its monitor.
+    pub fn start(program: &Path, image: &Path, limits: &Limits) -> Result<Daemon, DaemonError> {
+        Daemon::start_with(program, image, limits, false)
+    }
+
+    /// As [`Daemon::start`], read-only when `read_only`.
+    pub fn start_with(
+        program: &Path,
+        image: &Path,
+        limits: &Limits,
+        read_only: bool,
+    ) -> Result<Daemon, DaemonError> {
+        let dir = tempfile::Builder::new().prefix("conform-live").tempdir()?;
+        let secret = crate::runner::case_env::current();
+        let args = arguments(image, dir.path(), secret.as_deref(), read_only);
+        let cmd = tools::in_case_dir(process::command(program.as_os_str(), &args, limits));
+        let mut server = Background::spawn(cmd, &dir.path().join("daemon.log"))?;
+        let command = server.command.clone();
+        let socket = dir.path().join("qmp.sock");
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            if server.try_wait().is_some() {
+                let p = server.stop(false);
+                let message = p
+                    .first_error_line()
+                    .unwrap_or_else(|| format!("qemu-storage-daemon ended: {}", p.describe_end()));
+                return Err(DaemonError::Refused {
+                    message,
+                    process: Box::new(p),
+                });
+            }
+            if socket.exists() {
+                if let Ok(qmp) = Qmp::connect(&socket, limits.timeout) {
+                    return Ok(Daemon {
+                        server,
+                        qmp,
+                        dir,
+                        command,
+                        exports: 0,
+                        timeout: limits.timeout,
+                        read_only,
+                        guest_export: false,
+                    });
+                }
+            }
+            if start.elapsed() > limits.timeout {
+                return Err(DaemonError::NotListening(limits.timeout));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    /// The NBD server's socket.
+    pub fn nbd_socket(&self) -> PathBuf {
+        self.dir.path().join("nbd.sock")
+    }
+
+    /// The private directory holding the sockets and the log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs a QMP command.
+    pub fn execute(&mut self, command: &str, args: Value) -> Result<Reply, DaemonError> {
+        Ok(self.qmp.execute(command, args)?)
+    }
+
+    fn node_info(&mut self) -> Result<Value, DaemonError> {
+        let v = self
+            .execute("query-named-block-nodes", json!({"flat": true}))?
+            .ok()
+            .map_err(|e| DaemonError::Answer {
+                command: "query-named-block-nodes".into(),
+                detail: e.0,
+            })?;
+        v.as_array()
+            .and_then(|a| a.iter().find(|n| n["node-name"] == NODE).cloned())
+            .ok_or_else(|| DaemonError::Answer {
+                command: "query-named-block-nodes".into(),
+                detail: format!("no node {NODE}"),
+            })
+    }
+
+    /// The image's bitmaps as QEMU holds them, and its virtual size.
+    pub fn bitmaps(&mut self) -> Result<(u64, Vec<LiveBitmap>), DaemonError> {
+        let node = self.node_info()?;
+        let size = node["image"]["virtual-size"].as_u64().unwrap_or(0);
+        let list = node.get("dirty-bitmaps").cloned().unwrap_or(json!([]));
+        let bms: Vec<LiveBitmap> =
+            serde_json::from_value(list).map_err(|e| DaemonError::Answer {
+                command: "query-named-block-nodes".into(),
+                detail: e.to_string(),
+            })?;
+        Ok((size, bms))
+    }
+
+    /// `x-debug-block-dirty-bitmap-sha256` of bitmap `name` (`Err`: QEMU's
+    /// refusal).
+    pub fn debug_sha256(&mut self, name: &str) -> Result<Result<String, Refused>, DaemonError> {
+        let r = self.execute(
+            "x-debug-block-dirty-bitmap-sha256",
+            json!({"node": NODE, "name": name}),
+        )?;
+        Ok(r.ok()
+            .map(|v| v["sha256"].as_str().unwrap_or_default().to_owned()))
+    }
+
+    /// A guest connection to the read-write export `disk` (added on first
+    /// use).
+    pub fn guest(&mut self) -> Result<NbdClient, DaemonError> {
+        if !self.guest_export {
+            let r = self.execute(
+                "block-export-add",
+                json!({"type": "nbd", "id": "e0", "node-name": NODE, "name": EXPORT,
+                       "writable": !self.read_only}),
+            )?;
+            if let Reply::Error(e) = r {
+                return Err(DaemonError::Answer {
+                    command: "block-export-add".into(),
+                    detail: e,
+                });
+            }
+            self.guest_export = true;
+        }
+        Ok(NbdClient::connect(
+            &self.nbd_socket(),
+            EXPORT,
+            None,
+            self.timeout,
+        )?)
+    }
+
+    /// Removes the guest export (its clients must have disconnected), so
+    /// that the node can be resized.
+    pub fn drop_guest_export(&mut self) -> Result<(), DaemonError> {
+        if !self.guest_export {
+            return Ok(());
+        }
+        self.guest_export = false;
+        if let Reply::Return(_) =
+            self.execute("block-export-del", json!({"id": "e0", "mode": "hard"}))?
+        {
+            self.wait_export_gone("e0")?;
+        }
+        Ok(())
+    }
+
+    /// The dirty byte ranges of bitmap `name` as a backup client reads
+    /// them: a new export carrying the bitmap, read over NBD with the
+    /// `qemu:dirty-bitmap:NAME` metadata context, then removed. `Err`
+    /// inside: QEMU refused to export it.
+    pub fn read_dirty(
+        &mut self,
+        name: &str,
+    ) -> Result<Result<Vec<(u64, u64)>, Refused>, DaemonError> {
+        self.exports += 1;
+        let id = format!("b{}", self.exports);
+        let add = self.execute(
+            "block-export-add",
+            json!({"type": "nbd", "id": id, "node-name": NODE, "name": id,
+                   "writable": !self.read_only, "bitmaps": [name]}),
+        )?;
+        if let Reply::Error(e) = add {
+            return Ok(Err(Refused(e)));
+        }
+        let ctx = format!("qemu:dirty-bitmap:{name}");
+        let read = NbdClient::connect(&self.nbd_socket(), &id, Some(&ctx), self.timeout).and_then(
+            |mut c| {
+                let r = c.dirty_extents();
+                c.disconnect();
+                r
+            },
+        );
+        // The export ends once the client has gone; `hard` cuts it if not.
+        let del = self.execute("block-export-del", json!({"id": id, "mode": "hard"}))?;
+        let ranges = match read {
+            Ok(r) => r,
+            // The server would not hand the bitmap out (or failed the
+            // read): QEMU refused to use it.
+            Err(
+                e @ (NbdError::NoContext(_)
+                | NbdError::OptionRefused { .. }
+                | NbdError::Command { .. }),
+            ) => {
+                if let Reply::Return(_) = del {
+                    self.wait_export_gone(&id)?;
+                }
+                return Ok(Err(Refused(e.to_string())));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Reply::Error(e) = del {
+            return Err(DaemonError::Answer {
+                command: "block-export-del".into(),
+                detail: e,
+            });
+        }
+        self.wait_export_gone(&id)?;
+        Ok(Ok(ranges))
+    }
+
+    /// Waits until export `id` is gone (removal completes asynchronously).
+    fn wait_export_gone(&mut self, id: &str) -> Result<(), DaemonError> {
+        let start = Instant::now();
+        while start.elapsed() < self.timeout {
+            let v = self.execute("query-block-exports", json!({}))?;
+            let busy = match v {
+                Reply::Return(Value::Array(a)) => a.iter().any(|e| e["id"] == id),
+                _ => false,
+            };
+            if !busy {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(DaemonError::Answer {
+            command: "block-export-del".into(),
+            detail: format!("export {id} still present after {:?}", self.timeout),
+        })
+    }
+
+    /// A clean shutdown: QMP `quit`, then waits for the process to end
+    /// (killed, and reported as timed out, when it does not in time).
+    pub fn quit(self) -> Proc {
+        let Daemon {
+            mut server,
+            mut qmp,
+            dir,
+            timeout,
+            ..
+        } = self;
+        let _ = qmp.execute("quit", json!({}));
+        let start = Instant::now();
+        while server.try_wait().is_none() && start.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let p = server.stop(true);
+        drop(dir);
+        p
+    }
+
+    /// A crash: SIGKILL, nothing stored.
+    pub fn kill(self) -> Proc {
+        self.server.stop(false)
+    }
+
+    /// Whether the process has ended on its own.
+    pub fn ended(&mut self) -> bool {
+        self.server.try_wait().is_some()
+    }
+}

@@ -1,0 +1,188 @@
+//! The semantic model as the oracle of a running daemon: [`execute`]
+//! carries one [`Op`] out over QMP or NBD, and [`compare`] says every way
+//! the daemon's bitmaps differ from what the model predicts (names,
+//! granularity, recording, persistence, consistency, and contents by
+//! QEMU's debug hash, or by the dirty extents an NBD client reads where
+//! the hash cannot decide).
+
+use super::daemon::{Daemon, DaemonError, NODE};
+use super::nbd::NbdClient;
+use super::qmp::{Refused, Reply};
+use serde_json::json;
+use spec_model::semantics::{granules, Disk, Op};
+
+/// How `compare` reads contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contents {
+    /// QEMU's `x-debug-block-dirty-bitmap-sha256`, NBD only where the
+    /// prediction leaves granules open.
+    Hash,
+    /// Both the hash and the NBD dirty extents.
+    HashAndNbd,
+}
+
+/// The byte every guest write of `op` at `offset` writes (any non-zero
+/// value; the reproducer writes the same).
+pub fn fill_byte(offset: u64) -> u8 {
+    (offset % 251) as u8 | 1
+}
+
+/// Carries `op` out on the daemon: guest I/O through `guest` (connected
+/// on first use, reconnected after a resize), bitmap operations over QMP.
+/// `Ok(Err(_))`: QEMU refused it.
+pub fn execute(
+    d: &mut Daemon,
+    guest: &mut Option<NbdClient>,
+    op: &Op,
+) -> Result<Result<(), Refused>, DaemonError> {
+    let node = NODE;
+    let qmp = |d: &mut Daemon, cmd: &str, args| -> Result<Result<(), Refused>, DaemonError> {
+        Ok(match d.execute(cmd, args)? {
+            Reply::Return(_) => Ok(()),
+            Reply::Error(e) => Err(Refused(e)),
+        })
+    };
+    match op {
+        Op::Write { offset, len }
+        | Op::WriteZeroes { offset, len }
+        | Op::Discard { offset, len } => {
+            if guest.is_none() {
+                *guest = Some(d.guest()?);
+            }
+            let Some(c) = guest.as_mut() else {
+                return Ok(Err(Refused("no guest connection".into())));
+            };
+            if offset.checked_add(*len).is_none_or(|e| e > c.size) {
+                return Ok(Err(Refused(format!(
+                    "{offset}+{len} lies past the export's end ({})",
+                    c.size
+                ))));
+            }
+            let r = match op {
+                Op::Write { .. } => c.write(*offset, &vec![fill_byte(*offset); *len as usize]),
+                Op::WriteZeroes { .. } => c.zero_or_trim(*offset, *len, true),
+                _ => c.zero_or_trim(*offset, *len, false),
+            };
+            Ok(r.map_err(|e| Refused(e.to_string())))
+        }
+        Op::Resize { size } => {
+            if let Some(c) = guest.take() {
+                c.disconnect();
+            }
+            d.drop_guest_export()?;
+            qmp(d, "block_resize", json!({"node-name": node, "size": size}))
+        }
+        _ => match qmp_command(op) {
+            Some((cmd, args)) => qmp(d, cmd, args),
+            None => Ok(Err(Refused(format!("{op:?} has no QMP command")))),
+        },
+    }
+}
+
+/// The QMP command (name, arguments) that carries out a bitmap operation
+/// or a resize; `None` for guest I/O.
+pub fn qmp_command(op: &Op) -> Option<(&'static str, serde_json::Value)> {
+    let node = NODE;
+    Some(match op {
+        Op::Write { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } => return None,
+        Op::Add {
+            name,
+            gbits,
+            persistent,
+            disabled,
+        } => (
+            "block-dirty-bitmap-add",
+            json!({"node": node, "name": name, "granularity": 1u64 << (*gbits).min(63),
+                   "persistent": persistent, "disabled": disabled}),
+        ),
+        Op::Remove { name } => (
+            "block-dirty-bitmap-remove",
+            json!({"node": node, "name": name}),
+        ),
+        Op::Clear { name } => (
+            "block-dirty-bitmap-clear",
+            json!({"node": node, "name": name}),
+        ),
+        Op::Enable { name } => (
+            "block-dirty-bitmap-enable",
+            json!({"node": node, "name": name}),
+        ),
+        Op::Disable { name } => (
+            "block-dirty-bitmap-disable",
+            json!({"node": node, "name": name}),
+        ),
+        Op::Merge { target, sources } => (
+            "block-dirty-bitmap-merge",
+            json!({"node": node, "target": target, "bitmaps": sources}),
+        ),
+        Op::Resize { size } => ("block_resize", json!({"node-name": node, "size": size})),
+    })
+}
+/// Every way the daemon's bitmaps differ from `model`'s prediction.
+pub fn compare(d: &mut Daemon, model: &Disk, how: Contents) -> Result<Vec<String>, DaemonError> {
+    let mut p = Vec::new();
+    let (size, listed) = d.bitmaps()?;
+    if size != model.size {
+        p.push(format!("virtual size {size}, expected {}", model.size));
+    }
+    for name in model.bitmaps.keys() {
+        if !listed.iter().any(|b| &b.name == name) {
+            p.push(format!("bitmap {name:?} is missing"));
+        }
+    }
+    for b in &listed {
+        let Some(m) = model.bitmaps.get(&b.name) else {
+            p.push(format!("bitmap {:?} appeared", b.name));
+            continue;
+        };
+        let want = (
+            1u64 << m.gbits.min(63),
+            m.enabled,
+            m.persistent,
+            m.inconsistent,
+        );
+        let got = (b.granularity, b.recording, b.persistent, b.inconsistent);
+        if want != got {
+            p.push(format!(
+                "bitmap {:?}: granularity {} recording {} persistent {} inconsistent {}, expected {} {} {} {}",
+                b.name, got.0, got.1, got.2, got.3, want.0, want.1, want.2, want.3
+            ));
+            continue;
+        }
+        if m.inconsistent {
+            continue;
+        }
+        if let Some(want) = m.qemu_debug_sha256(model.size) {
+            match d.debug_sha256(&b.name)? {
+                Ok(h) if h == want => {}
+                Ok(h) => p.push(format!(
+                    "bitmap {:?}: QEMU's debug hash {h}, the model predicts {want} (set granules {})",
+                    b.name,
+                    spec_model::semantics::lifecycle::show(&m.bits)
+                )),
+                Err(e) => p.push(format!("bitmap {:?}: debug hash refused: {e}", b.name)),
+            }
+        }
+        if how == Contents::HashAndNbd || !m.unspecified.is_empty() {
+            match d.read_dirty(&b.name)? {
+                Ok(ranges) => {
+                    let n = granules::nbits(model.size, m.gbits);
+                    let got = granules::from_bytes(&ranges, m.gbits, n);
+                    if !m.matches(&got) {
+                        p.push(format!(
+                            "bitmap {:?}: NBD dirty granules {}, the model predicts {}",
+                            b.name,
+                            spec_model::semantics::lifecycle::show(&got),
+                            spec_model::semantics::lifecycle::show(&m.bits)
+                        ));
+                    }
+                }
+                Err(e) => p.push(format!(
+                    "bitmap {:?}: QEMU refused to export it: {e}",
+                    b.name
+                )),
+            }
+        }
+    }
+    Ok(p)
+}

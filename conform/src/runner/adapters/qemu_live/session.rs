@@ -1,0 +1,232 @@
+//! One image driven through a running daemon with the semantic model
+//! beside it: each operation is carried out and judged ([`Session::step`]),
+//! a clean restart and a crash are judged on the file by the format model
+//! and on the reopened daemon ([`Session::restart`], [`Session::crash`]).
+//! The prediction step is replaceable ([`Session::predict`]) so that a
+//! test can give the oracle a deliberately wrong model and see it caught.
+
+use super::daemon::{Daemon, DaemonError};
+use super::nbd::NbdClient;
+use super::oracle::{self, Contents};
+use crate::runner::process::{Limits, Proc};
+use spec_model::semantics::{judge_file, Disk, Expect, FileExpectation, FileRead, Op};
+use spec_model::CheckError;
+use std::path::{Path, PathBuf};
+
+/// Why a session could not go on (not a finding: the harness failed).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error("the model cannot read {}: {source}", path.display())]
+    Model {
+        path: PathBuf,
+        #[source]
+        source: CheckError,
+    },
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the session has no running daemon")]
+    Stopped,
+}
+
+/// How the model predicts an operation's effect (normally [`Disk::apply`]).
+pub type Predict = fn(&mut Disk, &Op);
+
+/// A daemon, its guest connection, and the model's running state.
+pub struct Session {
+    program: PathBuf,
+    image: PathBuf,
+    limits: Limits,
+    daemon: Option<Daemon>,
+    guest: Option<NbdClient>,
+    /// What the model says the daemon holds now.
+    pub model: Disk,
+    /// The prediction step (a test double may replace it).
+    pub predict: Predict,
+    /// How contents are compared after each step.
+    pub contents: Contents,
+    /// QMP transcripts of the daemons ended so far, and `# restart` /
+    /// `# crash` markers, for reproducers.
+    pub transcript: Vec<String>,
+    /// The daemon processes that ended (crash and hang detection).
+    pub ended: Vec<Proc>,
+}
+
+/// The format model's reading of `path`.
+pub fn read_file(path: &Path) -> Result<FileRead, SessionError> {
+    let f = std::fs::File::open(path).map_err(|source| SessionError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    FileRead::read(f).map_err(|source| SessionError::Model {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Session {
+    /// Opens `image` in a daemon; the model starts from what the format
+    /// model reads in the file.
+    pub fn open(program: &Path, image: &Path, limits: &Limits) -> Result<Session, SessionError> {
+        let file = read_file(image)?;
+        let daemon = Daemon::start(program, image, limits)?;
+        Ok(Session {
+            program: program.to_owned(),
+            image: image.to_owned(),
+            limits: *limits,
+            daemon: Some(daemon),
+            guest: None,
+            model: Disk::reopened(&file),
+            predict: Disk::apply,
+            contents: Contents::Hash,
+            transcript: Vec::new(),
+            ended: Vec::new(),
+        })
+    }
+
+    /// The running daemon.
+    pub fn daemon(&mut self) -> Result<&mut Daemon, SessionError> {
+        self.daemon.as_mut().ok_or(SessionError::Stopped)
+    }
+
+    /// When the daemon has died on its own (a crash of QEMU, not the
+    /// session's `kill -9`): how it ended. Waits up to a second for a
+    /// dying process to be reaped.
+    pub fn death(&mut self) -> Option<String> {
+        let d = self.daemon.as_mut()?;
+        let start = std::time::Instant::now();
+        while !d.ended() {
+            if start.elapsed() > std::time::Duration::from_secs(1) {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let d = self.daemon.take()?;
+        self.transcript.extend(d.qmp.transcript.iter().cloned());
+        let p = d.kill();
+        let end = p.describe_end();
+        self.ended.push(p);
+        Some(format!("qemu-storage-daemon died: {end}"))
+    }
+
+    /// Compares the daemon with the model; the problems found.
+    pub fn compare(&mut self) -> Result<Vec<String>, SessionError> {
+        let how = self.contents;
+        let model = self.model.clone();
+        Ok(oracle::compare(self.daemon()?, &model, how)?)
+    }
+
+    /// Carries out `op`, judges whether QEMU had to accept or refuse it,
+    /// predicts its effect and compares. Returns the problems found.
+    pub fn step(&mut self, op: &Op) -> Result<Vec<String>, SessionError> {
+        let expect = self.model.expect(op);
+        let d = self.daemon.as_mut().ok_or(SessionError::Stopped)?;
+        let r = oracle::execute(d, &mut self.guest, op)?;
+        let mut p = Vec::new();
+        match (&expect, &r) {
+            (Expect::Succeed, Err(e)) => {
+                p.push(format!("QEMU refused {op:?}, which must succeed: {e}"))
+            }
+            (Expect::Refuse(why), Ok(())) => p.push(format!(
+                "QEMU carried out {op:?}, which must be refused: {why}"
+            )),
+            (_, Ok(())) => (self.predict)(&mut self.model, op),
+            (_, Err(_)) => {}
+        }
+        if !p.is_empty() {
+            return Ok(p);
+        }
+        self.compare()
+    }
+
+    fn stop(&mut self, crash: bool) -> Result<FileRead, SessionError> {
+        if let Some(g) = self.guest.take() {
+            g.disconnect();
+        }
+        let d = self.daemon.take().ok_or(SessionError::Stopped)?;
+        self.transcript.extend(d.qmp.transcript.iter().cloned());
+        let p = if crash { d.kill() } else { d.quit() };
+        self.transcript
+            .push(if crash { "# kill -9" } else { "# quit" }.to_owned());
+        self.ended.push(p);
+        read_file(&self.image)
+    }
+
+    fn reopen(&mut self, file: &FileRead) -> Result<Vec<String>, SessionError> {
+        self.model = Disk::reopened(file);
+        self.daemon = Some(Daemon::start(&self.program, &self.image, &self.limits)?);
+        self.compare()
+    }
+
+    fn judge_end(&mut self, want: &FileExpectation, file: &FileRead, what: &str) -> Vec<String> {
+        let mut p: Vec<String> = judge_file(want, file)
+            .into_iter()
+            .map(|m| format!("after the {what}: {m}"))
+            .collect();
+        if let Some(e) = self.ended.last() {
+            if !e.timed_out && what == "clean shutdown" && e.status != Some(0) {
+                p.push(format!(
+                    "qemu-storage-daemon did not exit cleanly: {}",
+                    e.describe_end()
+                ));
+            }
+            if e.timed_out {
+                p.push("qemu-storage-daemon did not quit in time".to_owned());
+            }
+        }
+        p
+    }
+
+    /// A clean shutdown (QMP `quit`): the file must hold exactly what the
+    /// model stores; then a reopen must load it as the model says.
+    pub fn restart(&mut self) -> Result<Vec<String>, SessionError> {
+        let want = self.model.close();
+        let file = self.stop(false)?;
+        let p = self.judge_end(&want, &file, "clean shutdown");
+        if !p.is_empty() {
+            return Ok(p);
+        }
+        self.reopen(&file)
+    }
+
+    /// A crash (SIGKILL): the file must conform with the bitmaps loaded
+    /// from it marked `in_use`; the reopened daemon must report those
+    /// inconsistent (and refuse to use them, which later steps check).
+    pub fn crash(&mut self) -> Result<Vec<String>, SessionError> {
+        let want = self.model.crash();
+        let file = self.stop(true)?;
+        let p = self.judge_end(&want, &file, "crash");
+        if !p.is_empty() {
+            return Ok(p);
+        }
+        self.reopen(&file)
+    }
+
+    /// Ends the session cleanly (QMP `quit`).
+    pub fn close(mut self) -> Result<FileRead, SessionError> {
+        self.stop(false)
+    }
+
+    /// Ends the session cleanly and judges the file it leaves: the
+    /// problems found and the whole QMP transcript.
+    pub fn finish(mut self) -> Result<(Vec<String>, Vec<String>), SessionError> {
+        let want = self.model.close();
+        let file = self.stop(false)?;
+        let p = self.judge_end(&want, &file, "clean shutdown");
+        Ok((p, self.transcript))
+    }
+
+    /// The QMP transcript so far (ended daemons and the running one).
+    pub fn full_transcript(&self) -> Vec<String> {
+        let mut t = self.transcript.clone();
+        if let Some(d) = &self.daemon {
+            t.extend(d.qmp.transcript.iter().cloned());
+        }
+        t
+    }
+}

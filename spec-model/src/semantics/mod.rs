@@ -1,0 +1,23 @@
+//! The semantics of persistent bitmaps as an executable model: what each
+//! operation of a running program must do to a bitmap (the spec's
+//! "Bitmaps" section: `auto` means every write sets the bits it touches,
+//! `in_use` means the contents must not be used), beside the format model
+//! that says what a file must look like.
+//!
+//! - [`granules`]: set bits as granule index ranges, their byte ranges,
+//!   merges across granularities and the two contents digests;
+//! - [`state`]: a running image's bitmaps ([`Disk`], [`Bitmap`]) and every
+//!   operation ([`Op`]): whether it must succeed ([`Expect`]) and its effect;
+//! - [`lifecycle`]: clean close, crash and reopen, and judging a file the
+//!   format model read against what they require ([`judge_file`]).
+//!
+//! Callers (the runner's write and bitmap-operations checks, the live-QEMU
+//! adapter and its sequence campaign) ask this model for expected bits and
+//! never derive them themselves.
+
+pub mod granules;
+pub mod lifecycle;
+pub mod state;
+
+pub use lifecycle::{judge_file, FileBitmap, FileBitmapRead, FileExpectation, FileRead};
+pub use state::{Bitmap, Disk, Expect, Op, Origin};

@@ -1,0 +1,504 @@
+//! The running state of an image's bitmaps and what each operation must
+//! do to it: guest writes (write, write-zeroes, discard), add, remove,
+//! clear, enable, disable, merge and resize. [`Disk::expect`] says whether
+//! an operation must succeed, must be refused or may be refused (a limit
+//! of the implementation); [`Disk::apply`] carries out one that succeeded.
+
+use super::granules::{self, Ranges};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where a bitmap of the running image came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// Read from the image when it was opened.
+    Loaded,
+    /// Added while the image was open.
+    Added,
+}
+
+/// One bitmap of a running image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bitmap {
+    /// Granularity `2^gbits` bytes.
+    pub gbits: u8,
+    /// Records guest writes (stored as the `auto` flag).
+    pub enabled: bool,
+    /// Stored in the image on close.
+    pub persistent: bool,
+    /// Loaded with `in_use` set: its contents may be stale, so it must
+    /// never be used (exported, merged, cleared, enabled); it records
+    /// nothing and stays `in_use` in the image.
+    pub inconsistent: bool,
+    pub origin: Origin,
+    /// Set granules (merged half-open index ranges), outside `unspecified`.
+    pub bits: Ranges,
+    /// Granules the spec leaves open (the area a resize grew): either
+    /// value is accepted there.
+    pub unspecified: Ranges,
+}
+
+impl Bitmap {
+    /// A new, empty bitmap.
+    pub fn new(gbits: u8, enabled: bool, persistent: bool) -> Bitmap {
+        Bitmap {
+            gbits,
+            enabled,
+            persistent,
+            inconsistent: false,
+            origin: Origin::Added,
+            bits: Vec::new(),
+            unspecified: Vec::new(),
+        }
+    }
+
+    /// A bitmap read from an image: `auto` flag, `in_use` flag, set
+    /// granules (ignored when `in_use`).
+    pub fn loaded(gbits: u8, auto: bool, in_use: bool, bits: Ranges) -> Bitmap {
+        Bitmap {
+            gbits,
+            enabled: auto && !in_use,
+            persistent: true,
+            inconsistent: in_use,
+            origin: Origin::Loaded,
+            bits: if in_use {
+                Vec::new()
+            } else {
+                granules::merge(bits)
+            },
+            unspecified: Vec::new(),
+        }
+    }
+
+    /// Whether the bitmap may be used (its contents are defined).
+    pub fn usable(&self) -> bool {
+        !self.inconsistent
+    }
+
+    /// A guest write of `[offset, offset+len)` on a disk of `nbits`
+    /// granules (see [`granules::nbits`]): an enabled, consistent bitmap
+    /// gains exactly the touched granules.
+    pub fn record_write(&mut self, offset: u64, len: u64, n: u64) {
+        if !self.enabled || self.inconsistent {
+            return;
+        }
+        let t = granules::touched(offset, len, self.gbits, n);
+        self.unspecified = granules::subtract(&self.unspecified, &[t]);
+        let mut v = std::mem::take(&mut self.bits);
+        v.push(t);
+        self.bits = granules::merge(v);
+    }
+
+    /// Whether `got` (set granules as read from an implementation) is what
+    /// this bitmap predicts: equal outside the unspecified granules.
+    pub fn matches(&self, got: &[(u64, u64)]) -> bool {
+        granules::subtract(got, &self.unspecified) == self.bits
+    }
+
+    /// The contract's `content_sha256` of the predicted bits on a disk of
+    /// `size` bytes; `None` while some granules are unspecified.
+    pub fn content_sha256(&self, size: u64) -> Option<String> {
+        self.unspecified
+            .is_empty()
+            .then(|| granules::content_sha256(&self.bits, granules::nbits(size, self.gbits)))
+    }
+
+    /// QEMU's `x-debug-block-dirty-bitmap-sha256` of the predicted bits
+    /// (see [`granules::qemu_debug_sha256`]); `None` while some granules
+    /// are unspecified.
+    pub fn qemu_debug_sha256(&self, size: u64) -> Option<String> {
+        self.unspecified
+            .is_empty()
+            .then(|| granules::qemu_debug_sha256(&self.bits, granules::nbits(size, self.gbits)))
+    }
+
+    /// The virtual byte ranges the predicted bits mark dirty.
+    pub fn dirty_ranges(&self, size: u64) -> Ranges {
+        granules::to_bytes(&self.bits, self.gbits, size)
+    }
+}
+
+/// One operation on a running image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    Write {
+        offset: u64,
+        len: u64,
+    },
+    WriteZeroes {
+        offset: u64,
+        len: u64,
+    },
+    Discard {
+        offset: u64,
+        len: u64,
+    },
+    Add {
+        name: String,
+        gbits: u8,
+        persistent: bool,
+        disabled: bool,
+    },
+    Remove {
+        name: String,
+    },
+    Clear {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    Disable {
+        name: String,
+    },
+    Merge {
+        target: String,
+        sources: Vec<String>,
+    },
+    Resize {
+        size: u64,
+    },
+}
+
+/// What the model requires of an implementation given an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// It must succeed and have the effect [`Disk::apply`] gives.
+    Succeed,
+    /// It must be refused, leaving everything unchanged.
+    Refuse(String),
+    /// Either is allowed (an implementation limit); if it succeeds, the
+    /// effect is [`Disk::apply`]'s.
+    Either(String),
+}
+
+/// Granularities QEMU accepts for a new bitmap: 512 bytes to 2 GiB (the
+/// spec allows 2^0..2^63; anything else is a limit, not a rule).
+pub const QEMU_GBITS: std::ops::RangeInclusive<u8> = 9..=31;
+
+/// The bitmaps of an open image and its virtual size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Disk {
+    pub size: u64,
+    pub bitmaps: BTreeMap<String, Bitmap>,
+    /// Names of the bitmaps the image held when it was opened and that
+    /// have not been removed since.
+    pub on_image: BTreeSet<String>,
+    /// Names of loaded bitmaps removed since the image was opened.
+    pub removed: BTreeSet<String>,
+}
+
+impl Disk {
+    /// A disk of `size` bytes with no bitmaps.
+    pub fn new(size: u64) -> Disk {
+        Disk {
+            size,
+            ..Disk::default()
+        }
+    }
+
+    /// A disk opened from an image: `(name, bitmap)` as read from it
+    /// (each [`Bitmap::loaded`]).
+    pub fn opened(size: u64, bitmaps: impl IntoIterator<Item = (String, Bitmap)>) -> Disk {
+        let bitmaps: BTreeMap<String, Bitmap> = bitmaps.into_iter().collect();
+        Disk {
+            size,
+            on_image: bitmaps.keys().cloned().collect(),
+            bitmaps,
+            removed: BTreeSet::new(),
+        }
+    }
+
+    fn need(&self, name: &str) -> Result<&Bitmap, String> {
+        self.bitmaps
+            .get(name)
+            .ok_or_else(|| format!("no bitmap named {name:?}"))
+    }
+
+    fn need_usable(&self, name: &str) -> Result<&Bitmap, String> {
+        let b = self.need(name)?;
+        if b.inconsistent {
+            return Err(format!(
+                "bitmap {name:?} is in_use (inconsistent) and must not be used"
+            ));
+        }
+        Ok(b)
+    }
+
+    fn range_ok(&self, offset: u64, len: u64) -> Expect {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Expect::Succeed,
+            _ => Expect::Refuse(format!(
+                "{offset}+{len} lies past the end of the disk ({})",
+                self.size
+            )),
+        }
+    }
+
+    /// What `op` requires of an implementation in this state.
+    pub fn expect(&self, op: &Op) -> Expect {
+        let check = |r: Result<&Bitmap, String>| match r {
+            Ok(_) => Expect::Succeed,
+            Err(e) => Expect::Refuse(e),
+        };
+        match op {
+            Op::Write { offset, len }
+            | Op::WriteZeroes { offset, len }
+            | Op::Discard { offset, len } => self.range_ok(*offset, *len),
+            Op::Add { name, gbits, .. } => {
+                if self.bitmaps.contains_key(name) {
+                    Expect::Refuse(format!("a bitmap named {name:?} exists"))
+                } else if name.is_empty() {
+                    Expect::Refuse("a bitmap name must not be empty".into())
+                } else if *gbits > 63 {
+                    Expect::Refuse(format!("granularity 2^{gbits} is past the format's 2^63"))
+                } else if !QEMU_GBITS.contains(gbits) || name.len() > 1023 {
+                    Expect::Either(format!("granularity 2^{gbits} or a {}-byte name is past QEMU's limits", name.len()))
+                } else {
+                    Expect::Succeed
+                }
+            }
+            Op::Remove { name } => check(self.need(name)),
+            Op::Clear { name } | Op::Enable { name } | Op::Disable { name } => {
+                check(self.need_usable(name))
+            }
+            Op::Merge { target, sources } => {
+                for n in std::iter::once(target).chain(sources) {
+                    if let Err(e) = self.need_usable(n) {
+                        return Expect::Refuse(e);
+                    }
+                }
+                Expect::Succeed
+            }
+            Op::Resize { size } => Expect::Either(format!(
+                "resizing to {size} bytes with bitmaps may be refused (the spec does not require it)"
+            )),
+        }
+    }
+
+    /// Carries out `op`, which succeeded. An operation the model says must
+    /// be refused changes nothing.
+    pub fn apply(&mut self, op: &Op) {
+        if let Expect::Refuse(_) = self.expect(op) {
+            return;
+        }
+        let size = self.size;
+        match op {
+            Op::Write { offset, len }
+            | Op::WriteZeroes { offset, len }
+            | Op::Discard { offset, len } => {
+                for b in self.bitmaps.values_mut() {
+                    b.record_write(*offset, *len, granules::nbits(size, b.gbits));
+                }
+            }
+            Op::Add {
+                name,
+                gbits,
+                persistent,
+                disabled,
+            } => {
+                self.bitmaps
+                    .insert(name.clone(), Bitmap::new(*gbits, !disabled, *persistent));
+            }
+            Op::Remove { name } => {
+                if let Some(b) = self.bitmaps.remove(name) {
+                    if b.origin == Origin::Loaded && self.on_image.remove(name) {
+                        self.removed.insert(name.clone());
+                    }
+                }
+            }
+            Op::Clear { name } => {
+                if let Some(b) = self.bitmaps.get_mut(name) {
+                    b.bits.clear();
+                    b.unspecified.clear();
+                }
+            }
+            Op::Enable { name } | Op::Disable { name } => {
+                if let Some(b) = self.bitmaps.get_mut(name) {
+                    b.enabled = matches!(op, Op::Enable { .. });
+                }
+            }
+            Op::Merge { target, sources } => self.merge(target, sources),
+            Op::Resize { size: new } => self.resize(*new),
+        }
+    }
+
+    /// Target gains the union of the sources, each source's bits (and its
+    /// unspecified granules) rounded out to the target's granularity.
+    fn merge(&mut self, target: &str, sources: &[String]) {
+        let Some(tg) = self.bitmaps.get(target).map(|b| b.gbits) else {
+            return;
+        };
+        let mut bits = Vec::new();
+        let mut open = Vec::new();
+        for s in sources {
+            if let Some(b) = self.bitmaps.get(s) {
+                bits.extend(granules::regranulate(&b.bits, b.gbits, tg, self.size));
+                open.extend(granules::regranulate(
+                    &b.unspecified,
+                    b.gbits,
+                    tg,
+                    self.size,
+                ));
+            }
+        }
+        if let Some(t) = self.bitmaps.get_mut(target) {
+            bits.extend(std::mem::take(&mut t.bits));
+            t.bits = granules::merge(bits);
+            open.extend(std::mem::take(&mut t.unspecified));
+            t.unspecified = granules::subtract(&granules::merge(open), &t.bits);
+        }
+    }
+
+    /// A resize: bits inside both sizes are kept, bits past a smaller end
+    /// dropped, and the granules a grow adds are unspecified (the spec
+    /// says nothing about them).
+    fn resize(&mut self, new: u64) {
+        let old = self.size;
+        for b in self.bitmaps.values_mut() {
+            let (n_old, n_new) = (granules::nbits(old, b.gbits), granules::nbits(new, b.gbits));
+            b.bits = granules::clip(&b.bits, n_new);
+            let mut open = granules::clip(&b.unspecified, n_new);
+            if n_new > n_old && !b.inconsistent {
+                open.push((n_old, n_new));
+            }
+            b.unspecified = granules::merge(open);
+        }
+        self.size = new;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(name: &str, gbits: u8) -> Op {
+        Op::Add {
+            name: name.into(),
+            gbits,
+            persistent: true,
+            disabled: false,
+        }
+    }
+
+    #[test]
+    fn writes_set_touched_granules_of_enabled_bitmaps_only() {
+        let mut d = Disk::new(1 << 20);
+        d.apply(&add("a", 16));
+        d.apply(&add("b", 12));
+        d.apply(&Op::Disable { name: "b".into() });
+        d.apply(&Op::Write {
+            offset: 1000,
+            len: 70_000,
+        });
+        d.apply(&Op::Discard {
+            offset: 300_000,
+            len: 1,
+        });
+        assert_eq!(d.bitmaps["a"].bits, vec![(0, 2), (4, 5)]);
+        assert!(d.bitmaps["b"].bits.is_empty());
+        assert_eq!(
+            d.expect(&Op::Write {
+                offset: 1 << 20,
+                len: 1
+            }),
+            Expect::Refuse(format!(
+                "{}+1 lies past the end of the disk ({})",
+                1 << 20,
+                1 << 20
+            ))
+        );
+    }
+
+    #[test]
+    fn merge_crosses_granularities() {
+        let mut d = Disk::new(1 << 20);
+        d.apply(&add("fine", 12));
+        d.apply(&Op::Write {
+            offset: 70_000,
+            len: 1,
+        });
+        d.apply(&Op::Add {
+            name: "coarse".into(),
+            gbits: 16,
+            persistent: false,
+            disabled: true,
+        });
+        d.apply(&Op::Merge {
+            target: "coarse".into(),
+            sources: vec!["fine".into()],
+        });
+        assert_eq!(d.bitmaps["coarse"].bits, vec![(1, 2)]);
+        assert!(!d.bitmaps["coarse"].enabled);
+        d.apply(&Op::Merge {
+            target: "fine".into(),
+            sources: vec!["coarse".into()],
+        });
+        assert_eq!(d.bitmaps["fine"].bits, vec![(16, 32)]);
+    }
+
+    #[test]
+    fn refusals() {
+        let mut d = Disk::opened(
+            1 << 20,
+            [(
+                "old".to_string(),
+                Bitmap::loaded(16, true, true, vec![(0, 1)]),
+            )],
+        );
+        assert!(matches!(d.expect(&add("old", 16)), Expect::Refuse(_)));
+        assert!(matches!(
+            d.expect(&Op::Clear { name: "old".into() }),
+            Expect::Refuse(_)
+        ));
+        assert!(matches!(
+            d.expect(&Op::Merge {
+                target: "x".into(),
+                sources: vec![]
+            }),
+            Expect::Refuse(_)
+        ));
+        assert!(matches!(d.expect(&add("tiny", 8)), Expect::Either(_)));
+        assert!(d.bitmaps["old"].bits.is_empty() && !d.bitmaps["old"].enabled);
+        d.apply(&Op::Write {
+            offset: 0,
+            len: 1 << 20,
+        });
+        assert!(d.bitmaps["old"].bits.is_empty());
+        assert_eq!(
+            d.expect(&Op::Remove { name: "old".into() }),
+            Expect::Succeed
+        );
+        d.apply(&Op::Remove { name: "old".into() });
+        assert!(d.removed.contains("old") && d.on_image.is_empty());
+    }
+
+    #[test]
+    fn resize_keeps_drops_and_leaves_grown_area_open() {
+        let mut d = Disk::new(3 * 65_536 + 512);
+        d.apply(&add("a", 16));
+        d.apply(&Op::Write {
+            offset: 0,
+            len: 3 * 65_536 + 512,
+        });
+        assert_eq!(d.bitmaps["a"].bits, vec![(0, 4)]);
+        d.apply(&Op::Resize { size: 8 * 65_536 });
+        assert_eq!(d.bitmaps["a"].bits, vec![(0, 4)]);
+        assert_eq!(d.bitmaps["a"].unspecified, vec![(4, 8)]);
+        assert!(d.bitmaps["a"].matches(&[(0, 6)]));
+        assert!(!d.bitmaps["a"].matches(&[(0, 3)]));
+        assert_eq!(d.bitmaps["a"].content_sha256(d.size), None);
+        d.apply(&Op::Write {
+            offset: 5 * 65_536,
+            len: 1,
+        });
+        assert_eq!(d.bitmaps["a"].unspecified, vec![(4, 5), (6, 8)]);
+        d.apply(&Op::Resize { size: 2 * 65_536 });
+        assert_eq!(d.bitmaps["a"].bits, vec![(0, 2)]);
+        assert!(d.bitmaps["a"].unspecified.is_empty());
+        d.apply(&Op::Clear { name: "a".into() });
+        assert_eq!(d.bitmaps["a"].dirty_ranges(d.size), vec![]);
+    }
+}
