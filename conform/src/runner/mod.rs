@@ -13,7 +13,10 @@
 //!   [`Adapter`] trait);
 //! - [`adapters`]: the implementations (QEMU, exec, crate probes);
 //! - [`judge`](mod@judge) and [`writes`] (the write check);
-//! - [`report`] and [`html`]; [`corpus`]; [`run`] (the orchestration).
+//! - [`provenance`] (where a report comes from), [`report`], [`expect`]
+//!   (expectations files), [`gate`] (what fails a run), [`junit`] and
+//!   [`html`]; [`select`] (case filters); [`corpus`]; [`run`] (the
+//!   orchestration).
 //!
 //! This file only declares them and re-exports what outside callers use.
 //!
@@ -27,17 +30,23 @@ pub mod case_env;
 pub mod cause;
 pub mod checks;
 pub mod corpus;
+pub mod diff;
+pub mod expect;
+pub mod gate;
 pub mod html;
 pub mod image_layers;
 pub mod image_state;
 pub mod judge;
 pub mod judge_context;
+pub mod junit;
 pub mod observation;
 pub mod outcome;
 pub mod process;
+pub mod provenance;
 pub mod ranges;
 pub mod report;
 pub mod run;
+pub mod select;
 pub mod text;
 pub mod writes;
 
@@ -47,4 +56,4 @@ pub use judge::{judge, judge_with_model, Outcome, OutcomeKind};
 pub use observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
 pub use process::Limits;
 pub use report::{CaseResult, CaseRun};
-pub use run::{run_case, run_corpus, with_work_var, RunOptions};
+pub use run::{run_case, run_corpus, run_selected, with_work_var, RunOptions};
