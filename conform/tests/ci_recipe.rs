@@ -6,21 +6,14 @@
 //! exits 1.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 #[path = "common/cli.rs"]
 mod cli;
 #[path = "common/junit.rs"]
 mod junit;
-use cli::BIN;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+use cli::{workspace as root, BIN};
 
 fn ci_sh(expect: &Path, out: &Path) -> Output {
     Command::new("bash")

@@ -12,14 +12,7 @@ use std::process::{Command, Output};
 mod cli;
 #[path = "common/junit.rs"]
 mod junit;
-use cli::BIN;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+use cli::{workspace as root, BIN};
 
 fn corpus() -> PathBuf {
     root().join("corpus")
@@ -534,21 +527,22 @@ fn reports_carry_tool_corpus_implementation_versions_host_time_and_command() {
 #[test]
 fn generate_records_tool_seed_and_arguments() {
     let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "--seed",
+        "42",
+        "--count",
+        "2",
+        "--valid",
+        "--profile",
+        "small",
+    ];
     let make = |out: &str| -> String {
         let out = tmp.path().join(out);
         cli::run_ok(
             Command::new(BIN)
-                .args([
-                    "generate",
-                    "--seed",
-                    "42",
-                    "--count",
-                    "2",
-                    "--valid",
-                    "--profile",
-                    "small",
-                    "--out",
-                ])
+                .arg("generate")
+                .args(args)
+                .arg("--out")
                 .arg(&out),
         );
         std::fs::read_to_string(out.join("manifest.json")).unwrap()
@@ -561,18 +555,7 @@ fn generate_records_tool_seed_and_arguments() {
         format!("qcow2-conform {}", env!("CARGO_PKG_VERSION"))
     );
     assert_eq!(g["seed"], 42);
-    assert_eq!(
-        g["arguments"],
-        serde_json::json!([
-            "--seed",
-            "42",
-            "--count",
-            "2",
-            "--valid",
-            "--profile",
-            "small"
-        ])
-    );
+    assert_eq!(g["arguments"], serde_json::json!(args));
     // Where the output goes is not part of it: the manifests are identical.
     assert_eq!(make("b"), a);
 }

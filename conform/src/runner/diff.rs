@@ -6,6 +6,7 @@
 
 use super::outcome::OutcomeKind;
 use super::provenance::Provenance;
+use super::report::GateSummary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,11 +29,13 @@ pub enum DiffError {
     },
 }
 
-/// The part of a run report a diff reads.
+/// The part of a run report a diff (and `run --rerun`) reads.
 #[derive(Debug, Deserialize)]
 pub struct ReportView {
     #[serde(default)]
     pub provenance: Option<Provenance>,
+    #[serde(default)]
+    pub gate: Option<GateSummary>,
     pub cases: Vec<CaseView>,
 }
 
@@ -244,6 +247,7 @@ mod tests {
     fn view(outcomes: &[(&str, OutcomeKind)]) -> ReportView {
         ReportView {
             provenance: None,
+            gate: None,
             cases: outcomes
                 .iter()
                 .map(|(id, k)| CaseView {

@@ -3,12 +3,12 @@
 //! and `--rerun REPORT.json` (cases that failed there). Every kind given
 //! must match; with none given every case runs.
 
+use super::diff::{DiffError, ReportView};
 use super::outcome::OutcomeKind;
 use generator::ManifestCase;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Why a filter cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -19,18 +19,8 @@ pub enum SelectError {
         #[source]
         source: globset::Error,
     },
-    #[error("--rerun: cannot read {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("--rerun: {} is not a run report: {source}", path.display())]
-    Report {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error("--rerun: {0}")]
+    Rerun(#[from] DiffError),
 }
 
 /// The case filter of a run.
@@ -39,40 +29,6 @@ pub struct Selection {
     globs: Option<GlobSet>,
     rules: BTreeSet<String>,
     rerun: Option<BTreeSet<String>>,
-}
-
-/// The part of a JSON run report `--rerun` reads.
-#[derive(Debug, Deserialize)]
-struct ReportCases {
-    #[serde(default)]
-    gate: Option<GateFailures>,
-    cases: Vec<CaseOutcomes>,
-}
-
-#[derive(Debug, Deserialize)]
-struct GateFailures {
-    failed: Vec<FailedCase>,
-}
-
-#[derive(Debug, Deserialize)]
-struct FailedCase {
-    case: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct CaseOutcomes {
-    id: String,
-    results: Vec<ResultOutcome>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ResultOutcome {
-    outcome: OutcomeOnly,
-}
-
-#[derive(Debug, Deserialize)]
-struct OutcomeOnly {
-    kind: OutcomeKind,
 }
 
 impl Selection {
@@ -126,14 +82,7 @@ impl Selection {
 /// lists (or, a report without one, every case with an outcome that fails
 /// by default), and those the runner could not set up (`error`).
 pub fn failed_cases(path: &Path) -> Result<BTreeSet<String>, SelectError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SelectError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let r: ReportCases = serde_json::from_str(&text).map_err(|source| SelectError::Report {
-        path: path.to_owned(),
-        source,
-    })?;
+    let r = ReportView::load(path)?;
     let by_gate = r.gate.is_some();
     let mut out: BTreeSet<String> = r
         .gate

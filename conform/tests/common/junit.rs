@@ -1,7 +1,7 @@
 //! Reading a JUnit file the way CI systems do: through `junitparser`
 //! (installed by `scripts/setup.sh` into the project's `.venv`), returned
 //! as JSON. A missing venv fails the test that asks, loudly. Included with
-//! `#[path = "common/junit.rs"] mod junit;`.
+//! `#[path = "common/junit.rs"] mod junit;` beside `common/cli.rs` as `cli`.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -13,12 +13,7 @@ use std::process::Command;
 pub fn python() -> PathBuf {
     let venv = std::env::var_os("QCOW2_CONFORM_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap()
-                .join(".venv")
-        });
+        .unwrap_or_else(|| super::cli::workspace().join(".venv"));
     let py = venv.join("bin/python");
     assert!(
         py.exists(),
