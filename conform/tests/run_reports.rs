@@ -438,7 +438,7 @@ fn reports_carry_tool_corpus_implementation_versions_host_time_and_command() {
             "--html",
             html.to_str().unwrap(),
         ],
-        &["qemu", "imago", &r],
+        &["qemu", "imago", "qcow2-rs", "qcow2", "libqcow", &r],
     );
     assert_eq!(o.status.code(), Some(0), "{text}");
     let p = read_json(&json)["provenance"].clone();
@@ -466,11 +466,17 @@ fn reports_carry_tool_corpus_implementation_versions_host_time_and_command() {
     };
     assert_eq!(by_name("qemu")["version"], qemu_version.as_str());
     assert_eq!(by_name("qemu")["detail"], first.as_str());
-    // The crate this binary links.
-    assert_eq!(
-        by_name("imago")["version"],
-        locked_version("imago").as_str()
-    );
+    // The crates this binary links, and libqcow as its bindings say.
+    for c in ["imago", "qcow2-rs", "qcow2"] {
+        assert_eq!(by_name(c)["version"], locked_version(c).as_str(), "{c}");
+    }
+    let lv = Command::new("/usr/bin/python3")
+        .args(["-c", "import pyqcow; print(pyqcow.get_version())"])
+        .output()
+        .unwrap();
+    let lv = String::from_utf8_lossy(&lv.stdout).trim().to_owned();
+    assert!(!lv.is_empty());
+    assert_eq!(by_name("libqcow")["version"], lv.as_str());
     // An exec adapter's own name and version.
     assert_eq!(by_name(&r)["version"], "3.1.4");
     assert_eq!(by_name(&r)["product"], "refuser");
