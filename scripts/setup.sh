@@ -35,6 +35,19 @@ if [ "${#web_missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${web_missing[@]}"
 fi
 
+# junitparser reads the runner's JUnit files back in the tests
+# (conform/tests/ci.rs), from the project's own venv, .venv/.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! "$root/.venv/bin/python" -c 'import junitparser' >/dev/null 2>&1; then
+  echo "setup: creating $root/.venv with junitparser" >&2
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  fi
+  python3 -m venv "$root/.venv"
+  "$root/.venv/bin/pip" install --quiet --disable-pip-version-check junitparser
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest
@@ -50,4 +63,5 @@ for tool in qemu-img qemu-io qemu-nbd chromium python3; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool still missing" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1 || { echo "setup: python3-libqcow still missing" >&2; exit 1; }
+"$root/.venv/bin/python" -c 'import junitparser' >/dev/null 2>&1 || { echo "setup: junitparser (in .venv) still missing" >&2; exit 1; }
 echo "setup: ready ($(qemu-img --version | head -n 1); $(cargo nextest --version | head -n 1))" >&2

@@ -47,6 +47,9 @@ pub enum Command {
     /// Build, verify or pack the shared corpus.
     #[command(subcommand)]
     Corpus(CorpusCommand),
+    /// Compare run reports (`run --json`).
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// List the rule catalogue.
     Rules {
         /// Print JSON instead of a table.
@@ -167,6 +170,37 @@ pub struct RunArgs {
     /// Rows of the terminal matrix.
     #[arg(long, value_enum, default_value = "auto")]
     pub matrix: MatrixRows,
+    /// Check every outcome against this expectations file (docs/ci.md):
+    /// exit 2 listing each case that regressed or improved.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+    /// Record every outcome in this expectations file, under each
+    /// implementation's name and version (other entries are kept).
+    #[arg(long, value_name = "FILE")]
+    pub write_expect: Option<PathBuf>,
+    /// Run only the cases whose ID matches this glob (repeatable: any).
+    #[arg(long = "case", value_name = "GLOB")]
+    pub cases: Vec<String>,
+    /// Run only the cases that break this rule ID (repeatable: any).
+    #[arg(long = "rule", value_name = "ID")]
+    pub rules: Vec<String>,
+    /// Run only the cases that failed in this earlier JSON report.
+    #[arg(long, value_name = "REPORT.json")]
+    pub rerun: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Outcome changes per implementation and case between two JSON
+    /// reports (timings and temporary paths ignored). Exit status 1 when
+    /// an outcome regressed, 0 otherwise.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Print the changes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]

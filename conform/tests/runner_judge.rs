@@ -295,11 +295,12 @@ fn judge_classifies_real_programs() {
     let (_, r) = outcome(valid, "hang");
     assert!(r["observation"]["duration_ms"].as_u64().unwrap() < 10_000);
 
-    // JUnit: one test case per case and implementation, failures for
-    // everything but pass and recorded.
+    // JUnit: one test case per case and implementation; crash and hang
+    // are errors, the other failing outcomes failures.
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert_eq!(xml.matches("<testcase ").count(), 2 * impls.len());
-    assert_eq!(xml.matches("<failure ").count(), 7, "{xml}");
+    assert_eq!(xml.matches("<failure ").count(), 3, "{xml}");
+    assert_eq!(xml.matches("<error ").count(), 4, "{xml}");
 
     // --fail-on chooses which outcomes fail the run.
     let mut cmd = Command::new(BIN);

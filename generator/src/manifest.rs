@@ -87,10 +87,24 @@ impl ManifestCase {
     }
 }
 
+/// How a generated corpus was made, so that it can be made again: the
+/// tool and its version, the seed and the arguments that chose the cases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    /// `qcow2-conform VERSION`.
+    pub tool: String,
+    pub seed: u64,
+    /// The arguments that decide the cases (not the output directory).
+    pub arguments: Vec<String>,
+}
+
 /// The whole manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
+    /// Set by `generate` (the fixed corpus plan has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_by: Option<Generation>,
     pub cases: Vec<ManifestCase>,
 }
 
@@ -98,6 +112,7 @@ impl Manifest {
     pub fn new(cases: Vec<ManifestCase>) -> Manifest {
         Manifest {
             format: FORMAT.to_string(),
+            generated_by: None,
             cases,
         }
     }

@@ -2,8 +2,10 @@
 
 use crate::cli::{GenerateArgs, Profile};
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use generator::cases::{self, Case};
 use generator::files::write_sparse;
+use generator::manifest::Generation;
 use generator::{Config, Manifest, ManifestCase};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
@@ -73,6 +75,39 @@ fn plan(args: &GenerateArgs) -> Result<Vec<Job<'_>>> {
     Ok(jobs)
 }
 
+/// The tool, seed and case-deciding arguments, for the manifest: the
+/// same for the same arguments wherever `--out` points.
+fn generation(args: &GenerateArgs) -> Generation {
+    let mut a = vec![
+        "--seed".to_owned(),
+        args.seed.to_string(),
+        "--count".to_owned(),
+        args.count.to_string(),
+    ];
+    if args.valid {
+        a.push("--valid".into());
+    }
+    if args.mutants {
+        a.push("--mutants".into());
+    }
+    if let Some(r) = &args.rule {
+        a.extend(["--rule".into(), r.clone()]);
+    }
+    if let Some(r) = args.revision {
+        a.extend(["--revision".into(), r.to_string()]);
+    }
+    let profile = args
+        .profile
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned());
+    a.extend(["--profile".into(), profile.unwrap_or_default()]);
+    Generation {
+        tool: crate::runner::provenance::tool_version(),
+        seed: args.seed,
+        arguments: a,
+    }
+}
+
 fn prepare_out(out: &Path, force: bool) -> Result<()> {
     let images = out.join("images");
     if out.exists() {
@@ -128,7 +163,8 @@ pub fn run(args: &GenerateArgs) -> Result<i32> {
             secret: None,
         });
     }
-    let manifest = Manifest::new(entries);
+    let mut manifest = Manifest::new(entries);
+    manifest.generated_by = Some(generation(args));
     let path = args.out.join("manifest.json");
     std::fs::write(&path, manifest.to_json())
         .with_context(|| format!("cannot write {}", path.display()))?;

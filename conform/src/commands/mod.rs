@@ -3,6 +3,7 @@
 mod campaign;
 mod corpus;
 mod generate;
+mod report;
 pub mod run;
 
 use crate::cli::{Cli, Command};
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Run(args) => run::run(&args),
         Command::Campaign(args) => campaign::run(&args),
         Command::Corpus(cmd) => corpus::run(cmd),
+        Command::Report(cmd) => report::run(&cmd),
         Command::Rules { json } => {
             print_rules(json)?;
             Ok(0)

@@ -2,11 +2,16 @@
 //! judged, reported as a terminal matrix, JSON, JUnit and HTML.
 
 use crate::cli::{MatrixRows, RunArgs};
+use crate::runner::expect::{Expectations, ANY_VERSION, UNKNOWN_VERSION};
+use crate::runner::gate::Gate;
+use crate::runner::provenance::Provenance;
 use crate::runner::report::{self, Rows};
+use crate::runner::select::Selection;
 use crate::runner::{self, Limits, OutcomeKind, RunOptions};
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 /// Parses `--fail-on`: comma-separated outcomes, `none`, or `default`
 /// (everything but pass and recorded).
@@ -71,7 +76,30 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         writes: !args.read_only,
         progress: std::io::stderr().is_terminal(),
     };
-    let report = runner::run_corpus(&args.corpus, &adapters, &opts)?;
+    let selection = Selection::new(&args.cases, &args.rules, args.rerun.as_deref())?;
+    let provenance = Provenance::collect(
+        &adapters,
+        &runner::corpus::hash_tree(&args.corpus)?,
+        SystemTime::now(),
+    );
+    let expect = match &args.expect {
+        Some(p) => Some(load_expectations(p, &provenance)?),
+        None => None,
+    };
+    let mut report = runner::run_selected(&args.corpus, &adapters, &opts, &|c| selection.takes(c))?;
+    if report.cases.is_empty() && selection.is_filtered() {
+        bail!(
+            "no case of {} matches --case/--rule/--rerun",
+            args.corpus.display()
+        );
+    }
+    report.provenance = Some(provenance);
+    let expect_name = args.expect.as_ref().map(|p| p.display().to_string());
+    let gate = Gate {
+        fail_on: &fail_on,
+        expect: expect.as_ref().zip(expect_name.as_deref()),
+    };
+    report.gate = Some(gate.summary(&report));
     let rows = match args.matrix {
         MatrixRows::Case => Rows::Case,
         MatrixRows::Rule => Rows::Rule,
@@ -85,12 +113,18 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = &args.junit {
-        std::fs::write(p, report::junit(&report))
+        std::fs::write(p, runner::junit::junit(&report, &gate))
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = &args.html {
         std::fs::write(p, runner::html::html(&report))
             .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &args.write_expect {
+        let mut e = Expectations::load_or_empty(p)?;
+        e.record(&report);
+        e.save(p)?;
+        eprintln!("run: expectations written to {}", p.display());
     }
     if let Some(why) = &report.interrupted {
         eprintln!("run: INCOMPLETE: {why}; the reports were written, unfinished cases are `error`");
@@ -118,24 +152,52 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         );
         return Ok(1);
     }
-    let failing: Vec<OutcomeKind> = report
-        .kinds()
-        .into_iter()
-        .filter(|k| fail_on.contains(k))
-        .collect();
-    if failing.is_empty() {
-        Ok(0)
-    } else {
-        eprintln!(
-            "run: failing outcomes: {}",
-            failing
-                .iter()
-                .map(|k| k.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        Ok(2)
+    let failed = report
+        .gate
+        .as_ref()
+        .map(|g| g.failed.clone())
+        .unwrap_or_default();
+    if failed.is_empty() {
+        return Ok(0);
     }
+    match &args.expect {
+        Some(p) => eprintln!(
+            "run: {} result(s) differ from {}:",
+            failed.len(),
+            p.display()
+        ),
+        None => {
+            let mut kinds: Vec<&str> = failed.iter().map(|f| f.outcome.as_str()).collect();
+            kinds.sort();
+            kinds.dedup();
+            eprintln!("run: failing outcomes: {}", kinds.join(", "));
+        }
+    }
+    if args.expect.is_some() {
+        for f in &failed {
+            eprintln!("  {}", f.line());
+        }
+    }
+    Ok(2)
+}
+
+/// Reads `--expect FILE` and checks that it holds a table for every
+/// implementation of the run at its version (or `*`).
+fn load_expectations(path: &Path, provenance: &Provenance) -> Result<Expectations> {
+    let e = Expectations::load(path)?;
+    for i in &provenance.implementations {
+        let version = i.identity.version.as_deref().unwrap_or(UNKNOWN_VERSION);
+        if e.table(&i.name, version).is_none() {
+            let held = e.versions(&i.name);
+            bail!(
+                "{} has no expectations for {} version {version} (it holds {}); record them with --write-expect, or name a table {ANY_VERSION:?} for any version",
+                path.display(),
+                i.name,
+                if held.is_empty() { "none for it".to_owned() } else { held.join(", ") }
+            );
+        }
+    }
+    Ok(e)
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {

@@ -30,6 +30,22 @@ pub struct Capabilities {
     pub incompatible_features_supported: Option<u64>,
 }
 
+/// What an implementation is, as exactly as it can be told: for reports
+/// and for keying expectations (`qemu-img --version`, a crate's version,
+/// an exec adapter's own `name`/`version` from its capabilities answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Identity {
+    /// The product's own name, when it differs from the adapter's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// The exact version (`10.0.2`, `0.2.6`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The full version text (`qemu-img version 10.0.2 (Debian ...)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// What a write through an adapter did.
 #[derive(Debug, Clone, Default)]
 pub struct WriteRun {
@@ -53,6 +69,11 @@ pub trait Adapter: Send + Sync {
 
     /// What it can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// Its product name and exact version, where known (asked once per run).
+    fn identity(&self) -> Identity {
+        Identity::default()
+    }
 
     /// Opens `image_copy` (a private copy the adapter may modify) and
     /// reports what the implementation saw. Never fails: a program that

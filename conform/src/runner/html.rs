@@ -196,6 +196,13 @@ pub fn html(report: &RunReport) -> String {
         report.duration_ms as f64 / 1000.0,
         escape(&report.format)
     );
+    if let Some(p) = &report.provenance {
+        let _ = writeln!(
+            o,
+            "<p class=\"meta provenance\">{}</p>",
+            escape(&p.summary())
+        );
+    }
     if !report.corpus_unchanged {
         let _ = writeln!(
             o,

@@ -16,7 +16,10 @@
 //!   [`Adapter`] trait);
 //! - [`adapters`]: the implementations (QEMU, exec, crate probes);
 //! - [`judge`](mod@judge) and [`writes`] (the write check);
-//! - [`report`] and [`html`]; [`corpus`]; [`run`] (the orchestration).
+//! - [`provenance`] (where a report comes from), [`report`], [`expect`]
+//!   (expectations files), [`gate`] (what fails a run), [`junit`] and
+//!   [`html`]; [`select`] (case filters); [`corpus`]; [`run`] (the
+//!   orchestration).
 //!
 //! This file only declares them and re-exports what outside callers use.
 //!
@@ -32,20 +35,26 @@ pub mod cause;
 pub mod checks;
 pub mod containment;
 pub mod corpus;
+pub mod diff;
+pub mod expect;
+pub mod gate;
 pub mod html;
 pub mod image_layers;
 pub mod image_state;
 pub mod judge;
 pub mod judge_context;
+pub mod junit;
 pub mod observation;
 pub mod outcome;
 pub mod output;
 pub mod process;
+pub mod provenance;
 pub mod ranges;
 pub mod report;
 pub mod run;
 pub mod signals;
 pub mod temp_dirs;
+pub mod select;
 pub mod text;
 pub mod writes;
 
@@ -55,4 +64,4 @@ pub use judge::{judge, judge_with_model, Outcome, OutcomeKind};
 pub use observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
 pub use process::Limits;
 pub use report::{CaseResult, CaseRun};
-pub use run::{run_case, run_corpus, with_work_var, RunOptions};
+pub use run::{run_case, run_corpus, run_selected, with_work_var, RunOptions};

@@ -3,10 +3,10 @@
 //! reasons into while it decides ([`Reasons`]).
 
 use super::cause::{Cause, Check};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One outcome of `DESIGN.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutcomeKind {
     /// Behaviour allowed by the expected verdict.

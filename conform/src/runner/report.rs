@@ -1,11 +1,13 @@
 //! Reports of a run: what each case did under each implementation
-//! ([`CaseRun`], [`CaseResult`]), the terminal matrix, `--json` and
-//! `--junit`.
+//! ([`CaseRun`], [`CaseResult`]), where the run comes from
+//! ([`Provenance`]), what failed it ([`GateSummary`]), the terminal matrix
+//! and `--json`. JUnit is [`super::junit`].
 
 use super::judge::{Outcome, OutcomeKind};
 use super::observation::Observation;
+pub use super::provenance::Provenance;
 use generator::Expected;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -46,7 +48,68 @@ pub struct RunReport {
     /// unfinished cases are `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<String>,
+    /// Tool, corpus digest, implementation versions, host, time, command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// What the run was held to and every result that failed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSummary>,
     pub cases: Vec<CaseRun>,
+}
+
+/// How a failing result differs from what was allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// An outcome named by `--fail-on` (no expectations file).
+    Failing,
+    /// A failing outcome other than the expected one.
+    Regressed,
+    /// A known failure now has an outcome that does not fail: the
+    /// expectations file needs updating.
+    Improved,
+}
+
+/// One result that fails the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub implementation: String,
+    pub case: String,
+    pub outcome: OutcomeKind,
+    /// The expected outcome, with an expectations file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<OutcomeKind>,
+    pub change: Change,
+}
+
+impl Failure {
+    /// One line: `regressed qemu valid/0001: pass -> lenient`.
+    pub fn line(&self) -> String {
+        match (self.change, self.expected) {
+            (Change::Failing, _) | (_, None) => {
+                format!("{} {}: {}", self.implementation, self.case, self.outcome)
+            }
+            (Change::Regressed, Some(e)) => format!(
+                "regressed {} {}: expected {e}, now {}",
+                self.implementation, self.case, self.outcome
+            ),
+            (Change::Improved, Some(e)) => format!(
+                "improved {} {}: expected {e}, now {} (update the expectations file)",
+                self.implementation, self.case, self.outcome
+            ),
+        }
+    }
+}
+
+/// The rules a run is held to, as the report records them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateSummary {
+    pub fail_on: Vec<OutcomeKind>,
+    /// The expectations file, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expectations: Option<String>,
+    /// Every result that fails the run.
+    pub failed: Vec<Failure>,
 }
 
 impl RunReport {
@@ -76,6 +139,8 @@ impl RunReport {
             corpus_changes: changes,
             duration_ms,
             interrupted: None,
+            provenance: None,
+            gate: None,
             cases,
         }
     }
@@ -277,106 +342,4 @@ pub fn matrix(report: &RunReport, rows: Rows, coloured: bool) -> String {
         );
     }
     o
-}
-
-fn xml_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {
-                let _ = write!(o, "&#xfffd;");
-            }
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// JUnit XML: a test suite per implementation, a test case per case; a
-/// failure for every outcome other than pass and recorded.
-pub fn junit(report: &RunReport) -> String {
-    let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let total: usize = report.cases.iter().map(|c| c.results.len()).sum();
-    let failures: usize = report
-        .cases
-        .iter()
-        .flat_map(|c| &c.results)
-        .filter(|r| r.outcome.kind.fails_by_default())
-        .count();
-    let _ = writeln!(
-        o,
-        "<testsuites name=\"qcow2-conform\" tests=\"{total}\" failures=\"{failures}\" time=\"{:.3}\">",
-        report.duration_ms as f64 / 1000.0
-    );
-    for name in &report.implementations {
-        let results: Vec<_> = report
-            .cases
-            .iter()
-            .flat_map(|c| c.results.iter().map(move |r| (c, r)))
-            .filter(|(_, r)| r.implementation == *name)
-            .collect();
-        let fails = results
-            .iter()
-            .filter(|(_, r)| r.outcome.kind.fails_by_default())
-            .count();
-        let _ = writeln!(
-            o,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{fails}\">",
-            xml_escape(name),
-            results.len()
-        );
-        for (c, r) in results {
-            let _ = write!(
-                o,
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
-                xml_escape(name),
-                xml_escape(&c.id),
-                r.observation.duration_ms as f64 / 1000.0
-            );
-            let detail = r.outcome.detail.join("\n");
-            let commands = r.observation.commands.join("\n");
-            if r.outcome.kind.fails_by_default() {
-                let _ = writeln!(
-                    o,
-                    ">\n      <failure type=\"{}\" message=\"{}\">{}\n\nreproduce:\n{}</failure>\n    </testcase>",
-                    r.outcome.kind,
-                    xml_escape(&format!(
-                        "{}: {}",
-                        r.outcome.kind,
-                        r.outcome.detail.first().cloned().unwrap_or_default()
-                    )),
-                    xml_escape(&detail),
-                    xml_escape(&commands)
-                );
-            } else {
-                let _ = writeln!(
-                    o,
-                    ">\n      <system-out>{}: {}</system-out>\n    </testcase>",
-                    r.outcome.kind,
-                    xml_escape(&detail)
-                );
-            }
-        }
-        o.push_str("  </testsuite>\n");
-    }
-    o.push_str("</testsuites>\n");
-    o
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_xml() {
-        assert_eq!(
-            xml_escape("a<b&\"c'\u{1}"),
-            "a&lt;b&amp;&quot;c&apos;&#xfffd;"
-        );
-    }
 }

@@ -322,12 +322,24 @@ pub fn run_corpus(
     adapters: &[Box<dyn Adapter>],
     opts: &RunOptions,
 ) -> anyhow::Result<RunReport> {
+    run_selected(dir, adapters, opts, &|_| true)
+}
+
+/// [`run_corpus`] on the cases `takes` accepts (`run --case`, `--rule`,
+/// `--rerun`); the corpus is hashed whole all the same.
+pub fn run_selected(
+    dir: &Path,
+    adapters: &[Box<dyn Adapter>],
+    opts: &RunOptions,
+    takes: &(dyn Fn(&ManifestCase) -> bool + Sync),
+) -> anyhow::Result<RunReport> {
     use anyhow::Context;
     use rayon::prelude::*;
     signals::install();
     temp_dirs::sweep();
     let start = std::time::Instant::now();
-    let manifest = corpus::load(dir)?;
+    let mut manifest = corpus::load(dir)?;
+    manifest.cases.retain(|c| takes(c));
     let before = corpus::hash_tree(dir)?;
     let total = (manifest.cases.len() * adapters.len()) as u64;
     let bar = if opts.progress && total >= 20 {

@@ -12,6 +12,15 @@ use std::process::{Command, Output};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_qcow2-conform");
 
+/// The workspace's root directory (where `corpus/`, `scripts/` and
+/// `.venv/` are).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("conform/ has a parent")
+        .to_owned()
+}
+
 /// Every file below `dir` (directories walked, not listed), sorted.
 pub fn tree_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

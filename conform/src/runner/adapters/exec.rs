@@ -12,7 +12,7 @@
 //! `PROGRAM` is a command template: words split as a shell would (quotes
 //! group, no expansion), the verb and its arguments appended.
 
-use crate::runner::adapter::{Adapter, Capabilities, WriteRun};
+use crate::runner::adapter::{Adapter, Capabilities, Identity, WriteRun};
 use crate::runner::observation::{Observation, ObservedBitmap, ObservedFlags};
 use crate::runner::process::{self, Limits, Proc};
 use anyhow::{bail, Result};
@@ -32,6 +32,7 @@ pub struct ExecAdapter {
     name: String,
     argv: Vec<String>,
     can_write: bool,
+    identity: Identity,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,11 @@ struct CapabilitiesReply {
     protocol: u32,
     #[serde(default)]
     capabilities: Vec<String>,
+    /// Optional (protocol 1): the implementation's own name and version.
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +185,7 @@ impl ExecAdapter {
             name: format!("exec:{template}"),
             argv,
             can_write: false,
+            identity: Identity::default(),
         };
         let limits = Limits {
             timeout: CAPABILITIES_TIMEOUT,
@@ -189,6 +196,8 @@ impl ExecAdapter {
                 if let Ok(r) = parse_reply::<CapabilitiesReply>(&p.stdout) {
                     if r.protocol == PROTOCOL {
                         a.can_write = r.capabilities.iter().any(|c| c == "write");
+                        a.identity.product = r.name;
+                        a.identity.version = r.version;
                     }
                 }
             }
@@ -207,6 +216,10 @@ impl ExecAdapter {
 impl Adapter for ExecAdapter {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn identity(&self) -> Identity {
+        self.identity.clone()
     }
 
     fn capabilities(&self) -> Capabilities {

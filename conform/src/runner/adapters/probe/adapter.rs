@@ -123,6 +123,13 @@ impl Adapter for ProbeAdapter {
         }
     }
 
+    fn identity(&self) -> crate::runner::adapter::Identity {
+        crate::runner::adapter::Identity {
+            version: self.kind.version(),
+            ..Default::default()
+        }
+    }
+
     fn observe(&self, image: &Path, limits: &Limits) -> Observation {
         let start = Instant::now();
         let mut obs = Observation {

@@ -40,6 +40,18 @@ impl ProbeKind {
         ProbeKind::ALL.into_iter().find(|k| k.name() == s)
     }
 
+    /// The library's exact version: the crate version this binary links
+    /// (pinned with `=` in the workspace's Cargo.toml), or what libqcow's
+    /// bindings report.
+    pub fn version(self) -> Option<String> {
+        match self {
+            ProbeKind::Imago => Some("0.2.6".into()),
+            ProbeKind::Qcow2Rs => Some("0.1.6".into()),
+            ProbeKind::Qcow2 => Some("0.1.2".into()),
+            ProbeKind::Libqcow => super::libqcow::version(),
+        }
+    }
+
     /// Whether the implementation can write guest data.
     pub fn can_write(self) -> bool {
         matches!(self, ProbeKind::Imago | ProbeKind::Qcow2Rs)

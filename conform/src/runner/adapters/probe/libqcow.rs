@@ -75,6 +75,17 @@ pub fn python() -> OsString {
     std::env::var_os("LIBQCOW_PYTHON").unwrap_or_else(|| "/usr/bin/python3".into())
 }
 
+/// libqcow's version (`pyqcow.get_version()`, e.g. `20240308`).
+pub fn version() -> Option<String> {
+    let o = Command::new(python())
+        .args(["-c", "import pyqcow; print(pyqcow.get_version())"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    (o.status.success() && !v.is_empty()).then_some(v)
+}
+
 /// Fails unless `pyqcow` can be imported.
 pub fn ensure_installed() -> Result<()> {
     let py = python();

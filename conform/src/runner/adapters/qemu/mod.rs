@@ -19,7 +19,7 @@ pub mod tools;
 
 pub use tools::Tool;
 
-use crate::runner::adapter::{Adapter, Capabilities, WriteRun};
+use crate::runner::adapter::{Adapter, Capabilities, Identity, WriteRun};
 use crate::runner::checks::OpsCheck;
 use crate::runner::observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
 use crate::runner::process::{self, Background, Limits, Proc};
@@ -109,6 +109,10 @@ impl Adapter for QemuAdapter {
             // file, compression type, extended L2 (QEMU 10 opens each).
             incompatible_features_supported: Some(0x1f),
         }
+    }
+
+    fn identity(&self) -> Identity {
+        tools::identity(&self.img)
     }
 
     fn observe(&self, image: &Path, limits: &Limits) -> Observation {

@@ -4,6 +4,7 @@
 //! A missing tool is an error that names the tool and how to point at it
 //! (an environment variable such as `QEMU_IMG_PROG`), never a silent skip.
 
+use crate::runner::adapter::Identity;
 use crate::runner::process::Proc;
 use anyhow::{bail, Result};
 use std::ffi::{OsStr, OsString};
@@ -174,6 +175,30 @@ pub(crate) fn with_secret(args: &[OsString]) -> Vec<OsString> {
         i += 1;
     }
     out
+}
+
+/// QEMU's version as `qemu-img --version` tells it: `10.0.2` from the
+/// first line `qemu-img version 10.0.2 (Debian ...)`, the line as detail.
+pub fn identity(img: &Path) -> Identity {
+    let out = std::process::Command::new(img)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let line = text.lines().next().unwrap_or("").trim();
+    let mut words = line.split_whitespace();
+    let version = words
+        .by_ref()
+        .find(|w| *w == "version")
+        .and_then(|_| words.next())
+        .map(str::to_owned);
+    Identity {
+        product: Some("QEMU".into()),
+        version,
+        detail: (!line.is_empty()).then(|| line.to_owned()),
+    }
 }
 
 #[cfg(test)]
