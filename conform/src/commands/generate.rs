@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use generator::cases::{self, Case};
 use generator::files::write_sparse;
 use generator::{Config, Manifest, ManifestCase};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::path::Path;
 
 fn config(p: Profile) -> Config {
@@ -98,10 +98,9 @@ pub fn run(args: &GenerateArgs) -> Result<i32> {
     let jobs = plan(args)?;
     prepare_out(&args.out, args.force)?;
     let bar = ProgressBar::new(jobs.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    bar.set_style(crate::runner::terminal::progress_style(
+        "{prefix} [{bar:30}] {pos}/{len} {rate} {msg}",
+    ));
     bar.set_prefix("generate");
     use rayon::prelude::*;
     let cases: Vec<Result<Case>> = jobs

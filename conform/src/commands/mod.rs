@@ -1,6 +1,7 @@
 //! What each subcommand does.
 
 mod campaign;
+mod completions;
 mod corpus;
 mod generate;
 pub mod run;
@@ -28,6 +29,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             print_rules(json)?;
             Ok(0)
         }
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man { out } => completions::man(out.as_deref()),
         Command::AdapterProbe {
             implementation,
             image,

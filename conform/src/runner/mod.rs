@@ -13,7 +13,7 @@
 //!   [`Adapter`] trait);
 //! - [`adapters`]: the implementations (QEMU, exec, crate probes);
 //! - [`judge`](mod@judge) and [`writes`] (the write check);
-//! - [`report`] and [`html`]; [`corpus`]; [`run`] (the orchestration).
+//! - [`report`], [`terminal`] and [`html`]; [`corpus`]; [`run`] (the orchestration).
 //!
 //! This file only declares them and re-exports what outside callers use.
 //!
@@ -38,6 +38,7 @@ pub mod process;
 pub mod ranges;
 pub mod report;
 pub mod run;
+pub mod terminal;
 pub mod text;
 pub mod writes;
 
