@@ -31,7 +31,7 @@ fn bash_completion_parses_and_completes_subcommands_and_flags() {
     std::fs::write(&path, &script).unwrap();
     let probe = format!(
         "source {}; COMP_WORDS=(qcow2-conform ru); COMP_CWORD=1; COMP_LINE='qcow2-conform ru'; \
-         COMP_POINT=${{#COMP_LINE}}; _qcow2-conform qcow2-conform ru qcow2-conform; \
+         COMP_POINT=${{#COMP_LINE}}; _qcow2__conform qcow2-conform ru qcow2-conform; \
          printf '%s\\n' \"${{COMPREPLY[@]}}\"",
         path.display()
     );

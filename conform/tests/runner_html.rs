@@ -18,6 +18,7 @@ use cli::BIN;
 /// bitmap the image does not have: mismatch, strict and lenient cells.
 const LIAR: &str = r#"#!/bin/sh
 case "$1" in
+  capabilities) echo '{"protocol": 1, "capabilities": ["observe"]}' ;;
   observe) printf '%s\n' '{"protocol": 1, "opened": true, "error": null, "bitmaps": [{"name": "ghost", "granularity_bits": 16, "flags": {"in_use": false, "auto": true}, "usable": true, "content_sha256": "00"}]}' ;;
   *) exit 1 ;;
 esac

@@ -162,6 +162,13 @@ fn tooltip(o: &mut String, case: &CaseRun, r: &CaseResult) {
     for n in &obs.notes {
         let _ = write!(o, "<div>note: {}</div>", escape(n));
     }
+    if matches!(kind, OutcomeKind::Crash | OutcomeKind::Hang) && !obs.stderr_excerpt.is_empty() {
+        let _ = write!(
+            o,
+            "<div>standard error (end):</div><pre class=\"stderr\">{}</pre>",
+            escape(&obs.stderr_excerpt)
+        );
+    }
     if !obs.commands.is_empty() {
         let _ = write!(
             o,
