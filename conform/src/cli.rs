@@ -145,7 +145,7 @@ pub struct RunArgs {
     /// Implementation under test: `qemu`; `imago`, `qcow2-rs`, `qcow2` or
     /// `libqcow` (bitmaps-unaware: guest data and writes judged); or
     /// `exec:TEMPLATE` for a program speaking the exec protocol
-    /// (corpus/README.md). Repeat for several.
+    /// (PROTOCOL.md in the corpus). Repeat for several; a repeat runs once.
     #[arg(long = "impl", value_name = "IMPL", required = true)]
     pub implementations: Vec<String>,
     /// Corpus directory (manifest.json and its images; never modified).
@@ -229,8 +229,9 @@ pub enum FailOnFindings {
 
 #[derive(Debug, Subcommand)]
 pub enum CorpusCommand {
-    /// Regenerate the corpus (DIR/images, DIR/manifest.json, DIR/SHA256SUMS)
-    /// byte-identically from its fixed plan. DIR/README.md is kept.
+    /// Regenerate the corpus (DIR/images, DIR/manifest.json, the vendor kit
+    /// DIR/README.md, DIR/PROTOCOL.md, DIR/examples/, and DIR/SHA256SUMS)
+    /// byte-identically from its fixed plan.
     Build {
         #[arg(default_value = "corpus")]
         dir: PathBuf,
@@ -244,7 +245,8 @@ pub enum CorpusCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Write a versioned tarball of the corpus with its SHA256SUMS.
+    /// Verify the corpus, then write a versioned tarball of it with its
+    /// SHA256SUMS (refused, exit 1, when verify fails).
     Pack {
         #[arg(default_value = "corpus")]
         dir: PathBuf,

@@ -1,4 +1,5 @@
-//! `qcow2-conform generate`: deterministic images plus `manifest.json`.
+//! `qcow2-conform generate`: deterministic images plus `manifest.json` and
+//! `SHA256SUMS` (so that `corpus verify` checks the output).
 
 use crate::cli::{GenerateArgs, Profile};
 use anyhow::{bail, Context, Result};
@@ -131,6 +132,7 @@ pub fn run(args: &GenerateArgs) -> Result<i32> {
     let path = args.out.join("manifest.json");
     std::fs::write(&path, manifest.to_json())
         .with_context(|| format!("cannot write {}", path.display()))?;
+    super::corpus::write_checksums(&args.out, &manifest, &[])?;
     if args.json {
         print!("{}", manifest.to_json());
     } else {

@@ -3,6 +3,7 @@
 mod campaign;
 mod completions;
 mod corpus;
+mod corpus_kit;
 mod generate;
 pub mod run;
 
