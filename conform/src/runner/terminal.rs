@@ -256,7 +256,7 @@ pub fn render(report: &RunReport, layout: Layout) -> String {
     for l in legend {
         let _ = writeln!(o, "{l}");
     }
-    let _ = writeln!(o, "{t}");
+    let _ = writeln!(o, "{}", t.trim_fmt());
     let mut first = true;
     for c in &report.cases {
         for r in c
