@@ -516,5 +516,18 @@ mod tests {
         assert!(!page.contains("<case>"));
         assert!(!page.contains("http"), "the page must not load anything");
         assert_eq!(page.matches("class=\"cell ").count(), 4);
+        // One collapsible group per rule, a filter per implementation.
+        assert_eq!(page.matches("<tbody class=\"grp\"").count(), 2);
+        assert_eq!(page.matches("<select data-filter-impl=").count(), 2);
+    }
+
+    #[test]
+    fn long_descriptions_fold_to_one_line() {
+        assert_eq!(description("short & plain"), "short &amp; plain");
+        let long = format!("{}\nsecond line", "x".repeat(300));
+        let d = description(&long);
+        assert!(d.starts_with("<details><summary>"), "{d}");
+        assert!(d.contains(&format!("{}…</summary>", "x".repeat(DESCRIPTION_LINE))));
+        assert!(d.contains("second line</div></details>"));
     }
 }
