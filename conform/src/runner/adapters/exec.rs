@@ -212,6 +212,19 @@ fn parse_reply<T: serde::de::DeserializeOwned>(stdout: &str) -> Result<T, NoRepl
     }
 }
 
+/// The answer object of a finished program run, or why it is no usable
+/// answer (none on stdout, or of a protocol version the runner does not
+/// speak; `version` reads the object's `protocol`).
+fn answer<T: serde::de::DeserializeOwned>(p: &Proc, version: fn(&T) -> u32) -> Result<T, String> {
+    let r = parse_reply::<T>(&p.stdout).map_err(|e| format!("{e} ({})", p.describe_end()))?;
+    match version(&r) {
+        PROTOCOL => Ok(r),
+        v => Err(format!(
+            "protocol {v} is not supported (the runner speaks {PROTOCOL})"
+        )),
+    }
+}
+
 /// The exit statuses by which a shell or `prlimit` says a program could
 /// not be executed (126) or was not found (127).
 const CANNOT_EXECUTE: [i32; 2] = [126, 127];
@@ -264,18 +277,11 @@ impl ExecAdapter {
             }
             .into());
         }
-        let answer = |why: String| SetupError::Answer {
-            template: template.to_owned(),
-            why,
-        };
-        let r = parse_reply::<CapabilitiesReply>(&p.stdout).map_err(|e| answer(e.to_string()))?;
-        if r.protocol != PROTOCOL {
-            return Err(answer(format!(
-                "protocol {} is not supported (the runner speaks {PROTOCOL})",
-                r.protocol
-            ))
-            .into());
-        }
+        let r =
+            answer::<CapabilitiesReply>(&p, |r| r.protocol).map_err(|why| SetupError::Answer {
+                template: template.to_owned(),
+                why,
+            })?;
         let has = |c: &str| r.capabilities.iter().any(|x| x == c);
         a.can_write = has("write");
         a.reads_guest = has("read") && !has("observe");
@@ -309,14 +315,8 @@ impl ExecAdapter {
         let Some(p) = obs.record_run(self.run(&args, limits), start) else {
             return obs;
         };
-        match parse_reply::<ReadReply>(&p.stdout) {
-            Err(e) => obs.protocol_error = Some(format!("{e} ({})", p.describe_end())),
-            Ok(r) if r.protocol != PROTOCOL => {
-                obs.protocol_error = Some(format!(
-                    "protocol {} is not supported (the runner speaks {PROTOCOL})",
-                    r.protocol
-                ))
-            }
+        match answer::<ReadReply>(&p, |r| r.protocol) {
+            Err(e) => obs.protocol_error = Some(e),
             Ok(r) => {
                 obs.opened = r.opened;
                 obs.error = r.error.clone();
@@ -361,14 +361,8 @@ impl Adapter for ExecAdapter {
         else {
             return obs;
         };
-        match parse_reply::<ObserveReply>(&p.stdout) {
-            Err(e) => obs.protocol_error = Some(format!("{e} ({})", p.describe_end())),
-            Ok(r) if r.protocol != PROTOCOL => {
-                obs.protocol_error = Some(format!(
-                    "protocol {} is not supported (the runner speaks {PROTOCOL})",
-                    r.protocol
-                ))
-            }
+        match answer::<ObserveReply>(&p, |r| r.protocol) {
+            Err(e) => obs.protocol_error = Some(e),
             Ok(r) => {
                 obs.opened = r.opened;
                 obs.error = r.error;
