@@ -7,7 +7,7 @@ outcome for every case.
 
     qcow2-conform run --corpus DIR --impl 'exec:python3 examples/qemu-img-adapter.py'
 
-Verbs (see corpus/README.md, "The exec protocol"):
+Verbs (see PROTOCOL.md in the corpus, "The exec protocol"):
 
     capabilities              -> {"protocol": 1, "capabilities": ["observe", "write"]}
     observe IMAGE             -> {"protocol": 1, "opened": ..., "error": ..., "bitmaps": [...]}

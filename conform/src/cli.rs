@@ -42,7 +42,9 @@ pub enum Command {
     Run(RunArgs),
     /// Differential campaign: random valid and mutated images run through an
     /// implementation and judged against the model; every disagreement is
-    /// minimised and saved under OUT/findings/ with a reproducer.
+    /// minimised and saved under OUT/findings/ with a reproducer. Exit
+    /// status 2 when this run saved a new finding (see --fail-on-findings),
+    /// 1 on errors.
     Campaign(CampaignArgs),
     /// Build, verify or pack the shared corpus.
     #[command(subcommand)]
@@ -55,6 +57,21 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shell completion script for SHELL on standard output
+    /// (e.g. `qcow2-conform completions bash > /etc/bash_completion.d/qcow2-conform`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on standard output
+    /// (`qcow2-conform man | man -l -`), or with --out write one page per
+    /// command into DIR (qcow2-conform.1, qcow2-conform-run.1, ...).
+    Man {
+        /// Write qcow2-conform.1 and a page per subcommand into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Internal: one image through a bitmaps-unaware implementation (imago,
     /// qcow2-rs, qcow2, libqcow), guest data compared with the model, one
@@ -131,7 +148,7 @@ pub struct RunArgs {
     /// Implementation under test: `qemu`; `imago`, `qcow2-rs`, `qcow2` or
     /// `libqcow` (bitmaps-unaware: guest data and writes judged); or
     /// `exec:TEMPLATE` for a program speaking the exec protocol
-    /// (corpus/README.md). Repeat for several.
+    /// (PROTOCOL.md in the corpus). Repeat for several; a repeat runs once.
     #[arg(long = "impl", value_name = "IMPL", required = true)]
     pub implementations: Vec<String>,
     /// Corpus directory (manifest.json and its images; never modified).
@@ -240,12 +257,26 @@ pub struct CampaignArgs {
     /// Benchmarks only: count findings without minimising or saving them.
     #[arg(long, hide = true, requires = "sequences")]
     pub no_minimise: bool,
+    /// When the exit status is 2: `new` (this run saved at least one new
+    /// finding) or `none` (never; exit 0 whatever was found).
+    #[arg(long, value_enum, default_value = "new")]
+    pub fail_on_findings: FailOnFindings,
+}
+
+/// When `campaign` exits 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOnFindings {
+    /// This run saved a new finding (a kind of disagreement not seen before).
+    New,
+    /// Never: findings are saved, the exit status stays 0.
+    None,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CorpusCommand {
-    /// Regenerate the corpus (DIR/images, DIR/manifest.json, DIR/SHA256SUMS)
-    /// byte-identically from its fixed plan. DIR/README.md is kept.
+    /// Regenerate the corpus (DIR/images, DIR/manifest.json, the vendor kit
+    /// DIR/README.md, DIR/PROTOCOL.md, DIR/examples/, and DIR/SHA256SUMS)
+    /// byte-identically from its fixed plan.
     Build {
         #[arg(default_value = "corpus")]
         dir: PathBuf,
@@ -259,7 +290,8 @@ pub enum CorpusCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Write a versioned tarball of the corpus with its SHA256SUMS.
+    /// Verify the corpus, then write a versioned tarball of it with its
+    /// SHA256SUMS (refused, exit 1, when verify fails).
     Pack {
         #[arg(default_value = "corpus")]
         dir: PathBuf,

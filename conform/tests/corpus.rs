@@ -19,11 +19,11 @@ fn checked_in() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus")
 }
 
-/// Every file below `dir` but README.md, by relative path, with its bytes.
+/// Every file below `dir` (the vendor kit included: `corpus build` writes
+/// it), by relative path, with its bytes.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     cli::tree_files(dir)
         .into_iter()
-        .filter(|p| p.file_name().unwrap() != "README.md")
         .map(|p| {
             let bytes = std::fs::read(&p).unwrap();
             (p.strip_prefix(dir).unwrap().display().to_string(), bytes)

@@ -18,6 +18,7 @@ use cli::BIN;
 /// bitmap the image does not have: mismatch, strict and lenient cells.
 const LIAR: &str = r#"#!/bin/sh
 case "$1" in
+  capabilities) echo '{"protocol": 1, "capabilities": ["observe"]}' ;;
   observe) printf '%s\n' '{"protocol": 1, "opened": true, "error": null, "bitmaps": [{"name": "ghost", "granularity_bits": 16, "flags": {"in_use": false, "auto": true}, "usable": true, "content_sha256": "00"}]}' ;;
   *) exit 1 ;;
 esac
@@ -44,6 +45,11 @@ fn chromium() -> PathBuf {
 /// Runs headless Chromium on `page` with `mode` (`--screenshot=FILE` or
 /// `--dump-dom`), returning its standard output; fails after two minutes.
 fn chromium_run(page: &Path, work: &Path, mode: &str) -> String {
+    chromium_url(&format!("file://{}", page.display()), work, mode)
+}
+
+/// As [`chromium_run`], for any address (a page with a `#fragment`).
+fn chromium_url(url: &str, work: &Path, mode: &str) -> String {
     let profile = tempfile::tempdir_in(work).unwrap();
     let out_path = work.join(format!("chromium-{}.out", mode.len()));
     let err_path = work.join(format!("chromium-{}.err", mode.len()));
@@ -61,7 +67,7 @@ fn chromium_run(page: &Path, work: &Path, mode: &str) -> String {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(mode)
-        .arg(format!("file://{}", page.display()))
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
@@ -253,8 +259,39 @@ fn html_page_renders_in_chromium_and_matches_the_json_report() {
         totals, want_totals,
         "the page's totals differ from the JSON"
     );
+
+    // 4. The per-implementation filter, set from the address: exactly the
+    // rows where qemu's outcome fails by default stay visible.
+    let url = format!("file://{}#filter=qemu:failing", page.display());
+    let filtered_dom = chromium_url(&url, tmp.path(), "--dump-dom");
+    let mut hidden: BTreeMap<String, bool> = BTreeMap::new();
+    for (tag, _) in tags(&filtered_dom, "tr") {
+        if let Some(case) = attr(tag, "data-case") {
+            let class = attr(tag, "class").unwrap_or_default();
+            hidden.insert(case, class.split(' ').any(|c| c == "filtered"));
+        }
+    }
+    let failing = [
+        "lenient",
+        "strict",
+        "mismatch",
+        "corrupting",
+        "crash",
+        "hang",
+    ];
+    let want_hidden: BTreeMap<String, bool> = want
+        .iter()
+        .filter(|((_, imp), _)| imp == "qemu")
+        .map(|((case, _), k)| (case.clone(), !failing.contains(&k.as_str())))
+        .collect();
+    assert_eq!(hidden, want_hidden, "rows the qemu:failing filter shows");
     assert!(
-        started.elapsed().as_secs() < 120,
+        want_hidden.values().any(|h| *h) && want_hidden.values().any(|h| !*h),
+        "the filter must hide some rows and keep others"
+    );
+
+    assert!(
+        started.elapsed().as_secs() < 180,
         "took {:?}",
         started.elapsed()
     );

@@ -185,13 +185,13 @@ fn judge_classifies_real_programs() {
     let crash = tmp.path().join("crash.sh");
     std::fs::write(
         &crash,
-        "#!/bin/sh\necho about to crash >&2\nkill -SEGV $$\n",
+        "#!/bin/sh\n[ \"$1\" = capabilities ] && exec echo '{\"protocol\": 1}'\necho about to crash >&2\nkill -SEGV $$\n",
     )
     .unwrap();
     let hang = tmp.path().join("hang.sh");
     std::fs::write(
         &hang,
-        "#!/bin/sh\n[ \"$1\" = observe ] || exit 1\nsleep 60 &\nsleep 60\n",
+        "#!/bin/sh\n[ \"$1\" = capabilities ] && exec echo '{\"protocol\": 1}'\n[ \"$1\" = observe ] || exit 1\nsleep 60 &\nsleep 60\n",
     )
     .unwrap();
     for p in [&crash, &hang] {
@@ -342,7 +342,7 @@ fn stray_children_do_not_outlive_a_timeout() {
     std::fs::write(
         &prog,
         format!(
-            "#!/bin/sh\n[ \"$1\" = observe ] || exit 1\nsleep 300 &\necho $! >> {}\nsleep 300\n",
+            "#!/bin/sh\n[ \"$1\" = capabilities ] && exec echo '{{\"protocol\": 1}}'\n[ \"$1\" = observe ] || exit 1\nsleep 300 &\necho $! >> {}\nsleep 300\n",
             marker.display()
         ),
     )

@@ -51,10 +51,21 @@ pub struct CampaignOptions {
     pub progress: bool,
 }
 
+/// What one campaign run leaves: the state (over every run so far) and the
+/// findings this run saved.
+pub struct RunSummary {
+    pub state: State,
+    /// Cases this run judged (the state counts every run).
+    pub cases_this_run: u64,
+    /// Keys of the findings saved by this run (new kinds of disagreement),
+    /// in the order they were found.
+    pub new_findings: Vec<String>,
+}
+
 /// Runs the campaign until the duration or case budget is spent; resumes
 /// from `OUT/state.json` when it belongs to the same implementation, seed
 /// and shard.
-pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
+pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> {
     std::fs::create_dir_all(opts.out.join("findings"))
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let state_path = opts.out.join("state.json");
@@ -66,12 +77,12 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
     if !opts.progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} campaign {pos} cases {per_sec} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
+    bar.set_style(crate::runner::terminal::progress_style(
+        "{spinner} campaign {pos} cases {rate} {msg}",
+    ));
     let start = Instant::now();
     let mut ran = 0u64;
+    let mut new_findings = Vec::new();
     while start.elapsed() < opts.duration
         && opts.max_cases.is_none_or(|m| ran < m)
         && crate::runner::signals::stop_requested().is_none()
@@ -138,6 +149,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
             MINIMISE_BUDGET,
         )?;
         save(&opts.out, scratch.path(), &k, original, m, adapter.name())?;
+        new_findings.push(k);
         bar.set_message(format!(
             "{} kinds of disagreement",
             state.disagreements.len()
@@ -146,5 +158,9 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<State> {
     }
     bar.finish_and_clear();
     state.write(&state_path)?;
-    Ok(state)
+    Ok(RunSummary {
+        state,
+        cases_this_run: ran,
+        new_findings,
+    })
 }

@@ -1,11 +1,15 @@
-//! `qcow2-conform campaign`: the CLI side of [`crate::campaign`].
+//! `qcow2-conform campaign`: the CLI side of [`crate::campaign`]: runs it,
+//! prints a summary, and exits 2 when the run saved new findings (unless
+//! `--fail-on-findings none`).
 
-use crate::campaign::{self, CampaignOptions};
-use crate::cli::CampaignArgs;
+use crate::campaign::{self, CampaignOptions, RunSummary};
+use crate::cli::{CampaignArgs, FailOnFindings};
 use crate::runner::{self, Limits, RunOptions};
 use anyhow::Result;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 pub fn run(args: &CampaignArgs) -> Result<i32> {
     if args.sequences {
@@ -29,22 +33,64 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
         },
         progress: std::io::stderr().is_terminal(),
     };
-    let state = campaign::run(adapter.as_ref(), &opts)?;
-    eprintln!(
-        "campaign: {} cases run ({} in total), outcomes {:?}",
-        state.cases_run, state.next_index, state.outcomes
-    );
-    for (key, n) in &state.disagreements {
+    let start = Instant::now();
+    let summary = campaign::run(adapter.as_ref(), &opts)?;
+    eprint!("{}", summary_text(&summary, &args.out, start.elapsed()));
+    let failing = !summary.new_findings.is_empty() && args.fail_on_findings == FailOnFindings::New;
+    if failing {
         eprintln!(
-            "  {n:>5} x {key}  -> {}/findings/{key}/",
-            args.out.display()
+            "campaign: {} new finding(s) saved: exit status 2 (--fail-on-findings none to exit 0)",
+            summary.new_findings.len()
         );
     }
     if let Some(why) = runner::signals::interrupted() {
         eprintln!("campaign: INCOMPLETE: {why}; the state was saved, the same command resumes");
         return Ok(1);
     }
-    Ok(0)
+    Ok(if failing { 2 } else { 0 })
+}
+
+/// The summary printed after a campaign: cases and rate, outcomes, and
+/// every kind of disagreement (new ones marked) with where it is saved.
+pub fn summary_text(s: &RunSummary, out: &Path, took: Duration) -> String {
+    let st = &s.state;
+    let mut o = String::new();
+    let secs = took.as_secs_f64();
+    let rate = if secs > 0.0 {
+        s.cases_this_run as f64 / secs
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        o,
+        "campaign: {} case(s) this run in {secs:.1} s ({}/s), {} run in total, next case {}",
+        s.cases_this_run,
+        crate::runner::terminal::rate(rate),
+        st.cases_run,
+        st.next_index
+    );
+    let outcomes: Vec<String> = st
+        .outcomes
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    let _ = writeln!(o, "  outcomes (all runs): {}", outcomes.join(", "));
+    let _ = writeln!(
+        o,
+        "  findings: {} new this run, {} kind(s) in total, under {}",
+        s.new_findings.len(),
+        st.disagreements.len(),
+        out.join("findings").display()
+    );
+    for (key, n) in &st.disagreements {
+        let mark = if s.new_findings.contains(key) {
+            "NEW"
+        } else {
+            "   "
+        };
+        let _ = writeln!(o, "  {mark} {n:>5} x {key}");
+    }
+    o
 }
 
 /// `campaign --impl qemu-live --sequences`.

@@ -1,5 +1,9 @@
-//! `qcow2-conform corpus build | verify | pack`.
+//! `qcow2-conform corpus build | verify | pack`, and the `SHA256SUMS` file
+//! that `build` and `generate` write and `verify` checks. `build` also
+//! writes the vendor kit ([`super::corpus_kit`]); `pack` verifies first and
+//! refuses a corpus that fails.
 
+use super::corpus_kit;
 use crate::cli::CorpusCommand;
 use anyhow::{bail, Context, Result};
 use generator::corpus;
@@ -36,17 +40,20 @@ fn case_files(manifest: &Manifest) -> Vec<String> {
     files
 }
 
-/// `sha256sum`-style lines for the manifest and every image and companion,
-/// sorted.
-fn checksums(dir: &Path, manifest: &Manifest) -> Result<String> {
+/// Writes `DIR/SHA256SUMS`: `sha256sum`-style lines for the manifest,
+/// every image and companion, and the `extra` files, sorted.
+pub fn write_checksums(dir: &Path, manifest: &Manifest, extra: &[&str]) -> Result<()> {
     let mut files = case_files(manifest);
     files.push("manifest.json".into());
+    files.extend(extra.iter().map(|f| f.to_string()));
     files.sort();
+    files.dedup();
     let mut out = String::new();
     for f in files {
         out.push_str(&format!("{}  {f}\n", sha256_file(&dir.join(&f))?));
     }
-    Ok(out)
+    let path = dir.join("SHA256SUMS");
+    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn build(dir: &Path) -> Result<i32> {
@@ -79,7 +86,9 @@ fn build(dir: &Path) -> Result<i32> {
     cases.extend(copy_qemu_made(&images)?);
     let manifest = Manifest::new(cases);
     std::fs::write(dir.join("manifest.json"), manifest.to_json())?;
-    std::fs::write(dir.join("SHA256SUMS"), checksums(dir, &manifest)?)?;
+    corpus_kit::write(dir)?;
+    let kit: Vec<&str> = corpus_kit::names().collect();
+    write_checksums(dir, &manifest, &kit)?;
     let bytes: u64 = case_files(&manifest)
         .iter()
         .map(|f| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0))
@@ -155,7 +164,37 @@ pub fn verify_case(dir: &Path, case: &ManifestCase) -> CaseCheck {
     }
 }
 
-fn verify(dir: &Path, json: bool) -> Result<i32> {
+/// What `corpus verify` found.
+pub struct Verification {
+    pub checks: Vec<CaseCheck>,
+    /// Files whose SHA-256 differs, that are missing, or that the manifest
+    /// names but SHA256SUMS does not list.
+    pub file_problems: Vec<String>,
+}
+
+impl Verification {
+    pub fn failures(&self) -> Vec<&CaseCheck> {
+        self.checks.iter().filter(|c| !c.ok).collect()
+    }
+
+    pub fn ok(&self) -> bool {
+        self.file_problems.is_empty() && self.checks.iter().all(|c| c.ok)
+    }
+
+    /// `N cases, N disagree with the model, N file problems`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} cases, {} disagree with the model, {} file problems",
+            self.checks.len(),
+            self.failures().len(),
+            self.file_problems.len()
+        )
+    }
+}
+
+/// Checks every file listed in `DIR/SHA256SUMS` and every case's verdict,
+/// rules and contents against the model.
+pub fn verification(dir: &Path) -> Result<Verification> {
     let text = std::fs::read_to_string(dir.join("manifest.json"))
         .with_context(|| format!("cannot read {}/manifest.json", dir.display()))?;
     let manifest = Manifest::from_json(&text)?;
@@ -187,38 +226,57 @@ fn verify(dir: &Path, json: bool) -> Result<i32> {
         .par_iter()
         .map(|c| verify_case(dir, c))
         .collect();
-    let bad: Vec<&CaseCheck> = checks.iter().filter(|c| !c.ok).collect();
+    Ok(Verification {
+        checks,
+        file_problems,
+    })
+}
+
+fn verify(dir: &Path, json: bool) -> Result<i32> {
+    let v = verification(dir)?;
+    let bad = v.failures();
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "cases": checks.len(),
-                "file_problems": file_problems,
+                "cases": v.checks.len(),
+                "file_problems": v.file_problems,
                 "failures": bad,
             }))?
         );
     } else {
-        for p in &file_problems {
+        for p in &v.file_problems {
             println!("FILE  {p}");
         }
         for c in &bad {
             println!("CASE  {}: {}", c.id, c.problems.join("; "));
         }
-        println!(
-            "corpus verify: {} cases, {} disagree with the model, {} file problems",
-            checks.len(),
-            bad.len(),
-            file_problems.len()
-        );
+        println!("corpus verify: {}", v.summary());
     }
-    Ok(if bad.is_empty() && file_problems.is_empty() {
-        0
-    } else {
-        2
-    })
+    Ok(if v.ok() { 0 } else { 2 })
 }
 
 fn pack(dir: &Path, out: &Path) -> Result<i32> {
+    let v = verification(dir)?;
+    if !v.ok() {
+        let first: Vec<String> = v
+            .file_problems
+            .iter()
+            .cloned()
+            .chain(
+                v.failures()
+                    .iter()
+                    .map(|c| format!("{}: {}", c.id, c.problems.join("; "))),
+            )
+            .take(3)
+            .collect();
+        bail!(
+            "refusing to pack {}: corpus verify fails ({}; first: {}); rebuild it with `qcow2-conform corpus build`",
+            dir.display(),
+            v.summary(),
+            first.join(" | ")
+        );
+    }
     let text = std::fs::read_to_string(dir.join("manifest.json"))?;
     let manifest = Manifest::from_json(&text)?;
     let name = format!("qcow2-conform-corpus-{}", env!("CARGO_PKG_VERSION"));
@@ -231,13 +289,14 @@ fn pack(dir: &Path, out: &Path) -> Result<i32> {
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
     let mut files = case_files(&manifest);
-    files.extend(["manifest.json", "SHA256SUMS", "README.md"].map(String::from));
+    files.extend(["manifest.json", "SHA256SUMS"].map(String::from));
+    files.extend(corpus_kit::names().map(String::from));
     files.sort();
     for f in &files {
         let p = dir.join(f);
         if !p.exists() {
             bail!(
-                "{} is missing: run `qcow2-conform corpus build` first",
+                "{} is missing: `qcow2-conform corpus build` writes it",
                 p.display()
             );
         }

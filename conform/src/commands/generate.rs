@@ -1,4 +1,5 @@
-//! `qcow2-conform generate`: deterministic images plus `manifest.json`.
+//! `qcow2-conform generate`: deterministic images plus `manifest.json` and
+//! `SHA256SUMS` (so that `corpus verify` checks the output).
 
 use crate::cli::{GenerateArgs, Profile};
 use anyhow::{bail, Context, Result};
@@ -7,7 +8,7 @@ use generator::cases::{self, Case};
 use generator::files::write_sparse;
 use generator::manifest::Generation;
 use generator::{Config, Manifest, ManifestCase};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::path::Path;
 
 fn config(p: Profile) -> Config {
@@ -133,10 +134,9 @@ pub fn run(args: &GenerateArgs) -> Result<i32> {
     let jobs = plan(args)?;
     prepare_out(&args.out, args.force)?;
     let bar = ProgressBar::new(jobs.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    bar.set_style(crate::runner::terminal::progress_style(
+        "{prefix} [{bar:30}] {pos}/{len} {rate} {msg}",
+    ));
     bar.set_prefix("generate");
     use rayon::prelude::*;
     let cases: Vec<Result<Case>> = jobs
@@ -168,6 +168,7 @@ pub fn run(args: &GenerateArgs) -> Result<i32> {
     let path = args.out.join("manifest.json");
     std::fs::write(&path, manifest.to_json())
         .with_context(|| format!("cannot write {}", path.display()))?;
+    super::corpus::write_checksums(&args.out, &manifest, &[])?;
     if args.json {
         print!("{}", manifest.to_json());
     } else {

@@ -1,7 +1,9 @@
 //! What each subcommand does.
 
 mod campaign;
+mod completions;
 mod corpus;
+mod corpus_kit;
 mod generate;
 mod report;
 pub mod run;
@@ -31,6 +33,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             print_rules(json)?;
             Ok(0)
         }
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man { out } => completions::man(out.as_deref()),
         Command::AdapterProbe {
             implementation,
             image,

@@ -5,8 +5,8 @@ use crate::cli::{MatrixRows, RunArgs};
 use crate::runner::expect::{Expectations, ANY_VERSION, UNKNOWN_VERSION};
 use crate::runner::gate::Gate;
 use crate::runner::provenance::Provenance;
-use crate::runner::report::{self, Rows};
 use crate::runner::select::Selection;
+use crate::runner::terminal::{self, Rows};
 use crate::runner::{self, Limits, OutcomeKind, RunOptions};
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
@@ -48,9 +48,8 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     if args.implementations.is_empty() {
         bail!("name at least one implementation with --impl (qemu or exec:TEMPLATE)");
     }
-    let adapters = args
-        .implementations
-        .iter()
+    let adapters = unique_implementations(&args.implementations)
+        .into_iter()
         .map(|s| -> Result<Box<dyn runner::Adapter>> {
             if s == "qemu" && args.bitmap_ops {
                 return Ok(Box::new(
@@ -106,8 +105,8 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         MatrixRows::Auto if report.cases.len() <= 60 => Rows::Case,
         MatrixRows::Auto => Rows::Rule,
     };
-    let coloured = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    print!("{}", report::matrix(&report, rows, coloured));
+    let coloured = terminal::colour_wanted(std::io::stdout().is_terminal());
+    print!("{}", terminal::matrix(&report, rows, coloured));
     if let Some(p) = &args.json {
         std::fs::write(p, report.to_json())
             .with_context(|| format!("cannot write {}", p.display()))?;
@@ -198,6 +197,22 @@ fn load_expectations(path: &Path, provenance: &Provenance) -> Result<Expectation
         }
     }
     Ok(e)
+}
+
+/// The `--impl` values, each once (in first-seen order): naming one twice
+/// would give it two columns and double its totals. Each repeat is noted
+/// on standard error.
+pub fn unique_implementations(specs: &[String]) -> Vec<&String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for s in specs {
+        if seen.insert(s) {
+            out.push(s);
+        } else {
+            eprintln!("run: --impl {s} is named more than once; it runs once");
+        }
+    }
+    out
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {

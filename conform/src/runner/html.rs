@@ -3,7 +3,12 @@
 //! results matrix: a row per case, grouped by rule, a column per
 //! implementation, each cell coloured by its outcome. Hovering or focusing
 //! a cell shows why the judge decided so and the commands that reproduce
-//! it.
+//! it (and, for a crash or hang, the end of the program's standard error).
+//! Long descriptions show one line and expand (`<details>`); each rule
+//! group is its own `<tbody>` that a click on its heading collapses; the
+//! header row stays in view (sticky); a filter per implementation column
+//! shows only the rows with a chosen outcome there (also settable from the
+//! page's address: `#filter=IMPL:OUTCOME`, `failing` for any failing one).
 //!
 //! Every outcome cell carries `data-case`, `data-impl` and `data-outcome`
 //! attributes, so that tools (and the Chromium test) can read the matrix
@@ -115,6 +120,17 @@ td.cell:hover .tip, td.cell:focus .tip { display: block; }
 .tip pre { white-space: pre-wrap; word-break: break-all; background: #f3f4f6; padding: 6px; margin: 4px 0 0;
   font-size: 11px; max-height: 260px; overflow: auto; }
 body.only-failing tr.clean { display: none; }
+td.case .desc summary { cursor: pointer; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 560px; }
+td.case .desc details[open] summary { white-space: normal; }
+td.case .desc .more { white-space: pre-wrap; max-height: 240px; overflow: auto; }
+#matrix tr.group th { cursor: pointer; user-select: none; }
+#matrix tr.group th::before { content: "\25BE  "; }
+#matrix tbody.collapsed tr.group th::before { content: "\25B8  "; }
+#matrix tbody.collapsed tr:not(.group) { display: none; }
+#matrix tr.filters th { position: sticky; top: 27px; background: #eef0f2; color: #1d2125; z-index: 2; font-weight: normal; }
+#matrix tr.filters select { max-width: 120px; font-size: 12px; }
+#matrix tr.filtered, #matrix tbody.filtered-out { display: none; }
+.controls button { font-size: 12px; margin-left: 6px; }
 footer { margin-top: 16px; color: #777; font-size: 12px; }
 "#;
 
@@ -122,7 +138,72 @@ const SCRIPT: &str = r#"
 document.getElementById('only-failing').addEventListener('change', function (e) {
   document.body.classList.toggle('only-failing', e.target.checked);
 });
+document.querySelectorAll('#matrix tr.group').forEach(function (row) {
+  row.addEventListener('click', function () {
+    row.parentElement.classList.toggle('collapsed');
+  });
+});
+function setAll(collapsed) {
+  document.querySelectorAll('#matrix tbody.grp').forEach(function (b) {
+    b.classList.toggle('collapsed', collapsed);
+  });
+}
+document.getElementById('collapse-all').addEventListener('click', function () { setAll(true); });
+document.getElementById('expand-all').addEventListener('click', function () { setAll(false); });
+var failing = ['lenient', 'strict', 'mismatch', 'corrupting', 'crash', 'hang'];
+function applyFilters() {
+  var wants = [];
+  document.querySelectorAll('#matrix select[data-filter-impl]').forEach(function (sel) {
+    if (sel.value !== 'any') { wants.push([sel.getAttribute('data-filter-impl'), sel.value]); }
+  });
+  document.querySelectorAll('#matrix tr[data-case]').forEach(function (row) {
+    var show = wants.every(function (w) {
+      var cell = Array.prototype.find.call(row.querySelectorAll('td[data-impl]'), function (td) {
+        return td.getAttribute('data-impl') === w[0];
+      });
+      var got = cell ? cell.getAttribute('data-outcome') : 'none';
+      return w[1] === 'failing' ? failing.indexOf(got) >= 0 : got === w[1];
+    });
+    row.classList.toggle('filtered', !show);
+  });
+  document.querySelectorAll('#matrix tbody.grp').forEach(function (b) {
+    b.classList.toggle('filtered-out', b.querySelector('tr[data-case]:not(.filtered)') === null);
+  });
+}
+document.querySelectorAll('#matrix select[data-filter-impl]').forEach(function (sel) {
+  sel.addEventListener('change', applyFilters);
+});
+(function fromAddress() {
+  var m = /[#&]filter=([^&]*)/.exec(window.location.hash);
+  if (!m) { return; }
+  decodeURIComponent(m[1]).split(',').forEach(function (f) {
+    var i = f.lastIndexOf(':');
+    if (i < 0) { return; }
+    document.querySelectorAll('#matrix select[data-filter-impl]').forEach(function (sel) {
+      if (sel.getAttribute('data-filter-impl') === f.slice(0, i)) { sel.value = f.slice(i + 1); }
+    });
+  });
+  applyFilters();
+})();
 "#;
+
+/// Characters of a description shown before it is expanded.
+const DESCRIPTION_LINE: usize = 110;
+
+/// A case's description as HTML: one line; a longer one (or one of
+/// several lines) as a `<details>` whose summary is its first line, cut.
+fn description(d: &str) -> String {
+    let first = d.lines().next().unwrap_or("");
+    if d.chars().count() <= DESCRIPTION_LINE && !d.contains('\n') {
+        return escape(d);
+    }
+    let cut: String = first.chars().take(DESCRIPTION_LINE).collect();
+    format!(
+        "<details><summary>{}…</summary><div class=\"more\">{}</div></details>",
+        escape(&cut),
+        escape(d)
+    )
+}
 
 /// The rule part of a case ID (`bitmaps.dir.type/0003` -> `bitmaps.dir.type`).
 fn group_of(id: &str) -> &str {
@@ -161,6 +242,13 @@ fn tooltip(o: &mut String, case: &CaseRun, r: &CaseResult) {
     let _ = write!(o, "<div>{}</div>", escape(&facts.join("; ")));
     for n in &obs.notes {
         let _ = write!(o, "<div>note: {}</div>", escape(n));
+    }
+    if matches!(kind, OutcomeKind::Crash | OutcomeKind::Hang) && !obs.stderr_excerpt.is_empty() {
+        let _ = write!(
+            o,
+            "<div>standard error (end):</div><pre class=\"stderr\">{}</pre>",
+            escape(&obs.stderr_excerpt)
+        );
     }
     if !obs.commands.is_empty() {
         let _ = write!(
@@ -247,7 +335,7 @@ pub fn html(report: &RunReport) -> String {
     o.push_str("</ul>\n</div>\n</div>\n");
 
     o.push_str(
-        "<div class=\"controls\"><label><input type=\"checkbox\" id=\"only-failing\"> only cases with an outcome other than pass or recorded</label> · hover or focus a cell for the reason and the commands that reproduce it</div>\n",
+        "<div class=\"controls\"><label><input type=\"checkbox\" id=\"only-failing\"> only cases with an outcome other than pass or recorded</label><button type=\"button\" id=\"collapse-all\">collapse all groups</button><button type=\"button\" id=\"expand-all\">expand all</button> · click a group to fold it · hover or focus a cell for the reason and the commands that reproduce it</div>\n",
     );
 
     // The matrix, grouped by rule in order of first appearance.
@@ -271,7 +359,19 @@ pub fn html(report: &RunReport) -> String {
             n = escape(name)
         );
     }
-    o.push_str("</tr></thead>\n<tbody>\n");
+    o.push_str("</tr>\n<tr class=\"filters\"><th>show rows where</th><th></th>");
+    for name in impls {
+        let _ = write!(
+            o,
+            "<th><select data-filter-impl=\"{n}\" title=\"filter by {n}'s outcome\"><option value=\"any\">any outcome</option><option value=\"failing\">failing</option>",
+            n = escape(name)
+        );
+        for k in OutcomeKind::ALL {
+            let _ = write!(o, "<option value=\"{k}\">{k}</option>");
+        }
+        o.push_str("</select></th>");
+    }
+    o.push_str("</tr></thead>\n");
     let width = impls.len() + 2;
     for g in order {
         let cases = &groups[g];
@@ -283,7 +383,8 @@ pub fn html(report: &RunReport) -> String {
         let clean = if failing == 0 { " clean" } else { "" };
         let _ = writeln!(
             o,
-            "<tr class=\"group{clean}\"><th colspan=\"{width}\">{} <span class=\"n\">({} case(s){})</span></th></tr>",
+            "<tbody class=\"grp\" data-group=\"{}\">\n<tr class=\"group{clean}\"><th colspan=\"{width}\">{} <span class=\"n\">({} case(s){})</span></th></tr>",
+            escape(g),
             escape(g),
             cases.len(),
             if failing > 0 {
@@ -300,9 +401,9 @@ pub fn html(report: &RunReport) -> String {
             };
             let _ = write!(
                 o,
-                "<tr{clean} data-case=\"{id}\"><td class=\"case\"><div class=\"id\">{id}</div><div class=\"desc\">{desc}</div><div class=\"file\">{file}</div></td>",
+                "<tr{clean} data-case=\"{id}\"><td class=\"case\"><div class=\"id\" title=\"{file}\">{id}</div><div class=\"desc\">{desc}</div></td>",
                 id = escape(&c.id),
-                desc = escape(&c.description),
+                desc = description(&c.description),
                 file = escape(&c.file)
             );
             let e = &c.expected;
@@ -346,8 +447,9 @@ pub fn html(report: &RunReport) -> String {
             }
             o.push_str("</tr>\n");
         }
+        o.push_str("</tbody>\n");
     }
-    o.push_str("</tbody>\n</table>\n");
+    o.push_str("</table>\n");
     let _ = writeln!(
         o,
         "<footer>Written by qcow2-conform {}. Outcomes as defined in DESIGN.md; expected verdicts from the corpus manifest.</footer>",
@@ -421,5 +523,18 @@ mod tests {
         assert!(!page.contains("<case>"));
         assert!(!page.contains("http"), "the page must not load anything");
         assert_eq!(page.matches("class=\"cell ").count(), 4);
+        // One collapsible group per rule, a filter per implementation.
+        assert_eq!(page.matches("<tbody class=\"grp\"").count(), 2);
+        assert_eq!(page.matches("<select data-filter-impl=").count(), 2);
+    }
+
+    #[test]
+    fn long_descriptions_fold_to_one_line() {
+        assert_eq!(description("short & plain"), "short &amp; plain");
+        let long = format!("{}\nsecond line", "x".repeat(300));
+        let d = description(&long);
+        assert!(d.starts_with("<details><summary>"), "{d}");
+        assert!(d.contains(&format!("{}…</summary>", "x".repeat(DESCRIPTION_LINE))));
+        assert!(d.contains("second line</div></details>"));
     }
 }

@@ -19,7 +19,7 @@
 //! - [`provenance`] (where a report comes from), [`report`], [`expect`]
 //!   (expectations files), [`gate`] (what fails a run), [`junit`] and
 //!   [`html`]; [`select`] (case filters); [`corpus`]; [`run`] (the
-//!   orchestration).
+//!   orchestration); [`terminal`] (the terminal matrix).
 //!
 //! This file only declares them and re-exports what outside callers use.
 //!
@@ -55,6 +55,7 @@ pub mod run;
 pub mod signals;
 pub mod temp_dirs;
 pub mod select;
+pub mod terminal;
 pub mod text;
 pub mod writes;
 

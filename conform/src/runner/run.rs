@@ -344,12 +344,9 @@ pub fn run_selected(
     let total = (manifest.cases.len() * adapters.len()) as u64;
     let bar = if opts.progress && total >= 20 {
         let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
+        b.set_style(super::terminal::progress_style(
+            "{prefix} [{bar:30}] {pos}/{len} {rate} eta {eta} {msg}",
+        ));
         b.set_prefix("run");
         b
     } else {

@@ -1,10 +1,16 @@
 //! Any program as an implementation under test, through the exec protocol
-//! (version 1, documented in `corpus/README.md`, "The exec protocol"):
+//! (version 1, documented in the corpus's `PROTOCOL.md`):
 //!
-//! - `PROGRAM capabilities` (optional) prints
-//!   `{"protocol": 1, "capabilities": ["observe", "write"]}`;
+//! - `PROGRAM capabilities` prints
+//!   `{"protocol": 1, "capabilities": ["observe", "write"], "name": ..., "version": ...}`
+//!   (`name` and `version` optional); asked once before any case, and a
+//!   program that cannot start or does not answer it stops the run
+//!   ([`SetupError`]);
 //! - `PROGRAM observe IMAGE` prints one JSON object
 //!   `{"protocol": 1, "opened": bool, "error": string|null, "bitmaps": [...]}`;
+//! - `PROGRAM read IMAGE OFFSET:LEN...` (with the `read` capability and
+//!   without `observe`: a program that does not know bitmaps) prints the
+//!   SHA-256 of the guest data of each range ([`super::exec_read`]);
 //! - `PROGRAM write IMAGE OFFSET LEN` (optional) writes `LEN` bytes of guest
 //!   data at virtual offset `OFFSET` and prints
 //!   `{"protocol": 1, "ok": bool, "error": string|null}`.
@@ -12,6 +18,7 @@
 //! `PROGRAM` is a command template: words split as a shell would (quotes
 //! group, no expansion), the verb and its arguments appended.
 
+use super::exec_read::{self, ReadReply};
 use crate::runner::adapter::{Adapter, Capabilities, Identity, WriteRun};
 use crate::runner::observation::{Observation, ObservedBitmap, ObservedFlags};
 use crate::runner::process::{self, Limits, Proc};
@@ -32,7 +39,36 @@ pub struct ExecAdapter {
     name: String,
     argv: Vec<String>,
     can_write: bool,
+    /// The program does not know bitmaps: it answers `read`, not `observe`.
+    reads_guest: bool,
+    /// What it calls itself in its `capabilities` answer (optional
+    /// `name`/`version` of protocol 1), if it says.
     identity: Identity,
+}
+
+/// Why an exec program cannot be used at all: the run stops before any
+/// case (`qcow2-conform run` exits 1 with this one line).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("exec adapter {template:?}: {error}")]
+    Start {
+        template: String,
+        /// The spawn error (it names the command line).
+        error: std::io::Error,
+    },
+    #[error(
+        "exec adapter {template:?}: `capabilities` failed ({end}{stderr}); every exec program \
+         must answer it (see PROTOCOL.md in the corpus)"
+    )]
+    Capabilities {
+        template: String,
+        /// How the program ended.
+        end: String,
+        /// `: last stderr line`, or empty.
+        stderr: String,
+    },
+    #[error("exec adapter {template:?}: `capabilities` answer unusable: {why}")]
+    Answer { template: String, why: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,7 +76,6 @@ struct CapabilitiesReply {
     protocol: u32,
     #[serde(default)]
     capabilities: Vec<String>,
-    /// Optional (protocol 1): the implementation's own name and version.
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -177,32 +212,119 @@ fn parse_reply<T: serde::de::DeserializeOwned>(stdout: &str) -> Result<T, NoRepl
     }
 }
 
+/// The answer object of a finished program run, or why it is no usable
+/// answer (none on stdout, or of a protocol version the runner does not
+/// speak; `version` reads the object's `protocol`).
+fn answer<T: serde::de::DeserializeOwned>(p: &Proc, version: fn(&T) -> u32) -> Result<T, String> {
+    let r = parse_reply::<T>(&p.stdout).map_err(|e| format!("{e} ({})", p.describe_end()))?;
+    match version(&r) {
+        PROTOCOL => Ok(r),
+        v => Err(format!(
+            "protocol {v} is not supported (the runner speaks {PROTOCOL})"
+        )),
+    }
+}
+
+/// The exit statuses by which a shell or `prlimit` says a program could
+/// not be executed (126) or was not found (127).
+const CANNOT_EXECUTE: [i32; 2] = [126, 127];
+
 impl ExecAdapter {
     /// An adapter for `template`; asks the program for its capabilities.
+    /// Fails ([`SetupError`]) when the program cannot be started, or its
+    /// `capabilities` answer is missing, malformed, of another protocol
+    /// version, or comes from a program that crashed, hung or exited with
+    /// a non-zero status.
     pub fn new(template: &str) -> Result<ExecAdapter> {
         let argv = split_template(template)?;
         let mut a = ExecAdapter {
             name: format!("exec:{template}"),
             argv,
             can_write: false,
+            reads_guest: false,
             identity: Identity::default(),
         };
         let limits = Limits {
             timeout: CAPABILITIES_TIMEOUT,
             memory_bytes: None,
         };
-        if let Ok(p) = a.run(&["capabilities".into()], &limits) {
-            if p.success() {
-                if let Ok(r) = parse_reply::<CapabilitiesReply>(&p.stdout) {
-                    if r.protocol == PROTOCOL {
-                        a.can_write = r.capabilities.iter().any(|c| c == "write");
-                        a.identity.product = r.name;
-                        a.identity.version = r.version;
-                    }
+        let p = a
+            .run(&["capabilities".into()], &limits)
+            .map_err(|error| SetupError::Start {
+                template: template.to_owned(),
+                error,
+            })?;
+        let last_stderr = p
+            .stderr
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(|l| format!(": {}", crate::runner::text::short(l)))
+            .unwrap_or_default();
+        let cannot_run = p.status.is_some_and(|c| CANNOT_EXECUTE.contains(&c));
+        if !p.success() || p.sanitizer().is_some() {
+            let end = if cannot_run {
+                format!("{}: the program could not be executed", p.describe_end())
+            } else {
+                p.describe_end()
+            };
+            return Err(SetupError::Capabilities {
+                template: template.to_owned(),
+                end,
+                stderr: last_stderr,
+            }
+            .into());
+        }
+        let r =
+            answer::<CapabilitiesReply>(&p, |r| r.protocol).map_err(|why| SetupError::Answer {
+                template: template.to_owned(),
+                why,
+            })?;
+        let has = |c: &str| r.capabilities.iter().any(|x| x == c);
+        a.can_write = has("write");
+        a.reads_guest = has("read") && !has("observe");
+        a.identity.product = r.name;
+        a.identity.version = r.version;
+        Ok(a)
+    }
+
+    /// The program's own name and version from its `capabilities` answer
+    /// (optional fields of protocol 1), for reports.
+    pub fn reported(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.identity.product.as_deref(),
+            self.identity.version.as_deref(),
+        )
+    }
+
+    /// `PROGRAM read IMAGE OFFSET:LEN...` over the sample ranges, compared
+    /// with the model: the observation of a program that does not know
+    /// bitmaps.
+    fn observe_guest(&self, image: &Path, limits: &Limits) -> Observation {
+        let start = Instant::now();
+        let mut obs = Observation {
+            bitmaps_unaware: true,
+            ..Observation::default()
+        };
+        let expect = exec_read::expectation(image);
+        obs.notes.extend(expect.notes.iter().cloned());
+        let mut args: Vec<OsString> = vec!["read".into(), image.into()];
+        args.extend(exec_read::range_args(&expect.ranges));
+        let Some(p) = obs.record_run(self.run(&args, limits), start) else {
+            return obs;
+        };
+        match answer::<ReadReply>(&p, |r| r.protocol) {
+            Err(e) => obs.protocol_error = Some(e),
+            Ok(r) => {
+                obs.opened = r.opened;
+                obs.error = r.error.clone();
+                if r.opened {
+                    obs.guest = Some(exec_read::guest_check(&expect, &r));
                 }
             }
         }
-        Ok(a)
+        obs
     }
 
     fn run(&self, verb_args: &[OsString], limits: &Limits) -> std::io::Result<Proc> {
@@ -224,28 +346,26 @@ impl Adapter for ExecAdapter {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            read_metadata: true,
-            read_bitmap_contents: true,
+            read_metadata: !self.reads_guest,
+            read_bitmap_contents: !self.reads_guest,
+            read_guest_data: self.reads_guest,
             write_guest_data: self.can_write,
             ..Capabilities::default()
         }
     }
 
     fn observe(&self, image: &Path, limits: &Limits) -> Observation {
+        if self.reads_guest {
+            return self.observe_guest(image, limits);
+        }
         let start = Instant::now();
         let mut obs = Observation::default();
         let Some(p) = obs.record_run(self.run(&["observe".into(), image.into()], limits), start)
         else {
             return obs;
         };
-        match parse_reply::<ObserveReply>(&p.stdout) {
-            Err(e) => obs.protocol_error = Some(format!("{e} ({})", p.describe_end())),
-            Ok(r) if r.protocol != PROTOCOL => {
-                obs.protocol_error = Some(format!(
-                    "protocol {} is not supported (the runner speaks {PROTOCOL})",
-                    r.protocol
-                ))
-            }
+        match answer::<ObserveReply>(&p, |r| r.protocol) {
+            Err(e) => obs.protocol_error = Some(e),
             Ok(r) => {
                 obs.opened = r.opened;
                 obs.error = r.error;

@@ -3,6 +3,7 @@
 //! [`crate::runner::adapter::Adapter`].
 
 pub mod exec;
+pub mod exec_read;
 pub mod probe;
 pub mod qemu;
 pub mod qemu_live;

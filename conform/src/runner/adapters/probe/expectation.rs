@@ -16,7 +16,7 @@ const MAX_L2_TABLES: usize = 256;
 
 /// The model's view of an image: header, sample ranges and their data
 /// (an error where the model cannot read, with why).
-pub(super) struct Expectation {
+pub(crate) struct Expectation {
     pub size: Option<u64>,
     pub ranges: Vec<(u64, u64)>,
     pub data: Vec<Result<Vec<u8>, GuestError>>,
@@ -36,7 +36,7 @@ impl Expectation {
 }
 
 /// What the model reads at the sample ranges of `image`.
-pub(super) fn expectation(image: &Path) -> Expectation {
+pub(crate) fn expectation(image: &Path) -> Expectation {
     let file = match File::open(image) {
         Ok(f) => f,
         Err(e) => return Expectation::nothing(e),
@@ -72,7 +72,7 @@ pub(super) fn expectation(image: &Path) -> Expectation {
 }
 
 /// Where two buffers first differ, how many bytes differ, and a message.
-pub(super) fn describe_difference(
+pub(crate) fn describe_difference(
     offset: u64,
     got: &[u8],
     want: &[u8],

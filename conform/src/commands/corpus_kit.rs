@@ -1,0 +1,42 @@
+//! The vendor kit that `corpus build` writes beside the images, so that a
+//! packed corpus stands alone: the README, the verdict contract and exec
+//! protocol (`PROTOCOL.md`), and an example exec adapter. Their sources are
+//! `corpus-src/kit/` and `examples/qemu-img-adapter.py`, compiled into the
+//! binary so that `corpus build` writes them wherever it runs.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Every kit file: path relative to the corpus directory, and contents.
+pub const FILES: [(&str, &str); 3] = [
+    (
+        "README.md",
+        include_str!("../../../corpus-src/kit/README.md"),
+    ),
+    (
+        "PROTOCOL.md",
+        include_str!("../../../corpus-src/kit/PROTOCOL.md"),
+    ),
+    (
+        "examples/qemu-img-adapter.py",
+        include_str!("../../../examples/qemu-img-adapter.py"),
+    ),
+];
+
+/// The kit's paths, relative to the corpus directory.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    FILES.iter().map(|(n, _)| *n)
+}
+
+/// Writes every kit file into `dir`.
+pub fn write(dir: &Path) -> Result<()> {
+    for (name, text) in FILES {
+        let p = dir.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
