@@ -35,6 +35,48 @@ if [ "${#web_missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${web_missing[@]}"
 fi
 
+# The cache for implementations unpacked beside the machine's own (the
+# runner finds them at the same paths: conform/src/runner/adapters/cache.rs).
+cache="${QCOW2_CONFORM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qcow2-conform}"
+mkdir -p "$cache"
+
+# QEMU 7.2 from Debian bookworm (`run --impl qemu@7.2`), unpacked with
+# dpkg -x beside the installed QEMU (which stays): qemu-utils and those of
+# its libraries the machine lacks. A private apt configuration reads
+# bookworm's package list, so the machine's sources are left alone.
+qemu72="$cache/qemu-7.2"
+if ! "$qemu72/usr/bin/qemu-img" --version >/dev/null 2>&1 \
+    && ! LD_LIBRARY_PATH="$qemu72/usr/lib/x86_64-linux-gnu:$qemu72/lib/x86_64-linux-gnu" \
+      "$qemu72/usr/bin/qemu-img" --version >/dev/null 2>&1; then
+  echo "setup: unpacking QEMU 7.2 (Debian bookworm qemu-utils) into $qemu72" >&2
+  apt_dir="$cache/apt-bookworm"
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/debs"
+  echo "deb http://deb.debian.org/debian bookworm main" >"$apt_dir/sources.list"
+  apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=-"
+            -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+            -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
+  mkdir -p "$apt_dir/cache"
+  apt-get "${apt_opts[@]}" update -qq
+  version=$(apt-cache "${apt_opts[@]}" madison qemu-utils | awk -F'|' '$2 ~ /:7\.2/ {gsub(/ /, "", $2); print $2; exit}')
+  [ -n "$version" ] || { echo "setup: bookworm has no qemu-utils 7.2" >&2; exit 1; }
+  (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "qemu-utils=$version")
+  rm -rf "$qemu72.tmp" && mkdir -p "$qemu72.tmp"
+  dpkg -x "$apt_dir/debs"/qemu-utils_*7.2*.deb "$qemu72.tmp"
+  # Its libraries that are not installed here, unpacked beside it.
+  deps=$(dpkg-deb -f "$apt_dir/debs"/qemu-utils_*7.2*.deb Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g')
+  for dep in $deps; do
+    if ! dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q "ok installed"; then
+      echo "setup: unpacking $dep for QEMU 7.2" >&2
+      (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "$dep")
+      dpkg -x "$(ls "$apt_dir/debs/${dep}"_*.deb | head -n 1)" "$qemu72.tmp"
+    fi
+  done
+  rm -rf "$qemu72" && mv "$qemu72.tmp" "$qemu72"
+fi
+LD_LIBRARY_PATH="$qemu72/usr/lib/x86_64-linux-gnu:$qemu72/lib/x86_64-linux-gnu" \
+  "$qemu72/usr/bin/qemu-img" --version | grep -q "version 7\.2" \
+  || { echo "setup: QEMU 7.2 in $qemu72 does not run" >&2; exit 1; }
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest
