@@ -24,6 +24,14 @@ if ! /usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-libqcow
 fi
 
+# cmake builds zlib-ng for the `qcow` crate (an implementation under
+# test: its flate2 dependency asks for zlib-ng-compat).
+if ! command -v cmake >/dev/null 2>&1; then
+  echo "setup: installing cmake" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake
+fi
+
 # Headless Chromium renders the runner's --html page in the tests; python3
 # runs examples/qemu-img-adapter.py (the exec-protocol example).
 web_missing=()
@@ -76,6 +84,22 @@ fi
 LD_LIBRARY_PATH="$qemu72/usr/lib/x86_64-linux-gnu:$qemu72/lib/x86_64-linux-gnu" \
   "$qemu72/usr/bin/qemu-img" --version | grep -q "version 7\.2" \
   || { echo "setup: QEMU 7.2 in $qemu72 does not run" >&2; exit 1; }
+
+# libqcow 20260703 from PyPI (`run --impl libqcow@20260703`), beside
+# Debian's 20201213, in a virtual environment the project owns.
+libqcow_venv="$cache/libqcow-20260703"
+if ! "$libqcow_venv/bin/python" -c 'import pyqcow, sys; sys.exit(pyqcow.get_version() != "20260703")' >/dev/null 2>&1; then
+  echo "setup: installing libqcow-python 20260703 into $libqcow_venv" >&2
+  python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' >/dev/null 2>&1 || {
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  }
+  rm -rf "$libqcow_venv"
+  python3 -m venv "$libqcow_venv"
+  "$libqcow_venv/bin/pip" install -q --only-binary=:all: libqcow-python==20260703
+fi
+"$libqcow_venv/bin/python" -c 'import pyqcow; print(pyqcow.get_version())' | grep -qx 20260703 \
+  || { echo "setup: libqcow 20260703 in $libqcow_venv does not import" >&2; exit 1; }
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
