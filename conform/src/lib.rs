@@ -4,4 +4,5 @@
 pub mod campaign;
 pub mod cli;
 pub mod commands;
+pub mod matrix;
 pub mod runner;

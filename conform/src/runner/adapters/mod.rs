@@ -6,6 +6,7 @@ pub mod cache;
 pub mod exec;
 pub mod probe;
 pub mod qemu;
+pub mod versions;
 
 pub use super::adapter::{Adapter, WriteRun};
 use anyhow::{bail, Result};
