@@ -88,10 +88,7 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<PinnedMatrix>, MatrixError> {
             continue;
         }
         let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
-        out.push(parse_snapshot(&text).map_err(|why| MatrixError::Snapshot {
-            path: path.clone(),
-            why,
-        })?);
+        out.push(parse_snapshot(&path, &text)?);
     }
     out.sort_by(|a, b| {
         (a.family(), version_key(&a.version)).cmp(&(b.family(), version_key(&b.version)))
@@ -106,14 +103,19 @@ fn version_key(v: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The JSON body of an insta snapshot (after its `---` front matter).
-fn parse_snapshot(text: &str) -> Result<PinnedMatrix, String> {
+/// The JSON body of the insta snapshot `path` holds (after its `---`
+/// front matter).
+fn parse_snapshot(path: &Path, text: &str) -> Result<PinnedMatrix, MatrixError> {
+    let bad = |why: String| MatrixError::Snapshot {
+        path: path.to_owned(),
+        why,
+    };
     let body = text
         .strip_prefix("---\n")
         .and_then(|rest| rest.split_once("\n---\n"))
         .map(|(_, body)| body)
-        .ok_or("no `---` front matter")?;
-    serde_json::from_str(body).map_err(|e| e.to_string())
+        .ok_or_else(|| bad("no `---` front matter".into()))?;
+    serde_json::from_str(body).map_err(|e| bad(e.to_string()))
 }
 
 /// The generated block: the counts per implementation and version, and

@@ -3,28 +3,8 @@
 //! through each one's backend.
 
 use super::disk::{DiskError, GuestDisk};
+pub use super::libqcow::LibqcowBuild;
 use std::path::Path;
-
-/// Which libqcow: Debian's, or a release from PyPI in the project's
-/// virtual environment ([`crate::runner::adapters::cache::libqcow_python`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LibqcowBuild {
-    /// Debian's `python3-libqcow` (20201213 in bookworm) for
-    /// `/usr/bin/python3` (or `LIBQCOW_PYTHON`).
-    Debian,
-    /// `libqcow-python==20260703` from PyPI, a manylinux wheel.
-    Pypi20260703,
-}
-
-impl LibqcowBuild {
-    /// The release on PyPI, `None` for Debian's.
-    pub fn pypi_version(self) -> Option<&'static str> {
-        match self {
-            LibqcowBuild::Debian => None,
-            LibqcowBuild::Pypi20260703 => Some("20260703"),
-        }
-    }
-}
 
 /// The bitmaps-unaware implementations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,6 @@
 //! helper's signal.
 
 use super::disk::{DiskError, GuestDisk};
-use super::kind::LibqcowBuild;
 use anyhow::{bail, Result};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -50,6 +49,27 @@ for line in sys.stdin:
     out.flush()
 f.close()
 "#;
+
+/// Which libqcow: Debian's, or a release from PyPI in the project's
+/// virtual environment ([`crate::runner::adapters::cache::libqcow_python`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibqcowBuild {
+    /// Debian's `python3-libqcow` (20201213 in bookworm) for
+    /// `/usr/bin/python3` (or `LIBQCOW_PYTHON`).
+    Debian,
+    /// `libqcow-python==20260703` from PyPI, a manylinux wheel.
+    Pypi20260703,
+}
+
+impl LibqcowBuild {
+    /// The release on PyPI, `None` for Debian's.
+    pub fn pypi_version(self) -> Option<&'static str> {
+        match self {
+            LibqcowBuild::Debian => None,
+            LibqcowBuild::Pypi20260703 => Some("20260703"),
+        }
+    }
+}
 
 /// The Python that imports `build`'s `pyqcow`: for Debian's,
 /// `LIBQCOW_PYTHON`, else `/usr/bin/python3` (Debian installs the module
