@@ -8,28 +8,15 @@
 //! checks in every profile, see `Cargo.toml`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+
+#[path = "common/matrix_run.rs"]
+mod matrix_run;
 
 const IMPLEMENTATIONS: [&str; 5] = ["qemu", "imago", "qcow2-rs", "qcow2", "qcow"];
 
 /// (implementation, case) -> outcome of one run over the corpus.
 fn run_once() -> BTreeMap<(String, String), String> {
-    let adapters: Vec<_> = IMPLEMENTATIONS
-        .iter()
-        .map(|spec| {
-            conform::runner::adapter_from_spec(spec)
-                .unwrap_or_else(|e| panic!("{spec} is installed by scripts/setup.sh: {e:#}"))
-        })
-        .collect();
-    let opts = conform::runner::RunOptions {
-        limits: conform::runner::Limits::default(),
-        jobs: 2,
-        writes: true,
-        progress: false,
-    };
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
-    let report = conform::runner::run_corpus(&corpus, &adapters, &opts).unwrap();
-    assert!(report.corpus_unchanged, "{:?}", report.corpus_changes);
+    let report = matrix_run::run_shared_corpus(&IMPLEMENTATIONS);
     report
         .cases
         .iter()
@@ -46,7 +33,6 @@ fn run_once() -> BTreeMap<(String, String), String> {
 
 #[test]
 fn two_runs_over_the_corpus_agree_case_by_case() {
-    std::env::set_var("QCOW2_CONFORM_BIN", env!("CARGO_BIN_EXE_qcow2-conform"));
     let first = run_once();
     let second = run_once();
     assert_eq!(first.len(), second.len());

@@ -8,6 +8,9 @@
 //! with another version of an implementation says so and does not fail.
 
 use generator::Manifest;
+
+#[path = "common/matrix_run.rs"]
+mod matrix_run;
 use std::path::{Path, PathBuf};
 
 fn corpus() -> PathBuf {
@@ -66,31 +69,7 @@ const IMPLEMENTATIONS: [&str; 8] = [
 /// test --accept` pins it.
 #[test]
 fn pinned_matrix_of_every_implementation() {
-    // The probe process is the binary under test (this test's own
-    // executable cannot run `adapter-probe`).
-    std::env::set_var("QCOW2_CONFORM_BIN", env!("CARGO_BIN_EXE_qcow2-conform"));
-    let adapters: Vec<_> = IMPLEMENTATIONS
-        .iter()
-        .map(|spec| {
-            conform::runner::adapter_from_spec(spec)
-                .unwrap_or_else(|e| panic!("{spec} is installed by scripts/setup.sh: {e:#}"))
-        })
-        .collect();
-    let opts = conform::runner::RunOptions {
-        limits: conform::runner::Limits::default(),
-        jobs: 2,
-        writes: true,
-        progress: false,
-    };
-    let start = std::time::Instant::now();
-    let report = conform::runner::run_corpus(&corpus(), &adapters, &opts).unwrap();
-    eprintln!(
-        "full matrix: {} cases x {} implementations in {:.1?}",
-        report.cases.len(),
-        adapters.len(),
-        start.elapsed()
-    );
-    assert!(report.corpus_unchanged, "{:?}", report.corpus_changes);
+    let report = matrix_run::run_shared_corpus(&IMPLEMENTATIONS);
     assert_eq!(report.cases.len(), manifest().cases.len());
     let mut unfilled = Vec::new();
     for case in &report.cases {
