@@ -24,6 +24,14 @@ if ! /usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-libqcow
 fi
 
+# cmake builds zlib-ng for the `qcow` crate (an implementation under
+# test: its flate2 dependency asks for zlib-ng-compat).
+if ! command -v cmake >/dev/null 2>&1; then
+  echo "setup: installing cmake" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake
+fi
+
 # Headless Chromium renders the runner's --html page in the tests; python3
 # runs examples/qemu-img-adapter.py (the exec-protocol example).
 web_missing=()
@@ -47,6 +55,64 @@ if ! "$root/.venv/bin/python" -c 'import junitparser' >/dev/null 2>&1; then
   python3 -m venv "$root/.venv"
   "$root/.venv/bin/pip" install --quiet --disable-pip-version-check junitparser
 fi
+
+# The cache for implementations unpacked beside the machine's own (the
+# runner finds them at the same paths: conform/src/runner/adapters/cache.rs).
+cache="${QCOW2_CONFORM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qcow2-conform}"
+mkdir -p "$cache"
+
+# QEMU 7.2 from Debian bookworm (`run --impl qemu@7.2`), unpacked with
+# dpkg -x beside the installed QEMU (which stays): qemu-utils and those of
+# its libraries the machine lacks. A private apt configuration reads
+# bookworm's package list, so the machine's sources are left alone.
+qemu72="$cache/qemu-7.2"
+if ! "$qemu72/usr/bin/qemu-img" --version >/dev/null 2>&1 \
+    && ! LD_LIBRARY_PATH="$qemu72/usr/lib/x86_64-linux-gnu:$qemu72/lib/x86_64-linux-gnu" \
+      "$qemu72/usr/bin/qemu-img" --version >/dev/null 2>&1; then
+  echo "setup: unpacking QEMU 7.2 (Debian bookworm qemu-utils) into $qemu72" >&2
+  apt_dir="$cache/apt-bookworm"
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/debs"
+  echo "deb http://deb.debian.org/debian bookworm main" >"$apt_dir/sources.list"
+  apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=-"
+            -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+            -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
+  mkdir -p "$apt_dir/cache"
+  apt-get "${apt_opts[@]}" update -qq
+  version=$(apt-cache "${apt_opts[@]}" madison qemu-utils | awk -F'|' '$2 ~ /:7\.2/ {gsub(/ /, "", $2); print $2; exit}')
+  [ -n "$version" ] || { echo "setup: bookworm has no qemu-utils 7.2" >&2; exit 1; }
+  (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "qemu-utils=$version")
+  rm -rf "$qemu72.tmp" && mkdir -p "$qemu72.tmp"
+  dpkg -x "$apt_dir/debs"/qemu-utils_*7.2*.deb "$qemu72.tmp"
+  # Its libraries that are not installed here, unpacked beside it.
+  deps=$(dpkg-deb -f "$apt_dir/debs"/qemu-utils_*7.2*.deb Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g')
+  for dep in $deps; do
+    if ! dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q "ok installed"; then
+      echo "setup: unpacking $dep for QEMU 7.2" >&2
+      (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "$dep")
+      dpkg -x "$(ls "$apt_dir/debs/${dep}"_*.deb | head -n 1)" "$qemu72.tmp"
+    fi
+  done
+  rm -rf "$qemu72" && mv "$qemu72.tmp" "$qemu72"
+fi
+LD_LIBRARY_PATH="$qemu72/usr/lib/x86_64-linux-gnu:$qemu72/lib/x86_64-linux-gnu" \
+  "$qemu72/usr/bin/qemu-img" --version | grep -q "version 7\.2" \
+  || { echo "setup: QEMU 7.2 in $qemu72 does not run" >&2; exit 1; }
+
+# libqcow 20260703 from PyPI (`run --impl libqcow@20260703`), beside
+# Debian's 20201213, in a virtual environment the project owns.
+libqcow_venv="$cache/libqcow-20260703"
+if ! "$libqcow_venv/bin/python" -c 'import pyqcow, sys; sys.exit(pyqcow.get_version() != "20260703")' >/dev/null 2>&1; then
+  echo "setup: installing libqcow-python 20260703 into $libqcow_venv" >&2
+  python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' >/dev/null 2>&1 || {
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  }
+  rm -rf "$libqcow_venv"
+  python3 -m venv "$libqcow_venv"
+  "$libqcow_venv/bin/pip" install -q --only-binary=:all: libqcow-python==20260703
+fi
+"$libqcow_venv/bin/python" -c 'import pyqcow; print(pyqcow.get_version())' | grep -qx 20260703 \
+  || { echo "setup: libqcow 20260703 in $libqcow_venv does not import" >&2; exit 1; }
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2

@@ -1,7 +1,9 @@
 //! The `qcow2-conform` tool's library: command-line definitions, the
-//! commands, and (as the runner grows) adapters for real implementations.
+//! commands, the runner with its adapters for real implementations, the
+//! campaign, and the pinned matrix behind `docs/findings.md`'s tables.
 
 pub mod campaign;
 pub mod cli;
 pub mod commands;
+pub mod matrix;
 pub mod runner;

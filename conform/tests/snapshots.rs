@@ -1,11 +1,16 @@
 //! insta snapshots, kept in `snapshots/` at the workspace root: `check
-//! --json` and `dump --json` of every corpus case, and the QEMU conformance
-//! matrix (case to outcome) from the runner. A change of the model, the
-//! corpus or the QEMU version shows as a snapshot diff to review
-//! (`cargo insta review`); CI runs `cargo insta test --check`.
+//! --json` and `dump --json` of every corpus case, and the pinned matrix
+//! (case to outcome) of every implementation, one snapshot per
+//! implementation and version (`matrix@IMPL@VERSION`, read by
+//! [`conform::matrix`] for `docs/findings.md`). A change of the model, the
+//! corpus or an implementation shows as a snapshot diff to review
+//! (`cargo insta review`); CI runs `cargo insta test --check`. A machine
+//! with another version of an implementation says so and does not fail.
 
 use generator::Manifest;
-use std::collections::BTreeMap;
+
+#[path = "common/matrix_run.rs"]
+mod matrix_run;
 use std::path::{Path, PathBuf};
 
 fn corpus() -> PathBuf {
@@ -42,36 +47,89 @@ fn check_and_dump_of_every_corpus_case() {
     });
 }
 
+/// Every implementation of the wider matrix, as `run --impl` names them;
+/// `scripts/setup.sh` installs each.
+const IMPLEMENTATIONS: [&str; 8] = [
+    "qemu",
+    "qemu@7.2",
+    "qcow",
+    "libqcow",
+    "libqcow@20260703",
+    "imago",
+    "qcow2-rs",
+    "qcow2",
+];
+
+/// `run --impl ... (all eight) --corpus corpus` with 2 workers: every
+/// column is filled (every case has an outcome from every implementation,
+/// none an `error`: the runner set every case up), the corpus is
+/// untouched, and each implementation's column matches its pinned matrix
+/// for the version installed (`snapshots/matrix@IMPL@VERSION.snap`). A
+/// version with no pinned matrix is reported, not failed: `cargo insta
+/// test --accept` pins it.
 #[test]
-fn qemu_conformance_matrix() {
-    let qemu = conform::runner::adapter_from_spec("qemu")
-        .expect("qemu-img, qemu-io and qemu-nbd are installed");
-    let opts = conform::runner::RunOptions {
-        limits: conform::runner::Limits::default(),
-        jobs: 0,
-        writes: true,
-        progress: false,
-    };
-    let report = conform::runner::run_corpus(&corpus(), &[qemu], &opts).unwrap();
-    assert!(report.corpus_unchanged, "{:?}", report.corpus_changes);
-    let matrix: BTreeMap<String, String> = report
-        .cases
-        .iter()
-        .map(|c| (c.id.clone(), c.results[0].outcome.kind.as_str().to_string()))
-        .collect();
-    let version = std::process::Command::new("qemu-img")
-        .arg("--version")
-        .output()
-        .unwrap();
-    let version = String::from_utf8_lossy(&version.stdout)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
-    settings().bind(|| {
-        insta::assert_json_snapshot!(
-            "qemu-matrix",
-            serde_json::json!({"qemu": version, "outcomes": matrix})
+fn pinned_matrix_of_every_implementation() {
+    let report = matrix_run::run_shared_corpus(&IMPLEMENTATIONS);
+    assert_eq!(report.cases.len(), manifest().cases.len());
+    let mut unfilled = Vec::new();
+    for case in &report.cases {
+        let names: Vec<&str> = case
+            .results
+            .iter()
+            .map(|r| r.implementation.as_str())
+            .collect();
+        assert_eq!(names, IMPLEMENTATIONS, "{}", case.id);
+        for r in &case.results {
+            if r.outcome.kind.as_str() == "error" {
+                unfilled.push(format!(
+                    "{} [{}]: {}",
+                    case.id,
+                    r.implementation,
+                    r.outcome.detail.join("; ")
+                ));
+            }
+        }
+    }
+    assert!(
+        unfilled.is_empty(),
+        "cases not set up:\n{}",
+        unfilled.join("\n")
+    );
+
+    let mut missing = Vec::new();
+    for (i, spec) in IMPLEMENTATIONS.iter().enumerate() {
+        let version = conform::runner::adapters::versions::version_of(spec).unwrap();
+        let pinned = conform::matrix::PinnedMatrix {
+            implementation: spec.to_string(),
+            version: version.clone(),
+            outcomes: report
+                .cases
+                .iter()
+                .map(|c| (c.id.clone(), c.results[i].outcome.kind.as_str().to_string()))
+                .collect(),
+        };
+        let name = conform::matrix::PinnedMatrix::snapshot_name(spec, &version);
+        let known = snapshots_dir().join(format!("{name}.snap")).exists();
+        let check = || settings().bind(|| insta::assert_json_snapshot!(name.clone(), pinned));
+        if known {
+            check();
+        } else {
+            // Another version than the pinned ones: say so, keep the new
+            // matrix for review, do not fail.
+            let _ = std::panic::catch_unwind(check);
+            missing.push(format!("{spec} {version}"));
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "NOTE: no pinned matrix for {} on this machine (not a failure); to pin this \
+             version's: `cargo insta test --accept -p conform --test snapshots`, then \
+             `cargo run -p conform --bin findings-tables`",
+            missing.join(", ")
         );
-    });
+    }
+}
+
+fn snapshots_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../snapshots")
 }

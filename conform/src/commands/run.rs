@@ -50,13 +50,11 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     }
     let adapters = unique_implementations(&args.implementations)
         .into_iter()
-        .map(|s| -> Result<Box<dyn runner::Adapter>> {
-            if s == "qemu" && args.bitmap_ops {
-                return Ok(Box::new(
-                    runner::adapters::qemu::QemuAdapter::new()?.with_bitmap_ops(true),
-                ));
-            }
-            runner::adapter_from_spec(s)
+        .map(|s| {
+            let opts = runner::adapters::AdapterOptions {
+                bitmap_ops: args.bitmap_ops,
+            };
+            runner::adapters::adapter_with_options(s, opts)
         })
         .collect::<Result<Vec<_>>>()?;
     let memory_bytes = match args.memory_mib {

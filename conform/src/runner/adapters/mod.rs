@@ -2,20 +2,44 @@
 //! that picks one by name. The trait they implement is
 //! [`crate::runner::adapter::Adapter`].
 
+pub mod cache;
 pub mod exec;
 pub mod exec_read;
 pub mod probe;
 pub mod qemu;
 pub mod qemu_live;
+pub mod versions;
 
 pub use super::adapter::{Adapter, WriteRun};
 use anyhow::{bail, Result};
 
-/// The adapter named on the command line: `qemu`, `qemu-live` or
-/// `exec:TEMPLATE`.
+/// What the command line asks of the adapters besides their names.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdapterOptions {
+    /// Run QEMU's bitmap-operations check (`run --bitmap-ops`).
+    pub bitmap_ops: bool,
+}
+
+/// The adapter named on the command line (`qemu`, `qemu@VERSION`,
+/// `qemu@DIR`, `qemu-live`, `exec:TEMPLATE`, a library), with default options.
 pub fn adapter_from_spec(spec: &str) -> Result<Box<dyn Adapter>> {
+    adapter_with_options(spec, AdapterOptions::default())
+}
+
+/// The adapter named on the command line: `qemu` (the machine's QEMU),
+/// `qemu@VERSION` (one that `scripts/setup.sh` unpacked, `qemu@7.2`) or
+/// `qemu@DIR` (an installation prefix), `exec:TEMPLATE`, or a
+/// bitmaps-unaware library ([`probe::ProbeKind`]).
+pub fn adapter_with_options(spec: &str, opts: AdapterOptions) -> Result<Box<dyn Adapter>> {
     if spec == "qemu" {
-        return Ok(Box::new(qemu::QemuAdapter::new()?));
+        return Ok(Box::new(
+            qemu::QemuAdapter::new()?.with_bitmap_ops(opts.bitmap_ops),
+        ));
+    }
+    if let Some(place) = spec.strip_prefix("qemu@") {
+        return Ok(Box::new(
+            qemu::QemuAdapter::at(place)?.with_bitmap_ops(opts.bitmap_ops),
+        ));
     }
     if spec == "qemu-live" {
         return Ok(Box::new(qemu_live::QemuLiveAdapter::new()?));
@@ -27,7 +51,7 @@ pub fn adapter_from_spec(spec: &str) -> Result<Box<dyn Adapter>> {
         return Ok(Box::new(probe::ProbeAdapter::new(kind)?));
     }
     bail!(
-        "unknown implementation {spec:?}: expected `qemu`, `qemu-live`, `exec:TEMPLATE`, or one of {}",
+        "unknown implementation {spec:?}: expected `qemu`, `qemu@VERSION`, `qemu@DIR`, `qemu-live`, `exec:TEMPLATE`, or one of {}",
         probe::ProbeKind::ALL.map(|k| k.name()).join(", ")
     )
 }

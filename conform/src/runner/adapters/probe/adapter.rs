@@ -50,8 +50,8 @@ impl ProbeAdapter {
     /// The adapter for `kind`; fails when the implementation is not
     /// installed (libqcow's Python bindings).
     pub fn new(kind: ProbeKind) -> Result<ProbeAdapter> {
-        if kind == ProbeKind::Libqcow {
-            super::libqcow::ensure_installed()?;
+        if let ProbeKind::Libqcow(build) = kind {
+            super::libqcow::ensure_installed(build)?;
         }
         let exe = probe_exe()?;
         if !exe.exists() {

@@ -3,6 +3,7 @@
 //! through each one's backend.
 
 use super::disk::{DiskError, GuestDisk};
+pub use super::libqcow::LibqcowBuild;
 use std::path::Path;
 
 /// The bitmaps-unaware implementations.
@@ -14,16 +15,20 @@ pub enum ProbeKind {
     Qcow2Rs,
     /// The `qcow2` crate, version 0.1.2 (read-only).
     Qcow2,
-    /// libqcow through Debian's `python3-libqcow` (read-only).
-    Libqcow,
+    /// The `qcow` crate, version 1.2.0 (read-only).
+    Qcow,
+    /// libqcow through its Python bindings (read-only).
+    Libqcow(LibqcowBuild),
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 4] = [
+    pub const ALL: [ProbeKind; 6] = [
         ProbeKind::Imago,
         ProbeKind::Qcow2Rs,
         ProbeKind::Qcow2,
-        ProbeKind::Libqcow,
+        ProbeKind::Qcow,
+        ProbeKind::Libqcow(LibqcowBuild::Debian),
+        ProbeKind::Libqcow(LibqcowBuild::Pypi20260703),
     ];
 
     /// The name on the command line and in reports.
@@ -32,7 +37,9 @@ impl ProbeKind {
             ProbeKind::Imago => "imago",
             ProbeKind::Qcow2Rs => "qcow2-rs",
             ProbeKind::Qcow2 => "qcow2",
-            ProbeKind::Libqcow => "libqcow",
+            ProbeKind::Qcow => "qcow",
+            ProbeKind::Libqcow(LibqcowBuild::Debian) => "libqcow",
+            ProbeKind::Libqcow(LibqcowBuild::Pypi20260703) => "libqcow@20260703",
         }
     }
 
@@ -48,7 +55,8 @@ impl ProbeKind {
             ProbeKind::Imago => Some("0.2.6".into()),
             ProbeKind::Qcow2Rs => Some("0.1.6".into()),
             ProbeKind::Qcow2 => Some("0.1.2".into()),
-            ProbeKind::Libqcow => super::libqcow::version(),
+            ProbeKind::Qcow => Some("1.2.0".into()),
+            ProbeKind::Libqcow(build) => super::libqcow::version(build),
         }
     }
 
@@ -71,9 +79,13 @@ impl ProbeKind {
             ProbeKind::Qcow2Rs => 0,
             // Opens the dirty bit; refuses corrupt, extended L2, zstd.
             ProbeKind::Qcow2 => 1,
+            // Checks no incompatible bit (it opens every image); its
+            // reader handles the dirty bit and the compression type (zlib
+            // and zstd), not extended L2 entries or an external data file.
+            ProbeKind::Qcow => 0b1001,
             // Opens the dirty bit; refuses 0x2, 0x8, 0x10 ("unsupported
             // incompatible features flags").
-            ProbeKind::Libqcow => 1,
+            ProbeKind::Libqcow(_) => 1,
         })
     }
 
@@ -87,7 +99,8 @@ impl ProbeKind {
             ProbeKind::Imago => super::imago::open(image, writable),
             ProbeKind::Qcow2Rs => super::qcow2_rs::open(image, writable),
             ProbeKind::Qcow2 => super::qcow2_crate::open(image, writable),
-            ProbeKind::Libqcow => super::libqcow::open(image, writable),
+            ProbeKind::Qcow => super::qcow_crate::open(image, writable),
+            ProbeKind::Libqcow(build) => super::libqcow::open(build, image, writable),
         }
     }
 }

@@ -1,9 +1,11 @@
-//! libqcow (Joachim Metz's libyal library, Debian's `libqcow1`) as an
-//! implementation under test, through its Python bindings (Debian's
-//! `python3-libqcow`, module `pyqcow`) and the probe process
-//! ([`super`]). Read-only: libqcow cannot write images.
+//! libqcow (Joachim Metz's libyal library) as an implementation under
+//! test, through its Python bindings (module `pyqcow`) and the probe
+//! process ([`super`]). Read-only: libqcow cannot write images. Which
+//! libqcow is a [`LibqcowBuild`]: Debian's `python3-libqcow` (`libqcow`)
+//! or a release from PyPI in the project's virtual environment
+//! (`libqcow@20260703`); only the interpreter differs.
 //!
-//! The probe process starts Debian's Python with a small helper
+//! The probe process starts that Python with a small helper
 //! ([`HELPER`]) that opens the image and answers read requests on a pipe,
 //! so that everything libqcow does happens in the probe's process group
 //! (killed as a whole on timeout) and a crash in libqcow shows as the
@@ -69,15 +71,51 @@ for line in sys.stdin:
 f.close()
 "#;
 
-/// The Python that has Debian's `pyqcow`: `LIBQCOW_PYTHON`, else
-/// `/usr/bin/python3` (Debian installs the module for its own Python).
-pub fn python() -> OsString {
-    std::env::var_os("LIBQCOW_PYTHON").unwrap_or_else(|| "/usr/bin/python3".into())
+/// Which libqcow: Debian's, or a release from PyPI in the project's
+/// virtual environment ([`crate::runner::adapters::cache::libqcow_python`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibqcowBuild {
+    /// Debian's `python3-libqcow` (20201213 in bookworm) for
+    /// `/usr/bin/python3` (or `LIBQCOW_PYTHON`).
+    Debian,
+    /// `libqcow-python==20260703` from PyPI, a manylinux wheel.
+    Pypi20260703,
 }
 
-/// libqcow's version (`pyqcow.get_version()`, e.g. `20240308`).
-pub fn version() -> Option<String> {
-    let o = Command::new(python())
+impl LibqcowBuild {
+    /// The release on PyPI, `None` for Debian's.
+    pub fn pypi_version(self) -> Option<&'static str> {
+        match self {
+            LibqcowBuild::Debian => None,
+            LibqcowBuild::Pypi20260703 => Some("20260703"),
+        }
+    }
+}
+
+/// The Python that imports `build`'s `pyqcow`: for Debian's,
+/// `LIBQCOW_PYTHON`, else `/usr/bin/python3` (Debian installs the module
+/// for its own Python); for a PyPI release, the virtual environment's
+/// ([`crate::runner::adapters::cache::libqcow_python`]).
+pub fn python(build: LibqcowBuild) -> OsString {
+    match build.pypi_version() {
+        None => std::env::var_os("LIBQCOW_PYTHON").unwrap_or_else(|| "/usr/bin/python3".into()),
+        Some(v) => crate::runner::adapters::cache::libqcow_python(v).into_os_string(),
+    }
+}
+
+/// How to install `build` (for messages).
+fn install_hint(build: LibqcowBuild) -> String {
+    match build.pypi_version() {
+        None => "install Debian's python3-libqcow (scripts/setup.sh does)".into(),
+        Some(v) => format!(
+            "run scripts/setup.sh, which installs libqcow-python=={v} into a virtual environment there"
+        ),
+    }
+}
+
+/// `build`'s libqcow version (`pyqcow.get_version()`, e.g. `20201213`).
+pub fn version(build: LibqcowBuild) -> Option<String> {
+    let o = Command::new(python(build))
         .args(["-c", "import pyqcow; print(pyqcow.get_version())"])
         .stdin(Stdio::null())
         .output()
@@ -86,23 +124,39 @@ pub fn version() -> Option<String> {
     (o.status.success() && !v.is_empty()).then_some(v)
 }
 
-/// Fails unless `pyqcow` can be imported.
-pub fn ensure_installed() -> Result<()> {
-    let py = python();
+/// Fails unless `build`'s `pyqcow` can be imported and is the release it
+/// names.
+pub fn ensure_installed(build: LibqcowBuild) -> Result<()> {
+    let py = python(build);
     let out = Command::new(&py)
         .args(["-c", "import pyqcow; print(pyqcow.get_version())"])
         .stdin(Stdio::null())
         .output();
     match out {
-        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) if o.status.success() => {
+            let got = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            match build.pypi_version() {
+                Some(v) if got != v => bail!(
+                    "{} imports libqcow {got}, not {v}: {}",
+                    py.to_string_lossy(),
+                    install_hint(build)
+                ),
+                _ => Ok(()),
+            }
+        }
         Ok(o) => bail!(
-            "libqcow's Python bindings are missing ({} cannot import pyqcow: {}): install Debian's python3-libqcow (scripts/setup.sh does)",
+            "libqcow's Python bindings are missing ({} cannot import pyqcow: {}): {}",
             py.to_string_lossy(),
-            String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or(""),
+            install_hint(build)
         ),
         Err(e) => bail!(
-            "cannot run {} for libqcow: {e}; install Debian's python3-libqcow (scripts/setup.sh does)",
-            py.to_string_lossy()
+            "cannot run {} for libqcow: {e}; {}",
+            py.to_string_lossy(),
+            install_hint(build)
         ),
     }
 }
@@ -199,11 +253,15 @@ impl Disk {
     }
 }
 
-pub fn open(image: &Path, writable: bool) -> Result<Box<dyn GuestDisk>, DiskError> {
+pub fn open(
+    build: LibqcowBuild,
+    image: &Path,
+    writable: bool,
+) -> Result<Box<dyn GuestDisk>, DiskError> {
     if writable {
         return Err(DiskError::ReadOnly("libqcow"));
     }
-    let mut child = Command::new(python())
+    let mut child = Command::new(python(build))
         .arg("-c")
         .arg(HELPER)
         .arg(image)

@@ -1,9 +1,9 @@
 //! Adapters for qcow2 implementations that do not know the bitmaps
-//! extension: the crates `imago`, `qcow2-rs` and `qcow2`, and libqcow
-//! (Debian's `python3-libqcow`). One file each holds the backend that
-//! drives the implementation ([`imago`], [`qcow2_rs`], [`qcow2_crate`],
-//! [`libqcow`]) behind [`GuestDisk`]; [`ProbeKind`] names them and
-//! dispatches to them.
+//! extension: the crates `imago`, `qcow2-rs`, `qcow2` and `qcow`, and
+//! libqcow (Debian's `python3-libqcow`, and a newer release from PyPI).
+//! One file each holds the backend that drives the implementation
+//! ([`imago`], [`qcow2_rs`], [`qcow2_crate`], [`qcow_crate`], [`libqcow`])
+//! behind [`GuestDisk`]; [`ProbeKind`] names them and dispatches to them.
 //!
 //! The implementation never runs inside the runner: the adapter
 //! ([`ProbeAdapter`], the parent side) starts
@@ -44,6 +44,7 @@ pub mod kind;
 pub mod libqcow;
 pub mod qcow2_crate;
 pub mod qcow2_rs;
+pub mod qcow_crate;
 pub mod report;
 pub mod sampling;
 
@@ -51,7 +52,7 @@ pub use crate::runner::observation::GuestCheck;
 pub use adapter::{ProbeAdapter, ProbeError};
 pub use child::probe;
 pub use disk::{DiskError, GuestDisk};
-pub use kind::ProbeKind;
+pub use kind::{LibqcowBuild, ProbeKind};
 pub use report::{ProbeReport, WriteOutcome};
 pub use sampling::{
     pattern_byte, sample_ranges, CLUSTER_SAMPLE_BYTES, EDGE_SAMPLE_BYTES, MAX_CLUSTER_SAMPLES,

@@ -17,7 +17,7 @@ pub mod json;
 pub mod ops;
 pub mod tools;
 
-pub use tools::Tool;
+pub use tools::{Tool, Toolset};
 
 use crate::runner::adapter::{Adapter, Capabilities, Identity, WriteRun};
 use crate::runner::checks::OpsCheck;
@@ -31,25 +31,53 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tools::{failure, os, qemu_io_write};
 
-/// The QEMU adapter: paths of `qemu-img`, `qemu-io` and `qemu-nbd`.
+/// The QEMU adapter: one [`Toolset`] (`qemu-img`, `qemu-io`, `qemu-nbd`)
+/// under a name (`qemu`, `qemu@7.2`, `qemu@DIR`).
 pub struct QemuAdapter {
-    img: PathBuf,
-    io: PathBuf,
-    nbd: PathBuf,
+    name: String,
+    tools: Toolset,
     /// Run the bitmap-operations check (`--bitmap-ops`).
     bitmap_ops: bool,
 }
 
 impl QemuAdapter {
-    /// Finds the three tools (`QEMU_IMG_PROG` etc. or `PATH`); a missing
-    /// one is an error.
+    /// The machine's tools (`QEMU_IMG_PROG` etc. or `PATH`), named `qemu`;
+    /// a missing one is an error.
     pub fn new() -> Result<QemuAdapter> {
-        Ok(QemuAdapter {
-            img: Tool::Img.locate()?,
-            io: Tool::Io.locate()?,
-            nbd: Tool::Nbd.locate()?,
+        Ok(QemuAdapter::with_tools("qemu", Toolset::from_path()?))
+    }
+
+    /// The adapter for `qemu@WHERE`: `WHERE` is a directory (it holds a
+    /// `/`: an installation prefix, [`Toolset::from_prefix`]) or a
+    /// version that `scripts/setup.sh` unpacked into the cache
+    /// ([`crate::runner::adapters::cache::qemu_prefix`]: `qemu@7.2`).
+    pub fn at(place: &str) -> Result<QemuAdapter> {
+        let dir = if place.contains('/') {
+            PathBuf::from(place)
+        } else {
+            crate::runner::adapters::cache::qemu_prefix(place)
+        };
+        let tools = Toolset::from_prefix(&dir).map_err(|e| {
+            e.context(format!(
+                "qemu@{place}: no QEMU at {} (run scripts/setup.sh, which unpacks QEMU 7.2 there)",
+                dir.display()
+            ))
+        })?;
+        Ok(QemuAdapter::with_tools(format!("qemu@{place}"), tools))
+    }
+
+    /// An adapter named `name` over `tools`.
+    pub fn with_tools(name: impl Into<String>, tools: Toolset) -> QemuAdapter {
+        QemuAdapter {
+            name: name.into(),
+            tools,
             bitmap_ops: false,
-        })
+        }
+    }
+
+    /// The tools this adapter runs.
+    pub fn tools(&self) -> &Toolset {
+        &self.tools
     }
 
     /// Also runs the bitmap-operations check on valid images
@@ -61,8 +89,7 @@ impl QemuAdapter {
 
     fn run(&self, program: &Path, args: &[OsString], limits: &Limits) -> std::io::Result<Proc> {
         let args = tools::with_secret(args);
-        let cmd = tools::in_case_dir(process::command(program.as_os_str(), &args, limits));
-        process::run(cmd, limits.timeout)
+        process::run(self.tools.command(program, &args, limits), limits.timeout)
     }
 }
 
@@ -95,7 +122,7 @@ pub enum BitmapReadError {
 
 impl Adapter for QemuAdapter {
     fn name(&self) -> &str {
-        "qemu"
+        &self.name
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -112,7 +139,7 @@ impl Adapter for QemuAdapter {
     }
 
     fn identity(&self) -> Identity {
-        tools::identity(&self.img)
+        self.tools.identity()
     }
 
     fn observe(&self, image: &Path, limits: &Limits) -> Observation {
@@ -128,16 +155,12 @@ impl Adapter for QemuAdapter {
     }
 
     fn bitmap_ops(&self, image: &Path, work: &Path, limits: &Limits) -> Option<OpsCheck> {
-        let tools = ops::QemuTools {
-            img: &self.img,
-            io: &self.io,
-        };
-        Some(ops::run_qemu(tools, image, work, limits))
+        Some(ops::run_qemu(&self.tools, image, work, limits))
     }
 
     fn write(&self, image: &Path, offset: u64, len: u64, limits: &Limits) -> WriteRun {
         let args = qemu_io_write(image, 0xa5, offset, len);
-        match self.run(&self.io, &args, limits) {
+        match self.run(&self.tools.io, &args, limits) {
             Err(e) => WriteRun {
                 error: Some(e.to_string()),
                 ..WriteRun::default()
@@ -167,7 +190,7 @@ impl QemuAdapter {
             os("--output=json"),
             os(image),
         ];
-        let info = match self.run(&self.img, &info_args, limits) {
+        let info = match self.run(&self.tools.img, &info_args, limits) {
             Err(e) => {
                 obs.protocol_error = Some(e.to_string());
                 return;
@@ -209,7 +232,7 @@ impl QemuAdapter {
             os("--output=json"),
             os(image),
         ];
-        match self.run(&self.img, &check_args, limits) {
+        match self.run(&self.tools.img, &check_args, limits) {
             Err(e) => obs.notes.push(format!("qemu-img check did not start: {e}")),
             Ok(p) => {
                 obs.record(&p);
@@ -311,7 +334,7 @@ impl QemuAdapter {
         }
         args.extend([os("-f"), os("qcow2"), os(image)]);
         let args = tools::with_secret(&args);
-        let cmd = tools::in_case_dir(process::command(self.nbd.as_os_str(), &args, limits));
+        let cmd = self.tools.command(&self.tools.nbd, &args, limits);
         let mut server = match Background::spawn(cmd, &log) {
             Ok(s) => s,
             Err(e) => {
@@ -357,7 +380,7 @@ impl QemuAdapter {
                 esc(name)
             );
             let map_args = [os("map"), os("--output=json"), os("--image-opts"), os(opts)];
-            let p = match self.run(&self.img, &map_args, limits) {
+            let p = match self.run(&self.tools.img, &map_args, limits) {
                 Ok(p) => p,
                 Err(e) => {
                     out.push(Err(e.into()));

@@ -20,7 +20,7 @@
 //! `corrupting` (see [`crate::runner::judge`](mod@crate::runner::judge)). The result is a
 //! [`crate::runner::checks::OpsCheck`].
 
-use super::tools::{failure, os, qemu_io_write};
+use super::tools::{failure, os, qemu_io_write, Toolset};
 use crate::runner::checks::{OpStep, OpsCheck};
 use crate::runner::image_state::{self, ModelBitmap as Bm, ReadError};
 use crate::runner::process::{self, Limits, Proc};
@@ -100,14 +100,8 @@ fn compare(want: &BTreeMap<String, Bm>, got: &State) -> Vec<String> {
     p
 }
 
-/// The tools the check runs.
-pub struct QemuTools<'a> {
-    pub img: &'a Path,
-    pub io: &'a Path,
-}
-
 struct Ctx<'a> {
-    tools: QemuTools<'a>,
+    tools: &'a Toolset,
     limits: &'a Limits,
     check: OpsCheck,
 }
@@ -117,8 +111,7 @@ impl Ctx<'_> {
     /// check stops there).
     fn run(&mut self, program: &Path, args: Vec<OsString>) -> Result<Proc, ()> {
         let args = super::tools::with_secret(&args);
-        let cmd =
-            super::tools::in_case_dir(process::command(program.as_os_str(), &args, self.limits));
+        let cmd = self.tools.command(program, &args, self.limits);
         match process::run(cmd, self.limits.timeout) {
             Err(e) => {
                 self.check
@@ -288,7 +281,7 @@ fn fresh_name(state: &State) -> String {
 /// Runs the whole sequence on `image` (a private copy of a valid image
 /// whose bitmaps extension is consistent); `work` is a scratch directory
 /// for the converted copy.
-pub fn run_qemu(tools: QemuTools<'_>, image: &Path, work: &Path, limits: &Limits) -> OpsCheck {
+pub fn run_qemu(tools: &Toolset, image: &Path, work: &Path, limits: &Limits) -> OpsCheck {
     let mut cx = Ctx {
         tools,
         limits,
@@ -546,8 +539,8 @@ fn convert(cx: &mut Ctx<'_>, image: &Path, work: &Path, cur: &State) -> Option<(
     }
     args.push(os(image));
     args.push(os(&out));
-    let img = cx.tools.img;
-    let p = cx.run(img, args).ok()?;
+    let tools = cx.tools;
+    let p = cx.run(&tools.img, args).ok()?;
     let op = format!(
         "qemu-img convert --bitmaps{}",
         if broken { " --skip-broken-bitmaps" } else { "" }

@@ -1,12 +1,15 @@
 //! Finding QEMU's command-line tools (`qemu-img`, `qemu-io`, `qemu-nbd`),
-//! building their argument lists, and reading a failure from their output.
+//! as one [`Toolset`] (the machine's, or one installation prefix such as
+//! the QEMU 7.2 that `scripts/setup.sh` unpacks), building their argument
+//! lists, and reading a failure from their output.
 //!
 //! A missing tool is an error that names the tool and how to point at it
-//! (an environment variable such as `QEMU_IMG_PROG`), never a silent skip.
+//! (an environment variable such as `QEMU_IMG_PROG`, or the prefix that
+//! lacks it), never a silent skip.
 
 use crate::runner::adapter::Identity;
-use crate::runner::process::Proc;
-use anyhow::{bail, Result};
+use crate::runner::process::{self, Limits, Proc};
+use anyhow::{bail, Context, Result};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -71,6 +74,168 @@ impl Tool {
             path.to_string_lossy(),
             self.env_var()
         )
+    }
+}
+
+/// One installation of QEMU's tools, and how to run them: each tool's
+/// path, and the private library directories of a prefix (put on
+/// `LD_LIBRARY_PATH` for every program the set runs).
+#[derive(Debug, Clone)]
+pub struct Toolset {
+    pub img: PathBuf,
+    pub io: PathBuf,
+    pub nbd: PathBuf,
+    /// `qemu-storage-daemon`, when the installation has one (`qemu-live`).
+    pub storage_daemon: Option<PathBuf>,
+    /// The prefix the tools come from; `None` for the machine's own
+    /// (environment overrides or `PATH`).
+    pub prefix: Option<PathBuf>,
+    /// Library directories of the prefix that exist, searched first.
+    pub lib_dirs: Vec<PathBuf>,
+}
+
+impl Toolset {
+    /// The machine's tools: each from its environment override
+    /// (`QEMU_IMG_PROG` etc.) or `PATH` ([`Tool::locate`]).
+    pub fn from_path() -> Result<Toolset> {
+        Ok(Toolset {
+            img: Tool::Img.locate()?,
+            io: Tool::Io.locate()?,
+            nbd: Tool::Nbd.locate()?,
+            storage_daemon: Tool::StorageDaemon.locate().ok(),
+            prefix: None,
+            lib_dirs: Vec::new(),
+        })
+    }
+
+    /// The tools of an installation prefix: `DIR/bin/qemu-img` etc. (a
+    /// `./configure --prefix=DIR` build), or `DIR/usr/bin/...` (a Debian
+    /// package unpacked with `dpkg -x` into `DIR`). Its `lib`, `lib64` and
+    /// `lib/<triple>` directories (and those of `DIR` for an unpacked
+    /// package) are searched for libraries before the system's.
+    pub fn from_prefix(dir: &Path) -> Result<Toolset> {
+        let bin_of = |p: &Path| p.join("bin").join(Tool::Img.program());
+        let prefix = if is_executable(&bin_of(dir)) {
+            dir.to_path_buf()
+        } else if is_executable(&bin_of(&dir.join("usr"))) {
+            dir.join("usr")
+        } else {
+            bail!(
+                "no QEMU in {}: neither bin/qemu-img nor usr/bin/qemu-img is there \
+                 (scripts/setup.sh unpacks QEMU 7.2 for `qemu@7.2`)",
+                dir.display()
+            );
+        };
+        let find = |tool: Tool| -> Result<PathBuf> {
+            let p = prefix.join("bin").join(tool.program());
+            if is_executable(&p) {
+                Ok(p)
+            } else {
+                bail!("the QEMU prefix {} has no bin/{tool}", prefix.display())
+            }
+        };
+        let triple = format!("{}-linux-gnu", std::env::consts::ARCH);
+        let mut roots = vec![prefix.clone()];
+        if prefix != dir {
+            roots.push(dir.to_path_buf());
+        }
+        let lib_dirs = roots
+            .iter()
+            .flat_map(|r| [r.join("lib").join(&triple), r.join("lib"), r.join("lib64")])
+            .filter(|d| d.is_dir())
+            .collect();
+        Ok(Toolset {
+            img: find(Tool::Img)?,
+            io: find(Tool::Io)?,
+            nbd: find(Tool::Nbd)?,
+            storage_daemon: find(Tool::StorageDaemon).ok(),
+            prefix: Some(prefix),
+            lib_dirs,
+        })
+    }
+
+    /// The path of `tool` in this set.
+    pub fn path(&self, tool: Tool) -> &Path {
+        match tool {
+            Tool::Img => &self.img,
+            Tool::Io => &self.io,
+            Tool::Nbd => &self.nbd,
+            // A set without a daemon names the program, whose start then
+            // fails with its name.
+            Tool::StorageDaemon => self
+                .storage_daemon
+                .as_deref()
+                .unwrap_or(Path::new("qemu-storage-daemon")),
+        }
+    }
+
+    /// `program` (one of this set's tools) with `args` under `limits`, as
+    /// [`process::command`] builds it, run in the case's directory
+    /// ([`in_case_dir`]) and with the prefix's libraries first on
+    /// `LD_LIBRARY_PATH`.
+    pub fn command(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        limits: &Limits,
+    ) -> std::process::Command {
+        let mut cmd = in_case_dir(process::command(program.as_os_str(), args, limits));
+        if !self.lib_dirs.is_empty() {
+            let mut dirs = self.lib_dirs.clone();
+            if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+                dirs.extend(std::env::split_paths(&old));
+            }
+            if let Ok(joined) = std::env::join_paths(dirs) {
+                cmd.env("LD_LIBRARY_PATH", joined);
+            }
+        }
+        cmd
+    }
+
+    /// The first line of `qemu-img --version` (e.g. `qemu-img version
+    /// 10.0.2 (Debian ...)`).
+    pub fn version_line(&self) -> Result<String> {
+        let limits = Limits {
+            timeout: std::time::Duration::from_secs(30),
+            memory_bytes: None,
+        };
+        let p = process::run(
+            self.command(&self.img, &[os("--version")], &limits),
+            limits.timeout,
+        )
+        .with_context(|| format!("cannot run {} --version", self.img.display()))?;
+        match p.stdout.lines().next() {
+            Some(l) if p.success() => Ok(l.to_owned()),
+            _ => bail!(
+                "{} --version failed: {}",
+                self.img.display(),
+                p.describe_end()
+            ),
+        }
+    }
+
+    /// What this QEMU is, for reports and expectations: `QEMU`, the
+    /// version number and the full `qemu-img --version` line.
+    pub fn identity(&self) -> Identity {
+        let line = self.version_line().ok();
+        Identity {
+            product: Some("QEMU".into()),
+            version: self.version().ok(),
+            detail: line,
+        }
+    }
+
+    /// The version number of `qemu-img --version` (`10.0.2`).
+    pub fn version(&self) -> Result<String> {
+        let line = self.version_line()?;
+        match line
+            .split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)
+        {
+            Some(v) => Ok(v.to_owned()),
+            None => bail!("no version number in {line:?}"),
+        }
     }
 }
 
@@ -179,28 +344,6 @@ pub(crate) fn with_secret(args: &[OsString]) -> Vec<OsString> {
 
 /// QEMU's version as `qemu-img --version` tells it: `10.0.2` from the
 /// first line `qemu-img version 10.0.2 (Debian ...)`, the line as detail.
-pub fn identity(img: &Path) -> Identity {
-    let out = std::process::Command::new(img)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .output();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let line = text.lines().next().unwrap_or("").trim();
-    let mut words = line.split_whitespace();
-    let version = words
-        .by_ref()
-        .find(|w| *w == "version")
-        .and_then(|_| words.next())
-        .map(str::to_owned);
-    Identity {
-        product: Some("QEMU".into()),
-        version,
-        detail: (!line.is_empty()).then(|| line.to_owned()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

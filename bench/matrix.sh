@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Benchmark: the full matrix, every implementation over the shared corpus
+# with the write check on, 2 workers:
+#
+#   qcow2-conform run --impl qemu --impl qemu@7.2 --impl qcow --impl libqcow \
+#     --impl libqcow@20260703 --impl imago --impl qcow2-rs --impl qcow2 --corpus corpus --jobs 2
+#
+# Prints the wall time and the rate in (case, implementation) runs per
+# second, and each implementation's share (the sum of its case durations
+# from the JSON report). Needs what scripts/setup.sh installs.
+#
+# Environment:
+#   RUNS=N   timed runs (default 1)
+#   JOBS=N   workers (default 2)
+#   BIN=PATH use this qcow2-conform binary instead of building a release one
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-1}
+JOBS=${JOBS:-2}
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p conform
+  BIN=${CARGO_TARGET_DIR:-target}/release/qcow2-conform
+fi
+impls=(qemu qemu@7.2 qcow libqcow libqcow@20260703 imago qcow2-rs qcow2)
+args=()
+for i in "${impls[@]}"; do args+=(--impl "$i"); done
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "command: $BIN run ${args[*]} --corpus corpus --jobs $JOBS --fail-on none --json REPORT"
+for r in $(seq 1 "$RUNS"); do
+  start=$(date +%s.%N)
+  "$BIN" run "${args[@]}" --corpus corpus --jobs "$JOBS" --fail-on none --json "$out/r$r.json" >/dev/null 2>"$out/r$r.err" || true
+  end=$(date +%s.%N)
+  python3 - "$out/r$r.json" "$start" "$end" <<'PY'
+import json, sys
+from collections import defaultdict
+report = json.load(open(sys.argv[1]))
+wall = float(sys.argv[3]) - float(sys.argv[2])
+cases = report["cases"]
+runs = sum(len(c["results"]) for c in cases)
+print(f"run: {len(cases)} cases x {runs // max(len(cases), 1)} implementations = {runs} runs in {wall:.1f} s: {runs / wall:.2f} runs/s")
+busy = defaultdict(int)
+for c in cases:
+    for r in c["results"]:
+        busy[r["implementation"]] += r["observation"].get("duration_ms", 0)
+for name, ms in sorted(busy.items(), key=lambda kv: -kv[1]):
+    print(f"  {name:18} {ms / 1000:7.1f} s of observing")
+PY
+done

@@ -1,0 +1,64 @@
+//! The count tables of `docs/findings.md` are generated from the pinned
+//! matrices in `snapshots/` (`conform::matrix`): this test fails when the
+//! doc and the snapshots disagree, and names the command that regenerates
+//! the tables. It also holds the crate versions the matrices are keyed by
+//! to the versions the workspace pins.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn findings_tables_agree_with_the_pinned_matrices() {
+    let pinned = conform::matrix::read_pinned(&root().join("snapshots")).unwrap();
+    let families: Vec<&str> = pinned.iter().map(|m| m.family()).collect();
+    for f in ["imago", "libqcow", "qcow", "qcow2", "qcow2-rs", "qemu"] {
+        assert!(
+            families.contains(&f),
+            "no pinned matrix for {f}: {families:?}"
+        );
+    }
+    let qemu: Vec<&str> = pinned
+        .iter()
+        .filter(|m| m.family() == "qemu")
+        .map(|m| m.version.as_str())
+        .collect();
+    assert!(qemu.len() >= 2, "QEMU pinned at one version only: {qemu:?}");
+    let doc = std::fs::read_to_string(root().join("docs/findings.md")).unwrap();
+    let want = conform::matrix::splice(&doc, &conform::matrix::render_tables(&pinned)).unwrap();
+    assert!(
+        doc == want,
+        "docs/findings.md's generated tables disagree with snapshots/matrix@*.snap: \
+         run `cargo run -p conform --bin findings-tables` (diff: {})",
+        first_difference(&doc, &want)
+    );
+}
+
+/// The first line that differs, for the failure message.
+fn first_difference(a: &str, b: &str) -> String {
+    a.lines()
+        .zip(b.lines())
+        .find(|(x, y)| x != y)
+        .map(|(x, y)| format!("doc has {x:?}, snapshots give {y:?}"))
+        .unwrap_or_else(|| "one is a prefix of the other".into())
+}
+
+#[test]
+fn crate_versions_are_the_ones_the_workspace_pins() {
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    for (spec, krate) in [
+        ("imago", "imago"),
+        ("qcow2-rs", "qcow2-rs"),
+        ("qcow2", "qcow2"),
+        ("qcow", "qcow"),
+    ] {
+        let v = conform::runner::adapters::versions::version_of(spec).unwrap();
+        let line = cargo
+            .lines()
+            .find(|l| l.starts_with(&format!("{krate} =")))
+            .unwrap_or_else(|| panic!("{krate} is not a workspace dependency"));
+        assert!(line.contains(&format!("\"={v}\"")), "{spec} {v}: {line}");
+    }
+}
