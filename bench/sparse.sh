@@ -43,7 +43,9 @@ make() {
     shift 2
     cp "$root/examples/bitmaps-example.qcow2" "$f"
     while (($#)); do
-        printf '%s' "$2" | xxd -r -p | dd of="$f" bs=1 seek="$1" conv=notrunc status=none
+        # shellcheck disable=SC2059 # the format is the bytes, as \xHH escapes
+        printf "$(printf '%s' "$2" | sed 's/../\\x&/g')" |
+            dd of="$f" bs=1 seek="$1" conv=notrunc status=none
         shift 2
     done
     truncate -s "$len" "$f"

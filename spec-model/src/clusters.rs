@@ -460,3 +460,116 @@ fn report_overlap(
         findings.mark_bitmaps_overlap();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ClusterMap, Owner};
+    use crate::finding::Findings;
+
+    /// The per-cluster map the spans replace: owner and references per
+    /// cluster, claims applied one cluster at a time.
+    struct Naive {
+        owner: Vec<Owner>,
+        refs: Vec<u32>,
+        overlaps: u32,
+    }
+
+    impl Naive {
+        fn claim(&mut self, first: u64, end: u64, owner: Owner) -> bool {
+            let mut shared = false;
+            for c in first..end.min(self.owner.len() as u64) {
+                let i = c as usize;
+                let prev = self.owner[i];
+                shared |= prev != Owner::Free;
+                if prev == Owner::Free {
+                    self.owner[i] = owner;
+                } else if !(prev == owner && owner.shareable()) {
+                    self.overlaps += 1;
+                }
+                self.refs[i] += 1;
+            }
+            shared
+        }
+    }
+
+    #[test]
+    fn spans_agree_with_a_per_cluster_map() {
+        let owners = [
+            Owner::L2Table,
+            Owner::GuestData,
+            Owner::CompressedData,
+            Owner::RefcountBlock,
+            Owner::BitmapData,
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..200 {
+            let len = 1 + next(300);
+            let mut map = ClusterMap::new(9, len * 512 - next(511));
+            let mut naive = Naive {
+                owner: vec![Owner::Free; map.len() as usize],
+                refs: vec![0; map.len() as usize],
+                overlaps: 0,
+            };
+            let mut findings = Findings::default();
+            for step in 0..60 {
+                let first = next(len + 4);
+                // Mostly single clusters in order, as tables map them.
+                let n = if next(3) == 0 { 1 + next(40) } else { 1 };
+                let owner = owners[next(owners.len() as u64) as usize];
+                if next(8) == 0 {
+                    let extra = 1 + next(3) as u32;
+                    map.add_refs(first * 512, n * 512, extra);
+                    for c in first..(first + n).min(map.len()) {
+                        naive.refs[c as usize] += extra;
+                    }
+                    continue;
+                }
+                // A distinct offset per claim: identical findings at one
+                // offset are listed once.
+                let claim = map.claim(&mut findings, first * 512, n * 512, owner, step);
+                let shared = naive.claim(first, first + n, owner);
+                assert_eq!(claim.shared, shared, "round {round} step {step}");
+                assert_eq!(
+                    claim.past_end,
+                    first + n > map.len(),
+                    "round {round} step {step}"
+                );
+            }
+            for c in 0..map.len() {
+                let i = c as usize;
+                assert_eq!(
+                    map.get(c),
+                    (naive.owner[i], naive.refs[i]),
+                    "round {round} cluster {c}"
+                );
+            }
+            let mut covered = 0;
+            for s in map.segments(0, u64::MAX) {
+                assert_eq!(s.start, covered, "round {round}");
+                for c in s.start..s.end {
+                    assert_eq!(
+                        (s.owner, s.refs),
+                        (naive.owner[c as usize], naive.refs[c as usize])
+                    );
+                }
+                covered = s.end;
+            }
+            assert_eq!(covered, map.len());
+            let overlaps = findings
+                .into_sorted()
+                .iter()
+                .filter(|f| f.rule == crate::rules::Rule::RefcountOverlap)
+                .count() as u32;
+            // Listed up to the rule's cap, then one summary finding.
+            let cap = crate::finding::MAX_FINDINGS_PER_RULE;
+            let want = naive.overlaps.min(cap) + u32::from(naive.overlaps > cap);
+            assert_eq!(overlaps, want, "round {round}: naive {}", naive.overlaps);
+        }
+    }
+}
