@@ -172,6 +172,8 @@ start() {
   qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"e0","node-name":"q0","name":"disk","writable":true}}'
 }
 io() { qemu-io -f raw "nbd+unix:///disk?socket=$D/nbd.sock" -c "$1"; }
+alive() { sleep 0.1; kill -0 "$PID" 2>/dev/null || { wait "$PID"; echo "qemu-storage-daemon died: exit status $? (128+N: signal N)"; PID=; exit 1; }; }
+CHECK=${QCOW2_CONFORM:-qcow2-conform}
 "#,
     );
     let _ = writeln!(
@@ -181,11 +183,19 @@ io() { qemu-io -f raw "nbd+unix:///disk?socket=$D/nbd.sock" -c "$1"; }
     );
     for step in &seq.steps {
         match step {
-            Step::Restart => s.push_str("qmp '{\"execute\":\"quit\"}'; wait $PID; qcow2-conform check \"$D/seq.qcow2\"; start\n"),
-            Step::Crash => s.push_str("kill -9 $PID; wait $PID; qcow2-conform check \"$D/seq.qcow2\"; start\n"),
+            Step::Restart => s.push_str(
+                "qmp '{\"execute\":\"quit\"}'; wait $PID; $CHECK check \"$D/seq.qcow2\"; start\n",
+            ),
+            Step::Crash => {
+                s.push_str("kill -9 $PID; wait $PID; $CHECK check \"$D/seq.qcow2\"; start\n")
+            }
             Step::Op { op } => match op {
                 OpSpec::Write { offset, len } => {
-                    let _ = writeln!(s, "io 'write -P {:#04x} {offset} {len}'", fill_byte(*offset));
+                    let _ = writeln!(
+                        s,
+                        "io 'write -P {:#04x} {offset} {len}'",
+                        fill_byte(*offset)
+                    );
                 }
                 OpSpec::WriteZeroes { offset, len } => {
                     let _ = writeln!(s, "io 'write -z {offset} {len}'");
@@ -207,11 +217,11 @@ io() { qemu-io -f raw "nbd+unix:///disk?socket=$D/nbd.sock" -c "$1"; }
                 }
             },
         }
-        s.push_str("qmp '{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}' | grep -o '\"dirty-bitmaps\": *\\[[^]]*\\]'\n");
+        s.push_str("alive; qmp '{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}' | grep -o '\"dirty-bitmaps\": *\\[[^]]*\\]'\n");
     }
     let _ = writeln!(
         s,
-        "for b in a b c d; do qmp '{{\"execute\":\"x-debug-block-dirty-bitmap-sha256\",\"arguments\":{{\"node\":\"{NODE}\",\"name\":\"'$b'\"}}}}'; done\nqmp '{{\"execute\":\"quit\"}}'; wait $PID; PID=\nqcow2-conform check \"$D/seq.qcow2\""
+        "for b in a b c d; do qmp '{{\"execute\":\"x-debug-block-dirty-bitmap-sha256\",\"arguments\":{{\"node\":\"{NODE}\",\"name\":\"'$b'\"}}}}'; done\nqmp '{{\"execute\":\"quit\"}}'; wait $PID; PID=\n$CHECK check \"$D/seq.qcow2\""
     );
     let _ = daemon::EXPORT;
     s
