@@ -5,7 +5,7 @@
 //! of the implementation); [`Disk::apply`] carries out one that succeeded.
 
 use super::granules::{self, Ranges};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Where a bitmap of the running image came from.
@@ -120,7 +120,7 @@ impl Bitmap {
 }
 
 /// One operation on a running image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
     Write {

@@ -14,7 +14,7 @@ pub mod offline;
 pub mod run;
 
 pub use findings::{key, minimise, SeqFinding};
-pub use gen::{OpSpec, Sequence, Step};
+pub use gen::{Sequence, Step};
 pub use run::{run_bare, run_sequence, SeqResult, MODEL};
 
 use super::{Shard, State};

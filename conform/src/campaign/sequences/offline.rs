@@ -7,12 +7,13 @@
 //! sources is one `--merge` per source, a merge of none and a crash are
 //! skipped, a restart is a no-op.
 
-use super::gen::{OpSpec, Sequence, Step};
+use super::gen::{Sequence, Step};
 use super::run::{create_image, SeqResult, SetupError};
 use crate::runner::adapters::qemu::Tool;
 use crate::runner::adapters::qemu_live::oracle::fill_byte;
 use crate::runner::adapters::qemu_live::session::read_file;
 use crate::runner::process::{self, Limits};
+use spec_model::semantics::Op;
 use spec_model::semantics::{judge_file, Disk, Expect};
 use std::ffi::OsString;
 use std::path::Path;
@@ -22,7 +23,7 @@ fn commands(
     img: &Path,
     io: &Path,
     image: &Path,
-    op: &OpSpec,
+    op: &Op,
     shrink: bool,
 ) -> Vec<(std::path::PathBuf, Vec<OsString>)> {
     let im = || image.as_os_str().to_owned();
@@ -48,13 +49,13 @@ fn commands(
         (img.to_owned(), a)
     };
     match op {
-        OpSpec::Write { offset, len } => vec![qio(format!(
+        Op::Write { offset, len } => vec![qio(format!(
             "write -P {:#04x} {offset} {len}",
             fill_byte(*offset)
         ))],
-        OpSpec::WriteZeroes { offset, len } => vec![qio(format!("write -z {offset} {len}"))],
-        OpSpec::Discard { offset, len } => vec![qio(format!("discard {offset} {len}"))],
-        OpSpec::Add {
+        Op::WriteZeroes { offset, len } => vec![qio(format!("write -z {offset} {len}"))],
+        Op::Discard { offset, len } => vec![qio(format!("discard {offset} {len}"))],
+        Op::Add {
             name,
             gbits,
             disabled,
@@ -67,15 +68,15 @@ fn commands(
             }
             vec![bitmap(&a, name)]
         }
-        OpSpec::Remove { name } => vec![bitmap(&["--remove"], name)],
-        OpSpec::Clear { name } => vec![bitmap(&["--clear"], name)],
-        OpSpec::Enable { name } => vec![bitmap(&["--enable"], name)],
-        OpSpec::Disable { name } => vec![bitmap(&["--disable"], name)],
-        OpSpec::Merge { target, sources } => sources
+        Op::Remove { name } => vec![bitmap(&["--remove"], name)],
+        Op::Clear { name } => vec![bitmap(&["--clear"], name)],
+        Op::Enable { name } => vec![bitmap(&["--enable"], name)],
+        Op::Disable { name } => vec![bitmap(&["--disable"], name)],
+        Op::Merge { target, sources } => sources
             .iter()
             .map(|s| bitmap(&["--merge", s], target))
             .collect(),
-        OpSpec::Resize { size } => {
+        Op::Resize { size } => {
             let mut a: Vec<OsString> =
                 vec!["resize".into(), "-q".into(), "-f".into(), "qcow2".into()];
             if shrink {
@@ -102,18 +103,18 @@ pub fn run_offline(seq: &Sequence, work: &Path, limits: &Limits) -> Result<SeqRe
     for (i, step) in seq.steps.iter().enumerate() {
         let Step::Op { op } = step else { continue };
         let op = match op {
-            OpSpec::Add {
+            Op::Add {
                 name,
                 gbits,
                 disabled,
                 ..
-            } => OpSpec::Add {
+            } => Op::Add {
                 name: name.clone(),
                 gbits: *gbits,
                 persistent: true,
                 disabled: *disabled,
             },
-            OpSpec::Merge { sources, .. } if sources.is_empty() => continue,
+            Op::Merge { sources, .. } if sources.is_empty() => continue,
             other => other.clone(),
         };
         let file = match read_file(&image) {
@@ -125,8 +126,8 @@ pub fn run_offline(seq: &Sequence, work: &Path, limits: &Limits) -> Result<SeqRe
             }
         };
         let mut model = Disk::reopened(&file);
-        let expect = model.expect(&op.op());
-        let shrink = matches!(op, OpSpec::Resize { size } if size < model.size);
+        let expect = model.expect(&op);
+        let shrink = matches!(op, Op::Resize { size } if size < model.size);
         let mut ok = true;
         r.operations += 1;
         for (program, args) in commands(&img, &io, &image, &op, shrink) {
@@ -154,7 +155,7 @@ pub fn run_offline(seq: &Sequence, work: &Path, limits: &Limits) -> Result<SeqRe
             (Expect::Refuse(why), true) => problems.push(format!(
                 "QEMU carried out {op:?}, which must be refused: {why}"
             )),
-            (_, true) => model.apply(&op.op()),
+            (_, true) => model.apply(&op),
             (_, false) => {}
         }
         if problems.is_empty() {
