@@ -248,7 +248,8 @@ pub struct CampaignArgs {
     pub read_only: bool,
     /// With `--impl qemu-live`: random operation sequences (guest writes,
     /// bitmap operations, restarts, crashes) against qemu-storage-daemon,
-    /// judged by the semantic model, instead of random images.
+    /// judged by the semantic model, instead of random images; with
+    /// `--impl qemu`, the same sequences through qemu-img bitmap and qemu-io.
     #[arg(long)]
     pub sequences: bool,
     /// Benchmarks only: run the sequences' operations with no oracle.

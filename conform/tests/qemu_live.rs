@@ -375,3 +375,20 @@ fn a_live_resize_keeps_bits_and_leaves_the_grown_area_to_the_model() {
     s.close().unwrap();
     assert_eq!(read_file(&img).unwrap().size, 1 << 20);
 }
+
+#[test]
+fn the_same_sequences_offline_match_the_model() {
+    use conform::campaign::sequences::{offline::run_offline, Sequence, Step};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ran = 0;
+    for i in 0..6 {
+        let seq = Sequence::random(1, i);
+        let work = dir.path().join(i.to_string());
+        std::fs::create_dir_all(&work).unwrap();
+        let r = run_offline(&seq, &work, &limits()).unwrap();
+        assert!(!r.failed(), "sequence {i}: {r:#?}");
+        ran += r.operations;
+        assert!(seq.steps.iter().any(|s| matches!(s, Step::Op { .. })));
+    }
+    assert!(ran > 20, "{ran} operations");
+}

@@ -93,14 +93,16 @@ pub fn summary_text(s: &RunSummary, out: &Path, took: Duration) -> String {
     o
 }
 
-/// `campaign --impl qemu-live --sequences`.
+/// `campaign --impl qemu-live --sequences` (or `--impl qemu`: offline).
 fn sequences(args: &CampaignArgs) -> Result<i32> {
     use crate::campaign::sequences::{self, SequenceOptions};
-    if args.implementation != "qemu-live" {
-        anyhow::bail!(
-            "--sequences needs --impl qemu-live (the operations run in qemu-storage-daemon)"
-        );
-    }
+    let offline = match args.implementation.as_str() {
+        "qemu-live" => false,
+        "qemu" => true,
+        _ => anyhow::bail!(
+            "--sequences needs --impl qemu-live (qemu-storage-daemon) or --impl qemu (qemu-img bitmap and qemu-io)"
+        ),
+    };
     let program = crate::runner::adapters::qemu::Tool::StorageDaemon.locate()?;
     let opts = SequenceOptions {
         seed: args.seed,
@@ -114,6 +116,7 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
         },
         minimise: !args.no_minimise,
         bare: args.bare,
+        offline,
     };
     let start = std::time::Instant::now();
     let state = sequences::run(&program, &opts)?;

@@ -5,7 +5,7 @@
 //! of the implementation); [`Disk::apply`] carries out one that succeeded.
 
 use super::granules::{self, Ranges};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Where a bitmap of the running image came from.
@@ -120,7 +120,7 @@ impl Bitmap {
 }
 
 /// One operation on a running image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
     Write {
@@ -211,20 +211,20 @@ impl Disk {
         }
     }
 
-    fn need(&self, name: &str) -> Result<&Bitmap, String> {
-        self.bitmaps
-            .get(name)
-            .ok_or_else(|| format!("no bitmap named {name:?}"))
+    /// Why an operation on bitmap `name` must be refused: it does not
+    /// exist (`None`: it may go on).
+    fn missing(&self, name: &str) -> Option<String> {
+        (!self.bitmaps.contains_key(name)).then(|| format!("no bitmap named {name:?}"))
     }
 
-    fn need_usable(&self, name: &str) -> Result<&Bitmap, String> {
-        let b = self.need(name)?;
-        if b.inconsistent {
-            return Err(format!(
-                "bitmap {name:?} is in_use (inconsistent) and must not be used"
-            ));
-        }
-        Ok(b)
+    /// As [`Disk::missing`], and also when the bitmap is inconsistent
+    /// (loaded `in_use`), which the spec says must not be used.
+    fn unusable(&self, name: &str) -> Option<String> {
+        self.missing(name).or_else(|| {
+            self.bitmaps[name]
+                .inconsistent
+                .then(|| format!("bitmap {name:?} is in_use (inconsistent) and must not be used"))
+        })
     }
 
     fn range_ok(&self, offset: u64, len: u64) -> Expect {
@@ -239,10 +239,7 @@ impl Disk {
 
     /// What `op` requires of an implementation in this state.
     pub fn expect(&self, op: &Op) -> Expect {
-        let check = |r: Result<&Bitmap, String>| match r {
-            Ok(_) => Expect::Succeed,
-            Err(e) => Expect::Refuse(e),
-        };
+        let check = |refusal: Option<String>| refusal.map_or(Expect::Succeed, Expect::Refuse);
         match op {
             Op::Write { offset, len }
             | Op::WriteZeroes { offset, len }
@@ -260,13 +257,13 @@ impl Disk {
                     Expect::Succeed
                 }
             }
-            Op::Remove { name } => check(self.need(name)),
+            Op::Remove { name } => check(self.missing(name)),
             Op::Clear { name } | Op::Enable { name } | Op::Disable { name } => {
-                check(self.need_usable(name))
+                check(self.unusable(name))
             }
             Op::Merge { target, sources } => {
                 for n in std::iter::once(target).chain(sources) {
-                    if let Err(e) = self.need_usable(n) {
+                    if let Some(e) = self.unusable(n) {
                         return Expect::Refuse(e);
                     }
                 }

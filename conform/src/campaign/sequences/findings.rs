@@ -3,12 +3,13 @@
 //! and what is saved for it: the original and minimised sequences, the
 //! problems, the QMP transcript and a shell reproducer.
 
-use super::gen::{OpSpec, Sequence, Step};
+use super::gen::{Sequence, Step};
 use super::run::SeqResult;
 use crate::runner::adapters::qemu_live::daemon::{self, NODE};
 use crate::runner::adapters::qemu_live::oracle::{fill_byte, qmp_command};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use spec_model::semantics::Op;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -172,6 +173,8 @@ start() {
   qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"e0","node-name":"q0","name":"disk","writable":true}}'
 }
 io() { qemu-io -f raw "nbd+unix:///disk?socket=$D/nbd.sock" -c "$1"; }
+alive() { sleep 0.1; kill -0 "$PID" 2>/dev/null || { wait "$PID"; echo "qemu-storage-daemon died: exit status $? (128+N: signal N)"; PID=; exit 1; }; }
+CHECK=${QCOW2_CONFORM:-qcow2-conform}
 "#,
     );
     let _ = writeln!(
@@ -181,37 +184,45 @@ io() { qemu-io -f raw "nbd+unix:///disk?socket=$D/nbd.sock" -c "$1"; }
     );
     for step in &seq.steps {
         match step {
-            Step::Restart => s.push_str("qmp '{\"execute\":\"quit\"}'; wait $PID; qcow2-conform check \"$D/seq.qcow2\"; start\n"),
-            Step::Crash => s.push_str("kill -9 $PID; wait $PID; qcow2-conform check \"$D/seq.qcow2\"; start\n"),
+            Step::Restart => s.push_str(
+                "qmp '{\"execute\":\"quit\"}'; wait $PID; $CHECK check \"$D/seq.qcow2\"; start\n",
+            ),
+            Step::Crash => {
+                s.push_str("kill -9 $PID; wait $PID; $CHECK check \"$D/seq.qcow2\"; start\n")
+            }
             Step::Op { op } => match op {
-                OpSpec::Write { offset, len } => {
-                    let _ = writeln!(s, "io 'write -P {:#04x} {offset} {len}'", fill_byte(*offset));
+                Op::Write { offset, len } => {
+                    let _ = writeln!(
+                        s,
+                        "io 'write -P {:#04x} {offset} {len}'",
+                        fill_byte(*offset)
+                    );
                 }
-                OpSpec::WriteZeroes { offset, len } => {
+                Op::WriteZeroes { offset, len } => {
                     let _ = writeln!(s, "io 'write -z {offset} {len}'");
                 }
-                OpSpec::Discard { offset, len } => {
+                Op::Discard { offset, len } => {
                     let _ = writeln!(s, "io 'discard {offset} {len}'");
                 }
                 other => {
-                    if let OpSpec::Resize { .. } = other {
+                    if let Op::Resize { .. } = other {
                         s.push_str("qmp '{\"execute\":\"block-export-del\",\"arguments\":{\"id\":\"e0\"}}'; sleep 0.2\n");
                     }
-                    if let Some((cmd, args)) = qmp_command(&other.op()) {
+                    if let Some((cmd, args)) = qmp_command(other) {
                         let msg = serde_json::json!({"execute": cmd, "arguments": args});
                         let _ = writeln!(s, "qmp '{msg}'");
                     }
-                    if let OpSpec::Resize { .. } = other {
+                    if let Op::Resize { .. } = other {
                         s.push_str("qmp '{\"execute\":\"block-export-add\",\"arguments\":{\"type\":\"nbd\",\"id\":\"e0\",\"node-name\":\"q0\",\"name\":\"disk\",\"writable\":true}}'\n");
                     }
                 }
             },
         }
-        s.push_str("qmp '{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}' | grep -o '\"dirty-bitmaps\": *\\[[^]]*\\]'\n");
+        s.push_str("alive; qmp '{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}' | grep -o '\"dirty-bitmaps\": *\\[[^]]*\\]'\n");
     }
     let _ = writeln!(
         s,
-        "for b in a b c d; do qmp '{{\"execute\":\"x-debug-block-dirty-bitmap-sha256\",\"arguments\":{{\"node\":\"{NODE}\",\"name\":\"'$b'\"}}}}'; done\nqmp '{{\"execute\":\"quit\"}}'; wait $PID; PID=\nqcow2-conform check \"$D/seq.qcow2\""
+        "for b in a b c d; do qmp '{{\"execute\":\"x-debug-block-dirty-bitmap-sha256\",\"arguments\":{{\"node\":\"{NODE}\",\"name\":\"'$b'\"}}}}'; done\nqmp '{{\"execute\":\"quit\"}}'; wait $PID; PID=\n$CHECK check \"$D/seq.qcow2\""
     );
     let _ = daemon::EXPORT;
     s

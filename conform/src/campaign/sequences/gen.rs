@@ -15,83 +15,11 @@ use spec_model::semantics::Op;
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum Step {
     /// An operation on the running image.
-    Op { op: OpSpec },
+    Op { op: Op },
     /// QMP `quit`, the file judged, the daemon started again.
     Restart,
     /// `kill -9`, the file judged, the daemon started again.
     Crash,
-}
-
-/// An operation as saved in a sequence (the model's [`Op`], serialisable
-/// both ways).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
-pub enum OpSpec {
-    Write {
-        offset: u64,
-        len: u64,
-    },
-    WriteZeroes {
-        offset: u64,
-        len: u64,
-    },
-    Discard {
-        offset: u64,
-        len: u64,
-    },
-    Add {
-        name: String,
-        gbits: u8,
-        persistent: bool,
-        disabled: bool,
-    },
-    Remove {
-        name: String,
-    },
-    Clear {
-        name: String,
-    },
-    Enable {
-        name: String,
-    },
-    Disable {
-        name: String,
-    },
-    Merge {
-        target: String,
-        sources: Vec<String>,
-    },
-    Resize {
-        size: u64,
-    },
-}
-
-impl OpSpec {
-    /// The model's operation.
-    pub fn op(&self) -> Op {
-        match self.clone() {
-            OpSpec::Write { offset, len } => Op::Write { offset, len },
-            OpSpec::WriteZeroes { offset, len } => Op::WriteZeroes { offset, len },
-            OpSpec::Discard { offset, len } => Op::Discard { offset, len },
-            OpSpec::Add {
-                name,
-                gbits,
-                persistent,
-                disabled,
-            } => Op::Add {
-                name,
-                gbits,
-                persistent,
-                disabled,
-            },
-            OpSpec::Remove { name } => Op::Remove { name },
-            OpSpec::Clear { name } => Op::Clear { name },
-            OpSpec::Enable { name } => Op::Enable { name },
-            OpSpec::Disable { name } => Op::Disable { name },
-            OpSpec::Merge { target, sources } => Op::Merge { target, sources },
-            OpSpec::Resize { size } => Op::Resize { size },
-        }
-    }
 }
 
 /// A disk size and the steps run on it.
@@ -133,37 +61,37 @@ fn step(rng: &mut impl Rng, size: &mut u64) -> Step {
     let op = match r {
         0..=29 => {
             let (offset, len) = range(rng, *size);
-            OpSpec::Write { offset, len }
+            Op::Write { offset, len }
         }
         30..=33 => {
             let (offset, len) = range(rng, *size);
-            OpSpec::WriteZeroes { offset, len }
+            Op::WriteZeroes { offset, len }
         }
         34..=37 => {
             let (offset, len) = range(rng, *size);
-            OpSpec::Discard { offset, len }
+            Op::Discard { offset, len }
         }
-        38..=53 => OpSpec::Add {
+        38..=53 => Op::Add {
             name,
             gbits: pick(rng, &GBITS),
             persistent: rng.gen_range(0..4) != 0,
             disabled: rng.gen_range(0..4) == 0,
         },
-        54..=58 => OpSpec::Remove { name },
-        59..=64 => OpSpec::Clear { name },
-        65..=69 => OpSpec::Enable { name },
-        70..=74 => OpSpec::Disable { name },
+        54..=58 => Op::Remove { name },
+        59..=64 => Op::Clear { name },
+        65..=69 => Op::Enable { name },
+        70..=74 => Op::Disable { name },
         75..=83 => {
             // Now and then no source at all (a merge of nothing).
             let n = [0, 1, 1, 1, 2, 2, 2, 2][rng.gen_range(0..8)];
-            OpSpec::Merge {
+            Op::Merge {
                 target: name,
                 sources: (0..n).map(|_| pick(rng, &NAMES).to_owned()).collect(),
             }
         }
         84..=87 => {
             *size = pick(rng, &SIZES);
-            OpSpec::Resize { size: *size }
+            Op::Resize { size: *size }
         }
         88..=93 => return Step::Restart,
         _ => return Step::Crash,
@@ -217,26 +145,24 @@ impl Sequence {
                 continue;
             };
             let simpler = match op {
-                OpSpec::Write { offset, len } if *len > 1 => Some(OpSpec::Write {
+                Op::Write { offset, len } if *len > 1 => Some(Op::Write {
                     offset: *offset,
                     len: 1,
                 }),
-                OpSpec::WriteZeroes { offset, len } | OpSpec::Discard { offset, len } => {
-                    Some(OpSpec::Write {
-                        offset: *offset,
-                        len: *len,
-                    })
-                }
-                OpSpec::Merge { target, sources } if sources.len() > 1 => Some(OpSpec::Merge {
+                Op::WriteZeroes { offset, len } | Op::Discard { offset, len } => Some(Op::Write {
+                    offset: *offset,
+                    len: *len,
+                }),
+                Op::Merge { target, sources } if sources.len() > 1 => Some(Op::Merge {
                     target: target.clone(),
                     sources: sources[..1].to_vec(),
                 }),
-                OpSpec::Add {
+                Op::Add {
                     name,
                     gbits,
                     persistent,
                     disabled,
-                } if *disabled || !*persistent => Some(OpSpec::Add {
+                } if *disabled || !*persistent => Some(Op::Add {
                     name: name.clone(),
                     gbits: *gbits,
                     persistent: true,
@@ -286,7 +212,7 @@ mod tests {
             let mut d = Disk::new(s.size);
             for st in &s.steps {
                 if let Step::Op { op } = st {
-                    let op = op.op();
+                    let op = op.clone();
                     if let Op::Write { .. } | Op::Discard { .. } | Op::WriteZeroes { .. } = op {
                         assert_eq!(d.expect(&op), Expect::Succeed, "{op:?} on {}", d.size);
                     }

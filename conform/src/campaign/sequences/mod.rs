@@ -10,10 +10,11 @@
 
 pub mod findings;
 pub mod gen;
+pub mod offline;
 pub mod run;
 
 pub use findings::{key, minimise, SeqFinding};
-pub use gen::{OpSpec, Sequence, Step};
+pub use gen::{Sequence, Step};
 pub use run::{run_bare, run_sequence, SeqResult, MODEL};
 
 use super::{Shard, State};
@@ -22,8 +23,8 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The name `state.json` records for this campaign.
-pub const CAMPAIGN: &str = "qemu-live-sequences";
+/// The name `state.json` records for this campaign (live and offline).
+pub const CAMPAIGN: [&str; 2] = ["qemu-live-sequences", "qemu-offline-sequences"];
 
 /// Runs the minimiser may spend on one finding.
 pub const MINIMISE_RUNS: usize = 150;
@@ -40,6 +41,9 @@ pub struct SequenceOptions {
     pub minimise: bool,
     /// Run the operations with no oracle (benchmark baseline).
     pub bare: bool,
+    /// Run the sequences through QEMU's offline tools instead of the
+    /// daemon ([`offline`]).
+    pub offline: bool,
 }
 
 /// The first line of `program --version`.
@@ -59,7 +63,12 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
     std::fs::create_dir_all(&found)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let state_path = opts.out.join("state.json");
-    let mut state = State::resume(&state_path, CAMPAIGN, opts.seed, opts.shard)?;
+    let mut state = State::resume(
+        &state_path,
+        CAMPAIGN[usize::from(opts.offline)],
+        opts.seed,
+        opts.shard,
+    )?;
     let qemu = version(program, &opts.limits);
     let start = Instant::now();
     let mut ran = 0u64;
@@ -81,7 +90,11 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
             state.write(&state_path)?;
             continue;
         }
-        let r = run_sequence(program, &seq, work.path(), &opts.limits, MODEL)?;
+        let r = if opts.offline {
+            offline::run_offline(&seq, work.path(), &opts.limits)?
+        } else {
+            run_sequence(program, &seq, work.path(), &opts.limits, MODEL)?
+        };
         ran += 1;
         state.cases_run += 1;
         let count = |state: &mut State, k: &str, n: u64| {
@@ -112,6 +125,9 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
                         .prefix("conform-seq")
                         .tempdir()
                         .ok()?;
+                    if opts.offline {
+                        return offline::run_offline(cand, w.path(), &opts.limits).ok();
+                    }
                     run_sequence(program, cand, w.path(), &opts.limits, MODEL).ok()
                 });
                 let f = SeqFinding {

@@ -98,7 +98,7 @@ pub fn run_sequence(
         let got: Result<Vec<String>, SessionError> = match step {
             Step::Op { op } => {
                 r.operations += 1;
-                s.step(&op.op())
+                s.step(op)
             }
             Step::Restart => s.restart(),
             Step::Crash => s.crash(),
@@ -172,7 +172,7 @@ pub fn run_bare(
         match step {
             Step::Op { op } => {
                 ops += 1;
-                if oracle::execute(&mut d, &mut guest, &op.op()).is_err() {
+                if oracle::execute(&mut d, &mut guest, op).is_err() {
                     return Ok(ops);
                 }
             }
