@@ -22,6 +22,9 @@ fn ci_sh(expect: &Path, out: &Path) -> Output {
         .arg(expect)
         .arg("--out")
         .arg(out)
+        // One worker: the run takes about as long (its slowest case sets
+        // the pace) and leaves the other tests' time limits their cores.
+        .args(["--", "--jobs", "1"])
         .current_dir(root())
         .output()
         .expect("run scripts/ci.sh")

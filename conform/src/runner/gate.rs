@@ -122,3 +122,54 @@ impl Gate<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use OutcomeKind::*;
+
+    fn status(expect: Option<&Expectations>, case: &str, kind: OutcomeKind) -> Status {
+        let report = RunReport::new("c".into(), vec!["x".into()], vec![], vec![], 0);
+        let fail_on = [Lenient, Strict, Crash];
+        let gate = Gate {
+            fail_on: &fail_on,
+            expect: expect.map(|e| (e, "e.toml")),
+        };
+        gate.status(&report, "x", case, kind)
+    }
+
+    fn change(s: Status) -> Option<Change> {
+        match s {
+            Status::Failed(f) => Some(f.change),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn without_expectations_fail_on_decides() {
+        assert_eq!(status(None, "a", Pass), Status::Pass);
+        assert_eq!(change(status(None, "a", Strict)), Some(Change::Failing));
+        assert!(matches!(status(None, "a", Hang), Status::Accepted(w) if w.starts_with("hang:")));
+        assert!(
+            matches!(status(None, "a", Recorded), Status::Accepted(w) if w.starts_with("recorded:"))
+        );
+        assert!(matches!(status(None, "a", Error), Status::Incomplete(_)));
+    }
+
+    #[test]
+    fn expectations_fail_on_changes_only() {
+        let text = "format = 1\n[expect.x.\"*\"]\na = \"lenient\"\nb = \"pass\"\n";
+        let e = Expectations::parse(text, Path::new("e.toml")).unwrap();
+        let e = Some(&e);
+        assert!(matches!(status(e, "a", Lenient), Status::Accepted(w) if w.contains("expected")));
+        assert_eq!(change(status(e, "a", Strict)), Some(Change::Regressed));
+        assert_eq!(change(status(e, "a", Pass)), Some(Change::Improved));
+        assert_eq!(change(status(e, "b", Crash)), Some(Change::Regressed));
+        // Not listed: expected to pass.
+        assert_eq!(status(e, "new", Pass), Status::Pass);
+        assert_eq!(change(status(e, "new", Lenient)), Some(Change::Regressed));
+        // A change between outcomes outside --fail-on does not fail.
+        assert!(matches!(status(e, "b", Recorded), Status::Accepted(_)));
+    }
+}
