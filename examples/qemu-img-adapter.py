@@ -9,7 +9,8 @@ outcome for every case.
 
 Verbs (see PROTOCOL.md in the corpus, "The exec protocol"):
 
-    capabilities              -> {"protocol": 1, "capabilities": ["observe", "write"]}
+    capabilities              -> {"protocol": 1, "capabilities": ["observe", "write"],
+                                  "name": "qemu-img", "version": "..."}
     observe IMAGE             -> {"protocol": 1, "opened": ..., "error": ..., "bitmaps": [...]}
     write IMAGE OFFSET LEN    -> {"protocol": 1, "ok": ..., "error": ...}
 
@@ -66,6 +67,16 @@ def image_args(image):
         "--object", "secret,id=sec0,data=" + esc(secret),
         "--image-opts", "driver=qcow2,file.filename=%s,encrypt.key-secret=sec0" % esc(image),
     ]
+
+
+def qemu_version():
+    """QEMU's version as `qemu-img --version` prints it ("10.0.2"), or None."""
+    try:
+        out = run([QEMU_IMG, "--version"]).stdout
+    except OSError:
+        return None
+    words = first_line(out, "").split()
+    return words[2] if len(words) > 2 and words[1] == "version" else None
 
 
 def first_line(text, fallback):
@@ -237,7 +248,8 @@ def main(argv):
     if len(argv) >= 3:
         argv = argv[:2] + [in_image_dir(argv[2])] + argv[3:]
     if len(argv) == 2 and argv[1] == "capabilities":
-        return reply({"capabilities": ["observe", "write"]})
+        return reply({"capabilities": ["observe", "write"], "name": "qemu-img",
+                      "version": qemu_version()})
     if len(argv) == 3 and argv[1] == "observe":
         return observe(argv[2])
     if len(argv) == 5 and argv[1] == "write":
