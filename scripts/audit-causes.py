@@ -73,8 +73,14 @@ S_NAME = ("Bitmap directory, name",
 S_V2_EXT = ("Header; Header extensions",
             "a version 2 header is exactly 72 bytes and the header extensions follow it directly")
 
+S_GUEST = ("Cluster mapping (L2 entries; backing file)",
+           "a guest read returns what the L2 entries and their zero flag say, and for an "
+           "unallocated cluster the backing file's data (zeros only without a backing file)")
+S_SNAP = ("Snapshots", "internal snapshots and their table are part of a conforming image")
+
 SPEC = {
     "recorded--silent": S_SILENT,
+    ("qcow", "strict--open--a04900e3"): S_SNAP,
     "mismatch--header-rewrite": S_SIZE,
     "mismatch--name-cut": S_NAME,
     ("qcow2-rs", "strict--open--21693f3b"): S_V2_EXT,
@@ -99,6 +105,8 @@ def spec_for(imp, key, cause):
         return S_UNUSABLE
     if check == "signal":
         return S_CRASH
+    if check == "guest-data":
+        return S_GUEST
     if check == "write":
         if "plaintext" in msg:
             return S_CRYPT
@@ -162,7 +170,8 @@ def main(paths):
                 })
     if missing:
         sys.exit("no spec sentence for:\n" + "\n".join(missing))
-    order = {"qemu": 0, "imago": 1, "qcow2-rs": 2, "qcow2": 3, "libqcow": 4}
+    order = {"qemu": 0, "qemu-live": 1, "imago": 2, "qcow2-rs": 3, "qcow2": 4, "qcow": 5,
+             "libqcow": 6}
     entries.sort(key=lambda e: (order.get(e["implementation"].split("@")[0], 9), e["implementation"],
                                 e["outcome"], e["key"]))
     os.makedirs(os.path.join(ROOT, "audit"), exist_ok=True)

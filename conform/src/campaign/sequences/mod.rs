@@ -72,7 +72,15 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
     let qemu = version(program, &opts.limits);
     let start = Instant::now();
     let mut ran = 0u64;
-    while start.elapsed() < opts.duration && opts.max_sequences.is_none_or(|m| ran < m) {
+    // SIGINT/SIGTERM end the loop after the current sequence (its daemon
+    // stopped, state saved); scratch directories of campaigns and runs
+    // that died (kill -9) are removed.
+    crate::runner::signals::install();
+    crate::runner::temp_dirs::sweep();
+    while start.elapsed() < opts.duration
+        && opts.max_sequences.is_none_or(|m| ran < m)
+        && crate::runner::signals::stop_requested().is_none()
+    {
         let index = state.next_index;
         state.next_index += 1;
         if let Some(sh) = opts.shard {
@@ -81,7 +89,7 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
             }
         }
         let seq = Sequence::random(opts.seed, index);
-        let work = tempfile::Builder::new().prefix("conform-seq").tempdir()?;
+        let work = crate::runner::temp_dirs::scratch("seq")?;
         if opts.bare {
             let ops = run_bare(program, &seq, work.path(), &opts.limits)?;
             ran += 1;
@@ -121,10 +129,7 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
             *n += 1;
             if *n == 1 && opts.minimise {
                 let (minimised, mr) = minimise(&seq, r.clone(), MINIMISE_RUNS, |cand| {
-                    let w = tempfile::Builder::new()
-                        .prefix("conform-seq")
-                        .tempdir()
-                        .ok()?;
+                    let w = crate::runner::temp_dirs::scratch("seq").ok()?;
                     if opts.offline {
                         return offline::run_offline(cand, w.path(), &opts.limits).ok();
                     }
@@ -161,7 +166,7 @@ pub fn replay(program: &Path, finding: &Path, limits: &Limits) -> Result<(SeqRes
         .with_context(|| format!("cannot read {}", finding.display()))?;
     let f: SeqFinding =
         serde_json::from_str(&text).with_context(|| finding.display().to_string())?;
-    let work = tempfile::Builder::new().prefix("conform-seq").tempdir()?;
+    let work = crate::runner::temp_dirs::scratch("seq")?;
     let r = run_sequence(program, &f.minimised, work.path(), limits, MODEL)?;
     let same = r.failed() && key(&r) == f.key;
     Ok((r, same))

@@ -141,7 +141,7 @@ impl Daemon {
         limits: &Limits,
         read_only: bool,
     ) -> Result<Daemon, DaemonError> {
-        let dir = tempfile::Builder::new().prefix("conform-live").tempdir()?;
+        let dir = crate::runner::temp_dirs::scratch("live")?;
         let secret = crate::runner::case_env::current();
         let args = arguments(image, dir.path(), secret.as_deref(), read_only);
         let cmd = tools::in_case_dir(process::command(program.as_os_str(), &args, limits));
