@@ -119,7 +119,15 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
         offline,
     };
     let start = std::time::Instant::now();
+    // The findings this run saves are the directories it adds.
+    let saved = |out: &Path| -> std::collections::BTreeSet<std::ffi::OsString> {
+        std::fs::read_dir(out.join("findings"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+            .unwrap_or_default()
+    };
+    let before = saved(&args.out);
     let state = sequences::run(&program, &opts)?;
+    let new = saved(&args.out).difference(&before).count();
     let o = |k: &str| state.outcomes.get(k).copied().unwrap_or(0);
     eprintln!(
         "sequence campaign: {} sequences ({} in total), {} operations, {} restarts, {} crashes, {} failing, in {:.0?}",
@@ -136,6 +144,16 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
             "  {n:>5} x {key}  -> {}/findings/{key}/",
             args.out.display()
         );
+    }
+    if let Some(why) = runner::signals::interrupted() {
+        eprintln!("campaign: INCOMPLETE: {why}; the state was saved, the same command resumes");
+        return Ok(1);
+    }
+    if new > 0 && args.fail_on_findings == FailOnFindings::New {
+        eprintln!(
+            "campaign: {new} new finding(s) saved: exit status 2 (--fail-on-findings none to exit 0)"
+        );
+        return Ok(2);
     }
     Ok(0)
 }

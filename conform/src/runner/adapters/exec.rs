@@ -212,16 +212,29 @@ fn parse_reply<T: serde::de::DeserializeOwned>(stdout: &str) -> Result<T, NoRepl
     }
 }
 
+/// Why a finished program run gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// No answer object on stdout (with how the program ended).
+    #[error("{0}")]
+    NoAnswer(String),
+    /// An answer of a protocol version the runner does not speak.
+    #[error("protocol {0} is not supported (the runner speaks {PROTOCOL})")]
+    Protocol(u32),
+}
+
 /// The answer object of a finished program run, or why it is no usable
 /// answer (none on stdout, or of a protocol version the runner does not
 /// speak; `version` reads the object's `protocol`).
-fn answer<T: serde::de::DeserializeOwned>(p: &Proc, version: fn(&T) -> u32) -> Result<T, String> {
-    let r = parse_reply::<T>(&p.stdout).map_err(|e| format!("{e} ({})", p.describe_end()))?;
+fn answer<T: serde::de::DeserializeOwned>(
+    p: &Proc,
+    version: fn(&T) -> u32,
+) -> Result<T, AnswerError> {
+    let r = parse_reply::<T>(&p.stdout)
+        .map_err(|e| AnswerError::NoAnswer(format!("{e} ({})", p.describe_end())))?;
     match version(&r) {
         PROTOCOL => Ok(r),
-        v => Err(format!(
-            "protocol {v} is not supported (the runner speaks {PROTOCOL})"
-        )),
+        v => Err(AnswerError::Protocol(v)),
     }
 }
 
@@ -279,7 +292,7 @@ impl ExecAdapter {
         let r =
             answer::<CapabilitiesReply>(&p, |r| r.protocol).map_err(|why| SetupError::Answer {
                 template: template.to_owned(),
-                why,
+                why: why.to_string(),
             })?;
         let has = |c: &str| r.capabilities.iter().any(|x| x == c);
         a.can_write = has("write");
@@ -315,7 +328,7 @@ impl ExecAdapter {
             return obs;
         };
         match answer::<ReadReply>(&p, |r| r.protocol) {
-            Err(e) => obs.protocol_error = Some(e),
+            Err(e) => obs.protocol_error = Some(e.to_string()),
             Ok(r) => {
                 obs.opened = r.opened;
                 obs.error = r.error.clone();
@@ -365,7 +378,7 @@ impl Adapter for ExecAdapter {
             return obs;
         };
         match answer::<ObserveReply>(&p, |r| r.protocol) {
-            Err(e) => obs.protocol_error = Some(e),
+            Err(e) => obs.protocol_error = Some(e.to_string()),
             Ok(r) => {
                 obs.opened = r.opened;
                 obs.error = r.error;
