@@ -19,6 +19,12 @@ pub mod tools;
 
 pub use tools::{Tool, Toolset};
 
+/// The incompatible feature bits QEMU supports: every bit the spec
+/// defines (dirty, corrupt, external data file, compression type,
+/// extended L2; QEMU 7.2 and 10 open each), for the offline and the live
+/// adapter alike.
+pub const INCOMPATIBLE_SUPPORTED: u64 = 0x1f;
+
 use crate::runner::adapter::{Adapter, Capabilities, Identity, WriteRun};
 use crate::runner::checks::OpsCheck;
 use crate::runner::observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
@@ -132,9 +138,7 @@ impl Adapter for QemuAdapter {
             read_guest_data: true,
             write_guest_data: true,
             bitmap_operations: true,
-            // Every bit the spec defines: dirty, corrupt, external data
-            // file, compression type, extended L2 (QEMU 10 opens each).
-            incompatible_features_supported: Some(0x1f),
+            incompatible_features_supported: Some(INCOMPATIBLE_SUPPORTED),
         }
     }
 

@@ -204,7 +204,7 @@ impl Adapter for QemuLiveAdapter {
             read_guest_data: true,
             write_guest_data: true,
             bitmap_operations: false,
-            incompatible_features_supported: Some(0x1f),
+            incompatible_features_supported: Some(super::qemu::INCOMPATIBLE_SUPPORTED),
         }
     }
 
