@@ -16,18 +16,13 @@ pub const BEGIN: &str = "<!-- matrix-tables:begin (generated from snapshots/matr
 /// The line after them.
 pub const END: &str = "<!-- matrix-tables:end -->";
 
-/// The outcomes, in the order of the tables' columns.
-const KINDS: [&str; 9] = [
-    "pass",
-    "lenient",
-    "strict",
-    "mismatch",
-    "corrupting",
-    "crash",
-    "hang",
-    "recorded",
-    "error",
-];
+/// The outcomes, in the order of the tables' columns (the runner's own
+/// order, [`crate::runner::judge::OutcomeKind::ALL`]).
+fn kinds() -> impl Iterator<Item = &'static str> {
+    crate::runner::judge::OutcomeKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+}
 
 /// One implementation at one version over the corpus: case ID to outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,10 +124,14 @@ pub fn render_tables(pinned: &[PinnedMatrix]) -> String {
         "Outcomes over the shared corpus ({} cases), one row per implementation and version:\n",
         cases.len()
     );
-    let _ = writeln!(s, "| implementation | version | {} |", KINDS.join(" | "));
-    let _ = writeln!(s, "|---|---|{}", "---:|".repeat(KINDS.len()));
+    let _ = writeln!(
+        s,
+        "| implementation | version | {} |",
+        kinds().collect::<Vec<_>>().join(" | ")
+    );
+    let _ = writeln!(s, "|---|---|{}", "---:|".repeat(kinds().count()));
     for m in pinned {
-        let counts: Vec<String> = KINDS.iter().map(|k| m.count(k).to_string()).collect();
+        let counts: Vec<String> = kinds().map(|k| m.count(k).to_string()).collect();
         let _ = writeln!(
             s,
             "| `{}` | {} | {} |",
