@@ -392,3 +392,24 @@ fn the_same_sequences_offline_match_the_model() {
     }
     assert!(ran > 20, "{ran} operations");
 }
+
+#[test]
+fn a_version_2_image_refuses_persistent_bitmaps_as_the_model_requires() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("v2.qcow2");
+    let opts = CreateOpts {
+        cluster_size: Some(65536),
+        compat: Some("0.10".into()),
+        ..CreateOpts::default()
+    };
+    qemu::create(&img, 1 << 20, &opts).unwrap();
+    let mut s = Session::open(&qsd(), &img, &limits()).unwrap();
+    let persistent = add("p", 16, true, false);
+    assert!(matches!(s.model.expect(&persistent), Expect::Refuse(_)));
+    // QEMU refuses it and the model requires the refusal: no problem. A
+    // model that let it succeed would report "QEMU refused ... which must
+    // succeed" here.
+    steps(&mut s, &[persistent, add("t", 16, false, false), w(0, 1)]);
+    let file = s.close().unwrap();
+    assert!(file.bitmaps.is_empty(), "{:?}", file.bitmaps);
+}

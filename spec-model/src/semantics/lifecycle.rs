@@ -103,6 +103,8 @@ pub struct FileBitmapRead {
 #[derive(Debug, Clone)]
 pub struct FileRead {
     pub size: u64,
+    /// The header's version (2 or 3; 0 when the header did not parse).
+    pub version: u32,
     pub verdict: Verdict,
     pub extension: ExtensionState,
     pub error_rules: Vec<String>,
@@ -114,7 +116,8 @@ impl FileRead {
     pub fn read<R: Read + Seek>(image: R) -> Result<FileRead, CheckError> {
         let mut model = Model::open(image)?;
         let report = model.report().clone();
-        let size = model.analysis().header.as_ref().map_or(0, |h| h.size);
+        let header = model.analysis().header.as_ref();
+        let (size, version) = header.map_or((0, 0), |h| (h.size, h.version));
         let mut bitmaps = BTreeMap::new();
         for (i, b) in report.bitmaps.iter().enumerate() {
             let bits = if b.usable {
@@ -141,6 +144,7 @@ impl FileRead {
             .collect();
         Ok(FileRead {
             size,
+            version,
             verdict: report.verdict,
             extension: report.bitmaps_extension,
             error_rules,
@@ -240,7 +244,7 @@ impl Disk {
     /// The running state a program opening `file` must start from: each
     /// bitmap loaded as the file says (an `in_use` one inconsistent).
     pub fn reopened(file: &FileRead) -> Disk {
-        Disk::opened(
+        let disk = Disk::opened(
             file.size,
             file.bitmaps.iter().map(|(n, b)| {
                 (
@@ -253,7 +257,8 @@ impl Disk {
                     ),
                 )
             }),
-        )
+        );
+        disk.with_version(file.version)
     }
 }
 
@@ -265,6 +270,7 @@ mod tests {
     fn read(size: u64, bms: &[(&str, FileBitmapRead)]) -> FileRead {
         FileRead {
             size,
+            version: 3,
             verdict: Verdict::Valid,
             extension: ExtensionState::Consistent,
             error_rules: vec![],

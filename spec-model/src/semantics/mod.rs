@@ -20,4 +20,4 @@ pub mod lifecycle;
 pub mod state;
 
 pub use lifecycle::{judge_file, FileBitmap, FileBitmapRead, FileExpectation, FileRead};
-pub use state::{Bitmap, Disk, Expect, Op, Origin};
+pub use state::{Bitmap, DiscardMode, Disk, Expect, Op, Origin};

@@ -90,6 +90,20 @@ impl Bitmap {
         self.bits = granules::merge(v);
     }
 
+    /// A guest request on `[offset, offset+len)` that may or may not have
+    /// changed the disk (a dropped discard): an enabled, consistent bitmap
+    /// may gain the touched granules that are not already set.
+    pub fn may_record_write(&mut self, offset: u64, len: u64, n: u64) {
+        if !self.enabled || self.inconsistent {
+            return;
+        }
+        let t = granules::touched(offset, len, self.gbits, n);
+        let open = granules::subtract(&[t], &self.bits);
+        let mut v = std::mem::take(&mut self.unspecified);
+        v.extend(open);
+        self.unspecified = granules::merge(v);
+    }
+
     /// Whether `got` (set granules as read from an implementation) is what
     /// this bitmap predicts: equal outside the unspecified granules.
     pub fn matches(&self, got: &[(u64, u64)]) -> bool {
@@ -178,16 +192,71 @@ pub enum Expect {
 /// spec allows 2^0..2^63; anything else is a limit, not a rule).
 pub const QEMU_GBITS: std::ops::RangeInclusive<u8> = 9..=31;
 
+/// What the node under test does with a guest's discard request (QEMU's
+/// `discard` block option).
+///
+/// The spec binds a writer of an `auto` bitmap to set the bits of every
+/// part of the virtual disk it writes to. The reading chosen here: a
+/// discard the node carries out (`unmap`) is such a write, because what
+/// the guest reads afterwards may differ (a discarded qcow2 cluster reads
+/// as zeros) and a backup must not depend on whether the driver happened
+/// to free the cluster, so every granule the request touches must be set.
+/// A discard the node drops (`ignore`, QEMU's default) changes nothing,
+/// so no bit is required; setting them is allowed, since extra dirty
+/// granules only make an incremental backup larger, never wrong.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiscardMode {
+    /// Discards are dropped: the touched granules are left open.
+    Ignore,
+    /// Discards are carried out: the touched granules must be set.
+    #[default]
+    Unmap,
+}
+
+/// QEMU's limit on the number of bitmaps in one image (qcow2.rst's note on
+/// `nb_bitmaps`); the spec itself sets none, so more is a limit.
+pub const MAX_BITMAPS: usize = 65_535;
+
+/// QEMU's limit on the size of the bitmap directory in bytes (the same
+/// note: 1024 bytes per entry on average for the largest count).
+pub const MAX_DIRECTORY_BYTES: u64 = 1024 * 65_535;
+
+/// The bytes one directory entry takes for a name of `name_len` bytes and
+/// no extra data: the 24-byte fixed part and the name, padded to 8.
+fn entry_bytes(name_len: usize) -> u64 {
+    (24 + name_len as u64).div_ceil(8) * 8
+}
+
 /// The bitmaps of an open image and its virtual size.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Disk {
     pub size: u64,
+    /// The image's header version: a version 2 header has no
+    /// `autoclear_features`, so it cannot carry a consistent bitmaps
+    /// extension and no persistent bitmap can be stored in it.
+    pub version: u32,
+    /// What the node does with discards ([`DiscardMode`]).
+    pub discard: DiscardMode,
     pub bitmaps: BTreeMap<String, Bitmap>,
     /// Names of the bitmaps the image held when it was opened and that
     /// have not been removed since.
     pub on_image: BTreeSet<String>,
     /// Names of loaded bitmaps removed since the image was opened.
     pub removed: BTreeSet<String>,
+}
+
+impl Default for Disk {
+    fn default() -> Disk {
+        Disk {
+            size: 0,
+            version: 3,
+            discard: DiscardMode::default(),
+            bitmaps: BTreeMap::new(),
+            on_image: BTreeSet::new(),
+            removed: BTreeSet::new(),
+        }
+    }
 }
 
 impl Disk {
@@ -207,7 +276,38 @@ impl Disk {
             size,
             on_image: bitmaps.keys().cloned().collect(),
             bitmaps,
-            removed: BTreeSet::new(),
+            ..Disk::default()
+        }
+    }
+
+    /// The same disk with header version `version`.
+    pub fn with_version(self, version: u32) -> Disk {
+        Disk { version, ..self }
+    }
+
+    /// The same disk on a node whose discard option is `discard`.
+    pub fn with_discard(self, discard: DiscardMode) -> Disk {
+        Disk { discard, ..self }
+    }
+
+    /// Why a persistent add of a bitmap named `name` may be refused as
+    /// past QEMU's limits on the directory: the number of bitmaps or the
+    /// directory's size (`None`: within them).
+    fn past_directory_limits(&self, name: &str) -> Option<String> {
+        let persistent = self.bitmaps.iter().filter(|(_, b)| b.persistent);
+        let count = persistent.clone().count() + 1;
+        let bytes: u64 =
+            persistent.map(|(n, _)| entry_bytes(n.len())).sum::<u64>() + entry_bytes(name.len());
+        if count > MAX_BITMAPS {
+            Some(format!(
+                "{count} persistent bitmaps are past QEMU's limit of {MAX_BITMAPS}"
+            ))
+        } else if bytes > MAX_DIRECTORY_BYTES {
+            Some(format!(
+                "a bitmap directory of {bytes} bytes is past QEMU's limit of {MAX_DIRECTORY_BYTES}"
+            ))
+        } else {
+            None
         }
     }
 
@@ -244,15 +344,30 @@ impl Disk {
             Op::Write { offset, len }
             | Op::WriteZeroes { offset, len }
             | Op::Discard { offset, len } => self.range_ok(*offset, *len),
-            Op::Add { name, gbits, .. } => {
+            Op::Add {
+                name,
+                gbits,
+                persistent,
+                ..
+            } => {
                 if self.bitmaps.contains_key(name) {
                     Expect::Refuse(format!("a bitmap named {name:?} exists"))
+                } else if *persistent && self.version < 3 {
+                    Expect::Refuse(format!(
+                        "a version {} image has no autoclear_features field, so it cannot store a persistent bitmap",
+                        self.version
+                    ))
                 } else if name.is_empty() {
                     Expect::Refuse("a bitmap name must not be empty".into())
                 } else if *gbits > 63 {
                     Expect::Refuse(format!("granularity 2^{gbits} is past the format's 2^63"))
                 } else if !QEMU_GBITS.contains(gbits) || name.len() > 1023 {
                     Expect::Either(format!("granularity 2^{gbits} or a {}-byte name is past QEMU's limits", name.len()))
+                } else if let Some(why) = persistent
+                    .then(|| self.past_directory_limits(name))
+                    .flatten()
+                {
+                    Expect::Either(why)
                 } else {
                     Expect::Succeed
                 }
@@ -266,6 +381,12 @@ impl Disk {
                     if let Some(e) = self.unusable(n) {
                         return Expect::Refuse(e);
                     }
+                }
+                if sources.is_empty() {
+                    // QEMU's bitmaps.rst: a merge takes one or more
+                    // sources. Refusing none is right; merging nothing
+                    // changes nothing, which is as good.
+                    return Expect::Either("a merge without sources may be refused".into());
                 }
                 Expect::Succeed
             }
@@ -283,11 +404,18 @@ impl Disk {
         }
         let size = self.size;
         match op {
-            Op::Write { offset, len }
-            | Op::WriteZeroes { offset, len }
-            | Op::Discard { offset, len } => {
+            Op::Write { offset, len } | Op::WriteZeroes { offset, len } => {
                 for b in self.bitmaps.values_mut() {
                     b.record_write(*offset, *len, granules::nbits(size, b.gbits));
+                }
+            }
+            Op::Discard { offset, len } => {
+                for b in self.bitmaps.values_mut() {
+                    let n = granules::nbits(size, b.gbits);
+                    match self.discard {
+                        DiscardMode::Unmap => b.record_write(*offset, *len, n),
+                        DiscardMode::Ignore => b.may_record_write(*offset, *len, n),
+                    }
                 }
             }
             Op::Add {
@@ -497,5 +625,102 @@ mod tests {
         assert!(d.bitmaps["a"].unspecified.is_empty());
         d.apply(&Op::Clear { name: "a".into() });
         assert_eq!(d.bitmaps["a"].dirty_ranges(d.size), vec![]);
+    }
+
+    #[test]
+    fn persistent_add_on_a_version_2_image_must_be_refused() {
+        let d = Disk::new(1 << 20).with_version(2);
+        assert!(matches!(d.expect(&add("a", 16)), Expect::Refuse(m) if m.contains("version 2")));
+        let transient = Op::Add {
+            name: "t".into(),
+            gbits: 16,
+            persistent: false,
+            disabled: false,
+        };
+        assert_eq!(d.expect(&transient), Expect::Succeed);
+        assert_eq!(Disk::new(1 << 20).expect(&add("a", 16)), Expect::Succeed);
+    }
+
+    #[test]
+    fn the_65536th_persistent_bitmap_may_be_refused() {
+        let loaded = (0..MAX_BITMAPS)
+            .map(|i| (format!("{i}"), Bitmap::loaded(16, false, false, Vec::new())));
+        let d = Disk::opened(1 << 20, loaded);
+        assert!(matches!(d.expect(&add("one-more", 16)), Expect::Either(m) if m.contains("65535")));
+        let transient = Op::Add {
+            name: "t".into(),
+            gbits: 16,
+            persistent: false,
+            disabled: false,
+        };
+        assert_eq!(d.expect(&transient), Expect::Succeed);
+        let mut fewer = d.clone();
+        fewer.apply(&Op::Remove { name: "0".into() });
+        assert_eq!(fewer.expect(&add("one-more", 16)), Expect::Succeed);
+    }
+
+    #[test]
+    fn a_directory_past_its_byte_limit_may_be_refused() {
+        // 64,600 entries of 1,040 bytes (24 + a 1,016-byte name) fill
+        // 67,184,000 bytes, past 1024 * 65535 = 67,107,840, while their
+        // number stays under 65,535.
+        let name = |i: usize| format!("{i:0>1016}");
+        let loaded = (0..64_600).map(|i| (name(i), Bitmap::loaded(16, false, false, Vec::new())));
+        let d = Disk::opened(1 << 20, loaded);
+        assert!(
+            matches!(d.expect(&add(&name(70_000), 16)), Expect::Either(m) if m.contains("directory"))
+        );
+        assert_eq!(entry_bytes(1), 32);
+        assert_eq!(entry_bytes(8), 32);
+        assert_eq!(entry_bytes(9), 40);
+    }
+
+    #[test]
+    fn a_merge_without_sources_may_be_refused_or_do_nothing() {
+        let mut d = Disk::new(1 << 20);
+        d.apply(&add("a", 16));
+        d.apply(&Op::Write { offset: 0, len: 1 });
+        let empty = Op::Merge {
+            target: "a".into(),
+            sources: vec![],
+        };
+        assert!(matches!(d.expect(&empty), Expect::Either(_)));
+        let before = d.clone();
+        d.apply(&empty);
+        assert_eq!(d, before);
+    }
+
+    #[test]
+    fn discard_sets_bits_only_when_the_node_carries_it_out() {
+        let discard = Op::Discard {
+            offset: 65_536,
+            len: 65_536,
+        };
+        let mut unmap = Disk::new(1 << 20).with_discard(DiscardMode::Unmap);
+        unmap.apply(&add("a", 16));
+        unmap.apply(&discard);
+        assert_eq!(unmap.bitmaps["a"].bits, vec![(1, 2)]);
+        assert!(!unmap.bitmaps["a"].matches(&[]));
+
+        let mut ignore = Disk::new(1 << 20).with_discard(DiscardMode::Ignore);
+        ignore.apply(&add("a", 16));
+        ignore.apply(&Op::Write { offset: 0, len: 1 });
+        ignore.apply(&Op::Discard {
+            offset: 0,
+            len: 3 * 65_536,
+        });
+        let a = &ignore.bitmaps["a"];
+        assert_eq!(a.bits, vec![(0, 1)]);
+        assert_eq!(a.unspecified, vec![(1, 3)]);
+        // Either answer is accepted for the dropped discard's granules, the
+        // written one must stay set.
+        assert!(a.matches(&[(0, 1)]) && a.matches(&[(0, 3)]));
+        assert!(!a.matches(&[(1, 3)]));
+        // A later real write there makes the granule definite again.
+        ignore.apply(&Op::Write {
+            offset: 65_536,
+            len: 1,
+        });
+        assert_eq!(ignore.bitmaps["a"].unspecified, vec![(2, 3)]);
     }
 }
