@@ -120,3 +120,40 @@ fn valid_and_unspecified_exit_codes() {
     assert_eq!(v["verdict"], "unspecified", "{v}");
     assert_eq!(out.status.code(), Some(3));
 }
+
+/// A reader that closes standard output early (`rules | head`) ends the
+/// command quietly: no panic, no backtrace, the shell's SIGPIPE status.
+#[test]
+fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/bitmaps-example.qcow2"
+    );
+    for args in [
+        vec!["rules"],
+        vec!["rules", "--json"],
+        vec!["dump", example],
+        vec!["check", example],
+    ] {
+        let mut child = conform()
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the command writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            matches!(out.status.code(), Some(141) | Some(0)),
+            "{args:?}: {:?}",
+            out.status
+        );
+    }
+}
