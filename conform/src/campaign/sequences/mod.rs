@@ -151,7 +151,7 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
                     runner(cand, w.path()).ok()
                 });
                 let f = SeqFinding {
-                    key: k,
+                    key: k.clone(),
                     seed: opts.seed,
                     index,
                     problems: mr
