@@ -98,14 +98,21 @@ fn an_offline_merge_with_a_missing_source_changes_nothing() {
     assert_eq!(staged, 2 + 2 + 3, "{r:#?}");
 }
 
+/// The seed (of the first 300) whose first sequence is shortest: the
+/// minimiser's trials, each a real run, stay few.
+fn short_seed() -> u64 {
+    (1..300)
+        .min_by_key(|s| Sequence::random(*s, 0).steps.len())
+        .unwrap()
+}
+
 /// Runs the offline sequence campaign for one sequence with `runner`.
-fn sequence_campaign(
-    out: &Path,
-    runner: &mut sequences::Runner,
-) -> conform::campaign::State {
-    let qsd = runner::adapters::qemu::Tool::StorageDaemon.locate().unwrap();
+fn sequence_campaign(out: &Path, runner: &mut sequences::Runner) -> conform::campaign::State {
+    let qsd = runner::adapters::qemu::Tool::StorageDaemon
+        .locate()
+        .unwrap();
     let opts = SequenceOptions {
-        seed: 1,
+        seed: short_seed(),
         duration: Duration::from_secs(600),
         max_sequences: Some(1),
         shard: None,
@@ -120,8 +127,8 @@ fn sequence_campaign(
 
 #[test]
 fn a_sequence_finding_that_does_not_reproduce_is_not_saved() {
-    // Sequence 0 of seed 1 passes offline; only the first run of it is
-    // reported with a problem QEMU never showed.
+    // The sequence passes offline; only the first run of it is reported
+    // with a problem QEMU never showed.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("camp");
     let mut calls = 0;
@@ -136,7 +143,12 @@ fn a_sequence_finding_that_does_not_reproduce_is_not_saved() {
     };
     let st = sequence_campaign(&out, &mut runner);
     assert_eq!(st.outcomes.get("finding"), Some(&1), "{:?}", st.outcomes);
-    assert_eq!(st.outcomes.get(NOT_REPRODUCED), Some(&1), "{:?}", st.outcomes);
+    assert_eq!(
+        st.outcomes.get(NOT_REPRODUCED),
+        Some(&1),
+        "{:?}",
+        st.outcomes
+    );
     assert!(st.disagreements.is_empty(), "{:?}", st.disagreements);
     assert!(dirs(&out, "findings").is_empty());
     let kept = dirs(&out, "not-reproduced");
@@ -147,7 +159,10 @@ fn a_sequence_finding_that_does_not_reproduce_is_not_saved() {
     }
     // The reproducer of an offline finding replays with the offline tools.
     let repro = std::fs::read_to_string(k.join("repro.sh")).unwrap();
-    assert!(repro.contains("qemu-img") && !repro.contains("socat"), "{repro}");
+    assert!(
+        repro.contains("qemu-img") && !repro.contains("socat"),
+        "{repro}"
+    );
     assert_eq!(state(&out)["outcomes"][NOT_REPRODUCED], 1);
 }
 
@@ -240,8 +255,5 @@ fn an_image_finding_that_does_not_reproduce_is_not_saved() {
         assert!(kept.join(f).is_file(), "{f} kept in {}", kept.display());
     }
     assert_eq!(state(&out)["outcomes"][NOT_REPRODUCED], 1);
-    assert!(state(&out)["disagreements"]
-        .as_object()
-        .unwrap()
-        .is_empty());
+    assert!(state(&out)["disagreements"].as_object().unwrap().is_empty());
 }

@@ -360,7 +360,8 @@ pub fn edited_specs() -> Vec<(&'static str, EditedCase)> {
             spec: s,
             edits: vec![Edit::SetAutoclear(2)],
             expected: e,
-            description: "autoclear bit 2 (undefined) set beside bit 0 in a valid image with one bitmap",
+            description:
+                "autoclear bit 2 (undefined) set beside bit 0 in a valid image with one bitmap",
         },
     ));
 
@@ -373,7 +374,8 @@ pub fn edited_specs() -> Vec<(&'static str, EditedCase)> {
         len: 8192,
         pattern: 0x45,
     });
-    s.bitmaps.push(BitmapSpec::new("ignored", 16, Contents::Empty));
+    s.bitmaps
+        .push(BitmapSpec::new("ignored", 16, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     let mut e = crate::expected::for_spec(&s);
     e.rules = rules(&["bitmaps.autoclear-missing"]);

@@ -96,7 +96,14 @@ pub(super) fn save_if_reproduced(
         serde_json::from_str(&std::fs::read_to_string(staged.join("finding.json"))?)?;
     let expected: Expected = serde_json::from_value(saved["expected"].clone())?;
     let fresh = crate::runner::temp_dirs::scratch("replay")?;
-    let again = judge_bytes(adapter, fresh.path(), "replay.qcow2", &bytes, &expected, opts)?;
+    let again = judge_bytes(
+        adapter,
+        fresh.path(),
+        "replay.qcow2",
+        &bytes,
+        &expected,
+        opts,
+    )?;
     let reproduced = again.outcome.key() == key;
     let to = if reproduced {
         out.join("findings").join(key)

@@ -155,7 +155,15 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
             &opts.run,
             MINIMISE_BUDGET,
         )?;
-        if save_if_reproduced(adapter, &opts.out, scratch.path(), &k, original, m, &opts.run)? {
+        if save_if_reproduced(
+            adapter,
+            &opts.out,
+            scratch.path(),
+            &k,
+            original,
+            m,
+            &opts.run,
+        )? {
             new_findings.push(k);
         } else {
             // Not saved; a later case with the same key may be.

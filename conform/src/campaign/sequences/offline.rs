@@ -270,7 +270,12 @@ pub fn reproducer(seq: &Sequence, f: &super::findings::SeqFinding) -> String {
     let img = Path::new("${QEMU_IMG:-qemu-img}");
     let io = Path::new("${QEMU_IO:-qemu-io}");
     let image = Path::new("$D/seq.qcow2");
-    let _ = writeln!(s, "{} create -q -f qcow2 \"$D/seq.qcow2\" {}", img.display(), seq.size);
+    let _ = writeln!(
+        s,
+        "{} create -q -f qcow2 \"$D/seq.qcow2\" {}",
+        img.display(),
+        seq.size
+    );
     let mut model = Disk::new(seq.size);
     let quote = |a: &OsString| {
         let a = a.to_string_lossy();
