@@ -67,7 +67,7 @@ pub type Runner<'a> = dyn FnMut(&Sequence, &Path) -> Result<SeqResult, SetupErro
 /// Runs sequences until the duration or budget is spent; `program` is
 /// `qemu-storage-daemon`.
 pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
-    let limits = opts.limits.clone();
+    let limits = opts.limits;
     let mut runner = |seq: &Sequence, work: &Path| {
         if opts.offline {
             offline::run_offline(seq, work, &limits)
