@@ -114,14 +114,19 @@ pub(super) fn save_if_reproduced(
         )?;
         out.join("not-reproduced").join(key)
     };
+    settle(&staged, &to)?;
+    Ok(reproduced)
+}
+
+/// Moves a staged finding directory to `to` (replacing what is there).
+pub(super) fn settle(staged: &Path, to: &Path) -> std::io::Result<()> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent)?;
     }
     if to.exists() {
-        std::fs::remove_dir_all(&to)?;
+        std::fs::remove_dir_all(to)?;
     }
-    std::fs::rename(&staged, &to)?;
-    Ok(reproduced)
+    std::fs::rename(staged, to)
 }
 
 /// Saves `m` under `DIR/KEY/` (`DIR` is `OUT/pending` until it

@@ -274,13 +274,7 @@ pub fn save_if_reproduced(
         )?;
         out.join("not-reproduced").join(&f.key)
     };
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    if to.exists() {
-        std::fs::remove_dir_all(&to)?;
-    }
-    std::fs::rename(&staged, &to)?;
+    crate::campaign::findings::settle(&staged, &to)?;
     Ok(reproduced)
 }
 

@@ -164,6 +164,29 @@ fn offline_op(step: &Step) -> Option<Op> {
     })
 }
 
+/// Runs one tool invocation, its command line added to `r`'s transcript:
+/// whether it succeeded, or `None` when it died or timed out (`r.error`
+/// says how).
+fn run_tool(
+    (program, args): &Invocation,
+    limits: &Limits,
+    r: &mut SeqResult,
+) -> Result<Option<bool>, SetupError> {
+    let p = process::run(
+        process::command(program.as_os_str(), args, limits),
+        limits.timeout,
+    )?;
+    r.transcript.push(format!("$ {}", p.command));
+    if p.timed_out || p.signal.is_some() {
+        r.error = Some(format!("{} died: {}", program.display(), p.describe_end()));
+        return Ok(None);
+    }
+    // qemu-io reports a failed command with exit status 0.
+    Ok(Some(
+        p.success() && !p.stdout.contains("failed") && !p.stderr.contains("failed"),
+    ))
+}
+
 /// Runs `seq` offline on a fresh image in `work`.
 pub fn run_offline(seq: &Sequence, work: &Path, limits: &Limits) -> Result<SeqResult, SetupError> {
     let img = Tool::Img
@@ -188,35 +211,25 @@ pub fn run_offline(seq: &Sequence, work: &Path, limits: &Limits) -> Result<SeqRe
         let mut model = Disk::reopened(&file);
         let expect = model.expect(&op);
         let (runs, after) = commands(&img, &io, &image, &op, Before::of(&model, &op));
-        let mut ok = true;
         r.operations += 1;
-        for (program, args) in runs {
-            let p = process::run(
-                process::command(program.as_os_str(), &args, limits),
-                limits.timeout,
-            )?;
-            r.transcript.push(format!("$ {}", p.command));
-            if p.timed_out || p.signal.is_some() {
-                r.error = Some(format!("{} died: {}", program.display(), p.describe_end()));
-                r.at_step = Some(i);
-                return Ok(r);
-            }
-            // qemu-io reports a failed command with exit status 0.
-            if !p.success() || p.stdout.contains("failed") || p.stderr.contains("failed") {
-                ok = false;
-                break;
+        let mut ok = true;
+        for inv in &runs {
+            match run_tool(inv, limits, &mut r)? {
+                None => {
+                    r.at_step = Some(i);
+                    return Ok(r);
+                }
+                Some(true) => {}
+                Some(false) => {
+                    ok = false;
+                    break;
+                }
             }
         }
         // Clean-up runs whatever happened; if it fails, what it leaves
         // behind (a staging bitmap) shows in the judgement of the file.
-        for (program, args) in after {
-            let p = process::run(
-                process::command(program.as_os_str(), &args, limits),
-                limits.timeout,
-            )?;
-            r.transcript.push(format!("$ {}", p.command));
-            if p.timed_out || p.signal.is_some() {
-                r.error = Some(format!("{} died: {}", program.display(), p.describe_end()));
+        for inv in &after {
+            if run_tool(inv, limits, &mut r)?.is_none() {
                 r.at_step = Some(i);
                 return Ok(r);
             }
