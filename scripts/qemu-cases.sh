@@ -96,3 +96,75 @@ rm -rf luks && mkdir luks && (
   add --object "$obj" --image-opts "$opts" b0
   qemu-io --object "$obj" --image-opts "$opts" -c 'write -P 0x71 0 4k' -c 'write -P 0x72 512k 4k' >/dev/null
 )
+
+# Data-path cases: guest data stored in every way the spec allows, each
+# made by QEMU's own writes (the bitmap records every write, compressed
+# and zeroing ones included).
+
+# 6. Compressed clusters: deflate (compression_type 0) and zstd
+# (compression_type 1, incompatible bit 3). `write -c` compresses whole
+# clusters; the plain write beside them stays uncompressed.
+for comp in zlib zstd; do
+  rm -rf "compressed-$comp" && mkdir "compressed-$comp" && (
+    cd "compressed-$comp"
+    img -o compression_type=$comp image.qcow2 $size
+    add image.qcow2 b0
+    io image.qcow2 'write -c -P 0x81 0 4k' 'write -c -P 0x82 196k 4k' \
+      'write -P 0x83 448k 4k' 'write -c -P 0x84 1020k 4k'
+  )
+done
+
+# 7. Zero clusters: a zeroing write over allocated data keeps the host
+# cluster (zero flag with a host offset: "preallocated zero"), one over
+# unallocated clusters sets the zero flag alone; a zeroing write with
+# unmap (-u) frees the cluster it zeroes.
+rm -rf zero-clusters && mkdir zero-clusters && (
+  cd zero-clusters
+  img image.qcow2 $size
+  add image.qcow2 b0
+  io image.qcow2 'write -P 0x91 0 16k' 'write -z 4k 4k' 'write -z 320k 8k' \
+    'write -P 0x92 640k 8k' 'write -z -u 644k 4k'
+)
+
+# 8. Extended L2 entries (16 KiB clusters, 2 KiB subclusters): data in
+# guest clusters 1 and 3 only (none in cluster 0), partly allocated
+# clusters, and subclusters read as zero with and without a host cluster.
+rm -rf extended-l2 && mkdir extended-l2 && (
+  cd extended-l2
+  qemu-img create -q -f qcow2 -o cluster_size=16384,extended_l2=on image.qcow2 $size
+  add image.qcow2 b0
+  io image.qcow2 'write -P 0xa1 16k 2k' 'write -P 0xa2 22k 4k' \
+    'write -P 0xa3 48k 16k' 'write -z 52k 2k' 'write -z 130k 2k'
+)
+
+# 9. A backing file shorter than its overlay: base is 512 KiB (data up to
+# its last byte), the overlay 1 MiB; reads past the base's end are zeros.
+rm -rf backing-short && mkdir backing-short && (
+  cd backing-short
+  img base.qcow2 512k
+  io base.qcow2 'write -P 0xb1 0 4k' 'write -P 0xb2 508k 4k'
+  img -b base.qcow2 -F qcow2 top.qcow2 $size
+  add top.qcow2 b0
+  io top.qcow2 'write -P 0xb3 4k 4k' 'write -P 0xb4 768k 4k'
+)
+
+# 10. A version 2 image (compat=0.10) with a backing file and a backing
+# format header extension; version 2 has no place for bitmaps.
+rm -rf version-2-backing && mkdir version-2-backing && (
+  cd version-2-backing
+  img -o compat=0.10 base.qcow2 $size
+  io base.qcow2 'write -P 0xc1 0 8k' 'write -P 0xc2 512k 4k'
+  img -o compat=0.10 -b base.qcow2 -F qcow2 top.qcow2
+  io top.qcow2 'write -P 0xc3 4k 4k' 'write -P 0xc4 900k 4k'
+)
+
+# 11. A backing file in a subdirectory: the stored backing name is
+# `sub/base.qcow2` (relative to the overlay's directory).
+rm -rf backing-subdir && mkdir -p backing-subdir/sub && (
+  cd backing-subdir
+  img sub/base.qcow2 $size
+  io sub/base.qcow2 'write -P 0xd1 0 4k' 'write -P 0xd2 256k 4k'
+  img -b sub/base.qcow2 -F qcow2 top.qcow2
+  add top.qcow2 b0
+  io top.qcow2 'write -P 0xd3 260k 4k'
+)

@@ -207,3 +207,26 @@ fn pack_makes_a_tarball_whose_checksums_hold() {
         std::fs::read(again.path().join(name)).unwrap()
     );
 }
+
+#[test]
+fn the_covering_auto_bitmap_covers_the_runners_write_range() {
+    // `valid/auto-bits-cover-write-range` exists to show whether a writer
+    // that sets no new bit still handles the header: its bits must cover
+    // every granule the runner's write touches.
+    let (_, spec) = generator::corpus::hand_specs()
+        .into_iter()
+        .find(|(id, _)| *id == "auto-bits-cover-write-range")
+        .expect("the case is planned");
+    let (offset, len) = conform::runner::writes::write_range(spec.size);
+    assert!(len > 0);
+    let b = &spec.bitmaps[0];
+    assert!(b.auto);
+    let g = u32::from(b.granularity_bits);
+    let nbits = spec.geometry(b).nbits();
+    let set = b.contents.ranges(nbits);
+    let (first, last) = (offset >> g, (offset + len - 1) >> g);
+    assert!(
+        set.iter().any(|&(a, z)| a <= first && last < z),
+        "granules {first}..={last} not all set in {set:?}"
+    );
+}

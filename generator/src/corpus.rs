@@ -6,10 +6,11 @@
 
 use crate::cases::{self, describe, Case};
 use crate::contents::Contents;
+use crate::expected::{Expected, ExpectedBitmap};
 use crate::mutate::MutateError;
 use crate::spec::{BitmapSpec, Config, GuestWrite, ImageSpec};
 use crate::BuildError;
-use spec_model::Revision;
+use spec_model::{ExtensionState, Revision, Verdict};
 
 /// The seed of every randomised part of the corpus.
 pub const CORPUS_SEED: u64 = 20261121;
@@ -44,6 +45,33 @@ pub enum CaseSource {
     /// 65,536-bitmap mutation, whose manifest entry alone would list every
     /// bitmap.
     NbBitmapsBeyondLimit,
+    /// A hand-described spec built, then changed by a few bytes that the
+    /// spec cannot describe ([`Edit`]); the expected verdict is stated
+    /// with it, from the rules the edits break.
+    Edited(EditedCase),
+}
+
+/// A byte-level change to a built image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    /// Sets this bit of `autoclear_features`.
+    SetAutoclear(u32),
+    /// Clears this bit of `autoclear_features`.
+    ClearAutoclear(u32),
+    /// Sets the refcount of the header cluster (cluster 0) to 0.
+    UnallocateHeader,
+    /// Sets the refcount of the bitmap directory's first cluster to 0.
+    UnallocateDirectory,
+}
+
+/// A hand-described spec, the edits made to its image, and what the spec
+/// requires of the result.
+#[derive(Debug, Clone)]
+pub struct EditedCase {
+    pub spec: ImageSpec,
+    pub edits: Vec<Edit>,
+    pub expected: Expected,
+    pub description: &'static str,
 }
 
 fn image(cluster_bits: u32, size: u64) -> ImageSpec {
@@ -221,7 +249,220 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         ..BitmapSpec::new("flag-only", 16, some_bits())
     });
     v.push(("compatible-flag-without-extra-data", s));
+
+    // Bitmaps no writer may set bits in: both disabled, so a write must
+    // leave them as they are (and a bitmaps-unaware writer must still
+    // clear autoclear bit 0 first).
+    let mut s = image(12, 1 << 20);
+    s.writes.push(GuestWrite {
+        offset: 65536,
+        len: 4096,
+        pattern: 0x21,
+    });
+    for name in ["off-1", "off-2"] {
+        s.bitmaps.push(BitmapSpec {
+            auto: false,
+            ..BitmapSpec::new(name, 16, some_bits())
+        });
+    }
+    v.push(("only-disabled-bitmaps", s));
+
+    // The only bitmap is `in_use`: listed, not usable, never updated.
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(BitmapSpec {
+        in_use: true,
+        ..BitmapSpec::new("stale-only", 16, some_bits())
+    });
+    v.push(("only-in-use-bitmap", s));
+
+    // An enabled bitmap whose set bits already cover the range the runner
+    // writes (`conform::runner::writes::write_range`: 70,000 bytes from
+    // about a third of the disk; on this 1 MiB disk, bytes 350,184 to
+    // 420,183, bits 5 and 6 at 64 KiB): a write changes none of its bits,
+    // so only the header says whether a writer knew the bitmap.
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(BitmapSpec::new(
+        "covers-write",
+        16,
+        Contents::Ranges(vec![(4, 8)]),
+    ));
+    v.push(("auto-bits-cover-write-range", s));
+
+    // 4-bit refcounts and no bitmaps extension: a writer must keep the
+    // refcounts right at this width too.
+    let mut s = image(12, 1 << 20);
+    s.refcount_order = 2;
+    s.writes.push(GuestWrite {
+        offset: 4096,
+        len: 12288,
+        pattern: 0x44,
+    });
+    v.push(("refcount-bits-4", s));
+
+    // A 720-byte disk: the virtual size is not a multiple of 512.
+    let mut s = image(9, 720);
+    s.writes.push(GuestWrite {
+        offset: 0,
+        len: 720,
+        pattern: 0x72,
+    });
+    s.bitmaps.push(BitmapSpec::new("tiny", 9, Contents::Empty));
+    s.record_writes_in_auto_bitmaps();
+    v.push(("disk-720-bytes", s));
+
+    // A name with a NUL byte inside it: all eight bytes are the name.
+    v.push(("name-nul-inside", nul_name_spec()));
     v
+}
+
+/// A bitmap named `b0-14\0 2` (eight bytes, a NUL in the middle).
+fn nul_name_spec() -> ImageSpec {
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(BitmapSpec {
+        name: b"b0-14\0 2".to_vec(),
+        ..BitmapSpec::new("", 16, some_bits())
+    });
+    s
+}
+
+/// `for_spec`'s bitmaps, made unusable (an extension that must be
+/// ignored).
+fn unusable(bitmaps: Vec<ExpectedBitmap>) -> Vec<ExpectedBitmap> {
+    bitmaps
+        .into_iter()
+        .map(|mut b| {
+            b.usable = false;
+            b.content_sha256 = None;
+            b.set_bits = None;
+            b
+        })
+        .collect()
+}
+
+/// The hand-described cases with byte edits: (ID, case). Each expected
+/// verdict follows from the rules the edits break (their severities in
+/// `shared/spec/DIGEST.md`), not from the model.
+pub fn edited_specs() -> Vec<(&'static str, EditedCase)> {
+    let mut v = Vec::new();
+    let rules = |r: &[&str]| r.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+
+    // Autoclear bit 2 is not defined: the spec leaves the image's meaning
+    // to the bits it defines (`header.autoclear-unknown`, unspecified);
+    // a writer must clear the bit before its first write.
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(BitmapSpec::new("b0", 16, some_bits()));
+    let mut e = crate::expected::for_spec(&s);
+    e.verdict = Verdict::Unspecified;
+    e.rules = rules(&["header.autoclear-unknown"]);
+    v.push((
+        "header.autoclear-unknown/bit-2",
+        EditedCase {
+            spec: s,
+            edits: vec![Edit::SetAutoclear(2)],
+            expected: e,
+            description:
+                "autoclear bit 2 (undefined) set beside bit 0 in a valid image with one bitmap",
+        },
+    ));
+
+    // 4-bit refcounts with a bitmaps extension that is not consistent
+    // (autoclear bit 0 clear): the extension is ignored, the image valid.
+    let mut s = image(12, 1 << 20);
+    s.refcount_order = 2;
+    s.writes.push(GuestWrite {
+        offset: 8192,
+        len: 8192,
+        pattern: 0x45,
+    });
+    s.bitmaps
+        .push(BitmapSpec::new("ignored", 16, Contents::Empty));
+    s.record_writes_in_auto_bitmaps();
+    let mut e = crate::expected::for_spec(&s);
+    e.rules = rules(&["bitmaps.autoclear-missing"]);
+    e.bitmaps_extension = ExtensionState::Inconsistent;
+    e.bitmaps = e.bitmaps.map(unusable);
+    v.push((
+        "valid/refcount-bits-4-inconsistent-bitmaps",
+        EditedCase {
+            spec: s,
+            edits: vec![Edit::ClearAutoclear(0)],
+            expected: e,
+            description: "refcount_order 2 (4-bit refcounts) and a bitmaps extension whose autoclear bit 0 is clear (inconsistent: ignored)",
+        },
+    ));
+
+    // Refcount 0 on the bitmap directory's cluster: metadata in use with
+    // no reference counted (`refcount.unallocated`).
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(BitmapSpec::new("b0", 16, some_bits()));
+    v.push((
+        "refcount.unallocated/bitmap-directory",
+        EditedCase {
+            spec: s,
+            edits: vec![Edit::UnallocateDirectory],
+            expected: Expected {
+                verdict: Verdict::Invalid,
+                rules: rules(&["refcount.unallocated"]),
+                bitmaps_extension: ExtensionState::Consistent,
+                bitmaps: None,
+            },
+            description: "the refcount of the bitmap directory's cluster set to 0 (its table and data clusters stay allocated)",
+        },
+    ));
+
+    // The NUL-named bitmap again, with an unrelated error: refcount 0 on
+    // the header cluster.
+    v.push((
+        "refcount.unallocated/header-with-nul-name",
+        EditedCase {
+            spec: nul_name_spec(),
+            edits: vec![Edit::UnallocateHeader],
+            expected: Expected {
+                verdict: Verdict::Invalid,
+                rules: rules(&["bitmaps.dir.name-bytes", "refcount.unallocated"]),
+                bitmaps_extension: ExtensionState::Consistent,
+                bitmaps: None,
+            },
+            description: "the header cluster's refcount set to 0 in an image whose only bitmap is named `b0-14\\0 2` (a NUL inside its 8 bytes)",
+        },
+    ));
+    v
+}
+
+/// Applies `edits` to a built image.
+fn apply_edits(
+    spec: &ImageSpec,
+    built: crate::build::Built,
+    edits: &[Edit],
+) -> Result<Vec<u8>, CorpusError> {
+    use spec_model::fields::header::AUTOCLEAR_FEATURES;
+    let mut t = crate::mutate::Target {
+        bytes: built.bytes,
+        layout: built.layout,
+        spec: spec.clone(),
+        rng: rand::SeedableRng::seed_from_u64(CORPUS_SEED),
+    };
+    for e in edits {
+        match *e {
+            Edit::SetAutoclear(bit) => {
+                let v = t.get(0, AUTOCLEAR_FEATURES) | 1 << bit;
+                t.put(0, AUTOCLEAR_FEATURES, v);
+            }
+            Edit::ClearAutoclear(bit) => {
+                let v = t.get(0, AUTOCLEAR_FEATURES) & !(1 << bit);
+                t.put(0, AUTOCLEAR_FEATURES, v);
+            }
+            Edit::UnallocateHeader => t.set_refcount(0, 0),
+            Edit::UnallocateDirectory => {
+                if t.spec.bitmaps.is_empty() {
+                    return Err(CorpusError::NoBitmapsExtension);
+                }
+                let at = t.layout.directory_offset;
+                t.set_refcount(at, 0);
+            }
+        }
+    }
+    Ok(t.bytes)
 }
 
 /// The whole plan, in manifest order.
@@ -242,6 +483,9 @@ pub fn plan() -> Vec<(String, CaseSource)> {
         "bitmaps.ext.limits/nb-bitmaps-70000-one-entry".to_string(),
         CaseSource::NbBitmapsBeyondLimit,
     ));
+    for (id, case) in edited_specs() {
+        v.push((id.to_string(), CaseSource::Edited(case)));
+    }
     for rev in Revision::ALL.iter().filter(|r| **r != Revision::Final) {
         for i in 1..=3 {
             v.push((format!("revision/{rev}/{i:02}"), CaseSource::Draft(*rev, i)));
@@ -308,6 +552,16 @@ pub fn make(id: &str, source: &CaseSource) -> Result<Case, CorpusError> {
                 bytes: built.bytes,
                 expected,
                 description: "nb_bitmaps 70000 (beyond QEMU's 65535) with one directory entry: the limit and a directory-size error".into(),
+            }
+        }
+        CaseSource::Edited(e) => {
+            let built = crate::build(&e.spec).map_err(build_error)?;
+            Case {
+                id: String::new(),
+                file_name: String::new(),
+                bytes: apply_edits(&e.spec, built, &e.edits)?,
+                expected: e.expected.clone(),
+                description: format!("{}: {}", e.description, describe(&e.spec)),
             }
         }
         CaseSource::Draft(rev, i) => {

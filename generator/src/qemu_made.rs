@@ -1,7 +1,12 @@
 //! The corpus cases made once by QEMU's own tools (`scripts/qemu-cases.sh`)
 //! rather than by the generator: bitmaps in overlays of backing chains
 //! (after `qemu-img commit`, a safe and an unsafe rebase), in images with
-//! an external data file (`data_file_raw` on and off) and in a LUKS image.
+//! an external data file (`data_file_raw` on and off) and in a LUKS image;
+//! and the data paths a reader must follow: compressed clusters (deflate
+//! and zstd), zero clusters with and without a host cluster, extended L2
+//! subclusters past guest cluster 0, a backing file shorter than its
+//! overlay, a version 2 image with a backing format extension, and a
+//! backing file in a subdirectory.
 //! QEMU's LUKS output is random, so these files are checked in under
 //! `corpus-src/qemu/<dir>/` and `corpus build` copies them; this table
 //! says what each case is and what the spec expects of it: every image is
@@ -118,6 +123,76 @@ pub const CASES: &[MadeCase] = &[
         disk: 1 << 20,
         description: "QEMU-made LUKS-encrypted image (encrypt.format=luks, passphrase in the manifest's secret)",
     },
+    MadeCase {
+        name: "compressed-deflate",
+        dir: "compressed-zlib",
+        image: "image.qcow2",
+        companions: &[],
+        secret: None,
+        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (3, 4), (7, 8), (15, 16)] }],
+        disk: 1 << 20,
+        description: "QEMU-made image with three deflate-compressed guest clusters (compression_type 0; `qemu-io write -c`) and one plain cluster",
+    },
+    MadeCase {
+        name: "compressed-zstd",
+        dir: "compressed-zstd",
+        image: "image.qcow2",
+        companions: &[],
+        secret: None,
+        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (3, 4), (7, 8), (15, 16)] }],
+        disk: 1 << 20,
+        description: "QEMU-made image with three zstd-compressed guest clusters (compression_type 1, incompatible bit 3) and one plain cluster",
+    },
+    MadeCase {
+        name: "zero-clusters",
+        dir: "zero-clusters",
+        image: "image.qcow2",
+        companions: &[],
+        secret: None,
+        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (5, 6), (10, 11)] }],
+        disk: 1 << 20,
+        description: "QEMU-made image with zero clusters (L2 bit 0): one keeping its host cluster (zeroed over data), others with no host offset (zeroed where nothing was allocated, or with unmap)",
+    },
+    MadeCase {
+        name: "extended-l2",
+        dir: "extended-l2",
+        image: "image.qcow2",
+        companions: &[],
+        secret: None,
+        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (2, 3)] }],
+        disk: 1 << 20,
+        description: "QEMU-made image with extended L2 entries (16 KiB clusters): data in guest clusters 1 and 3 only, partly allocated clusters, subclusters read as zero with and without a host cluster",
+    },
+    MadeCase {
+        name: "backing-short",
+        dir: "backing-short",
+        image: "top.qcow2",
+        companions: &["base.qcow2"],
+        secret: None,
+        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(0, 1), (12, 13)] }],
+        disk: 1 << 20,
+        description: "QEMU-made 1 MiB overlay of a 512 KiB backing file base.qcow2 (data up to its last cluster): the guest reads zeros past the backing file's end",
+    },
+    MadeCase {
+        name: "version-2-backing",
+        dir: "version-2-backing",
+        image: "top.qcow2",
+        companions: &["base.qcow2"],
+        secret: None,
+        bitmaps: &[],
+        disk: 1 << 20,
+        description: "QEMU-made version 2 image (compat=0.10) with a backing file and a backing format header extension after its 72-byte header; no bitmaps (version 2 has no place for them)",
+    },
+    MadeCase {
+        name: "backing-subdir",
+        dir: "backing-subdir",
+        image: "top.qcow2",
+        companions: &["sub/base.qcow2"],
+        secret: None,
+        bitmaps: &[MadeBitmap { name: "b0", auto: true, bits: &[(4, 5)] }],
+        disk: 1 << 20,
+        description: "QEMU-made overlay whose backing file name is `sub/base.qcow2`: a backing file in a subdirectory of the image's directory",
+    },
 ];
 
 impl MadeCase {
@@ -126,8 +201,9 @@ impl MadeCase {
         format!("qemu/{}", self.name)
     }
 
-    /// What the spec expects: a valid image, a consistent extension, and
-    /// each bitmap with the bits the script set while it was enabled.
+    /// What the spec expects: a valid image, a consistent extension (none
+    /// without bitmaps), and each bitmap with the bits the script set
+    /// while it was enabled.
     pub fn expected(&self) -> Expected {
         let nbits = self.disk.div_ceil(1 << GRANULARITY_BITS);
         let bitmaps = self
@@ -151,7 +227,11 @@ impl MadeCase {
         Expected {
             verdict: Verdict::Valid,
             rules: Vec::new(),
-            bitmaps_extension: ExtensionState::Consistent,
+            bitmaps_extension: if self.bitmaps.is_empty() {
+                ExtensionState::Absent
+            } else {
+                ExtensionState::Consistent
+            },
             bitmaps: Some(bitmaps),
         }
     }

@@ -195,7 +195,7 @@ pub mod bitmap_entry {
     pub const QEMU_MAX_GRANULARITY_BITS: u64 = 31;
 
     /// Total entry size (fixed part, extra data, name, zero padding to 8).
-    pub fn entry_length(extra_data_size: u64, name_size: u64) -> u64 {
+    pub const fn entry_length(extra_data_size: u64, name_size: u64) -> u64 {
         (FIXED_LENGTH as u64 + extra_data_size + name_size).div_ceil(8) * 8
     }
 }

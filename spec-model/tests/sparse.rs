@@ -88,7 +88,11 @@ fn a_valid_image_of_16_tib_less_4_kib_checks_as_the_image_itself_in_64_mib() {
 }
 
 #[test]
-fn a_bitmap_directory_of_a_terabyte_is_a_limit_error_naming_it() {
+fn a_terabyte_directory_for_two_bitmaps_is_judged_by_its_rule_without_reading_it() {
+    // Two entries fill at most 2 * 4,295,032,856 bytes (the largest extra
+    // data and name, padded): a directory size of about 1 TiB is
+    // impossible, so it is `bitmaps.ext.directory-size` (and beyond
+    // QEMU's 64 MiB, `bitmaps.ext.limits`), decided from the two entries.
     let dir = tempfile::tempdir().unwrap();
     let size = 0xFF_FFFA_D000u64;
     let path = sparse(
@@ -98,23 +102,56 @@ fn a_bitmap_directory_of_a_terabyte_is_a_limit_error_naming_it() {
         &[(128, &size.to_be_bytes())],
         TIB,
     );
-    let err = capped(64 * MIB, || check(&path)).expect_err("beyond the limit");
-    match &err {
-        CheckError::Limit {
-            structure,
-            offset,
-            size: s,
-            ..
-        } => {
-            assert_eq!(*structure, "bitmap directory");
-            assert_eq!(*offset, 0x43000);
-            assert_eq!(*s, size);
-        }
-        other => panic!("want a limit error, got {other}"),
+    let r = capped(64 * MIB, || check(&path)).expect("decided, not refused");
+    assert_eq!(r.verdict, Verdict::Invalid, "{}", json(&r));
+    assert!(has(&r, "bitmaps.ext.directory-size"), "{}", json(&r));
+    assert!(has(&r, "bitmaps.ext.limits"), "{}", json(&r));
+    assert_eq!(r.bitmaps.len(), 2, "both entries are read: {}", json(&r));
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.rule.id() == "bitmaps.ext.directory-size")
+        .unwrap();
+    assert!(
+        f.message.contains("at most 8590065712 bytes for 2 entries"),
+        "{}",
+        f.message
+    );
+    // The same decision when the caller names the data extents.
+    let again = capped(64 * MIB, || check_skipping_holes(&path, EXAMPLE)).unwrap();
+    assert_eq!(json(&again), json(&r));
+}
+
+#[test]
+fn qemu_limits_on_bitmaps_and_directory_bytes_hold_at_their_edges() {
+    // (nb_bitmaps, bitmap_directory_size, beyond QEMU's limits?): 65,535
+    // bitmaps and 1024 * 65,535 directory bytes are the last allowed.
+    let cases: [(u32, u64, bool); 4] = [
+        (65_535, 1024 * 65_535, false),
+        (65_536, 1024 * 65_535, true),
+        (2, 1024 * 65_535 + 8, true),
+        (2, 1024 * 65_535, false),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (nb, size, beyond)) in cases.into_iter().enumerate() {
+        let path = sparse(
+            dir.path(),
+            &format!("limits{i}"),
+            EXAMPLE,
+            &[(120, &nb.to_be_bytes()), (128, &size.to_be_bytes())],
+            TIB,
+        );
+        let r = capped(256 * MIB, || check(&path)).expect("a report");
+        assert_eq!(
+            has(&r, "bitmaps.ext.limits"),
+            beyond,
+            "nb_bitmaps {nb}, size {size}: {}",
+            json(&r)
+        );
+        // None of these sizes is what the entries fill.
+        assert!(has(&r, "bitmaps.ext.directory-size") || has(&r, "bitmaps.dir.entry-bounds"));
+        assert_eq!(r.verdict, Verdict::Invalid);
     }
-    let line = err.to_string();
-    assert!(!line.contains('\n'), "{line}");
-    assert!(line.contains("bitmap directory at 0x43000"), "{line}");
 }
 
 #[test]

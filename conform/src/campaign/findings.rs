@@ -1,8 +1,12 @@
 //! Saving a minimised disagreement: `OUT/findings/KEY/` with the image,
-//! both verdicts, the original and minimised recipes, and a reproducer.
+//! both verdicts, the original and minimised recipes, and a reproducer;
+//! saved only when the saved image, judged again, disagrees the same way
+//! (otherwise it goes to `OUT/not-reproduced/KEY/` with the replay).
 
+use super::judging::judge_bytes;
 use super::minimise::Minimised;
 use crate::runner::cause::Cause;
+use crate::runner::{adapters::Adapter, RunOptions};
 use anyhow::Result;
 use generator::expected::Expected;
 use generator::ImageSpec;
@@ -61,7 +65,72 @@ pub(super) struct Original {
     pub byte_edits: usize,
 }
 
-/// Saves `m` under `OUT/findings/KEY/`.
+/// The `state.json` outcome that counts disagreements whose saved image,
+/// judged again, did not disagree the same way.
+pub const NOT_REPRODUCED: &str = "not-reproduced";
+
+/// Saves `m` under `OUT/findings/KEY/` if it reproduces: it is written to
+/// `OUT/pending/KEY/` first, then the saved image is judged again under
+/// `adapter` with the expectation saved beside it (read back from
+/// `finding.json`), on a fresh copy in a fresh directory. The same key
+/// again: the directory becomes `OUT/findings/KEY/` (true). Anything
+/// else: `OUT/not-reproduced/KEY/`, with the replay's result in
+/// `replay.json` (false).
+pub(super) fn save_if_reproduced(
+    adapter: &dyn Adapter,
+    out: &Path,
+    scratch: &Path,
+    key: &str,
+    original: Original,
+    m: Minimised,
+    opts: &RunOptions,
+) -> Result<bool> {
+    let pending = out.join("pending");
+    let staged = pending.join(key);
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged)?;
+    }
+    save(&pending, scratch, key, original, m, adapter.name())?;
+    let bytes = std::fs::read(staged.join("image.qcow2"))?;
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(staged.join("finding.json"))?)?;
+    let expected: Expected = serde_json::from_value(saved["expected"].clone())?;
+    let fresh = crate::runner::temp_dirs::scratch("replay")?;
+    let again = judge_bytes(
+        adapter,
+        fresh.path(),
+        "replay.qcow2",
+        &bytes,
+        &expected,
+        opts,
+    )?;
+    let reproduced = again.outcome.key() == key;
+    let to = if reproduced {
+        out.join("findings").join(key)
+    } else {
+        std::fs::write(
+            staged.join("replay.json"),
+            serde_json::to_string_pretty(&again)? + "\n",
+        )?;
+        out.join("not-reproduced").join(key)
+    };
+    settle(&staged, &to)?;
+    Ok(reproduced)
+}
+
+/// Moves a staged finding directory to `to` (replacing what is there).
+pub(super) fn settle(staged: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if to.exists() {
+        std::fs::remove_dir_all(to)?;
+    }
+    std::fs::rename(staged, to)
+}
+
+/// Saves `m` under `DIR/KEY/` (`DIR` is `OUT/pending` until it
+/// reproduces).
 pub(super) fn save(
     out: &Path,
     scratch: &Path,
@@ -70,7 +139,7 @@ pub(super) fn save(
     m: Minimised,
     implementation: &str,
 ) -> Result<()> {
-    let dir = out.join("findings").join(key);
+    let dir = out.join(key);
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("image.qcow2"), &m.bytes)?;
     let mut reproduce = vec![format!(

@@ -14,7 +14,9 @@
 //! remaining mutations re-applied to each smaller spec), then the bytes
 //! (zeroing 512-byte blocks, trimming the tail). The first case of each key
 //! is saved with both verdicts, the original and minimised mutation sets,
-//! and a reproducer.
+//! and a reproducer, once the saved image, judged again on a fresh copy,
+//! disagrees the same way; a disagreement that does not is kept under
+//! `OUT/not-reproduced/KEY/` and counted as `not-reproduced`.
 //!
 //! Here: the run loop. `state` (`state.json`, resuming, `--shard` and
 //! `--duration`), `candidates` (recipes and cases), `judging` (an adapter's
@@ -35,7 +37,8 @@ pub use state::{parse_duration, ArgError, Shard, State};
 
 use crate::runner::{adapters::Adapter, judge::OutcomeKind, RunOptions};
 use anyhow::{Context, Result};
-use findings::{nonzero_bytes, save, Original};
+pub use findings::NOT_REPRODUCED;
+use findings::{nonzero_bytes, save_if_reproduced, Original};
 use judging::judge_bytes;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -60,6 +63,9 @@ pub struct RunSummary {
     /// Keys of the findings saved by this run (new kinds of disagreement),
     /// in the order they were found.
     pub new_findings: Vec<String>,
+    /// Keys of the disagreements this run did not save because their
+    /// saved image, judged again, did not disagree the same way.
+    pub not_reproduced: Vec<String>,
 }
 
 /// Runs the campaign until the duration or case budget is spent; resumes
@@ -83,6 +89,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
     let start = Instant::now();
     let mut ran = 0u64;
     let mut new_findings = Vec::new();
+    let mut not_reproduced = Vec::new();
     while start.elapsed() < opts.duration
         && opts.max_cases.is_none_or(|m| ran < m)
         && crate::runner::signals::stop_requested().is_none()
@@ -148,8 +155,25 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
             &opts.run,
             MINIMISE_BUDGET,
         )?;
-        save(&opts.out, scratch.path(), &k, original, m, adapter.name())?;
-        new_findings.push(k);
+        if save_if_reproduced(
+            adapter,
+            &opts.out,
+            scratch.path(),
+            &k,
+            original,
+            m,
+            &opts.run,
+        )? {
+            new_findings.push(k);
+        } else {
+            // Not saved; a later case with the same key may be.
+            *state
+                .outcomes
+                .entry(NOT_REPRODUCED.to_string())
+                .or_default() += 1;
+            state.disagreements.remove(&k);
+            not_reproduced.push(k);
+        }
         bar.set_message(format!(
             "{} kinds of disagreement",
             state.disagreements.len()
@@ -162,5 +186,6 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
         state,
         cases_this_run: ran,
         new_findings,
+        not_reproduced,
     })
 }

@@ -90,6 +90,14 @@ pub fn summary_text(s: &RunSummary, out: &Path, took: Duration) -> String {
         };
         let _ = writeln!(o, "  {mark} {n:>5} x {key}");
     }
+    if !s.not_reproduced.is_empty() {
+        let _ = writeln!(
+            o,
+            "  not reproduced (not saved; kept under {}): {}",
+            out.join("not-reproduced").display(),
+            s.not_reproduced.join(", ")
+        );
+    }
     o
 }
 
@@ -130,15 +138,22 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
     let new = saved(&args.out).difference(&before).count();
     let o = |k: &str| state.outcomes.get(k).copied().unwrap_or(0);
     eprintln!(
-        "sequence campaign: {} sequences ({} in total), {} operations, {} restarts, {} crashes, {} failing, in {:.0?}",
+        "sequence campaign: {} sequences ({} in total), {} operations, {} restarts, {} crashes, {} failing, {} not reproduced, in {:.0?}",
         state.cases_run,
         state.next_index,
         o("operations"),
         o("restarts"),
         o("crashes"),
         o("finding"),
+        o(sequences::NOT_REPRODUCED),
         start.elapsed()
     );
+    if o(sequences::NOT_REPRODUCED) > 0 {
+        eprintln!(
+            "  not reproduced (not saved; logs under {}/not-reproduced/)",
+            args.out.display()
+        );
+    }
     for (key, n) in &state.disagreements {
         eprintln!(
             "  {n:>5} x {key}  -> {}/findings/{key}/",

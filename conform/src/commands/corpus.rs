@@ -121,7 +121,12 @@ fn copy_qemu_made(images: &Path) -> Result<Vec<ManifestCase>> {
         std::fs::create_dir_all(&to)?;
         for f in std::iter::once(&c.image).chain(c.companions) {
             let from = source.join(c.dir).join(f);
-            files::sparse_copy(&from, &to.join(f)).with_context(|| {
+            let dest = to.join(f);
+            // A companion may lie in a subdirectory (`sub/base.qcow2`).
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            files::sparse_copy(&from, &dest).with_context(|| {
                 format!(
                     "cannot copy the QEMU-made case file {} (set QCOW2_CONFORM_QEMU_CASES \
                      to the corpus-src/qemu directory)",

@@ -3,6 +3,7 @@
 //! [`content`].
 
 pub mod content;
+pub mod directory;
 
 use crate::clusters::Owner;
 use crate::context::Ctx;
@@ -249,10 +250,7 @@ impl<R: Read + Seek> Ctx<R> {
             );
         }
         let dir_size = be.bitmap_directory_size;
-        let Some(dir) = self
-            .img
-            .read_structure("bitmap directory", dir_off, dir_size)?
-        else {
+        if !self.img.contains(dir_off, dir_size) {
             self.findings.add_with(
                 Rule::BitmapsExtDirectoryBounds,
                 at(bext::BITMAP_DIRECTORY_OFFSET),
@@ -262,12 +260,23 @@ impl<R: Read + Seek> Ctx<R> {
                 ),
             );
             return Ok((Some(be), Vec::new()));
-        };
+        }
+        // Only the bytes the entries take are read: a size that they
+        // cannot fill is decided below (`bitmaps.ext.directory-size`)
+        // without reading what it claims.
+        let dir = directory::read_entries(&mut self.img, dir_off, dir_size, be.nb_bitmaps)?;
         if claim {
+            // A size beyond what the entries can fill claims only what
+            // they take (the rest is no structure of the image).
+            let claimed = if dir_size > directory::most_filled(be.nb_bitmaps) {
+                dir.len() as u64
+            } else {
+                dir_size
+            };
             self.map.claim(
                 &mut self.findings,
                 dir_off,
-                dir_size,
+                claimed,
                 Owner::BitmapDirectory,
                 dir_off,
             );
@@ -283,7 +292,9 @@ impl<R: Read + Seek> Ctx<R> {
         claim: bool,
     ) -> Result<Vec<DirEntry>, CheckError> {
         let dir_off = be.bitmap_directory_offset;
-        let dir_size = dir.len() as u64;
+        // `dir` holds the bytes the entries take (up to the claimed size):
+        // every index below is within it.
+        let dir_size = be.bitmap_directory_size;
         let mut entries = Vec::new();
         // Names as slices of the directory: one set, no copies.
         let mut names: HashSet<&[u8]> = HashSet::new();
@@ -367,11 +378,17 @@ impl<R: Read + Seek> Ctx<R> {
             pos += len;
         }
         if pos != dir_size {
+            let most = directory::most_filled(be.nb_bitmaps);
+            let why = if dir_size > most {
+                format!(" (at most {most} bytes for {} entries)", be.nb_bitmaps)
+            } else {
+                String::new()
+            };
             self.findings.add_with(
                 Rule::BitmapsExtDirectorySize,
                 size_field,
                 msg!(
-                    "bitmap_directory_size is {dir_size}, the {} entries fill {pos} bytes",
+                    "bitmap_directory_size is {dir_size}, the {} entries fill {pos} bytes{why}",
                     be.nb_bitmaps
                 ),
             );

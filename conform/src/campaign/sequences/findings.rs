@@ -72,7 +72,15 @@ pub struct SeqFinding {
     /// replay on that version must fail the same way.
     #[serde(default)]
     pub qemu: Option<String>,
+    /// Found through QEMU's offline tools (`--impl qemu`), not the
+    /// daemon: replayed, and reproduced by `repro.sh`, the same way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
 }
+
+/// The `state.json` outcome that counts findings whose saved sequence,
+/// replayed, did not fail the same way (kept under `OUT/not-reproduced/`).
+pub const NOT_REPRODUCED: &str = "not-reproduced";
 
 /// Shrinks `seq` while it still fails with `key`, within `budget` runs of
 /// `run`; returns the smallest failing sequence and its result. Passes:
@@ -140,6 +148,9 @@ pub fn minimise(
 /// (`qemu-img`, `qemu-storage-daemon`, `socat` for QMP, `qemu-io` over
 /// NBD for guest I/O), printing each bitmap's debug hash after every step.
 pub fn reproducer(seq: &Sequence, f: &SeqFinding) -> String {
+    if f.offline {
+        return super::offline::reproducer(seq, f);
+    }
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -228,8 +239,47 @@ CHECK=${QCOW2_CONFORM:-qcow2-conform}
     s
 }
 
+/// Saves `f` under `OUT/findings/KEY/` only if it reproduces: it is
+/// written to `OUT/pending/KEY/` first, its `finding.json` is read back
+/// and its minimised sequence run again by `replay` on a fresh image;
+/// when that fails with the same key the directory becomes
+/// `OUT/findings/KEY/` (true), otherwise `OUT/not-reproduced/KEY/`, with
+/// the replay's result and transcript beside the first run's (false).
+pub fn save_if_reproduced(
+    out: &Path,
+    f: &SeqFinding,
+    result: &SeqResult,
+    mut replay: impl FnMut(&Sequence) -> anyhow::Result<SeqResult>,
+) -> anyhow::Result<bool> {
+    let pending = out.join("pending");
+    let staged = pending.join(&f.key);
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged)?;
+    }
+    save(&pending, f, result)?;
+    let text = std::fs::read_to_string(staged.join("finding.json"))?;
+    let saved: SeqFinding = serde_json::from_str(&text)?;
+    let again = replay(&saved.minimised)?;
+    let reproduced = again.failed() && key(&again) == saved.key;
+    let to = if reproduced {
+        out.join("findings").join(&f.key)
+    } else {
+        std::fs::write(
+            staged.join("replay.json"),
+            serde_json::to_string_pretty(&again)? + "\n",
+        )?;
+        std::fs::write(
+            staged.join("replay-transcript.qmp"),
+            again.transcript.join("\n") + "\n",
+        )?;
+        out.join("not-reproduced").join(&f.key)
+    };
+    crate::campaign::findings::settle(&staged, &to)?;
+    Ok(reproduced)
+}
+
 /// Saves a finding under `dir/KEY/` (once per key): `finding.json`, the
-/// QMP transcript, and `repro.sh`.
+/// QMP transcript (the tools' command lines offline), and `repro.sh`.
 pub fn save(dir: &Path, f: &SeqFinding, result: &SeqResult) -> std::io::Result<()> {
     let d = dir.join(&f.key);
     if d.exists() {

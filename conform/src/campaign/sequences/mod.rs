@@ -3,19 +3,23 @@
 //! crashes, each run on a fresh image in a real `qemu-storage-daemon`
 //! with the semantic model as the oracle ([`run`]). A failing sequence is
 //! shrunk to the fewest steps that still fail the same way and saved with
-//! its QMP transcript and a shell reproducer ([`findings`]). Resumes from
-//! `OUT/state.json` and shards (`--shard K/N`) like the image campaign;
-//! `state.json`'s `outcomes` counts `pass` and `finding` sequences and the
-//! `operations`, `restarts` and `crashes` run.
+//! its QMP transcript and a shell reproducer ([`findings`]), but only
+//! after the saved sequence, replayed from its `finding.json` on a fresh
+//! image, fails the same way again; one that does not is kept under
+//! `OUT/not-reproduced/KEY/` with both logs and counted as
+//! `not-reproduced`. Resumes from `OUT/state.json` and shards
+//! (`--shard K/N`) like the image campaign; `state.json`'s `outcomes`
+//! counts `pass` and `finding` sequences, `not-reproduced` findings and
+//! the `operations`, `restarts` and `crashes` run.
 
 pub mod findings;
 pub mod gen;
 pub mod offline;
 pub mod run;
 
-pub use findings::{key, minimise, SeqFinding};
+pub use findings::{key, minimise, SeqFinding, NOT_REPRODUCED};
 pub use gen::{Sequence, Step};
-pub use run::{run_bare, run_sequence, SeqResult, MODEL};
+pub use run::{run_bare, run_sequence, SeqResult, SetupError, MODEL};
 
 use super::{Shard, State};
 use crate::runner::process::Limits;
@@ -56,9 +60,27 @@ pub fn version(program: &Path, limits: &Limits) -> Option<String> {
     p.stdout.lines().next().map(str::to_owned)
 }
 
+/// Runs one sequence on a fresh image in a scratch directory: the live
+/// runner or the offline one.
+pub type Runner<'a> = dyn FnMut(&Sequence, &Path) -> Result<SeqResult, SetupError> + 'a;
+
 /// Runs sequences until the duration or budget is spent; `program` is
 /// `qemu-storage-daemon`.
 pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
+    let limits = opts.limits;
+    let mut runner = |seq: &Sequence, work: &Path| {
+        if opts.offline {
+            offline::run_offline(seq, work, &limits)
+        } else {
+            run_sequence(program, seq, work, &limits, MODEL)
+        }
+    };
+    run_with(program, opts, &mut runner)
+}
+
+/// [`run`] with the sequences run by `runner` (the campaign's own runner,
+/// or one a test wraps around it).
+pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> Result<State> {
     let found = opts.out.join("findings");
     std::fs::create_dir_all(&found)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
@@ -98,11 +120,7 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
             state.write(&state_path)?;
             continue;
         }
-        let r = if opts.offline {
-            offline::run_offline(&seq, work.path(), &opts.limits)?
-        } else {
-            run_sequence(program, &seq, work.path(), &opts.limits, MODEL)?
-        };
+        let r = runner(&seq, work.path())?;
         ran += 1;
         state.cases_run += 1;
         let count = |state: &mut State, k: &str, n: u64| {
@@ -130,13 +148,10 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
             if *n == 1 && opts.minimise {
                 let (minimised, mr) = minimise(&seq, r.clone(), MINIMISE_RUNS, |cand| {
                     let w = crate::runner::temp_dirs::scratch("seq").ok()?;
-                    if opts.offline {
-                        return offline::run_offline(cand, w.path(), &opts.limits).ok();
-                    }
-                    run_sequence(program, cand, w.path(), &opts.limits, MODEL).ok()
+                    runner(cand, w.path()).ok()
                 });
                 let f = SeqFinding {
-                    key: k,
+                    key: k.clone(),
                     seed: opts.seed,
                     index,
                     problems: mr
@@ -148,8 +163,18 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
                     original: seq,
                     minimised,
                     qemu: qemu.clone(),
+                    offline: opts.offline,
                 };
-                findings::save(&found, &f, &mr)?;
+                let saved = findings::save_if_reproduced(&opts.out, &f, &mr, |seq| {
+                    let w = crate::runner::temp_dirs::scratch("seq")?;
+                    Ok(runner(seq, w.path())?)
+                })?;
+                if !saved {
+                    // Not a finding: the key may be found (and saved)
+                    // again by a later sequence that reproduces.
+                    count(&mut state, NOT_REPRODUCED, 1);
+                    state.disagreements.remove(&k);
+                }
             }
         }
         state.write(&state_path)?;
@@ -159,15 +184,19 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
 }
 
 /// Replays a saved finding's minimised sequence (a regression file or
-/// `findings/KEY/finding.json`): the result and whether it still fails
-/// the same way.
+/// `findings/KEY/finding.json`) the way it was found (live or offline):
+/// the result and whether it still fails the same way.
 pub fn replay(program: &Path, finding: &Path, limits: &Limits) -> Result<(SeqResult, bool)> {
     let text = std::fs::read_to_string(finding)
         .with_context(|| format!("cannot read {}", finding.display()))?;
     let f: SeqFinding =
         serde_json::from_str(&text).with_context(|| finding.display().to_string())?;
     let work = crate::runner::temp_dirs::scratch("seq")?;
-    let r = run_sequence(program, &f.minimised, work.path(), limits, MODEL)?;
+    let r = if f.offline {
+        offline::run_offline(&f.minimised, work.path(), limits)?
+    } else {
+        run_sequence(program, &f.minimised, work.path(), limits, MODEL)?
+    };
     let same = r.failed() && key(&r) == f.key;
     Ok((r, same))
 }
