@@ -55,6 +55,13 @@ pub enum Check {
     GuestData,
     /// Guest data could not be read.
     GuestRead,
+    /// It opened an image with an incompatible feature bit it does not
+    /// support.
+    OpenedUnsupported,
+    /// It returned an encrypted image's payload without its key.
+    Encrypted,
+    /// It presents a virtual disk of another size than the header's.
+    VirtualSize,
     /// The runner could not set the case up (outcome `error`).
     SetUp,
     /// Nothing wrong: what it did is allowed.
@@ -72,7 +79,11 @@ impl Check {
     pub fn names_image_features(self) -> bool {
         matches!(
             self,
-            Check::Open | Check::UnsupportedFeature | Check::BitmapRefused | Check::Silent
+            Check::Open
+                | Check::UnsupportedFeature
+                | Check::BitmapRefused
+                | Check::Silent
+                | Check::OpenedUnsupported
         )
     }
 
@@ -98,6 +109,9 @@ impl Check {
             Check::UsedUnusable => "used-unusable",
             Check::GuestData => "guest-data",
             Check::GuestRead => "guest-read",
+            Check::OpenedUnsupported => "opened-unsupported",
+            Check::Encrypted => "encrypted",
+            Check::VirtualSize => "virtual-size",
             Check::SetUp => "set-up",
             Check::Allowed => "allowed",
         }
@@ -114,6 +128,11 @@ pub struct Cause {
     pub message: String,
     /// The image features involved ([`ImageFacts::features`]), sorted.
     pub features: Vec<String>,
+    /// The obligation ([`spec_model::Obligation`] ID) the outcome rests on:
+    /// the one broken, for a non-pass outcome; empty when none applies (a
+    /// crash, a hang, an image the spec is silent about).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub obligation: String,
 }
 
 impl Cause {
@@ -122,7 +141,14 @@ impl Cause {
             check,
             message: message.map(normalise).unwrap_or_default(),
             features: Vec::new(),
+            obligation: String::new(),
         }
+    }
+
+    /// Names the obligation the outcome rests on.
+    pub fn with_obligation(mut self, o: Option<spec_model::Obligation>) -> Cause {
+        self.obligation = o.map(|o| o.id().to_owned()).unwrap_or_default();
+        self
     }
 
     /// Sets the image features involved.
@@ -132,18 +158,24 @@ impl Cause {
     }
 
     /// The readable signature after `outcome`:
-    /// `outcome | check | features | message`.
+    /// `outcome | check | features | message`, then `| obligation` when
+    /// one is named.
     pub fn signature(&self, outcome: &str) -> String {
         let features = if self.features.is_empty() {
             "-".to_owned()
         } else {
             self.features.join("+")
         };
-        format!(
+        let mut s = format!(
             "{outcome} | {} | {features} | {}",
             self.check.as_str(),
             self.message
-        )
+        );
+        if !self.obligation.is_empty() {
+            s.push_str(" | ");
+            s.push_str(&self.obligation);
+        }
+        s
     }
 
     /// The signature as a file name: outcome, check, features and the
@@ -283,6 +315,12 @@ pub struct ImageFacts {
     pub header_length: u32,
     /// Some bitmap has `extra_data_compatible` (flag bit 2) set.
     pub extra_data_compatible: bool,
+    /// The header's `autoclear_features` (0 for version 2).
+    pub autoclear: u64,
+    /// The header's `crypt_method` (0: the payload is not encrypted).
+    pub crypt_method: u32,
+    /// The header's virtual disk size.
+    pub size: u64,
 }
 
 /// A bitmap as the reference model sees it: its name, whether it may be
@@ -314,6 +352,9 @@ impl ImageFacts {
             incompatible: header.map_or(0, |h| h.incompatible_features),
             header_length: header.map_or(0, |h| h.header_length),
             extra_data_compatible: report.bitmaps.iter().any(|b| b.flags.extra_data_compatible),
+            autoclear: header.map_or(0, |h| h.autoclear_features),
+            crypt_method: header.map_or(0, |h| h.crypt_method),
+            size: header.map_or(0, |h| h.size),
         };
         let bitmaps = report
             .bitmaps
