@@ -356,13 +356,22 @@ impl ImageFacts {
             crypt_method: header.map_or(0, |h| h.crypt_method),
             size: header.map_or(0, |h| h.size),
         };
+        let free_directory = directory_unallocated(&model);
         let bitmaps = report
             .bitmaps
             .iter()
-            .map(|b| ModelBitmap {
-                name: b.name.clone(),
-                usable: b.usable,
-                why_unusable: (!b.usable).then(|| why_unusable(report, &facts, b)),
+            .map(|b| {
+                let usable = b.usable && !free_directory;
+                let why = if b.usable && free_directory {
+                    Some("refcount.unallocated".to_owned())
+                } else {
+                    (!b.usable).then(|| why_unusable(report, &facts, b))
+                };
+                ModelBitmap {
+                    name: b.name.clone(),
+                    usable,
+                    why_unusable: why,
+                }
             })
             .collect();
         Some((facts, bitmaps))
@@ -385,6 +394,28 @@ impl ImageFacts {
         f.sort();
         f
     }
+}
+
+/// Whether a cluster of the bitmap directory has refcount 0 (a
+/// `refcount.unallocated` finding starts inside it). The model reports a
+/// bitmap table or data cluster with refcount 0 under the bitmaps rules
+/// (`bitmaps.table.bounds`, `bitmaps.data.bounds`), which make the bitmap
+/// unusable, and a directory cluster under the refcount rule: the judge
+/// treats the three alike (Host cluster management: a refcount of 0 means
+/// the cluster is free, so whatever it holds may be overwritten).
+fn directory_unallocated<R: std::io::Read + std::io::Seek>(model: &spec_model::Model<R>) -> bool {
+    let a = model.analysis();
+    let (Some(h), Some(ext)) = (a.header.as_ref(), a.bitmaps_ext.as_ref()) else {
+        return false;
+    };
+    let cs = h.cluster_size().max(1);
+    let start = ext.bitmap_directory_offset & !(cs - 1);
+    let end = ext
+        .bitmap_directory_offset
+        .saturating_add(ext.bitmap_directory_size);
+    a.report.findings.iter().any(|f| {
+        f.rule == spec_model::Rule::RefcountUnallocated && f.offset >= start && f.offset < end
+    })
 }
 
 /// The model's reason for not using bitmap `b` of `report`: the first that

@@ -1,12 +1,17 @@
-//! What the judge ([`super::judge`]) knows about a case besides the
-//! expectation and the observation ([`Context`]: the model's per-bitmap
-//! usability, the image's header facts, the incompatible features the
-//! implementation supports), the refusals that context explains, and the
-//! matching of bitmap names an implementation cut at a NUL byte.
+//! What the judge knows about a case besides the expectation and the
+//! observation ([`Context`]: the model's per-bitmap usability, the image's
+//! header facts, the implementation's kind and the incompatible features
+//! it supports), and the matching of bitmap names an implementation cut at
+//! a NUL byte.
 
-use super::cause::{describe_incompatible, Cause, Check, ImageFacts, ModelBitmap};
-use super::outcome::Reasons;
-use super::text::short;
+use crate::runner::cause::{Cause, Check, ImageFacts, ModelBitmap};
+use crate::runner::outcome::Reasons;
+use crate::runner::text::short;
+use spec_model::obligations::Kind;
+
+/// The incompatible feature bits the spec defines (0-4); bits 5-63 are
+/// reserved, so no implementation supports them.
+pub const DEFINED_INCOMPATIBLE: u64 = 0x1f;
 
 /// What the judge may know besides the expectation and the observation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,8 +23,12 @@ pub struct Context<'a> {
     /// The image's header and directory facts.
     pub facts: Option<&'a ImageFacts>,
     /// The incompatible feature bits the implementation supports
-    /// ([`super::adapter::Capabilities::incompatible_features_supported`]).
+    /// ([`crate::runner::adapter::Capabilities::incompatible_features_supported`]).
     pub supported_incompatible: Option<u64>,
+    /// The implementation's kind (writer, bitmaps-aware, holding the key):
+    /// which obligations bind it. `None`: unknown (no obligation coverage
+    /// is reported, and the observation's `bitmaps_unaware` decides).
+    pub kind: Option<Kind>,
 }
 
 impl Context<'_> {
@@ -36,6 +45,31 @@ impl Context<'_> {
             ..*f
         }
         .features()
+    }
+
+    /// The incompatible bits the image sets that the implementation does
+    /// not support, as far as the judge can tell: with the adapter's word,
+    /// every bit outside it (for an implementation that never writes, the
+    /// dirty and corrupt bits count as understood: they only constrain
+    /// refcounts and writes); without it, only the reserved bits 5-63.
+    pub fn unsupported_incompatible(&self) -> u64 {
+        let Some(f) = self.facts else { return 0 };
+        let mut supported = self.supported_incompatible.unwrap_or(DEFINED_INCOMPATIBLE);
+        if self.kind.is_some_and(|k| !k.writer) {
+            supported |= 0b11;
+        }
+        f.incompatible & !supported
+    }
+
+    /// The image is encrypted and the implementation does not hold its key.
+    pub fn keyless_encrypted(&self) -> bool {
+        self.kind.is_some_and(|k| k.holds_key == Some(false))
+    }
+
+    /// The implementation reads bitmap metadata (its kind says so, else the
+    /// observation's `bitmaps_unaware` flag, `unaware`, decides).
+    pub fn bitmaps_aware(&self, unaware: bool) -> bool {
+        self.kind.map_or(!unaware, |k| k.bitmaps_aware)
     }
 
     /// Why the model says the bitmap named `name` (as the image has it)
@@ -61,61 +95,6 @@ impl Context<'_> {
         };
         Cause::new(check, message).with_features(&features)
     }
-
-    /// When a refusal (`error`) is one the spec requires, because the
-    /// image sets incompatible feature bits the implementation does not
-    /// support (the header section: an implementation must fail to open
-    /// an image with an incompatible bit it does not know), the reason.
-    /// Without the adapter's word on what it supports, a message naming
-    /// "incompatible" counts as that refusal.
-    pub fn required_refusal(&self, error: &str) -> Option<String> {
-        let bits = self.facts?.incompatible;
-        let unsupported = match self.supported_incompatible {
-            Some(s) => bits & !s,
-            None if error.to_ascii_lowercase().contains("incompatible") => bits,
-            None => 0,
-        };
-        if unsupported == 0 {
-            return None;
-        }
-        let plural = if unsupported.count_ones() > 1 {
-            "s"
-        } else {
-            ""
-        };
-        Some(format!(
-            "refused: incompatible feature{plural} {}, which it does not support; the spec requires that refusal: {error}",
-            describe_incompatible(unsupported)
-        ))
-    }
-
-    /// A refusal to open a conforming image: a pass when the spec requires
-    /// it or a documented limit allows it, else strict.
-    pub fn refused_valid(&self, err: &str, limits: &[&str], r: &mut Reasons) {
-        if let Some(why) = self.required_refusal(err) {
-            r.pass.push_msg(Check::UnsupportedFeature, Some(err), why);
-        } else if limits.is_empty() {
-            let flag = if self.facts.is_some_and(|f| f.extra_data_compatible) {
-                " (a bitmap has extra data with extra_data_compatible, flag bit 2, set: a reader may ignore that extra data)"
-            } else {
-                ""
-            };
-            r.strict.push_msg(
-                Check::Open,
-                Some(err),
-                format!("refused to open a conforming image{flag}: {err}"),
-            );
-        } else {
-            r.pass.push_msg(
-                Check::Open,
-                Some(err),
-                format!(
-                    "refused to open a conforming image beyond documented limits ({}): {err}",
-                    limits.join(", ")
-                ),
-            );
-        }
-    }
 }
 
 /// The part of a bitmap name before its first NUL byte, when it has one.
@@ -137,9 +116,11 @@ pub fn find_name<'a>(
         .map(|(i, _)| (i, true))
 }
 
+/// The reason text of a name listed cut at its NUL byte, with the spec's
+/// word on it.
 pub fn name_cut(listed: &str, full: &str) -> String {
     format!(
-        "listed {} for the bitmap named {}: name cut at the NUL byte",
+        "listed {} for the bitmap named {}: name cut at the NUL byte (the name occupies all name_size bytes, Bitmap directory)",
         short(listed),
         short(full)
     )

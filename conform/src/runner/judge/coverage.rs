@@ -1,0 +1,121 @@
+//! Which obligations a case exercised for an implementation: every
+//! obligation that binds its kind ([`spec_model::obligations::binding`])
+//! is listed in the outcome, exercised or not, with why not. An
+//! obligation not exercised is never counted as met.
+
+use super::context::Context;
+use crate::runner::observation::Observation;
+use crate::runner::outcome::ObligationState;
+use generator::Expected;
+use spec_model::obligations::{binding, Kind};
+use spec_model::{ExtensionState, Obligation, Verdict};
+
+/// Whether `o` was exercised by this case and observation; `Err(why)`
+/// when it was not.
+fn exercised(o: Obligation, e: &Expected, obs: &Observation, cx: &Context) -> Result<(), String> {
+    let facts = cx.facts;
+    let written = obs.write.as_ref().is_some_and(|w| w.written);
+    let guest = obs.guest.as_ref();
+    let need = |ok: bool, why: &str| if ok { Ok(()) } else { Err(why.to_owned()) };
+    let any_bitmaps = !obs.bitmaps.is_empty()
+        || e.bitmaps.as_ref().is_some_and(|b| !b.is_empty())
+        || cx.model.is_some_and(|m| !m.is_empty());
+    let model_why = |token: &str| {
+        cx.model
+            .is_some_and(|m| m.iter().any(|b| b.why_unusable.as_deref() == Some(token)))
+    };
+    match o {
+        Obligation::OpenUnknownIncompatible => need(
+            cx.unsupported_incompatible() != 0,
+            "the image sets no incompatible bit it does not support",
+        ),
+        Obligation::OpenConforming => need(e.verdict == Verdict::Valid, "the image does not conform"),
+        Obligation::WriteClearUnknownAutoclear => {
+            let unknown = facts.map_or(0, |f| f.autoclear) & !0b10;
+            let unknown = if cx.bitmaps_aware(obs.bitmaps_unaware) {
+                unknown & !1
+            } else {
+                unknown
+            };
+            need(written, "nothing was written")
+                .and(need(unknown != 0, "the image sets no auto-clear bit it does not know"))
+        }
+        Obligation::WriteLeavesValid => need(written, "nothing was written")
+            .and(need(e.verdict != Verdict::Invalid, "the image was invalid before the write")),
+        Obligation::CryptDecryptOnRead => {
+            Err("the model does not decrypt: the data read cannot be compared".to_owned())
+        }
+        Obligation::CryptNoPlaintext => {
+            Err("the write check does not look for plaintext in an encrypted image".to_owned())
+        }
+        Obligation::CryptRefuseWithoutKey => Ok(()),
+        Obligation::KeepUnknownAsIs => Err(
+            "the write check does not compare unknown header fields or bitmap extra data".to_owned(),
+        ),
+        Obligation::GuestVirtualSize => need(
+            super::guest::reported_size(obs).is_some() || obs.write.as_ref().is_some_and(|w| w.verdict_after.is_some()),
+            "it reported no virtual size and no written copy was read",
+        ),
+        Obligation::GuestReadAsMapped => need(
+            guest.is_some_and(|g| g.ranges_compared > 0),
+            "no guest data was compared",
+        ),
+        Obligation::GuestShortBackingZeros => Err(
+            "the judge does not tell reads past a short backing file apart from other guest reads".to_owned(),
+        ),
+        Obligation::BitmapsIgnoreInconsistent => need(
+            e.bitmaps_extension == ExtensionState::Inconsistent,
+            "the bitmaps extension is not inconsistent",
+        ),
+        Obligation::BitmapsNeverUseInUse => need(
+            model_why("in_use")
+                || e.bitmaps.as_ref().is_some_and(|b| b.iter().any(|x| x.flags.in_use)),
+            "no bitmap is in_use",
+        ),
+        Obligation::BitmapsNeverUseIncompatibleExtraData => {
+            need(model_why("extra-data"), "no bitmap has extra data without extra_data_compatible")
+        }
+        Obligation::BitmapsNeverUseInvalid => need(
+            e.verdict == Verdict::Invalid && any_bitmaps,
+            "no bitmap of an invalid image",
+        ),
+        Obligation::BitmapsListAsStored => need(obs.opened && any_bitmaps, "no bitmap listed"),
+        Obligation::BitmapsReadContents => need(
+            obs.bitmaps.iter().any(|b| b.content_sha256.is_some() || b.dirty_ranges.is_some()),
+            "no bitmap contents read",
+        ),
+        Obligation::BitmapsUseConforming => need(
+            e.verdict == Verdict::Valid
+                && e.bitmaps.as_ref().is_some_and(|b| b.iter().any(|x| x.usable)),
+            "no conforming usable bitmap",
+        ),
+        Obligation::BitmapsMarkWritten => need(written, "nothing was written").and(need(
+            e.bitmaps_extension == ExtensionState::Consistent && e.verdict != Verdict::Invalid,
+            "no consistent bitmaps extension",
+        )),
+        Obligation::BitmapsMarkInUse | Obligation::BitmapsStoreOnClose => {
+            Err("observed only by live sequences (campaign --sequences)".to_owned())
+        }
+        Obligation::BitmapsOpsAsModelled => {
+            need(obs.ops.is_some(), "the bitmap-operations check did not run")
+        }
+    }
+}
+
+/// Every obligation binding `kind`, exercised or not.
+pub fn states(kind: Kind, e: &Expected, obs: &Observation, cx: &Context) -> Vec<ObligationState> {
+    binding(kind)
+        .map(|o| match exercised(o, e, obs, cx) {
+            Ok(()) => ObligationState {
+                id: o.id(),
+                exercised: true,
+                why_not: String::new(),
+            },
+            Err(why_not) => ObligationState {
+                id: o.id(),
+                exercised: false,
+                why_not,
+            },
+        })
+        .collect()
+}
