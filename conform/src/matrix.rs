@@ -180,7 +180,12 @@ pub fn splice(doc: &str, tables: &str) -> Result<String, MatrixError> {
 
 /// `doc` with the block between the lines `begin` and `end` replaced by
 /// `text`.
-pub fn splice_between(doc: &str, begin: &str, end: &str, text: &str) -> Result<String, MatrixError> {
+pub fn splice_between(
+    doc: &str,
+    begin: &str,
+    end: &str,
+    text: &str,
+) -> Result<String, MatrixError> {
     let start = doc.find(begin).ok_or(MatrixError::NoMarkers)? + begin.len();
     let stop = doc[start..].find(end).ok_or(MatrixError::NoMarkers)? + start;
     Ok(format!("{}\n{}{}", &doc[..start], text, &doc[stop..]))

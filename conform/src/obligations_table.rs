@@ -122,9 +122,9 @@ pub fn render(pinned: &[PinnedMatrix], cases: &[CaseFacts]) -> String {
                 .iter()
                 .copied()
                 .filter(|c| {
-                    m.outcomes
-                        .get(*c)
-                        .is_some_and(|k| !matches!(k.as_str(), "crash" | "hang" | "error" | "recorded"))
+                    m.outcomes.get(*c).is_some_and(|k| {
+                        !matches!(k.as_str(), "crash" | "hang" | "error" | "recorded")
+                    })
                 })
                 .collect();
             let broken = judged
@@ -145,7 +145,11 @@ pub fn render(pinned: &[PinnedMatrix], cases: &[CaseFacts]) -> String {
         all.dedup();
         let shown = match all.len() {
             0 => "none".to_owned(),
-            n if n <= 2 => all.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
+            n if n <= 2 => all
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
             n => format!("{n}, e.g. `{}`", all[0]),
         };
         let star = if o.stricter().is_some() { " *" } else { "" };

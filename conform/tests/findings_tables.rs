@@ -80,9 +80,18 @@ fn the_obligations_table_lists_every_obligation() {
     let cases = conform::obligations_table::read_corpus(&root().join("corpus")).unwrap();
     let t = conform::obligations_table::render(&pinned, &cases);
     for o in spec_model::Obligation::ALL {
-        assert!(t.contains(&format!("| `{}`", o.id())), "{} missing:\n{t}", o.id());
+        assert!(
+            t.contains(&format!("| `{}`", o.id())),
+            "{} missing:\n{t}",
+            o.id()
+        );
     }
-    let row = |id: &str| t.lines().find(|l| l.starts_with(&format!("| `{id}`"))).unwrap().to_owned();
+    let row = |id: &str| {
+        t.lines()
+            .find(|l| l.starts_with(&format!("| `{id}`")))
+            .unwrap()
+            .to_owned()
+    };
     // Obligations the corpus exercises today (a case each).
     for id in [
         "open.unknown-incompatible",
@@ -96,6 +105,10 @@ fn the_obligations_table_lists_every_obligation() {
         "bitmaps.never-use-invalid",
         "bitmaps.mark-written",
     ] {
-        assert!(!row(id).contains("| none |"), "no case exercises {id}: {}", row(id));
+        assert!(
+            !row(id).contains("| none |"),
+            "no case exercises {id}: {}",
+            row(id)
+        );
     }
 }

@@ -183,12 +183,19 @@ fn writers_must_clear_the_autoclear_bits_they_do_not_know() {
         ],
     );
     let rs = outcomes(&c, "qcow2-rs", &[]);
-    for id in ["only-disabled", "only-in-use", "auto-covering", "autoclear-bit-2"] {
+    for id in [
+        "only-disabled",
+        "only-in-use",
+        "auto-covering",
+        "autoclear-bit-2",
+    ] {
         assert_outcome(&rs, id, "corrupting", "write.clear-unknown-autoclear");
     }
     let o = get(&rs, "autoclear-bit-2");
     assert!(
-        o["detail"].to_string().contains("autoclear bit(s) 2 still set"),
+        o["detail"]
+            .to_string()
+            .contains("autoclear bit(s) 2 still set"),
         "{o:#}"
     );
     let q = outcomes(&c, "qemu", &["--case", "autoclear-bit-2"]);
@@ -251,7 +258,11 @@ fn a_bitmaps_unaware_reader_is_held_to_open_obligations() {
     let all = outcomes(
         &shared_corpus(),
         &accept,
-        &["--read-only", "--case", "header.incompatible-bits/reserved-bit"],
+        &[
+            "--read-only",
+            "--case",
+            "header.incompatible-bits/reserved-bit",
+        ],
     );
     assert_outcome(
         &all,
@@ -308,12 +319,18 @@ fn the_virtual_size_is_the_header_size() {
     assert_eq!(o["kind"], "mismatch", "{o:#}");
     assert_eq!(o["cause"]["check"], "virtual-size", "{o:#}");
     assert_eq!(o["cause"]["obligation"], "guest.virtual-size");
-    assert!(o["detail"][0].as_str().unwrap().contains("512 bytes"), "{o:#}");
+    assert!(
+        o["detail"][0].as_str().unwrap().contains("512 bytes"),
+        "{o:#}"
+    );
     for imp in ["imago", "qcow2-rs"] {
         let r = outcomes(&c, imp, &["--read-only"]);
         let o = get(&r, "valid/size-720");
         if o["kind"] != "pass" {
-            assert_eq!(o["cause"]["obligation"], "guest.virtual-size", "{imp}: {o:#}");
+            assert_eq!(
+                o["cause"]["obligation"], "guest.virtual-size",
+                "{imp}: {o:#}"
+            );
         }
     }
 }
@@ -382,7 +399,10 @@ fn a_name_cut_at_nul_is_one_outcome_whatever_else_is_wrong() {
     zero_refcount(&broken, 0);
     let c = corpus(
         t.path(),
-        &[("name-nul/plain", plain), ("name-nul/header-refcount-0", broken)],
+        &[
+            ("name-nul/plain", plain),
+            ("name-nul/header-refcount-0", broken),
+        ],
     );
     let q = outcomes(&c, "qemu", &["--read-only"]);
     let a = get(&q, "name-nul/plain");

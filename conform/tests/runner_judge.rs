@@ -593,7 +593,8 @@ fn names_cut_at_nul_are_mismatches() {
     let o = judge_in(&e, &nul_named(true), &cx);
     assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
     assert!(
-        o.detail[0].starts_with(r#"listed "+" for the bitmap named "+\0": name cut at the NUL byte"#),
+        o.detail[0]
+            .starts_with(r#"listed "+" for the bitmap named "+\0": name cut at the NUL byte"#),
         "{o:?}"
     );
     assert_eq!(o.cause.check, Check::NameCut);
@@ -773,12 +774,11 @@ fn guest_read(ranges: usize) -> GuestCheck {
 }
 
 fn unaware_opened() -> Observation {
-    Observation {
-        opened: true,
-        bitmaps_unaware: true,
-        guest: Some(guest_read(4)),
-        ..Observation::default()
-    }
+    let mut o = Observation::default();
+    o.opened = true;
+    o.bitmaps_unaware = true;
+    o.guest = Some(guest_read(4));
+    o
 }
 
 /// A bitmaps-unaware reader refusing a conforming image whose only
@@ -926,11 +926,9 @@ fn virtual_size_is_one_obligation_for_everyone() {
     let mut e = valid_one();
     e.bitmaps = None;
     e.bitmaps_extension = spec_model::ExtensionState::Absent;
-    let qemu = Observation {
-        opened: true,
-        virtual_size: Some(512),
-        ..Observation::default()
-    };
+    let mut qemu = Observation::default();
+    qemu.opened = true;
+    qemu.virtual_size = Some(512);
     let o = judge_in(&e, &qemu, &cx);
     assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
     assert_eq!(o.cause.check, Check::VirtualSize);
@@ -945,10 +943,8 @@ fn virtual_size_is_one_obligation_for_everyone() {
     assert_eq!(o.cause.check, Check::VirtualSize);
     assert_eq!(o.cause.obligation, "guest.virtual-size");
     // The same size: a pass.
-    let same = Observation {
-        virtual_size: Some(720),
-        ..qemu
-    };
+    let mut same = qemu.clone();
+    same.virtual_size = Some(720);
     assert_eq!(judge_in(&e, &same, &cx).kind, OutcomeKind::Pass);
 }
 
@@ -976,7 +972,10 @@ fn a_name_cut_at_nul_is_one_outcome_whatever_the_verdict() {
     };
     let invalid = Expected {
         verdict: spec_model::Verdict::Invalid,
-        rules: vec!["bitmaps.dir.name-bytes".into(), "refcount.unallocated".into()],
+        rules: vec![
+            "bitmaps.dir.name-bytes".into(),
+            "refcount.unallocated".into(),
+        ],
         ..silent.clone()
     };
     let a = judge_in(&silent, &obs, &cx);

@@ -277,9 +277,7 @@ pub fn usual_obligation(check: Check) -> Option<Obligation> {
         Check::BitmapOps => Obligation::BitmapsOpsAsModelled,
         Check::HeaderRewrite | Check::VirtualSize => Obligation::GuestVirtualSize,
         Check::Open => Obligation::OpenConforming,
-        Check::UnsupportedFeature | Check::OpenedUnsupported => {
-            Obligation::OpenUnknownIncompatible
-        }
+        Check::UnsupportedFeature | Check::OpenedUnsupported => Obligation::OpenUnknownIncompatible,
         Check::NameCut | Check::ExtraBitmap | Check::Granularity | Check::Flags => {
             Obligation::BitmapsListAsStored
         }

@@ -134,8 +134,7 @@ fn observe_in(
     // The checks that change a copy, only while nothing has crashed or
     // hung: the write check on every image (`writes::eligible`), the
     // bitmap operations on valid ones (`writes::ops_eligible`).
-    let may_change =
-        |obs: &Observation| opts.writes && !obs.timed_out && obs.signal.is_none();
+    let may_change = |obs: &Observation| opts.writes && !obs.timed_out && obs.signal.is_none();
     let writes_here = writes::eligible(&case.expected);
     if adapter.capabilities().write_guest_data && writes_here && may_change(&obs) {
         if let Some(copy) = fresh_copy(case, image, work, "write.qcow2", "write check", &mut obs) {

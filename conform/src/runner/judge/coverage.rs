@@ -19,24 +19,34 @@ pub fn case_exercises(o: Obligation, k: Kind, e: &Expected, cx: &Context) -> Res
     let need = |ok: bool, why: &str| if ok { Ok(()) } else { Err(why.to_owned()) };
     let model = cx.model.unwrap_or(&[]);
     let any_bitmaps = !model.is_empty() || e.bitmaps.as_ref().is_some_and(|b| !b.is_empty());
-    let model_why = |token: &str| model.iter().any(|b| b.why_unusable.as_deref() == Some(token));
+    let model_why = |token: &str| {
+        model
+            .iter()
+            .any(|b| b.why_unusable.as_deref() == Some(token))
+    };
     let consistent = e.bitmaps_extension == ExtensionState::Consistent;
     match o {
         Obligation::OpenUnknownIncompatible => need(
             cx.unsupported_incompatible() != 0,
             "the image sets no incompatible bit it does not support",
         ),
-        Obligation::OpenConforming => need(e.verdict == Verdict::Valid, "the image does not conform"),
+        Obligation::OpenConforming => {
+            need(e.verdict == Verdict::Valid, "the image does not conform")
+        }
         Obligation::WriteClearUnknownAutoclear => {
             let mut unknown = cx.facts.map_or(0, |f| f.autoclear) & !0b10;
             if k.bitmaps_aware {
                 unknown &= !1;
             }
-            need(k.writer, "it does not write")
-                .and(need(unknown != 0, "the image sets no auto-clear bit it does not know"))
+            need(k.writer, "it does not write").and(need(
+                unknown != 0,
+                "the image sets no auto-clear bit it does not know",
+            ))
         }
-        Obligation::WriteLeavesValid => need(k.writer, "it does not write")
-            .and(need(e.verdict != Verdict::Invalid, "the image was invalid before the write")),
+        Obligation::WriteLeavesValid => need(k.writer, "it does not write").and(need(
+            e.verdict != Verdict::Invalid,
+            "the image was invalid before the write",
+        )),
         Obligation::CryptDecryptOnRead => {
             Err("the model does not decrypt: the data read cannot be compared".to_owned())
         }
@@ -45,13 +55,15 @@ pub fn case_exercises(o: Obligation, k: Kind, e: &Expected, cx: &Context) -> Res
         }
         Obligation::CryptRefuseWithoutKey => Ok(()),
         Obligation::KeepUnknownAsIs => Err(
-            "the write check does not compare unknown header fields or bitmap extra data".to_owned(),
+            "the write check does not compare unknown header fields or bitmap extra data"
+                .to_owned(),
         ),
         Obligation::GuestVirtualSize | Obligation::GuestReadAsMapped => {
             need(cx.facts.is_some(), "the model finds no header")
         }
         Obligation::GuestShortBackingZeros => Err(
-            "the judge does not tell reads past a short backing file apart from other guest reads".to_owned(),
+            "the judge does not tell reads past a short backing file apart from other guest reads"
+                .to_owned(),
         ),
         Obligation::BitmapsIgnoreInconsistent => need(
             e.bitmaps_extension == ExtensionState::Inconsistent,
@@ -59,7 +71,9 @@ pub fn case_exercises(o: Obligation, k: Kind, e: &Expected, cx: &Context) -> Res
         ),
         Obligation::BitmapsNeverUseInUse => need(
             model_why("in_use")
-                || e.bitmaps.as_ref().is_some_and(|b| b.iter().any(|x| x.flags.in_use)),
+                || e.bitmaps
+                    .as_ref()
+                    .is_some_and(|b| b.iter().any(|x| x.flags.in_use)),
             "no bitmap is in_use",
         ),
         Obligation::BitmapsNeverUseIncompatibleExtraData => need(
@@ -73,12 +87,16 @@ pub fn case_exercises(o: Obligation, k: Kind, e: &Expected, cx: &Context) -> Res
         Obligation::BitmapsListAsStored => need(any_bitmaps, "the image has no bitmap"),
         Obligation::BitmapsReadContents => need(
             model.iter().any(|b| b.usable)
-                || e.bitmaps.as_ref().is_some_and(|b| b.iter().any(|x| x.usable)),
+                || e.bitmaps
+                    .as_ref()
+                    .is_some_and(|b| b.iter().any(|x| x.usable)),
             "no usable bitmap",
         ),
         Obligation::BitmapsUseConforming => need(
             e.verdict == Verdict::Valid
-                && e.bitmaps.as_ref().is_some_and(|b| b.iter().any(|x| x.usable)),
+                && e.bitmaps
+                    .as_ref()
+                    .is_some_and(|b| b.iter().any(|x| x.usable)),
             "no conforming usable bitmap",
         ),
         Obligation::BitmapsMarkWritten => need(k.writer, "it does not write").and(need(
@@ -106,7 +124,10 @@ fn observed(o: Obligation, obs: &Observation) -> Result<(), String> {
         | Obligation::BitmapsMarkWritten => need(written, "nothing was written"),
         Obligation::GuestVirtualSize => need(
             super::guest::reported_size(obs).is_some()
-                || obs.write.as_ref().is_some_and(|w| w.verdict_after.is_some()),
+                || obs
+                    .write
+                    .as_ref()
+                    .is_some_and(|w| w.verdict_after.is_some()),
             "it reported no virtual size and no written copy was read",
         ),
         Obligation::GuestReadAsMapped => need(
@@ -129,7 +150,13 @@ fn observed(o: Obligation, obs: &Observation) -> Result<(), String> {
 
 /// Whether `o` was exercised by this case and observation; `Err(why)`
 /// when it was not.
-fn exercised(o: Obligation, k: Kind, e: &Expected, obs: &Observation, cx: &Context) -> Result<(), String> {
+fn exercised(
+    o: Obligation,
+    k: Kind,
+    e: &Expected,
+    obs: &Observation,
+    cx: &Context,
+) -> Result<(), String> {
     case_exercises(o, k, e, cx).and_then(|()| observed(o, obs))
 }
 

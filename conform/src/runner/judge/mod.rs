@@ -5,17 +5,17 @@
 //! with its cause ([`crate::runner::cause`]) naming the obligation broken.
 //!
 //! The judge is a room of its own, one file per obligation family:
-//! - [`context`]: what it knows besides the two (the model's bitmaps, the
+//! - [`context`][mod@context]: what it knows besides the two (the model's bitmaps, the
 //!   image's facts, the implementation's [`Kind`]);
-//! - [`write`]: the checks that change a copy (`write.*`,
+//! - [`write`][mod@write]: the checks that change a copy (`write.*`,
 //!   `bitmaps.mark-written`, `bitmaps.ops-as-modelled`);
-//! - [`open`]: `open.unknown-incompatible`, `open.conforming` and the
+//! - [`open`][mod@open]: `open.unknown-incompatible`, `open.conforming` and the
 //!   documented limits (a limit on bitmaps excuses only an implementation
 //!   that reads bitmaps);
-//! - [`crypt`]: `crypt.refuse-without-key`;
-//! - [`guest`]: `guest.virtual-size`, `guest.read-as-mapped`;
-//! - [`bitmaps`]: listing, contents, bitmaps that must not be used;
-//! - [`coverage`]: every obligation binding the kind, exercised or not
+//! - [`crypt`][mod@crypt]: `crypt.refuse-without-key`;
+//! - [`guest`][mod@guest]: `guest.virtual-size`, `guest.read-as-mapped`;
+//! - [`bitmaps`][mod@bitmaps]: listing, contents, bitmaps that must not be used;
+//! - [`coverage`][mod@coverage]: every obligation binding the kind, exercised or not
 //!   (an obligation not exercised is never a pass).
 //!
 //! Order of precedence: `hang` and `crash` first (whatever the image), then
@@ -44,8 +44,8 @@ use crate::runner::observation::Observation;
 use crate::runner::outcome::Reasons;
 pub use crate::runner::outcome::{Outcome, OutcomeKind};
 use crate::runner::process::signal_name;
-pub use context::Context;
 use context::find_name;
+pub use context::Context;
 use generator::Expected;
 use spec_model::obligations::Kind;
 use spec_model::{Rule, Severity};

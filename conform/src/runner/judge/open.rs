@@ -20,7 +20,7 @@ fn severities(id: &str) -> &'static [Severity] {
 /// bitmaps; for one that does not, only those outside the bitmaps
 /// extension (a limit on bitmaps is about reading bitmaps, which it does
 /// not do).
-pub fn limit_rules<'e>(e: &'e Expected, bitmaps_aware: bool) -> Vec<&'e str> {
+pub fn limit_rules(e: &Expected, bitmaps_aware: bool) -> Vec<&str> {
     e.rules
         .iter()
         .filter(|r| severities(r).contains(&Severity::Limit))
