@@ -10,13 +10,29 @@ use generator::Expected;
 use spec_model::obligations::{binding, Kind};
 use spec_model::{ExtensionState, Obligation, Verdict};
 
+/// Why a case did not exercise an obligation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not exercised: {0}")]
+pub struct NotExercised(pub String);
+
 /// Whether a case can exercise `o` for an implementation of kind `k` that
 /// does all its kind allows (opens the image, reads it, writes it): from
 /// the manifest's expectation and the model's facts alone (`cx.facts`,
 /// `cx.model`), so that the obligations table of `docs/findings.md` fills
 /// in from the corpus. `Err(why)` when it cannot.
-pub fn case_exercises(o: Obligation, k: Kind, e: &Expected, cx: &Context) -> Result<(), String> {
-    let need = |ok: bool, why: &str| if ok { Ok(()) } else { Err(why.to_owned()) };
+pub fn case_exercises(
+    o: Obligation,
+    k: Kind,
+    e: &Expected,
+    cx: &Context,
+) -> Result<(), NotExercised> {
+    let need = |ok: bool, why: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(NotExercised(why.to_owned()))
+        }
+    };
     let model = cx.model.unwrap_or(&[]);
     let any_bitmaps = !model.is_empty() || e.bitmaps.as_ref().is_some_and(|b| !b.is_empty());
     let model_why = |token: &str| {
@@ -47,24 +63,24 @@ pub fn case_exercises(o: Obligation, k: Kind, e: &Expected, cx: &Context) -> Res
             e.verdict != Verdict::Invalid,
             "the image was invalid before the write",
         )),
-        Obligation::CryptDecryptOnRead => {
-            Err("the model does not decrypt: the data read cannot be compared".to_owned())
-        }
-        Obligation::CryptNoPlaintext => {
-            Err("the write check does not look for plaintext in an encrypted image".to_owned())
-        }
+        Obligation::CryptDecryptOnRead => Err(NotExercised(
+            "the model does not decrypt: the data read cannot be compared".to_owned(),
+        )),
+        Obligation::CryptNoPlaintext => Err(NotExercised(
+            "the write check does not look for plaintext in an encrypted image".to_owned(),
+        )),
         Obligation::CryptRefuseWithoutKey => Ok(()),
-        Obligation::KeepUnknownAsIs => Err(
+        Obligation::KeepUnknownAsIs => Err(NotExercised(
             "the write check does not compare unknown header fields or bitmap extra data"
                 .to_owned(),
-        ),
+        )),
         Obligation::GuestVirtualSize | Obligation::GuestReadAsMapped => {
             need(cx.facts.is_some(), "the model finds no header")
         }
-        Obligation::GuestShortBackingZeros => Err(
+        Obligation::GuestShortBackingZeros => Err(NotExercised(
             "the judge does not tell reads past a short backing file apart from other guest reads"
                 .to_owned(),
-        ),
+        )),
         Obligation::BitmapsIgnoreInconsistent => need(
             e.bitmaps_extension == ExtensionState::Inconsistent,
             "the bitmaps extension is not inconsistent",
@@ -103,9 +119,9 @@ pub fn case_exercises(o: Obligation, k: Kind, e: &Expected, cx: &Context) -> Res
             consistent && e.verdict != Verdict::Invalid && any_bitmaps,
             "no consistent bitmaps extension",
         )),
-        Obligation::BitmapsMarkInUse | Obligation::BitmapsStoreOnClose => {
-            Err("observed only by live sequences (campaign --sequences)".to_owned())
-        }
+        Obligation::BitmapsMarkInUse | Obligation::BitmapsStoreOnClose => Err(NotExercised(
+            "observed only by live sequences (campaign --sequences)".to_owned(),
+        )),
         Obligation::BitmapsOpsAsModelled => need(
             e.verdict == Verdict::Valid && consistent,
             "bitmap operations run only on valid images with a consistent extension",
@@ -115,9 +131,15 @@ pub fn case_exercises(o: Obligation, k: Kind, e: &Expected, cx: &Context) -> Res
 
 /// Whether the observation shows `o` exercised, once the case can
 /// exercise it ([`case_exercises`]).
-fn observed(o: Obligation, obs: &Observation) -> Result<(), String> {
+fn observed(o: Obligation, obs: &Observation) -> Result<(), NotExercised> {
     let written = obs.write.as_ref().is_some_and(|w| w.written);
-    let need = |ok: bool, why: &str| if ok { Ok(()) } else { Err(why.to_owned()) };
+    let need = |ok: bool, why: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(NotExercised(why.to_owned()))
+        }
+    };
     match o {
         Obligation::WriteClearUnknownAutoclear
         | Obligation::WriteLeavesValid
@@ -156,7 +178,7 @@ fn exercised(
     e: &Expected,
     obs: &Observation,
     cx: &Context,
-) -> Result<(), String> {
+) -> Result<(), NotExercised> {
     case_exercises(o, k, e, cx).and_then(|()| observed(o, obs))
 }
 
@@ -169,7 +191,7 @@ pub fn states(kind: Kind, e: &Expected, obs: &Observation, cx: &Context) -> Vec<
                 exercised: true,
                 why_not: String::new(),
             },
-            Err(why_not) => ObligationState {
+            Err(NotExercised(why_not)) => ObligationState {
                 id: o.id(),
                 exercised: false,
                 why_not,
