@@ -143,7 +143,9 @@ fn assert_outcome(all: &[(String, Value)], id: &str, kind: &str, obligation: &st
 }
 
 /// qcow2-rs (bitmaps-unaware, writes) leaving autoclear bit 0 set over
-/// bitmaps it did not have to change, and leaving bit 2; QEMU clears bit 2.
+/// bitmaps it did not have to change, and leaving bit 2; corrupting the
+/// refcounts of a `refcount_bits=4` image without bitmaps (the write check
+/// runs on every image). QEMU clears bit 2.
 #[test]
 fn writers_must_clear_the_autoclear_bits_they_do_not_know() {
     let t = tempfile::tempdir().unwrap();
@@ -173,6 +175,11 @@ fn writers_must_clear_the_autoclear_bits_they_do_not_know() {
     let mut bytes = std::fs::read(&bit2).unwrap();
     bytes[95] |= 1 << 2; // autoclear_features bit 2
     std::fs::write(&bit2, bytes).unwrap();
+    // Sub-byte refcounts and no bitmaps extension at all: the write check
+    // runs here too.
+    let rc4 = p("refcount-4.qcow2");
+    create(&rc4, "cluster_size=65536,refcount_bits=4", "1M");
+    io(&rc4, &["write -P 1 0 64k"]);
     let c = corpus(
         t.path(),
         &[
@@ -180,6 +187,7 @@ fn writers_must_clear_the_autoclear_bits_they_do_not_know() {
             ("only-in-use", in_use),
             ("auto-covering", covered),
             ("autoclear-bit-2", bit2),
+            ("refcount-bits-4", rc4),
         ],
     );
     let rs = outcomes(&c, "qcow2-rs", &[]);
@@ -191,6 +199,7 @@ fn writers_must_clear_the_autoclear_bits_they_do_not_know() {
     ] {
         assert_outcome(&rs, id, "corrupting", "write.clear-unknown-autoclear");
     }
+    assert_outcome(&rs, "refcount-bits-4", "corrupting", "write.leaves-valid");
     let o = get(&rs, "autoclear-bit-2");
     assert!(
         o["detail"]
