@@ -15,7 +15,7 @@ use crate::runner::cause::{ImageFacts, ModelBitmap};
 use crate::runner::judge::context::Context;
 use crate::runner::judge::coverage::case_exercises;
 use generator::ManifestCase;
-use spec_model::obligations::Kind;
+use spec_model::obligations::{Kind, Observed};
 use spec_model::Obligation;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -66,6 +66,17 @@ fn exercising<'a>(o: Obligation, family: &str, cases: &'a [CaseFacts]) -> Vec<&'
     let Some((writer, aware, secret, supported)) = family_kind(family) else {
         return Vec::new();
     };
+    // The pinned matrices run with the write check and without
+    // `--bitmap-ops` or live sequences.
+    let in_matrix = o.observed().iter().any(|w| {
+        matches!(
+            w,
+            Observed::Open | Observed::GuestRead | Observed::BitmapListing | Observed::WriteCheck
+        )
+    });
+    if !in_matrix {
+        return Vec::new();
+    }
     cases
         .iter()
         .filter(|c| {
@@ -95,7 +106,7 @@ pub fn render(pinned: &[PinnedMatrix], cases: &[CaseFacts]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Every obligation of `qcow2-conform obligations`, the corpus cases that exercise it (for an implementation of a kind it binds, as the manifest and the model say), and per implementation: `meets (n)` over its n cases, `breaks k/n` where k of them end in an outcome naming it, `no case` where it binds but no case exercises it, `-` where it does not bind. A `*` marks an obligation the suite holds stricter than the spec's words (`qcow2-conform obligations` says why).\n"
+        "Every obligation of `qcow2-conform obligations`, the corpus cases that exercise it (for an implementation of a kind it binds, as the manifest and the model say), and per implementation: `meets (n)` over its n cases, `breaks k/n` where k of them end in an outcome naming it, `no case` where it binds but no case exercises it, `-` where it does not bind (an obligation observed only by `run --bitmap-ops` or live sequences has no case in the matrix run). A `*` marks an obligation the suite holds stricter than the spec's words (`qcow2-conform obligations` says why).\n"
     );
     let heads: Vec<String> = pinned
         .iter()
