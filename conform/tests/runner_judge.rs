@@ -557,11 +557,41 @@ fn refusing_compatible_extra_data_names_the_flag() {
         o.detail[0].contains("extra_data_compatible, flag bit 2"),
         "{o:?}"
     );
-    assert_eq!(o.cause.features, ["extra_data_compatible"]);
+    // One refusal of extra data, flag or not: one bucket.
+    assert!(o.cause.features.is_empty(), "{o:?}");
     assert_eq!(
         o.signature(),
-        "strict | open | extra_data_compatible | Could not open '_': Bitmap extra data is not supported | open.conforming"
+        "strict | open | - | Could not open '_': Bitmap extra data is not supported | open.conforming"
     );
+    let plain = judge_in(
+        &valid_one(),
+        &refused("Could not open '/tmp/y/case.qcow2': Bitmap extra data is not supported"),
+        &Context::default(),
+    );
+    assert_eq!(plain.key(), o.key());
+}
+
+/// QEMU's in-memory cap of 512 MiB per bitmap is a cause of its own: a
+/// refusal of an image with a bitmap that large names the feature (the
+/// same message for another constraint is another bucket).
+#[test]
+fn a_bitmap_over_512_mib_is_its_own_bucket() {
+    let big = ImageFacts {
+        bitmap_over_512mib: true,
+        ..facts(0, false)
+    };
+    let cx = Context {
+        facts: Some(&big),
+        supported_incompatible: Some(0x1f),
+        ..Context::default()
+    };
+    let msg = "Could not open '/tmp/x/c.qcow2': Bitmap 'b' doesn't satisfy the constraints";
+    let o = judge_in(&valid_one(), &refused(msg), &cx);
+    assert_eq!(o.kind, OutcomeKind::Strict, "{o:?}");
+    assert_eq!(o.cause.features, ["bitmap-over-512MiB"]);
+    assert!(o.detail[0].contains("512 MiB"), "{o:?}");
+    let other = judge_in(&valid_one(), &refused(msg), &Context::default());
+    assert_ne!(other.key(), o.key());
 }
 
 fn nul_named(used: bool) -> Observation {

@@ -306,6 +306,9 @@ pub fn describe_incompatible(bits: u64) -> String {
         .join(", ")
 }
 
+/// QEMU's cap on one bitmap's data in memory (512 MiB).
+pub const QEMU_BITMAP_CAP: u64 = 512 << 20;
+
 /// What the header and the bitmap directory say about an image, as far as
 /// causes name them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -313,8 +316,13 @@ pub struct ImageFacts {
     pub version: u32,
     pub incompatible: u64,
     pub header_length: u32,
-    /// Some bitmap has `extra_data_compatible` (flag bit 2) set.
+    /// Some bitmap has extra data and `extra_data_compatible` (flag bit
+    /// 2) set: a reader may use it and ignore the extra data.
     pub extra_data_compatible: bool,
+    /// Some bitmap's data (one bit per granule of the disk) is larger than
+    /// 512 MiB: QEMU keeps each bitmap in memory and refuses those
+    /// (`bitmap-over-512MiB`, a cause feature of refusals).
+    pub bitmap_over_512mib: bool,
     /// The header's `autoclear_features` (0 for version 2).
     pub autoclear: u64,
     /// The header's `crypt_method` (0: the payload is not encrypted).
@@ -351,7 +359,17 @@ impl ImageFacts {
             version: header.map_or(0, |h| h.version),
             incompatible: header.map_or(0, |h| h.incompatible_features),
             header_length: header.map_or(0, |h| h.header_length),
-            extra_data_compatible: report.bitmaps.iter().any(|b| b.flags.extra_data_compatible),
+            extra_data_compatible: model
+                .analysis()
+                .entries
+                .iter()
+                .any(|e| e.extra_data_compatible() && e.extra_data_size > 0),
+            bitmap_over_512mib: header.is_some_and(|h| {
+                model.analysis().entries.iter().any(|e| {
+                    let g = e.geometry(h.size, h.cluster_bits);
+                    g.nbits().div_ceil(8) > QEMU_BITMAP_CAP
+                })
+            }),
             autoclear: header.map_or(0, |h| h.autoclear_features),
             crypt_method: header.map_or(0, |h| h.crypt_method),
             size: header.map_or(0, |h| h.size),
@@ -378,18 +396,21 @@ impl ImageFacts {
     }
 
     /// The features a cause names, sorted: every incompatible bit set
-    /// (`incompatible:NAME`) and `extra_data_compatible`. Not the header
-    /// length nor the version: an implementation that refuses either names
-    /// it in its message, and elsewhere they split one behaviour into
-    /// several buckets (a version 2 image's bitmaps are unusable for their
-    /// own reason, `unusable:v2-image`).
+    /// (`incompatible:NAME`) and `bitmap-over-512MiB`. Not the
+    /// `extra_data_compatible` flag (an implementation that refuses extra
+    /// data refuses it with or without the flag, in one message: one
+    /// check, one bucket), the header length nor the version (an
+    /// implementation that refuses either names it in its message, and
+    /// elsewhere they split one behaviour into several buckets; a version
+    /// 2 image's bitmaps are unusable for their own reason,
+    /// `unusable:v2-image`).
     pub fn features(&self) -> Vec<String> {
         let mut f: Vec<String> = (0..64)
             .filter(|b| self.incompatible & (1 << b) != 0)
             .map(|b| format!("incompatible:{}", incompatible_name(b)))
             .collect();
-        if self.extra_data_compatible {
-            f.push("extra_data_compatible".to_owned());
+        if self.bitmap_over_512mib {
+            f.push("bitmap-over-512MiB".to_owned());
         }
         f.sort();
         f

@@ -327,6 +327,23 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
             w.error.clone().unwrap_or_default()
         ));
     }
+    // The broken image first (its own bucket), then the auto-clear bits,
+    // then the bitmaps (symptoms of a bit 0 left set).
+    w.rewrites = rewritten(&before.header, &after.header);
+    if after.verdict == Verdict::Invalid && !was_invalid {
+        // A size the open rewrote is a cause of its own (bits of the old
+        // disk become tail bits of the new one), told apart in the message.
+        let size = w
+            .rewrites
+            .iter()
+            .find(|r| r.starts_with("size "))
+            .map(|r| format!(" (the header's {r}: the disk's size was rewritten)"))
+            .unwrap_or_default();
+        w.found.problems.push(format!(
+            "the image no longer conforms after the write: {}{size}",
+            after.error_rules.join(", ")
+        ));
+    }
     let unknown = before.autoclear & unknown_autoclear(&adapter.capabilities());
     let kept = after.autoclear & unknown;
     if ok && kept != 0 {
@@ -337,13 +354,6 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
             after.autoclear
         ));
     }
-    if after.verdict == Verdict::Invalid && !was_invalid {
-        w.found.problems.push(format!(
-            "the image no longer conforms after the write: {}",
-            after.error_rules.join(", ")
-        ));
-    }
-    w.rewrites = rewritten(&before.header, &after.header);
     if was_invalid {
         return w;
     }

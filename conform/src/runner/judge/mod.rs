@@ -190,6 +190,7 @@ fn decide(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
     // A bitmap's flags mean nothing to a bitmaps-unaware implementation.
     let unaware_facts = cx.facts.map(|f| ImageFacts {
         extra_data_compatible: false,
+        bitmap_over_512mib: false,
         ..*f
     });
     let unaware_cx = Context {

@@ -75,7 +75,9 @@ pub fn refused_valid(cx: &Context, e: &Expected, bitmaps_aware: bool, err: &str,
     if let Some(why) = required_refusal(cx, err) {
         r.pass.push_msg(Check::UnsupportedFeature, Some(err), why);
     } else if limits.is_empty() {
-        let flag = if cx.facts.is_some_and(|f| f.extra_data_compatible) {
+        let flag = if cx.facts.is_some_and(|f| f.bitmap_over_512mib) {
+            " (a bitmap's data is larger than 512 MiB: QEMU's in-memory cap per bitmap, not a limit the spec documents)"
+        } else if cx.facts.is_some_and(|f| f.extra_data_compatible) {
             " (a bitmap has extra data with extra_data_compatible, flag bit 2, set: a reader may ignore that extra data)"
         } else {
             ""
