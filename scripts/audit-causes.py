@@ -9,6 +9,14 @@ Usage:
       --json reports/qemu-regressions.json --fail-on none
   scripts/audit-causes.py reports/*.json
 
+(`scripts/audit-causes.py --regressions-corpus DIR` writes that corpus of
+the campaign's reproducers under fuzz_targets/regressions/ into DIR.)
+
+Every entry cites what the judgement rests on (`cites`, with its
+`sentence` in the project's words): the obligation the outcome names
+(`qcow2-conform obligations --json`), else the rule the spec is silent
+about (`qcow2-conform rules --json`), else nothing for a crash.
+
 Every distinct cause (implementation, outcome, cause key) that is not a
 plain pass becomes one entry of audit/causes.json, with its first case as
 the reproducer; the spec section and sentence come from SPEC below, keyed
@@ -65,8 +73,36 @@ S_BACKING = ("Header, backing_file_offset; Cluster mapping",
 S_ENCRYPT = ("Header, crypt_method", "0, 1 (AES) and 2 (LUKS) are all defined: an encrypted image is conforming")
 
 S_SIZE = ("Header, size",
-          "the virtual disk size in bytes, with no alignment required: a write has no reason to "
-          "change the disk the guest sees")
+          "the virtual disk size in bytes, with no alignment required: QEMU rounds a size that is "
+          "not a multiple of 512 down (the last bytes cannot be read, and a read-write open "
+          "writes the smaller size back), so the disk it presents is not the image's")
+S_SIZE_TAIL = ("Header, size; Bitmap data",
+               "QEMU rounds the virtual size down on a read-write open; the bits of the old disk's "
+               "last granules then lie past the new end, as tail bits, which must be zero")
+S_TAIL_USED = ("Bitmap data",
+               "the unused tail bits of the last data cluster must be zero; the bits inside the disk "
+               "(bit 0 included) are defined and QEMU exports exactly them, but a bitmap whose data "
+               "breaks a rule of its section is one the digest says must not be used "
+               "(bitmaps.never-use-invalid, stricter than the spec)")
+S_AUTOCLEAR = ("Header, autoclear_features",
+               "an implementation may only write to an image with unknown auto-clear bits if it "
+               "clears them first: bits 2-63 for everyone, bit 0 for a writer that does not "
+               "maintain bitmaps")
+S_OPENED_INCOMPAT = ("Header, incompatible_features",
+                     "an implementation must fail to open an image with an incompatible bit it does "
+                     "not know; this one opened it and read guest data")
+S_KEYLESS = ("Data encryption",
+             "the payload must be decrypted on every read: without the key, the only way to meet "
+             "that is to refuse; returning the stored bytes returns ciphertext")
+S_CAP = ("Bitmap directory, granularity; Bitmaps (QEMU's implementation)",
+         "nothing in the spec caps a bitmap's size; QEMU keeps each bitmap in memory and refuses one "
+         "whose data exceeds 512 MiB, refusing a conforming image")
+S_FLAG = ("Bitmap directory, flags bit 2 `extra_data_compatible`",
+          "flag bit 2 is defined: with it set and no extra data the bitmap is an ordinary one, to be "
+          "used as usual; QEMU checks the flags as if bit 2 were reserved and refuses the whole image")
+S_REFUSE_KEYLESS = ("Data encryption",
+                    "the payload must be decrypted on every read; without the key this refusal is "
+                    "how an implementation meets that")
 S_NAME = ("Bitmap directory, name",
           "name_size bytes, not NUL-terminated, unique among the bitmaps: a bitmap is identified by "
           "all of its name's bytes")
@@ -85,6 +121,8 @@ SPEC = {
     "mismatch--name-cut": S_NAME,
     ("qcow2-rs", "strict--open--21693f3b"): S_V2_EXT,
     "corrupting--write--a8f7b7db": S_TAIL,
+    "lenient--used-unusable--unusable_bitmaps.data.tail-bits": S_TAIL_USED,
+    "mismatch--virtual-size": S_SIZE,
     "lenient--used-unusable--unusable_refcount.overlap": S_OVERLAP,
 }
 
@@ -99,6 +137,18 @@ def spec_for(imp, key, cause):
     feats = cause["features"]
     if key.startswith("recorded--"):
         return S_SILENT
+    if check == "opened-unsupported":
+        return S_OPENED_INCOMPAT
+    if check == "encrypted":
+        return S_KEYLESS
+    if check == "virtual-size":
+        return S_SIZE
+    if cause.get("obligation") == "crypt.refuse-without-key":
+        return S_REFUSE_KEYLESS
+    if "bitmap-over-512MiB" in feats:
+        return S_CAP
+    if check == "open" and "satisfy the constraints" in msg:
+        return S_FLAG
     if check == "unsupported-feature":
         return S_INCOMPAT
     if check == "used-unusable":
@@ -108,6 +158,10 @@ def spec_for(imp, key, cause):
     if check == "guest-data":
         return S_GUEST
     if check == "write":
+        if "size was rewritten" in msg:
+            return S_SIZE_TAIL
+        if msg.startswith("autoclear bit"):
+            return S_AUTOCLEAR
         if "plaintext" in msg:
             return S_CRYPT
         if "auto bitmap" in msg:
@@ -140,7 +194,53 @@ def key_of(kind, cause):
     return "--".join(parts)
 
 
+def catalogue(what):
+    """`qcow2-conform obligations|rules --json`, by ID."""
+    import subprocess
+    bin_ = os.environ.get("QCOW2_CONFORM", os.path.join(ROOT, "target/debug/qcow2-conform"))
+    out = subprocess.run([bin_, what, "--json"], capture_output=True, text=True, check=True).stdout
+    return {e["id"]: e for e in json.loads(out)}
+
+
+def cites(cause, obligations, rules):
+    """What a cause rests on: its obligation, else the rules the spec is
+    silent about, else nothing (a crash, a hang)."""
+    o = cause.get("obligation")
+    if o:
+        return o, obligations[o]["sentence"]
+    silent = [f.split(":", 1)[1] for f in cause["features"] if f.startswith("unspecified:")]
+    if silent:
+        return ", ".join(silent), "; ".join(rules[r]["condition"] for r in silent if r in rules)
+    return "-", "no obligation: no image allows a crash or a hang"
+
+
+def regressions_corpus(out):
+    """A corpus of the campaign's reproducers (fuzz_targets/regressions/KEY/),
+    case IDs `regression:KEY`, as conform/tests/audit.rs stages them."""
+    base = os.path.join(ROOT, "fuzz_targets/regressions")
+    cases = []
+    for key in sorted(os.listdir(base)):
+        finding = os.path.join(base, key, "finding.json")
+        if not os.path.exists(finding):
+            continue
+        os.makedirs(os.path.join(out, "regressions", key), exist_ok=True)
+        with open(os.path.join(base, key, "image.qcow2"), "rb") as f:
+            data = f.read()
+        with open(os.path.join(out, "regressions", key, "image.qcow2"), "wb") as f:
+            f.write(data)
+        cases.append({"id": f"regression:{key}", "file": f"regressions/{key}/image.qcow2",
+                      "expected": json.load(open(finding))["expected"], "description": ""})
+    manifest = json.load(open(os.path.join(ROOT, "corpus/manifest.json")))
+    manifest["cases"] = cases
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+    print(f"{len(cases)} reproducers in {out}")
+
+
 def main(paths):
+    if paths[:1] == ["--regressions-corpus"]:
+        return regressions_corpus(paths[1])
+    obligations, rules = catalogue("obligations"), catalogue("rules")
     entries, seen, missing = [], set(), []
     for path in paths:
         report = json.load(open(path))
@@ -158,11 +258,14 @@ def main(paths):
                 if spec is None:
                     missing.append(f"{imp} {key}: {o['cause']['message']}")
                     continue
+                cited, sentence = cites(o["cause"], obligations, rules)
                 entries.append({
                     "implementation": imp,
                     "outcome": o["kind"],
                     "key": key,
                     "reproducer": case["id"],
+                    "cites": cited,
+                    "sentence": sentence,
                     "signature": f"{o['kind']} | {o['cause']['check']} | "
                                  f"{'+'.join(o['cause']['features']) or '-'} | {o['cause']['message']}",
                     "section": spec[0],
@@ -183,13 +286,13 @@ def main(paths):
         if e["implementation"] != current:
             current = e["implementation"]
             rows += ["", f"### {current}", "",
-                     "| key | outcome | reproducer | cause (normalised message) | spec section: sentence |",
-                     "|---|---|---|---|---|"]
+                     "| key | outcome | reproducer | cause (normalised message) | obligation or rule | spec section: sentence |",
+                     "|---|---|---|---|---|---|"]
         sig = e["signature"].split(" | ", 3)[3].replace("|", "\\|") or "-"
         if len(sig) > 140:
             sig = sig[:137] + "..."
         rows.append(f"| `{e['key']}` | {e['outcome']} | `{e['reproducer']}` | {sig} | "
-                    f"{e['section']}: {e['spec']} |")
+                    f"`{e['cites']}` | {e['section']}: {e['spec']} |")
     doc_path = os.path.join(ROOT, "docs/findings.md")
     doc = open(doc_path).read()
     begin, end = "<!-- audit:begin -->", "<!-- audit:end -->"

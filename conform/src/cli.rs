@@ -58,6 +58,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the obligations catalogue: what the spec says each kind of
+    /// implementation must do, whom each obligation binds and how a run
+    /// observes it.
+    Obligations {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script for SHELL on standard output
     /// (e.g. `qcow2-conform completions bash > /etc/bash_completion.d/qcow2-conform`).
     Completions {

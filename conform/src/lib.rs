@@ -6,4 +6,5 @@ pub mod campaign;
 pub mod cli;
 pub mod commands;
 pub mod matrix;
+pub mod obligations_table;
 pub mod runner;

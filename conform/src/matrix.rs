@@ -32,6 +32,11 @@ pub struct PinnedMatrix {
     /// Its version (`10.0.2`, `7.2.22`, `20201213`).
     pub version: String,
     pub outcomes: BTreeMap<String, String>,
+    /// Per case whose outcome names one: the obligation it breaks
+    /// ([`crate::runner::cause::Cause::obligation`]); the obligations table
+    /// of `docs/findings.md` reads it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broken: BTreeMap<String, String>,
 }
 
 /// Why the pinned matrices or the doc could not be read.
@@ -170,9 +175,20 @@ pub fn render_tables(pinned: &[PinnedMatrix]) -> String {
 /// `doc` with the block between [`BEGIN`] and [`END`] replaced by
 /// `tables`.
 pub fn splice(doc: &str, tables: &str) -> Result<String, MatrixError> {
-    let start = doc.find(BEGIN).ok_or(MatrixError::NoMarkers)? + BEGIN.len();
-    let end = doc[start..].find(END).ok_or(MatrixError::NoMarkers)? + start;
-    Ok(format!("{}\n{}{}", &doc[..start], tables, &doc[end..]))
+    splice_between(doc, BEGIN, END, tables)
+}
+
+/// `doc` with the block between the lines `begin` and `end` replaced by
+/// `text`.
+pub fn splice_between(
+    doc: &str,
+    begin: &str,
+    end: &str,
+    text: &str,
+) -> Result<String, MatrixError> {
+    let start = doc.find(begin).ok_or(MatrixError::NoMarkers)? + begin.len();
+    let stop = doc[start..].find(end).ok_or(MatrixError::NoMarkers)? + start;
+    Ok(format!("{}\n{}{}", &doc[..start], text, &doc[stop..]))
 }
 
 #[cfg(test)]
@@ -187,6 +203,7 @@ mod tests {
                 .iter()
                 .map(|(c, k)| (c.to_string(), k.to_string()))
                 .collect(),
+            broken: BTreeMap::new(),
         }
     }
 

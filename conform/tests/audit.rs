@@ -6,8 +6,9 @@
 //! reproducer under `fuzz_targets/regressions/`). This test runs each
 //! implementation over its reproducers with `qcow2-conform run` (write
 //! check on, as by default) and checks that every one still ends in the
-//! recorded outcome with the recorded key, and that the doc lists every
-//! entry.
+//! recorded outcome with the recorded key, that each entry cites the
+//! obligation the outcome names (with its sentence), and that the doc lists
+//! every entry.
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -33,6 +34,11 @@ struct Entry {
     reproducer: String,
     section: String,
     spec: String,
+    /// The obligation the outcome names, else the rules the spec is silent
+    /// about, else `-`.
+    cites: String,
+    /// Its sentence (the catalogue's, in the project's words).
+    sentence: String,
 }
 
 fn root() -> PathBuf {
@@ -124,6 +130,13 @@ fn every_audited_cause_replays() {
             let cause: Cause = serde_json::from_value(outcome["cause"].clone())
                 .unwrap_or_else(|err| panic!("{imp} {}: cause: {err}", e.reproducer));
             let key = cause.key(kind);
+            let cited = !cause.obligation.is_empty() && cause.obligation != e.cites;
+            if cited || e.sentence.is_empty() {
+                wrong.push(format!(
+                    "{imp} {}: cites {:?} ({:?}), the outcome names {:?}",
+                    e.reproducer, e.cites, e.sentence, cause.obligation
+                ));
+            }
             if kind != e.outcome || key != e.key {
                 wrong.push(format!(
                     "{imp} {}: recorded {} {}, now {kind} {key}: {}",

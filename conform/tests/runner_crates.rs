@@ -366,7 +366,8 @@ fn imago() {
             .then_some(("pass", "Unrecognized incompatible feature(s) 4"))
     });
     assert!(compared >= 15, "only {compared} cases compared guest data");
-    // Writes: imago clears autoclear bit 0 before writing.
+    // Writes: imago clears autoclear bit 0 before writing (the write
+    // check runs on every image, with or without a bitmaps extension).
     let writes: Vec<&Case> = v
         .iter()
         .chain(&q)
@@ -374,11 +375,7 @@ fn imago() {
         .collect();
     assert!(writes.len() >= 4, "only {} writes", writes.len());
     for w in writes {
-        assert_eq!(
-            w.obs["write"]["extension_after"], "inconsistent",
-            "{}",
-            w.id
-        );
+        assert_ne!(w.obs["write"]["extension_after"], "consistent", "{}", w.id);
     }
     check_cases("imago qemu-made", &q, |c| {
         c.id.ends_with("zstd").then_some((
@@ -392,7 +389,10 @@ fn imago() {
     for x in &m {
         assert!(
             ["pass", "recorded"].contains(&x.kind.as_str())
-                || (x.kind == "pass" && x.detail.contains("Unrecognized incompatible feature")),
+                || (x.kind == "pass" && x.detail.contains("Unrecognized incompatible feature"))
+                // It ignores crypt_method: a header claiming LUKS is read
+                // as plaintext (crypt.refuse-without-key).
+                || (x.kind == "lenient" && x.detail.contains("without its key")),
             "{}: {} {}",
             x.id,
             x.kind,
@@ -457,7 +457,15 @@ fn qcow2_rs() {
         assert!(
             ["pass", "recorded", "crash"].contains(&x.kind.as_str())
                 || (x.kind == "strict" && x.verdict == "valid")
-                || (x.kind == "corrupting" && x.detail.contains("autoclear bit 0 is still set")),
+                || (x.kind == "lenient" && x.detail.contains("without its key"))
+                || (x.kind == "corrupting" && x.detail.contains("autoclear bit 0 is still set"))
+                // An auto-clear bit it does not know (bit 0; bit 1: it has
+                // no external data files) left set after a write, on any
+                // image (the write check runs on invalid ones too).
+                || (x.kind == "corrupting" && x.detail.contains("still set after the write"))
+                // Its refcount corruption (sub-byte refcounts), now seen on
+                // images without a consistent bitmaps extension too.
+                || (x.kind == "corrupting" && x.detail.contains("no longer conforms after the write: refcount.overlap")),
             "{}: {} {}",
             x.id,
             x.kind,
@@ -540,7 +548,10 @@ fn libqcow() {
     for x in &m {
         assert!(
             ["pass", "recorded"].contains(&x.kind.as_str())
-                || (x.kind == "strict" && x.verdict == "valid"),
+                || (x.kind == "strict" && x.verdict == "valid")
+                // An encrypted image opened without its key, its
+                // ciphertext returned (crypt.refuse-without-key).
+                || (x.kind == "lenient" && x.detail.contains("without its key")),
             "{}: {} {}",
             x.id,
             x.kind,

@@ -472,6 +472,8 @@ fn facts(incompatible: u64, extra: bool) -> ImageFacts {
         incompatible,
         header_length: 112,
         extra_data_compatible: extra,
+        size: 1 << 20,
+        ..ImageFacts::default()
     }
 }
 
@@ -555,11 +557,41 @@ fn refusing_compatible_extra_data_names_the_flag() {
         o.detail[0].contains("extra_data_compatible, flag bit 2"),
         "{o:?}"
     );
-    assert_eq!(o.cause.features, ["extra_data_compatible"]);
+    // One refusal of extra data, flag or not: one bucket.
+    assert!(o.cause.features.is_empty(), "{o:?}");
     assert_eq!(
         o.signature(),
-        "strict | open | extra_data_compatible | Could not open '_': Bitmap extra data is not supported"
+        "strict | open | - | Could not open '_': Bitmap extra data is not supported | open.conforming"
     );
+    let plain = judge_in(
+        &valid_one(),
+        &refused("Could not open '/tmp/y/case.qcow2': Bitmap extra data is not supported"),
+        &Context::default(),
+    );
+    assert_eq!(plain.key(), o.key());
+}
+
+/// QEMU's in-memory cap of 512 MiB per bitmap is a cause of its own: a
+/// refusal of an image with a bitmap that large names the feature (the
+/// same message for another constraint is another bucket).
+#[test]
+fn a_bitmap_over_512_mib_is_its_own_bucket() {
+    let big = ImageFacts {
+        bitmap_over_512mib: true,
+        ..facts(0, false)
+    };
+    let cx = Context {
+        facts: Some(&big),
+        supported_incompatible: Some(0x1f),
+        ..Context::default()
+    };
+    let msg = "Could not open '/tmp/x/c.qcow2': Bitmap 'b' doesn't satisfy the constraints";
+    let o = judge_in(&valid_one(), &refused(msg), &cx);
+    assert_eq!(o.kind, OutcomeKind::Strict, "{o:?}");
+    assert_eq!(o.cause.features, ["bitmap-over-512MiB"]);
+    assert!(o.detail[0].contains("512 MiB"), "{o:?}");
+    let other = judge_in(&valid_one(), &refused(msg), &Context::default());
+    assert_ne!(other.key(), o.key());
 }
 
 fn nul_named(used: bool) -> Observation {
@@ -590,9 +622,10 @@ fn names_cut_at_nul_are_mismatches() {
     };
     let o = judge_in(&e, &nul_named(true), &cx);
     assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
-    assert_eq!(
-        o.detail[0],
-        r#"listed "+" for the bitmap named "+\0": name cut at the NUL byte"#
+    assert!(
+        o.detail[0]
+            .starts_with(r#"listed "+" for the bitmap named "+\0": name cut at the NUL byte"#),
+        "{o:?}"
     );
     assert_eq!(o.cause.check, Check::NameCut);
     // Still lenient when the model says the full-named bitmap is unusable,
@@ -744,4 +777,346 @@ fn used_unusable_cause_names_the_reason() {
         "{}",
         out.key()
     );
+}
+
+// The rows of issue 20's table that the judge decides alone, each with
+// the obligation it names.
+
+use conform::runner::checks::CheckFindings;
+use conform::runner::observation::GuestCheck;
+use spec_model::obligations::Kind;
+
+const UNAWARE_READER: Kind = Kind {
+    writer: false,
+    bitmaps_aware: false,
+    holds_key: None,
+};
+
+fn guest_read(ranges: usize) -> GuestCheck {
+    GuestCheck {
+        size_header: Some(1 << 20),
+        size_reported: Some(1 << 20),
+        ranges,
+        ranges_compared: ranges,
+        bytes_compared: 512 * ranges as u64,
+        ..GuestCheck::default()
+    }
+}
+
+fn unaware_opened() -> Observation {
+    let mut o = Observation::default();
+    o.opened = true;
+    o.bitmaps_unaware = true;
+    o.guest = Some(guest_read(4));
+    o
+}
+
+/// A bitmaps-unaware reader refusing a conforming image whose only
+/// unusual feature is a bitmaps limit (granularity outside 9-31, a name
+/// over 1023 bytes) is strict: a limit on bitmaps excuses only an
+/// implementation that reads bitmaps. The same refusal by one that does is
+/// a pass.
+#[test]
+fn bitmap_limits_excuse_only_bitmaps_aware_readers() {
+    for rule in ["bitmaps.dir.granularity", "bitmaps.dir.name-limit"] {
+        let mut e = valid_one();
+        e.rules = vec![rule.to_owned()];
+        e.bitmaps = None;
+        let f = facts(0, false);
+        let unaware = Context {
+            facts: Some(&f),
+            kind: Some(UNAWARE_READER),
+            ..Context::default()
+        };
+        let mut obs = refused("bitmap granularity not supported");
+        obs.bitmaps_unaware = true;
+        let o = judge_in(&e, &obs, &unaware);
+        assert_eq!(o.kind, OutcomeKind::Strict, "{rule}: {o:?}");
+        assert_eq!(o.cause.obligation, "open.conforming", "{o:?}");
+        assert!(o.detail[0].contains("excuse nothing"), "{o:?}");
+        let aware = Context {
+            kind: Some(Kind {
+                bitmaps_aware: true,
+                ..UNAWARE_READER
+            }),
+            ..unaware
+        };
+        obs.bitmaps_unaware = false;
+        let o = judge_in(&e, &obs, &aware);
+        assert_eq!(o.kind, OutcomeKind::Pass, "{rule}: {o:?}");
+    }
+}
+
+/// Opening an image with an incompatible bit the reader does not support
+/// is lenient and names `open.unknown-incompatible`, whatever the verdict
+/// (the qcow crate on extended L2; a reader on a reserved bit).
+#[test]
+fn opening_an_unsupported_incompatible_bit_is_lenient() {
+    let f = facts(1 << 4, false);
+    let cx = Context {
+        facts: Some(&f),
+        supported_incompatible: Some(0b1001),
+        kind: Some(UNAWARE_READER),
+        ..Context::default()
+    };
+    let mut e = valid_one();
+    e.bitmaps = None;
+    let o = judge_in(&e, &unaware_opened(), &cx);
+    assert_eq!(o.kind, OutcomeKind::Lenient, "{o:?}");
+    assert_eq!(o.cause.check, Check::OpenedUnsupported);
+    assert_eq!(o.cause.obligation, "open.unknown-incompatible");
+    assert_eq!(o.cause.features, ["incompatible:extended_l2"]);
+    // A reserved bit, support unknown (an exec `read` program), invalid.
+    let reserved = facts(1 << 20, false);
+    let cx = Context {
+        facts: Some(&reserved),
+        kind: Some(UNAWARE_READER),
+        ..Context::default()
+    };
+    let inv = Expected {
+        verdict: spec_model::Verdict::Invalid,
+        rules: vec!["header.incompatible-bits".into()],
+        bitmaps_extension: spec_model::ExtensionState::Absent,
+        bitmaps: None,
+    };
+    let o = judge_in(&inv, &unaware_opened(), &cx);
+    assert_eq!(o.kind, OutcomeKind::Lenient, "{o:?}");
+    assert_eq!(o.cause.obligation, "open.unknown-incompatible");
+    // A reader that never writes understands the dirty and corrupt bits.
+    let dirty = facts(0b11, false);
+    let cx = Context {
+        facts: Some(&dirty),
+        supported_incompatible: Some(0),
+        kind: Some(UNAWARE_READER),
+        ..Context::default()
+    };
+    assert_eq!(judge_in(&e, &unaware_opened(), &cx).kind, OutcomeKind::Pass);
+}
+
+fn luks() -> ImageFacts {
+    ImageFacts {
+        crypt_method: 2,
+        size: 1 << 20,
+        ..facts(0, false)
+    }
+}
+
+/// An encrypted image without the key: a clean refusal meets
+/// `crypt.refuse-without-key` (the qcow2 crate), returning the payload
+/// breaks it (libqcow hands out ciphertext).
+#[test]
+fn encrypted_images_without_the_key() {
+    let f = luks();
+    let keyless = Context {
+        facts: Some(&f),
+        kind: Some(Kind {
+            holds_key: Some(false),
+            ..UNAWARE_READER
+        }),
+        ..Context::default()
+    };
+    let mut e = valid_one();
+    e.bitmaps = None;
+    e.bitmaps_extension = spec_model::ExtensionState::Absent;
+    let mut obs = refused("encryption not supported");
+    obs.bitmaps_unaware = true;
+    let o = judge_in(&e, &obs, &keyless);
+    assert_eq!(o.kind, OutcomeKind::Pass, "{o:?}");
+    assert_eq!(o.cause.obligation, "crypt.refuse-without-key");
+    let mut read = unaware_opened();
+    read.guest.as_mut().unwrap().ranges_compared = 0;
+    let o = judge_in(&e, &read, &keyless);
+    assert_eq!(o.kind, OutcomeKind::Lenient, "{o:?}");
+    assert_eq!(o.cause.check, Check::Encrypted);
+    assert_eq!(o.cause.obligation, "crypt.refuse-without-key");
+    // With the key the refusal is an ordinary refusal of a valid image.
+    let with_key = Context {
+        kind: Some(Kind {
+            holds_key: Some(true),
+            ..UNAWARE_READER
+        }),
+        ..keyless
+    };
+    assert_eq!(judge_in(&e, &obs, &with_key).kind, OutcomeKind::Strict);
+}
+
+/// A disk presented with another size than the header's is a mismatch of
+/// `guest.virtual-size`, read-only: QEMU's `qemu-img info` size and a
+/// crate's reported size are judged by the same obligation.
+#[test]
+fn virtual_size_is_one_obligation_for_everyone() {
+    let f = ImageFacts {
+        size: 720,
+        ..facts(0, false)
+    };
+    let cx = Context {
+        facts: Some(&f),
+        ..Context::default()
+    };
+    let mut e = valid_one();
+    e.bitmaps = None;
+    e.bitmaps_extension = spec_model::ExtensionState::Absent;
+    let mut qemu = Observation::default();
+    qemu.opened = true;
+    qemu.virtual_size = Some(512);
+    let o = judge_in(&e, &qemu, &cx);
+    assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
+    assert_eq!(o.cause.check, Check::VirtualSize);
+    assert_eq!(o.cause.obligation, "guest.virtual-size");
+    assert!(o.detail[0].contains("the last 208 bytes"), "{o:?}");
+    let mut crate_obs = unaware_opened();
+    let g = crate_obs.guest.as_mut().unwrap();
+    g.size_header = Some(720);
+    g.size_reported = Some(512);
+    let o = judge_in(&e, &crate_obs, &cx);
+    assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
+    assert_eq!(o.cause.check, Check::VirtualSize);
+    assert_eq!(o.cause.obligation, "guest.virtual-size");
+    // The same size: a pass.
+    let mut same = qemu.clone();
+    same.virtual_size = Some(720);
+    assert_eq!(judge_in(&e, &same, &cx).kind, OutcomeKind::Pass);
+}
+
+/// A bitmap listed under its name cut at the NUL byte is the same
+/// mismatch whether the image is otherwise silent-about (`unspecified`:
+/// a NUL in a name) or also breaks an unrelated rule (`invalid`).
+#[test]
+fn a_name_cut_at_nul_is_one_outcome_whatever_the_verdict() {
+    let model = vec![ModelBitmap {
+        name: "b0-14\0 2".to_owned(),
+        usable: true,
+        why_unusable: None,
+    }];
+    let cx = Context {
+        model: Some(&model),
+        ..Context::default()
+    };
+    let mut obs = seen("aa");
+    obs.bitmaps[0].name = "b0-14".into();
+    let silent = Expected {
+        verdict: spec_model::Verdict::Unspecified,
+        rules: vec!["bitmaps.dir.name-bytes".into()],
+        bitmaps_extension: spec_model::ExtensionState::Consistent,
+        bitmaps: None,
+    };
+    let invalid = Expected {
+        verdict: spec_model::Verdict::Invalid,
+        rules: vec![
+            "bitmaps.dir.name-bytes".into(),
+            "refcount.unallocated".into(),
+        ],
+        ..silent.clone()
+    };
+    let a = judge_in(&silent, &obs, &cx);
+    let b = judge_in(&invalid, &obs, &cx);
+    assert_eq!(a.kind, OutcomeKind::Mismatch, "{a:?}");
+    assert_eq!(a.key(), b.key(), "{a:?} {b:?}");
+    assert_eq!(a.cause.obligation, "bitmaps.list-as-stored");
+    // Without a cut name the silent image is recorded, its cause naming the
+    // rule the spec is silent on.
+    obs.bitmaps[0].name = "b0-14\0 2".into();
+    let r = judge_in(&silent, &obs, &cx);
+    assert_eq!(r.kind, OutcomeKind::Recorded, "{r:?}");
+    assert_eq!(r.cause.features, ["unspecified:bitmaps.dir.name-bytes"]);
+}
+
+/// Refcount 0 on a bitmap's directory, table or data cluster: the bitmap
+/// is unusable in all three, so using it is lenient in all three, with
+/// the spec's sentence.
+#[test]
+fn refcount_zero_under_a_bitmap_is_graded_alike() {
+    let e = Expected {
+        verdict: spec_model::Verdict::Invalid,
+        rules: vec!["refcount.unallocated".into()],
+        bitmaps_extension: spec_model::ExtensionState::Consistent,
+        bitmaps: None,
+    };
+    for why in [
+        "refcount.unallocated",
+        "bitmaps.table.bounds",
+        "bitmaps.data.bounds",
+    ] {
+        let model = vec![ModelBitmap {
+            name: "b".to_owned(),
+            usable: false,
+            why_unusable: Some(why.to_owned()),
+        }];
+        let cx = Context {
+            model: Some(&model),
+            ..Context::default()
+        };
+        let o = judge_in(&e, &seen("aa"), &cx);
+        assert_eq!(o.kind, OutcomeKind::Lenient, "{why}: {o:?}");
+        assert_eq!(o.cause.obligation, "bitmaps.never-use-invalid");
+        assert!(
+            o.detail[0].contains("a refcount of 0 means the cluster is free"),
+            "{o:?}"
+        );
+    }
+}
+
+/// A problem of the write check names the obligation it breaks.
+#[test]
+fn write_problems_name_their_obligation() {
+    for (problem, obligation) in [
+        (
+            "autoclear bit(s) 2 still set after the write: ...",
+            "write.clear-unknown-autoclear",
+        ),
+        (
+            "bitmap \"b\": dirty ranges [] after the write, expected [1..2]",
+            "bitmaps.mark-written",
+        ),
+        (
+            "the image no longer conforms after the write: refcount.overlap",
+            "write.leaves-valid",
+        ),
+    ] {
+        let mut o = unaware_opened();
+        o.write = Some(WriteCheck {
+            written: true,
+            found: CheckFindings {
+                problems: vec![problem.to_owned()],
+                ..CheckFindings::default()
+            },
+            ..WriteCheck::default()
+        });
+        let out = judge(&valid_one(), &o);
+        assert_eq!(out.kind, OutcomeKind::Corrupting, "{out:?}");
+        assert_eq!(out.cause.obligation, obligation, "{out:?}");
+    }
+}
+
+/// Every obligation binding the kind is listed; one the case cannot
+/// observe is "not exercised" with why, never a pass.
+#[test]
+fn obligations_not_exercised_are_listed_as_such() {
+    let f = facts(0, false);
+    let cx = Context {
+        facts: Some(&f),
+        kind: Some(Kind {
+            writer: true,
+            ..UNAWARE_READER
+        }),
+        ..Context::default()
+    };
+    let o = judge_in(&valid_one(), &unaware_opened(), &cx);
+    let ids: Vec<&str> = o.obligations.iter().map(|s| s.id).collect();
+    assert!(ids.contains(&"write.clear-unknown-autoclear"), "{ids:?}");
+    assert!(!ids.contains(&"bitmaps.never-use-in-use"), "{ids:?}");
+    let keep = o
+        .obligations
+        .iter()
+        .find(|s| s.id == "keep.unknown-as-is")
+        .unwrap();
+    assert!(!keep.exercised && !keep.why_not.is_empty(), "{keep:?}");
+    let read = o
+        .obligations
+        .iter()
+        .find(|s| s.id == "guest.read-as-mapped")
+        .unwrap();
+    assert!(read.exercised, "{read:?}");
+    let json = serde_json::to_value(&o).unwrap();
+    assert!(json["obligations"].as_array().unwrap().len() == ids.len());
 }

@@ -107,6 +107,13 @@ fn pinned_matrix_of_every_implementation() {
                 .iter()
                 .map(|c| (c.id.clone(), c.results[i].outcome.kind.as_str().to_string()))
                 .collect(),
+            broken: report
+                .cases
+                .iter()
+                .filter(|c| c.results[i].outcome.kind.as_str() != "pass")
+                .filter(|c| !c.results[i].outcome.cause.obligation.is_empty())
+                .map(|c| (c.id.clone(), c.results[i].outcome.cause.obligation.clone()))
+                .collect(),
         };
         let name = conform::matrix::PinnedMatrix::snapshot_name(spec, &version);
         let known = snapshots_dir().join(format!("{name}.snap")).exists();

@@ -33,6 +33,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             print_rules(json)?;
             Ok(0)
         }
+        Command::Obligations { json } => {
+            print_obligations(json)?;
+            Ok(0)
+        }
         Command::Completions { shell } => completions::completions(shell),
         Command::Man { out } => completions::man(out.as_deref()),
         Command::AdapterProbe {
@@ -151,6 +155,29 @@ fn print_rules(json: bool) -> Result<()> {
             r.severities.join("/"),
             r.section,
             r.condition
+        );
+    }
+    Ok(())
+}
+
+fn print_obligations(json: bool) -> Result<()> {
+    let cat = spec_model::obligations::catalogue();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&cat)?);
+        return Ok(());
+    }
+    for o in cat {
+        let stricter = if o.stricter.is_some() {
+            " [stricter than the spec]"
+        } else {
+            ""
+        };
+        println!(
+            "{:<44} {:<42} {:<28} {}{stricter}",
+            o.id,
+            o.binds.describe(),
+            o.section,
+            o.sentence
         );
     }
     Ok(())

@@ -28,6 +28,12 @@ pub struct Capabilities {
     /// then reads the refusal's message).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incompatible_features_supported: Option<u64>,
+    /// It is given the passphrase of an encrypted case (`case_env`): QEMU
+    /// turns it into a secret object, an exec program gets it in its
+    /// environment. An implementation that is not holds no key: the judge
+    /// holds it to `crypt.refuse-without-key` on encrypted images.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub uses_secret: bool,
 }
 
 /// What an implementation is, as exactly as it can be told: for reports

@@ -55,6 +55,13 @@ pub enum Check {
     GuestData,
     /// Guest data could not be read.
     GuestRead,
+    /// It opened an image with an incompatible feature bit it does not
+    /// support.
+    OpenedUnsupported,
+    /// It returned an encrypted image's payload without its key.
+    Encrypted,
+    /// It presents a virtual disk of another size than the header's.
+    VirtualSize,
     /// The runner could not set the case up (outcome `error`).
     SetUp,
     /// Nothing wrong: what it did is allowed.
@@ -72,7 +79,11 @@ impl Check {
     pub fn names_image_features(self) -> bool {
         matches!(
             self,
-            Check::Open | Check::UnsupportedFeature | Check::BitmapRefused | Check::Silent
+            Check::Open
+                | Check::UnsupportedFeature
+                | Check::BitmapRefused
+                | Check::Silent
+                | Check::OpenedUnsupported
         )
     }
 
@@ -98,6 +109,9 @@ impl Check {
             Check::UsedUnusable => "used-unusable",
             Check::GuestData => "guest-data",
             Check::GuestRead => "guest-read",
+            Check::OpenedUnsupported => "opened-unsupported",
+            Check::Encrypted => "encrypted",
+            Check::VirtualSize => "virtual-size",
             Check::SetUp => "set-up",
             Check::Allowed => "allowed",
         }
@@ -114,6 +128,11 @@ pub struct Cause {
     pub message: String,
     /// The image features involved ([`ImageFacts::features`]), sorted.
     pub features: Vec<String>,
+    /// The obligation ([`spec_model::Obligation`] ID) the outcome rests on:
+    /// the one broken, for a non-pass outcome; empty when none applies (a
+    /// crash, a hang, an image the spec is silent about).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub obligation: String,
 }
 
 impl Cause {
@@ -122,7 +141,14 @@ impl Cause {
             check,
             message: message.map(normalise).unwrap_or_default(),
             features: Vec::new(),
+            obligation: String::new(),
         }
+    }
+
+    /// Names the obligation the outcome rests on.
+    pub fn with_obligation(mut self, o: Option<spec_model::Obligation>) -> Cause {
+        self.obligation = o.map(|o| o.id().to_owned()).unwrap_or_default();
+        self
     }
 
     /// Sets the image features involved.
@@ -132,18 +158,24 @@ impl Cause {
     }
 
     /// The readable signature after `outcome`:
-    /// `outcome | check | features | message`.
+    /// `outcome | check | features | message`, then `| obligation` when
+    /// one is named.
     pub fn signature(&self, outcome: &str) -> String {
         let features = if self.features.is_empty() {
             "-".to_owned()
         } else {
             self.features.join("+")
         };
-        format!(
+        let mut s = format!(
             "{outcome} | {} | {features} | {}",
             self.check.as_str(),
             self.message
-        )
+        );
+        if !self.obligation.is_empty() {
+            s.push_str(" | ");
+            s.push_str(&self.obligation);
+        }
+        s
     }
 
     /// The signature as a file name: outcome, check, features and the
@@ -274,6 +306,9 @@ pub fn describe_incompatible(bits: u64) -> String {
         .join(", ")
 }
 
+/// QEMU's cap on one bitmap's data in memory (512 MiB).
+pub const QEMU_BITMAP_CAP: u64 = 512 << 20;
+
 /// What the header and the bitmap directory say about an image, as far as
 /// causes name them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -281,8 +316,19 @@ pub struct ImageFacts {
     pub version: u32,
     pub incompatible: u64,
     pub header_length: u32,
-    /// Some bitmap has `extra_data_compatible` (flag bit 2) set.
+    /// Some bitmap has extra data and `extra_data_compatible` (flag bit
+    /// 2) set: a reader may use it and ignore the extra data.
     pub extra_data_compatible: bool,
+    /// Some bitmap's data (one bit per granule of the disk) is larger than
+    /// 512 MiB: QEMU keeps each bitmap in memory and refuses those
+    /// (`bitmap-over-512MiB`, a cause feature of refusals).
+    pub bitmap_over_512mib: bool,
+    /// The header's `autoclear_features` (0 for version 2).
+    pub autoclear: u64,
+    /// The header's `crypt_method` (0: the payload is not encrypted).
+    pub crypt_method: u32,
+    /// The header's virtual disk size.
+    pub size: u64,
 }
 
 /// A bitmap as the reference model sees it: its name, whether it may be
@@ -313,37 +359,84 @@ impl ImageFacts {
             version: header.map_or(0, |h| h.version),
             incompatible: header.map_or(0, |h| h.incompatible_features),
             header_length: header.map_or(0, |h| h.header_length),
-            extra_data_compatible: report.bitmaps.iter().any(|b| b.flags.extra_data_compatible),
+            extra_data_compatible: model
+                .analysis()
+                .entries
+                .iter()
+                .any(|e| e.extra_data_compatible() && e.extra_data_size > 0),
+            bitmap_over_512mib: header.is_some_and(|h| {
+                model.analysis().entries.iter().any(|e| {
+                    let g = e.geometry(h.size, h.cluster_bits);
+                    g.nbits().div_ceil(8) > QEMU_BITMAP_CAP
+                })
+            }),
+            autoclear: header.map_or(0, |h| h.autoclear_features),
+            crypt_method: header.map_or(0, |h| h.crypt_method),
+            size: header.map_or(0, |h| h.size),
         };
+        let free_directory = directory_unallocated(&model);
         let bitmaps = report
             .bitmaps
             .iter()
-            .map(|b| ModelBitmap {
-                name: b.name.clone(),
-                usable: b.usable,
-                why_unusable: (!b.usable).then(|| why_unusable(report, &facts, b)),
+            .map(|b| {
+                let usable = b.usable && !free_directory;
+                let why = if b.usable && free_directory {
+                    Some("refcount.unallocated".to_owned())
+                } else {
+                    (!b.usable).then(|| why_unusable(report, &facts, b))
+                };
+                ModelBitmap {
+                    name: b.name.clone(),
+                    usable,
+                    why_unusable: why,
+                }
             })
             .collect();
         Some((facts, bitmaps))
     }
 
     /// The features a cause names, sorted: every incompatible bit set
-    /// (`incompatible:NAME`) and `extra_data_compatible`. Not the header
-    /// length nor the version: an implementation that refuses either names
-    /// it in its message, and elsewhere they split one behaviour into
-    /// several buckets (a version 2 image's bitmaps are unusable for their
-    /// own reason, `unusable:v2-image`).
+    /// (`incompatible:NAME`) and `bitmap-over-512MiB`. Not the
+    /// `extra_data_compatible` flag (an implementation that refuses extra
+    /// data refuses it with or without the flag, in one message: one
+    /// check, one bucket), the header length nor the version (an
+    /// implementation that refuses either names it in its message, and
+    /// elsewhere they split one behaviour into several buckets; a version
+    /// 2 image's bitmaps are unusable for their own reason,
+    /// `unusable:v2-image`).
     pub fn features(&self) -> Vec<String> {
         let mut f: Vec<String> = (0..64)
             .filter(|b| self.incompatible & (1 << b) != 0)
             .map(|b| format!("incompatible:{}", incompatible_name(b)))
             .collect();
-        if self.extra_data_compatible {
-            f.push("extra_data_compatible".to_owned());
+        if self.bitmap_over_512mib {
+            f.push("bitmap-over-512MiB".to_owned());
         }
         f.sort();
         f
     }
+}
+
+/// Whether a cluster of the bitmap directory has refcount 0 (a
+/// `refcount.unallocated` finding starts inside it). The model reports a
+/// bitmap table or data cluster with refcount 0 under the bitmaps rules
+/// (`bitmaps.table.bounds`, `bitmaps.data.bounds`), which make the bitmap
+/// unusable, and a directory cluster under the refcount rule: the judge
+/// treats the three alike (Host cluster management: a refcount of 0 means
+/// the cluster is free, so whatever it holds may be overwritten).
+fn directory_unallocated<R: std::io::Read + std::io::Seek>(model: &spec_model::Model<R>) -> bool {
+    let a = model.analysis();
+    let (Some(h), Some(ext)) = (a.header.as_ref(), a.bitmaps_ext.as_ref()) else {
+        return false;
+    };
+    let cs = h.cluster_size().max(1);
+    let start = ext.bitmap_directory_offset & !(cs - 1);
+    let end = ext
+        .bitmap_directory_offset
+        .saturating_add(ext.bitmap_directory_size);
+    a.report.findings.iter().any(|f| {
+        f.rule == spec_model::Rule::RefcountUnallocated && f.offset >= start && f.offset < end
+    })
 }
 
 /// The model's reason for not using bitmap `b` of `report`: the first that

@@ -480,11 +480,7 @@ mod tests {
                 .iter()
                 .map(|(i, k)| CaseResult {
                     implementation: (*i).into(),
-                    outcome: Outcome {
-                        kind: *k,
-                        detail: vec!["why <it> happened".into()],
-                        cause: Default::default(),
-                    },
+                    outcome: Outcome::new(*k, vec!["why <it> happened".into()], Default::default()),
                     observation: Observation {
                         commands: vec!["qemu-img info 'a b'".into()],
                         ..Observation::default()

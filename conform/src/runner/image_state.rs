@@ -41,6 +41,8 @@ pub struct ImageState {
     /// Header fields a rewrite may change, as (name, value): `version`,
     /// `cluster_bits`, `size`, `refcount_order`.
     pub header: Vec<(&'static str, u64)>,
+    /// The header's `autoclear_features` (0 for version 2 or no header).
+    pub autoclear: u64,
 }
 
 /// Why the model could not read an image.
@@ -143,6 +145,7 @@ pub fn read(path: &Path) -> Result<ImageState, ReadError> {
     let report = model.report().clone();
     let h = model.analysis().header.as_ref();
     let size = h.map(|h| h.size).unwrap_or(0);
+    let autoclear = h.map_or(0, |h| h.autoclear_features);
     let header = h
         .map(|h| {
             vec![
@@ -186,5 +189,6 @@ pub fn read(path: &Path) -> Result<ImageState, ReadError> {
         bitmaps,
         bits,
         header,
+        autoclear,
     })
 }

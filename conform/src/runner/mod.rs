@@ -42,7 +42,6 @@ pub mod html;
 pub mod image_layers;
 pub mod image_state;
 pub mod judge;
-pub mod judge_context;
 pub mod junit;
 pub mod observation;
 pub mod outcome;

@@ -103,6 +103,11 @@ pub struct Observation {
     /// ([`Observation::guest`]), refusals, crashes and writes.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub bitmaps_unaware: bool,
+    /// The virtual disk size the implementation presents (QEMU: `qemu-img
+    /// info`'s `virtual-size`), when it reports one outside
+    /// [`Observation::guest`]; judged by `guest.virtual-size`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_size: Option<u64>,
     /// Guest data the implementation read, compared with the model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest: Option<GuestCheck>,

@@ -4,6 +4,7 @@
 
 use super::cause::{Cause, Check};
 use serde::{Deserialize, Serialize};
+use spec_model::Obligation;
 
 /// One outcome of `DESIGN.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -77,6 +78,20 @@ impl std::fmt::Display for OutcomeKind {
     }
 }
 
+/// Whether an obligation that binds the implementation was exercised by
+/// the case, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObligationState {
+    /// The obligation's ID ([`Obligation::id`]).
+    pub id: &'static str,
+    /// The case let the run observe it (met or broken: the outcome and
+    /// its cause say which).
+    pub exercised: bool,
+    /// Why it was not exercised (empty when it was).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub why_not: String,
+}
+
 /// An outcome with every reason behind it and its cause.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outcome {
@@ -84,6 +99,11 @@ pub struct Outcome {
     pub detail: Vec<String>,
     /// What decided the outcome (added to the report after `detail`).
     pub cause: Cause,
+    /// Every obligation that binds the implementation's kind, exercised by
+    /// this case or not (never counted as met when not exercised); empty
+    /// when the judge did not know the implementation's kind.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub obligations: Vec<ObligationState>,
 }
 
 impl Outcome {
@@ -92,6 +112,7 @@ impl Outcome {
             kind,
             detail,
             cause,
+            obligations: Vec::new(),
         }
     }
 
@@ -116,6 +137,9 @@ pub struct Reason {
     /// Features of this reason alone, added to the image's when it is the
     /// cause (such as `unusable:in_use`).
     pub features: Vec<String>,
+    /// The obligation the reason bears on (met for a pass, broken
+    /// otherwise).
+    pub obligation: Option<Obligation>,
 }
 
 /// The reasons for one outcome kind, in the order found.
@@ -123,35 +147,45 @@ pub struct Reason {
 pub struct Bucket(pub Vec<Reason>);
 
 impl Bucket {
-    /// Adds a reason without a message of the implementation.
+    /// Adds a reason without a message of the implementation, bearing on
+    /// `check`'s usual obligation ([`usual_obligation`]).
     pub fn push(&mut self, check: Check, text: String) {
-        self.0.push(Reason {
-            check,
-            message: None,
-            text,
-            features: Vec::new(),
-        });
+        self.push_msg(check, None, text);
     }
 
     /// Adds a `used-unusable` reason naming why the model says the bitmap
     /// must not be used (`why`, a [`super::cause::ModelBitmap::why_unusable`]
-    /// token) as the feature `unusable:WHY`.
+    /// token) as the feature `unusable:WHY`; the obligation follows the
+    /// reason ([`unusable_obligation`]).
     pub fn push_unusable(&mut self, why: &str, text: String) {
         self.0.push(Reason {
             check: Check::UsedUnusable,
             message: None,
             text,
             features: vec![format!("unusable:{why}")],
+            obligation: Some(unusable_obligation(why)),
         });
     }
 
     /// Adds a reason that rests on the implementation's `message`.
     pub fn push_msg(&mut self, check: Check, message: Option<&str>, text: String) {
+        self.push_for(usual_obligation(check), check, message, text);
+    }
+
+    /// Adds a reason bearing on obligation `o`.
+    pub fn push_for(
+        &mut self,
+        o: Option<Obligation>,
+        check: Check,
+        message: Option<&str>,
+        text: String,
+    ) {
         self.0.push(Reason {
             check,
             message: message.map(str::to_owned),
             text,
             features: Vec::new(),
+            obligation: o,
         });
     }
 
@@ -200,7 +234,9 @@ impl Reasons {
                 features.extend(r.features.iter().cloned());
                 features.sort();
                 features.dedup();
-                Cause::new(r.check, r.message.as_deref()).with_features(&features)
+                Cause::new(r.check, r.message.as_deref())
+                    .with_features(&features)
+                    .with_obligation(r.obligation)
             }
             None => Cause::default(),
         };
@@ -222,5 +258,44 @@ impl Reasons {
             }
         }
         Outcome::new(kind, d, cause)
+    }
+}
+
+/// The obligation a reason from `check` usually bears on (a reason may
+/// name another with [`Bucket::push_for`]); `None` for checks no
+/// obligation covers (a crash, a hang, an image the spec is silent about).
+pub fn usual_obligation(check: Check) -> Option<Obligation> {
+    Some(match check {
+        Check::Timeout
+        | Check::Signal
+        | Check::Sanitizer
+        | Check::Protocol
+        | Check::Silent
+        | Check::SetUp
+        | Check::Allowed => return None,
+        Check::Write => Obligation::WriteLeavesValid,
+        Check::BitmapOps => Obligation::BitmapsOpsAsModelled,
+        Check::HeaderRewrite | Check::VirtualSize => Obligation::GuestVirtualSize,
+        Check::Open => Obligation::OpenConforming,
+        Check::UnsupportedFeature | Check::OpenedUnsupported => Obligation::OpenUnknownIncompatible,
+        Check::NameCut | Check::ExtraBitmap | Check::Granularity | Check::Flags => {
+            Obligation::BitmapsListAsStored
+        }
+        Check::MissingBitmap | Check::BitmapRefused => Obligation::BitmapsUseConforming,
+        Check::Contents => Obligation::BitmapsReadContents,
+        Check::UsedUnusable => Obligation::BitmapsNeverUseInvalid,
+        Check::GuestData | Check::GuestRead => Obligation::GuestReadAsMapped,
+        Check::Encrypted => Obligation::CryptRefuseWithoutKey,
+    })
+}
+
+/// The obligation a bitmap used although it must not be breaks, from the
+/// model's reason ([`super::cause::ModelBitmap::why_unusable`]).
+pub fn unusable_obligation(why: &str) -> Obligation {
+    match why {
+        "in_use" => Obligation::BitmapsNeverUseInUse,
+        "extra-data" => Obligation::BitmapsNeverUseIncompatibleExtraData,
+        "autoclear-clear" | "v2-image" => Obligation::BitmapsIgnoreInconsistent,
+        _ => Obligation::BitmapsNeverUseInvalid,
     }
 }

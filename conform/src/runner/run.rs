@@ -131,12 +131,12 @@ fn observe_in(
     };
     obs.commands
         .insert(0, format!("WORK=$(mktemp -d) && {setup}"));
-    // The checks that change a copy: only on valid images, and only while
-    // nothing has crashed or hung.
-    let may_change = |obs: &Observation| {
-        opts.writes && writes::eligible(&case.expected) && !obs.timed_out && obs.signal.is_none()
-    };
-    if adapter.capabilities().write_guest_data && may_change(&obs) {
+    // The checks that change a copy, only while nothing has crashed or
+    // hung: the write check on every image (`writes::eligible`), the
+    // bitmap operations on valid ones (`writes::ops_eligible`).
+    let may_change = |obs: &Observation| opts.writes && !obs.timed_out && obs.signal.is_none();
+    let writes_here = writes::eligible(&case.expected);
+    if adapter.capabilities().write_guest_data && writes_here && may_change(&obs) {
         if let Some(copy) = fresh_copy(case, image, work, "write.qcow2", "write check", &mut obs) {
             let _dir = case_env::in_dir(companion_dir(case, &copy));
             let w = writes::run(adapter, &copy, &opts.limits);
@@ -147,7 +147,7 @@ fn observe_in(
             obs.write = Some(w);
         }
     }
-    if adapter.checks_bitmap_ops() && may_change(&obs) {
+    if adapter.checks_bitmap_ops() && writes::ops_eligible(&case.expected) && may_change(&obs) {
         if case.secret.is_some() {
             obs.notes
                 .push("bitmap operations skipped: the image is encrypted".into());

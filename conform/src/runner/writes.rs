@@ -1,11 +1,24 @@
 //! The write check: an implementation writes guest data into a private
-//! copy, then the model judges the result. The image must still conform,
-//! and while the bitmaps extension stays consistent (autoclear bit 0 set)
-//! every `auto` bitmap must have gained exactly the written range, rounded
-//! out to its granularity, and every disabled one must be unchanged. A
-//! writer that does not maintain bitmaps must clear autoclear bit 0 first;
-//! one that leaves it set without setting the bits is caught by the same
-//! rule. Any problem makes the case `corrupting`.
+//! copy, then the model judges the result. It runs on every image an
+//! implementation can write, whatever the image's verdict or the state of
+//! its bitmaps extension ([`eligible`]), and checks three obligations
+//! (`spec_model::obligations`):
+//! - `write.clear-unknown-autoclear`: after a write, no auto-clear bit the
+//!   writer does not know is left set: bits 2-63 for every writer, bit 0
+//!   for one that does not read bitmaps (it cannot maintain them), bit 1
+//!   for one without external data file support ([`unknown_autoclear`]);
+//! - `write.leaves-valid`: an image that conformed (or about which the spec
+//!   is silent) must not break a rule after the write;
+//! - `bitmaps.mark-written`: while the bitmaps extension stays consistent
+//!   (autoclear bit 0 set) every `auto` bitmap must have gained exactly the
+//!   written range, rounded out to its granularity, and every disabled one
+//!   must be unchanged.
+//!
+//! Any problem makes the case `corrupting`; [`obligation_of`] says which
+//! obligation a problem breaks. On an image that was already invalid only
+//! the auto-clear bits are judged: the model's reading of the rest (and an
+//! adapter's read-back through it) has no authority there, so those
+//! findings are notes.
 //!
 //! Bitmaps are compared in bit space: granule indexes, each bitmap with
 //! its own granularity and its own number of bits, never byte ranges
@@ -32,14 +45,54 @@ use super::process::Limits;
 use super::text::{command_line, short, show_ranges};
 use generator::Expected;
 use spec_model::semantics::{granules, Bitmap};
-use spec_model::{ExtensionState, Verdict};
+use spec_model::{ExtensionState, Obligation, Verdict};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Whether a case takes the write check: a valid image whose bitmaps
-/// extension is consistent.
+/// Whether a case takes the write check: every case, whatever its verdict
+/// or extension state (an implementation that writes must honour the
+/// auto-clear bits of any image it writes; a set-up that fails is the
+/// runner's `error`, a model that cannot read the copy a note).
 pub fn eligible(expected: &Expected) -> bool {
+    let _ = expected;
+    true
+}
+
+/// Whether a case takes QEMU's bitmap-operations check: a valid image
+/// whose bitmaps extension is consistent.
+pub fn ops_eligible(expected: &Expected) -> bool {
     expected.verdict == Verdict::Valid && expected.bitmaps_extension == ExtensionState::Consistent
+}
+
+/// The auto-clear bits a writer does not know: bits 2-63 (reserved) for
+/// everyone, bit 0 (bitmaps extension) unless it reads bitmaps, bit 1
+/// (raw external data) unless it supports external data files
+/// (incompatible bit 2; unknown support counts as support).
+pub fn unknown_autoclear(caps: &super::adapter::Capabilities) -> u64 {
+    let mut bits = !0b11u64;
+    if !caps.read_metadata {
+        bits |= 1;
+    }
+    if caps
+        .incompatible_features_supported
+        .is_some_and(|s| s & (1 << 2) == 0)
+    {
+        bits |= 1 << 1;
+    }
+    bits
+}
+
+/// The obligation a problem of the write check breaks (every problem the
+/// check writes starts so that this can tell: `autoclear ...`,
+/// `bitmap ...`, anything else).
+pub fn obligation_of(problem: &str) -> Obligation {
+    if problem.starts_with("autoclear") {
+        Obligation::WriteClearUnknownAutoclear
+    } else if problem.starts_with("bitmap ") {
+        Obligation::BitmapsMarkWritten
+    } else {
+        Obligation::WriteLeavesValid
+    }
 }
 
 /// The range the runner writes into a disk of `size` bytes: about a third
@@ -59,6 +112,7 @@ type Contents = BTreeMap<String, (bool, u8, Vec<(u64, u64)>)>;
 
 struct Snapshot {
     size: u64,
+    autoclear: u64,
     header: Vec<(&'static str, u64)>,
     verdict: Verdict,
     extension: ExtensionState,
@@ -77,6 +131,7 @@ fn snapshot(path: &Path) -> Result<Snapshot, ReadError> {
     }
     Ok(Snapshot {
         size: state.size,
+        autoclear: state.autoclear,
         header: state.header,
         verdict: state.verdict,
         extension: state.extension,
@@ -180,6 +235,15 @@ fn judge_written(copy: &Path, timeout: std::time::Duration) -> Result<Snapshot, 
     }
 }
 
+/// The set bits of `bits`, as `0, 2`.
+fn show_bits(bits: u64) -> String {
+    (0..64)
+        .filter(|b| bits & (1 << b) != 0)
+        .map(|b: u32| b.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A file type in words.
 fn file_kind(t: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
@@ -224,7 +288,17 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
         commands,
         problems,
     } = adapter.write(copy, offset, len, limits);
-    w.found.problems.extend(problems);
+    let was_invalid = before.verdict == Verdict::Invalid;
+    if was_invalid {
+        // The model's read-back of an invalid image has no authority.
+        w.found.notes.extend(
+            problems
+                .into_iter()
+                .map(|p| format!("{p} (not judged: the image was invalid before the write)")),
+        );
+    } else {
+        w.found.problems.extend(problems);
+    }
     w.written = ok;
     w.error = error;
     w.found.commands = commands;
@@ -253,13 +327,36 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
             w.error.clone().unwrap_or_default()
         ));
     }
-    if after.verdict == Verdict::Invalid && before.verdict != Verdict::Invalid {
+    // The broken image first (its own bucket), then the auto-clear bits,
+    // then the bitmaps (symptoms of a bit 0 left set).
+    w.rewrites = rewritten(&before.header, &after.header);
+    if after.verdict == Verdict::Invalid && !was_invalid {
+        // A size the open rewrote is a cause of its own (bits of the old
+        // disk become tail bits of the new one), told apart in the message.
+        let size = w
+            .rewrites
+            .iter()
+            .find(|r| r.starts_with("size "))
+            .map(|r| format!(" (the header's {r}: the disk's size was rewritten)"))
+            .unwrap_or_default();
         w.found.problems.push(format!(
-            "the image no longer conforms after the write: {}",
+            "the image no longer conforms after the write: {}{size}",
             after.error_rules.join(", ")
         ));
     }
-    w.rewrites = rewritten(&before.header, &after.header);
+    let unknown = before.autoclear & unknown_autoclear(&adapter.capabilities());
+    let kept = after.autoclear & unknown;
+    if ok && kept != 0 {
+        w.found.problems.push(format!(
+            "autoclear bit(s) {} still set after the write: the writer does not know them, so it must clear them before it writes (autoclear_features {:#x} -> {:#x})",
+            show_bits(kept),
+            before.autoclear,
+            after.autoclear
+        ));
+    }
+    if was_invalid {
+        return w;
+    }
     match after.extension {
         // An invalid extension makes every bitmap unusable: the finding
         // above says it all.

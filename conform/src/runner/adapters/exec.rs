@@ -363,6 +363,7 @@ impl Adapter for ExecAdapter {
             read_bitmap_contents: !self.reads_guest,
             read_guest_data: self.reads_guest,
             write_guest_data: self.can_write,
+            uses_secret: true,
             ..Capabilities::default()
         }
     }

@@ -139,6 +139,7 @@ impl Adapter for QemuAdapter {
             write_guest_data: true,
             bitmap_operations: true,
             incompatible_features_supported: Some(INCOMPATIBLE_SUPPORTED),
+            uses_secret: true,
         }
     }
 
@@ -249,6 +250,7 @@ impl QemuAdapter {
 
         let Some(info) = info else { return };
         obs.opened = true;
+        obs.virtual_size = Some(info.virtual_size);
         obs.bitmaps = info
             .bitmaps()
             .iter()

@@ -205,6 +205,7 @@ impl Adapter for QemuLiveAdapter {
             write_guest_data: true,
             bitmap_operations: false,
             incompatible_features_supported: Some(super::qemu::INCOMPATIBLE_SUPPORTED),
+            uses_secret: true,
         }
     }
 

@@ -1,0 +1,64 @@
+//! Encrypted images (Data encryption: the payload must be decrypted on
+//! every read and encrypted on every write). An implementation that does
+//! not hold the key (it is not given the case's passphrase, or does not
+//! support the crypt method) is bound by `crypt.refuse-without-key`: a
+//! clean refusal meets it, and opening the image and reading the payload
+//! breaks it (what it reads is ciphertext, whatever it calls it). With the
+//! key, `crypt.decrypt-on-read` would need the model to decrypt, which it
+//! does not: not exercised.
+
+use super::context::Context;
+use crate::runner::cause::Check;
+use crate::runner::observation::Observation;
+use crate::runner::outcome::Reasons;
+use spec_model::Obligation;
+
+/// The header's `crypt_method` in words.
+fn method(m: u32) -> String {
+    match m {
+        1 => "AES".to_owned(),
+        2 => "LUKS".to_owned(),
+        n => format!("method {n}"),
+    }
+}
+
+/// Judges an encrypted image for an implementation without its key;
+/// `true` when that decides the case (the verdict's own judgement does
+/// not apply: nothing it could read is guest data).
+pub fn keyless(cx: &Context, obs: &Observation, r: &mut Reasons) -> bool {
+    if !cx.keyless_encrypted() {
+        return false;
+    }
+    let m = method(cx.facts.map_or(0, |f| f.crypt_method));
+    let o = Some(Obligation::CryptRefuseWithoutKey);
+    if !obs.opened {
+        let err = obs.error.as_deref().unwrap_or("no message");
+        r.pass.push_for(
+            o,
+            Check::Open,
+            Some(err),
+            format!("refused the {m}-encrypted image it holds no key for (Data encryption: the payload is only ever returned decrypted): {err}"),
+        );
+        return true;
+    }
+    let read = obs
+        .guest
+        .as_ref()
+        .is_some_and(|g| g.ranges > g.read_error_count);
+    if read {
+        r.lenient.push_for(
+            o,
+            Check::Encrypted,
+            None,
+            format!("opened the {m}-encrypted image without its key and returned its payload as guest data: what it read is ciphertext (Data encryption: the payload must be decrypted on every read)"),
+        );
+    } else {
+        r.pass.push_for(
+            o,
+            Check::Allowed,
+            None,
+            format!("opened the {m}-encrypted image without its key but read no payload"),
+        );
+    }
+    true
+}
