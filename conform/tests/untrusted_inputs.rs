@@ -50,7 +50,18 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// A generated two-case corpus (small valid images) in `dir`.
 fn small_corpus(dir: &Path) -> PathBuf {
-    cli::generate(dir, &["--valid", "--seed", "2", "--count", "2", "--profile", "small"]);
+    cli::generate(
+        dir,
+        &[
+            "--valid",
+            "--seed",
+            "2",
+            "--count",
+            "2",
+            "--profile",
+            "small",
+        ],
+    );
     dir.to_owned()
 }
 
@@ -215,7 +226,15 @@ fn a_symlinked_images_directory_is_refused_or_its_changes_are_seen() {
         CAPS,
         &format!("printf x >> '{}'; echo '{REPLY}'", c.join(&file).display()),
     );
-    let o = conform(&[&"run", &"--corpus", &c, &"--impl", &writer, &"--json", &json]);
+    let o = conform(&[
+        &"run",
+        &"--corpus",
+        &c,
+        &"--impl",
+        &writer,
+        &"--json",
+        &json,
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("leads out of the corpus"), "{}", text(&o));
     assert!(!json.exists(), "no report of a refused corpus");
@@ -228,7 +247,15 @@ fn a_symlinked_images_directory_is_refused_or_its_changes_are_seen() {
     std::os::unix::fs::symlink("store", c.join("images")).unwrap();
     let before = conform::runner::corpus::hash_tree(&c).unwrap();
     let bytes_before = cli::tree_hashes(&c.join("store"));
-    let o = conform(&[&"run", &"--corpus", &c, &"--impl", &writer, &"--json", &json]);
+    let o = conform(&[
+        &"run",
+        &"--corpus",
+        &c,
+        &"--impl",
+        &writer,
+        &"--json",
+        &json,
+    ]);
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let changed = bytes_before != cli::tree_hashes(&c.join("store"));
     assert_eq!(report["corpus_unchanged"], !changed, "{}", text(&o));
@@ -248,7 +275,8 @@ fn a_symlinked_images_directory_is_refused_or_its_changes_are_seen() {
     let diff = conform::runner::corpus::differences(&before, &after);
     assert!(diff.contains(&"images changed".to_owned()), "{diff:?}");
     assert!(
-        diff.iter().any(|d| d.starts_with("store/") && d.ends_with("changed")),
+        diff.iter()
+            .any(|d| d.starts_with("store/") && d.ends_with("changed")),
         "{diff:?}"
     );
 }
@@ -281,12 +309,20 @@ fn sums_paths_leading_out_and_fifo_images_are_refused_at_once() {
     let started = std::time::Instant::now();
     let o = conform(&[&"corpus", &"verify", &c]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("is a FIFO, not a regular file"), "{}", text(&o));
+    assert!(
+        text(&o).contains("is a FIFO, not a regular file"),
+        "{}",
+        text(&o)
+    );
     let json = d.path().join("r.json");
     let impl_ = adapter(d.path(), "a", CAPS, &format!("echo '{REPLY}'"));
     let o = conform(&[&"run", &"--corpus", &c, &"--impl", &impl_, &"--json", &json]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("is a FIFO, not a regular file"), "{}", text(&o));
+    assert!(
+        text(&o).contains("is a FIFO, not a regular file"),
+        "{}",
+        text(&o)
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
@@ -322,10 +358,7 @@ fn case_files_outside_the_corpus_are_refused() {
 fn a_15_mib_answer_of_dirty_ranges_keeps_the_report_small() {
     let d = tempfile::tempdir().unwrap();
     let c = small_corpus(&d.path().join("c"));
-    one_case(
-        &c,
-        manifest(&c)["cases"][0]["file"].as_str().unwrap(),
-    );
+    one_case(&c, manifest(&c)["cases"][0]["file"].as_str().unwrap());
     let n = 850_000u64;
     let mut answer = String::from(
         r#"{"protocol":1,"opened":true,"error":null,"bitmaps":[{"name":"b","granularity_bits":9,"flags":{"in_use":false,"auto":true},"usable":true,"dirty_ranges":["#,
@@ -337,7 +370,11 @@ fn a_15_mib_answer_of_dirty_ranges_keeps_the_report_small() {
         answer.push_str(&format!("[{},{}]", 2 * i, 2 * i + 1));
     }
     answer.push_str("]}]}\n");
-    assert!(answer.len() > 14 << 20 && answer.len() < 16 << 20, "{}", answer.len());
+    assert!(
+        answer.len() > 14 << 20 && answer.len() < 16 << 20,
+        "{}",
+        answer.len()
+    );
     let answer_path = d.path().join("answer.json");
     std::fs::write(&answer_path, &answer).unwrap();
     let impl_ = adapter(
@@ -348,7 +385,15 @@ fn a_15_mib_answer_of_dirty_ranges_keeps_the_report_small() {
     );
     let json = d.path().join("r.json");
     let o = conform(&[
-        &"run", &"--corpus", &c, &"--impl", &impl_, &"--json", &json, &"--fail-on", &"none",
+        &"run",
+        &"--corpus",
+        &c,
+        &"--impl",
+        &impl_,
+        &"--json",
+        &json,
+        &"--fail-on",
+        &"none",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let size = std::fs::metadata(&json).unwrap().len();
@@ -393,9 +438,8 @@ fn hostile_names_ids_and_errors_leave_junit_well_formed_and_terminals_untouched(
     m["cases"][0]["id"] = Value::String(format!("valid/{HOSTILE}"));
     std::fs::write(c.join("manifest.json"), m.to_string()).unwrap();
     let h = json_ascii(HOSTILE);
-    let caps = format!(
-        r#"{{"protocol":1,"capabilities":["observe"],"name":"{h}","version":"1{h}"}}"#
-    );
+    let caps =
+        format!(r#"{{"protocol":1,"capabilities":["observe"],"name":"{h}","version":"1{h}"}}"#);
     let reply = format!(
         r#"{{"protocol":1,"opened":false,"error":"refused {h}","bitmaps":[{{"name":"{h}","granularity_bits":16,"usable":false}}]}}"#
     );
@@ -411,11 +455,23 @@ fn hostile_names_ids_and_errors_leave_junit_well_formed_and_terminals_untouched(
         d.path().join("r.html"),
     );
     let o = conform(&[
-        &"run", &"--corpus", &c, &"--impl", &impl_, &"--json", &json, &"--junit", &junit,
-        &"--html", &html,
+        &"run",
+        &"--corpus",
+        &c,
+        &"--impl",
+        &impl_,
+        &"--json",
+        &json,
+        &"--junit",
+        &junit,
+        &"--html",
+        &html,
     ]);
     assert!(matches!(o.status.code(), Some(0) | Some(2)), "{}", text(&o));
-    assert_no_controls("run's output", &[o.stdout.clone(), o.stderr.clone()].concat());
+    assert_no_controls(
+        "run's output",
+        &[o.stdout.clone(), o.stderr.clone()].concat(),
+    );
     let xml = std::fs::read_to_string(&junit).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}:\n{xml}"));
     let names: Vec<&str> = doc
@@ -425,7 +481,9 @@ fn hostile_names_ids_and_errors_leave_junit_well_formed_and_terminals_untouched(
         .collect();
     assert_eq!(names.len(), 2);
     assert!(
-        names.iter().any(|n| n.contains("\\u{ffff}\\x1b]0;title\\x07")),
+        names
+            .iter()
+            .any(|n| n.contains("\\u{ffff}\\x1b]0;title\\x07")),
         "{names:?}"
     );
     assert_no_controls("JUnit", xml.as_bytes());
@@ -488,8 +546,16 @@ fn a_damaged_state_pair_stops_the_campaign_and_keeps_both_files() {
     std::fs::write(out.join("state.json"), bad).unwrap();
     std::fs::write(out.join("state.json.prev"), bad).unwrap();
     let o = conform(&[
-        &"campaign", &"--impl", &"qemu", &"--seed", &"1", &"--duration", &"5s", &"--read-only",
-        &"--out", &out,
+        &"campaign",
+        &"--impl",
+        &"qemu",
+        &"--seed",
+        &"1",
+        &"--duration",
+        &"5s",
+        &"--read-only",
+        &"--out",
+        &out,
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = text(&o);
@@ -532,7 +598,13 @@ fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_mem
     std::fs::remove_file(&m).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &m).unwrap();
     for args in [
-        vec![&"run" as &dyn AsRef<std::ffi::OsStr>, &"--corpus", &c, &"--impl", &impl_],
+        vec![
+            &"run" as &dyn AsRef<std::ffi::OsStr>,
+            &"--corpus",
+            &c,
+            &"--impl",
+            &impl_,
+        ],
         vec![&"corpus", &"verify", &c],
     ] {
         let o = limited(LIMIT, &args);
@@ -542,7 +614,13 @@ fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_mem
     std::fs::remove_file(&m).unwrap();
     std::fs::File::create(&m).unwrap().set_len(1 << 30).unwrap();
     for args in [
-        vec![&"run" as &dyn AsRef<std::ffi::OsStr>, &"--corpus", &c, &"--impl", &impl_],
+        vec![
+            &"run" as &dyn AsRef<std::ffi::OsStr>,
+            &"--corpus",
+            &c,
+            &"--impl",
+            &impl_,
+        ],
         vec![&"corpus", &"verify", &c],
     ] {
         let o = limited(LIMIT, &args);
@@ -553,18 +631,46 @@ fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_mem
 
     // A FIFO where a report or an expectations file belongs.
     for args in [
-        vec![&"report" as &dyn AsRef<std::ffi::OsStr>, &"diff", &fifo, &json],
+        vec![
+            &"report" as &dyn AsRef<std::ffi::OsStr>,
+            &"diff",
+            &fifo,
+            &json,
+        ],
         vec![&"report", &"diff", &json, &fifo],
-        vec![&"run", &"--corpus", &c, &"--impl", &impl_, &"--expect", &fifo],
-        vec![&"run", &"--corpus", &c, &"--impl", &impl_, &"--rerun", &fifo],
+        vec![
+            &"run",
+            &"--corpus",
+            &c,
+            &"--impl",
+            &impl_,
+            &"--expect",
+            &fifo,
+        ],
+        vec![
+            &"run",
+            &"--corpus",
+            &c,
+            &"--impl",
+            &impl_,
+            &"--rerun",
+            &fifo,
+        ],
     ] {
         let o = limited(LIMIT, &args);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains("is a FIFO, not a regular file"), "{}", text(&o));
+        assert!(
+            text(&o).contains("is a FIFO, not a regular file"),
+            "{}",
+            text(&o)
+        );
     }
     // A sparse report of 1 GB: over the cap, refused before reading.
     let big = d.path().join("big.json");
-    std::fs::File::create(&big).unwrap().set_len(1 << 30).unwrap();
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
     let o = limited(LIMIT, &[&"report", &"diff", &big, &json]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("over the limit"), "{}", text(&o));
@@ -578,7 +684,15 @@ fn generate_streams_ten_million_cases_under_a_memory_limit() {
         .arg(format!("--as={}", 1u64 << 30))
         .args(["timeout", "-s", "TERM", "10"])
         .arg(BIN)
-        .args(["generate", "--valid", "--profile", "small", "--count", "10000000", "--out"])
+        .args([
+            "generate",
+            "--valid",
+            "--profile",
+            "small",
+            "--count",
+            "10000000",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -587,5 +701,8 @@ fn generate_streams_ten_million_cases_under_a_memory_limit() {
     let images = std::fs::read_dir(out.join("images")).unwrap().count();
     assert!(images >= 8, "{images} images written in 10 s");
     let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap_or_default();
-    assert!(manifest.contains("\"cases\": ["), "the manifest is streamed");
+    assert!(
+        manifest.contains("\"cases\": ["),
+        "the manifest is streamed"
+    );
 }

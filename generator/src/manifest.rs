@@ -153,7 +153,11 @@ impl<W: std::io::Write> ManifestWriter<W> {
     /// Starts the manifest (format, `generated_by`) on `out`.
     pub fn new(mut out: W, generated_by: Option<&Generation>) -> std::io::Result<Self> {
         let json = |e: serde_json::Error| std::io::Error::other(e);
-        write!(out, "{{\n  \"format\": {}", serde_json::to_string(FORMAT).map_err(json)?)?;
+        write!(
+            out,
+            "{{\n  \"format\": {}",
+            serde_json::to_string(FORMAT).map_err(json)?
+        )?;
         if let Some(g) = generated_by {
             let g = serde_json::to_string_pretty(g).map_err(json)?;
             write!(out, ",\n  \"generated_by\": {}", indented(&g, 2))?;

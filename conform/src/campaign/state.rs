@@ -122,7 +122,9 @@ enum Found {
 fn read_state(path: &Path) -> Found {
     let bytes = match input::read_capped(path, input::STATE_CAP, "a campaign state") {
         Ok(b) => b,
-        Err(e) if e.open_error().map(std::io::Error::kind) == Some(std::io::ErrorKind::NotFound) => {
+        Err(e)
+            if e.open_error().map(std::io::Error::kind) == Some(std::io::ErrorKind::NotFound) =>
+        {
             return Found::Missing
         }
         Err(e) => return Found::Damaged(e.to_string()),

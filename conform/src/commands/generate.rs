@@ -72,7 +72,9 @@ fn plan(args: &GenerateArgs) -> Result<Vec<Kind>> {
 /// Case `i` of a run of `kind`.
 fn make(kind: &Kind, args: &GenerateArgs, cfg: &Config, i: u64) -> Result<Case> {
     match kind {
-        Kind::Valid => cases::valid(args.seed, i, cfg).with_context(|| format!("building valid case {i}")),
+        Kind::Valid => {
+            cases::valid(args.seed, i, cfg).with_context(|| format!("building valid case {i}"))
+        }
         Kind::Revision(rev) => cases::revision(*rev, args.seed, i, cfg)
             .with_context(|| format!("rendering {rev} case {i}")),
         Kind::Mutants { mutations, offset } => {

@@ -2,8 +2,8 @@
 //! ([`sparse_copy`]), and a fingerprint of every file so a run can prove
 //! it changed nothing.
 
-pub use generator::files::sparse_copy;
 use super::input::{self, InputError};
+pub use generator::files::sparse_copy;
 use generator::files::{sha256_reader, Hashing};
 use generator::manifest::ManifestError;
 use generator::{Manifest, ManifestCase};
@@ -155,7 +155,11 @@ pub fn hash_tree(dir: &Path) -> Result<BTreeMap<PathBuf, String>, CorpusError> {
         for e in list {
             let e = e?;
             let t = e.file_type()?;
-            let rel = e.path().strip_prefix(dir).unwrap_or(&e.path()).to_path_buf();
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap_or(&e.path())
+                .to_path_buf();
             if t.is_dir() {
                 stack.push(e.path());
             } else if t.is_file() {

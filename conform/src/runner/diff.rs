@@ -4,10 +4,10 @@
 //! change; implementation versions and the corpus digest are shown beside
 //! the changes.
 
+use super::input::{self, InputError};
 use super::outcome::OutcomeKind;
 use super::provenance::Provenance;
 use super::report::GateSummary;
-use super::input::{self, InputError};
 use super::sanitise::one_line;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -238,15 +238,21 @@ pub fn open_beneath(root: &Path, name: &Path) -> Result<File, InputError> {
         source: e.into(),
     })?;
     let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-    let flags = OFlags::CLOEXEC | OFlags::NOCTTY;
-    match openat2(&dir, name, flags | OFlags::PATH, Mode::empty(), how) {
+    // `openat2` refuses `O_PATH` with any flag but a few (`O_CLOEXEC` among them).
+    match openat2(
+        &dir,
+        name,
+        OFlags::CLOEXEC | OFlags::PATH,
+        Mode::empty(),
+        how,
+    ) {
         Ok(handle) => {
             // The type first, through a handle that reads nothing.
             regular(File::from(handle), &path)?;
             let fd = openat2(
                 &dir,
                 name,
-                flags | OFlags::RDONLY | OFlags::NONBLOCK,
+                OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::RDONLY | OFlags::NONBLOCK,
                 Mode::empty(),
                 how,
             )
@@ -294,7 +300,7 @@ mod tests {
         std::os::unix::fs::symlink(d.path(), root.join("dir")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &root.join("fifo"),
+            root.join("fifo"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o600),
             0,
@@ -305,8 +311,14 @@ mod tests {
         assert!(open("./in/a").is_ok());
         assert!(open("inner").is_ok(), "a link that stays inside");
         assert!(matches!(open("out"), Err(InputError::Escapes { .. })));
-        assert!(matches!(open("dir/secret"), Err(InputError::Escapes { .. })));
-        assert!(matches!(open("../secret"), Err(InputError::ParentDir { .. })));
+        assert!(matches!(
+            open("dir/secret"),
+            Err(InputError::Escapes { .. })
+        ));
+        assert!(matches!(
+            open("../secret"),
+            Err(InputError::ParentDir { .. })
+        ));
         let abs = d.path().join("secret");
         assert!(matches!(
             open_beneath(&root, &abs),
@@ -314,7 +326,10 @@ mod tests {
         ));
         assert!(matches!(open(""), Err(InputError::Absolute { .. })));
         assert_eq!(open("fifo").unwrap_err().irregular_kind(), Some("a FIFO"));
-        assert_eq!(open("in").unwrap_err().irregular_kind(), Some("a directory"));
+        assert_eq!(
+            open("in").unwrap_err().irregular_kind(),
+            Some("a directory")
+        );
     }
 
     #[test]

@@ -16,9 +16,9 @@ use super::gate::{Gate, Status};
 // One sanitiser for XML and HTML: characters XML forbids (U+FFFF, NUL
 // and the other C0 controls but tab and newline) and terminal control
 // sequences become visible escapes, so the file is always well-formed.
-use super::sanitise::markup as xml_escape;
 use super::outcome::OutcomeKind;
 use super::report::{CaseResult, CaseRun, RunReport};
+use super::sanitise::markup as xml_escape;
 use std::fmt::Write as _;
 
 /// Counts of one suite (or of all).

@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(clean("a\x1b[2Jb\rc"), "a\\x1b[2Jb\\x0dc");
         assert_eq!(clean("\u{9b}31m"), "\\x9b31m");
         assert_eq!(clean("x\u{202e}y"), "x\\u{202e}y");
-        assert_eq!(clean("\u{ffff}\u{fffe}\u{1fffe}"), "\\u{ffff}\\u{fffe}\\u{1fffe}");
+        assert_eq!(
+            clean("\u{ffff}\u{fffe}\u{1fffe}"),
+            "\\u{ffff}\\u{fffe}\\u{1fffe}"
+        );
         assert_eq!(clean("\0\x7f"), "\\x00\\x7f");
         assert_eq!(clean("é ü 日本"), "é ü 日本");
         assert_eq!(one_line("a\nb\tc"), "a\\nb\\tc");

@@ -150,7 +150,10 @@ fn cell_text(counts: &BTreeMap<OutcomeKind, usize>, single: bool, colour: bool) 
 fn headers(impls: &[String], width: usize) -> (Vec<String>, Vec<String>) {
     let need: usize = impls.iter().map(|n| n.chars().count() + 3).sum();
     if need + width / 3 <= width {
-        return (impls.iter().map(|n| one_line(n).into_owned()).collect(), Vec::new());
+        return (
+            impls.iter().map(|n| one_line(n).into_owned()).collect(),
+            Vec::new(),
+        );
     }
     let labels = (1..=impls.len()).map(|i| format!("[{i}]")).collect();
     let legend = impls
