@@ -716,3 +716,70 @@ fn generate_streams_ten_million_cases_under_a_memory_limit() {
         "the manifest is streamed"
     );
 }
+
+/// Bitmap names (and a case ID) that break XML and act on terminals, on
+/// a real image that QEMU opens: one bitmap `in_use` (QEMU refuses to use
+/// it and its error quotes the name), one usable.
+#[test]
+fn qemu_over_hostile_bitmap_names_leaves_junit_well_formed_and_terminals_untouched() {
+    use generator::contents::Contents;
+    use generator::{BitmapSpec, ImageSpec};
+    let d = tempfile::tempdir().unwrap();
+    let c = d.path().join("c");
+    std::fs::create_dir_all(c.join("images")).unwrap();
+    let name = "b\u{ffff}\u{1b}]0;t\u{7}\u{1b}[2J\u{9b}";
+    let mut spec = ImageSpec::empty(1 << 20);
+    let mut stale = BitmapSpec::new(name, 16, Contents::Ranges(vec![(0, 2)]));
+    stale.in_use = true;
+    spec.bitmaps = vec![
+        stale,
+        BitmapSpec::new(&format!("u{name}"), 16, Contents::Ranges(vec![(1, 3)])),
+    ];
+    let bytes = generator::build(&spec).unwrap().bytes;
+    std::fs::write(c.join("images/h.qcow2"), &bytes).unwrap();
+    let report = spec_model::check(std::io::Cursor::new(&bytes)).unwrap();
+    let m = generator::Manifest::new(vec![generator::ManifestCase {
+        id: format!("bitmaps.dir.in-use/{name}"),
+        file: "images/h.qcow2".into(),
+        expected: generator::Expected::from_report(&report),
+        description: format!("hostile names {name}"),
+        companions: Vec::new(),
+        secret: None,
+    }]);
+    std::fs::write(c.join("manifest.json"), m.to_json()).unwrap();
+    let (json, junit, html) = (
+        d.path().join("r.json"),
+        d.path().join("r.xml"),
+        d.path().join("r.html"),
+    );
+    let o = conform(&[
+        &"run",
+        &"--corpus",
+        &c,
+        &"--impl",
+        &"qemu",
+        &"--json",
+        &json,
+        &"--junit",
+        &junit,
+        &"--html",
+        &html,
+        &"--fail-on",
+        &"all",
+    ]);
+    assert!(matches!(o.status.code(), Some(0) | Some(2)), "{}", text(&o));
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let seen = report["cases"][0]["results"][0]["observation"]["bitmaps"].to_string();
+    assert!(
+        seen.contains("\\u001b]0;t"),
+        "QEMU listed the names: {seen}"
+    );
+    assert_no_controls(
+        "run's output",
+        &[o.stdout.clone(), o.stderr.clone()].concat(),
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}:\n{xml}"));
+    assert_no_controls("JUnit", xml.as_bytes());
+    assert_no_controls("HTML", &std::fs::read(&html).unwrap());
+}
