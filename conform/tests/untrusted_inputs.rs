@@ -89,6 +89,23 @@ fn adapter(dir: &Path, name: &str, caps: &str, observe: &str) -> String {
     format!("exec:sh {}", path.display())
 }
 
+/// `run` of `impl_` over the corpus `c` with its report in `json`, which
+/// must exit 0 (`--fail-on none`).
+fn run_ok(c: &Path, impl_: &str, json: &Path) {
+    let o = conform(&[
+        &"run",
+        &"--corpus",
+        &c,
+        &"--impl",
+        &impl_,
+        &"--json",
+        &json,
+        &"--fail-on",
+        &"none",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
 const CAPS: &str = r#"{"protocol":1,"capabilities":["observe"]}"#;
 const REPLY: &str = r#"{"protocol":1,"opened":true,"error":null,"bitmaps":[]}"#;
 
@@ -126,16 +143,6 @@ fn tarball(path: &Path, needle: &[u8]) -> (Vec<String>, bool) {
     (names, found)
 }
 
-fn tarballs(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().path())
-                .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() {
     let d = tempfile::tempdir().unwrap();
@@ -157,7 +164,7 @@ fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() 
     let out = d.path().join("out");
     let o = conform(&[&"corpus", &"pack", &c, &"--out", &out]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let (mut names, _) = tarball(&tarballs(&out)[0], b"TOP-SECRET");
+    let (mut names, _) = tarball(&cli::tarballs(&out)[0], b"TOP-SECRET");
     let mut listed: Vec<String> = sums
         .lines()
         .map(|l| l.split_once("  ").unwrap().1.to_owned())
@@ -184,7 +191,7 @@ fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() 
     let o = conform(&[&"corpus", &"pack", &c, &"--out", &out]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("refusing to pack"), "{}", text(&o));
-    assert!(tarballs(&out).is_empty(), "no tarball");
+    assert!(cli::tarballs(&out).is_empty(), "no tarball");
 
     // README.md a file again, but not in SHA256SUMS.
     std::fs::remove_file(c.join("README.md")).unwrap();
@@ -204,7 +211,7 @@ fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() 
     );
     let o = conform(&[&"corpus", &"pack", &c, &"--out", &out]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(tarballs(&out).is_empty(), "no tarball");
+    assert!(cli::tarballs(&out).is_empty(), "no tarball");
 }
 
 #[test]
@@ -384,18 +391,7 @@ fn a_15_mib_answer_of_dirty_ranges_keeps_the_report_small() {
         &format!("cat '{}'", answer_path.display()),
     );
     let json = d.path().join("r.json");
-    let o = conform(&[
-        &"run",
-        &"--corpus",
-        &c,
-        &"--impl",
-        &impl_,
-        &"--json",
-        &json,
-        &"--fail-on",
-        &"none",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    run_ok(&c, &impl_, &json);
     let size = std::fs::metadata(&json).unwrap().len();
     assert!(size < 1 << 20, "report.json is {size} bytes for one case");
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -587,18 +583,7 @@ fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_mem
     let c = small_corpus(&d.path().join("c"));
     let impl_ = adapter(d.path(), "a", CAPS, &format!("echo '{REPLY}'"));
     let json = d.path().join("r.json");
-    let o = conform(&[
-        &"run",
-        &"--corpus",
-        &c,
-        &"--impl",
-        &impl_,
-        &"--json",
-        &json,
-        &"--fail-on",
-        &"none",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    run_ok(&c, &impl_, &json);
     let fifo = d.path().join("fifo");
     mkfifo(&fifo);
 

@@ -54,6 +54,25 @@ pub enum CompanionError {
 }
 
 impl ManifestCase {
+    /// A case whose image is `images/FILE_NAME` beside the manifest, with
+    /// no companions and no secret (what `generate` and `corpus build`
+    /// make).
+    pub fn in_images(
+        id: String,
+        file_name: &str,
+        expected: Expected,
+        description: String,
+    ) -> ManifestCase {
+        ManifestCase {
+            id,
+            file: format!("images/{file_name}"),
+            expected,
+            description,
+            companions: Vec::new(),
+            secret: None,
+        }
+    }
+
     /// Each companion with its path relative to the image's directory
     /// (where a runner puts it beside its copy of the image), or why a
     /// companion path is refused: absolute, with a `..` component, or not

@@ -73,14 +73,12 @@ fn build(dir: &Path) -> Result<i32> {
             let case = corpus::make(id, source)?;
             write_sparse(&images.join(&case.file_name), &case.bytes)?;
             bar.inc(1);
-            Ok(ManifestCase {
-                id: case.id,
-                file: format!("images/{}", case.file_name),
-                expected: case.expected,
-                description: case.description,
-                companions: Vec::new(),
-                secret: None,
-            })
+            Ok(ManifestCase::in_images(
+                case.id,
+                &case.file_name,
+                case.expected,
+                case.description,
+            ))
         })
         .collect();
     bar.finish_and_clear();

@@ -156,14 +156,7 @@ fn make_and_write(kind: &Kind, args: &GenerateArgs, cfg: &Config, i: u64) -> Res
     write_sparse(&path, &case.bytes).with_context(|| format!("cannot write {}", path.display()))?;
     let sha256 = hex::encode(sha2::Sha256::digest(&case.bytes));
     Ok(Written {
-        entry: ManifestCase {
-            id: case.id,
-            file: format!("images/{}", case.file_name),
-            expected: case.expected,
-            description: case.description,
-            companions: Vec::new(),
-            secret: None,
-        },
+        entry: ManifestCase::in_images(case.id, &case.file_name, case.expected, case.description),
         sha256,
     })
 }
