@@ -587,41 +587,25 @@ fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_mem
     let fifo = d.path().join("fifo");
     mkfifo(&fifo);
 
-    // manifest.json a link to /dev/zero, then 1 GB of holes.
+    // manifest.json a link to /dev/zero, then 1 GB of holes: `run` and
+    // `corpus verify` refuse it with `why`.
+    let refused = |why: &str| {
+        let run: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"run", &"--corpus", &c, &"--impl", &impl_];
+        for args in [run, vec![&"corpus", &"verify", &c]] {
+            let o = limited(LIMIT, &args);
+            assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+            assert!(text(&o).contains(why), "{}", text(&o));
+        }
+    };
     let m = c.join("manifest.json");
     let saved = std::fs::read(&m).unwrap();
     std::fs::remove_file(&m).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &m).unwrap();
-    for args in [
-        vec![
-            &"run" as &dyn AsRef<std::ffi::OsStr>,
-            &"--corpus",
-            &c,
-            &"--impl",
-            &impl_,
-        ],
-        vec![&"corpus", &"verify", &c],
-    ] {
-        let o = limited(LIMIT, &args);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains("leads out of the corpus"), "{}", text(&o));
-    }
+    refused("leads out of the corpus");
     std::fs::remove_file(&m).unwrap();
     std::fs::File::create(&m).unwrap().set_len(1 << 30).unwrap();
-    for args in [
-        vec![
-            &"run" as &dyn AsRef<std::ffi::OsStr>,
-            &"--corpus",
-            &c,
-            &"--impl",
-            &impl_,
-        ],
-        vec![&"corpus", &"verify", &c],
-    ] {
-        let o = limited(LIMIT, &args);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains("over the limit"), "{}", text(&o));
-    }
+    refused("over the limit");
     std::fs::write(&m, saved).unwrap();
 
     // A FIFO where a report or an expectations file belongs.
