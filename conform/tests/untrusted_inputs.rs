@@ -423,6 +423,38 @@ fn json_ascii(s: &str) -> String {
     o
 }
 
+/// `run` of `impl_` over `c` (`--fail-on FAIL_ON`) with its JSON, JUnit
+/// and HTML reports in `dir`; checks that the run's output, the JUnit file
+/// and the HTML page hold no control sequence and that the JUnit file is
+/// well-formed XML. Returns the JSON report's path and the JUnit text.
+fn run_reports_clean(c: &Path, impl_: &str, dir: &Path, fail_on: &str) -> (PathBuf, String) {
+    let (json, junit, html) = (dir.join("r.json"), dir.join("r.xml"), dir.join("r.html"));
+    let o = conform(&[
+        &"run",
+        &"--corpus",
+        &c,
+        &"--impl",
+        &impl_,
+        &"--json",
+        &json,
+        &"--junit",
+        &junit,
+        &"--html",
+        &html,
+        &"--fail-on",
+        &fail_on,
+    ]);
+    assert!(matches!(o.status.code(), Some(0) | Some(2)), "{}", text(&o));
+    assert_no_controls("run's output", &[o.stdout, o.stderr].concat());
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    if let Err(e) = roxmltree::Document::parse(&xml) {
+        panic!("{e}:\n{xml}");
+    }
+    assert_no_controls("JUnit", xml.as_bytes());
+    assert_no_controls("HTML", &std::fs::read(&html).unwrap());
+    (json, xml)
+}
+
 /// Text with what breaks XML or acts on a terminal.
 const HOSTILE: &str = "x\u{ffff}\u{1b}]0;title\u{7}\u{1b}[2J\u{9b}31m\u{0}y";
 
@@ -445,31 +477,8 @@ fn hostile_names_ids_and_errors_leave_junit_well_formed_and_terminals_untouched(
         &caps,
         &format!("printf 'oops \\033]52;c;cHduZWQ=\\007\\n' >&2; echo '{reply}'"),
     );
-    let (json, junit, html) = (
-        d.path().join("r.json"),
-        d.path().join("r.xml"),
-        d.path().join("r.html"),
-    );
-    let o = conform(&[
-        &"run",
-        &"--corpus",
-        &c,
-        &"--impl",
-        &impl_,
-        &"--json",
-        &json,
-        &"--junit",
-        &junit,
-        &"--html",
-        &html,
-    ]);
-    assert!(matches!(o.status.code(), Some(0) | Some(2)), "{}", text(&o));
-    assert_no_controls(
-        "run's output",
-        &[o.stdout.clone(), o.stderr.clone()].concat(),
-    );
-    let xml = std::fs::read_to_string(&junit).unwrap();
-    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}:\n{xml}"));
+    let (json, xml) = run_reports_clean(&c, &impl_, d.path(), "default");
+    let doc = roxmltree::Document::parse(&xml).unwrap();
     let names: Vec<&str> = doc
         .descendants()
         .filter(|n| n.has_tag_name("testcase"))
@@ -482,8 +491,6 @@ fn hostile_names_ids_and_errors_leave_junit_well_formed_and_terminals_untouched(
             .any(|n| n.contains("\\u{ffff}\\x1b]0;title\\x07")),
         "{names:?}"
     );
-    assert_no_controls("JUnit", xml.as_bytes());
-    assert_no_controls("HTML", &std::fs::read(&html).unwrap());
 
     // `report diff` of two reports whose IDs and names are hostile.
     let mut other: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -716,39 +723,11 @@ fn qemu_over_hostile_bitmap_names_leaves_junit_well_formed_and_terminals_untouch
         secret: None,
     }]);
     std::fs::write(c.join("manifest.json"), m.to_json()).unwrap();
-    let (json, junit, html) = (
-        d.path().join("r.json"),
-        d.path().join("r.xml"),
-        d.path().join("r.html"),
-    );
-    let o = conform(&[
-        &"run",
-        &"--corpus",
-        &c,
-        &"--impl",
-        &"qemu",
-        &"--json",
-        &json,
-        &"--junit",
-        &junit,
-        &"--html",
-        &html,
-        &"--fail-on",
-        &"all",
-    ]);
-    assert!(matches!(o.status.code(), Some(0) | Some(2)), "{}", text(&o));
+    let (json, _) = run_reports_clean(&c, "qemu", d.path(), "all");
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let seen = report["cases"][0]["results"][0]["observation"]["bitmaps"].to_string();
     assert!(
         seen.contains("\\u001b]0;t"),
         "QEMU listed the names: {seen}"
     );
-    assert_no_controls(
-        "run's output",
-        &[o.stdout.clone(), o.stderr.clone()].concat(),
-    );
-    let xml = std::fs::read_to_string(&junit).unwrap();
-    roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}:\n{xml}"));
-    assert_no_controls("JUnit", xml.as_bytes());
-    assert_no_controls("HTML", &std::fs::read(&html).unwrap());
 }
