@@ -18,7 +18,12 @@ fn main() {
     match commands::run(args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("qcow2-conform: error: {}", one_line(&e));
+            // Paths, case IDs and programs' words from a corpus: sanitised.
+            let line = one_line(&e);
+            eprintln!(
+                "qcow2-conform: error: {}",
+                conform::runner::sanitise::one_line(&line)
+            );
             std::process::exit(1);
         }
     }

@@ -30,16 +30,6 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn tarballs(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().path())
-                .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn pack_refuses_a_corpus_that_fails_verify() {
     let t = tempfile::tempdir().unwrap();
@@ -68,7 +58,10 @@ fn pack_refuses_a_corpus_that_fails_verify() {
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("refusing to pack"), "{stderr}");
     assert!(stderr.contains("file problems"), "{stderr}");
-    assert!(tarballs(&out).is_empty(), "no tarball of a failing corpus");
+    assert!(
+        cli::tarballs(&out).is_empty(),
+        "no tarball of a failing corpus"
+    );
 }
 
 /// Every text file of the unpacked kit; none may point outside it.
@@ -136,7 +129,7 @@ fn a_fresh_build_packs_into_a_self_contained_kit_that_verifies() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let tarball = tarballs(&out);
+    let tarball = cli::tarballs(&out);
     assert_eq!(tarball.len(), 1);
     let unpack = t.path().join("unpacked");
     std::fs::create_dir_all(&unpack).unwrap();

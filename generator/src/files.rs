@@ -31,7 +31,11 @@ const SPARSE_BLOCK: usize = 4096;
 
 /// The SHA-256 (hex) of the file at `path`, read in 1 MiB pieces.
 pub fn sha256_file(path: &Path, hashing: Hashing) -> io::Result<String> {
-    let mut f = File::open(path)?;
+    sha256_reader(File::open(path)?, hashing)
+}
+
+/// The SHA-256 (hex) of everything `f` reads, in 1 MiB pieces.
+pub fn sha256_reader(mut f: impl Read, hashing: Hashing) -> io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 16 * HASH_BLOCK];
     loop {

@@ -54,6 +54,25 @@ pub enum CompanionError {
 }
 
 impl ManifestCase {
+    /// A case whose image is `images/FILE_NAME` beside the manifest, with
+    /// no companions and no secret (what `generate` and `corpus build`
+    /// make).
+    pub fn in_images(
+        id: String,
+        file_name: &str,
+        expected: Expected,
+        description: String,
+    ) -> ManifestCase {
+        ManifestCase {
+            id,
+            file: format!("images/{file_name}"),
+            expected,
+            description,
+            companions: Vec::new(),
+            secret: None,
+        }
+    }
+
     /// Each companion with its path relative to the image's directory
     /// (where a runner puts it beside its copy of the image), or why a
     /// companion path is refused: absolute, with a `..` component, or not
@@ -134,9 +153,89 @@ impl Manifest {
     }
 }
 
+/// `json` (pretty) with every line but the first indented by `n` spaces,
+/// to sit inside an enclosing pretty object (a JSON string never holds a
+/// raw newline, so every newline is between tokens).
+fn indented(json: &str, n: usize) -> String {
+    json.replace('\n', &format!("\n{}", " ".repeat(n)))
+}
+
+/// Writes a manifest one case at a time, byte for byte as
+/// [`Manifest::to_json`] writes the whole: `generate` streams its cases so
+/// that its memory does not grow with their number.
+pub struct ManifestWriter<W: std::io::Write> {
+    out: W,
+    cases: u64,
+}
+
+impl<W: std::io::Write> ManifestWriter<W> {
+    /// Starts the manifest (format, `generated_by`) on `out`.
+    pub fn new(mut out: W, generated_by: Option<&Generation>) -> std::io::Result<Self> {
+        let json = |e: serde_json::Error| std::io::Error::other(e);
+        write!(
+            out,
+            "{{\n  \"format\": {}",
+            serde_json::to_string(FORMAT).map_err(json)?
+        )?;
+        if let Some(g) = generated_by {
+            let g = serde_json::to_string_pretty(g).map_err(json)?;
+            write!(out, ",\n  \"generated_by\": {}", indented(&g, 2))?;
+        }
+        write!(out, ",\n  \"cases\": [")?;
+        Ok(ManifestWriter { out, cases: 0 })
+    }
+
+    /// Appends one case.
+    pub fn push(&mut self, case: &ManifestCase) -> std::io::Result<()> {
+        let c = serde_json::to_string_pretty(case).map_err(std::io::Error::other)?;
+        let sep = if self.cases == 0 { "" } else { "," };
+        write!(self.out, "{sep}\n    {}", indented(&c, 4))?;
+        self.cases += 1;
+        Ok(())
+    }
+
+    /// Ends the manifest; returns the writer (flushed) and the case count.
+    pub fn finish(mut self) -> std::io::Result<(W, u64)> {
+        if self.cases == 0 {
+            writeln!(self.out, "]\n}}")?;
+        } else {
+            writeln!(self.out, "\n  ]\n}}")?;
+        }
+        self.out.flush()?;
+        Ok((self.out, self.cases))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_streamed_manifest_is_the_whole_one() {
+        for n in [0, 1, 3] {
+            for generated in [false, true] {
+                let mut m = Manifest::new(
+                    (0..n)
+                        .map(|i| case(&format!("images/{i}.qcow2"), &[]))
+                        .collect(),
+                );
+                if generated {
+                    m.generated_by = Some(Generation {
+                        tool: "t 1".into(),
+                        seed: 3,
+                        arguments: vec!["--count".into(), "3".into()],
+                    });
+                }
+                let mut w = ManifestWriter::new(Vec::new(), m.generated_by.as_ref()).unwrap();
+                for c in &m.cases {
+                    w.push(c).unwrap();
+                }
+                let (bytes, count) = w.finish().unwrap();
+                assert_eq!(count, n as u64);
+                assert_eq!(String::from_utf8(bytes).unwrap(), m.to_json());
+            }
+        }
+    }
 
     fn case(file: &str, companions: &[&str]) -> ManifestCase {
         ManifestCase {

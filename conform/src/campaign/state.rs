@@ -4,13 +4,20 @@
 //! `state.json` is written atomically: the new state goes to
 //! `state.json.tmp`, is flushed to disk (`fsync`), the current file
 //! becomes `state.json.prev` and the new one is renamed into place (then
-//! the directory is flushed). A `state.json` that is missing or does not
-//! parse (cut short by a crash of the disk or of something else that wrote
-//! it) is set aside as `state.json.damaged` and the campaign resumes from
-//! `state.json.prev` with a warning; every finding saved under
-//! `OUT/findings/` is counted in the recovered state, so none is saved
-//! over and none is lost.
+//! the directory is flushed). Each copy carries a checksum (`checksum`:
+//! the SHA-256 of the state's compact JSON without it), and is read only
+//! as a regular file within [`input::STATE_CAP`]. A `state.json` that is
+//! missing or damaged (not UTF-8, does not parse, wrong checksum, not a
+//! regular file: cut short by a crash of the disk or of something else
+//! that wrote it) is set aside as `state.json.damaged` and the campaign
+//! resumes from `state.json.prev` with a warning; every finding saved
+//! under `OUT/findings/` is counted in the recovered state, so none is
+//! saved over and none is lost. When no good copy is left (both damaged,
+//! or the state missing and its previous copy damaged), the campaign
+//! refuses to start and leaves both files as they are: it never starts
+//! afresh over a state it cannot read.
 
+use crate::runner::input;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -89,6 +96,10 @@ pub struct State {
     pub outcomes: BTreeMap<String, u64>,
     /// Disagreements per deduplication key (the first one of each is saved).
     pub disagreements: BTreeMap<String, u64>,
+    /// SHA-256 (hex) of this state's compact JSON without the checksum,
+    /// as written; absent only in states written before checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 /// The state file's siblings: the previous good copy, the next one being
@@ -99,11 +110,40 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// The state in `path`, if it reads and parses.
-fn read_state(path: &Path) -> Option<Result<State, serde_json::Error>> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|t| serde_json::from_str(&t))
+/// What reading one copy of the state found.
+enum Found {
+    Good(State),
+    Missing,
+    Damaged(String),
+}
+
+/// Reads the state at `path`: a regular file within [`input::STATE_CAP`],
+/// UTF-8, JSON of a [`State`] whose checksum matches.
+fn read_state(path: &Path) -> Found {
+    let bytes = match input::read_capped(path, input::STATE_CAP, "a campaign state") {
+        Ok(b) => b,
+        Err(e)
+            if e.open_error().map(std::io::Error::kind) == Some(std::io::ErrorKind::NotFound) =>
+        {
+            return Found::Missing
+        }
+        Err(e) => return Found::Damaged(e.to_string()),
+    };
+    let text = match input::utf8(bytes, path) {
+        Ok(t) => t,
+        Err(e) => return Found::Damaged(e.to_string()),
+    };
+    let s: State = match serde_json::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => return Found::Damaged(format!("{} does not parse ({e})", path.display())),
+    };
+    match &s.checksum {
+        Some(c) if *c != s.digest() => Found::Damaged(format!(
+            "{} does not match its checksum (damaged)",
+            path.display()
+        )),
+        _ => Found::Good(s),
+    }
 }
 
 impl State {
@@ -119,41 +159,53 @@ impl State {
         shard: Option<Shard>,
     ) -> Result<State> {
         let prev = sibling(path, ".prev");
-        let mut s = match read_state(path) {
-            Some(Ok(s)) => s,
-            damaged => {
+        let fresh = || State {
+            implementation: implementation.to_string(),
+            seed,
+            shard,
+            ..State::default()
+        };
+        let mut s = match (read_state(path), read_state(&prev)) {
+            (Found::Good(s), _) => s,
+            (Found::Missing, Found::Missing) => fresh(),
+            (damaged, Found::Good(s)) => {
                 let why = match &damaged {
-                    Some(Err(e)) => format!("{} does not parse ({e})", path.display()),
+                    Found::Damaged(why) => {
+                        let aside = sibling(path, ".damaged");
+                        std::fs::rename(path, &aside)
+                            .with_context(|| format!("cannot move {} aside", path.display()))?;
+                        why.clone()
+                    }
                     _ => format!("{} is missing", path.display()),
                 };
-                match read_state(&prev) {
-                    Some(Ok(s)) => {
-                        if path.exists() {
-                            let aside = sibling(path, ".damaged");
-                            std::fs::rename(path, &aside).with_context(|| {
-                                format!("cannot move {} aside", path.display())
-                            })?;
-                        }
-                        eprintln!(
-                            "campaign: warning: {why}; resuming from {} ({} cases run)",
-                            prev.display(),
-                            s.cases_run
-                        );
-                        s
-                    }
-                    _ if damaged.is_some() => anyhow::bail!(
-                        "{why}, and there is no good previous copy ({}); move it away to start afresh",
-                        prev.display()
-                    ),
-                    _ => State {
-                        implementation: implementation.to_string(),
-                        seed,
-                        shard,
-                        ..State::default()
-                    },
-                }
+                eprintln!(
+                    "campaign: warning: {why}; resuming from {} ({} cases run)",
+                    prev.display(),
+                    s.cases_run
+                );
+                s
+            }
+            (damaged, prev_copy) => {
+                let why = match damaged {
+                    Found::Damaged(why) => why,
+                    _ => format!("{} is missing", path.display()),
+                };
+                let prev_why = match prev_copy {
+                    Found::Damaged(why) => why,
+                    _ => format!("{} is missing", prev.display()),
+                };
+                anyhow::bail!(
+                    "{why}, and there is no good previous copy ({prev_why}); both files were left \
+                     as they are: move them away to start afresh"
+                )
             }
         };
+        if s.checksum.is_none() && path.exists() {
+            eprintln!(
+                "campaign: warning: {} carries no checksum (written by an older version); it gets one when next saved",
+                path.display()
+            );
+        }
         if s.implementation != implementation || s.seed != seed || s.shard != shard {
             anyhow::bail!(
                 "{} belongs to another campaign (implementation {}, seed {}); use a new --out",
@@ -175,10 +227,27 @@ impl State {
         Ok(s)
     }
 
-    /// Saves the state to `path` atomically (see the module doc).
+    /// The SHA-256 (hex) of this state's compact JSON without its
+    /// checksum.
+    fn digest(&self) -> String {
+        use sha2::Digest;
+        let bare = State {
+            checksum: None,
+            ..self.clone()
+        };
+        let json = serde_json::to_vec(&bare).unwrap_or_default();
+        hex::encode(sha2::Sha256::digest(json))
+    }
+
+    /// Saves the state to `path` atomically, with its checksum (see the
+    /// module doc).
     pub fn write(&self, path: &Path) -> Result<()> {
         let tmp = sibling(path, ".tmp");
-        let text = serde_json::to_string_pretty(self)? + "\n";
+        let sealed = State {
+            checksum: Some(self.digest()),
+            ..self.clone()
+        };
+        let text = serde_json::to_string_pretty(&sealed)? + "\n";
         let written = (|| -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
@@ -227,5 +296,28 @@ mod tests {
         std::fs::write(sibling(&path, ".prev"), "").unwrap();
         let e = State::resume(&path, "qemu", 7, None).unwrap_err();
         assert!(e.to_string().contains("does not parse"), "{e}");
+    }
+
+    #[test]
+    fn a_changed_state_fails_its_checksum_and_no_damaged_pair_restarts() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.json");
+        let mut s = State::resume(&path, "qemu", 7, None).unwrap();
+        s.cases_run = 5;
+        s.write(&path).unwrap();
+        s.cases_run = 6;
+        s.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"checksum\""), "{text}");
+        // A valid JSON edit that the checksum catches: back to `.prev`.
+        std::fs::write(&path, text.replace("\"cases_run\": 6", "\"cases_run\": 9")).unwrap();
+        assert_eq!(State::resume(&path, "qemu", 7, None).unwrap().cases_run, 5);
+        // Missing state, damaged previous copy: refused, the copy kept.
+        let prev = sibling(&path, ".prev");
+        std::fs::write(&prev, b"{\xff}").unwrap();
+        let _ = std::fs::remove_file(&path);
+        let e = State::resume(&path, "qemu", 7, None).unwrap_err();
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
+        assert_eq!(std::fs::read(&prev).unwrap(), b"{\xff}");
     }
 }

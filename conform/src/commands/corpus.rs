@@ -5,12 +5,14 @@
 
 use super::corpus_kit;
 use crate::cli::CorpusCommand;
+use crate::runner::{input, sanitise};
 use anyhow::{bail, Context, Result};
 use generator::corpus;
 use generator::files::{self, write_sparse, Hashing};
 use generator::{Manifest, ManifestCase};
 use rayon::prelude::*;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub fn run(cmd: CorpusCommand) -> Result<i32> {
@@ -71,14 +73,12 @@ fn build(dir: &Path) -> Result<i32> {
             let case = corpus::make(id, source)?;
             write_sparse(&images.join(&case.file_name), &case.bytes)?;
             bar.inc(1);
-            Ok(ManifestCase {
-                id: case.id,
-                file: format!("images/{}", case.file_name),
-                expected: case.expected,
-                description: case.description,
-                companions: Vec::new(),
-                secret: None,
-            })
+            Ok(ManifestCase::in_images(
+                case.id,
+                &case.file_name,
+                case.expected,
+                case.description,
+            ))
         })
         .collect();
     bar.finish_and_clear();
@@ -155,12 +155,16 @@ pub struct CaseCheck {
     pub problems: Vec<String>,
 }
 
-/// Compares the model's report of one image with its manifest entry.
+/// Compares the model's report of one image with its manifest entry (the
+/// image opened beneath `dir`, a regular file, without waiting).
 pub fn verify_case(dir: &Path, case: &ManifestCase) -> CaseCheck {
     let mut problems = Vec::new();
-    match spec_model::check_path(dir.join(&case.file)) {
+    match input::open_beneath(dir, Path::new(&case.file)) {
         Err(e) => problems.push(format!("cannot check: {e}")),
-        Ok(r) => problems.extend(case.expected.differences(&r).iter().map(|d| d.to_string())),
+        Ok(f) => match spec_model::check(f) {
+            Err(e) => problems.push(format!("cannot check: {e}")),
+            Ok(r) => problems.extend(case.expected.differences(&r).iter().map(|d| d.to_string())),
+        },
     }
     CaseCheck {
         id: case.id.clone(),
@@ -172,9 +176,12 @@ pub fn verify_case(dir: &Path, case: &ManifestCase) -> CaseCheck {
 /// What `corpus verify` found.
 pub struct Verification {
     pub checks: Vec<CaseCheck>,
-    /// Files whose SHA-256 differs, that are missing, or that the manifest
-    /// names but SHA256SUMS does not list.
+    /// Files whose SHA-256 differs, that are missing, that cannot be read
+    /// inside the corpus as regular files, or that the manifest names (or
+    /// the kit holds) but SHA256SUMS does not list.
     pub file_problems: Vec<String>,
+    /// Every path SHA256SUMS lists, with its SHA-256 there.
+    pub listed: BTreeMap<String, String>,
 }
 
 impl Verification {
@@ -197,34 +204,71 @@ impl Verification {
     }
 }
 
+/// `DIR/NAME` as text: a regular file beneath `dir`, within `cap` bytes.
+fn read_in(dir: &Path, name: &str, cap: u64, what: &'static str) -> Result<String> {
+    let path = dir.join(name);
+    let bytes = input::open_beneath(dir, Path::new(name))
+        .and_then(|f| input::read_file_capped(f, &path, cap, what))
+        .and_then(|b| input::utf8(b, &path))?;
+    Ok(bytes)
+}
+
+/// The SHA-256 of `DIR/NAME`, opened beneath `dir` as a regular file
+/// without waiting ([`input::open_beneath`]).
+fn sha256_in(dir: &Path, name: &str) -> Result<String> {
+    let f = input::open_beneath(dir, Path::new(name))?;
+    files::sha256_reader(f, Hashing::Plain)
+        .with_context(|| format!("cannot read {}", dir.join(name).display()))
+}
+
+/// The files a packed corpus holds besides SHA256SUMS: every image and
+/// companion, the manifest and the kit, sorted.
+fn packed_files(manifest: &Manifest) -> Vec<String> {
+    let mut files = case_files(manifest);
+    files.push("manifest.json".into());
+    files.extend(corpus_kit::names().map(String::from));
+    files.sort();
+    files.dedup();
+    files
+}
+
 /// Checks every file listed in `DIR/SHA256SUMS` and every case's verdict,
-/// rules and contents against the model.
+/// rules and contents against the model. Every path is opened beneath
+/// `dir` ([`input::open_beneath`]): a listed path that is absolute, holds
+/// `..`, leads out through a symbolic link or is not a regular file (a
+/// FIFO, a device) is a file problem, named without a hash. Every image,
+/// companion and manifest must be listed, and so must every kit file
+/// present (`README.md`, `PROTOCOL.md`, the examples): `pack` puts exactly
+/// these in the tarball.
 pub fn verification(dir: &Path) -> Result<Verification> {
-    let text = std::fs::read_to_string(dir.join("manifest.json"))
-        .with_context(|| format!("cannot read {}/manifest.json", dir.display()))?;
+    let text = read_in(dir, "manifest.json", input::MANIFEST_CAP, "a manifest")?;
     let manifest = Manifest::from_json(&text)?;
-    let sums = std::fs::read_to_string(dir.join("SHA256SUMS"))
-        .with_context(|| format!("cannot read {}/SHA256SUMS", dir.display()))?;
+    let sums = read_in(dir, "SHA256SUMS", input::SUMS_CAP, "SHA256SUMS")?;
     let mut file_problems = Vec::new();
-    let mut listed = std::collections::BTreeSet::new();
+    let mut listed = BTreeMap::new();
     for line in sums.lines() {
         let Some((hash, file)) = line.split_once("  ") else {
-            bail!("malformed SHA256SUMS line {line:?}");
+            bail!(
+                "malformed SHA256SUMS line {:?}",
+                sanitise::one_line(&line.chars().take(200).collect::<String>())
+            );
         };
-        listed.insert(file.to_string());
-        match sha256_file(&dir.join(file)) {
+        if listed.insert(file.to_string(), hash.to_string()).is_some() {
+            file_problems.push(format!("{file}: listed twice in SHA256SUMS"));
+            continue;
+        }
+        match sha256_in(dir, file) {
             Ok(h) if h == hash => {}
             Ok(h) => file_problems.push(format!("{file}: SHA-256 {h}, SHA256SUMS says {hash}")),
             Err(e) => file_problems.push(format!("{file}: {e:#}")),
         }
     }
-    for f in case_files(&manifest) {
-        if !listed.contains(&f) {
+    for f in packed_files(&manifest) {
+        let kit = corpus_kit::names().any(|k| k == f);
+        let present = || std::fs::symlink_metadata(dir.join(&f)).is_ok();
+        if !listed.contains_key(&f) && (!kit || present()) {
             file_problems.push(format!("{f}: not listed in SHA256SUMS"));
         }
-    }
-    if !listed.contains("manifest.json") {
-        file_problems.push("manifest.json: not listed in SHA256SUMS".into());
     }
     let checks: Vec<CaseCheck> = manifest
         .cases
@@ -234,6 +278,7 @@ pub fn verification(dir: &Path) -> Result<Verification> {
     Ok(Verification {
         checks,
         file_problems,
+        listed,
     })
 }
 
@@ -251,10 +296,11 @@ fn verify(dir: &Path, json: bool) -> Result<i32> {
         );
     } else {
         for p in &v.file_problems {
-            println!("FILE  {p}");
+            println!("FILE  {}", sanitise::one_line(p));
         }
         for c in &bad {
-            println!("CASE  {}: {}", c.id, c.problems.join("; "));
+            let line = format!("{}: {}", c.id, c.problems.join("; "));
+            println!("CASE  {}", sanitise::one_line(&line));
         }
         println!("corpus verify: {}", v.summary());
     }
@@ -282,35 +328,56 @@ fn pack(dir: &Path, out: &Path) -> Result<i32> {
             first.join(" | ")
         );
     }
-    let text = std::fs::read_to_string(dir.join("manifest.json"))?;
+    let text = read_in(dir, "manifest.json", input::MANIFEST_CAP, "a manifest")?;
     let manifest = Manifest::from_json(&text)?;
     let name = format!("qcow2-conform-corpus-{}", env!("CARGO_PKG_VERSION"));
     std::fs::create_dir_all(out)?;
     let tarball = out.join(format!("{name}.tar.gz"));
-    let file = std::fs::File::create(&tarball)?;
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(file, flate2::Compression::best());
-    let mut tar = tar::Builder::new(gz);
-    tar.mode(tar::HeaderMode::Deterministic);
-    let mut files = case_files(&manifest);
-    files.extend(["manifest.json", "SHA256SUMS"].map(String::from));
-    files.extend(corpus_kit::names().map(String::from));
+    let mut files = packed_files(&manifest);
+    files.push("SHA256SUMS".into());
     files.sort();
-    for f in &files {
-        let p = dir.join(f);
-        if !p.exists() {
-            bail!(
-                "{} is missing: `qcow2-conform corpus build` writes it",
-                p.display()
-            );
-        }
-        tar.append_path_with_name(&p, format!("{name}/{f}"))?;
+    let written = write_tarball(dir, &tarball, &name, &files, &v.listed);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tarball);
+        return Err(e);
     }
-    tar.into_inner()?.finish()?;
     let sum = format!("{}  {name}.tar.gz\n", sha256_file(&tarball)?);
     std::fs::write(out.join(format!("{name}.tar.gz.sha256")), &sum)?;
     eprintln!("corpus pack: {} ({} files)", tarball.display(), files.len());
     print!("{sum}");
     Ok(0)
+}
+
+/// Writes the tarball of `files` (each opened beneath `dir` as a regular
+/// file, hashed, and packed from the same open file, which must still hash
+/// as SHA256SUMS says), every name under `name/`.
+fn write_tarball(
+    dir: &Path,
+    tarball: &Path,
+    name: &str,
+    files: &[String],
+    listed: &BTreeMap<String, String>,
+) -> Result<()> {
+    use std::io::Seek;
+    let file = std::fs::File::create(tarball)?;
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(file, flate2::Compression::best());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    for f in files {
+        let mut opened = input::open_beneath(dir, Path::new(f)).map_err(|e| {
+            anyhow::anyhow!("{e} (`qcow2-conform corpus build` writes every file a corpus packs)")
+        })?;
+        if f != "SHA256SUMS" {
+            let h = files::sha256_reader(&mut opened, Hashing::Plain)?;
+            if listed.get(f) != Some(&h) {
+                bail!("{f} changed while it was packed: its SHA-256 is not what SHA256SUMS says");
+            }
+            opened.rewind()?;
+        }
+        tar.append_file(format!("{name}/{f}"), &mut opened)?;
+    }
+    tar.into_inner()?.finish()?;
+    Ok(())
 }

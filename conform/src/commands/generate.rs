@@ -1,13 +1,16 @@
 //! `qcow2-conform generate`: deterministic images plus `manifest.json` and
-//! `SHA256SUMS` (so that `corpus verify` checks the output).
+//! `SHA256SUMS` (so that `corpus verify` checks the output), streamed: each
+//! image is written as soon as it is made, and the manifest and checksums
+//! one entry at a time, so memory stays bounded by a batch of images
+//! whatever `--count` is.
 
 use crate::cli::{GenerateArgs, Profile};
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use generator::cases::{self, Case};
-use generator::files::write_sparse;
-use generator::manifest::Generation;
-use generator::{Config, Manifest, ManifestCase};
+use generator::files::{self, write_sparse};
+use generator::manifest::{Generation, ManifestWriter};
+use generator::{Config, ManifestCase};
 use indicatif::ProgressBar;
 use std::path::Path;
 
@@ -19,32 +22,30 @@ fn config(p: Profile) -> Config {
     }
 }
 
-/// One case to make, run on a worker thread.
-type Job<'a> = Box<dyn Fn() -> Result<Case> + Sync + 'a>;
+/// What one run of consecutive case indices makes.
+enum Kind {
+    Valid,
+    Revision(spec_model::Revision),
+    /// Mutants cycling through the mutations, numbered from `offset`.
+    Mutants {
+        mutations: Vec<&'static generator::mutate::Mutation>,
+        offset: u64,
+    },
+}
 
-/// The cases the arguments ask for, in manifest order.
-fn plan(args: &GenerateArgs) -> Result<Vec<Job<'_>>> {
-    let cfg = config(args.profile);
-    let mut jobs: Vec<Job<'_>> = Vec::new();
+/// The cases the arguments ask for, in manifest order: runs of `count`
+/// cases of each kind. Nothing is made here: each case is made, written
+/// and dropped by [`run`], so memory does not grow with `--count`.
+fn plan(args: &GenerateArgs) -> Result<Vec<Kind>> {
+    let mut kinds = Vec::new();
     // With no kind given: `count` valid images and `count` mutants.
     let want_mix = !(args.valid || args.mutants || args.rule.is_some() || args.revision.is_some());
     let want_valid = args.valid || want_mix;
     if want_valid {
-        for i in 0..args.count {
-            let cfg = cfg.clone();
-            jobs.push(Box::new(move || {
-                cases::valid(args.seed, i, &cfg).with_context(|| format!("building valid case {i}"))
-            }));
-        }
+        kinds.push(Kind::Valid);
     }
     if let Some(rev) = args.revision {
-        for i in 0..args.count {
-            let cfg = cfg.clone();
-            jobs.push(Box::new(move || {
-                cases::revision(rev, args.seed, i, &cfg)
-                    .with_context(|| format!("rendering {rev} case {i}"))
-            }));
-        }
+        kinds.push(Kind::Revision(rev));
     }
     let mutations: Vec<&'static generator::mutate::Mutation> = match &args.rule {
         Some(id) => {
@@ -63,17 +64,26 @@ fn plan(args: &GenerateArgs) -> Result<Vec<Job<'_>>> {
     };
     if !mutations.is_empty() {
         let offset = if want_valid { args.count } else { 0 };
-        for i in 0..args.count {
+        kinds.push(Kind::Mutants { mutations, offset });
+    }
+    Ok(kinds)
+}
+
+/// Case `i` of a run of `kind`.
+fn make(kind: &Kind, args: &GenerateArgs, cfg: &Config, i: u64) -> Result<Case> {
+    match kind {
+        Kind::Valid => {
+            cases::valid(args.seed, i, cfg).with_context(|| format!("building valid case {i}"))
+        }
+        Kind::Revision(rev) => cases::revision(*rev, args.seed, i, cfg)
+            .with_context(|| format!("rendering {rev} case {i}")),
+        Kind::Mutants { mutations, offset } => {
             let m = mutations[(i as usize) % mutations.len()];
-            let cfg = cfg.clone();
             let index = offset + i;
-            jobs.push(Box::new(move || {
-                cases::mutant(m, args.seed, index, &cfg)
-                    .with_context(|| format!("making mutant {} (case {index})", m.id))
-            }));
+            cases::mutant(m, args.seed, index, cfg)
+                .with_context(|| format!("making mutant {} (case {index})", m.id))
         }
     }
-    Ok(jobs)
 }
 
 /// The tool, seed and case-deciding arguments, for the manifest: the
@@ -130,51 +140,86 @@ fn prepare_out(out: &Path, force: bool) -> Result<()> {
     std::fs::create_dir_all(&images).with_context(|| format!("cannot create {}", images.display()))
 }
 
+/// One case made and written: its manifest entry and its image's SHA-256.
+struct Written {
+    entry: ManifestCase,
+    sha256: String,
+}
+
+/// Makes case `i` of `kind`, writes its image under `OUT/images/` and
+/// keeps only its manifest entry and checksum (the image's bytes are
+/// dropped here).
+fn make_and_write(kind: &Kind, args: &GenerateArgs, cfg: &Config, i: u64) -> Result<Written> {
+    use sha2::Digest;
+    let case = make(kind, args, cfg, i)?;
+    let path = args.out.join("images").join(&case.file_name);
+    write_sparse(&path, &case.bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    let sha256 = hex::encode(sha2::Sha256::digest(&case.bytes));
+    Ok(Written {
+        entry: ManifestCase::in_images(case.id, &case.file_name, case.expected, case.description),
+        sha256,
+    })
+}
+
+/// Makes every case, a few per worker at a time in manifest order, and
+/// streams `manifest.json` and `SHA256SUMS` as they come: memory holds
+/// one image per worker and one batch of manifest entries, whatever
+/// `--count` is.
 pub fn run(args: &GenerateArgs) -> Result<i32> {
-    let jobs = plan(args)?;
+    use rayon::prelude::*;
+    use std::io::Write as _;
+    let kinds = plan(args)?;
+    let cfg = config(args.profile);
     prepare_out(&args.out, args.force)?;
-    let bar = ProgressBar::new(jobs.len() as u64);
+    let total = args.count.saturating_mul(kinds.len() as u64);
+    let bar = ProgressBar::new(total);
     bar.set_style(crate::runner::terminal::progress_style(
         "{prefix} [{bar:30}] {pos}/{len} {rate} {msg}",
     ));
     bar.set_prefix("generate");
-    use rayon::prelude::*;
-    let cases: Vec<Result<Case>> = jobs
-        .par_iter()
-        .map(|job| {
-            let case = job()?;
-            let path = args.out.join("images").join(&case.file_name);
-            write_sparse(&path, &case.bytes)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            bar.inc(1);
-            Ok(case)
-        })
-        .collect();
-    bar.finish_and_clear();
-    let mut entries = Vec::with_capacity(cases.len());
-    for c in cases {
-        let c = c?;
-        entries.push(ManifestCase {
-            id: c.id,
-            file: format!("images/{}", c.file_name),
-            expected: c.expected,
-            description: c.description,
-            companions: Vec::new(),
-            secret: None,
-        });
-    }
-    let mut manifest = Manifest::new(entries);
-    manifest.generated_by = Some(generation(args));
     let path = args.out.join("manifest.json");
-    std::fs::write(&path, manifest.to_json())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    super::corpus::write_checksums(&args.out, &manifest, &[])?;
+    let sums_path = args.out.join("SHA256SUMS");
+    let create = |p: &Path| {
+        std::fs::File::create(p)
+            .map(std::io::BufWriter::new)
+            .with_context(|| format!("cannot write {}", p.display()))
+    };
+    let generation = generation(args);
+    let mut manifest = ManifestWriter::new(create(&path)?, Some(&generation))?;
+    let mut sums = create(&sums_path)?;
+    let batch = (rayon::current_num_threads() as u64 * 4).max(8);
+    for kind in &kinds {
+        let mut start = 0;
+        while start < args.count {
+            let end = (start + batch).min(args.count);
+            let made: Vec<Written> = (start..end)
+                .into_par_iter()
+                .map(|i| {
+                    let w = make_and_write(kind, args, &cfg, i);
+                    bar.inc(1);
+                    w
+                })
+                .collect::<Result<_>>()?;
+            for w in made {
+                manifest.push(&w.entry)?;
+                writeln!(sums, "{}  {}", w.sha256, w.entry.file)?;
+            }
+            start = end;
+        }
+    }
+    bar.finish_and_clear();
+    let (_, count) = manifest.finish()?;
+    let hash = files::sha256_file(&path, files::Hashing::Plain)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    writeln!(sums, "{hash}  manifest.json")?;
+    sums.flush()
+        .with_context(|| format!("cannot write {}", sums_path.display()))?;
     if args.json {
-        print!("{}", manifest.to_json());
+        let mut f = std::fs::File::open(&path)?;
+        std::io::copy(&mut f, &mut std::io::stdout().lock())?;
     } else {
         eprintln!(
-            "generate: {} cases in {} (manifest {})",
-            manifest.cases.len(),
+            "generate: {count} cases in {} (manifest {})",
             args.out.join("images").display(),
             path.display()
         );

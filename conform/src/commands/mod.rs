@@ -10,6 +10,7 @@ pub mod run;
 
 use crate::cli::{Cli, Command};
 use crate::runner::image_state;
+use crate::runner::sanitise::clean;
 use anyhow::{Context, Result};
 use spec_model::{rules, Model, Report};
 use std::fmt::Write as _;
@@ -59,7 +60,7 @@ fn check(image: &Path, json: bool) -> Result<i32> {
     if json {
         println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", human_report(image, report));
+        print!("{}", clean(&human_report(image, report)));
     }
     Ok(report.verdict.exit_code())
 }
@@ -128,7 +129,7 @@ fn dump(image: &Path, json: bool, revision: spec_model::Revision) -> Result<i32>
         if json {
             println!("{}", serde_json::to_string_pretty(&d)?);
         } else {
-            print!("{}", spec_model::drafts::render(&d));
+            print!("{}", clean(&spec_model::drafts::render(&d)));
         }
         return Ok(0);
     }
@@ -137,7 +138,7 @@ fn dump(image: &Path, json: bool, revision: spec_model::Revision) -> Result<i32>
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {
-        print!("{}", spec_model::dump::render(&d));
+        print!("{}", clean(&spec_model::dump::render(&d)));
     }
     Ok(0)
 }

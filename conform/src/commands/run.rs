@@ -5,6 +5,7 @@ use crate::cli::{MatrixRows, RunArgs};
 use crate::runner::expect::{Expectations, ANY_VERSION, UNKNOWN_VERSION};
 use crate::runner::gate::Gate;
 use crate::runner::provenance::Provenance;
+use crate::runner::sanitise;
 use crate::runner::select::Selection;
 use crate::runner::terminal::{self, Rows};
 use crate::runner::{self, Limits, OutcomeKind, RunOptions};
@@ -145,7 +146,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         eprintln!(
             "run: INCOMPLETE: the runner could not set up {} case run(s) (outcome `error`): {}",
             errors.len(),
-            errors.join(", ")
+            sanitise::one_line(&errors.join(", "))
         );
         return Ok(1);
     }
@@ -172,7 +173,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     }
     if args.expect.is_some() {
         for f in &failed {
-            eprintln!("  {}", f.line());
+            eprintln!("  {}", sanitise::one_line(&f.line()));
         }
     }
     Ok(2)
@@ -207,7 +208,10 @@ pub fn unique_implementations(specs: &[String]) -> Vec<&String> {
         if seen.insert(s) {
             out.push(s);
         } else {
-            eprintln!("run: --impl {s} is named more than once; it runs once");
+            eprintln!(
+                "run: --impl {} is named more than once; it runs once",
+                sanitise::one_line(s)
+            );
         }
     }
     out

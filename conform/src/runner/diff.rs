@@ -4,9 +4,11 @@
 //! change; implementation versions and the corpus digest are shown beside
 //! the changes.
 
+use super::input::{self, InputError};
 use super::outcome::OutcomeKind;
 use super::provenance::Provenance;
 use super::report::GateSummary;
+use super::sanitise::one_line;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,12 +17,8 @@ use std::path::{Path, PathBuf};
 /// Why a report cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
-    #[error("cannot read {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read the run report")]
+    Read(#[source] InputError),
     #[error("{} is not a run report (`run --json`): {source}", path.display())]
     Parse {
         path: PathBuf,
@@ -58,11 +56,9 @@ pub struct OutcomeView {
 
 impl ReportView {
     pub fn load(path: &Path) -> Result<ReportView, DiffError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DiffError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| DiffError::Parse {
+        let bytes =
+            input::read_capped(path, input::REPORT_CAP, "a run report").map_err(DiffError::Read)?;
+        serde_json::from_slice(&bytes).map_err(|source| DiffError::Parse {
             path: path.to_owned(),
             source,
         })
@@ -198,13 +194,16 @@ impl ReportDiff {
         for (name, new) in &self.new_versions {
             match self.old_versions.get(name) {
                 Some(old) if old != new => {
-                    let _ = writeln!(o, "version: {old} -> {new}");
+                    let _ = writeln!(o, "version: {} -> {}", one_line(old), one_line(new));
                 }
                 _ => {}
             }
         }
         if self.old_corpus_digest != self.new_corpus_digest {
-            let show = |d: &Option<String>| d.clone().unwrap_or_else(|| "unknown".into());
+            let show = |d: &Option<String>| {
+                d.as_deref()
+                    .map_or_else(|| "unknown".into(), |d| one_line(d).into_owned())
+            };
             let _ = writeln!(
                 o,
                 "corpus: {} -> {} (different corpora)",
@@ -219,8 +218,8 @@ impl ReportDiff {
                 o,
                 "{:<9} {} {}: {} -> {}",
                 d.as_str().unwrap_or(""),
-                c.implementation,
-                c.case,
+                one_line(&c.implementation),
+                one_line(&c.case),
                 show(c.old),
                 show(c.new)
             );

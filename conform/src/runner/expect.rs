@@ -19,6 +19,7 @@
 //! of that implementation that has no table of its own. A case missing
 //! from the table is expected to `pass`.
 
+use super::input::{self, InputError};
 use super::outcome::OutcomeKind;
 use super::report::RunReport;
 use serde::Deserialize;
@@ -49,12 +50,8 @@ pub struct Expectations {
 /// Why an expectations file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ExpectError {
-    #[error("cannot read {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read the expectations file")]
+    Read(#[source] InputError),
     #[error("{} is not an expectations file: {source}", path.display())]
     Parse {
         path: PathBuf,
@@ -89,10 +86,8 @@ impl Expectations {
 
     /// Reads `path`.
     pub fn load(path: &Path) -> Result<Expectations, ExpectError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ExpectError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = input::read_text_capped(path, input::EXPECT_CAP, "an expectations file")
+            .map_err(ExpectError::Read)?;
         Expectations::parse(&text, path)
     }
 

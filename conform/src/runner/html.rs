@@ -19,21 +19,11 @@ use super::report::{CaseResult, CaseRun, RunReport};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Escapes text for HTML element content and quoted attribute values.
+/// Escapes text for HTML element content and quoted attribute values
+/// ([`super::sanitise::markup`]: control characters, bidirectional
+/// controls and noncharacters shown as visible escapes).
 pub fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t') => o.push('\u{fffd}'),
-            c => o.push(c),
-        }
-    }
-    o
+    super::sanitise::markup(s)
 }
 
 /// What each outcome means, for the legend.

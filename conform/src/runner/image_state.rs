@@ -60,45 +60,13 @@ pub enum ReadError {
 /// data (a file fragmented further is read, not skipped).
 const MAX_EXTENTS: usize = 1 << 16;
 
-/// What kind of file `t` is, for messages.
-fn kind(t: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else {
-        "not a regular file"
-    }
-}
-
-/// Opens `path` for reading if it is a regular file: stat first, then a
-/// non-blocking open (so a file swapped for a FIFO in between cannot make
-/// the open wait), then the opened file's type checked again.
+/// Opens `path` for reading if it is a regular file, without waiting
+/// ([`super::input::open_regular`]).
 pub fn open_regular(path: &Path) -> Result<File, ReadError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let meta = std::fs::metadata(path).map_err(ReadError::Open)?;
-    if !meta.is_file() {
-        return Err(ReadError::NotRegular(kind(meta.file_type())));
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-        .map_err(ReadError::Open)?;
-    let meta = file.metadata().map_err(ReadError::Open)?;
-    if !meta.is_file() {
-        return Err(ReadError::NotRegular(kind(meta.file_type())));
-    }
-    Ok(file)
+    super::input::open_regular(path).map_err(|e| match e {
+        super::input::InputError::Open { source, .. } => ReadError::Open(source),
+        e => ReadError::NotRegular(e.irregular_kind().unwrap_or("not a regular file")),
+    })
 }
 
 /// The data extents of `file` (`len` bytes) as `SEEK_DATA`/`SEEK_HOLE`

@@ -13,10 +13,12 @@
 //!   `<failure>`.
 
 use super::gate::{Gate, Status};
-// HTML's escaping is XML's: `&#39;` and U+FFFD for control characters.
-use super::html::escape as xml_escape;
+// One sanitiser for XML and HTML: characters XML forbids (U+FFFF, NUL
+// and the other C0 controls but tab and newline) and terminal control
+// sequences become visible escapes, so the file is always well-formed.
 use super::outcome::OutcomeKind;
 use super::report::{CaseResult, CaseRun, RunReport};
+use super::sanitise::markup as xml_escape;
 use std::fmt::Write as _;
 
 /// Counts of one suite (or of all).

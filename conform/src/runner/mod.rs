@@ -10,7 +10,9 @@
 //!   [`output`] (its capped output) and [`signals`] (the stop flag)),
 //!   [`temp_dirs`] (scratch directories named for their owner),
 //!   [`image_state`] (an image as the model reads it), [`case_env`] (the
-//!   passphrase and directory of the case being run);
+//!   passphrase and directory of the case being run), [`input`]
+//!   (untrusted input files: regular, capped, beneath the corpus),
+//!   [`sanitise`] (the one sanitiser of human and markup output);
 //! - data: [`checks`] (write and bitmap-operations results),
 //!   [`observation`] (what an implementation did), [`adapter`] (the
 //!   [`Adapter`] trait);
@@ -41,6 +43,7 @@ pub mod gate;
 pub mod html;
 pub mod image_layers;
 pub mod image_state;
+pub mod input;
 pub mod judge;
 pub mod junit;
 pub mod observation;
@@ -51,6 +54,7 @@ pub mod provenance;
 pub mod ranges;
 pub mod report;
 pub mod run;
+pub mod sanitise;
 pub mod select;
 pub mod signals;
 pub mod temp_dirs;

@@ -32,13 +32,78 @@ pub struct ObservedBitmap {
     /// Number of set bits, when known.
     pub set_bits: Option<u64>,
     /// Dirty virtual byte ranges (half-open, merged), when the
-    /// implementation reports contents that way.
+    /// implementation reports contents that way. A report keeps the first
+    /// [`MAX_REPORTED_RANGES`] of them ([`Observation::compact`]), and
+    /// `dirty_ranges_digest` stands for the whole list.
+    #[serde(serialize_with = "first_ranges")]
     pub dirty_ranges: Option<Vec<(u64, u64)>>,
+    /// The count and digest of every range the implementation reported,
+    /// set when the list is compacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirty_ranges_digest: Option<RangesDigest>,
     /// Why the implementation refused to use it, if it did.
     pub error: Option<String>,
 }
 
+/// Dirty ranges a report lists per bitmap at most.
+pub const MAX_REPORTED_RANGES: usize = 64;
+
+/// Dirty ranges a report lists per observation at most (over all its
+/// bitmaps), so that a report grows with the corpus, not with what a
+/// program prints.
+pub const MAX_REPORTED_RANGES_TOTAL: usize = 1024;
+
+/// A whole list of ranges in a few bytes: how many there were, and the
+/// SHA-256 of their bounds (each range's start and end as 8-byte
+/// big-endian integers, in the order reported).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangesDigest {
+    pub count: u64,
+    pub sha256: String,
+}
+
+impl RangesDigest {
+    pub fn of(ranges: &[(u64, u64)]) -> RangesDigest {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (a, b) in ranges {
+            h.update(a.to_be_bytes());
+            h.update(b.to_be_bytes());
+        }
+        RangesDigest {
+            count: ranges.len() as u64,
+            sha256: hex::encode(h.finalize()),
+        }
+    }
+}
+
+/// Serialises at most [`MAX_REPORTED_RANGES`] ranges (the first).
+fn first_ranges<S: serde::Serializer>(
+    ranges: &Option<Vec<(u64, u64)>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match ranges {
+        None => s.serialize_none(),
+        Some(r) => s.collect_seq(r.iter().take(MAX_REPORTED_RANGES)),
+    }
+}
+
 impl ObservedBitmap {
+    /// Keeps the first `most` dirty ranges (at most
+    /// [`MAX_REPORTED_RANGES`]) and the digest of them all; returns how
+    /// many it kept.
+    pub fn compact_ranges(&mut self, most: usize) -> usize {
+        let Some(r) = &mut self.dirty_ranges else {
+            return 0;
+        };
+        if self.dirty_ranges_digest.is_none() {
+            self.dirty_ranges_digest = Some(RangesDigest::of(r));
+        }
+        r.truncate(most.min(MAX_REPORTED_RANGES));
+        r.shrink_to_fit();
+        r.len()
+    }
+
     /// The implementation used the bitmap: it claimed it usable or handed
     /// out its contents.
     pub fn used(&self) -> bool {
@@ -146,6 +211,19 @@ impl Observation {
         self.record(&p);
         self.duration_ms = start.elapsed().as_millis() as u64;
         (!p.ended_badly()).then_some(p)
+    }
+
+    /// Keeps what a report needs of the dirty ranges the implementation
+    /// reported: at most [`MAX_REPORTED_RANGES`] per bitmap and
+    /// [`MAX_REPORTED_RANGES_TOTAL`] in all, each bitmap's whole list
+    /// standing as its [`RangesDigest`]. Called once a result is judged,
+    /// so that a run holds and writes an amount that follows the corpus,
+    /// not the programs' answers.
+    pub fn compact(&mut self) {
+        let mut budget = MAX_REPORTED_RANGES_TOTAL;
+        for b in &mut self.bitmaps {
+            budget -= b.compact_ranges(budget);
+        }
     }
 
     /// As [`Observation::record`] without adding the command line.

@@ -56,6 +56,7 @@ pub fn run_case(
     }
     obs.commands.retain(|c| !c.is_empty());
     let outcome = judge::judge_image(&case.expected, &obs, image, adapter.capabilities());
+    obs.compact();
     CaseResult {
         implementation: adapter.name().to_owned(),
         outcome,

@@ -8,6 +8,7 @@
 
 use super::judge::OutcomeKind;
 use super::report::{CaseResult, CaseRun, RunReport};
+use super::sanitise::one_line;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, LineStyle, Table, TableStyle};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -149,13 +150,16 @@ fn cell_text(counts: &BTreeMap<OutcomeKind, usize>, single: bool, colour: bool) 
 fn headers(impls: &[String], width: usize) -> (Vec<String>, Vec<String>) {
     let need: usize = impls.iter().map(|n| n.chars().count() + 3).sum();
     if need + width / 3 <= width {
-        return (impls.to_vec(), Vec::new());
+        return (
+            impls.iter().map(|n| one_line(n).into_owned()).collect(),
+            Vec::new(),
+        );
     }
     let labels = (1..=impls.len()).map(|i| format!("[{i}]")).collect();
     let legend = impls
         .iter()
         .enumerate()
-        .map(|(i, n)| cut(&format!("[{}] {n}", i + 1), width))
+        .map(|(i, n)| cut(&format!("[{}] {}", i + 1, one_line(n)), width))
         .collect();
     (labels, legend)
 }
@@ -197,7 +201,7 @@ fn table(report: &RunReport, layout: Layout) -> (Table, Vec<String>) {
     let single = layout.rows == Rows::Case;
     for (key, counts) in &rows {
         t.add_row(
-            std::iter::once(Cell::new(key)).chain(
+            std::iter::once(Cell::new(one_line(key))).chain(
                 counts
                     .iter()
                     .map(|c| Cell::new(cell_text(c, single, layout.colour))),
@@ -219,7 +223,13 @@ fn table(report: &RunReport, layout: Layout) -> (Table, Vec<String>) {
 fn problem_lines(c: &CaseRun, r: &CaseResult, layout: Layout) -> Vec<String> {
     let width = usize::from(layout.width);
     let kind = r.outcome.kind;
-    let head = format!("{} {} [{}] ({})", kind, c.id, r.implementation, c.file);
+    let head = format!(
+        "{} {} [{}] ({})",
+        kind,
+        one_line(&c.id),
+        one_line(&r.implementation),
+        one_line(&c.file)
+    );
     let mut lines = vec![cut(&head, width)];
     if layout.colour {
         let plain = &lines[0];
@@ -230,7 +240,7 @@ fn problem_lines(c: &CaseRun, r: &CaseResult, layout: Layout) -> Vec<String> {
         );
     }
     for d in r.outcome.detail.iter().take(4) {
-        lines.push(cut(&format!("    {d}"), width));
+        lines.push(cut(&format!("    {}", one_line(d)), width));
     }
     if kind == OutcomeKind::Crash {
         let tail: Vec<&str> = r
@@ -240,7 +250,10 @@ fn problem_lines(c: &CaseRun, r: &CaseResult, layout: Layout) -> Vec<String> {
             .filter(|l| !l.trim().is_empty())
             .collect();
         for l in &tail[tail.len().saturating_sub(STDERR_LINES)..] {
-            lines.push(cut(&format!("    stderr: {}", l.trim_end()), width));
+            lines.push(cut(
+                &format!("    stderr: {}", one_line(l.trim_end())),
+                width,
+            ));
         }
     }
     lines
@@ -279,7 +292,7 @@ pub fn render(report: &RunReport, layout: Layout) -> String {
             cut(
                 &format!(
                     "CORPUS CHANGED during the run: {}",
-                    report.corpus_changes.join("; ")
+                    one_line(&report.corpus_changes.join("; "))
                 ),
                 usize::from(layout.width)
             )

@@ -99,3 +99,14 @@ pub fn run_report(corpus: &Path, json: &Path, args: &[&str]) -> Value {
     assert_eq!(report["corpus_unchanged"], true);
     report
 }
+
+/// The `.tar.gz` files in `dir` (none when it does not exist).
+pub fn tarballs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
+                .collect()
+        })
+        .unwrap_or_default()
+}

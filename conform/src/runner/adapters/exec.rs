@@ -394,6 +394,7 @@ impl Adapter for ExecAdapter {
                         content_sha256: b.content_sha256.map(|s| s.to_ascii_lowercase()),
                         set_bits: b.set_bits,
                         dirty_ranges: b.dirty_ranges,
+                        dirty_ranges_digest: None,
                         error: None,
                     })
                     .collect();
