@@ -5,12 +5,30 @@
 //! time (field 22 of `/proc/PID/stat`, clock ticks since boot), so that a
 //! reused PID does not keep a dead owner's directory alive.
 //!
-//! [`scratch`] makes one (removed when dropped, as `tempfile` does);
+//! [`scratch`] makes one (removed when dropped, as `tempfile` does) and
+//! holds an exclusive `flock` on the directory itself for its whole life;
 //! [`sweep`] (called when `run` and `campaign` start) removes every such
 //! directory whose owner is no longer running: one a runner killed with
 //! SIGKILL left, with whatever its programs wrote there.
+//!
+//! The name alone cannot tell a dead owner from a live one in another PID
+//! namespace (`unshare --pid`: its PID means another process here), so
+//! the lock decides: a directory is removed only when the sweep can take
+//! its lock (nobody holds it: the kernel releases a lock when its holder
+//! dies, however it dies) and it is older than [`YOUNG`] (a directory
+//! made a moment ago may not be locked yet). A lock is taken on the open
+//! directory, which the programs under test cannot remove or replace
+//! (they may write inside it, not in its parent).
 
+use rustix::fs::{flock, FlockOperation};
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A directory this young is never swept: its maker may not have locked
+/// it yet.
+const YOUNG: Duration = Duration::from_secs(10);
 
 /// The start time of process `pid`, if it is running.
 fn start_time(pid: u32) -> Option<u64> {
@@ -26,11 +44,62 @@ fn own_tag() -> String {
     format!("{pid}-{}", start_time(pid).unwrap_or(0))
 }
 
-/// A fresh scratch directory `qcow2-conform-KIND-PID-START-XXXXXX`.
-pub fn scratch(kind: &str) -> std::io::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
+/// A scratch directory, locked while it lives, removed when dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    /// The directory, open and `flock`ed.
+    lock: File,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the directory is still there, the one this run made (not
+    /// removed, not replaced).
+    pub fn intact(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::symlink_metadata(self.path()), self.lock.metadata()) {
+            (Ok(now), Ok(made)) => now.is_dir() && now.ino() == made.ino() && now.dev() == made.dev(),
+            _ => false,
+        }
+    }
+}
+
+/// A fresh scratch directory `qcow2-conform-KIND-PID-START-XXXXXX`, locked.
+pub fn scratch(kind: &str) -> std::io::Result<Scratch> {
+    let dir = tempfile::Builder::new()
         .prefix(&format!("qcow2-conform-{kind}-{}-", own_tag()))
-        .tempdir()
+        .tempdir()?;
+    let lock = File::open(dir.path())?;
+    flock(&lock, FlockOperation::LockExclusive)?;
+    Ok(Scratch { dir, lock })
+}
+
+/// `name` inside the directory open as `dir`, by a path that does not
+/// depend on how long the directory's own path is
+/// (`/proc/self/fd/N/NAME`): a Unix socket's path must fit in 108 bytes,
+/// and `TMPDIR` may be long. Valid while `dir` is open, in this process.
+pub fn short_path(dir: &File, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
+/// Whether nobody holds the lock of directory `path` (its owner is gone)
+/// and it is old enough to have been locked.
+fn abandoned(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let old = f
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > YOUNG);
+    // The lock taken here is released when `f` closes.
+    old && flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok()
 }
 
 /// The owner `(pid, start)` a directory name carries, if it is one of the
@@ -62,7 +131,7 @@ pub fn sweep_in(dir: &Path) -> Vec<PathBuf> {
         let Some(o) = name.to_str().and_then(owner) else {
             continue;
         };
-        if alive(o) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+        if alive(o) || !e.file_type().is_ok_and(|t| t.is_dir()) || !abandoned(&e.path()) {
             continue;
         }
         if std::fs::remove_dir_all(e.path()).is_ok() {
@@ -100,17 +169,29 @@ mod tests {
             std::process::id()
         ));
         let other = tmp.path().join("qcow2-conform-run-notmine");
+        let long_ago = std::time::SystemTime::now() - 2 * YOUNG;
         for d in [&mine, &dead, &reused, &other] {
             std::fs::create_dir(d).unwrap();
             std::fs::write(d.join("f"), b"x").unwrap();
+            File::open(d).unwrap().set_modified(long_ago).unwrap();
         }
+        // A dead-looking owner's directory that is locked (its owner lives
+        // in another PID namespace) or young stays.
+        let locked = tmp.path().join("qcow2-conform-run-4194304-78-x4");
+        let young = tmp.path().join("qcow2-conform-run-4194304-79-x5");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::create_dir(&young).unwrap();
+        File::open(&locked).unwrap().set_modified(long_ago).unwrap();
+        let held = File::open(&locked).unwrap();
+        flock(&held, FlockOperation::LockExclusive).unwrap();
         let mut removed = sweep_in(tmp.path());
         removed.sort();
         let mut want = vec![dead.clone(), reused.clone()];
         want.sort();
         assert_eq!(removed, want);
-        assert!(mine.exists() && other.exists());
+        assert!(mine.exists() && other.exists() && locked.exists() && young.exists());
         let s = scratch("run").unwrap();
+        assert!(s.intact());
         let name = s.path().file_name().unwrap().to_str().unwrap().to_owned();
         assert_eq!(
             owner(&name),

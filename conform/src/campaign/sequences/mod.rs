@@ -90,6 +90,7 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
         }
         let seq = Sequence::random(opts.seed, index);
         let work = crate::runner::temp_dirs::scratch("seq")?;
+        let _w = crate::runner::sandbox::writable(work.path());
         if opts.bare {
             let ops = run_bare(program, &seq, work.path(), &opts.limits)?;
             ran += 1;
@@ -130,6 +131,7 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
             if *n == 1 && opts.minimise {
                 let (minimised, mr) = minimise(&seq, r.clone(), MINIMISE_RUNS, |cand| {
                     let w = crate::runner::temp_dirs::scratch("seq").ok()?;
+                    let _w = crate::runner::sandbox::writable(w.path());
                     if opts.offline {
                         return offline::run_offline(cand, w.path(), &opts.limits).ok();
                     }
@@ -167,6 +169,7 @@ pub fn replay(program: &Path, finding: &Path, limits: &Limits) -> Result<(SeqRes
     let f: SeqFinding =
         serde_json::from_str(&text).with_context(|| finding.display().to_string())?;
     let work = crate::runner::temp_dirs::scratch("seq")?;
+    let _w = crate::runner::sandbox::writable(work.path());
     let r = run_sequence(program, &f.minimised, work.path(), limits, MODEL)?;
     let same = r.failed() && key(&r) == f.key;
     Ok((r, same))
