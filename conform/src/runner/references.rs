@@ -5,15 +5,14 @@
 //! A reference is followed only when the manifest lists it as one of the
 //! case's companions (the runner copies those beside the image's private
 //! copy; they are regular files inside the image's directory). The case
-//! is not run (outcome `error`, naming the reference) when the name
+//! is not run (outcome `error`, naming the reference, never charged to
+//! the implementation) when the name is not a companion, and in
+//! particular when it
 //! - is absolute, or climbs out of the image's directory (`..`);
 //! - is a `json:` or protocol filename (a `:` before the first `/`, which
 //!   QEMU parses as `PROTOCOL:...`: `nbd:`, `ssh:`, `http:`, ...);
 //! - names something in the image's directory that is not a regular file
 //!   (a FIFO would block its reader, a symbolic link may lead anywhere).
-//!
-//! A relative name of a file that does not exist is allowed: the programs
-//! run in the copy's scratch directory, where nothing but the copies is.
 //!
 //! The names are read as QEMU reads them: the backing file name only when
 //! it fits in the first cluster and is at most 1023 bytes (QEMU refuses
@@ -21,10 +20,11 @@
 //! extension, each cut at its first NUL byte.
 
 use spec_model::fields::{extension as ext, header as hdr};
+use generator::ManifestCase;
 use std::ffi::OsStr;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 /// Which file a reference is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,15 +160,27 @@ fn danger(name: &[u8], image_dir: &Path) -> Option<&'static str> {
     }
 }
 
-/// Checks every file `image` (the corpus's copy of a case) names: `Err`
-/// names the first one the runner must not follow. A companion is a
-/// regular file inside the image's directory
-/// ([`ManifestCase::companion_places`] refuses the others), so every name
-/// refused here is one no manifest can list.
-pub fn check(image: &Path) -> Result<(), RefusedReference> {
+/// Checks every file `image` (the corpus's copy of `case`) names: `Err`
+/// names the first one the runner must not follow: one the manifest does
+/// not list as a companion, or one no manifest could list (a companion is
+/// a regular file inside the image's directory:
+/// [`ManifestCase::companion_places`] refuses the others).
+pub fn check(case: &ManifestCase, image: &Path) -> Result<(), RefusedReference> {
     let image_dir = image.parent().unwrap_or(Path::new("."));
-    for r in read(image).map_err(RefusedReference::Read)? {
-        if let Some(why) = danger(&r.name, image_dir) {
+    let refs = read(image).map_err(RefusedReference::Read)?;
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let companions: Vec<PathBuf> = case
+        .companion_places()
+        .map(|v| v.into_iter().map(|(_, rel)| plain(&rel)).collect())
+        .unwrap_or_default();
+    for r in refs {
+        let why = danger(&r.name, image_dir).or_else(|| {
+            let listed = companions.contains(&plain(Path::new(OsStr::from_bytes(&r.name))));
+            (!listed).then_some("is not listed as a companion in the manifest")
+        });
+        if let Some(why) = why {
             return Err(RefusedReference::Refused {
                 kind: r.kind,
                 name: r.shown(),
@@ -177,6 +189,13 @@ pub fn check(image: &Path) -> Result<(), RefusedReference> {
         }
     }
     Ok(())
+}
+
+/// `p` without `.` steps.
+fn plain(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
 }
 
 /// Whether the model may follow `name` from an image in `dir`: a plain

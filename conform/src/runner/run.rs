@@ -42,7 +42,7 @@ pub fn run_case(
     if let Some(why) = signals::interrupted() {
         return set_up_error(adapter, SetUpError::Interrupted(why));
     }
-    if let Err(why) = references::check(image) {
+    if let Err(why) = references::check(case, image) {
         return set_up_error(adapter, SetUpError::Reference(why));
     }
     let _secret = case_env::scope(case.secret.as_deref());
