@@ -8,7 +8,6 @@
 
 use super::nbd::{NbdClient, NbdError};
 use super::qmp::{Qmp, QmpError, Refused, Reply};
-use crate::runner::adapters::qemu::tools;
 use crate::runner::process::{self, Background, Limits, Proc};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -382,7 +381,8 @@ impl Daemon {
         let Daemon {
             mut server,
             mut qmp,
-            dir,
+            sockets,
+            _scratch,
             timeout,
             ..
         } = self;
@@ -392,7 +392,8 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(1));
         }
         let p = server.stop(true);
-        drop(dir);
+        drop(sockets);
+        drop(_scratch);
         p
     }
 
