@@ -47,7 +47,7 @@ fn image(dir: &Path, name: &str, opts: &str, extra: &[&str], bitmap: bool) -> Pa
     args.extend([name, "4M"]);
     qemu_img(dir, &args);
     if bitmap {
-        qemu_img(dir, &["bitmap", "-q", "--add", name, "b0"]);
+        qemu_img(dir, &["bitmap", "--add", name, "b0"]);
     }
     dir.join(name)
 }
@@ -82,7 +82,12 @@ fn run(corpus: &Path, cwd: &Path, tmp: &Path, args: &[&str]) -> (Output, Value) 
         .arg(corpus)
         .arg("--json")
         .arg(&json)
-        .args(["--fail-on", "none", "--timeout", "10"])
+        .args(["--fail-on", "none"])
+        .args(if args.contains(&"--timeout") {
+            &[][..]
+        } else {
+            &["--timeout", "10"][..]
+        })
         .args(args)
         .current_dir(cwd)
         .env("TMPDIR", tmp)
@@ -212,7 +217,12 @@ fn a_relative_data_file_without_companions_touches_nothing_in_the_working_direct
     std::fs::rename(images.join("victim.data"), d.cwd.join("victim.data")).unwrap();
     write_manifest(&d.corpus, vec![case(&d.corpus, "rel", "images/rel.qcow2")]);
     let before = hashes(&d.cwd, &d.tmp);
-    let (_, report) = run(&d.corpus, &d.cwd, &d.tmp, &["--impl", "qemu", "--bitmap-ops"]);
+    let (_, report) = run(
+        &d.corpus,
+        &d.cwd,
+        &d.tmp,
+        &["--impl", "qemu", "--bitmap-ops"],
+    );
     all_refused(&report, &["victim.data"]);
     assert!(outcomes(&report)[0].2.contains("not listed as a companion"));
     assert_eq!(hashes(&d.cwd, &d.tmp), before);
@@ -222,7 +232,11 @@ fn a_relative_data_file_without_companions_touches_nothing_in_the_working_direct
 fn hostile_backing_files_are_error_never_hang_read_or_connect() {
     let d = dirs();
     let fifo = d.outside.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let secret = d.outside.join("shadow");
     std::fs::write(&secret, b"root:$6$secret:19000:0:99999:7:::\n").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -275,7 +289,9 @@ fn a_read_adapter_on_an_outside_raw_backing_file_is_error_and_the_model_never_op
     );
     write_manifest(&d.corpus, vec![case(&d.corpus, "top", "images/top.qcow2")]);
     // The model's layered reads refuse the name themselves.
-    let e = conform::runner::image_layers::open(&img).err().expect("refused");
+    let e = conform::runner::image_layers::open(&img)
+        .err()
+        .expect("refused");
     assert!(e.to_string().contains("not followed"), "{e}");
     // A program that only reads guest data; the runner never asks it.
     let script = d.root.join("reader.sh");
@@ -354,7 +370,15 @@ fn a_sweep_from_another_pid_namespace_leaves_a_live_run_alone() {
     .unwrap();
     let json = d.root.join("live.json");
     let mut live = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--pid", "--fork", BIN, "run", "--corpus"])
+        .args([
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            BIN,
+            "run",
+            "--corpus",
+        ])
         .arg(&d.corpus)
         .arg("--json")
         .arg(&json)
@@ -377,15 +401,25 @@ fn a_sweep_from_another_pid_namespace_leaves_a_live_run_alone() {
         &d.corpus,
         &d.cwd,
         &d.tmp,
-        &["--impl", "qemu", "--read-only", "--case", "valid/granularity-9"],
+        &[
+            "--impl",
+            "qemu",
+            "--read-only",
+            "--case",
+            "valid/granularity-9",
+        ],
     );
     assert_eq!(outcomes(&report)[0].1, "pass", "{report}");
-    assert!(!dead.exists(), "the sweep ran and removed a dead runner's directory");
+    assert!(
+        !dead.exists(),
+        "the sweep ran and removed a dead runner's directory"
+    );
     let out = live.wait_with_output().unwrap();
-    let live: Value = serde_json::from_slice(&std::fs::read(&json).unwrap_or_else(|e| {
-        panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr))
-    }))
-    .unwrap();
+    let live: Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap_or_else(|e| {
+            panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr))
+        }))
+        .unwrap();
     let obs = &live["cases"][0]["results"][0]["observation"];
     assert_eq!(obs["error"], "still here", "{live}");
 }
@@ -402,14 +436,29 @@ fn memory_and_timeout_bind_the_capabilities_call() {
     )
     .unwrap();
     let imp = format!("exec:python3 {}", hog.display());
-    let (out, _) = run(&d.corpus, &d.cwd, &d.tmp, &["--impl", &imp, "--memory", "256"]);
+    let (out, _) = run(
+        &d.corpus,
+        &d.cwd,
+        &d.tmp,
+        &["--impl", &imp, "--memory", "256"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("`capabilities` failed"), "{err}");
     assert!(err.contains("MemoryError"), "{err}");
     // Without the limit the same program answers (the test can fail).
-    let (out, _) = run(&d.corpus, &d.cwd, &d.tmp, &["--impl", &imp, "--memory", "0"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (out, _) = run(
+        &d.corpus,
+        &d.cwd,
+        &d.tmp,
+        &["--impl", &imp, "--memory", "0"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let slow = d.root.join("slow.sh");
     std::fs::write(&slow, "#!/bin/sh\nsleep 30\n").unwrap();
     let start = Instant::now();
@@ -417,7 +466,12 @@ fn memory_and_timeout_bind_the_capabilities_call() {
         &d.corpus,
         &d.cwd,
         &d.tmp,
-        &["--impl", &format!("exec:sh {}", slow.display()), "--timeout", "1"],
+        &[
+            "--impl",
+            &format!("exec:sh {}", slow.display()),
+            "--timeout",
+            "1",
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(start.elapsed() < Duration::from_secs(8));
@@ -429,13 +483,40 @@ fn qemu_over_outside_references_leaves_every_file_outside_scratch_byte_identical
     let d = dirs();
     let images = d.corpus.join("images");
     let base = d.outside.join("base.qcow2");
-    qemu_img(&d.outside, &["create", "-q", "-f", "qcow2", "base.qcow2", "4M"]);
+    qemu_img(
+        &d.outside,
+        &["create", "-q", "-f", "qcow2", "base.qcow2", "4M"],
+    );
     let data = d.outside.join("abs.data");
-    image(&images, "abs-data.qcow2", &format!("data_file={}", data.display()), &[], true);
-    image(&images, "up-data.qcow2", "data_file=../../outside/up.data", &[], true);
+    image(
+        &images,
+        "abs-data.qcow2",
+        &format!("data_file={}", data.display()),
+        &[],
+        true,
+    );
+    image(
+        &images,
+        "up-data.qcow2",
+        "data_file=../../outside/up.data",
+        &[],
+        true,
+    );
     let b = base.display().to_string();
-    image(&images, "abs-backing.qcow2", "", &["-b", &b, "-F", "qcow2"], true);
-    image(&images, "up-backing.qcow2", "", &["-b", "../../outside/base.qcow2", "-F", "qcow2"], true);
+    image(
+        &images,
+        "abs-backing.qcow2",
+        "",
+        &["-b", &b, "-F", "qcow2"],
+        true,
+    );
+    image(
+        &images,
+        "up-backing.qcow2",
+        "",
+        &["-b", "../../outside/base.qcow2", "-F", "qcow2"],
+        true,
+    );
     image(&images, "plain.qcow2", "", &[], true);
     let names = ["abs-data", "up-data", "abs-backing", "up-backing", "plain"];
     write_manifest(
@@ -447,7 +528,12 @@ fn qemu_over_outside_references_leaves_every_file_outside_scratch_byte_identical
     );
     std::fs::write(d.cwd.join("up.data"), b"decoy").unwrap();
     let before = hashes(&d.root, &d.tmp);
-    let (_, report) = run(&d.corpus, &d.cwd, &d.tmp, &["--impl", "qemu", "--bitmap-ops"]);
+    let (_, report) = run(
+        &d.corpus,
+        &d.cwd,
+        &d.tmp,
+        &["--impl", "qemu", "--bitmap-ops"],
+    );
     let got = outcomes(&report);
     for (id, kind, detail) in &got {
         let want = if id == "plain" { "pass" } else { "error" };
@@ -459,7 +545,11 @@ fn qemu_over_outside_references_leaves_every_file_outside_scratch_byte_identical
     let mut before = before;
     before.remove(&d.root.join("report.json"));
     assert_eq!(before, after);
-    assert_eq!(std::fs::read_dir(&d.tmp).unwrap().count(), 0, "scratch left behind");
+    assert_eq!(
+        std::fs::read_dir(&d.tmp).unwrap().count(),
+        0,
+        "scratch left behind"
+    );
 }
 
 #[test]
@@ -509,7 +599,12 @@ print(json.dumps({{"protocol": 1, "opened": False, "error": " ".join(said)}}))
             .unwrap_or_else(|| panic!("{report}"))
             .to_owned()
     };
-    let (_, report) = run(&d.corpus, &d.cwd, &d.tmp, &["--impl", &imp, "--case", "valid/cluster-64k"]);
+    let (_, report) = run(
+        &d.corpus,
+        &d.cwd,
+        &d.tmp,
+        &["--impl", &imp, "--case", "valid/cluster-64k"],
+    );
     assert_eq!(said(&report), "outside:denied inside:done connect:denied");
     assert!(!target.exists());
     assert!(listener.accept().is_err(), "no connection arrived");
@@ -521,7 +616,14 @@ print(json.dumps({{"protocol": 1, "opened": False, "error": " ".join(said)}}))
         &d.corpus,
         &d.cwd,
         &d.tmp,
-        &["--impl", &imp, "--case", "valid/cluster-64k", "--sandbox", "off"],
+        &[
+            "--impl",
+            &imp,
+            "--case",
+            "valid/cluster-64k",
+            "--sandbox",
+            "off",
+        ],
     );
     assert_eq!(said(&report), "outside:done inside:done connect:done");
     assert!(target.exists());
@@ -549,9 +651,17 @@ fn without_landlock_auto_says_so_and_require_refuses() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no Landlock"));
     let out = go("auto");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not sandboxed"));
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let s = &report["provenance"]["sandbox"];
-    assert_eq!((s["mode"].as_str(), s["sandboxed"].as_bool()), (Some("auto"), Some(false)));
+    assert_eq!(
+        (s["mode"].as_str(), s["sandboxed"].as_bool()),
+        (Some("auto"), Some(false))
+    );
 }

@@ -39,15 +39,15 @@
 //! process after the keeper's fork, so the keeper itself (which reads
 //! `/proc` and signals the tree) stays outside it.
 
+use super::sandbox::Restriction;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
-use super::sandbox::Restriction;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
-use std::sync::Arc;
 use std::process::Command;
+use std::sync::Arc;
 
 /// The exit status of a keeper whose runner was already gone when it
 /// started (its program never ran).

@@ -119,7 +119,12 @@ fn open_at(image: &Path, depth: usize) -> Result<Layered<'static, File>, LayersE
 
 /// `dir/name` when the model may follow `name` from `image` (a plain
 /// relative name of a regular file in `dir`), else why not.
-fn follow(image: &Path, dir: &Path, what: &'static str, name: &str) -> Result<PathBuf, LayersError> {
+fn follow(
+    image: &Path,
+    dir: &Path,
+    what: &'static str,
+    name: &str,
+) -> Result<PathBuf, LayersError> {
     if super::references::followable(name, dir) {
         Ok(dir.join(name))
     } else {

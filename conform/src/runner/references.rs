@@ -19,8 +19,8 @@
 //! the image otherwise, opening nothing), every external data file name
 //! extension, each cut at its first NUL byte.
 
-use spec_model::fields::{extension as ext, header as hdr};
 use generator::ManifestCase;
+use spec_model::fields::{extension as ext, header as hdr};
 use std::ffi::OsStr;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;

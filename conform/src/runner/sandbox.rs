@@ -256,7 +256,7 @@ pub fn restriction(
 }
 
 /// Where `program` is: itself if it names a path, else the first match
-/// on `PATH`; resolved through symbolic links.
+/// on `PATH`; made absolute.
 fn locate(program: &OsStr) -> Option<PathBuf> {
     let p = Path::new(program);
     let found = if p.components().count() > 1 {
@@ -267,7 +267,32 @@ fn locate(program: &OsStr) -> Option<PathBuf> {
             .map(|d| d.join(p))
             .find(|c| c.is_file())
     }?;
-    std::fs::canonicalize(found).ok()
+    std::path::absolute(found).ok()
+}
+
+/// The directories a program needs to read to run: its own directory as
+/// named and as its links resolve, and, for one in a `bin`, `sbin` or
+/// `shims` directory, the installation around it (a virtual environment's
+/// `lib`, a version manager's interpreters).
+fn program_dirs(program: &OsStr) -> Vec<PathBuf> {
+    let Some(named) = locate(program) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in [Some(named.clone()), std::fs::canonicalize(&named).ok()]
+        .into_iter()
+        .flatten()
+    {
+        let Some(dir) = p.parent() else { continue };
+        let installed = dir
+            .file_name()
+            .is_some_and(|n| n == "bin" || n == "sbin" || n == "shims");
+        match dir.parent() {
+            Some(prefix) if installed && prefix.parent().is_some() => out.push(prefix.to_owned()),
+            _ => out.push(dir.to_owned()),
+        }
+    }
+    out
 }
 
 /// `python3*` entries of `/etc` (Debian's interpreters read their
@@ -302,9 +327,7 @@ fn build(
         ruleset = ruleset.scope(scopes)?;
     }
     let mut own: Vec<PathBuf> = reads.to_vec();
-    if let Some(dir) = program.and_then(locate).and_then(|p| p.parent().map(Path::to_path_buf)) {
-        own.push(dir);
-    }
+    own.extend(program.map(program_dirs).unwrap_or_default());
     let device = read | AccessFs::WriteFile;
     let created: RulesetCreated = ruleset
         .create()?
@@ -347,6 +370,23 @@ mod tests {
         assert!(abi > 0, "this machine's kernel offers Landlock");
         let r = build(abi, Some(OsStr::new("sh")), &[], &[]).unwrap();
         assert!(r.raw() >= 0);
-        assert_eq!(locate(OsStr::new("sh")).map(|p| p.is_absolute()), Some(true));
+        assert_eq!(
+            locate(OsStr::new("sh")).map(|p| p.is_absolute()),
+            Some(true)
+        );
+        // A program in a prefix's `bin` reads its prefix (a virtual
+        // environment's `lib`); the root directory never.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("bin")).unwrap();
+        let p = d.path().join("bin").join("tool");
+        std::fs::write(&p, b"").unwrap();
+        let dirs = program_dirs(p.as_os_str());
+        assert!(
+            dirs.contains(&std::fs::canonicalize(d.path()).unwrap()),
+            "{dirs:?}"
+        );
+        assert!(program_dirs(OsStr::new("/bin/sh"))
+            .iter()
+            .all(|d| d != Path::new("/")));
     }
 }

@@ -344,11 +344,13 @@ impl QemuAdapter {
     ) -> Option<Vec<BitmapRead>> {
         let _ = virtual_size;
         let n = obs.commands.len();
-        // The socket is named relative to `work`, where the server and the
-        // clients run, and reached by the runner through an open handle of
-        // `work`: no path of it depends on how long TMPDIR is (a Unix
-        // socket's path must fit in 108 bytes).
-        let socket = format!("nbd{n}.sock");
+        // The server and the clients run in `work` and name the socket
+        // through their working directory (qemu-nbd wants an absolute
+        // path); the runner reaches it through an open handle of `work`:
+        // no path of it depends on how long TMPDIR is (a Unix socket's
+        // path must fit in 108 bytes).
+        let name = format!("nbd{n}.sock");
+        let socket = format!("/proc/self/cwd/{name}");
         let log = work.join(format!("nbd{n}.log"));
         let handle = match std::fs::File::open(work) {
             Ok(h) => h,
@@ -358,7 +360,7 @@ impl QemuAdapter {
                 return None;
             }
         };
-        let reach = crate::runner::temp_dirs::short_path(&handle, &socket);
+        let reach = crate::runner::temp_dirs::short_path(&handle, &name);
         let mut args = vec![os("-r"), os("-t"), os("-k"), os(&socket)];
         for name in names {
             args.push(os("-B"));

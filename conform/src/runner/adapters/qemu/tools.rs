@@ -179,12 +179,7 @@ impl Toolset {
         args: &[OsString],
         limits: &Limits,
     ) -> std::process::Command {
-        let reads: Vec<PathBuf> = self
-            .prefix
-            .iter()
-            .chain(&self.lib_dirs)
-            .cloned()
-            .collect();
+        let reads: Vec<PathBuf> = self.prefix.iter().chain(&self.lib_dirs).cloned().collect();
         let mut cmd = in_case_dir(process::command_reading(
             program.as_os_str(),
             args,
