@@ -256,11 +256,11 @@ pub fn restriction(
 }
 
 /// Where `program` is: itself if it names a path, else the first match
-/// on `PATH`; made absolute.
-fn locate(program: &OsStr) -> Option<PathBuf> {
+/// on `PATH`; made absolute. `None` when there is no such file.
+pub fn locate(program: &OsStr) -> Option<PathBuf> {
     let p = Path::new(program);
     let found = if p.components().count() > 1 {
-        Some(p.to_path_buf())
+        Some(p.to_path_buf()).filter(|p| p.is_file())
     } else {
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path)

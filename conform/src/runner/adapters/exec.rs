@@ -283,6 +283,18 @@ impl ExecAdapter {
     pub fn with_limits(template: &str, limits: &Limits) -> Result<ExecAdapter> {
         let argv = split_template(template)?;
         let reads = template_paths(&argv);
+        // A program that is not there cannot start (said before any
+        // wrapper such as `prlimit` would turn it into exit status 127).
+        if crate::runner::sandbox::locate(std::ffi::OsStr::new(&argv[0])).is_none() {
+            return Err(SetupError::Start {
+                template: template.to_owned(),
+                error: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("cannot start `{}`: no such program", argv[0]),
+                ),
+            }
+            .into());
+        }
         let mut a = ExecAdapter {
             name: format!("exec:{template}"),
             argv,
