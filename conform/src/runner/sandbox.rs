@@ -274,7 +274,7 @@ pub fn locate(program: &OsStr) -> Option<PathBuf> {
 /// named and as its links resolve, and, for one in a `bin`, `sbin` or
 /// `shims` directory, the installation around it (a virtual environment's
 /// `lib`, a version manager's interpreters).
-fn program_dirs(program: &OsStr) -> Vec<PathBuf> {
+pub fn program_dirs(program: &OsStr) -> Vec<PathBuf> {
     let Some(named) = locate(program) else {
         return Vec::new();
     };
