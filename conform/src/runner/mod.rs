@@ -9,8 +9,10 @@
 //!   with [`containment`] (the keeper every program runs under),
 //!   [`output`] (its capped output) and [`signals`] (the stop flag)),
 //!   [`temp_dirs`] (scratch directories named for their owner),
-//!   [`image_state`] (an image as the model reads it), [`case_env`] (the
-//!   passphrase and directory of the case being run);
+//!   [`sandbox`] (the Landlock sandbox of every program),
+//!   [`image_state`] (an image as the model reads it), [`references`]
+//!   (the files an image names, checked before a case runs),
+//!   [`case_env`] (the passphrase and directory of the case being run);
 //! - data: [`checks`] (write and bitmap-operations results),
 //!   [`observation`] (what an implementation did), [`adapter`] (the
 //!   [`Adapter`] trait);
