@@ -62,8 +62,13 @@ for i, case in enumerate(report["cases"]):
     for r in case["results"]:
         lines = ["set +e"]
         for c in r["observation"]["commands"]:
+            # `(cd DIR && CMD)` (the runner runs QEMU in the copy's
+            # directory): the floor changes directory once, then runs CMD.
+            m = re.match(r"^\(cd (\S+) && (.*)\)( &)?$", c)
+            if m:
+                lines.append("cd %s" % m.group(1))
+                c = m.group(2) + (m.group(3) or "")
             c = re.sub(r"^prlimit --as=\d+ -- ", "", c)
-            c = re.sub(r"&& prlimit --as=\d+ -- ", "&& ", c)
             if c.startswith("qcow2-conform "):
                 continue  # the model's own check: not a QEMU invocation
             if c.endswith("&"):
@@ -120,7 +125,7 @@ cases, strict, jobs, runs, count, extra, d = int(sys.argv[1]), sys.argv[2], sys.
 rt = [float(x) for x in sys.argv[8].split()]
 ft = [float(x) for x in sys.argv[9].split()]
 ot = [float(x) for x in sys.argv[10].split()]
-procs = sum(len(re.findall(r"(?:^|&& )(?:/\S+/)?qemu-(?:img|io|nbd) ", open(f).read(), re.M)) for f in glob.glob(d + "/floor/case-*.sh"))
+procs = sum(len(re.findall(r"^(?:/\S+/)?qemu-(?:img|io|nbd) ", open(f).read(), re.M)) for f in glob.glob(d + "/floor/case-*.sh"))
 mr, mf = statistics.median(rt), statistics.median(ft)
 rr, fr = cases / mr, cases / mf
 ratio = rr / fr

@@ -369,7 +369,7 @@ fn a_sweep_from_another_pid_namespace_leaves_a_live_run_alone() {
     )
     .unwrap();
     let json = d.root.join("live.json");
-    let mut live = Command::new("unshare")
+    let live = Command::new("unshare")
         .args([
             "--user",
             "--map-root-user",
