@@ -665,3 +665,32 @@ fn without_landlock_auto_says_so_and_require_refuses() {
         (Some("auto"), Some(false))
     );
 }
+
+#[test]
+fn a_case_whose_scratch_directory_vanishes_is_error_not_charged() {
+    let d = dirs();
+    shipped_cases(&d.corpus);
+    // Another process removes the scratch directory while the program
+    // runs (here the program itself, unsandboxed: sandboxed, it could not).
+    let script = d.root.join("vanish.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in\ncapabilities) echo '{\"protocol\":1,\"capabilities\":[\"observe\"]}';;\n\
+         observe) rm -rf \"$(dirname \"$2\")\"; echo '{\"protocol\":1,\"opened\":true,\"bitmaps\":[]}';;\nesac\n",
+    )
+    .unwrap();
+    let imp = format!("exec:sh {}", script.display());
+    let args = [
+        "--impl",
+        &imp,
+        "--case",
+        "valid/cluster-64k",
+        "--sandbox",
+        "off",
+    ];
+    let (out, report) = run(&d.corpus, &d.cwd, &d.tmp, &args);
+    let (_, kind, detail) = outcomes(&report).remove(0);
+    assert_eq!(kind, "error", "{detail}");
+    assert!(detail.contains("vanished"), "{detail}");
+    assert_eq!(out.status.code(), Some(1));
+}
