@@ -12,7 +12,9 @@
 # cost of the qemu-img / qemu-io / qemu-nbd processes a case needs, and the
 # ratio runner/floor says how much the runner adds.
 #
-# Target: runner rate >= 0.5 x floor rate.
+# Target: runner rate >= 0.5 x floor rate, with the sandbox on (the
+# default); and the sandboxed runner's time within 1.1 x the same run with
+# `--sandbox off` (measured as a third side, alternating with the others).
 #
 # Environment:
 #   COUNT=N         cases per kind (valid and mutants; default 40 -> 80 cases)
@@ -45,7 +47,7 @@ now() { date +%s.%N; }
 run_runner() {
   # shellcheck disable=SC2086
   "$BIN" run --impl qemu --corpus "$corpus" --jobs "$JOBS" --fail-on none \
-    --json "$DIR/report.json" $EXTRA >/dev/null 2>"$DIR/run.err"
+    --json "$DIR/report.json" $EXTRA "$@" >/dev/null 2>"$DIR/run.err"
 }
 
 # Warm-up run; its report gives the commands of the floor.
@@ -60,12 +62,19 @@ for i, case in enumerate(report["cases"]):
     for r in case["results"]:
         lines = ["set +e"]
         for c in r["observation"]["commands"]:
+            # `(cd DIR && CMD)` (the runner runs QEMU in the copy's
+            # directory): the floor changes directory once, then runs CMD.
+            m = re.match(r"^\(cd (\S+) && (.*)\)( &)?$", c)
+            if m:
+                lines.append("cd %s" % m.group(1))
+                c = m.group(2) + (m.group(3) or "")
             c = re.sub(r"^prlimit --as=\d+ -- ", "", c)
             if c.startswith("qcow2-conform "):
                 continue  # the model's own check: not a QEMU invocation
             if c.endswith("&"):
                 lines.append(c[:-1] + ">/dev/null 2>&1 &")
-                sock = re.search(r' -k ("\$WORK"/\S+)', c).group(1)
+                m = re.search(r' -k ("\$WORK"/\S+)', c) or re.search(r' -k /proc/self/cwd/(\S+)', c)
+                sock = m.group(1) if m.group(1).startswith('"') else '"$WORK"/' + m.group(1)
                 # As the runner: wait until the server listens (or exits).
                 lines.append('for _ in $(seq 5000); do [ -S %s ] && break; kill -0 $! 2>/dev/null || break; sleep 0.002; done' % sock)
             elif c == "kill $!":
@@ -90,22 +99,32 @@ run_floor  # warm-up
 
 runner_t=()
 floor_t=()
+open_t=()
 for i in $(seq "$RUNS"); do
-  if [ $((i % 2)) -eq 1 ]; then order="runner floor"; else order="floor runner"; fi
+  if [ $((i % 2)) -eq 1 ]; then order="runner floor open"; else order="open floor runner"; fi
   for side in $order; do
     t0=$(now)
-    if [ "$side" = runner ]; then run_runner; else run_floor; fi
+    case $side in
+      runner) run_runner ;;
+      open) run_runner --sandbox off ;;
+      floor) run_floor ;;
+    esac
     t1=$(now)
     dt=$(python3 -c "print(round($t1 - $t0, 3))")
-    if [ "$side" = runner ]; then runner_t+=("$dt"); else floor_t+=("$dt"); fi
+    case $side in
+      runner) runner_t+=("$dt") ;;
+      open) open_t+=("$dt") ;;
+      floor) floor_t+=("$dt") ;;
+    esac
   done
 done
 
-python3 - "$cases" "${STRICT:-0}" "$JOBS" "$RUNS" "$COUNT" "${EXTRA:-none}" "$DIR" "${runner_t[*]}" "${floor_t[*]}" <<'EOF'
+python3 - "$cases" "${STRICT:-0}" "$JOBS" "$RUNS" "$COUNT" "${EXTRA:-none}" "$DIR" "${runner_t[*]}" "${floor_t[*]}" "${open_t[*]}" <<'EOF'
 import glob, re, statistics, sys
 cases, strict, jobs, runs, count, extra, d = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 rt = [float(x) for x in sys.argv[8].split()]
 ft = [float(x) for x in sys.argv[9].split()]
+ot = [float(x) for x in sys.argv[10].split()]
 procs = sum(len(re.findall(r"^(?:/\S+/)?qemu-(?:img|io|nbd) ", open(f).read(), re.M)) for f in glob.glob(d + "/floor/case-*.sh"))
 mr, mf = statistics.median(rt), statistics.median(ft)
 rr, fr = cases / mr, cases / mf
@@ -114,7 +133,11 @@ print(f"cases: {cases} (COUNT={count}, EXTRA={extra}), jobs {jobs}, runs {runs}"
 print(f"QEMU processes per pass: {procs} ({procs / cases:.1f} per case)")
 print(f"runner: median {mr:.2f} s ({', '.join(map(str, rt))}) -> {rr:.1f} cases/s")
 print(f"floor:  median {mf:.2f} s ({', '.join(map(str, ft))}) -> {fr:.1f} cases/s")
+mo = statistics.median(ot)
+print(f"runner --sandbox off: median {mo:.2f} s ({', '.join(map(str, ot))}) -> {cases / mo:.1f} cases/s")
 print(f"ratio runner/floor: {ratio:.3f} (target >= 0.5): {'met' if ratio >= 0.5 else 'MISSED'}")
+cost = mr / mo
+print(f"sandboxed/unsandboxed time: {cost:.3f} (target <= 1.1): {'met' if cost <= 1.1 else 'MISSED'}")
 print("load average:", " ".join(open("/proc/loadavg").read().split()[:3]))
-sys.exit(1 if strict == "1" and ratio < 0.5 else 0)
+sys.exit(1 if strict == "1" and (ratio < 0.5 or cost > 1.1) else 0)
 EOF

@@ -212,6 +212,12 @@ pub struct RunArgs {
     /// Run only the cases that failed in this earlier JSON report.
     #[arg(long, value_name = "REPORT.json")]
     pub rerun: Option<PathBuf>,
+    /// Sandbox every program the run starts (Landlock: writes only to the
+    /// case's scratch directory, no network): `auto` when the kernel
+    /// offers it (the report says when it did not), `require` or refuse
+    /// to run, `off`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub sandbox: crate::runner::sandbox::Mode,
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +260,9 @@ pub struct CampaignArgs {
     /// Skip the write check.
     #[arg(long)]
     pub read_only: bool,
+    /// Sandbox every program the campaign starts (as `run --sandbox`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub sandbox: crate::runner::sandbox::Mode,
     /// With `--impl qemu-live`: random operation sequences (guest writes,
     /// bitmap operations, restarts, crashes) against qemu-storage-daemon,
     /// judged by the semantic model, instead of random images; with

@@ -2,7 +2,8 @@
 //! (shell and Python scripts) that hang, hang ignoring SIGTERM, print
 //! without end, answer with a million bitmaps, leave processes behind
 //! (detached, `setsid`, holding the output pipe), replace their written
-//! copy with a FIFO or a 16 TiB sparse file, or tamper with the corpus;
+//! copy with a FIFO or a 16 TiB sparse file, or tamper with the corpus
+//! (which the sandbox prevents, and which is reported without it);
 //! and a QEMU run killed with SIGKILL. Each is classified, with nothing
 //! left running, the runner's temporary directory empty, the corpus
 //! unchanged (or, when the adapter tampers with it, the change reported)
@@ -92,6 +93,17 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
 /// `qcow2-conform run` of `impls` over `corpus` with its temporary files
 /// in `tmp`; the exit status and the JSON report.
 fn run(corpus: &Path, tmp: &Path, impls: &[String], timeout: &str) -> (i32, Value) {
+    run_with(corpus, tmp, impls, timeout, &[])
+}
+
+/// [`run`] with more arguments.
+fn run_with(
+    corpus: &Path,
+    tmp: &Path,
+    impls: &[String],
+    timeout: &str,
+    extra: &[&str],
+) -> (i32, Value) {
     let json = tmp.parent().unwrap().join("report.json");
     let _ = std::fs::remove_file(&json);
     let mut cmd = Command::new(BIN);
@@ -105,6 +117,7 @@ fn run(corpus: &Path, tmp: &Path, impls: &[String], timeout: &str) -> (i32, Valu
         cmd.arg("--impl").arg(i);
     }
     cmd.args(["--timeout", timeout, "--jobs", "2", "--fail-on", "none"]);
+    cmd.args(extra);
     let out = cmd.env("TMPDIR", tmp).output().unwrap();
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap_or_else(|e| {
         panic!(
@@ -210,6 +223,8 @@ fn hostile_adapters_are_classified_and_leave_nothing_behind() {
 fn tampering_with_the_corpus_is_reported() {
     let d = tempfile::tempdir().unwrap();
     let corpus = corpus(d.path());
+    let manifest = std::fs::read(corpus.join("manifest.json")).unwrap();
+    let before_tamper = |_: &Path| manifest.clone();
     let tmp = d.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
     let target = corpus.join("manifest.json");
@@ -219,7 +234,13 @@ fn tampering_with_the_corpus_is_reported() {
         &format!("echo ' ' >> '{}'; echo '{REPLY}'", target.display()),
         None,
     );
-    let (code, report) = run(&corpus, &tmp, &[tamper], "5");
+    // Sandboxed (the default), the program cannot write the corpus.
+    let (code, report) = run(&corpus, &tmp, std::slice::from_ref(&tamper), "5");
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["corpus_unchanged"], true);
+    assert_eq!(before_tamper(&corpus), std::fs::read(&target).unwrap());
+    // Unsandboxed, the change is reported.
+    let (code, report) = run_with(&corpus, &tmp, &[tamper], "5", &["--sandbox", "off"]);
     assert_eq!(code, 1, "a changed corpus fails the run");
     assert_eq!(report["corpus_unchanged"], false);
     assert_eq!(report["corpus_changes"][0], "manifest.json changed");

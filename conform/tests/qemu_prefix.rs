@@ -62,7 +62,10 @@ fn every_qemu_check_runs_the_prefix_tools() {
     let spec = format!("qemu@{}", prefix.display());
     let adapter = conform::runner::adapters::adapter_with_options(
         &spec,
-        conform::runner::adapters::AdapterOptions { bitmap_ops: true },
+        conform::runner::adapters::AdapterOptions {
+            bitmap_ops: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(adapter.name(), spec);

@@ -12,6 +12,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub fn run(args: &CampaignArgs) -> Result<i32> {
+    let sandbox = runner::sandbox::configure(args.sandbox)?;
+    if !sandbox.sandboxed && args.sandbox != runner::sandbox::Mode::Off {
+        eprintln!("campaign: WARNING: {}", sandbox.detail);
+    }
     if args.sequences {
         return sequences(args);
     }

@@ -49,15 +49,6 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     if args.implementations.is_empty() {
         bail!("name at least one implementation with --impl (qemu or exec:TEMPLATE)");
     }
-    let adapters = unique_implementations(&args.implementations)
-        .into_iter()
-        .map(|s| {
-            let opts = runner::adapters::AdapterOptions {
-                bitmap_ops: args.bitmap_ops,
-            };
-            runner::adapters::adapter_with_options(s, opts)
-        })
-        .collect::<Result<Vec<_>>>()?;
     let memory_bytes = match args.memory_mib {
         0 => None,
         m => Some(m << 20),
@@ -65,21 +56,38 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     if memory_bytes.is_some() && which("prlimit").is_none() {
         bail!("--memory needs util-linux `prlimit` on PATH (or pass --memory 0 for no limit)");
     }
+    let limits = Limits {
+        timeout: Duration::from_secs_f64(args.timeout),
+        memory_bytes,
+    };
+    // Before any program starts (an exec program's `capabilities` too).
+    let sandbox = runner::sandbox::configure(args.sandbox)?;
+    if !sandbox.sandboxed && args.sandbox != runner::sandbox::Mode::Off {
+        eprintln!("run: WARNING: {}", sandbox.detail);
+    }
+    let adapters = unique_implementations(&args.implementations)
+        .into_iter()
+        .map(|s| {
+            let opts = runner::adapters::AdapterOptions {
+                bitmap_ops: args.bitmap_ops,
+                limits: Some(limits),
+            };
+            runner::adapters::adapter_with_options(s, opts)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let opts = RunOptions {
-        limits: Limits {
-            timeout: Duration::from_secs_f64(args.timeout),
-            memory_bytes,
-        },
+        limits,
         jobs: args.jobs.unwrap_or(0),
         writes: !args.read_only,
         progress: std::io::stderr().is_terminal(),
     };
     let selection = Selection::new(&args.cases, &args.rules, args.rerun.as_deref())?;
-    let provenance = Provenance::collect(
+    let mut provenance = Provenance::collect(
         &adapters,
         &runner::corpus::hash_tree(&args.corpus)?,
         SystemTime::now(),
     );
+    provenance.sandbox = Some(sandbox);
     let expect = match &args.expect {
         Some(p) => Some(load_expectations(p, &provenance)?),
         None => None,

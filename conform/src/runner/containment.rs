@@ -34,29 +34,60 @@
 //! for it.
 //!
 //! The keeper runs between `fork` and `exec` in a copy of a threaded
-//! process, so it only makes system calls: no allocation, no locks.
+//! process, so it only makes system calls: no allocation, no locks. The
+//! program's sandbox ([`super::sandbox`]) is applied in the program's
+//! process after the keeper's fork, so the keeper itself (which reads
+//! `/proc` and signals the tree) stays outside it.
 
+use super::sandbox::Restriction;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::Arc;
 
 /// The exit status of a keeper whose runner was already gone when it
 /// started (its program never ran).
 pub const ORPHANED: i32 = 125;
 
-/// Runs `cmd`'s program under a keeper (see the module doc).
-pub fn keep(cmd: &mut Command) {
+/// Runs `cmd`'s program under a keeper (see the module doc), sandboxed
+/// by `sandbox` when given ([`super::sandbox`]: the ruleset was built
+/// here, the program only applies it). `Err` holds the error the program
+/// fails to start with when its ruleset could not be built.
+pub fn keep(cmd: &mut Command, sandbox: Option<Result<Arc<Restriction>, i32>>) {
     let runner = Pid::this();
     // SAFETY: the hook runs in the forked child before exec and only makes
     // system calls (through `nix` and `libc`) on stack data: it allocates
     // nothing and takes no lock, as code after `fork` in a threaded
-    // process must.
+    // process must. The ruleset's descriptor lives as long as the hook.
     unsafe {
-        cmd.pre_exec(move || keeper(runner));
+        cmd.pre_exec(move || {
+            let sandbox = match &sandbox {
+                None => None,
+                Some(Ok(r)) => Some(r.raw()),
+                Some(Err(errno)) => return Err(io::Error::from_raw_os_error(*errno)),
+            };
+            keeper(runner, sandbox)
+        });
     }
+}
+
+/// Applies the Landlock ruleset `fd` to this process (the program, after
+/// the keeper's fork): no new privileges, then restrict itself.
+fn restrict(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain system calls on integers.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Asks the keeper `pid` to end its program and everything it started.
@@ -87,7 +118,7 @@ fn keeper_signals() -> SigSet {
 
 /// The `pre_exec` hook: in the keeper, never returns; in the program,
 /// returns so that `std` execs it.
-fn keeper(runner: Pid) -> io::Result<()> {
+fn keeper(runner: Pid, sandbox: Option<RawFd>) -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Some(Signal::SIGTERM))?;
     if getppid() != runner {
         // The runner died before the parent-death signal was armed.
@@ -108,6 +139,9 @@ fn keeper(runner: Pid) -> io::Result<()> {
             }
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
             nix::sys::prctl::set_child_subreaper(false)?;
+            if let Some(fd) = sandbox {
+                restrict(fd)?;
+            }
             Ok(())
         }
         ForkResult::Parent { child } => supervise(child, &signals),

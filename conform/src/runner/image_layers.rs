@@ -3,7 +3,10 @@
 //! its header and "backing file format name" extension) and its external
 //! data file ("external data file name" extension). Relative names resolve
 //! against the image's directory, where the runner puts a case's
-//! companions. spec-model reads no files; this is where they are opened.
+//! companions, and only plain relative names of regular files there are
+//! followed (never an absolute path, `..`, a protocol or `json:` name, a
+//! link or a FIFO: [`super::references`]). spec-model reads no files;
+//! this is where they are opened.
 
 use spec_model::fields::extension as ext;
 use spec_model::layers::{GuestSource, Layered, RawSource};
@@ -36,6 +39,15 @@ pub enum LayersError {
     NoHeader(PathBuf),
     #[error("{}: the backing chain is deeper than {MAX_DEPTH} images", .0.display())]
     TooDeep(PathBuf),
+    /// A name the model does not follow ([`super::references`]): not a
+    /// plain relative name of a regular file beside the image, where the
+    /// runner puts a case's companions.
+    #[error("{}: the {what} name {name:?} is not followed (only companion files beside the image are)", image.display())]
+    Refused {
+        image: PathBuf,
+        what: &'static str,
+        name: String,
+    },
     #[error("{}: cannot read the backing file name: {source}", path.display())]
     BackingName {
         path: PathBuf,
@@ -86,7 +98,7 @@ fn open_at(image: &Path, depth: usize) -> Result<Layered<'static, File>, LayersE
     let mut layered = Layered::new(model);
     if h.backing_file_offset != 0 {
         let name = backing_name(image, h.backing_file_offset, h.backing_file_size)?;
-        let path = dir.join(name);
+        let path = follow(image, dir, "backing file", &name)?;
         let backing: Box<dyn GuestSource> = if backing_format.as_deref() == Some("raw") {
             let raw = RawSource::new(open_file(&path)?).map_err(|source| LayersError::Model {
                 path: path.clone(),
@@ -99,9 +111,29 @@ fn open_at(image: &Path, depth: usize) -> Result<Layered<'static, File>, LayersE
         layered = layered.with_backing(backing);
     }
     if let Some(name) = data_file {
-        layered = layered.with_data_file(Box::new(open_file(&dir.join(name))?));
+        let path = follow(image, dir, "external data file", &name)?;
+        layered = layered.with_data_file(Box::new(open_file(&path)?));
     }
     Ok(layered)
+}
+
+/// `dir/name` when the model may follow `name` from `image` (a plain
+/// relative name of a regular file in `dir`), else why not.
+fn follow(
+    image: &Path,
+    dir: &Path,
+    what: &'static str,
+    name: &str,
+) -> Result<PathBuf, LayersError> {
+    if super::references::followable(name, dir) {
+        Ok(dir.join(name))
+    } else {
+        Err(LayersError::Refused {
+            image: image.to_owned(),
+            what,
+            name: super::text::short(name),
+        })
+    }
 }
 
 /// The backing file name stored in `image`'s header area.

@@ -9,10 +9,12 @@
 //!   with [`containment`] (the keeper every program runs under),
 //!   [`output`] (its capped output) and [`signals`] (the stop flag)),
 //!   [`temp_dirs`] (scratch directories named for their owner),
-//!   [`image_state`] (an image as the model reads it), [`case_env`] (the
-//!   passphrase and directory of the case being run), [`input`]
-//!   (untrusted input files: regular, capped, beneath the corpus),
-//!   [`sanitise`] (the one sanitiser of human and markup output);
+//!   [`sandbox`] (the Landlock sandbox of every program),
+//!   [`image_state`] (an image as the model reads it), [`references`]
+//!   (the files an image names, checked before a case runs),
+//!   [`case_env`] (the passphrase and directory of the case being run),
+//!   [`input`] (untrusted input files: regular, capped, beneath the
+//!   corpus), [`sanitise`] (the one sanitiser of human and markup output);
 //! - data: [`checks`] (write and bitmap-operations results),
 //!   [`observation`] (what an implementation did), [`adapter`] (the
 //!   [`Adapter`] trait);
@@ -52,8 +54,10 @@ pub mod output;
 pub mod process;
 pub mod provenance;
 pub mod ranges;
+pub mod references;
 pub mod report;
 pub mod run;
+pub mod sandbox;
 pub mod sanitise;
 pub mod select;
 pub mod signals;

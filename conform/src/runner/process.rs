@@ -5,11 +5,12 @@
 //! while it runs within fixed caps ([`output`]).
 
 use super::text::command_line;
-use super::{containment, output, signals};
+use super::{containment, output, sandbox, signals};
 pub use output::{STDERR_KEEP, STDOUT_CAP};
 use serde::Serialize;
 use std::ffi::OsStr;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -151,8 +152,21 @@ pub fn signal_name(sig: i32) -> &'static str {
 /// A command for `program args..`, wrapped in `prlimit --as=N --` when the
 /// limits carry a memory limit. The child leads its own process group and
 /// runs under a keeper ([`containment`]): everything it starts ends with
-/// it, and it dies with the runner.
+/// it, and it dies with the runner. When the run is sandboxed
+/// ([`sandbox`]) it may read the program's own directory besides the
+/// system's and write only the thread's scratch directories.
 pub fn command<S: AsRef<OsStr>>(program: &OsStr, args: &[S], limits: &Limits) -> Command {
+    command_reading(program, args, limits, &[])
+}
+
+/// [`command`], with `reads` (an installation prefix, library
+/// directories, an interpreter's script) readable in the sandbox too.
+pub fn command_reading<S: AsRef<OsStr>>(
+    program: &OsStr,
+    args: &[S],
+    limits: &Limits,
+    reads: &[PathBuf],
+) -> Command {
     let mut cmd = match limits.memory_bytes {
         Some(bytes) => {
             let mut c = Command::new("prlimit");
@@ -163,7 +177,20 @@ pub fn command<S: AsRef<OsStr>>(program: &OsStr, args: &[S], limits: &Limits) ->
     };
     cmd.args(args);
     cmd.process_group(0);
-    containment::keep(&mut cmd);
+    let restriction = sandbox::restriction(program, reads).map(|r| {
+        r.map_err(|e| {
+            eprintln!("qcow2-conform: {e}");
+            libc::EPERM
+        })
+    });
+    if restriction.is_some() {
+        // Temporary files go where the program may write.
+        match sandbox::writable_dirs().first() {
+            Some(d) => cmd.env("TMPDIR", d),
+            None => cmd.env_remove("TMPDIR"),
+        };
+    }
+    containment::keep(&mut cmd, restriction);
     if let Some(secret) = super::case_env::current() {
         cmd.env(super::case_env::ENV, secret);
     }

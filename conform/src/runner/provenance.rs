@@ -49,6 +49,10 @@ pub struct Provenance {
     pub started: String,
     /// The command line, one argument per entry.
     pub command_line: Vec<String>,
+    /// Whether and how every program of the run was sandboxed
+    /// ([`super::sandbox`]); absent in reports of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<super::sandbox::Status>,
 }
 
 impl Provenance {
@@ -72,6 +76,7 @@ impl Provenance {
             host: host(),
             started: rfc3339(started),
             command_line: std::env::args().collect(),
+            sandbox: Some(super::sandbox::status()),
         }
     }
 

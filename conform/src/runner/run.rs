@@ -10,7 +10,7 @@ use super::observation::Observation;
 use super::process::Limits;
 use super::report::{CaseResult, CaseRun, RunReport};
 use super::text::{command_line, shell_quote};
-use super::{case_env, corpus, judge, signals, temp_dirs, writes};
+use super::{case_env, corpus, judge, references, sandbox, signals, temp_dirs, writes};
 use generator::ManifestCase;
 use std::path::{Path, PathBuf};
 
@@ -42,9 +42,23 @@ pub fn run_case(
     if let Some(why) = signals::interrupted() {
         return set_up_error(adapter, SetUpError::Interrupted(why));
     }
+    if let Err(why) = references::check(case, image) {
+        return set_up_error(adapter, SetUpError::Reference(why));
+    }
     let _secret = case_env::scope(case.secret.as_deref());
     let observed = match temp_dirs::scratch("run") {
-        Ok(work) => observe_in(adapter, case, image, work.path(), opts),
+        Ok(work) => {
+            // Every program of the case may write here, and nowhere else.
+            let _w = sandbox::writable(work.path());
+            let obs = observe_in(adapter, case, image, work.path(), opts);
+            // A scratch directory that vanished (another process removed
+            // it) leaves nothing to judge: the runner's failure.
+            if work.intact() {
+                obs
+            } else {
+                Err(SetUpError::ScratchVanished(work.path().to_owned()))
+            }
+        }
         Err(e) => Err(SetUpError::TempDir(e)),
     };
     let mut obs = match observed {
@@ -87,6 +101,10 @@ pub enum SetUpError {
     IrregularCompanion { listed: String, path: PathBuf },
     #[error(transparent)]
     Companion(#[from] generator::manifest::CompanionError),
+    #[error(transparent)]
+    Reference(#[from] super::references::RefusedReference),
+    #[error("the scratch directory {} vanished while the case ran (removed by another process): nothing to judge", .0.display())]
+    ScratchVanished(PathBuf),
 }
 
 fn create_dir(path: &Path) -> Result<(), SetUpError> {
@@ -177,14 +195,11 @@ fn observe_in(
     Ok(obs)
 }
 
-/// The directory programs run in for a copy with companions (the copy's
-/// own), `None` for a case without them.
-fn companion_dir<'a>(case: &ManifestCase, copy: &'a Path) -> Option<&'a Path> {
-    if case.companions.is_empty() {
-        None
-    } else {
-        copy.parent()
-    }
+/// The directory programs run in: the copy's own (in the scratch
+/// directory), where its companions are, so that a relative name resolves
+/// there and never in the runner's working directory.
+fn companion_dir<'a>(_case: &ManifestCase, copy: &'a Path) -> Option<&'a Path> {
+    copy.parent()
 }
 
 /// A private copy of `image` with its companions, as the copy's path and

@@ -112,6 +112,7 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
         }
         let seq = Sequence::random(opts.seed, index);
         let work = crate::runner::temp_dirs::scratch("seq")?;
+        let _w = crate::runner::sandbox::writable(work.path());
         if opts.bare {
             let ops = run_bare(program, &seq, work.path(), &opts.limits)?;
             ran += 1;
@@ -148,6 +149,7 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
             if *n == 1 && opts.minimise {
                 let (minimised, mr) = minimise(&seq, r.clone(), MINIMISE_RUNS, |cand| {
                     let w = crate::runner::temp_dirs::scratch("seq").ok()?;
+                    let _w = crate::runner::sandbox::writable(w.path());
                     runner(cand, w.path()).ok()
                 });
                 let f = SeqFinding {
@@ -192,6 +194,7 @@ pub fn replay(program: &Path, finding: &Path, limits: &Limits) -> Result<(SeqRes
     let f: SeqFinding =
         serde_json::from_str(&text).with_context(|| finding.display().to_string())?;
     let work = crate::runner::temp_dirs::scratch("seq")?;
+    let _w = crate::runner::sandbox::writable(work.path());
     let r = if f.offline {
         offline::run_offline(&f.minimised, work.path(), limits)?
     } else {

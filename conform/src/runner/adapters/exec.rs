@@ -44,6 +44,26 @@ pub struct ExecAdapter {
     /// What it calls itself in its `capabilities` answer (optional
     /// `name`/`version` of protocol 1), if it says.
     identity: Identity,
+    /// What the template names that the sandbox lets it read (a script
+    /// and its directory).
+    reads: Vec<std::path::PathBuf>,
+}
+
+/// The directories of the template's words that name existing files
+/// (an interpreter's script, a configuration file), and the directories
+/// it names: readable in the sandbox ([`crate::runner::sandbox`]).
+fn template_paths(argv: &[String]) -> Vec<std::path::PathBuf> {
+    argv.iter()
+        .filter(|w| w.contains('/'))
+        .filter_map(|w| std::fs::canonicalize(w).ok())
+        .filter_map(|p| {
+            if p.is_dir() {
+                Some(p)
+            } else {
+                p.parent().map(Path::to_path_buf)
+            }
+        })
+        .collect()
 }
 
 /// Why an exec program cannot be used at all: the run stops before any
@@ -249,20 +269,42 @@ impl ExecAdapter {
     /// version, or comes from a program that crashed, hung or exited with
     /// a non-zero status.
     pub fn new(template: &str) -> Result<ExecAdapter> {
+        ExecAdapter::with_limits(
+            template,
+            &Limits {
+                timeout: CAPABILITIES_TIMEOUT,
+                memory_bytes: None,
+            },
+        )
+    }
+
+    /// [`ExecAdapter::new`], the `capabilities` call under `limits` (the
+    /// run's `--timeout` and `--memory`, as every other call).
+    pub fn with_limits(template: &str, limits: &Limits) -> Result<ExecAdapter> {
         let argv = split_template(template)?;
+        let reads = template_paths(&argv);
+        // A program that is not there cannot start (said before any
+        // wrapper such as `prlimit` would turn it into exit status 127).
+        if crate::runner::sandbox::locate(std::ffi::OsStr::new(&argv[0])).is_none() {
+            return Err(SetupError::Start {
+                template: template.to_owned(),
+                error: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("cannot start `{}`: no such program", argv[0]),
+                ),
+            }
+            .into());
+        }
         let mut a = ExecAdapter {
             name: format!("exec:{template}"),
             argv,
             can_write: false,
             reads_guest: false,
             identity: Identity::default(),
-        };
-        let limits = Limits {
-            timeout: CAPABILITIES_TIMEOUT,
-            memory_bytes: None,
+            reads,
         };
         let p = a
-            .run(&["capabilities".into()], &limits)
+            .run(&["capabilities".into()], limits)
             .map_err(|error| SetupError::Start {
                 template: template.to_owned(),
                 error,
@@ -343,7 +385,12 @@ impl ExecAdapter {
     fn run(&self, verb_args: &[OsString], limits: &Limits) -> std::io::Result<Proc> {
         let mut args: Vec<OsString> = self.argv[1..].iter().map(OsString::from).collect();
         args.extend(verb_args.iter().cloned());
-        let cmd = process::command(std::ffi::OsStr::new(&self.argv[0]), &args, limits);
+        let cmd = process::command_reading(
+            std::ffi::OsStr::new(&self.argv[0]),
+            &args,
+            limits,
+            &self.reads,
+        );
         process::run(cmd, limits.timeout)
     }
 }

@@ -18,6 +18,9 @@ use anyhow::{bail, Result};
 pub struct AdapterOptions {
     /// Run QEMU's bitmap-operations check (`run --bitmap-ops`).
     pub bitmap_ops: bool,
+    /// The run's limits, for the calls an adapter makes before any case
+    /// (an exec program's `capabilities`); `None`: the adapter's default.
+    pub limits: Option<crate::runner::process::Limits>,
 }
 
 /// The adapter named on the command line (`qemu`, `qemu@VERSION`,
@@ -45,7 +48,10 @@ pub fn adapter_with_options(spec: &str, opts: AdapterOptions) -> Result<Box<dyn 
         return Ok(Box::new(qemu_live::QemuLiveAdapter::new()?));
     }
     if let Some(template) = spec.strip_prefix("exec:") {
-        return Ok(Box::new(exec::ExecAdapter::new(template)?));
+        return Ok(Box::new(match &opts.limits {
+            Some(l) => exec::ExecAdapter::with_limits(template, l)?,
+            None => exec::ExecAdapter::new(template)?,
+        }));
     }
     if let Some(kind) = probe::ProbeKind::from_name(spec) {
         return Ok(Box::new(probe::ProbeAdapter::new(kind)?));

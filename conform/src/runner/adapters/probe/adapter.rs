@@ -79,10 +79,18 @@ impl ProbeAdapter {
         // In the case's directory, where its companions are (a relative
         // backing file name resolves there for a library that resolves it
         // against its working directory).
-        let cmd = crate::runner::case_env::run_in_dir(process::command(
+        // In the sandbox it may read the cache (libqcow's environment) and
+        // the installation of the Python that runs libqcow's helper.
+        let mut reads = vec![crate::runner::adapters::cache::dir()];
+        if let ProbeKind::Libqcow(build) = self.kind {
+            let python = super::libqcow::python(build);
+            reads.extend(crate::runner::sandbox::program_dirs(&python));
+        }
+        let cmd = crate::runner::case_env::run_in_dir(process::command_reading(
             self.exe.as_os_str(),
             &args,
             limits,
+            &reads,
         ));
         let mut p = process::run(cmd, limits.timeout)?;
         // Reproduction commands name the tool, not the build path.

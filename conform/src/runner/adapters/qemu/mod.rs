@@ -94,8 +94,23 @@ impl QemuAdapter {
     }
 
     fn run(&self, program: &Path, args: &[OsString], limits: &Limits) -> std::io::Result<Proc> {
+        self.run_in(program, args, limits, None)
+    }
+
+    /// [`Self::run`] in directory `dir` (else the case's).
+    fn run_in(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        limits: &Limits,
+        dir: Option<&Path>,
+    ) -> std::io::Result<Proc> {
         let args = tools::with_secret(args);
-        process::run(self.tools.command(program, &args, limits), limits.timeout)
+        let mut cmd = self.tools.command(program, &args, limits);
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
+        process::run(cmd, limits.timeout)
     }
 }
 
@@ -331,8 +346,23 @@ impl QemuAdapter {
     ) -> Option<Vec<BitmapRead>> {
         let _ = virtual_size;
         let n = obs.commands.len();
-        let socket = work.join(format!("nbd{n}.sock"));
+        // The server and the clients run in `work` and name the socket
+        // through their working directory (qemu-nbd wants an absolute
+        // path); the runner reaches it through an open handle of `work`:
+        // no path of it depends on how long TMPDIR is (a Unix socket's
+        // path must fit in 108 bytes).
+        let name = format!("nbd{n}.sock");
+        let socket = format!("/proc/self/cwd/{name}");
         let log = work.join(format!("nbd{n}.log"));
+        let handle = match std::fs::File::open(work) {
+            Ok(h) => h,
+            Err(e) => {
+                obs.notes
+                    .push(format!("cannot open {}: {e}", work.display()));
+                return None;
+            }
+        };
+        let reach = crate::runner::temp_dirs::short_path(&handle, &name);
         let mut args = vec![os("-r"), os("-t"), os("-k"), os(&socket)];
         for name in names {
             args.push(os("-B"));
@@ -340,7 +370,8 @@ impl QemuAdapter {
         }
         args.extend([os("-f"), os("qcow2"), os(image)]);
         let args = tools::with_secret(&args);
-        let cmd = self.tools.command(&self.tools.nbd, &args, limits);
+        let mut cmd = self.tools.command(&self.tools.nbd, &args, limits);
+        cmd.current_dir(work);
         let mut server = match Background::spawn(cmd, &log) {
             Ok(s) => s,
             Err(e) => {
@@ -356,7 +387,7 @@ impl QemuAdapter {
             if server.try_wait().is_some() {
                 break false;
             }
-            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            if std::os::unix::net::UnixStream::connect(&reach).is_ok() {
                 break true;
             }
             if start.elapsed() > limits.timeout {
@@ -382,11 +413,11 @@ impl QemuAdapter {
             let esc = |v: &str| v.replace(',', ",,");
             let opts = format!(
                 "driver=nbd,server.type=unix,server.path={},x-dirty-bitmap=qemu:dirty-bitmap:{}",
-                esc(&socket.to_string_lossy()),
+                esc(&socket),
                 esc(name)
             );
             let map_args = [os("map"), os("--output=json"), os("--image-opts"), os(opts)];
-            let p = match self.run(&self.tools.img, &map_args, limits) {
+            let p = match self.run_in(&self.tools.img, &map_args, limits, Some(work)) {
                 Ok(p) => p,
                 Err(e) => {
                     out.push(Err(e.into()));

@@ -179,7 +179,13 @@ impl Toolset {
         args: &[OsString],
         limits: &Limits,
     ) -> std::process::Command {
-        let mut cmd = in_case_dir(process::command(program.as_os_str(), args, limits));
+        let reads: Vec<PathBuf> = self.prefix.iter().chain(&self.lib_dirs).cloned().collect();
+        let mut cmd = in_case_dir(process::command_reading(
+            program.as_os_str(),
+            args,
+            limits,
+            &reads,
+        ));
         if !self.lib_dirs.is_empty() {
             let mut dirs = self.lib_dirs.clone();
             if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {

@@ -8,7 +8,6 @@
 
 use super::nbd::{NbdClient, NbdError};
 use super::qmp::{Qmp, QmpError, Refused, Reply};
-use crate::runner::adapters::qemu::tools;
 use crate::runner::process::{self, Background, Limits, Proc};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -68,7 +67,14 @@ impl LiveBitmap {
 pub struct Daemon {
     server: Background,
     pub qmp: Qmp,
-    dir: tempfile::TempDir,
+    /// The directory of its sockets (inside its working directory).
+    sockets: tempfile::TempDir,
+    /// `sockets`, open: the runner reaches the sockets through it
+    /// ([`crate::runner::temp_dirs::short_path`]).
+    handle: std::fs::File,
+    /// Its own scratch directory (its log; its working directory outside a
+    /// case). Dropped after `sockets`, which may lie inside it.
+    _scratch: crate::runner::temp_dirs::Scratch,
     /// The command line it was started with, quoted for a shell.
     pub command: String,
     exports: u32,
@@ -84,7 +90,8 @@ fn esc(v: &str) -> String {
     v.replace(',', ",,")
 }
 
-/// The daemon's arguments for `image`, its sockets under `dir`.
+/// The daemon's arguments for `image`, its sockets under `dir` (a path
+/// relative to the daemon's working directory keeps them short).
 pub fn arguments(image: &Path, dir: &Path, secret: Option<&str>, read_only: bool) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let ro = if read_only { ",read-only=on" } else { "" };
@@ -141,13 +148,26 @@ impl Daemon {
         limits: &Limits,
         read_only: bool,
     ) -> Result<Daemon, DaemonError> {
-        let dir = crate::runner::temp_dirs::scratch("live")?;
+        let scratch = crate::runner::temp_dirs::scratch("live")?;
+        // It runs in the case's directory (a relative data file name
+        // resolves there), else in its scratch directory; its sockets go
+        // in a fresh directory there, named relative to it.
+        let cwd = crate::runner::case_env::dir().unwrap_or_else(|| scratch.path().to_owned());
+        let sockets = tempfile::Builder::new().prefix("qsd").tempdir_in(&cwd)?;
+        let handle = std::fs::File::open(sockets.path())?;
+        let rel = Path::new(sockets.path().file_name().unwrap_or_default());
         let secret = crate::runner::case_env::current();
-        let args = arguments(image, dir.path(), secret.as_deref(), read_only);
-        let cmd = tools::in_case_dir(process::command(program.as_os_str(), &args, limits));
-        let mut server = Background::spawn(cmd, &dir.path().join("daemon.log"))?;
+        let args = arguments(image, rel, secret.as_deref(), read_only);
+        let cmd = {
+            let _w = crate::runner::sandbox::writable(scratch.path());
+            let _s = crate::runner::sandbox::writable(sockets.path());
+            let mut c = process::command(program.as_os_str(), &args, limits);
+            c.current_dir(&cwd);
+            c
+        };
+        let mut server = Background::spawn(cmd, &scratch.path().join("daemon.log"))?;
         let command = server.command.clone();
-        let socket = dir.path().join("qmp.sock");
+        let socket = crate::runner::temp_dirs::short_path(&handle, "qmp.sock");
         let start = Instant::now();
         let mut pause = Duration::from_micros(200);
         loop {
@@ -166,7 +186,9 @@ impl Daemon {
                     return Ok(Daemon {
                         server,
                         qmp,
-                        dir,
+                        sockets,
+                        handle,
+                        _scratch: scratch,
                         command,
                         exports: 0,
                         timeout: limits.timeout,
@@ -183,14 +205,15 @@ impl Daemon {
         }
     }
 
-    /// The NBD server's socket.
+    /// The NBD server's socket, as the runner reaches it (a short path
+    /// through an open handle of its directory).
     pub fn nbd_socket(&self) -> PathBuf {
-        self.dir.path().join("nbd.sock")
+        crate::runner::temp_dirs::short_path(&self.handle, "nbd.sock")
     }
 
-    /// The private directory holding the sockets and the log.
+    /// The private directory holding the sockets.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.sockets.path()
     }
 
     /// Runs a QMP command.
@@ -358,7 +381,8 @@ impl Daemon {
         let Daemon {
             mut server,
             mut qmp,
-            dir,
+            sockets,
+            _scratch,
             timeout,
             ..
         } = self;
@@ -368,7 +392,8 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(1));
         }
         let p = server.stop(true);
-        drop(dir);
+        drop(sockets);
+        drop(_scratch);
         p
     }
 
