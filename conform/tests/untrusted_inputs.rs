@@ -485,6 +485,12 @@ fn hostile_names_ids_and_errors_leave_junit_well_formed_and_terminals_untouched(
         .filter_map(|n| n.attribute("name"))
         .collect();
     assert_eq!(names.len(), 2);
+    let product = doc
+        .descendants()
+        .find(|n| n.attribute("name").is_some_and(|a| a.ends_with(".product")))
+        .and_then(|n| n.attribute("value"))
+        .expect("the program's name is a JUnit property");
+    assert!(product.starts_with("x\\u{ffff}\\x1b]0;"), "{product}");
     assert!(
         names
             .iter()

@@ -1,7 +1,10 @@
 //! `qcow2-conform corpus build | verify | pack`, and the `SHA256SUMS` file
-//! that `build` and `generate` write and `verify` checks. `build` also
-//! writes the vendor kit ([`super::corpus_kit`]); `pack` verifies first and
-//! refuses a corpus that fails.
+//! that `build` writes (`generate` streams its own) and `verify` checks.
+//! `build` also writes the vendor kit ([`super::corpus_kit`]); `pack`
+//! verifies first and refuses a corpus that fails. A corpus to verify or
+//! pack is untrusted: every path it names is opened beneath it as a regular
+//! file ([`input::open_beneath`]), and the tarball holds only files that
+//! SHA256SUMS lists and that hash as it says.
 
 use super::corpus_kit;
 use crate::cli::CorpusCommand;

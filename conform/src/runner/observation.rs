@@ -53,6 +53,27 @@ pub const MAX_REPORTED_RANGES: usize = 64;
 /// program prints.
 pub const MAX_REPORTED_RANGES_TOTAL: usize = 1024;
 
+/// Bitmaps a report lists per result at most.
+pub const MAX_REPORTED_BITMAPS: usize = 1024;
+
+/// Bytes of a program's own words (an error, a bitmap name) a report keeps.
+pub const MAX_REPORTED_TEXT: usize = 4096;
+
+/// `s` cut to [`MAX_REPORTED_TEXT`] bytes (at a character boundary), with
+/// its full length said.
+fn cut_text(s: &mut String) {
+    if s.len() <= MAX_REPORTED_TEXT {
+        return;
+    }
+    let mut end = MAX_REPORTED_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let total = s.len();
+    s.truncate(end);
+    s.push_str(&format!("... ({total} bytes in all)"));
+}
+
 /// A whole list of ranges in a few bytes: how many there were, and the
 /// SHA-256 of their bounds (each range's start and end as 8-byte
 /// big-endian integers, in the order reported).
@@ -213,16 +234,38 @@ impl Observation {
         (!p.ended_badly()).then_some(p)
     }
 
-    /// Keeps what a report needs of the dirty ranges the implementation
-    /// reported: at most [`MAX_REPORTED_RANGES`] per bitmap and
+    /// Keeps what a report needs of what the implementation answered, so
+    /// that a run holds and writes an amount that follows the corpus, not
+    /// the programs' answers (called once a result is judged): dirty
+    /// ranges, at most [`MAX_REPORTED_RANGES`] per bitmap and
     /// [`MAX_REPORTED_RANGES_TOTAL`] in all, each bitmap's whole list
-    /// standing as its [`RangesDigest`]. Called once a result is judged,
-    /// so that a run holds and writes an amount that follows the corpus,
-    /// not the programs' answers.
+    /// standing as its [`RangesDigest`]; at most [`MAX_REPORTED_BITMAPS`]
+    /// bitmaps (a note counts the others); and the program's own words
+    /// (errors, names) cut to [`MAX_REPORTED_TEXT`] bytes.
     pub fn compact(&mut self) {
+        if self.bitmaps.len() > MAX_REPORTED_BITMAPS {
+            let more = self.bitmaps.len() - MAX_REPORTED_BITMAPS;
+            self.bitmaps.truncate(MAX_REPORTED_BITMAPS);
+            self.notes
+                .push(format!("{more} more bitmap(s) not listed in the report"));
+        }
         let mut budget = MAX_REPORTED_RANGES_TOTAL;
         for b in &mut self.bitmaps {
             budget -= b.compact_ranges(budget);
+            cut_text(&mut b.name);
+            if let Some(e) = &mut b.error {
+                cut_text(e);
+            }
+        }
+        for t in [
+            &mut self.error,
+            &mut self.protocol_error,
+            &mut self.sanitizer,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cut_text(t);
         }
     }
 
@@ -314,5 +357,46 @@ impl GuestCheck {
             ));
         }
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacting_bounds_what_a_report_keeps() {
+        let ranges: Vec<(u64, u64)> = (0..5000).map(|i| (2 * i, 2 * i + 1)).collect();
+        let mut obs = Observation {
+            error: Some("e".repeat(100_000)),
+            bitmaps: (0..2000)
+                .map(|i| ObservedBitmap {
+                    name: format!("{i}{}", "é".repeat(3000)),
+                    dirty_ranges: Some(ranges.clone()),
+                    ..ObservedBitmap::default()
+                })
+                .collect(),
+            ..Observation::default()
+        };
+        obs.compact();
+        assert_eq!(obs.bitmaps.len(), MAX_REPORTED_BITMAPS);
+        assert_eq!(obs.notes, ["976 more bitmap(s) not listed in the report"]);
+        let listed: usize = obs
+            .bitmaps
+            .iter()
+            .map(|b| b.dirty_ranges.as_ref().unwrap().len())
+            .sum();
+        assert_eq!(listed, MAX_REPORTED_RANGES_TOTAL);
+        assert_eq!(obs.bitmaps[0].dirty_ranges.as_ref().unwrap().len(), 64);
+        let d = obs.bitmaps[1023].dirty_ranges_digest.clone().unwrap();
+        assert_eq!(d, RangesDigest::of(&ranges));
+        assert_eq!(d.count, 5000);
+        assert!(obs
+            .error
+            .as_ref()
+            .unwrap()
+            .ends_with("... (100000 bytes in all)"));
+        assert!(obs.bitmaps[5].name.len() < MAX_REPORTED_TEXT + 40);
+        assert!(obs.bitmaps[5].name.ends_with("... (6001 bytes in all)"));
     }
 }
