@@ -447,3 +447,32 @@ fn a_size_rounded_on_write_is_its_own_cause() {
     assert!(msg.contains("bitmaps.data.tail-bits"), "{o:#}");
     assert!(msg.contains("size was rewritten"), "{o:#}");
 }
+
+/// `qcow2-conform obligations --json` lists the whole catalogue, each
+/// entry with its section, sentence and binding.
+#[test]
+fn the_obligations_command_lists_the_catalogue() {
+    let out = Command::new(cli::BIN)
+        .args(["obligations", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = spec_model::Obligation::ALL.iter().map(|o| o.id()).collect();
+    assert_eq!(ids, want);
+    for o in v.as_array().unwrap() {
+        assert!(!o["section"].as_str().unwrap().is_empty(), "{o}");
+        assert!(!o["sentence"].as_str().unwrap().is_empty(), "{o}");
+        assert!(o["binds"]["role"].is_string(), "{o}");
+    }
+    let text = Command::new(cli::BIN).arg("obligations").output().unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("write.clear-unknown-autoclear"), "{text}");
+    assert!(text.contains("[stricter than the spec]"), "{text}");
+}
