@@ -116,6 +116,7 @@ impl QemuLiveAdapter {
 
     fn list_and_read(&self, d: &mut Daemon, obs: &mut Observation) -> Result<(), DaemonError> {
         let (size, listed) = d.bitmaps()?;
+        obs.virtual_size = (size > 0).then_some(size);
         for b in listed {
             let gbits = b.gbits();
             let mut o = ObservedBitmap {
