@@ -2,9 +2,11 @@
 //! that every adapter and every program it starts can open the image
 //! without widening the [`Adapter`] interface: the encryption passphrase
 //! (a manifest case's `secret`: [`scope`] sets it around one case,
-//! [`current`] reads it) and, for an image with companion files, the
-//! directory to run in ([`in_dir`], [`dir`]): QEMU resolves a relative
-//! external data file name against its working directory, not the image's.
+//! [`current`] reads it) and the directory to run in ([`in_dir`], [`dir`]:
+//! the private copy's own, in the case's scratch directory, beside its
+//! companion files): QEMU resolves a relative external data file name
+//! against its working directory, not the image's, and must never resolve
+//! it in the runner's.
 //!
 //! A case runs on one thread from its first copy to its judgement, so a
 //! thread-local value is exactly "the case being run". Every program the

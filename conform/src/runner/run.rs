@@ -144,8 +144,11 @@ fn observe_in(
     opts: &RunOptions,
 ) -> Result<Observation, SetUpError> {
     let (copy, setup) = private_copy(case, image, work, "image.qcow2")?;
+    // Programs run in the copy's own directory (in the scratch directory),
+    // where its companions are, so that a relative name resolves there and
+    // never in the runner's working directory.
     let mut obs = {
-        let _dir = case_env::in_dir(companion_dir(case, &copy));
+        let _dir = case_env::in_dir(copy.parent());
         adapter.observe(&copy, &opts.limits)
     };
     obs.commands
@@ -157,7 +160,7 @@ fn observe_in(
     let writes_here = writes::eligible(&case.expected);
     if adapter.capabilities().write_guest_data && writes_here && may_change(&obs) {
         if let Some(copy) = fresh_copy(case, image, work, "write.qcow2", "write check", &mut obs) {
-            let _dir = case_env::in_dir(companion_dir(case, &copy));
+            let _dir = case_env::in_dir(copy.parent());
             let w = writes::run(adapter, &copy, &opts.limits);
             obs.commands.extend(w.found.commands.iter().cloned());
             if let Some(p) = &w.found.process {
@@ -178,7 +181,7 @@ fn observe_in(
             "bitmap operations",
             &mut obs,
         ) {
-            let _dir = case_env::in_dir(companion_dir(case, &copy));
+            let _dir = case_env::in_dir(copy.parent());
             if let Some(o) = adapter.bitmap_ops(&copy, work, &opts.limits) {
                 obs.commands.extend(o.found.commands.iter().cloned());
                 if let Some(p) = &o.found.process {
@@ -193,13 +196,6 @@ fn observe_in(
         *c = with_work_var(c, &work_s);
     }
     Ok(obs)
-}
-
-/// The directory programs run in: the copy's own (in the scratch
-/// directory), where its companions are, so that a relative name resolves
-/// there and never in the runner's working directory.
-fn companion_dir<'a>(_case: &ManifestCase, copy: &'a Path) -> Option<&'a Path> {
-    copy.parent()
 }
 
 /// A private copy of `image` with its companions, as the copy's path and
