@@ -323,3 +323,70 @@ pub fn reproducer(seq: &Sequence, f: &super::findings::SeqFinding) -> String {
     s.push_str("$CHECK check \"$D/seq.qcow2\"\n");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::sequences::SeqFinding;
+
+    #[test]
+    fn the_offline_reproducer_stages_merges_and_parses() {
+        let add = |name: &str, gbits| Step::Op {
+            op: Op::Add {
+                name: name.into(),
+                gbits,
+                persistent: false,
+                disabled: false,
+            },
+        };
+        let seq = Sequence {
+            size: 1 << 20,
+            steps: vec![
+                add("a", 16),
+                add("b", 12),
+                Step::Restart,
+                Step::Op {
+                    op: Op::Merge {
+                        target: "b".into(),
+                        sources: vec!["a".into(), "c".into()],
+                    },
+                },
+                Step::Op {
+                    op: Op::Resize { size: 4096 },
+                },
+            ],
+        };
+        let f = SeqFinding {
+            key: "seq-x".into(),
+            seed: 1,
+            index: 2,
+            problems: vec!["it's \"quoted\"".into()],
+            original: seq.clone(),
+            minimised: seq.clone(),
+            qemu: None,
+            offline: true,
+        };
+        let s = super::super::findings::reproducer(&seq, &f);
+        // The stage takes the target's granularity (b: 2^12).
+        assert!(
+            s.contains("'--add' '-g' '4096' '--disable' '--merge' 'a' '--merge' 'c'"),
+            "{s}"
+        );
+        assert!(s.contains(&format!("'--merge' '{MERGE_STAGE}'")), "{s}");
+        assert!(
+            s.contains(&format!("'--remove' \"$D/seq.qcow2\" '{MERGE_STAGE}'")),
+            "{s}"
+        );
+        assert!(s.contains("'--shrink'"), "{s}");
+        assert!(!s.contains("socat"), "{s}");
+        let sh = std::process::Command::new("sh")
+            .args(["-n", "-c", &s])
+            .output()
+            .unwrap();
+        assert!(
+            sh.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sh.stderr)
+        );
+    }
+}
