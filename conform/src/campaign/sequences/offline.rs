@@ -260,23 +260,16 @@ pub fn run_offline(seq: &Sequence, work: &Path, limits: &Limits) -> Result<SeqRe
     Ok(r)
 }
 
-/// A POSIX shell script that replays `seq` offline with the same tool
-/// runs as [`run_offline`] (`qemu-img`, `qemu-io`; `QEMU_IMG`, `QEMU_IO`
-/// override them), printing the image's bitmaps after every step and the
-/// model's verdict at the end. The state a step's command line depends
-/// on (a shrinking resize, a merge target's granularity) is tracked with
-/// the semantic model, as the campaign does.
-pub fn reproducer(seq: &Sequence, f: &super::findings::SeqFinding) -> String {
+/// The body of a POSIX shell script that replays `seq` offline with the
+/// same tool runs as [`run_offline`] (`qemu-img`, `qemu-io`; `QEMU_IMG`,
+/// `QEMU_IO` override them), printing the image's bitmaps after every
+/// step and the model's verdict at the end (the finding's header comes
+/// first, from `findings::reproducer`). The state a step's command line
+/// depends on (a shrinking resize, a merge target's granularity) is
+/// tracked with the semantic model, as the campaign does.
+pub fn reproducer_body(seq: &Sequence) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "#!/bin/sh\n# qcow2-conform campaign --impl qemu --sequences (offline): finding {}\n# seed {}, sequence {}; problems found:",
-        f.key, f.seed, f.index
-    );
-    for p in &f.problems {
-        let _ = writeln!(s, "#   {}", p.replace('\n', " "));
-    }
     s.push_str(
         "set -u\nD=$(mktemp -d)\ntrap 'rm -rf \"$D\"' EXIT\nCHECK=${QCOW2_CONFORM:-qcow2-conform}\n",
     );
@@ -327,7 +320,6 @@ pub fn reproducer(seq: &Sequence, f: &super::findings::SeqFinding) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::campaign::sequences::SeqFinding;
 
     #[test]
     fn the_offline_reproducer_stages_merges_and_parses() {
@@ -356,17 +348,7 @@ mod tests {
                 },
             ],
         };
-        let f = SeqFinding {
-            key: "seq-x".into(),
-            seed: 1,
-            index: 2,
-            problems: vec!["it's \"quoted\"".into()],
-            original: seq.clone(),
-            minimised: seq.clone(),
-            qemu: None,
-            offline: true,
-        };
-        let s = super::super::findings::reproducer(&seq, &f);
+        let s = reproducer_body(&seq);
         // The stage takes the target's granularity (b: 2^12).
         assert!(
             s.contains("'--add' '-g' '4096' '--disable' '--merge' 'a' '--merge' 'c'"),
