@@ -107,6 +107,10 @@ fn a_terabyte_directory_for_two_bitmaps_is_judged_by_its_rule_without_reading_it
     assert!(has(&r, "bitmaps.ext.directory-size"), "{}", json(&r));
     assert!(has(&r, "bitmaps.ext.limits"), "{}", json(&r));
     assert_eq!(r.bitmaps.len(), 2, "both entries are read: {}", json(&r));
+    // Only the 64 bytes the entries take are the directory's: no cluster
+    // past its first is claimed for it (nor found unallocated).
+    assert!(!has(&r, "refcount.unallocated"), "{}", json(&r));
+    assert!(!has(&r, "refcount.overlap"), "{}", json(&r));
     let f = r
         .findings
         .iter()

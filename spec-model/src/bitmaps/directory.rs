@@ -37,6 +37,8 @@ pub fn read_entries<R: Read + Seek>(
 ) -> Result<Vec<u8>, CheckError> {
     let mut buf = Vec::new();
     let mut pos = 0u64;
+    // Where the entries end (or, when one runs past `size`, `size`).
+    let mut reached = 0u64;
     for _ in 0..nb_bitmaps {
         if pos >= size {
             break;
@@ -44,16 +46,21 @@ pub fn read_entries<R: Read + Seek>(
         let fixed = pos + entry::FIXED_LENGTH as u64;
         fill(img, &mut buf, offset, size, fixed.min(size))?;
         if fixed > size {
+            reached = size;
             break;
         }
         let raw = &buf[pos as usize..];
         let len = entry::entry_length(entry::EXTRA_DATA_SIZE.get(raw), entry::NAME_SIZE.get(raw));
         fill(img, &mut buf, offset, size, (pos + len).min(size))?;
         if pos + len > size {
+            reached = size;
             break;
         }
         pos += len;
+        reached = pos;
     }
+    // Chunks read past the entries are no part of the directory.
+    buf.truncate(reached as usize);
     Ok(buf)
 }
 

@@ -149,7 +149,17 @@ pub fn minimise(
 /// NBD for guest I/O), printing each bitmap's debug hash after every step.
 pub fn reproducer(seq: &Sequence, f: &SeqFinding) -> String {
     if f.offline {
-        return super::offline::reproducer(seq, f);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "#!/bin/sh\n# qcow2-conform campaign --impl qemu --sequences (offline): finding {}\n# seed {}, sequence {}; problems found:",
+            f.key, f.seed, f.index
+        );
+        for p in &f.problems {
+            let _ = writeln!(s, "#   {}", p.replace('\n', " "));
+        }
+        s.push_str(&super::offline::reproducer_body(seq));
+        return s;
     }
     let mut s = String::new();
     let _ = writeln!(

@@ -260,23 +260,16 @@ pub fn run_offline(seq: &Sequence, work: &Path, limits: &Limits) -> Result<SeqRe
     Ok(r)
 }
 
-/// A POSIX shell script that replays `seq` offline with the same tool
-/// runs as [`run_offline`] (`qemu-img`, `qemu-io`; `QEMU_IMG`, `QEMU_IO`
-/// override them), printing the image's bitmaps after every step and the
-/// model's verdict at the end. The state a step's command line depends
-/// on (a shrinking resize, a merge target's granularity) is tracked with
-/// the semantic model, as the campaign does.
-pub fn reproducer(seq: &Sequence, f: &super::findings::SeqFinding) -> String {
+/// The body of a POSIX shell script that replays `seq` offline with the
+/// same tool runs as [`run_offline`] (`qemu-img`, `qemu-io`; `QEMU_IMG`,
+/// `QEMU_IO` override them), printing the image's bitmaps after every
+/// step and the model's verdict at the end (the finding's header comes
+/// first, from `findings::reproducer`). The state a step's command line
+/// depends on (a shrinking resize, a merge target's granularity) is
+/// tracked with the semantic model, as the campaign does.
+pub fn reproducer_body(seq: &Sequence) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "#!/bin/sh\n# qcow2-conform campaign --impl qemu --sequences (offline): finding {}\n# seed {}, sequence {}; problems found:",
-        f.key, f.seed, f.index
-    );
-    for p in &f.problems {
-        let _ = writeln!(s, "#   {}", p.replace('\n', " "));
-    }
     s.push_str(
         "set -u\nD=$(mktemp -d)\ntrap 'rm -rf \"$D\"' EXIT\nCHECK=${QCOW2_CONFORM:-qcow2-conform}\n",
     );
@@ -322,4 +315,60 @@ pub fn reproducer(seq: &Sequence, f: &super::findings::SeqFinding) -> String {
     }
     s.push_str("$CHECK check \"$D/seq.qcow2\"\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_offline_reproducer_stages_merges_and_parses() {
+        let add = |name: &str, gbits| Step::Op {
+            op: Op::Add {
+                name: name.into(),
+                gbits,
+                persistent: false,
+                disabled: false,
+            },
+        };
+        let seq = Sequence {
+            size: 1 << 20,
+            steps: vec![
+                add("a", 16),
+                add("b", 12),
+                Step::Restart,
+                Step::Op {
+                    op: Op::Merge {
+                        target: "b".into(),
+                        sources: vec!["a".into(), "c".into()],
+                    },
+                },
+                Step::Op {
+                    op: Op::Resize { size: 4096 },
+                },
+            ],
+        };
+        let s = reproducer_body(&seq);
+        // The stage takes the target's granularity (b: 2^12).
+        assert!(
+            s.contains("'--add' '-g' '4096' '--disable' '--merge' 'a' '--merge' 'c'"),
+            "{s}"
+        );
+        assert!(s.contains(&format!("'--merge' '{MERGE_STAGE}'")), "{s}");
+        assert!(
+            s.contains(&format!("'--remove' \"$D/seq.qcow2\" '{MERGE_STAGE}'")),
+            "{s}"
+        );
+        assert!(s.contains("'--shrink'"), "{s}");
+        assert!(!s.contains("socat"), "{s}");
+        let sh = std::process::Command::new("sh")
+            .args(["-n", "-c", &s])
+            .output()
+            .unwrap();
+        assert!(
+            sh.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sh.stderr)
+        );
+    }
 }
