@@ -217,7 +217,7 @@ pub struct RunArgs {
     /// offers it (the report says when it did not), `require` or refuse
     /// to run, `off`.
     #[arg(long, value_enum, default_value = "auto")]
-    pub sandbox: crate::runner::sandbox::Mode,
+    pub sandbox: crate::runner::process::sandbox::Mode,
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,7 +262,7 @@ pub struct CampaignArgs {
     pub read_only: bool,
     /// Sandbox every program the campaign starts (as `run --sandbox`).
     #[arg(long, value_enum, default_value = "auto")]
-    pub sandbox: crate::runner::sandbox::Mode,
+    pub sandbox: crate::runner::process::sandbox::Mode,
     /// With `--impl qemu-live`: random operation sequences (guest writes,
     /// bitmap operations, restarts, crashes) against qemu-storage-daemon,
     /// judged by the semantic model, instead of random images; with

@@ -22,7 +22,7 @@ fn main() {
             let line = one_line(&e);
             eprintln!(
                 "qcow2-conform: error: {}",
-                conform::runner::sanitise::one_line(&line)
+                conform::runner::report::sanitise::one_line(&line)
             );
             std::process::exit(1);
         }

@@ -33,7 +33,7 @@ pub struct PinnedMatrix {
     pub version: String,
     pub outcomes: BTreeMap<String, String>,
     /// Per case whose outcome names one: the obligation it breaks
-    /// ([`crate::runner::cause::Cause::obligation`]); the obligations table
+    /// ([`crate::runner::judge::cause::Cause::obligation`]); the obligations table
     /// of `docs/findings.md` reads it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub broken: BTreeMap<String, String>,

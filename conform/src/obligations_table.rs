@@ -11,7 +11,7 @@
 use crate::matrix::PinnedMatrix;
 use crate::runner::adapters::probe::ProbeKind;
 use crate::runner::adapters::qemu::INCOMPATIBLE_SUPPORTED;
-use crate::runner::cause::{ImageFacts, ModelBitmap};
+use crate::runner::judge::cause::{ImageFacts, ModelBitmap};
 use crate::runner::judge::context::Context;
 use crate::runner::judge::coverage::case_exercises;
 use generator::ManifestCase;

@@ -1,7 +1,7 @@
 //! The audit of `docs/findings.md` ("Audit: every cause, per
 //! implementation"), replayed. `audit/causes.json` lists, for each
 //! implementation, every distinct cause the suite has seen it give: the
-//! outcome, the cause key (`runner::cause`), the spec section and sentence
+//! outcome, the cause key (`runner::judge::cause`), the spec section and sentence
 //! the judgement rests on, and a reproducer (a corpus case, or a campaign
 //! reproducer under `fuzz_targets/regressions/`). This test runs each
 //! implementation over its reproducers with `qcow2-conform run` (write
@@ -14,7 +14,7 @@
 mod cli;
 
 use cli::{run_report, BIN};
-use conform::runner::cause::Cause;
+use conform::runner::judge::cause::Cause;
 use generator::{Expected, Manifest, ManifestCase};
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -217,7 +217,7 @@ fn the_covering_auto_bitmap_covers_the_runners_write_range() {
         .into_iter()
         .find(|(id, _)| *id == "auto-bits-cover-write-range")
         .expect("the case is planned");
-    let (offset, len) = conform::runner::writes::write_range(spec.size);
+    let (offset, len) = conform::runner::judge::write_check::write_range(spec.size);
     assert!(len > 0);
     let b = &spec.bitmaps[0];
     assert!(b.auto);

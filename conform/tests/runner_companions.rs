@@ -171,7 +171,7 @@ fn the_model_reads_chains_and_data_files_as_qemu_does() {
     for c in qemu_cases().iter().filter(|c| c.secret.is_none()) {
         let image = corpus().join(&c.file);
         let want = qemu_raw(&image, &d.path().join("out.raw"));
-        let mut layered = runner::image_layers::open(&image).unwrap();
+        let mut layered = runner::corpus::image_layers::open(&image).unwrap();
         let mut got = vec![0u8; want.len()];
         layered.read(0, &mut got).unwrap();
         assert!(

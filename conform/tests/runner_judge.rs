@@ -379,8 +379,8 @@ fn stray_children_do_not_outlive_a_timeout() {
 
 // Unit-level: Observations built by hand, judged without running anything.
 
-use conform::runner::cause::{Check, ImageFacts, ModelBitmap};
 use conform::runner::checks::WriteCheck;
+use conform::runner::judge::cause::{Check, ImageFacts, ModelBitmap};
 use conform::runner::judge::{judge, judge_in, Context, OutcomeKind};
 use conform::runner::observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
 use generator::expected::{ExpectedBitmap, ExpectedFlags};

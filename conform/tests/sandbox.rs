@@ -289,7 +289,7 @@ fn a_read_adapter_on_an_outside_raw_backing_file_is_error_and_the_model_never_op
     );
     write_manifest(&d.corpus, vec![case(&d.corpus, "top", "images/top.qcow2")]);
     // The model's layered reads refuse the name themselves.
-    let e = conform::runner::image_layers::open(&img)
+    let e = conform::runner::corpus::image_layers::open(&img)
         .err()
         .expect("refused");
     assert!(e.to_string().contains("not followed"), "{e}");

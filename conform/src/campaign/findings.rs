@@ -5,7 +5,7 @@
 
 use super::judging::judge_bytes;
 use super::minimise::Minimised;
-use crate::runner::cause::Cause;
+use crate::runner::judge::cause::Cause;
 use crate::runner::{adapters::Adapter, RunOptions};
 use anyhow::Result;
 use generator::expected::Expected;
@@ -95,7 +95,7 @@ pub(super) fn save_if_reproduced(
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(staged.join("finding.json"))?)?;
     let expected: Expected = serde_json::from_value(saved["expected"].clone())?;
-    let fresh = crate::runner::temp_dirs::scratch("replay")?;
+    let fresh = crate::runner::process::temp_dirs::scratch("replay")?;
     let again = judge_bytes(
         adapter,
         fresh.path(),

@@ -10,7 +10,7 @@ use std::path::Path;
 /// Deduplication key: the outcome's cause signature as a file name
 /// (outcome, the check that decided, the image features involved, a hash
 /// of the implementation's normalised message; see
-/// `runner::cause`), so that each key is one behaviour.
+/// `runner::judge::cause`), so that each key is one behaviour.
 pub fn key(outcome: &Outcome) -> String {
     outcome.key()
 }

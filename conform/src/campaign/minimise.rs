@@ -4,7 +4,7 @@
 
 use super::candidates::{expected_from_model, Candidate, ImageRecipe, Realised};
 use super::judging::{judge_bytes, key};
-use crate::runner::cause::Check;
+use crate::runner::judge::cause::Check;
 use crate::runner::{
     adapters::Adapter,
     judge::{Outcome, OutcomeKind},

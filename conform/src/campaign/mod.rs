@@ -76,14 +76,14 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let state_path = opts.out.join("state.json");
     let mut state = State::resume(&state_path, adapter.name(), opts.seed, opts.shard)?;
-    crate::runner::signals::install();
-    crate::runner::temp_dirs::sweep();
-    let scratch = crate::runner::temp_dirs::scratch("campaign")?;
+    crate::runner::process::signals::install();
+    crate::runner::process::temp_dirs::sweep();
+    let scratch = crate::runner::process::temp_dirs::scratch("campaign")?;
     let bar = indicatif::ProgressBar::new_spinner();
     if !opts.progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    bar.set_style(crate::runner::terminal::progress_style(
+    bar.set_style(crate::runner::report::terminal::progress_style(
         "{spinner} campaign {pos} cases {rate} {msg}",
     ));
     let start = Instant::now();
@@ -92,7 +92,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
     let mut not_reproduced = Vec::new();
     while start.elapsed() < opts.duration
         && opts.max_cases.is_none_or(|m| ran < m)
-        && crate::runner::signals::stop_requested().is_none()
+        && crate::runner::process::signals::stop_requested().is_none()
     {
         let index = state.next_index;
         state.next_index += 1;
@@ -112,7 +112,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
             &c.expected,
             &opts.run,
         )?;
-        if crate::runner::signals::stop_requested().is_some() {
+        if crate::runner::process::signals::stop_requested().is_some() {
             // The case was cut short: not counted, run again on resume.
             state.next_index = index;
             break;

@@ -17,7 +17,7 @@
 //! refuses to start and leaves both files as they are: it never starts
 //! afresh over a state it cannot read.
 
-use crate::runner::input;
+use crate::runner::corpus::input;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub fn run(args: &CampaignArgs) -> Result<i32> {
-    let sandbox = runner::sandbox::configure(args.sandbox)?;
-    if !sandbox.sandboxed && args.sandbox != runner::sandbox::Mode::Off {
+    let sandbox = runner::process::sandbox::configure(args.sandbox)?;
+    if !sandbox.sandboxed && args.sandbox != runner::process::sandbox::Mode::Off {
         eprintln!("campaign: WARNING: {}", sandbox.detail);
     }
     if args.sequences {
@@ -47,7 +47,7 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
             summary.new_findings.len()
         );
     }
-    if let Some(why) = runner::signals::interrupted() {
+    if let Some(why) = runner::process::signals::interrupted() {
         eprintln!("campaign: INCOMPLETE: {why}; the state was saved, the same command resumes");
         return Ok(1);
     }
@@ -69,7 +69,7 @@ pub fn summary_text(s: &RunSummary, out: &Path, took: Duration) -> String {
         o,
         "campaign: {} case(s) this run in {secs:.1} s ({}/s), {} run in total, next case {}",
         s.cases_this_run,
-        crate::runner::terminal::rate(rate),
+        crate::runner::report::terminal::rate(rate),
         st.cases_run,
         st.next_index
     );
@@ -164,7 +164,7 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
             args.out.display()
         );
     }
-    if let Some(why) = runner::signals::interrupted() {
+    if let Some(why) = runner::process::signals::interrupted() {
         eprintln!("campaign: INCOMPLETE: {why}; the state was saved, the same command resumes");
         return Ok(1);
     }

@@ -8,7 +8,7 @@
 
 use super::corpus_kit;
 use crate::cli::CorpusCommand;
-use crate::runner::{input, sanitise};
+use crate::runner::{corpus::input, report::sanitise};
 use anyhow::{bail, Context, Result};
 use generator::corpus;
 use generator::files::{self, write_sparse, Hashing};

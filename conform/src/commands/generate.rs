@@ -113,7 +113,7 @@ fn generation(args: &GenerateArgs) -> Generation {
         .map(|v| v.get_name().to_owned());
     a.extend(["--profile".into(), profile.unwrap_or_default()]);
     Generation {
-        tool: crate::runner::provenance::tool_version(),
+        tool: crate::runner::report::provenance::tool_version(),
         seed: args.seed,
         arguments: a,
     }
@@ -173,7 +173,7 @@ pub fn run(args: &GenerateArgs) -> Result<i32> {
     prepare_out(&args.out, args.force)?;
     let total = args.count.saturating_mul(kinds.len() as u64);
     let bar = ProgressBar::new(total);
-    bar.set_style(crate::runner::terminal::progress_style(
+    bar.set_style(crate::runner::report::terminal::progress_style(
         "{prefix} [{bar:30}] {pos}/{len} {rate} {msg}",
     ));
     bar.set_prefix("generate");

@@ -9,8 +9,8 @@ mod report;
 pub mod run;
 
 use crate::cli::{Cli, Command};
-use crate::runner::image_state;
-use crate::runner::sanitise::clean;
+use crate::runner::corpus::image_state;
+use crate::runner::report::sanitise::clean;
 use anyhow::{Context, Result};
 use spec_model::{rules, Model, Report};
 use std::fmt::Write as _;
@@ -49,7 +49,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 /// The image at `image` analysed by the model: only a regular file, opened
-/// non-blocking, its holes skipped (`runner::image_state::open_model`).
+/// non-blocking, its holes skipped (`runner::corpus::image_state::open_model`).
 fn open_model(image: &Path) -> Result<Model<File>> {
     image_state::open_model(image).with_context(|| format!("cannot check {}", image.display()))
 }

@@ -1,9 +1,9 @@
 //! `qcow2-conform report diff OLD.json NEW.json`: the outcome changes
-//! between two run reports ([`crate::runner::diff`]); exit 1 on a
+//! between two run reports ([`crate::runner::report::diff`]); exit 1 on a
 //! regression.
 
 use crate::cli::ReportCommand;
-use crate::runner::diff::{diff, ReportView};
+use crate::runner::report::diff::{diff, ReportView};
 use anyhow::Result;
 
 pub fn run(cmd: &ReportCommand) -> Result<i32> {

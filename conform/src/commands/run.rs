@@ -2,12 +2,12 @@
 //! judged, reported as a terminal matrix, JSON, JUnit and HTML.
 
 use crate::cli::{MatrixRows, RunArgs};
-use crate::runner::expect::{Expectations, ANY_VERSION, UNKNOWN_VERSION};
+use crate::runner::gate::expect::{Expectations, ANY_VERSION, UNKNOWN_VERSION};
+use crate::runner::gate::select::Selection;
 use crate::runner::gate::Gate;
-use crate::runner::provenance::Provenance;
-use crate::runner::sanitise;
-use crate::runner::select::Selection;
-use crate::runner::terminal::{self, Rows};
+use crate::runner::report::provenance::Provenance;
+use crate::runner::report::sanitise;
+use crate::runner::report::terminal::{self, Rows};
 use crate::runner::{self, Limits, OutcomeKind, RunOptions};
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
@@ -61,8 +61,8 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         memory_bytes,
     };
     // Before any program starts (an exec program's `capabilities` too).
-    let sandbox = runner::sandbox::configure(args.sandbox)?;
-    if !sandbox.sandboxed && args.sandbox != runner::sandbox::Mode::Off {
+    let sandbox = runner::process::sandbox::configure(args.sandbox)?;
+    if !sandbox.sandboxed && args.sandbox != runner::process::sandbox::Mode::Off {
         eprintln!("run: WARNING: {}", sandbox.detail);
     }
     let adapters = unique_implementations(&args.implementations)
@@ -119,11 +119,11 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = &args.junit {
-        std::fs::write(p, runner::junit::junit(&report, &gate))
+        std::fs::write(p, runner::report::junit::junit(&report, &gate))
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = &args.html {
-        std::fs::write(p, runner::html::html(&report))
+        std::fs::write(p, runner::report::html::html(&report))
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = &args.write_expect {

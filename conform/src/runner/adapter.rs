@@ -18,7 +18,7 @@ pub struct Capabilities {
     pub read_bitmap_contents: bool,
     /// Read guest data.
     pub read_guest_data: bool,
-    /// Write guest data (enables the write check, see [`super::writes`]).
+    /// Write guest data (enables the write check, see [`crate::runner::judge::write_check`]).
     pub write_guest_data: bool,
     /// Add, remove, clear, enable, disable or merge bitmaps.
     pub bitmap_operations: bool,

@@ -2,7 +2,7 @@
 //! parsed (so an answer over a cap costs no more memory than the cap):
 //! [`bitmaps`] refuses a list of more than [`MAX_BITMAPS`] bitmaps, the
 //! most an image can hold (the spec's bitmaps extension: `nb_bitmaps` at
-//! most 65535). Together with the output cap ([`super::output`]) this
+//! most 65535). Together with the output cap ([`crate::runner::process::output`]) this
 //! keeps every observation, and so every report, bounded per case.
 
 use serde::de::{Deserializer, SeqAccess, Visitor};

@@ -1,5 +1,5 @@
 //! Results of the checks that change a private copy of an image and let
-//! the model read it afterwards: the write check ([`super::writes`]) and
+//! the model read it afterwards: the write check ([`crate::runner::judge::write_check`]) and
 //! the bitmap-operations check (QEMU's, in
 //! [`super::adapters::qemu::ops`]). Any problem makes the case
 //! `corrupting` (see [`super::judge`](mod@super::judge)).
@@ -38,7 +38,7 @@ pub struct WriteCheck {
     /// Rule IDs of error findings afterwards.
     pub error_rules_after: Vec<String>,
     /// Header fields the implementation rewrote (`size 634346 -> 633856`),
-    /// each a mismatch (see [`super::writes`]).
+    /// each a mismatch (see [`crate::runner::judge::write_check`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rewrites: Vec<String>,
     #[serde(flatten)]

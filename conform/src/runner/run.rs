@@ -4,13 +4,15 @@
 //! hashed before and after.
 
 use super::adapter::Adapter;
-use super::cause::{Cause, Check};
+use super::corpus::{self, references};
+use super::judge::cause::{Cause, Check};
+use super::judge::{self, write_check};
 use super::judge::{Outcome, OutcomeKind};
 use super::observation::Observation;
 use super::process::Limits;
+use super::process::{case_env, sandbox, signals, temp_dirs};
 use super::report::{CaseResult, CaseRun, RunReport};
 use super::text::{command_line, shell_quote};
-use super::{case_env, corpus, judge, references, sandbox, signals, temp_dirs, writes};
 use generator::ManifestCase;
 use std::path::{Path, PathBuf};
 
@@ -102,7 +104,7 @@ pub enum SetUpError {
     #[error(transparent)]
     Companion(#[from] generator::manifest::CompanionError),
     #[error(transparent)]
-    Reference(#[from] super::references::RefusedReference),
+    Reference(#[from] crate::runner::corpus::references::RefusedReference),
     #[error("the scratch directory {} vanished while the case ran (removed by another process): nothing to judge", .0.display())]
     ScratchVanished(PathBuf),
 }
@@ -154,14 +156,14 @@ fn observe_in(
     obs.commands
         .insert(0, format!("WORK=$(mktemp -d) && {setup}"));
     // The checks that change a copy, only while nothing has crashed or
-    // hung: the write check on every image (`writes::eligible`), the
-    // bitmap operations on valid ones (`writes::ops_eligible`).
+    // hung: the write check on every image (`write_check::eligible`), the
+    // bitmap operations on valid ones (`write_check::ops_eligible`).
     let may_change = |obs: &Observation| opts.writes && !obs.timed_out && obs.signal.is_none();
-    let writes_here = writes::eligible(&case.expected);
+    let writes_here = write_check::eligible(&case.expected);
     if adapter.capabilities().write_guest_data && writes_here && may_change(&obs) {
         if let Some(copy) = fresh_copy(case, image, work, "write.qcow2", "write check", &mut obs) {
             let _dir = case_env::in_dir(copy.parent());
-            let w = writes::run(adapter, &copy, &opts.limits);
+            let w = write_check::run(adapter, &copy, &opts.limits);
             obs.commands.extend(w.found.commands.iter().cloned());
             if let Some(p) = &w.found.process {
                 obs.absorb(p);
@@ -169,7 +171,8 @@ fn observe_in(
             obs.write = Some(w);
         }
     }
-    if adapter.checks_bitmap_ops() && writes::ops_eligible(&case.expected) && may_change(&obs) {
+    if adapter.checks_bitmap_ops() && write_check::ops_eligible(&case.expected) && may_change(&obs)
+    {
         if case.secret.is_some() {
             obs.notes
                 .push("bitmap operations skipped: the image is encrypted".into());
@@ -356,7 +359,7 @@ pub fn run_selected(
     let total = (manifest.cases.len() * adapters.len()) as u64;
     let bar = if opts.progress && total >= 20 {
         let b = indicatif::ProgressBar::new(total);
-        b.set_style(super::terminal::progress_style(
+        b.set_style(crate::runner::report::terminal::progress_style(
             "{prefix} [{bar:30}] {pos}/{len} {rate} eta {eta} {msg}",
         ));
         b.set_prefix("run");

@@ -97,11 +97,11 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
     // SIGINT/SIGTERM end the loop after the current sequence (its daemon
     // stopped, state saved); scratch directories of campaigns and runs
     // that died (kill -9) are removed.
-    crate::runner::signals::install();
-    crate::runner::temp_dirs::sweep();
+    crate::runner::process::signals::install();
+    crate::runner::process::temp_dirs::sweep();
     while start.elapsed() < opts.duration
         && opts.max_sequences.is_none_or(|m| ran < m)
-        && crate::runner::signals::stop_requested().is_none()
+        && crate::runner::process::signals::stop_requested().is_none()
     {
         let index = state.next_index;
         state.next_index += 1;
@@ -111,8 +111,8 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
             }
         }
         let seq = Sequence::random(opts.seed, index);
-        let work = crate::runner::temp_dirs::scratch("seq")?;
-        let _w = crate::runner::sandbox::writable(work.path());
+        let work = crate::runner::process::temp_dirs::scratch("seq")?;
+        let _w = crate::runner::process::sandbox::writable(work.path());
         if opts.bare {
             let ops = run_bare(program, &seq, work.path(), &opts.limits)?;
             ran += 1;
@@ -148,8 +148,8 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
             *n += 1;
             if *n == 1 && opts.minimise {
                 let (minimised, mr) = minimise(&seq, r.clone(), MINIMISE_RUNS, |cand| {
-                    let w = crate::runner::temp_dirs::scratch("seq").ok()?;
-                    let _w = crate::runner::sandbox::writable(w.path());
+                    let w = crate::runner::process::temp_dirs::scratch("seq").ok()?;
+                    let _w = crate::runner::process::sandbox::writable(w.path());
                     runner(cand, w.path()).ok()
                 });
                 let f = SeqFinding {
@@ -168,7 +168,7 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
                     offline: opts.offline,
                 };
                 let saved = findings::save_if_reproduced(&opts.out, &f, &mr, |seq| {
-                    let w = crate::runner::temp_dirs::scratch("seq")?;
+                    let w = crate::runner::process::temp_dirs::scratch("seq")?;
                     Ok(runner(seq, w.path())?)
                 })?;
                 if !saved {
@@ -193,8 +193,8 @@ pub fn replay(program: &Path, finding: &Path, limits: &Limits) -> Result<(SeqRes
         .with_context(|| format!("cannot read {}", finding.display()))?;
     let f: SeqFinding =
         serde_json::from_str(&text).with_context(|| finding.display().to_string())?;
-    let work = crate::runner::temp_dirs::scratch("seq")?;
-    let _w = crate::runner::sandbox::writable(work.path());
+    let work = crate::runner::process::temp_dirs::scratch("seq")?;
+    let _w = crate::runner::process::sandbox::writable(work.path());
     let r = if f.offline {
         offline::run_offline(&f.minimised, work.path(), limits)?
     } else {

@@ -51,7 +51,7 @@ pub struct ExecAdapter {
 
 /// The directories of the template's words that name existing files
 /// (an interpreter's script, a configuration file), and the directories
-/// it names: readable in the sandbox ([`crate::runner::sandbox`]).
+/// it names: readable in the sandbox ([`crate::runner::process::sandbox`]).
 fn template_paths(argv: &[String]) -> Vec<std::path::PathBuf> {
     argv.iter()
         .filter(|w| w.contains('/'))
@@ -285,7 +285,7 @@ impl ExecAdapter {
         let reads = template_paths(&argv);
         // A program that is not there cannot start (said before any
         // wrapper such as `prlimit` would turn it into exit status 127).
-        if crate::runner::sandbox::locate(std::ffi::OsStr::new(&argv[0])).is_none() {
+        if crate::runner::process::sandbox::locate(std::ffi::OsStr::new(&argv[0])).is_none() {
             return Err(SetupError::Start {
                 template: template.to_owned(),
                 error: std::io::Error::new(

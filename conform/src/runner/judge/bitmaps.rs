@@ -7,9 +7,9 @@
 //! `bitmaps.ignore-inconsistent`, `bitmaps.never-use-invalid`).
 
 use super::context::{cut_at_nul, find_name, name_cut, Context};
-use crate::runner::cause::Check;
+use crate::runner::judge::cause::Check;
+use crate::runner::judge::outcome::{Bucket, Reasons};
 use crate::runner::observation::{Observation, ObservedBitmap};
-use crate::runner::outcome::{Bucket, Reasons};
 use crate::runner::text::short;
 use generator::expected::ExpectedBitmap;
 use generator::Expected;
@@ -49,7 +49,7 @@ fn why_unusable(e: &ExpectedBitmap) -> &'static str {
     }
 }
 
-/// [`why_unusable`] as a cause token ([`crate::runner::cause::ModelBitmap::why_unusable`]).
+/// [`why_unusable`] as a cause token ([`crate::runner::judge::cause::ModelBitmap::why_unusable`]).
 fn why_token(e: &ExpectedBitmap) -> &'static str {
     if e.flags.in_use {
         "in_use"

@@ -4,8 +4,8 @@
 //! it supports), and the matching of bitmap names an implementation cut at
 //! a NUL byte.
 
-use crate::runner::cause::{Cause, Check, ImageFacts, ModelBitmap};
-use crate::runner::outcome::Reasons;
+use crate::runner::judge::cause::{Cause, Check, ImageFacts, ModelBitmap};
+use crate::runner::judge::outcome::Reasons;
 use crate::runner::text::short;
 use spec_model::obligations::Kind;
 

@@ -4,8 +4,8 @@
 //! obligation not exercised is never counted as met.
 
 use super::context::Context;
+use crate::runner::judge::outcome::ObligationState;
 use crate::runner::observation::Observation;
-use crate::runner::outcome::ObligationState;
 use generator::Expected;
 use spec_model::obligations::{binding, Kind};
 use spec_model::{ExtensionState, Obligation, Verdict};

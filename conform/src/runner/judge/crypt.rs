@@ -8,9 +8,9 @@
 //! does not: not exercised.
 
 use super::context::Context;
-use crate::runner::cause::Check;
+use crate::runner::judge::cause::Check;
+use crate::runner::judge::outcome::Reasons;
 use crate::runner::observation::Observation;
-use crate::runner::outcome::Reasons;
 use spec_model::Obligation;
 
 /// The header's `crypt_method` in words.

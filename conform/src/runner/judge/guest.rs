@@ -4,9 +4,9 @@
 //! read equals the model's).
 
 use super::context::Context;
-use crate::runner::cause::Check;
+use crate::runner::judge::cause::Check;
+use crate::runner::judge::outcome::Reasons;
 use crate::runner::observation::{GuestCheck, Observation};
-use crate::runner::outcome::Reasons;
 use spec_model::Obligation;
 
 /// The virtual size the implementation presents, if it reports one.

@@ -2,7 +2,7 @@
 //! against what the spec says about it ([`Expected`]) and what the spec
 //! obliges an implementation of its kind to do
 //! ([`spec_model::obligations`]), as one of the outcomes of `DESIGN.md`,
-//! with its cause ([`crate::runner::cause`]) naming the obligation broken.
+//! with its cause ([`crate::runner::judge::cause`]) naming the obligation broken.
 //!
 //! The judge is a room of its own, one file per obligation family:
 //! - [`context`][mod@context]: what it knows besides the two (the model's bitmaps, the
@@ -29,6 +29,10 @@
 //! one; the first reason of the winning kind is the cause. A set-up
 //! failure is the runner's `error`, never decided here.
 
+pub mod cause;
+pub mod outcome;
+pub mod write_check;
+
 pub mod bitmaps;
 pub mod context;
 pub mod coverage;
@@ -38,15 +42,15 @@ pub mod open;
 pub mod write;
 
 use crate::runner::adapter::Capabilities;
-use crate::runner::case_env;
-use crate::runner::cause::{Check, ImageFacts, ModelBitmap};
 use crate::runner::observation::Observation;
-use crate::runner::outcome::Reasons;
-pub use crate::runner::outcome::{Outcome, OutcomeKind};
+use crate::runner::process::case_env;
 use crate::runner::process::signal_name;
+use cause::{Check, ImageFacts, ModelBitmap};
 use context::find_name;
 pub use context::Context;
 use generator::Expected;
+use outcome::Reasons;
+pub use outcome::{Outcome, OutcomeKind};
 use spec_model::obligations::Kind;
 use spec_model::{Rule, Severity};
 use std::path::Path;

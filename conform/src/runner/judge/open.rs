@@ -6,8 +6,8 @@
 //! implementation that reads bitmaps).
 
 use super::context::Context;
-use crate::runner::cause::{describe_incompatible, Check};
-use crate::runner::outcome::Reasons;
+use crate::runner::judge::cause::{describe_incompatible, Check};
+use crate::runner::judge::outcome::Reasons;
 use generator::Expected;
 use spec_model::{Obligation, Rule, Severity};
 

@@ -1,14 +1,14 @@
 //! The checks that change a copy: the write check (`corrupting` when it
 //! found a problem; each problem names the obligation it breaks,
-//! [`crate::runner::writes::obligation_of`]: `write.clear-unknown-autoclear`,
+//! [`crate::runner::judge::write_check::obligation_of`]: `write.clear-unknown-autoclear`,
 //! `write.leaves-valid`, `bitmaps.mark-written`) and QEMU's
 //! bitmap-operations check (`bitmaps.ops-as-modelled`).
 
 use super::context::Context;
-use crate::runner::cause::Check;
+use crate::runner::judge::cause::Check;
+use crate::runner::judge::outcome::{Outcome, OutcomeKind};
+use crate::runner::judge::write_check;
 use crate::runner::observation::Observation;
-use crate::runner::outcome::{Outcome, OutcomeKind};
-use crate::runner::writes;
 use spec_model::Obligation;
 
 /// The `corrupting` outcome of a write or bitmap-operations check that
@@ -23,7 +23,7 @@ pub fn corrupting(obs: &Observation, cx: &Context) -> Option<Outcome> {
             d.extend(w.found.problems.iter().cloned());
             let cause = cx
                 .cause(Check::Write, Some(first))
-                .with_obligation(Some(writes::obligation_of(first)));
+                .with_obligation(Some(write_check::obligation_of(first)));
             return Some(Outcome::new(OutcomeKind::Corrupting, d, cause));
         }
     }

@@ -84,9 +84,9 @@ impl ProbeAdapter {
         let mut reads = vec![crate::runner::adapters::cache::dir()];
         if let ProbeKind::Libqcow(build) = self.kind {
             let python = super::libqcow::python(build);
-            reads.extend(crate::runner::sandbox::program_dirs(&python));
+            reads.extend(crate::runner::process::sandbox::program_dirs(&python));
         }
-        let cmd = crate::runner::case_env::run_in_dir(process::command_reading(
+        let cmd = crate::runner::process::case_env::run_in_dir(process::command_reading(
             self.exe.as_os_str(),
             &args,
             limits,

@@ -10,7 +10,7 @@ use super::guard::{guarded, install_panic_hook};
 use super::kind::ProbeKind;
 use super::report::{ProbeReport, WriteOutcome};
 use super::sampling::{pattern, pattern_byte};
-use crate::runner::image_layers::{self, LayersError};
+use crate::runner::corpus::image_layers::{self, LayersError};
 use crate::runner::observation::GuestCheck;
 use std::fmt::Display;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! implementation read differently is described ([`describe_difference`]).
 
 use super::sampling::sample_ranges;
-use crate::runner::image_layers::{self, LayersError};
+use crate::runner::corpus::image_layers::{self, LayersError};
 use spec_model::guest::{allocated_clusters, GuestError};
 use spec_model::io::Image;
 use std::fmt::Display;

@@ -24,7 +24,7 @@
 //!   writable, writes [`pattern_byte`] at `OFF..OFF+LEN` and closes it; then
 //!   the model must read the pattern back there and unchanged data at every
 //!   sample range outside it. The runner's write check
-//!   ([`crate::runner::writes`]) then asks the model whether the image
+//!   ([`crate::runner::judge::write_check`]) then asks the model whether the image
 //!   still conforms, and whether autoclear bit 0 was cleared or the
 //!   bitmaps were maintained.
 //!

@@ -5,7 +5,7 @@
 //! - using a bitmap = exporting it: `qemu-nbd -r -B NAME`, whose dirty
 //!   ranges `qemu-img map` reads over NBD through the client's
 //!   `x-dirty-bitmap` option (a dirty area reads as `"data": false`);
-//! - writes: `qemu-io -c 'write -P 0xa5 OFFSET LEN'` (see `runner::writes`);
+//! - writes: `qemu-io -c 'write -P 0xa5 OFFSET LEN'` (see `runner::judge::write_check`);
 //! - with `--bitmap-ops`: `qemu-img bitmap`, `convert --bitmaps` and
 //!   `resize` on a copy, each result read by the model (see [`ops`]).
 //!
@@ -362,7 +362,7 @@ impl QemuAdapter {
                 return None;
             }
         };
-        let reach = crate::runner::temp_dirs::short_path(&handle, &name);
+        let reach = crate::runner::process::temp_dirs::short_path(&handle, &name);
         let mut args = vec![os("-r"), os("-t"), os("-k"), os(&socket)];
         for name in names {
             args.push(os("-B"));

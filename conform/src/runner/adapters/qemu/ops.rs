@@ -22,7 +22,7 @@
 
 use super::tools::{failure, os, qemu_io_write, Toolset};
 use crate::runner::checks::{OpStep, OpsCheck};
-use crate::runner::image_state::{self, ModelBitmap as Bm, ReadError};
+use crate::runner::corpus::image_state::{self, ModelBitmap as Bm, ReadError};
 use crate::runner::process::{self, Limits, Proc};
 use crate::runner::text::{short, show_ranges};
 use spec_model::semantics::{granules, Bitmap, Disk, Op};

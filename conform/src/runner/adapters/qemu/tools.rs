@@ -298,24 +298,24 @@ pub(crate) fn failure(p: &Proc, markers: &[&str]) -> Option<String> {
 }
 
 /// `cmd` run in the directory of the case's copy when it has companions
-/// ([`crate::runner::case_env::dir`]): QEMU resolves a relative external
+/// ([`crate::runner::process::case_env::dir`]): QEMU resolves a relative external
 /// data file name against its working directory, not the image's.
 pub(crate) fn in_case_dir(cmd: std::process::Command) -> std::process::Command {
-    crate::runner::case_env::run_in_dir(cmd)
+    crate::runner::process::case_env::run_in_dir(cmd)
 }
 
 /// The `--object` ID the runner gives the passphrase of an encrypted image.
 const SECRET_ID: &str = "conform-sec0";
 
 /// `args` for the case's encrypted image when the running case has a
-/// secret ([`crate::runner::case_env`]), else unchanged: each `-f qcow2`
+/// secret ([`crate::runner::process::case_env`]), else unchanged: each `-f qcow2`
 /// becomes `--object secret,id=...,data=SECRET --image-opts`, and the first
 /// existing file after it (the image) becomes
 /// `driver=qcow2,file.filename=IMAGE,encrypt.key-secret=...` (commas
 /// doubled, as QEMU's option syntax wants). A subcommand (`qemu-img info`)
 /// stays first, since `-f` always follows it.
 pub(crate) fn with_secret(args: &[OsString]) -> Vec<OsString> {
-    let Some(secret) = crate::runner::case_env::current() else {
+    let Some(secret) = crate::runner::process::case_env::current() else {
         return args.to_vec();
     };
     let mut out = Vec::with_capacity(args.len() + 2);
@@ -367,7 +367,7 @@ mod tests {
             os(&image),
         ];
         assert_eq!(with_secret(&args), args);
-        let _s = crate::runner::case_env::scope(Some("p,w"));
+        let _s = crate::runner::process::case_env::scope(Some("p,w"));
         let got = with_secret(&args);
         assert_eq!(
             got,

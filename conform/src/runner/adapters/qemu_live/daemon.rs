@@ -70,11 +70,11 @@ pub struct Daemon {
     /// The directory of its sockets (inside its working directory).
     sockets: tempfile::TempDir,
     /// `sockets`, open: the runner reaches the sockets through it
-    /// ([`crate::runner::temp_dirs::short_path`]).
+    /// ([`crate::runner::process::temp_dirs::short_path`]).
     handle: std::fs::File,
     /// Its own scratch directory (its log; its working directory outside a
     /// case). Dropped after `sockets`, which may lie inside it.
-    _scratch: crate::runner::temp_dirs::Scratch,
+    _scratch: crate::runner::process::temp_dirs::Scratch,
     /// The command line it was started with, quoted for a shell.
     pub command: String,
     exports: u32,
@@ -148,26 +148,27 @@ impl Daemon {
         limits: &Limits,
         read_only: bool,
     ) -> Result<Daemon, DaemonError> {
-        let scratch = crate::runner::temp_dirs::scratch("live")?;
+        let scratch = crate::runner::process::temp_dirs::scratch("live")?;
         // It runs in the case's directory (a relative data file name
         // resolves there), else in its scratch directory; its sockets go
         // in a fresh directory there, named relative to it.
-        let cwd = crate::runner::case_env::dir().unwrap_or_else(|| scratch.path().to_owned());
+        let cwd =
+            crate::runner::process::case_env::dir().unwrap_or_else(|| scratch.path().to_owned());
         let sockets = tempfile::Builder::new().prefix("qsd").tempdir_in(&cwd)?;
         let handle = std::fs::File::open(sockets.path())?;
         let rel = Path::new(sockets.path().file_name().unwrap_or_default());
-        let secret = crate::runner::case_env::current();
+        let secret = crate::runner::process::case_env::current();
         let args = arguments(image, rel, secret.as_deref(), read_only);
         let cmd = {
-            let _w = crate::runner::sandbox::writable(scratch.path());
-            let _s = crate::runner::sandbox::writable(sockets.path());
+            let _w = crate::runner::process::sandbox::writable(scratch.path());
+            let _s = crate::runner::process::sandbox::writable(sockets.path());
             let mut c = process::command(program.as_os_str(), &args, limits);
             c.current_dir(&cwd);
             c
         };
         let mut server = Background::spawn(cmd, &scratch.path().join("daemon.log"))?;
         let command = server.command.clone();
-        let socket = crate::runner::temp_dirs::short_path(&handle, "qmp.sock");
+        let socket = crate::runner::process::temp_dirs::short_path(&handle, "qmp.sock");
         let start = Instant::now();
         let mut pause = Duration::from_micros(200);
         loop {
@@ -208,7 +209,7 @@ impl Daemon {
     /// The NBD server's socket, as the runner reaches it (a short path
     /// through an open handle of its directory).
     pub fn nbd_socket(&self) -> PathBuf {
-        crate::runner::temp_dirs::short_path(&self.handle, "nbd.sock")
+        crate::runner::process::temp_dirs::short_path(&self.handle, "nbd.sock")
     }
 
     /// The private directory holding the sockets.

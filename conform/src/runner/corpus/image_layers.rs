@@ -5,7 +5,7 @@
 //! against the image's directory, where the runner puts a case's
 //! companions, and only plain relative names of regular files there are
 //! followed (never an absolute path, `..`, a protocol or `json:` name, a
-//! link or a FIFO: [`super::references`]). spec-model reads no files;
+//! link or a FIFO: [`crate::runner::corpus::references`]). spec-model reads no files;
 //! this is where they are opened.
 
 use spec_model::fields::extension as ext;
@@ -39,7 +39,7 @@ pub enum LayersError {
     NoHeader(PathBuf),
     #[error("{}: the backing chain is deeper than {MAX_DEPTH} images", .0.display())]
     TooDeep(PathBuf),
-    /// A name the model does not follow ([`super::references`]): not a
+    /// A name the model does not follow ([`crate::runner::corpus::references`]): not a
     /// plain relative name of a regular file beside the image, where the
     /// runner puts a case's companions.
     #[error("{}: the {what} name {name:?} is not followed (only companion files beside the image are)", image.display())]
@@ -64,10 +64,10 @@ pub fn open(image: &Path) -> Result<Layered<'static, File>, LayersError> {
 
 /// Only a regular file, opened non-blocking (`image_state::open_regular`).
 fn open_file(path: &Path) -> Result<File, LayersError> {
-    super::image_state::open_regular(path).map_err(|e| LayersError::Open {
+    crate::runner::corpus::image_state::open_regular(path).map_err(|e| LayersError::Open {
         path: path.to_owned(),
         source: match e {
-            super::image_state::ReadError::Open(source) => source,
+            crate::runner::corpus::image_state::ReadError::Open(source) => source,
             other => std::io::Error::other(other.to_string()),
         },
     })
@@ -125,13 +125,13 @@ fn follow(
     what: &'static str,
     name: &str,
 ) -> Result<PathBuf, LayersError> {
-    if super::references::followable(name, dir) {
+    if crate::runner::corpus::references::followable(name, dir) {
         Ok(dir.join(name))
     } else {
         Err(LayersError::Refused {
             image: image.to_owned(),
             what,
-            name: super::text::short(name),
+            name: crate::runner::text::short(name),
         })
     }
 }

@@ -75,8 +75,8 @@ const MAX_FIRST_CLUSTER: u64 = 2 << 20;
 
 /// The names `image` refers to (none when it is no qcow2 image).
 pub fn read(image: &Path) -> std::io::Result<Vec<Reference>> {
-    let mut f = super::image_state::open_regular(image).map_err(|e| match e {
-        super::image_state::ReadError::Open(e) => e,
+    let mut f = crate::runner::corpus::image_state::open_regular(image).map_err(|e| match e {
+        crate::runner::corpus::image_state::ReadError::Open(e) => e,
         other => std::io::Error::other(other.to_string()),
     })?;
     let len = f.metadata()?.len();
@@ -206,7 +206,7 @@ pub fn followable(name: &str, dir: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::corpus::references::*;
 
     #[test]
     fn dangerous_names_are_named() {

@@ -11,7 +11,7 @@
 //! per process, inherited by everything the program starts, and unable to
 //! be undone by the program. The runner builds one ruleset per command in
 //! its own process ([`restriction`]), where it may allocate and open
-//! paths; the keeper's child ([`super::containment`]) only calls
+//! paths; the keeper's child ([`crate::runner::process::containment`]) only calls
 //! `prctl(PR_SET_NO_NEW_PRIVS)` and `landlock_restrict_self` on its
 //! descriptor before `exec`, as code after `fork` in a threaded process
 //! must.
@@ -346,7 +346,7 @@ fn build(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::process::sandbox::*;
 
     #[test]
     fn writable_directories_nest_per_thread() {

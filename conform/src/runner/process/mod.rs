@@ -4,8 +4,14 @@
 //! address-space limit through util-linux's `prlimit`, and its output read
 //! while it runs within fixed caps ([`output`]).
 
-use super::text::command_line;
-use super::{containment, output, sandbox, signals};
+pub mod case_env;
+pub mod containment;
+pub mod output;
+pub mod sandbox;
+pub mod signals;
+pub mod temp_dirs;
+
+use crate::runner::text::command_line;
 pub use output::{STDERR_KEEP, STDOUT_CAP};
 use serde::Serialize;
 use std::ffi::OsStr;
@@ -191,8 +197,8 @@ pub fn command_reading<S: AsRef<OsStr>>(
         };
     }
     containment::keep(&mut cmd, restriction);
-    if let Some(secret) = super::case_env::current() {
-        cmd.env(super::case_env::ENV, secret);
+    if let Some(secret) = case_env::current() {
+        cmd.env(case_env::ENV, secret);
     }
     cmd
 }

@@ -2,7 +2,7 @@
 //! reasons and its cause ([`Outcome`]), and the collector the judge files
 //! reasons into while it decides ([`Reasons`]).
 
-use super::cause::{Cause, Check};
+use crate::runner::judge::cause::{Cause, Check};
 use serde::{Deserialize, Serialize};
 use spec_model::Obligation;
 
@@ -154,7 +154,7 @@ impl Bucket {
     }
 
     /// Adds a `used-unusable` reason naming why the model says the bitmap
-    /// must not be used (`why`, a [`super::cause::ModelBitmap::why_unusable`]
+    /// must not be used (`why`, a [`crate::runner::judge::cause::ModelBitmap::why_unusable`]
     /// token) as the feature `unusable:WHY`; the obligation follows the
     /// reason ([`unusable_obligation`]).
     pub fn push_unusable(&mut self, why: &str, text: String) {
@@ -202,7 +202,7 @@ pub struct Reasons {
     pub mismatch: Bucket,
     pub strict: Bucket,
     pub pass: Bucket,
-    /// The image features causes name ([`super::cause::ImageFacts::features`]).
+    /// The image features causes name ([`crate::runner::judge::cause::ImageFacts::features`]).
     pub features: Vec<String>,
 }
 
@@ -290,7 +290,7 @@ pub fn usual_obligation(check: Check) -> Option<Obligation> {
 }
 
 /// The obligation a bitmap used although it must not be breaks, from the
-/// model's reason ([`super::cause::ModelBitmap::why_unusable`]).
+/// model's reason ([`crate::runner::judge::cause::ModelBitmap::why_unusable`]).
 pub fn unusable_obligation(why: &str) -> Obligation {
     match why {
         "in_use" => Obligation::BitmapsNeverUseInUse,

@@ -286,7 +286,7 @@ pub fn open_beneath(root: &Path, name: &Path) -> Result<File, InputError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::corpus::input::*;
 
     #[test]
     fn paths_are_confined_beneath_the_root() {

@@ -4,11 +4,11 @@
 //! change; implementation versions and the corpus digest are shown beside
 //! the changes.
 
-use super::input::{self, InputError};
-use super::outcome::OutcomeKind;
-use super::provenance::Provenance;
-use super::report::GateSummary;
-use super::sanitise::one_line;
+use crate::runner::corpus::input::{self, InputError};
+use crate::runner::judge::outcome::OutcomeKind;
+use crate::runner::report::provenance::Provenance;
+use crate::runner::report::sanitise::one_line;
+use crate::runner::report::GateSummary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -241,7 +241,7 @@ impl ReportDiff {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::report::diff::*;
 
     fn view(outcomes: &[(&str, OutcomeKind)]) -> ReportView {
         ReportView {

@@ -171,7 +171,7 @@ pub fn sweep() {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::process::temp_dirs::*;
 
     #[test]
     fn dead_owners_directories_go_and_live_ones_stay() {

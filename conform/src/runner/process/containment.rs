@@ -35,11 +35,11 @@
 //!
 //! The keeper runs between `fork` and `exec` in a copy of a threaded
 //! process, so it only makes system calls: no allocation, no locks. The
-//! program's sandbox ([`super::sandbox`]) is applied in the program's
+//! program's sandbox ([`crate::runner::process::sandbox`]) is applied in the program's
 //! process after the keeper's fork, so the keeper itself (which reads
 //! `/proc` and signals the tree) stays outside it.
 
-use super::sandbox::Restriction;
+use crate::runner::process::sandbox::Restriction;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
@@ -54,7 +54,7 @@ use std::sync::Arc;
 pub const ORPHANED: i32 = 125;
 
 /// Runs `cmd`'s program under a keeper (see the module doc), sandboxed
-/// by `sandbox` when given ([`super::sandbox`]: the ruleset was built
+/// by `sandbox` when given ([`crate::runner::process::sandbox`]: the ruleset was built
 /// here, the program only applies it). `Err` holds the error the program
 /// fails to start with when its ruleset could not be built.
 pub fn keep(cmd: &mut Command, sandbox: Option<Result<Arc<Restriction>, i32>>) {
@@ -313,7 +313,7 @@ fn parent_of(pid: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::process::containment::*;
 
     #[test]
     fn reads_parents_from_proc() {

@@ -4,7 +4,7 @@
 //! the command line. Written into the JSON report, the HTML page's header
 //! and the JUnit properties.
 
-use super::adapter::{Adapter, Identity};
+use crate::runner::adapter::{Adapter, Identity};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -50,9 +50,9 @@ pub struct Provenance {
     /// The command line, one argument per entry.
     pub command_line: Vec<String>,
     /// Whether and how every program of the run was sandboxed
-    /// ([`super::sandbox`]); absent in reports of older versions.
+    /// ([`crate::runner::process::sandbox`]); absent in reports of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<super::sandbox::Status>,
+    pub sandbox: Option<crate::runner::process::sandbox::Status>,
 }
 
 impl Provenance {
@@ -76,7 +76,7 @@ impl Provenance {
             host: host(),
             started: rfc3339(started),
             command_line: std::env::args().collect(),
-            sandbox: Some(super::sandbox::status()),
+            sandbox: Some(crate::runner::process::sandbox::status()),
         }
     }
 
@@ -151,7 +151,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::report::provenance::*;
 
     #[test]
     fn digest_depends_on_paths_and_contents_only() {

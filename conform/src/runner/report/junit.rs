@@ -12,13 +12,13 @@
 //! - any other failing outcome (or a change against the expectations):
 //!   `<failure>`.
 
-use super::gate::{Gate, Status};
+use crate::runner::gate::{Gate, Status};
 // One sanitiser for XML and HTML: characters XML forbids (U+FFFF, NUL
 // and the other C0 controls but tab and newline) and terminal control
 // sequences become visible escapes, so the file is always well-formed.
-use super::outcome::OutcomeKind;
-use super::report::{CaseResult, CaseRun, RunReport};
-use super::sanitise::markup as xml_escape;
+use crate::runner::judge::outcome::OutcomeKind;
+use crate::runner::report::sanitise::markup as xml_escape;
+use crate::runner::report::{CaseResult, CaseRun, RunReport};
 use std::fmt::Write as _;
 
 /// Counts of one suite (or of all).

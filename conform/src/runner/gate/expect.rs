@@ -2,7 +2,7 @@
 //! implementation, keyed by the implementation's name and exact version,
 //! so that a CI job fails on a change, not on every known
 //! non-conformance. `run --write-expect FILE` writes one, `run --expect
-//! FILE` checks a run against it ([`super::gate`]).
+//! FILE` checks a run against it ([`crate::runner::gate`]).
 //!
 //! The format is TOML, sorted and one case a line (format 1):
 //!
@@ -19,9 +19,9 @@
 //! of that implementation that has no table of its own. A case missing
 //! from the table is expected to `pass`.
 
-use super::input::{self, InputError};
-use super::outcome::OutcomeKind;
-use super::report::RunReport;
+use crate::runner::corpus::input::{self, InputError};
+use crate::runner::judge::outcome::OutcomeKind;
+use crate::runner::report::RunReport;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -190,7 +190,7 @@ fn quote(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::gate::expect::*;
 
     #[test]
     fn round_trips_with_comments_and_quotes() {

@@ -1,11 +1,14 @@
 //! What fails a run: each result's [`Status`] under `--fail-on` and, when
-//! given, an expectations file ([`super::expect`]). The exit status, the
+//! given, an expectations file ([`crate::runner::gate::expect`]). The exit status, the
 //! JUnit file and the report's `gate` section all read the same statuses,
 //! so a `<failure>` appears exactly where the run fails.
 
-use super::expect::{version_of, Expectations};
-use super::outcome::OutcomeKind;
-use super::report::{Change, Failure, GateSummary, RunReport};
+pub mod expect;
+pub mod select;
+
+use crate::runner::judge::outcome::OutcomeKind;
+use crate::runner::report::{Change, Failure, GateSummary, RunReport};
+use expect::{version_of, Expectations};
 
 /// How one result counts for the run.
 #[derive(Debug, Clone, PartialEq, Eq)]

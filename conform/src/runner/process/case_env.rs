@@ -10,18 +10,18 @@
 //!
 //! A case runs on one thread from its first copy to its judgement, so a
 //! thread-local value is exactly "the case being run". Every program the
-//! runner starts ([`super::process::command`]) gets the secret in the
+//! runner starts ([`crate::runner::process::command`]) gets the secret in the
 //! environment variable [`ENV`] (the exec protocol's way, see
 //! `corpus/README.md`); the QEMU adapter turns it into `--object secret`
 //! and `encrypt.key-secret`, and runs QEMU's tools in the directory
-//! ([`super::adapters::qemu`]), as does the probe of the bitmaps-unaware
+//! ([`crate::runner::adapters::qemu`]), as does the probe of the bitmaps-unaware
 //! libraries (qcow2-rs, for one, resolves a relative backing file name
 //! against its working directory; the spec leaves that resolution open,
 //! and QEMU's convention is the image's directory). Exec programs run
 //! where the runner runs (an exec template may name its program by a
 //! relative path).
 //!
-//! [`Adapter`]: super::adapter::Adapter
+//! [`Adapter`]: crate::runner::adapter::Adapter
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ impl<T: 'static> Drop for Scope<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::process::case_env::*;
 
     #[test]
     fn scopes_nest_and_restore() {

@@ -1,13 +1,13 @@
 //! Stopping cleanly on SIGINT and SIGTERM: [`install`] (called by `run`
 //! and `campaign`) turns the first of them into a flag; every program the
 //! runner is waiting for is then ended with everything it started
-//! ([`super::process::run`] looks at the flag every [`POLL`]), no new case
+//! ([`crate::runner::process::run`] looks at the flag every [`POLL`]), no new case
 //! starts, the temporary directories are removed as their owners return,
 //! and the reports are written and marked incomplete. A second signal of
 //! the same kind ends the runner at once (exit status 1): its programs
-//! still die with it ([`super::containment`]), and the next `run` or
+//! still die with it ([`crate::runner::process::containment`]), and the next `run` or
 //! `campaign` removes its temporary directories
-//! ([`super::temp_dirs::sweep`]).
+//! ([`crate::runner::process::temp_dirs::sweep`]).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

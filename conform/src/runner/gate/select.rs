@@ -3,8 +3,8 @@
 //! and `--rerun REPORT.json` (cases that failed there). Every kind given
 //! must match; with none given every case runs.
 
-use super::diff::{DiffError, ReportView};
-use super::outcome::OutcomeKind;
+use crate::runner::judge::outcome::OutcomeKind;
+use crate::runner::report::diff::{DiffError, ReportView};
 use generator::ManifestCase;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::BTreeSet;

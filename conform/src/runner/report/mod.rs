@@ -1,12 +1,19 @@
 //! Reports of a run: what each case did under each implementation
 //! ([`CaseRun`], [`CaseResult`]), where the run comes from
 //! ([`Provenance`]), what failed it ([`GateSummary`]) and `--json`.
-//! JUnit is [`super::junit`], the terminal matrix [`super::terminal`].
+//! JUnit is [`crate::runner::report::junit`], the terminal matrix [`crate::runner::report::terminal`].
 
-use super::judge::{Outcome, OutcomeKind};
-use super::observation::Observation;
-pub use super::provenance::Provenance;
+pub mod diff;
+pub mod html;
+pub mod junit;
+pub mod provenance;
+pub mod sanitise;
+pub mod terminal;
+
+use crate::runner::judge::{Outcome, OutcomeKind};
+use crate::runner::observation::Observation;
 use generator::Expected;
+pub use provenance::Provenance;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -6,9 +6,9 @@
 //! ([`colour_wanted`]: a terminal, and `NO_COLOR` unset or empty). Also the
 //! rate format the progress bars share ([`rate`], [`progress_style`]).
 
-use super::judge::OutcomeKind;
-use super::report::{CaseResult, CaseRun, RunReport};
-use super::sanitise::one_line;
+use crate::runner::judge::OutcomeKind;
+use crate::runner::report::sanitise::one_line;
+use crate::runner::report::{CaseResult, CaseRun, RunReport};
 use comfy_table::{Cell, CellAlignment, ContentArrangement, LineStyle, Table, TableStyle};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -315,7 +315,7 @@ pub fn matrix(report: &RunReport, rows: Rows, coloured: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::report::terminal::*;
 
     #[test]
     fn rates_have_three_significant_digits() {

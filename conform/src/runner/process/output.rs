@@ -141,7 +141,7 @@ fn spawn<R: Read + Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::process::output::*;
 
     #[test]
     fn stderr_keeps_its_head_and_tail() {

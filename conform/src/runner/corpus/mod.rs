@@ -2,11 +2,16 @@
 //! ([`sparse_copy`]), and a fingerprint of every file so a run can prove
 //! it changed nothing.
 
-use super::input::{self, InputError};
+pub mod image_layers;
+pub mod image_state;
+pub mod input;
+pub mod references;
+
 pub use generator::files::sparse_copy;
 use generator::files::{sha256_reader, Hashing};
 use generator::manifest::ManifestError;
 use generator::{Manifest, ManifestCase};
+use input::InputError;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::io;

@@ -14,16 +14,16 @@
 //! attributes, so that tools (and the Chromium test) can read the matrix
 //! back and compare it with the JSON report.
 
-use super::judge::OutcomeKind;
-use super::report::{CaseResult, CaseRun, RunReport};
+use crate::runner::judge::OutcomeKind;
+use crate::runner::report::{CaseResult, CaseRun, RunReport};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Escapes text for HTML element content and quoted attribute values
-/// ([`super::sanitise::markup`]: control characters, bidirectional
+/// ([`crate::runner::report::sanitise::markup`]: control characters, bidirectional
 /// controls and noncharacters shown as visible escapes).
 pub fn escape(s: &str) -> String {
-    super::sanitise::markup(s)
+    crate::runner::report::sanitise::markup(s)
 }
 
 /// What each outcome means, for the legend.
@@ -451,7 +451,7 @@ pub fn html(report: &RunReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::report::html::*;
     use crate::runner::{judge::Outcome, observation::Observation};
     use generator::Expected;
 

@@ -1,8 +1,8 @@
 //! An image as the reference model reads it before and after a check
 //! changes it: virtual size, verdict, bitmaps-extension state, error
 //! rules, and each bitmap's flags, granularity and dirty ranges. The write
-//! check ([`super::writes`]) and QEMU's bitmap-operations check
-//! ([`super::adapters::qemu::ops`]) compare two of these.
+//! check ([`crate::runner::judge::write_check`]) and QEMU's bitmap-operations check
+//! ([`crate::runner::adapters::qemu::ops`]) compare two of these.
 //!
 //! Also how every image is opened for the model ([`open_model`]): only a
 //! regular file, opened non-blocking (a FIFO, socket, device or directory
@@ -61,10 +61,10 @@ pub enum ReadError {
 const MAX_EXTENTS: usize = 1 << 16;
 
 /// Opens `path` for reading if it is a regular file, without waiting
-/// ([`super::input::open_regular`]).
+/// ([`crate::runner::corpus::input::open_regular`]).
 pub fn open_regular(path: &Path) -> Result<File, ReadError> {
-    super::input::open_regular(path).map_err(|e| match e {
-        super::input::InputError::Open { source, .. } => ReadError::Open(source),
+    crate::runner::corpus::input::open_regular(path).map_err(|e| match e {
+        crate::runner::corpus::input::InputError::Open { source, .. } => ReadError::Open(source),
         e => ReadError::NotRegular(e.irregular_kind().unwrap_or("not a regular file")),
     })
 }

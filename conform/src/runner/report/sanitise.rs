@@ -99,7 +99,7 @@ pub fn markup(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::report::sanitise::*;
 
     #[test]
     fn control_sequences_become_visible() {

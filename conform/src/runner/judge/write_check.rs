@@ -38,11 +38,11 @@
 //! check above makes the case `corrupting`. Bits past the smaller of the
 //! two ends are not compared: they describe bytes that no longer exist.
 
-use super::adapter::{Adapter, WriteRun};
-use super::checks::WriteCheck;
-use super::image_state::{self, ReadError};
-use super::process::Limits;
-use super::text::{command_line, short, show_ranges};
+use crate::runner::adapter::{Adapter, WriteRun};
+use crate::runner::checks::WriteCheck;
+use crate::runner::corpus::image_state::{self, ReadError};
+use crate::runner::process::Limits;
+use crate::runner::text::{command_line, short, show_ranges};
 use generator::Expected;
 use spec_model::semantics::{granules, Bitmap};
 use spec_model::{ExtensionState, Obligation, Verdict};
@@ -68,7 +68,7 @@ pub fn ops_eligible(expected: &Expected) -> bool {
 /// everyone, bit 0 (bitmaps extension) unless it reads bitmaps, bit 1
 /// (raw external data) unless it supports external data files
 /// (incompatible bit 2; unknown support counts as support).
-pub fn unknown_autoclear(caps: &super::adapter::Capabilities) -> u64 {
+pub fn unknown_autoclear(caps: &crate::runner::adapter::Capabilities) -> u64 {
     let mut bits = !0b11u64;
     if !caps.read_metadata {
         bits |= 1;
@@ -427,7 +427,7 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::judge::write_check::*;
 
     #[test]
     fn ranges() {

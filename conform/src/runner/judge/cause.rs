@@ -352,7 +352,7 @@ impl ImageFacts {
     /// bitmap; `None` when the model cannot read it.
     pub fn read(path: &Path) -> Option<(ImageFacts, Vec<ModelBitmap>)> {
         // Only a regular file, opened non-blocking, holes skipped.
-        let model = super::image_state::open_model(path).ok()?;
+        let model = crate::runner::corpus::image_state::open_model(path).ok()?;
         let report = model.report();
         let header = model.analysis().header.as_ref();
         let facts = ImageFacts {
@@ -483,7 +483,7 @@ fn why_unusable(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::runner::judge::cause::*;
 
     #[test]
     fn messages_lose_their_variable_parts() {
