@@ -198,7 +198,7 @@ rule_catalogue! {
     /// Spec "Bitmap directory", bytes 0-7: bitmap_table_offset must be cluster aligned.
     BitmapsDirTableAlignment = "bitmaps.dir.table-alignment" [Error] "Bitmap directory" "bitmap_table_offset not cluster aligned";
     /// Spec "Bitmap directory", bytes 8-11, and "Bitmaps": the bitmap covers the whole virtual disk, so the table needs ceil(nbytes / cluster_size) entries.
-    BitmapsDirTableSize = "bitmaps.dir.table-size" [Error, Unspecified] "Bitmap directory, Bitmap data" "too few table entries (error, not for in_use); too many, or zero-size disk (unspecified)";
+    BitmapsDirTableSize = "bitmaps.dir.table-size" [Error, Unspecified] "Bitmap directory, Bitmap data" "too few table entries (error, not for in_use); too many (unspecified, not for in_use: its metadata may be outdated), or zero-size disk (unspecified)";
     /// Spec "Bitmap directory", bytes 12-15: flag bits 3-31 are reserved and must be zero.
     BitmapsDirFlagsReserved = "bitmaps.dir.flags-reserved" [Error] "Bitmap directory" "flag bits 3-31 set";
     /// Spec "Bitmap directory", byte 16: type 1 (dirty tracking) is the only defined value.

@@ -646,6 +646,10 @@ cases! {
         entry_put(img, 0, bitmap_entry::BITMAP_TABLE_SIZE, 1);
         entry_put(img, 0, bitmap_entry::FLAGS, bitmap_entry::FLAG_IN_USE);
     });
+    table_long_but_in_use: "bitmaps.dir.table-size", Holds, || base_with(|img| {
+        entry_put(img, 0, bitmap_entry::BITMAP_TABLE_SIZE, 3);
+        entry_put(img, 0, bitmap_entry::FLAGS, bitmap_entry::FLAG_IN_USE);
+    });
 
     // bitmaps.dir.flags-reserved
     flags_bit_3: "bitmaps.dir.flags-reserved", Only(Error), || base_with(|img| entry_put(img, 0, bitmap_entry::FLAGS, 0b1010));

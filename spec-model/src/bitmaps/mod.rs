@@ -501,7 +501,11 @@ impl<R: Read + Seek> Ctx<R> {
                     fat(entry::BITMAP_TABLE_SIZE),
                     msg!("entry {i}: bitmap_table_size is {size}, the virtual size {} needs {needed}", self.h.size),
                 );
-            } else if size > needed {
+            } else if size > needed && !entry.in_use() {
+                // An `in_use` bitmap's size and table may be outdated (the
+                // spec's in_use flag: the bitmap was not saved
+                // consistently), so a table sized for another disk is
+                // what such a bitmap is allowed to have.
                 self.findings.add_as_with(
                     Rule::BitmapsDirTableSize,
                     Severity::Unspecified,

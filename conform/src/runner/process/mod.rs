@@ -155,6 +155,18 @@ pub fn signal_name(sig: i32) -> &'static str {
     }
 }
 
+/// `bytes`, lowered to the runner's own hard address-space limit: a
+/// program cannot be given more than the runner has (`prlimit` would fail
+/// to raise it and the program would never start), so a runner started
+/// under a limit passes that limit on instead.
+fn within_own_limit(bytes: u64) -> u64 {
+    use nix::sys::resource::{getrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_AS) {
+        Ok((_, hard)) => bytes.min(hard),
+        Err(_) => bytes,
+    }
+}
+
 /// A command for `program args..`, wrapped in `prlimit --as=N --` when the
 /// limits carry a memory limit. The child leads its own process group and
 /// runs under a keeper ([`containment`]): everything it starts ends with
@@ -176,6 +188,7 @@ pub fn command_reading<S: AsRef<OsStr>>(
     let mut cmd = match limits.memory_bytes {
         Some(bytes) => {
             let mut c = Command::new("prlimit");
+            let bytes = within_own_limit(bytes);
             c.arg(format!("--as={bytes}")).arg("--").arg(program);
             c
         }
