@@ -2,7 +2,10 @@
 # Makes the QEMU-made corpus cases of real-world image shapes: bitmaps in
 # overlays of backing chains (after `qemu-img commit`, a safe and an unsafe
 # rebase), in images with an external data file (data_file_raw on and off),
-# and in a LUKS-encrypted image. Every image is made by QEMU's own tools;
+# and in a LUKS-encrypted image; and the data paths a reader must follow
+# (cases 6-11: compressed clusters, zero clusters, extended L2, a short
+# backing file, version 2 with a backing format, a backing file in a
+# subdirectory). Every image is made by QEMU's own tools;
 # backing and data file names are stored relative, so a case directory can
 # be copied anywhere as a whole.
 #
