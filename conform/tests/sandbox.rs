@@ -274,6 +274,80 @@ fn hostile_backing_files_are_error_never_hang_read_or_connect() {
     }
 }
 
+/// A listed companion is an image too: what it names is checked like what
+/// the case's image names, resolved against the companion's directory.
+#[test]
+fn references_are_checked_through_the_whole_chain_of_companions() {
+    let d = dirs();
+    let secret = d.outside.join("shadow");
+    std::fs::write(&secret, b"root:$6$secret:19000:0:99999:7:::\n").unwrap();
+    let before = std::fs::read(&secret).unwrap();
+    // hostile: top -> mid.qcow2 (listed) -> /outside/shadow (absolute).
+    let h = d.corpus.join("images/hostile");
+    image(
+        &h,
+        "mid.qcow2",
+        "",
+        &["-b", &secret.display().to_string(), "-F", "raw"],
+        false,
+    );
+    image(
+        &h,
+        "top.qcow2",
+        "",
+        &["-b", "mid.qcow2", "-F", "qcow2"],
+        true,
+    );
+    let mut hostile = case(&d.corpus, "hostile", "images/hostile/top.qcow2");
+    hostile.companions = vec!["images/hostile/mid.qcow2".into()];
+    // fine: top -> sub/mid.qcow2 -> base.raw, which QEMU resolves
+    // against sub/, so the companion is sub/base.raw.
+    let f = d.corpus.join("images/fine");
+    std::fs::create_dir_all(f.join("sub")).unwrap();
+    std::fs::write(f.join("sub/base.raw"), vec![7u8; 4 << 20]).unwrap();
+    image(
+        &f.join("sub"),
+        "mid.qcow2",
+        "",
+        &["-b", "base.raw", "-F", "raw"],
+        false,
+    );
+    image(
+        &f,
+        "top.qcow2",
+        "",
+        &["-b", "sub/mid.qcow2", "-F", "qcow2"],
+        true,
+    );
+    let mut fine = case(&d.corpus, "fine", "images/fine/top.qcow2");
+    fine.companions = vec![
+        "images/fine/sub/mid.qcow2".into(),
+        "images/fine/sub/base.raw".into(),
+    ];
+    // unlisted: the same chain without its last companion.
+    let mut unlisted = fine.clone();
+    unlisted.id = "unlisted".into();
+    unlisted.companions.pop();
+    write_manifest(&d.corpus, vec![hostile, fine, unlisted]);
+    let (_, report) = run(&d.corpus, &d.cwd, &d.tmp, &["--impl", "qemu"]);
+    let got = outcomes(&report);
+    assert_eq!(got[0].1, "error", "{got:?}");
+    assert!(
+        got[0].2.contains("shadow") && got[0].2.contains("absolute"),
+        "{got:?}"
+    );
+    assert_ne!(
+        got[1].1, "error",
+        "a chain of listed companions runs: {got:?}"
+    );
+    assert_eq!(got[2].1, "error", "{got:?}");
+    assert!(
+        got[2].2.contains("base.raw") && got[2].2.contains("not listed"),
+        "{got:?}"
+    );
+    assert_eq!(std::fs::read(&secret).unwrap(), before);
+}
+
 #[test]
 fn a_read_adapter_on_an_outside_raw_backing_file_is_error_and_the_model_never_opens_it() {
     let d = dirs();

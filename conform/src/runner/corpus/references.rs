@@ -160,32 +160,53 @@ fn danger(name: &[u8], image_dir: &Path) -> Option<&'static str> {
     }
 }
 
-/// Checks every file `image` (the corpus's copy of `case`) names: `Err`
-/// names the first one the runner must not follow: one the manifest does
-/// not list as a companion, or one no manifest could list (a companion is
-/// a regular file inside the image's directory:
-/// [`ManifestCase::companion_places`] refuses the others).
+/// The most files one chain may hold (the image, its backing files and
+/// data files): more is refused rather than followed.
+const MAX_CHAIN: usize = 64;
+
+/// Checks every file `image` (the corpus's copy of `case`) names, and
+/// every file those name in turn (a companion is itself an image with a
+/// backing file or a data file of its own): `Err` names the first one
+/// the runner must not follow: one the manifest does not list as a
+/// companion, or one no manifest could list (a companion is a regular
+/// file inside the image's directory: [`ManifestCase::companion_places`]
+/// refuses the others). A name is resolved as QEMU resolves it, against
+/// the directory of the file that holds it.
 pub fn check(case: &ManifestCase, image: &Path) -> Result<(), RefusedReference> {
-    let image_dir = image.parent().unwrap_or(Path::new("."));
-    let refs = read(image).map_err(RefusedReference::Read)?;
-    if refs.is_empty() {
-        return Ok(());
-    }
+    let case_dir = image.parent().unwrap_or(Path::new("."));
     let companions: Vec<PathBuf> = case
         .companion_places()
         .map(|v| v.into_iter().map(|(_, rel)| plain(&rel)).collect())
         .unwrap_or_default();
-    for r in refs {
-        let why = danger(&r.name, image_dir).or_else(|| {
-            let listed = companions.contains(&plain(Path::new(OsStr::from_bytes(&r.name))));
-            (!listed).then_some("is not listed as a companion in the manifest")
-        });
-        if let Some(why) = why {
-            return Err(RefusedReference::Refused {
-                kind: r.kind,
-                name: r.shown(),
-                why,
-            });
+    // (a file of the chain, its directory relative to the case's)
+    let mut todo = vec![(image.to_path_buf(), PathBuf::new())];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((file, rel_dir)) = todo.pop() {
+        if !seen.insert(file.clone()) {
+            continue;
+        }
+        let refs = read(&file).map_err(RefusedReference::Read)?;
+        for r in refs {
+            let name = Path::new(OsStr::from_bytes(&r.name));
+            let rel = plain(&rel_dir.join(name));
+            let why = danger(&r.name, &case_dir.join(&rel_dir))
+                .or_else(|| {
+                    (!companions.contains(&rel))
+                        .then_some("is not listed as a companion in the manifest")
+                })
+                .or_else(|| {
+                    (seen.len() >= MAX_CHAIN)
+                        .then_some("is one file too many in a chain longer than 64 files")
+                });
+            if let Some(why) = why {
+                return Err(RefusedReference::Refused {
+                    kind: r.kind,
+                    name: r.shown(),
+                    why,
+                });
+            }
+            let dir = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+            todo.push((case_dir.join(&rel), dir));
         }
     }
     Ok(())
