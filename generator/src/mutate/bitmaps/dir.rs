@@ -87,10 +87,13 @@ pub(in crate::mutate) static MUTATIONS: &[Mutation] = &[
         "bitmaps.dir.table-size/one-long",
         Rule::BitmapsDirTableSize,
         Unspecified,
-        "bitmap_table_size one above what the virtual size needs; the extra entry \
-         is a zero entry inside the table's last cluster",
+        "bitmap_table_size of a bitmap that is not in use one above what the \
+         virtual size needs; the extra entry is a zero entry inside the table's \
+         last cluster",
         |s, u| {
             bitmaps(s, u, 1)?;
+            // An in_use bitmap may keep a table sized for another disk.
+            s.bitmaps[0].in_use = false;
             let per_cluster = cs(s) / 8;
             coarsen_while(s, 0, |g| g.clusters_needed().is_multiple_of(per_cluster));
             Ok(())
