@@ -768,3 +768,85 @@ fn a_case_whose_scratch_directory_vanishes_is_error_not_charged() {
     assert!(detail.contains("vanished"), "{detail}");
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// The names `qemu-img info` says `image` refers to: (backing file, data
+/// file), or `None` when QEMU cannot open it (it follows nothing then).
+fn qemu_references(image: &Path) -> Option<(Option<String>, Option<String>)> {
+    let o = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json", "-f", "qcow2"])
+        .arg(image)
+        .current_dir(image.parent().unwrap())
+        .output()
+        .expect("qemu-img is installed");
+    if !o.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let backing = v["backing-filename"].as_str().map(str::to_owned);
+    let data = v["format-specific"]["data"]["data-file"]
+        .as_str()
+        .map(str::to_owned);
+    Some((backing, data))
+}
+
+/// The reference check is only as good as its reading of the names: it
+/// must find exactly the backing file and data file names QEMU finds, on
+/// every corpus image and on hostile ones, so that nothing QEMU would open
+/// escapes it.
+#[test]
+fn the_reference_check_reads_the_names_qemu_reads() {
+    use conform::runner::corpus::references::{read, Kind};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(root.join("manifest.json")).unwrap()).unwrap();
+    let mut images: Vec<PathBuf> = manifest["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| root.join(c["file"].as_str().unwrap()))
+        .collect();
+    let d = dirs();
+    let outside = d.outside.join("victim.data");
+    let h = d.corpus.join("images");
+    let data_opt = format!("data_file={}", outside.display());
+    images.push(image(&h, "abs-data.qcow2", &data_opt, &[], false));
+    for (name, backing) in [
+        ("abs.qcow2", "/etc/hostname".to_owned()),
+        (
+            "json.qcow2",
+            r#"json:{"driver":"raw","file":{"driver":"file","filename":"/etc/hostname"}}"#
+                .to_owned(),
+        ),
+        ("proto.qcow2", "nbd:127.0.0.1:1".to_owned()),
+        ("dotdot.qcow2", "../x.raw".to_owned()),
+    ] {
+        images.push(image(&h, name, "", &["-b", &backing, "-F", "raw"], false));
+    }
+    let corpus_images = images.len() - 5;
+    let mut compared = (0, 0);
+    for (i, img) in images.iter().enumerate() {
+        let Some((backing, data)) = qemu_references(img) else {
+            continue;
+        };
+        let ours = read(img).unwrap();
+        let name = |k: Kind| {
+            ours.iter()
+                .find(|r| r.kind == k)
+                .map(|r| String::from_utf8_lossy(&r.name).into_owned())
+        };
+        assert_eq!(name(Kind::Backing), backing, "{}", img.display());
+        assert_eq!(name(Kind::DataFile), data, "{}", img.display());
+        if i < corpus_images {
+            compared.0 += 1;
+        } else {
+            compared.1 += 1;
+        }
+    }
+    // QEMU opens 93 of the 151 corpus images, and all five hostile ones.
+    assert!(
+        compared.0 >= 90,
+        "only {} corpus images compared",
+        compared.0
+    );
+    assert_eq!(compared.1, 5, "hostile images QEMU opened");
+}
