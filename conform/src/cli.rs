@@ -200,7 +200,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
     /// Record every outcome in this expectations file, under each
-    /// implementation's name and version (other entries are kept).
+    /// implementation's name and version (other entries are kept); a
+    /// recording run exits 0 whatever the outcomes.
     #[arg(long, value_name = "FILE")]
     pub write_expect: Option<PathBuf>,
     /// Run only the cases whose ID matches this glob (repeatable: any).

@@ -82,6 +82,13 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         progress: std::io::stderr().is_terminal(),
     };
     let selection = Selection::new(&args.cases, &args.rules, args.rerun.as_deref())?;
+    if selection.nothing_to_rerun() {
+        eprintln!(
+            "run: nothing to rerun: no case failed in {}",
+            args.rerun.as_deref().unwrap_or(Path::new("")).display()
+        );
+        return Ok(0);
+    }
     let mut provenance = Provenance::collect(
         &adapters,
         &runner::corpus::hash_tree(&args.corpus)?,
@@ -94,6 +101,13 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     };
     let mut report = runner::run_selected(&args.corpus, &adapters, &opts, &|c| selection.takes(c))?;
     if report.cases.is_empty() && selection.is_filtered() {
+        if let Some((rule, near)) = selection.unknown_rules().into_iter().next() {
+            bail!(
+                "unknown rule {:?} given to --rule (nearest: {}); `qcow2-conform rules` lists them",
+                sanitise::one_line(&rule),
+                near.join(", ")
+            );
+        }
         bail!(
             "no case of {} matches --case/--rule/--rerun",
             args.corpus.display()
@@ -158,12 +172,27 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         );
         return Ok(1);
     }
+    let results = report.cases.iter().flat_map(|c| c.results.iter());
+    let (total, not_pass) = results.fold((0, 0), |(t, n), r| {
+        (t + 1, n + usize::from(r.outcome.kind != OutcomeKind::Pass))
+    });
+    if args.write_expect.is_some() && args.expect.is_none() {
+        // A recording run: what it recorded is the point, not a gate.
+        eprintln!("run: {total} outcome(s) recorded, {not_pass} of them not pass");
+        return Ok(0);
+    }
     let failed = report
         .gate
         .as_ref()
         .map(|g| g.failed.clone())
         .unwrap_or_default();
     if failed.is_empty() {
+        if let Some(p) = &args.expect {
+            eprintln!(
+                "run: {total} outcome(s) as expected by {}, {not_pass} of them known non-pass outcomes",
+                p.display()
+            );
+        }
         return Ok(0);
     }
     match &args.expect {

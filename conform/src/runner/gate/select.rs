@@ -61,6 +61,37 @@ impl Selection {
         })
     }
 
+    /// Whether `--rerun` named a report in which no case failed: there is
+    /// nothing to run again.
+    pub fn nothing_to_rerun(&self) -> bool {
+        self.rerun.as_ref().is_some_and(BTreeSet::is_empty)
+    }
+
+    /// The `--rule` IDs that name no rule of the catalogue (nor a draft's),
+    /// each with the catalogue's nearest IDs.
+    pub fn unknown_rules(&self) -> Vec<(String, Vec<&'static str>)> {
+        let known: Vec<&'static str> = spec_model::Rule::ALL
+            .iter()
+            .map(|r| r.id())
+            .chain(spec_model::drafts::DraftRule::ALL.iter().map(|r| r.id()))
+            .collect();
+        self.rules
+            .iter()
+            .filter(|r| !known.contains(&r.as_str()))
+            .map(|r| {
+                let mut near: Vec<(f64, &'static str)> = known
+                    .iter()
+                    .map(|k| (strsim::jaro_winkler(r, k), *k))
+                    .collect();
+                near.sort_by(|a, b| b.0.total_cmp(&a.0));
+                (
+                    r.clone(),
+                    near.into_iter().take(3).map(|(_, k)| k).collect(),
+                )
+            })
+            .collect()
+    }
+
     /// Whether any filter was given.
     pub fn is_filtered(&self) -> bool {
         self.globs.is_some() || !self.rules.is_empty() || self.rerun.is_some()
