@@ -186,24 +186,9 @@ macro_rules! obligation_catalogue {
             pub fn stricter(self) -> Option<&'static str> {
                 match self { $($name::$variant => Some($stricter).filter(|s: &&str| !s.is_empty()),)* }
             }
-
-            /// Looks an obligation up by its ID.
-            pub fn from_id(id: &str) -> Option<$name> {
-                $name::ALL.iter().copied().find(|o| o.id() == id)
-            }
         }
 
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.id())
-            }
-        }
-
-        impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.id())
-            }
-        }
+        $crate::rules::id_impls!($name);
     };
 }
 

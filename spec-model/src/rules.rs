@@ -99,7 +99,20 @@ macro_rules! rule_catalogue {
                 match self { $($name::$variant => $condition,)* }
             }
 
-            /// Looks a rule up by its ID.
+        }
+
+        $crate::rules::id_impls!($name);
+    };
+}
+pub(crate) use rule_catalogue;
+
+/// What every catalogue type keyed by a stable ID has (rules, draft rules,
+/// obligations): `from_id` over its `ALL`, and `Display`/`Serialize` as
+/// the ID.
+macro_rules! id_impls {
+    ($name:ident) => {
+        impl $name {
+            /// Looks an entry of the catalogue up by its ID.
             pub fn from_id(id: &str) -> Option<$name> {
                 $name::ALL.iter().copied().find(|r| r.id() == id)
             }
@@ -118,7 +131,7 @@ macro_rules! rule_catalogue {
         }
     };
 }
-pub(crate) use rule_catalogue;
+pub(crate) use id_impls;
 
 rule_catalogue! {
     /// A rule of the catalogue. Each variant's documentation cites the
