@@ -21,15 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn sh(program: &str, args: &[&str]) {
-    let o = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is required: {e}"));
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    cli::run_ok(Command::new(program).args(args));
 }
 
 fn create(path: &Path, opts: &str, size: &str) {

@@ -22,16 +22,7 @@ use cli::BIN;
 
 /// Runs `qemu-img ARGS` in `dir`; must succeed.
 fn qemu_img(dir: &Path, args: &[&str]) {
-    let o = Command::new("qemu-img")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("qemu-img is installed");
-    assert!(
-        o.status.success(),
-        "qemu-img {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    cli::run_ok(Command::new("qemu-img").args(args).current_dir(dir));
 }
 
 /// A valid image `dir/NAME` of 4 MiB with a bitmap and some data, made
