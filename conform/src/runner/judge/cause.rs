@@ -329,6 +329,10 @@ pub struct ImageFacts {
     pub crypt_method: u32,
     /// The header's virtual disk size.
     pub size: u64,
+    /// Where a backing file shorter than the disk ends (its guest size),
+    /// when the image has one: the rest reads as zeros where the image
+    /// allocates nothing (`guest.short-backing-zeros`).
+    pub backing_end: Option<u64>,
 }
 
 /// A bitmap as the reference model sees it: its name, whether it may be
@@ -373,6 +377,12 @@ impl ImageFacts {
             autoclear: header.map_or(0, |h| h.autoclear_features),
             crypt_method: header.map_or(0, |h| h.crypt_method),
             size: header.map_or(0, |h| h.size),
+            backing_end: header
+                .filter(|h| h.backing_file_offset != 0)
+                .and_then(|h| {
+                    let layers = crate::runner::corpus::image_layers::open(path).ok()?;
+                    layers.backing_size().filter(|&b| b < h.size)
+                }),
         };
         let free_directory = directory_unallocated(&model);
         let bitmaps = report

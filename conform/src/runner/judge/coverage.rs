@@ -5,7 +5,7 @@
 
 use super::context::Context;
 use crate::runner::judge::outcome::ObligationState;
-use crate::runner::observation::Observation;
+use crate::runner::observation::{GuestCheck, Observation};
 use generator::Expected;
 use spec_model::obligations::{binding, Kind};
 use spec_model::{ExtensionState, Obligation, Verdict};
@@ -77,10 +77,10 @@ pub fn case_exercises(
         Obligation::GuestVirtualSize | Obligation::GuestReadAsMapped => {
             need(cx.facts.is_some(), "the model finds no header")
         }
-        Obligation::GuestShortBackingZeros => Err(NotExercised(
-            "the judge does not tell reads past a short backing file apart from other guest reads"
-                .to_owned(),
-        )),
+        Obligation::GuestShortBackingZeros => need(
+            cx.facts.is_some_and(|f| f.backing_end.is_some()),
+            "the image has no backing file shorter than its disk",
+        ),
         Obligation::BitmapsIgnoreInconsistent => need(
             e.bitmaps_extension == ExtensionState::Inconsistent,
             "the bitmaps extension is not inconsistent",
@@ -155,6 +155,12 @@ fn observed(o: Obligation, obs: &Observation) -> Result<(), NotExercised> {
         Obligation::GuestReadAsMapped => need(
             obs.guest.as_ref().is_some_and(|g| g.ranges_compared > 0),
             "no guest data was compared",
+        ),
+        Obligation::GuestShortBackingZeros => need(
+            obs.guest.as_ref().is_some_and(|g| {
+                g.past_backing_compared > 0 || g.read_errors.iter().any(|e| GuestCheck::past_backing(e))
+            }),
+            "it read no guest data past the end of the shorter backing file",
         ),
         Obligation::BitmapsListAsStored => need(obs.opened, "it did not open the image"),
         Obligation::BitmapsReadContents => need(
