@@ -333,6 +333,10 @@ pub struct ImageFacts {
     /// when the image has one: the rest reads as zeros where the image
     /// allocates nothing (`guest.short-backing-zeros`).
     pub backing_end: Option<u64>,
+    /// The image holds something a writer must keep as it is
+    /// (`keep.unknown-as-is`): a header extension of an unknown type or a
+    /// bitmap's extra data.
+    pub keeps_unknown: bool,
 }
 
 /// A bitmap as the reference model sees it: its name, whether it may be
@@ -377,6 +381,12 @@ impl ImageFacts {
             autoclear: header.map_or(0, |h| h.autoclear_features),
             crypt_method: header.map_or(0, |h| h.crypt_method),
             size: header.map_or(0, |h| h.size),
+            keeps_unknown: model
+                .analysis()
+                .extensions
+                .iter()
+                .any(|x| x.type_name == "unknown")
+                || model.analysis().entries.iter().any(|e| e.extra_data_size > 0),
             backing_end: header
                 .filter(|h| h.backing_file_offset != 0)
                 .and_then(|h| {

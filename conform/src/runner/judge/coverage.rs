@@ -66,13 +66,14 @@ pub fn case_exercises(
         Obligation::CryptDecryptOnRead => Err(NotExercised(
             "the model does not decrypt: the data read cannot be compared".to_owned(),
         )),
-        Obligation::CryptNoPlaintext => Err(NotExercised(
-            "the write check does not look for plaintext in an encrypted image".to_owned(),
+        Obligation::CryptNoPlaintext => need(k.writer, "it does not write").and(need(
+            cx.facts.is_some_and(|f| f.crypt_method != 0),
+            "the image is not encrypted",
         )),
         Obligation::CryptRefuseWithoutKey => Ok(()),
-        Obligation::KeepUnknownAsIs => Err(NotExercised(
-            "the write check does not compare unknown header fields or bitmap extra data"
-                .to_owned(),
+        Obligation::KeepUnknownAsIs => need(k.writer, "it does not write").and(need(
+            cx.facts.is_some_and(|f| f.keeps_unknown),
+            "the image has no unknown header extension and no bitmap extra data",
         )),
         Obligation::GuestVirtualSize | Obligation::GuestReadAsMapped => {
             need(cx.facts.is_some(), "the model finds no header")
@@ -143,7 +144,12 @@ fn observed(o: Obligation, obs: &Observation) -> Result<(), NotExercised> {
     match o {
         Obligation::WriteClearUnknownAutoclear
         | Obligation::WriteLeavesValid
+        | Obligation::KeepUnknownAsIs
         | Obligation::BitmapsMarkWritten => need(written, "nothing was written"),
+        Obligation::CryptNoPlaintext => need(written, "nothing was written").and(need(
+            obs.write.as_ref().is_some_and(|w| w.plaintext_searched),
+            "the adapter does not say what it wrote, so the file was not searched for it",
+        )),
         Obligation::GuestVirtualSize => need(
             super::guest::reported_size(obs).is_some()
                 || obs

@@ -246,7 +246,7 @@ fn encrypted_write(image: &Path, offset: u64, len: u64, who: &str) -> Vec<String
     }
     let at = (first - offset) as usize;
     let block = &written[at..at + 512];
-    match find_block(image, block) {
+    match crate::runner::corpus::image_state::find_block(image, block) {
         Some(i) => vec![format!(
             "{who} wrote plaintext into an encrypted image: the written pattern (guest offset {first:#x}) \
              lies unencrypted at file offset {:#x}; a conforming reader decrypts it into garbage \
@@ -257,28 +257,3 @@ fn encrypted_write(image: &Path, offset: u64, len: u64, who: &str) -> Vec<String
     }
 }
 
-/// The first 512-aligned file offset of `image` holding `block` (512
-/// bytes), read in 1 MiB pieces.
-fn find_block(image: &Path, block: &[u8]) -> Option<u64> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(image).ok()?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut base = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match f.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(_) => return None,
-            }
-        }
-        if let Some(i) = buf[..filled].chunks_exact(512).position(|c| c == block) {
-            return Some(base + i as u64 * 512);
-        }
-        if filled < buf.len() {
-            return None;
-        }
-        base += filled as u64;
-    }
-}

@@ -178,8 +178,13 @@ impl Adapter for QemuAdapter {
         Some(ops::run_qemu(&self.tools, image, work, limits))
     }
 
+    fn written_data(&self, offset: u64, len: u64) -> Option<Vec<u8>> {
+        let _ = offset;
+        Some(vec![WRITE_PATTERN; usize::try_from(len).ok()?])
+    }
+
     fn write(&self, image: &Path, offset: u64, len: u64, limits: &Limits) -> WriteRun {
-        let args = qemu_io_write(image, 0xa5, offset, len);
+        let args = qemu_io_write(image, WRITE_PATTERN, offset, len);
         match self.run(&self.tools.io, &args, limits) {
             Err(e) => WriteRun {
                 error: Some(e.to_string()),
@@ -199,6 +204,9 @@ impl Adapter for QemuAdapter {
         }
     }
 }
+
+/// The byte the write check has `qemu-io` write.
+const WRITE_PATTERN: u8 = 0xa5;
 
 impl QemuAdapter {
     fn observe_into(&self, image: &Path, limits: &Limits, obs: &mut Observation) {
