@@ -63,9 +63,10 @@ pub fn case_exercises(
             e.verdict != Verdict::Invalid,
             "the image was invalid before the write",
         )),
-        Obligation::CryptDecryptOnRead => Err(NotExercised(
-            "the model does not decrypt: the data read cannot be compared".to_owned(),
-        )),
+        Obligation::CryptDecryptOnRead => need(
+            cx.facts.is_some_and(|f| f.crypt_method != 0),
+            "the image is not encrypted",
+        ),
         Obligation::CryptNoPlaintext => need(k.writer, "it does not write").and(need(
             cx.facts.is_some_and(|f| f.crypt_method != 0),
             "the image is not encrypted",
@@ -167,6 +168,12 @@ fn observed(o: Obligation, obs: &Observation) -> Result<(), NotExercised> {
                 g.past_backing_compared > 0 || g.read_errors.iter().any(|e| GuestCheck::past_backing(e))
             }),
             "it read no guest data past the end of the shorter backing file",
+        ),
+        Obligation::CryptDecryptOnRead => need(
+            obs.guest
+                .as_ref()
+                .is_some_and(|g| g.ranges_compared > 0 || g.read_error_count > 0),
+            "it read no allocated cluster of the encrypted disk",
         ),
         Obligation::BitmapsListAsStored => need(obs.opened, "it did not open the image"),
         Obligation::BitmapsReadContents => need(

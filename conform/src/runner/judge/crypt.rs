@@ -13,6 +13,35 @@ use crate::runner::judge::outcome::Reasons;
 use crate::runner::observation::Observation;
 use spec_model::Obligation;
 
+/// `crypt.decrypt-on-read` for an implementation holding the key whose
+/// adapter read the encrypted disk with it
+/// ([`crate::runner::adapters::qemu::decrypt`]): a cluster returned as
+/// stored is a mismatch; a disk it could not read with the key is strict.
+pub fn with_key(cx: &Context, obs: &Observation, r: &mut Reasons) {
+    if cx.kind.is_none_or(|k| k.holds_key != Some(true)) {
+        return;
+    }
+    let Some(g) = &obs.guest else { return };
+    let o = Some(Obligation::CryptDecryptOnRead);
+    for d in &g.mismatches {
+        r.mismatch.push_for(o, Check::GuestData, None, d.clone());
+    }
+    for e in &g.read_errors {
+        r.strict.push_for(o, Check::GuestRead, Some(e), e.clone());
+    }
+    if g.mismatch_count == 0 && g.read_error_count == 0 {
+        r.pass.push_for(
+            o,
+            Check::Allowed,
+            None,
+            format!(
+                "read {} allocated cluster(s) of the encrypted disk with its key; none came back as the stored ciphertext",
+                g.ranges_compared
+            ),
+        );
+    }
+}
+
 /// The header's `crypt_method` in words.
 fn method(m: u32) -> String {
     match m {

@@ -13,6 +13,7 @@
 //! lists, [`json`] holds the JSON they print, [`ops`] the
 //! bitmap-operations sequence.
 
+pub mod decrypt;
 pub mod json;
 pub mod ops;
 pub mod tools;
@@ -274,6 +275,7 @@ impl QemuAdapter {
         let Some(info) = info else { return };
         obs.opened = true;
         obs.virtual_size = Some(info.virtual_size);
+        obs.guest = decrypt::guest_with_key(self, image, limits, obs);
         obs.bitmaps = info
             .bitmaps()
             .iter()
