@@ -4,8 +4,11 @@
 //! support the crypt method) is bound by `crypt.refuse-without-key`: a
 //! clean refusal meets it, and opening the image and reading the payload
 //! breaks it (what it reads is ciphertext, whatever it calls it). With the
-//! key, `crypt.decrypt-on-read` would need the model to decrypt, which it
-//! does not: not exercised.
+//! key, `crypt.decrypt-on-read` ([`with_key`]): the model does not decrypt,
+//! so the judge holds the reader to the half of the sentence it can see,
+//! "never the stored ciphertext" (an adapter that reads the disk with the
+//! key says which clusters came back as stored); a reader whose adapter
+//! reads nothing with the key has it "not exercised".
 
 use super::context::Context;
 use crate::runner::judge::cause::Check;
