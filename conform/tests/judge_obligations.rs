@@ -222,15 +222,28 @@ fn opening_an_unsupported_incompatible_bit_is_lenient() {
     assert_eq!(o["cause"]["features"][0], "incompatible:extended_l2");
 }
 
-/// A pure-Python `read` program: `accept` opens anything (ignoring the
-/// incompatible bits) and answers zeros; `refuse` refuses every image.
-const READER: &str = r#"
-import hashlib, json, struct, sys
+/// The start of the Python exec programs below: `PROGRAM MODE VERB ...`,
+/// and `reply` prints an answer and ends the program.
+const PY_PROLOGUE: &str = r#"
+import hashlib, json, os, struct, subprocess, sys
 mode, verb = sys.argv[1], sys.argv[2]
 def reply(o):
     o["protocol"] = 1
     print(json.dumps(o))
     sys.exit(0)
+"#;
+
+/// `PY_PROLOGUE` and `body` written to `dir/name`, as the command line
+/// of an `--impl exec:` in `mode`.
+fn py_program(dir: &Path, name: &str, body: &str, mode: &str) -> String {
+    let script = dir.join(name);
+    std::fs::write(&script, format!("{PY_PROLOGUE}{body}")).unwrap();
+    format!("exec:python3 {} {mode}", script.to_str().unwrap())
+}
+
+/// A pure-Python `read` program: `accept` opens anything (ignoring the
+/// incompatible bits) and answers zeros; `refuse` refuses every image.
+const READER: &str = r#"
 if verb == "capabilities":
     reply({"capabilities": ["read"], "name": "py-reader-" + mode})
 image = sys.argv[3]
@@ -252,10 +265,7 @@ fn shared_corpus() -> PathBuf {
 #[test]
 fn a_bitmaps_unaware_reader_is_held_to_open_obligations() {
     let t = tempfile::tempdir().unwrap();
-    let script = t.path().join("reader.py");
-    std::fs::write(&script, READER).unwrap();
-    let s = script.to_str().unwrap();
-    let accept = format!("exec:python3 {s} accept");
+    let accept = py_program(t.path(), "reader.py", READER, "accept");
     let all = outcomes(
         &shared_corpus(),
         &accept,
@@ -271,7 +281,7 @@ fn a_bitmaps_unaware_reader_is_held_to_open_obligations() {
         "lenient",
         "open.unknown-incompatible",
     );
-    let refuse = format!("exec:python3 {s} refuse");
+    let refuse = py_program(t.path(), "reader.py", READER, "refuse");
     let limits = [
         "valid/granularity-0",
         "valid/granularity-63",
@@ -478,12 +488,6 @@ fn the_obligations_command_lists_the_catalogue() {
 /// write also renames the unknown header extension 0x7a3c51e0 (so the one
 /// the image had is gone).
 const QEMU_BASED: &str = r#"
-import hashlib, json, os, struct, subprocess, sys
-mode, verb = sys.argv[1], sys.argv[2]
-def reply(o):
-    o["protocol"] = 1
-    print(json.dumps(o))
-    sys.exit(0)
 if verb == "capabilities":
     reply({"capabilities": ["read", "write"], "name": "py-qemu-based-" + mode})
 image = sys.argv[3]
@@ -529,9 +533,7 @@ fn exercised(o: &Value, obligation: &str) -> bool {
 
 /// `QEMU_BASED` in `mode`, as an `--impl`.
 fn qemu_based(dir: &Path, mode: &str) -> String {
-    let script = dir.join("qemu_based.py");
-    std::fs::write(&script, QEMU_BASED).unwrap();
-    format!("exec:python3 {} {mode}", script.to_str().unwrap())
+    py_program(dir, "qemu_based.py", QEMU_BASED, mode)
 }
 
 /// `guest.short-backing-zeros` on `qemu/backing-short` (a 1 MiB overlay

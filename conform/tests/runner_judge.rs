@@ -705,7 +705,8 @@ fn signatures_bucket_by_cause() {
     );
     assert_ne!(a.key(), c.key());
     assert!(
-        c.key().starts_with("strict--open--incompatible_corrupt--"),
+        c.key()
+            .starts_with("strict--open--open.conforming--incompatible_corrupt--"),
         "{}",
         c.key()
     );
@@ -775,7 +776,7 @@ fn used_unusable_cause_names_the_reason() {
     assert_eq!(out.cause.features, vec!["unusable:in_use"]);
     assert!(
         out.key()
-            .starts_with("lenient--used-unusable--unusable_in_use"),
+            .starts_with("lenient--used-unusable--bitmaps.never-use-in-use--unusable_in_use"),
         "{}",
         out.key()
     );

@@ -178,10 +178,15 @@ impl Cause {
         s
     }
 
-    /// The signature as a file name: outcome, check, features and the
-    /// first 8 hex digits of the message's SHA-256 (`-` without one).
+    /// The signature as a file name: outcome, check, the obligation (when
+    /// one is named), features and the first 8 hex digits of the message's
+    /// SHA-256, each part present only when there is one
+    /// (`lenient--used-unusable--bitmaps.never-use-invalid--unusable_bitmaps.data.bounds`).
     pub fn key(&self, outcome: &str) -> String {
         let mut parts = vec![outcome.to_owned(), self.check.as_str().to_owned()];
+        if !self.obligation.is_empty() {
+            parts.push(self.obligation.clone());
+        }
         if !self.features.is_empty() {
             parts.push(self.features.join("+").replace([':', '/', ' '], "_"));
         }
