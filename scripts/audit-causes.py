@@ -63,6 +63,8 @@ S_CRYPT = ("Header, crypt_method; Full disk encryption header pointer",
            "in an encrypted image every guest cluster is stored encrypted; plaintext written there "
            "reads back as garbage through a conforming reader")
 S_CRASH = ("(any)", "no image, valid or not, allows a crash: a reader must fail cleanly")
+S_HANG = ("(any)", "no image, valid or not, allows a reader to run without end: it must answer "
+          "or fail within bounded time")
 S_HEADER_LEN = ("Header, header_length",
                 "for version 3 the header is at least 104 bytes and a multiple of 8; a longer header "
                 "(additional fields) is allowed and unknown additional fields may be ignored")
@@ -154,6 +156,8 @@ def spec_for(imp, key, cause):
         return S_UNUSABLE
     if check == "signal":
         return S_CRASH
+    if check == "timeout":
+        return S_HANG
     if check == "guest-data":
         return S_GUEST
     if check == "write":
