@@ -245,7 +245,8 @@ fn a_stack_is_minimised_to_the_mutation_that_disagrees() {
     // One bucket per QEMU check: the flag is not a cause feature (QEMU
     // refuses extra data with or without it, in one message).
     assert!(
-        key.starts_with("strict--open--open.conforming--") && !key.contains("extra_data_compatible"),
+        key.starts_with("strict--open--open.conforming--")
+            && !key.contains("extra_data_compatible"),
         "{key}"
     );
     assert_eq!(m.recipe.mutations, Vec::<String>::new());

@@ -549,7 +549,11 @@ fn reads_past_a_short_backing_file_are_zeros() {
     let o = get(&good, id);
     assert_eq!(o["kind"], "pass", "{o:#}");
     assert!(exercised(o, "guest.short-backing-zeros"), "{o:#}");
-    let bad = outcomes(&shared_corpus(), &qemu_based(t.path(), "stop-at-backing"), &args);
+    let bad = outcomes(
+        &shared_corpus(),
+        &qemu_based(t.path(), "stop-at-backing"),
+        &args,
+    );
     assert_outcome(&bad, id, "strict", "guest.short-backing-zeros");
 }
 
@@ -575,8 +579,16 @@ fn writers_keep_unknown_extensions_and_encrypt_with_the_key() {
     }
     let t = tempfile::tempdir().unwrap();
     let id = cases[0];
-    let kept = outcomes(&shared_corpus(), &qemu_based(t.path(), "whole"), &["--case", id]);
+    let kept = outcomes(
+        &shared_corpus(),
+        &qemu_based(t.path(), "whole"),
+        &["--case", id],
+    );
     assert_eq!(get(&kept, id)["kind"], "pass", "{kept:?}");
-    let dropped = outcomes(&shared_corpus(), &qemu_based(t.path(), "drop-unknown"), &["--case", id]);
+    let dropped = outcomes(
+        &shared_corpus(),
+        &qemu_based(t.path(), "drop-unknown"),
+        &["--case", id],
+    );
     assert_outcome(&dropped, id, "corrupting", "keep.unknown-as-is");
 }

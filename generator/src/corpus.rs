@@ -263,7 +263,8 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         len: 8192,
         pattern: 0x3c,
     });
-    s.bitmaps.push(BitmapSpec::new("beside-unknown", 16, Contents::Empty));
+    s.bitmaps
+        .push(BitmapSpec::new("beside-unknown", 16, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     v.push(("unknown-header-extension", s));
 

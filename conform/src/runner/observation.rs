@@ -348,7 +348,8 @@ const MAX_DESCRIBED: usize = 8;
 /// How a difference or read error of a range past the end of a short
 /// backing file starts ([`GuestCheck::past_backing`]), so that the judge
 /// can name `guest.short-backing-zeros` for it.
-pub const PAST_BACKING: &str = "past the end of the shorter backing file, where the image allocates nothing (zeros): ";
+pub const PAST_BACKING: &str =
+    "past the end of the shorter backing file, where the image allocates nothing (zeros): ";
 
 impl GuestCheck {
     /// Whether a difference or read error text is about a range past the
@@ -359,7 +360,11 @@ impl GuestCheck {
 
     fn keep(list: &mut Vec<String>, past: bool, text: String) {
         if list.len() < MAX_DESCRIBED {
-            list.push(if past { format!("{PAST_BACKING}{text}") } else { text });
+            list.push(if past {
+                format!("{PAST_BACKING}{text}")
+            } else {
+                text
+            });
         }
     }
 

@@ -136,7 +136,12 @@ pub fn read(path: &Path) -> Result<ImageState, ReadError> {
         .extensions
         .iter()
         .filter(|x| x.type_name == "unknown")
-        .map(|x| (format!("unknown header extension {:#010x}", x.ext_type), x.data.clone()))
+        .map(|x| {
+            (
+                format!("unknown header extension {:#010x}", x.ext_type),
+                x.data.clone(),
+            )
+        })
         .collect();
     unknown.extend(
         model
@@ -146,7 +151,10 @@ pub fn read(path: &Path) -> Result<ImageState, ReadError> {
             .filter(|e| e.extra_data_size > 0)
             .map(|e| {
                 let name = crate::runner::text::short(&String::from_utf8_lossy(&e.name));
-                (format!("unknown extra data of bitmap {name}"), e.extra_data.clone())
+                (
+                    format!("unknown extra data of bitmap {name}"),
+                    e.extra_data.clone(),
+                )
             }),
     );
     let mut bitmaps = Vec::with_capacity(report.bitmaps.len());

@@ -391,13 +391,15 @@ impl ImageFacts {
                 .extensions
                 .iter()
                 .any(|x| x.type_name == "unknown")
-                || model.analysis().entries.iter().any(|e| e.extra_data_size > 0),
-            backing_end: header
-                .filter(|h| h.backing_file_offset != 0)
-                .and_then(|h| {
-                    let layers = crate::runner::corpus::image_layers::open(path).ok()?;
-                    layers.backing_size().filter(|&b| b < h.size)
-                }),
+                || model
+                    .analysis()
+                    .entries
+                    .iter()
+                    .any(|e| e.extra_data_size > 0),
+            backing_end: header.filter(|h| h.backing_file_offset != 0).and_then(|h| {
+                let layers = crate::runner::corpus::image_layers::open(path).ok()?;
+                layers.backing_size().filter(|&b| b < h.size)
+            }),
         };
         let free_directory = directory_unallocated(&model);
         let bitmaps = report

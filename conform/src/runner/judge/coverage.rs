@@ -165,7 +165,8 @@ fn observed(o: Obligation, obs: &Observation) -> Result<(), NotExercised> {
         ),
         Obligation::GuestShortBackingZeros => need(
             obs.guest.as_ref().is_some_and(|g| {
-                g.past_backing_compared > 0 || g.read_errors.iter().any(|e| GuestCheck::past_backing(e))
+                g.past_backing_compared > 0
+                    || g.read_errors.iter().any(|e| GuestCheck::past_backing(e))
             }),
             "it read no guest data past the end of the shorter backing file",
         ),

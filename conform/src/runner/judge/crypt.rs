@@ -18,7 +18,7 @@ use spec_model::Obligation;
 
 /// `crypt.decrypt-on-read` for an implementation holding the key whose
 /// adapter read the encrypted disk with it
-/// ([`crate::runner::adapters::qemu::decrypt`]): a cluster returned as
+/// (QEMU's adapter, `adapters/qemu/decrypt.rs`): a cluster returned as
 /// stored is a mismatch; a disk it could not read with the key is strict.
 pub fn with_key(cx: &Context, obs: &Observation, r: &mut Reasons) {
     if cx.kind.is_none_or(|k| k.holds_key != Some(true)) {

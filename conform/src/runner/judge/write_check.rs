@@ -360,8 +360,8 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
         "qcow2-conform check {}",
         command_line(&std::process::Command::new(copy))
     ));
-    let holds_key = adapter.capabilities().uses_secret
-        && crate::runner::process::case_env::current().is_some();
+    let holds_key =
+        adapter.capabilities().uses_secret && crate::runner::process::case_env::current().is_some();
     if ok && before.encrypted && holds_key {
         match adapter.written_data(offset, len) {
             Some(data) => {

@@ -137,7 +137,11 @@ impl Provenance {
     /// report that does not say).
     pub fn sandbox_line(&self) -> Option<String> {
         self.sandbox.as_ref().map(|s| {
-            let how = if s.sandboxed { "sandboxed" } else { "NOT sandboxed" };
+            let how = if s.sandboxed {
+                "sandboxed"
+            } else {
+                "NOT sandboxed"
+            };
             format!("{how} (--sandbox {}: {})", s.mode, s.detail)
         })
     }

@@ -256,4 +256,3 @@ fn encrypted_write(image: &Path, offset: u64, len: u64, who: &str) -> Vec<String
         None => Vec::new(),
     }
 }
-

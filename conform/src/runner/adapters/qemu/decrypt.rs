@@ -9,12 +9,12 @@
 //! the clusters as stored fails exactly this.
 
 use super::tools::os;
-use super::QemuAdapter;
 use crate::runner::corpus::image_state::{find_block, open_model};
 use crate::runner::observation::{GuestCheck, Observation};
-use crate::runner::process::Limits;
+use crate::runner::process::Proc;
 use spec_model::guest::allocated_clusters;
 use spec_model::io::Image;
+use std::ffi::OsString;
 use std::path::Path;
 
 /// Allocated clusters sampled at most.
@@ -26,11 +26,11 @@ const MAX_DISK: u64 = 64 << 20;
 pub const CIPHERTEXT: &str = "returned the stored ciphertext";
 
 /// The check, when the image is encrypted and the case gives its key:
-/// `None` otherwise.
-pub(super) fn guest_with_key(
-    a: &QemuAdapter,
+/// `None` otherwise. `qemu_img` runs qemu-img with the given arguments
+/// (the adapter's way: limits, sandbox, the key).
+pub fn guest_with_key(
+    qemu_img: impl Fn(&[OsString]) -> std::io::Result<Proc>,
     image: &Path,
-    limits: &Limits,
     obs: &mut Observation,
 ) -> Option<GuestCheck> {
     crate::runner::process::case_env::current()?;
@@ -56,10 +56,11 @@ pub(super) fn guest_with_key(
         os(image),
         os(&raw),
     ];
-    let p = match a.run(&a.tools.img, &args, limits) {
+    let p = match qemu_img(&args) {
         Ok(p) => p,
         Err(e) => {
-            obs.notes.push(format!("qemu-img convert did not start: {e}"));
+            obs.notes
+                .push(format!("qemu-img convert did not start: {e}"));
             return None;
         }
     };

@@ -275,7 +275,8 @@ impl QemuAdapter {
         let Some(info) = info else { return };
         obs.opened = true;
         obs.virtual_size = Some(info.virtual_size);
-        obs.guest = decrypt::guest_with_key(self, image, limits, obs);
+        let qemu_img = |args: &[OsString]| self.run(&self.tools.img, args, limits);
+        obs.guest = decrypt::guest_with_key(qemu_img, image, obs);
         obs.bitmaps = info
             .bitmaps()
             .iter()
