@@ -63,6 +63,8 @@ S_CRYPT = ("Header, crypt_method; Full disk encryption header pointer",
            "in an encrypted image every guest cluster is stored encrypted; plaintext written there "
            "reads back as garbage through a conforming reader")
 S_CRASH = ("(any)", "no image, valid or not, allows a crash: a reader must fail cleanly")
+S_HANG = ("(any)", "no image, valid or not, allows a reader to run without end: it must answer "
+          "or fail within bounded time")
 S_HEADER_LEN = ("Header, header_length",
                 "for version 3 the header is at least 104 bytes and a multiple of 8; a longer header "
                 "(additional fields) is allowed and unknown additional fields may be ignored")
@@ -116,14 +118,13 @@ S_SNAP = ("Snapshots", "internal snapshots and their table are part of a conform
 
 SPEC = {
     "recorded--silent": S_SILENT,
-    ("qcow", "strict--open--a04900e3"): S_SNAP,
-    "mismatch--header-rewrite": S_SIZE,
-    "mismatch--name-cut": S_NAME,
-    ("qcow2-rs", "strict--open--21693f3b"): S_V2_EXT,
-    "corrupting--write--a8f7b7db": S_TAIL,
-    "lenient--used-unusable--unusable_bitmaps.data.tail-bits": S_TAIL_USED,
-    "mismatch--virtual-size": S_SIZE,
-    "lenient--used-unusable--unusable_refcount.overlap": S_OVERLAP,
+    ("qcow", "strict--open--open.conforming--a04900e3"): S_SNAP,
+    "mismatch--name-cut--bitmaps.list-as-stored": S_NAME,
+    ("qcow2-rs", "strict--open--open.conforming--21693f3b"): S_V2_EXT,
+    "corrupting--write--write.leaves-valid--a8f7b7db": S_TAIL,
+    "lenient--used-unusable--bitmaps.never-use-invalid--unusable_bitmaps.data.tail-bits": S_TAIL_USED,
+    "mismatch--virtual-size--guest.virtual-size": S_SIZE,
+    "lenient--used-unusable--bitmaps.never-use-invalid--unusable_refcount.overlap": S_OVERLAP,
 }
 
 
@@ -155,6 +156,8 @@ def spec_for(imp, key, cause):
         return S_UNUSABLE
     if check == "signal":
         return S_CRASH
+    if check == "timeout":
+        return S_HANG
     if check == "guest-data":
         return S_GUEST
     if check == "write":
@@ -187,6 +190,8 @@ def spec_for(imp, key, cause):
 
 def key_of(kind, cause):
     parts = [kind, cause["check"]]
+    if cause.get("obligation"):
+        parts.append(cause["obligation"])
     if cause["features"]:
         parts.append("+".join(cause["features"]).replace(":", "_").replace("/", "_").replace(" ", "_"))
     if cause["message"]:

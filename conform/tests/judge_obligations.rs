@@ -222,15 +222,28 @@ fn opening_an_unsupported_incompatible_bit_is_lenient() {
     assert_eq!(o["cause"]["features"][0], "incompatible:extended_l2");
 }
 
-/// A pure-Python `read` program: `accept` opens anything (ignoring the
-/// incompatible bits) and answers zeros; `refuse` refuses every image.
-const READER: &str = r#"
-import hashlib, json, struct, sys
+/// The start of the Python exec programs below: `PROGRAM MODE VERB ...`,
+/// and `reply` prints an answer and ends the program.
+const PY_PROLOGUE: &str = r#"
+import hashlib, json, os, struct, subprocess, sys
 mode, verb = sys.argv[1], sys.argv[2]
 def reply(o):
     o["protocol"] = 1
     print(json.dumps(o))
     sys.exit(0)
+"#;
+
+/// `PY_PROLOGUE` and `body` written to `dir/name`, as the command line
+/// of an `--impl exec:` in `mode`.
+fn py_program(dir: &Path, name: &str, body: &str, mode: &str) -> String {
+    let script = dir.join(name);
+    std::fs::write(&script, format!("{PY_PROLOGUE}{body}")).unwrap();
+    format!("exec:python3 {} {mode}", script.to_str().unwrap())
+}
+
+/// A pure-Python `read` program: `accept` opens anything (ignoring the
+/// incompatible bits) and answers zeros; `refuse` refuses every image.
+const READER: &str = r#"
 if verb == "capabilities":
     reply({"capabilities": ["read"], "name": "py-reader-" + mode})
 image = sys.argv[3]
@@ -252,10 +265,7 @@ fn shared_corpus() -> PathBuf {
 #[test]
 fn a_bitmaps_unaware_reader_is_held_to_open_obligations() {
     let t = tempfile::tempdir().unwrap();
-    let script = t.path().join("reader.py");
-    std::fs::write(&script, READER).unwrap();
-    let s = script.to_str().unwrap();
-    let accept = format!("exec:python3 {s} accept");
+    let accept = py_program(t.path(), "reader.py", READER, "accept");
     let all = outcomes(
         &shared_corpus(),
         &accept,
@@ -271,7 +281,7 @@ fn a_bitmaps_unaware_reader_is_held_to_open_obligations() {
         "lenient",
         "open.unknown-incompatible",
     );
-    let refuse = format!("exec:python3 {s} refuse");
+    let refuse = py_program(t.path(), "reader.py", READER, "refuse");
     let limits = [
         "valid/granularity-0",
         "valid/granularity-63",
@@ -467,4 +477,118 @@ fn the_obligations_command_lists_the_catalogue() {
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("write.clear-unknown-autoclear"), "{text}");
     assert!(text.contains("[stricter than the spec]"), "{text}");
+}
+
+/// A bitmaps-unaware `read` and `write` program built on QEMU's tools: it
+/// reads the guest disk with `qemu-img convert` to raw in its scratch
+/// directory, and writes with `qemu-io`, then clears autoclear bit 0 as an
+/// unaware writer must. In mode `stop-at-backing` it fails every range
+/// past the first 512 KiB, as a reader does that stops where
+/// `qemu/backing-short`'s backing file ends; in mode `drop-unknown` its
+/// write also renames the unknown header extension 0x7a3c51e0 (so the one
+/// the image had is gone).
+const QEMU_BASED: &str = r#"
+if verb == "capabilities":
+    reply({"capabilities": ["read", "write"], "name": "py-qemu-based-" + mode})
+image = sys.argv[3]
+if verb == "write":
+    off, ln = int(sys.argv[4]), int(sys.argv[5])
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a %d %d" % (off, ln), image],
+                   check=True, capture_output=True)
+    with open(image, "r+b") as f:
+        f.seek(88)
+        autoclear = struct.unpack(">Q", f.read(8))[0]
+        f.seek(88)
+        f.write(struct.pack(">Q", autoclear & ~1))
+        if mode == "drop-unknown":
+            f.seek(0)
+            at = f.read(4096).find(struct.pack(">I", 0x7a3c51e0))
+            if at >= 0:
+                f.seek(at)
+                f.write(struct.pack(">I", 0x7a3c51e1))
+    reply({"ok": True, "error": None})
+raw = os.path.join(os.path.dirname(os.path.abspath(image)), "guest.raw")
+subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw], check=True)
+data = open(raw, "rb").read()
+ranges = []
+for a in sys.argv[4:]:
+    off, ln = (int(x) for x in a.split(":"))
+    if mode == "stop-at-backing" and off + ln > 512 * 1024:
+        ranges.append({"offset": off, "length": ln, "error": "past the end of the backing file"})
+    else:
+        ranges.append({"offset": off, "length": ln, "sha256": hashlib.sha256(data[off:off + ln]).hexdigest()})
+reply({"opened": True, "error": None, "size": len(data), "ranges": ranges})
+"#;
+
+/// The exercised state of `obligation` in outcome `o`.
+fn exercised(o: &Value, obligation: &str) -> bool {
+    let state = o["obligations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == obligation)
+        .unwrap_or_else(|| panic!("{obligation} does not bind: {o:#}"));
+    state["exercised"] == true
+}
+
+/// `QEMU_BASED` in `mode`, as an `--impl`.
+fn qemu_based(dir: &Path, mode: &str) -> String {
+    py_program(dir, "qemu_based.py", QEMU_BASED, mode)
+}
+
+/// `guest.short-backing-zeros` on `qemu/backing-short` (a 1 MiB overlay
+/// of a 512 KiB backing file): a reader that reads zeros past the
+/// backing file's end meets it (exercised); one that fails there breaks
+/// it, and the outcome names it rather than `guest.read-as-mapped`.
+#[test]
+fn reads_past_a_short_backing_file_are_zeros() {
+    let t = tempfile::tempdir().unwrap();
+    let id = "qemu/backing-short";
+    let args = ["--read-only", "--case", id];
+    let good = outcomes(&shared_corpus(), &qemu_based(t.path(), "whole"), &args);
+    let o = get(&good, id);
+    assert_eq!(o["kind"], "pass", "{o:#}");
+    assert!(exercised(o, "guest.short-backing-zeros"), "{o:#}");
+    let bad = outcomes(
+        &shared_corpus(),
+        &qemu_based(t.path(), "stop-at-backing"),
+        &args,
+    );
+    assert_outcome(&bad, id, "strict", "guest.short-backing-zeros");
+}
+
+/// Writers and what they must keep: QEMU keeps an unknown header
+/// extension and writes no plaintext into `qemu/luks` with its key (both
+/// obligations exercised, not merely not broken); a writer that drops
+/// the unknown extension breaks `keep.unknown-as-is`.
+#[test]
+fn writers_keep_unknown_extensions_and_encrypt_with_the_key() {
+    let cases = ["valid/unknown-header-extension", "qemu/luks"];
+    let all = outcomes(
+        &shared_corpus(),
+        "qemu",
+        &["--case", cases[0], "--case", cases[1]],
+    );
+    for (id, obligation) in cases
+        .into_iter()
+        .zip(["keep.unknown-as-is", "crypt.no-plaintext"])
+    {
+        let o = get(&all, id);
+        assert_eq!(o["kind"], "pass", "{id}: {o:#}");
+        assert!(exercised(o, obligation), "{id}: {o:#}");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let id = cases[0];
+    let kept = outcomes(
+        &shared_corpus(),
+        &qemu_based(t.path(), "whole"),
+        &["--case", id],
+    );
+    assert_eq!(get(&kept, id)["kind"], "pass", "{kept:?}");
+    let dropped = outcomes(
+        &shared_corpus(),
+        &qemu_based(t.path(), "drop-unknown"),
+        &["--case", id],
+    );
+    assert_outcome(&dropped, id, "corrupting", "keep.unknown-as-is");
 }

@@ -705,7 +705,8 @@ fn signatures_bucket_by_cause() {
     );
     assert_ne!(a.key(), c.key());
     assert!(
-        c.key().starts_with("strict--open--incompatible_corrupt--"),
+        c.key()
+            .starts_with("strict--open--open.conforming--incompatible_corrupt--"),
         "{}",
         c.key()
     );
@@ -775,7 +776,7 @@ fn used_unusable_cause_names_the_reason() {
     assert_eq!(out.cause.features, vec!["unusable:in_use"]);
     assert!(
         out.key()
-            .starts_with("lenient--used-unusable--unusable_in_use"),
+            .starts_with("lenient--used-unusable--bitmaps.never-use-in-use--unusable_in_use"),
         "{}",
         out.key()
     );
@@ -940,6 +941,83 @@ fn encrypted_images_without_the_key() {
         ..keyless
     };
     assert_eq!(judge_in(&e, &obs, &with_key).kind, OutcomeKind::Strict);
+}
+
+/// With the key: a cluster the implementation returned as stored (the
+/// ciphertext) breaks `crypt.decrypt-on-read`; clusters that came back
+/// otherwise meet it, and the obligation counts as exercised.
+#[test]
+fn encrypted_images_with_the_key() {
+    let f = luks();
+    let cx = Context {
+        facts: Some(&f),
+        kind: Some(Kind {
+            writer: true,
+            bitmaps_aware: true,
+            holds_key: Some(true),
+        }),
+        ..Context::default()
+    };
+    let mut e = valid_one();
+    e.bitmaps = Some(Vec::new());
+    let mut obs = Observation::default();
+    obs.opened = true;
+    obs.virtual_size = Some(1 << 20);
+    let mut g = GuestCheck::default();
+    g.read_compared(false, 512, None);
+    obs.guest = Some(g.clone());
+    let o = judge_in(&e, &obs, &cx);
+    assert_eq!(o.kind, OutcomeKind::Pass, "{o:?}");
+    let state = o
+        .obligations
+        .iter()
+        .find(|s| s.id == "crypt.decrypt-on-read")
+        .unwrap();
+    assert!(state.exercised, "{o:?}");
+    g.read_compared(
+        false,
+        512,
+        Some("returned the stored ciphertext at guest offset 0x0".into()),
+    );
+    obs.guest = Some(g);
+    let o = judge_in(&e, &obs, &cx);
+    assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
+    assert_eq!(o.cause.obligation, "crypt.decrypt-on-read");
+}
+
+/// A difference past the end of a shorter backing file names
+/// `guest.short-backing-zeros`; one elsewhere `guest.read-as-mapped`.
+#[test]
+fn differences_past_a_short_backing_file_name_their_obligation() {
+    let f = ImageFacts {
+        backing_end: Some(512 << 10),
+        ..facts(0, false)
+    };
+    let cx = Context {
+        facts: Some(&f),
+        kind: Some(UNAWARE_READER),
+        ..Context::default()
+    };
+    let mut e = valid_one();
+    e.bitmaps = None;
+    e.bitmaps_extension = spec_model::ExtensionState::Absent;
+    let mut obs = unaware_opened();
+    let g = obs.guest.as_mut().unwrap();
+    g.read_compared(true, 4096, Some("guest data at 0x80000 differs".into()));
+    let o = judge_in(&e, &obs, &cx);
+    assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
+    assert_eq!(o.cause.obligation, "guest.short-backing-zeros");
+    let state = o
+        .obligations
+        .iter()
+        .find(|s| s.id == "guest.short-backing-zeros")
+        .unwrap();
+    assert!(state.exercised, "{o:?}");
+    let mut obs = unaware_opened();
+    let g = obs.guest.as_mut().unwrap();
+    g.read_compared(false, 4096, Some("guest data at 0x0 differs".into()));
+    let o = judge_in(&e, &obs, &cx);
+    assert_eq!(o.cause.obligation, "guest.read-as-mapped");
 }
 
 /// A disk presented with another size than the header's is a mismatch of

@@ -700,6 +700,8 @@ fn without_landlock_auto_says_so_and_require_refuses() {
     let d = dirs();
     shipped_cases(&d.corpus);
     let json = d.root.join("r.json");
+    let html = d.root.join("r.html");
+    let junit = d.root.join("r.xml");
     let go = |mode: &str| {
         Command::new(BIN)
             .arg("run")
@@ -707,6 +709,10 @@ fn without_landlock_auto_says_so_and_require_refuses() {
             .arg(&d.corpus)
             .arg("--json")
             .arg(&json)
+            .arg("--html")
+            .arg(&html)
+            .arg("--junit")
+            .arg(&junit)
             .args(["--impl", "qemu", "--read-only", "--sandbox", mode])
             .env("QCOW2_CONFORM_LANDLOCK_ABI", "0")
             .output()
@@ -729,6 +735,16 @@ fn without_landlock_auto_says_so_and_require_refuses() {
         (s["mode"].as_str(), s["sandboxed"].as_bool()),
         (Some("auto"), Some(false))
     );
+    // The page and the JUnit file say so too.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("NOT sandboxed (--sandbox auto"), "{page}");
+    assert!(page.contains("ran without a sandbox"), "{page}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<property name=\"sandbox.sandboxed\" value=\"false\" />"),
+        "{xml}"
+    );
+    assert!(xml.contains("<property name=\"sandbox.mode\" value=\"auto\" />"));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::cases::{self, describe, Case};
 use crate::contents::Contents;
 use crate::expected::{Expected, ExpectedBitmap};
 use crate::mutate::MutateError;
-use crate::spec::{BitmapSpec, Config, GuestWrite, ImageSpec};
+use crate::spec::{BitmapSpec, Config, GuestWrite, ImageSpec, UnknownExtension};
 use crate::BuildError;
 use spec_model::{ExtensionState, Revision, Verdict};
 
@@ -249,6 +249,24 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         ..BitmapSpec::new("flag-only", 16, some_bits())
     });
     v.push(("compatible-flag-without-extra-data", s));
+
+    // A header extension of a type the spec does not define (ignored by
+    // a reader, kept as it is by a writer: `keep.unknown-as-is`), beside
+    // the bitmaps extension, guest data and an enabled bitmap.
+    let mut s = image(12, 1 << 20);
+    s.unknown_extensions.push(UnknownExtension {
+        ext_type: 0x7a3c_51e0,
+        data: b"unknown-to-every-reader".to_vec(),
+    });
+    s.writes.push(GuestWrite {
+        offset: 4096,
+        len: 8192,
+        pattern: 0x3c,
+    });
+    s.bitmaps
+        .push(BitmapSpec::new("beside-unknown", 16, Contents::Empty));
+    s.record_writes_in_auto_bitmaps();
+    v.push(("unknown-header-extension", s));
 
     // Bitmaps no writer may set bits in: both disabled, so a write must
     // leave them as they are (and a bitmaps-unaware writer must still

@@ -86,6 +86,13 @@ impl<'a, R: Read + Seek> Layered<'a, R> {
         self
     }
 
+    /// The guest size of the backing layer, when there is one: shorter
+    /// than the image's own disk, the rest of the disk reads as zeros
+    /// where the image allocates nothing (spec "Cluster mapping").
+    pub fn backing_size(&self) -> Option<u64> {
+        self.backing.as_ref().map(|b| b.guest_size())
+    }
+
     /// Reads guest data through every layer.
     pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), GuestError> {
         let mut layers = Layers {

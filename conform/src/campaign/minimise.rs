@@ -136,7 +136,13 @@ pub fn minimise(
     }
     // 3. Byte-level reduction: zero runs of the non-zero 512-byte blocks
     //    (never block 0, the header), halving the run length, each trial
-    //    judged against the model's verdict of the trial image.
+    //    judged against the model's verdict of the trial image. A trial
+    //    that breaks a rule the image did not break before is refused
+    //    whatever its key: the key names only the first cause, and a
+    //    reproducer keeps only the cause (no table cut off, no refcount
+    //    broken on the way).
+    let causes: std::collections::BTreeSet<String> = expected.rules.iter().cloned().collect();
+    let only_the_cause = |e: &Expected| e.rules.iter().all(|r| causes.contains(r));
     let nonzero = |bytes: &[u8]| -> Vec<usize> {
         (1..bytes.len().div_ceil(512))
             .filter(|&b| {
@@ -157,7 +163,7 @@ pub fn minimise(
                 trial[b * 512..end].fill(0);
             }
             let e = expected_from_model(&trial);
-            if still(&trial, &e, &mut budget)? {
+            if only_the_cause(&e) && still(&trial, &e, &mut budget)? {
                 bytes = trial;
                 expected = e;
                 changed = true;
@@ -182,7 +188,7 @@ pub fn minimise(
     if keep < bytes.len() && budget > 0 {
         let trial = bytes[..keep].to_vec();
         let e = expected_from_model(&trial);
-        if still(&trial, &e, &mut budget)? {
+        if only_the_cause(&e) && still(&trial, &e, &mut budget)? {
             bytes = trial;
             expected = e;
         }

@@ -96,6 +96,14 @@ pub trait Adapter: Send + Sync {
         }
     }
 
+    /// The guest bytes [`Adapter::write`] puts at `offset..offset+len`,
+    /// when the adapter knows them (the write check looks for them in an
+    /// encrypted image written with the key: `crypt.no-plaintext`).
+    fn written_data(&self, offset: u64, len: u64) -> Option<Vec<u8>> {
+        let _ = (offset, len);
+        None
+    }
+
     /// Whether [`Adapter::bitmap_ops`] runs (QEMU with `--bitmap-ops`).
     fn checks_bitmap_ops(&self) -> bool {
         false

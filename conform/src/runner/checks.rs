@@ -41,6 +41,10 @@ pub struct WriteCheck {
     /// each a mismatch (see [`crate::runner::judge::write_check`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rewrites: Vec<String>,
+    /// The encrypted copy a writer holding the key wrote was searched for
+    /// the plaintext it wrote (`crypt.no-plaintext`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub plaintext_searched: bool,
     #[serde(flatten)]
     pub found: CheckFindings,
 }

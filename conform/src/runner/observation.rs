@@ -329,9 +329,66 @@ pub struct GuestCheck {
     pub read_errors: Vec<String>,
     /// Why some ranges were not compared (the model cannot read them).
     pub not_compared: Vec<String>,
+    /// Where a backing file shorter than the disk ends, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing_end: Option<u64>,
+    /// Compared ranges wholly past [`GuestCheck::backing_end`] that the
+    /// image itself does not allocate: zeros (`guest.short-backing-zeros`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub past_backing_compared: usize,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Descriptions of differences and read errors kept per guest check.
+const MAX_DESCRIBED: usize = 8;
+
+/// How a difference or read error of a range past the end of a short
+/// backing file starts ([`GuestCheck::past_backing`]), so that the judge
+/// can name `guest.short-backing-zeros` for it.
+pub const PAST_BACKING: &str =
+    "past the end of the shorter backing file, where the image allocates nothing (zeros): ";
+
 impl GuestCheck {
+    /// Whether a difference or read error text is about a range past the
+    /// end of a short backing file.
+    pub fn past_backing(text: &str) -> bool {
+        text.starts_with(PAST_BACKING)
+    }
+
+    fn keep(list: &mut Vec<String>, past: bool, text: String) {
+        if list.len() < MAX_DESCRIBED {
+            list.push(if past {
+                format!("{PAST_BACKING}{text}")
+            } else {
+                text
+            });
+        }
+    }
+
+    /// A range the implementation could not read (`past`: it lies past the
+    /// end of a short backing file).
+    pub fn read_failed(&mut self, past: bool, text: String) {
+        self.read_error_count += 1;
+        Self::keep(&mut self.read_errors, past, text);
+    }
+
+    /// A range read and compared: `difference` says how it differs from
+    /// the model's bytes, if it does.
+    pub fn read_compared(&mut self, past: bool, len: u64, difference: Option<String>) {
+        self.ranges_compared += 1;
+        self.bytes_compared += len;
+        if past {
+            self.past_backing_compared += 1;
+        }
+        if let Some(d) = difference {
+            self.mismatch_count += 1;
+            Self::keep(&mut self.mismatches, past, d);
+        }
+    }
+
     /// The implementation read something else than the model somewhere.
     pub fn differs(&self) -> bool {
         self.mismatch_count > 0 || self.size_reported != self.size_header

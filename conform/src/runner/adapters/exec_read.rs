@@ -71,6 +71,7 @@ pub(crate) fn guest_check(expect: &Expectation, reply: &ReadReply) -> GuestCheck
         size_header: expect.size,
         size_reported: reply.size,
         ranges: expect.ranges.len(),
+        backing_end: expect.backing_end,
         ..GuestCheck::default()
     };
     for (i, (&(o, l), want)) in expect.ranges.iter().zip(&expect.data).enumerate() {
@@ -81,6 +82,7 @@ pub(crate) fn guest_check(expect: &Expectation, reply: &ReadReply) -> GuestCheck
                 continue;
             }
         };
+        let past = expect.past_backing.get(i).copied().unwrap_or(false);
         let got = reply
             .ranges
             .get(i)
@@ -91,32 +93,25 @@ pub(crate) fn guest_check(expect: &Expectation, reply: &ReadReply) -> GuestCheck
             )
         };
         match got.map(|r| (r.sha256.as_deref(), r.error.as_deref())) {
-            None => {
-                g.read_error_count += 1;
-                keep(
-                    &mut g.read_errors,
-                    read_error(&format!("answer {i} is missing or names another range")),
-                );
-            }
-            Some((None, e)) => {
-                g.read_error_count += 1;
-                keep(&mut g.read_errors, read_error(e.unwrap_or("no sha256")));
-            }
+            None => g.read_failed(
+                past,
+                read_error(&format!("answer {i} is missing or names another range")),
+            ),
+            Some((None, e)) => g.read_failed(past, read_error(e.unwrap_or("no sha256"))),
             Some((Some(h), _)) => {
-                g.ranges_compared += 1;
-                g.bytes_compared += l;
                 let model = hex::encode(Sha256::digest(want));
-                if !h.eq_ignore_ascii_case(&model) {
-                    g.mismatch_count += 1;
-                    keep(
-                        &mut g.mismatches,
+                let differs = !h.eq_ignore_ascii_case(&model);
+                g.read_compared(
+                    past,
+                    l,
+                    differs.then(|| {
                         format!(
                             "guest data of range {o:#x}+{l:#x} differs: the program's bytes hash to {}, the model's to {}",
                             crate::runner::text::short(h),
                             &model[..16]
-                        ),
-                    );
-                }
+                        )
+                    }),
+                );
             }
         }
     }
@@ -134,6 +129,8 @@ mod tests {
             ranges: vec![(0, 4), (512, 4), (1000, 4)],
             data: vec![Ok(vec![1, 2, 3, 4]), Ok(vec![0; 4]), Ok(vec![9; 4])],
             notes: Vec::new(),
+            backing_end: None,
+            past_backing: Vec::new(),
         };
         let h = |b: &[u8]| Some(hex::encode(Sha256::digest(b)));
         let reply = ReadReply {

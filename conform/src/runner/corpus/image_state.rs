@@ -43,6 +43,12 @@ pub struct ImageState {
     pub header: Vec<(&'static str, u64)>,
     /// The header's `autoclear_features` (0 for version 2 or no header).
     pub autoclear: u64,
+    /// What a writer must keep as it is (`keep.unknown-as-is`), as (what,
+    /// bytes): every header extension of a type the spec does not define,
+    /// and every bitmap's extra data.
+    pub unknown: Vec<(String, Vec<u8>)>,
+    /// The header's `crypt_method` is not 0: the payload is encrypted.
+    pub encrypted: bool,
 }
 
 /// Why the model could not read an image.
@@ -114,6 +120,7 @@ pub fn read(path: &Path) -> Result<ImageState, ReadError> {
     let h = model.analysis().header.as_ref();
     let size = h.map(|h| h.size).unwrap_or(0);
     let autoclear = h.map_or(0, |h| h.autoclear_features);
+    let encrypted = h.is_some_and(|h| h.crypt_method != 0);
     let header = h
         .map(|h| {
             vec![
@@ -124,6 +131,32 @@ pub fn read(path: &Path) -> Result<ImageState, ReadError> {
             ]
         })
         .unwrap_or_default();
+    let mut unknown: Vec<(String, Vec<u8>)> = model
+        .analysis()
+        .extensions
+        .iter()
+        .filter(|x| x.type_name == "unknown")
+        .map(|x| {
+            (
+                format!("unknown header extension {:#010x}", x.ext_type),
+                x.data.clone(),
+            )
+        })
+        .collect();
+    unknown.extend(
+        model
+            .analysis()
+            .entries
+            .iter()
+            .filter(|e| e.extra_data_size > 0)
+            .map(|e| {
+                let name = crate::runner::text::short(&String::from_utf8_lossy(&e.name));
+                (
+                    format!("unknown extra data of bitmap {name}"),
+                    e.extra_data.clone(),
+                )
+            }),
+    );
     let mut bitmaps = Vec::with_capacity(report.bitmaps.len());
     let mut bits = Vec::with_capacity(report.bitmaps.len());
     for (i, b) in report.bitmaps.iter().enumerate() {
@@ -158,5 +191,33 @@ pub fn read(path: &Path) -> Result<ImageState, ReadError> {
         bits,
         header,
         autoclear,
+        unknown,
+        encrypted,
     })
+}
+
+/// The first 512-aligned file offset of `image` holding `block` (512
+/// bytes), read in 1 MiB pieces.
+pub fn find_block(image: &Path, block: &[u8]) -> Option<u64> {
+    use std::io::Read;
+    let mut f = open_regular(image).ok()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut base = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match f.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(_) => return None,
+            }
+        }
+        if let Some(i) = buf[..filled].chunks_exact(512).position(|c| c == block) {
+            return Some(base + i as u64 * 512);
+        }
+        if filled < buf.len() {
+            return None;
+        }
+        base += filled as u64;
+    }
 }

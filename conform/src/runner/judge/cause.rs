@@ -178,10 +178,15 @@ impl Cause {
         s
     }
 
-    /// The signature as a file name: outcome, check, features and the
-    /// first 8 hex digits of the message's SHA-256 (`-` without one).
+    /// The signature as a file name: outcome, check, the obligation (when
+    /// one is named), features and the first 8 hex digits of the message's
+    /// SHA-256, each part present only when there is one
+    /// (`lenient--used-unusable--bitmaps.never-use-invalid--unusable_bitmaps.data.bounds`).
     pub fn key(&self, outcome: &str) -> String {
         let mut parts = vec![outcome.to_owned(), self.check.as_str().to_owned()];
+        if !self.obligation.is_empty() {
+            parts.push(self.obligation.clone());
+        }
         if !self.features.is_empty() {
             parts.push(self.features.join("+").replace([':', '/', ' '], "_"));
         }
@@ -329,6 +334,14 @@ pub struct ImageFacts {
     pub crypt_method: u32,
     /// The header's virtual disk size.
     pub size: u64,
+    /// Where a backing file shorter than the disk ends (its guest size),
+    /// when the image has one: the rest reads as zeros where the image
+    /// allocates nothing (`guest.short-backing-zeros`).
+    pub backing_end: Option<u64>,
+    /// The image holds something a writer must keep as it is
+    /// (`keep.unknown-as-is`): a header extension of an unknown type or a
+    /// bitmap's extra data.
+    pub keeps_unknown: bool,
 }
 
 /// A bitmap as the reference model sees it: its name, whether it may be
@@ -373,6 +386,20 @@ impl ImageFacts {
             autoclear: header.map_or(0, |h| h.autoclear_features),
             crypt_method: header.map_or(0, |h| h.crypt_method),
             size: header.map_or(0, |h| h.size),
+            keeps_unknown: model
+                .analysis()
+                .extensions
+                .iter()
+                .any(|x| x.type_name == "unknown")
+                || model
+                    .analysis()
+                    .entries
+                    .iter()
+                    .any(|e| e.extra_data_size > 0),
+            backing_end: header.filter(|h| h.backing_file_offset != 0).and_then(|h| {
+                let layers = crate::runner::corpus::image_layers::open(path).ok()?;
+                layers.backing_size().filter(|&b| b < h.size)
+            }),
         };
         let free_directory = directory_unallocated(&model);
         let bitmaps = report

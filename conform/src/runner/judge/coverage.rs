@@ -5,7 +5,7 @@
 
 use super::context::Context;
 use crate::runner::judge::outcome::ObligationState;
-use crate::runner::observation::Observation;
+use crate::runner::observation::{GuestCheck, Observation};
 use generator::Expected;
 use spec_model::obligations::{binding, Kind};
 use spec_model::{ExtensionState, Obligation, Verdict};
@@ -63,24 +63,26 @@ pub fn case_exercises(
             e.verdict != Verdict::Invalid,
             "the image was invalid before the write",
         )),
-        Obligation::CryptDecryptOnRead => Err(NotExercised(
-            "the model does not decrypt: the data read cannot be compared".to_owned(),
-        )),
-        Obligation::CryptNoPlaintext => Err(NotExercised(
-            "the write check does not look for plaintext in an encrypted image".to_owned(),
+        Obligation::CryptDecryptOnRead => need(
+            cx.facts.is_some_and(|f| f.crypt_method != 0),
+            "the image is not encrypted",
+        ),
+        Obligation::CryptNoPlaintext => need(k.writer, "it does not write").and(need(
+            cx.facts.is_some_and(|f| f.crypt_method != 0),
+            "the image is not encrypted",
         )),
         Obligation::CryptRefuseWithoutKey => Ok(()),
-        Obligation::KeepUnknownAsIs => Err(NotExercised(
-            "the write check does not compare unknown header fields or bitmap extra data"
-                .to_owned(),
+        Obligation::KeepUnknownAsIs => need(k.writer, "it does not write").and(need(
+            cx.facts.is_some_and(|f| f.keeps_unknown),
+            "the image has no unknown header extension and no bitmap extra data",
         )),
         Obligation::GuestVirtualSize | Obligation::GuestReadAsMapped => {
             need(cx.facts.is_some(), "the model finds no header")
         }
-        Obligation::GuestShortBackingZeros => Err(NotExercised(
-            "the judge does not tell reads past a short backing file apart from other guest reads"
-                .to_owned(),
-        )),
+        Obligation::GuestShortBackingZeros => need(
+            cx.facts.is_some_and(|f| f.backing_end.is_some()),
+            "the image has no backing file shorter than its disk",
+        ),
         Obligation::BitmapsIgnoreInconsistent => need(
             e.bitmaps_extension == ExtensionState::Inconsistent,
             "the bitmaps extension is not inconsistent",
@@ -143,7 +145,12 @@ fn observed(o: Obligation, obs: &Observation) -> Result<(), NotExercised> {
     match o {
         Obligation::WriteClearUnknownAutoclear
         | Obligation::WriteLeavesValid
+        | Obligation::KeepUnknownAsIs
         | Obligation::BitmapsMarkWritten => need(written, "nothing was written"),
+        Obligation::CryptNoPlaintext => need(written, "nothing was written").and(need(
+            obs.write.as_ref().is_some_and(|w| w.plaintext_searched),
+            "the adapter does not say what it wrote, so the file was not searched for it",
+        )),
         Obligation::GuestVirtualSize => need(
             super::guest::reported_size(obs).is_some()
                 || obs
@@ -155,6 +162,19 @@ fn observed(o: Obligation, obs: &Observation) -> Result<(), NotExercised> {
         Obligation::GuestReadAsMapped => need(
             obs.guest.as_ref().is_some_and(|g| g.ranges_compared > 0),
             "no guest data was compared",
+        ),
+        Obligation::GuestShortBackingZeros => need(
+            obs.guest.as_ref().is_some_and(|g| {
+                g.past_backing_compared > 0
+                    || g.read_errors.iter().any(|e| GuestCheck::past_backing(e))
+            }),
+            "it read no guest data past the end of the shorter backing file",
+        ),
+        Obligation::CryptDecryptOnRead => need(
+            obs.guest
+                .as_ref()
+                .is_some_and(|g| g.ranges_compared > 0 || g.read_error_count > 0),
+            "it read no allocated cluster of the encrypted disk",
         ),
         Obligation::BitmapsListAsStored => need(obs.opened, "it did not open the image"),
         Obligation::BitmapsReadContents => need(

@@ -4,14 +4,46 @@
 //! support the crypt method) is bound by `crypt.refuse-without-key`: a
 //! clean refusal meets it, and opening the image and reading the payload
 //! breaks it (what it reads is ciphertext, whatever it calls it). With the
-//! key, `crypt.decrypt-on-read` would need the model to decrypt, which it
-//! does not: not exercised.
+//! key, `crypt.decrypt-on-read` ([`with_key`]): the model does not decrypt,
+//! so the judge holds the reader to the half of the sentence it can see,
+//! "never the stored ciphertext" (an adapter that reads the disk with the
+//! key says which clusters came back as stored); a reader whose adapter
+//! reads nothing with the key has it "not exercised".
 
 use super::context::Context;
 use crate::runner::judge::cause::Check;
 use crate::runner::judge::outcome::Reasons;
 use crate::runner::observation::Observation;
 use spec_model::Obligation;
+
+/// `crypt.decrypt-on-read` for an implementation holding the key whose
+/// adapter read the encrypted disk with it
+/// (QEMU's adapter, `adapters/qemu/decrypt.rs`): a cluster returned as
+/// stored is a mismatch; a disk it could not read with the key is strict.
+pub fn with_key(cx: &Context, obs: &Observation, r: &mut Reasons) {
+    if cx.kind.is_none_or(|k| k.holds_key != Some(true)) {
+        return;
+    }
+    let Some(g) = &obs.guest else { return };
+    let o = Some(Obligation::CryptDecryptOnRead);
+    for d in &g.mismatches {
+        r.mismatch.push_for(o, Check::GuestData, None, d.clone());
+    }
+    for e in &g.read_errors {
+        r.strict.push_for(o, Check::GuestRead, Some(e), e.clone());
+    }
+    if g.mismatch_count == 0 && g.read_error_count == 0 {
+        r.pass.push_for(
+            o,
+            Check::Allowed,
+            None,
+            format!(
+                "read {} allocated cluster(s) of the encrypted disk with its key; none came back as the stored ciphertext",
+                g.ranges_compared
+            ),
+        );
+    }
+}
 
 /// The header's `crypt_method` in words.
 fn method(m: u32) -> String {

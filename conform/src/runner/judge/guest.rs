@@ -59,12 +59,25 @@ pub fn virtual_size(cx: &Context, obs: &Observation, r: &mut Reasons) {
     }
 }
 
+/// The obligation a guest difference or read error breaks: one past the
+/// end of a short backing file `guest.short-backing-zeros` (Cluster
+/// mapping: those bytes read as zeros), any other `guest.read-as-mapped`.
+fn obligation_of(text: &str) -> Obligation {
+    if GuestCheck::past_backing(text) {
+        Obligation::GuestShortBackingZeros
+    } else {
+        Obligation::GuestReadAsMapped
+    }
+}
+
 /// The guest data a bitmaps-unaware implementation read from an image:
-/// every difference from the model a mismatch (`guest.read-as-mapped`),
-/// read errors strict unless a limit excuses them (`limits`).
+/// every difference from the model a mismatch (`guest.read-as-mapped`, or
+/// `guest.short-backing-zeros` past a short backing file), read errors
+/// strict unless a limit excuses them (`limits`).
 pub fn compared(g: &GuestCheck, limits: &[&str], r: &mut Reasons) {
     for d in &g.mismatches {
-        r.mismatch.push(Check::GuestData, d.clone());
+        r.mismatch
+            .push_for(Some(obligation_of(d)), Check::GuestData, None, d.clone());
     }
     if g.mismatch_count > g.mismatches.len() {
         r.mismatch.push(
@@ -82,7 +95,8 @@ pub fn compared(g: &GuestCheck, limits: &[&str], r: &mut Reasons) {
         }
         for m in errs {
             if limits.is_empty() {
-                r.strict.push_msg(Check::GuestRead, Some(&m), m.clone());
+                let o = Some(obligation_of(&m));
+                r.strict.push_for(o, Check::GuestRead, Some(&m), m.clone());
             } else {
                 let t = format!("{m} (allowed: limits {})", limits.join(", "));
                 r.pass.push_msg(Check::GuestRead, Some(&m), t);

@@ -207,6 +207,7 @@ fn decide(e: &Expected, obs: &Observation, cx: &Context) -> Outcome {
     if crypt::keyless(cx, obs, &mut r) {
         return r.finish();
     }
+    crypt::with_key(cx, obs, &mut r);
     match e.verdict {
         spec_model::Verdict::Valid if aware => valid(e, obs, cx, r),
         spec_model::Verdict::Valid => unaware_valid(e, obs, cx, r),

@@ -86,7 +86,11 @@ pub fn unknown_autoclear(caps: &crate::runner::adapter::Capabilities) -> u64 {
 /// check writes starts so that this can tell: `autoclear ...`,
 /// `bitmap ...`, anything else).
 pub fn obligation_of(problem: &str) -> Obligation {
-    if problem.starts_with("autoclear") {
+    if problem.starts_with("unknown ") {
+        Obligation::KeepUnknownAsIs
+    } else if problem.starts_with("plaintext ") {
+        Obligation::CryptNoPlaintext
+    } else if problem.starts_with("autoclear") {
         Obligation::WriteClearUnknownAutoclear
     } else if problem.starts_with("bitmap ") {
         Obligation::BitmapsMarkWritten
@@ -119,6 +123,8 @@ struct Snapshot {
     error_rules: Vec<String>,
     names: Vec<String>,
     usable: Contents,
+    unknown: Vec<(String, Vec<u8>)>,
+    encrypted: bool,
 }
 
 fn snapshot(path: &Path) -> Result<Snapshot, ReadError> {
@@ -138,6 +144,8 @@ fn snapshot(path: &Path) -> Result<Snapshot, ReadError> {
         error_rules: state.error_rules,
         names: state.bitmaps.into_iter().map(|(n, _)| n).collect(),
         usable,
+        unknown: state.unknown,
+        encrypted: state.encrypted,
     })
 }
 
@@ -262,6 +270,52 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// `keep.unknown-as-is` (spec "Header extensions" and "Bitmap directory",
+/// `extra_data`): what the writer does not understand stays as it was. A
+/// header extension of an unknown type must still be there with the same
+/// bytes; a bitmap still in the directory keeps its extra data. A bitmap
+/// the writer dropped is the bitmap checks' business, not this one's.
+fn unknown_changed(before: &Snapshot, after: &Snapshot) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (what, bytes) in &before.unknown {
+        match after.unknown.iter().find(|(w, _)| w == what) {
+            Some((_, b)) if b == bytes => {}
+            Some((_, b)) => problems.push(format!(
+                "{what} changed by the write ({} bytes -> {}): what a writer does not understand it must keep as it is",
+                bytes.len(),
+                b.len()
+            )),
+            None if what.starts_with("unknown extra data of bitmap ") => {
+                let gone = !after.names.iter().any(|n| what.ends_with(&short(n)));
+                if !gone {
+                    problems.push(format!(
+                        "{what} dropped by the write: what a writer does not understand it must keep as it is"
+                    ));
+                }
+            }
+            None => problems.push(format!(
+                "{what} ({} bytes) dropped by the write: what a writer does not understand it must keep as it is",
+                bytes.len()
+            )),
+        }
+    }
+    problems
+}
+
+/// `crypt.no-plaintext` (spec "Data encryption": the payload is encrypted
+/// on every write): after a writer holding the key wrote `data` (guest
+/// bytes from `offset`), no 512-byte block of it, aligned in the guest,
+/// lies in the file as it was written.
+fn plaintext_found(copy: &Path, offset: u64, data: &[u8]) -> Option<String> {
+    let first = offset.next_multiple_of(512);
+    let at = usize::try_from(first - offset).ok()?;
+    let block = data.get(at..at + 512)?;
+    let found = image_state::find_block(copy, block)?;
+    Some(format!(
+        "plaintext of the write (guest offset {first:#x}) lies unencrypted at file offset {found:#x} of the encrypted image: with the key, every guest write must be encrypted (Data encryption)"
+    ))
+}
+
 /// Runs the write check on `copy` (a private copy the adapter may write).
 pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
     let mut w = WriteCheck::default();
@@ -306,6 +360,19 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
         "qcow2-conform check {}",
         command_line(&std::process::Command::new(copy))
     ));
+    let holds_key =
+        adapter.capabilities().uses_secret && crate::runner::process::case_env::current().is_some();
+    if ok && before.encrypted && holds_key {
+        match adapter.written_data(offset, len) {
+            Some(data) => {
+                w.plaintext_searched = true;
+                w.found.problems.extend(plaintext_found(copy, offset, &data));
+            }
+            None => w.found.notes.push(
+                "the adapter does not say what it wrote: the encrypted copy was not searched for plaintext".to_owned(),
+            ),
+        }
+    }
     let crashed = process.as_ref().is_some_and(|p| p.ended_badly());
     w.found.process = process;
     if crashed {
@@ -356,6 +423,9 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
     }
     if was_invalid {
         return w;
+    }
+    if ok {
+        w.found.problems.extend(unknown_changed(&before, &after));
     }
     match after.extension {
         // An invalid extension makes every bitmap unusable: the finding

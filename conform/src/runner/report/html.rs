@@ -280,6 +280,14 @@ pub fn html(report: &RunReport) -> String {
             "<p class=\"meta provenance\">{}</p>",
             escape(&p.summary())
         );
+        if let Some(s) = p.sandbox.as_ref().filter(|s| !s.sandboxed) {
+            let _ = writeln!(
+                o,
+                "<p class=\"alarm\">The implementations ran without a sandbox (--sandbox {}): {}</p>",
+                escape(&s.mode),
+                escape(&s.detail)
+            );
+        }
     }
     if !report.corpus_unchanged {
         let _ = writeln!(

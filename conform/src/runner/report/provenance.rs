@@ -94,6 +94,11 @@ impl Provenance {
             ("started".to_owned(), self.started.clone()),
             ("command_line".to_owned(), self.command_line.join(" ")),
         ];
+        if let Some(s) = &self.sandbox {
+            p.push(("sandbox.mode".to_owned(), s.mode.clone()));
+            p.push(("sandbox.sandboxed".to_owned(), s.sandboxed.to_string()));
+            p.push(("sandbox.detail".to_owned(), s.detail.clone()));
+        }
         for i in &self.implementations {
             let v = i
                 .identity
@@ -115,14 +120,30 @@ impl Provenance {
     pub fn summary(&self) -> String {
         let impls: Vec<String> = self.implementations.iter().map(|i| i.label()).collect();
         format!(
-            "{} · {} · corpus sha256 {} · host {} · started {} · `{}`",
+            "{} · {} · corpus sha256 {} · host {} · started {} · `{}`{}",
             self.tool,
             impls.join(", "),
             self.corpus_digest,
             self.host,
             self.started,
-            self.command_line.join(" ")
+            self.command_line.join(" "),
+            self.sandbox_line()
+                .map(|l| format!(" · {l}"))
+                .unwrap_or_default()
         )
+    }
+
+    /// Whether the run's programs were sandboxed, in words (`None` for a
+    /// report that does not say).
+    pub fn sandbox_line(&self) -> Option<String> {
+        self.sandbox.as_ref().map(|s| {
+            let how = if s.sandboxed {
+                "sandboxed"
+            } else {
+                "NOT sandboxed"
+            };
+            format!("{how} (--sandbox {}: {})", s.mode, s.detail)
+        })
     }
 }
 

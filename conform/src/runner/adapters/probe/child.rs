@@ -64,6 +64,7 @@ fn observe_guest(kind: ProbeKind, image: &Path, expect: &Expectation, report: &m
     let mut g = GuestCheck {
         size_header: expect.size,
         ranges: expect.ranges.len(),
+        backing_end: expect.backing_end,
         ..GuestCheck::default()
     };
     match guarded(|| disk.size()) {
@@ -74,7 +75,7 @@ fn observe_guest(kind: ProbeKind, image: &Path, expect: &Expectation, report: &m
             return;
         }
     }
-    for (&(o, l), want) in expect.ranges.iter().zip(&expect.data) {
+    for (i, (&(o, l), want)) in expect.ranges.iter().zip(&expect.data).enumerate() {
         let want = match want {
             Ok(w) => w,
             Err(e) => {
@@ -84,6 +85,7 @@ fn observe_guest(kind: ProbeKind, image: &Path, expect: &Expectation, report: &m
                 continue;
             }
         };
+        let past = expect.past_backing.get(i).copied().unwrap_or(false);
         let mut got = vec![0u8; l as usize];
         match guarded(|| disk.read(o, &mut got)) {
             Err(p) => {
@@ -91,26 +93,19 @@ fn observe_guest(kind: ProbeKind, image: &Path, expect: &Expectation, report: &m
                 break;
             }
             Ok(Err(e)) => {
-                g.read_error_count += 1;
-                if g.read_errors.len() < MAX_DESCRIBED {
-                    g.read_errors.push(format!(
+                g.read_failed(
+                    past,
+                    format!(
                         "cannot read {l} bytes at virtual offset {o} ({o:#x}), which the model reads: {e}"
-                    ));
-                }
+                    ),
+                );
                 if let Some(sig) = disk.helper_signal() {
                     report.signal = Some(sig);
                     break;
                 }
             }
             Ok(Ok(())) => {
-                g.ranges_compared += 1;
-                g.bytes_compared += l;
-                if let Some(d) = describe_difference(o, &got, want, kind.name()) {
-                    g.mismatch_count += 1;
-                    if g.mismatches.len() < MAX_DESCRIBED {
-                        g.mismatches.push(d);
-                    }
-                }
+                g.read_compared(past, l, describe_difference(o, &got, want, kind.name()));
             }
         }
     }
@@ -251,7 +246,7 @@ fn encrypted_write(image: &Path, offset: u64, len: u64, who: &str) -> Vec<String
     }
     let at = (first - offset) as usize;
     let block = &written[at..at + 512];
-    match find_block(image, block) {
+    match crate::runner::corpus::image_state::find_block(image, block) {
         Some(i) => vec![format!(
             "{who} wrote plaintext into an encrypted image: the written pattern (guest offset {first:#x}) \
              lies unencrypted at file offset {:#x}; a conforming reader decrypts it into garbage \
@@ -259,31 +254,5 @@ fn encrypted_write(image: &Path, offset: u64, len: u64, who: &str) -> Vec<String
             i
         )],
         None => Vec::new(),
-    }
-}
-
-/// The first 512-aligned file offset of `image` holding `block` (512
-/// bytes), read in 1 MiB pieces.
-fn find_block(image: &Path, block: &[u8]) -> Option<u64> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(image).ok()?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut base = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match f.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(_) => return None,
-            }
-        }
-        if let Some(i) = buf[..filled].chunks_exact(512).position(|c| c == block) {
-            return Some(base + i as u64 * 512);
-        }
-        if filled < buf.len() {
-            return None;
-        }
-        base += filled as u64;
     }
 }

@@ -21,6 +21,12 @@ pub(crate) struct Expectation {
     pub ranges: Vec<(u64, u64)>,
     pub data: Vec<Result<Vec<u8>, GuestError>>,
     pub notes: Vec<String>,
+    /// Where a backing file shorter than the disk ends, when there is one
+    /// (`guest.short-backing-zeros`).
+    pub backing_end: Option<u64>,
+    /// Per range: it lies wholly past [`Expectation::backing_end`] where
+    /// the image allocates nothing (the model reads zeros there).
+    pub past_backing: Vec<bool>,
 }
 
 impl Expectation {
@@ -31,6 +37,8 @@ impl Expectation {
             ranges: Vec::new(),
             data: Vec::new(),
             notes: vec![format!("no guest data compared: {why}")],
+            backing_end: None,
+            past_backing: Vec::new(),
         }
     }
 }
@@ -55,7 +63,25 @@ pub(crate) fn expectation(image: &Path) -> Expectation {
     let allocated = Image::new(&file)
         .and_then(|mut img| allocated_clusters(&mut img, &h, MAX_L2_TABLES))
         .unwrap_or_default();
-    let ranges = sample_ranges(h.size, h.cluster_size(), &allocated);
+    let backing_end = layered.backing_size().filter(|&b| b < h.size);
+    let mut ranges = sample_ranges(h.size, h.cluster_size(), &allocated);
+    if let Some(end) = backing_end {
+        // The first bytes past the backing file's end, where a reader
+        // that stops at it goes wrong.
+        ranges.push((end, (h.size - end).min(4096)));
+        ranges.sort_unstable();
+        ranges.dedup();
+    }
+    let cluster = h.cluster_size();
+    let past_backing = ranges
+        .iter()
+        .map(|&(o, l)| {
+            backing_end.is_some_and(|end| o >= end)
+                && !allocated
+                    .iter()
+                    .any(|&c| c < o + l && c.saturating_add(cluster) > o)
+        })
+        .collect();
     let data = ranges
         .iter()
         .map(|&(o, l)| {
@@ -68,6 +94,8 @@ pub(crate) fn expectation(image: &Path) -> Expectation {
         ranges,
         data,
         notes: Vec::new(),
+        backing_end,
+        past_backing,
     }
 }
 

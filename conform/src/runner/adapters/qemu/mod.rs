@@ -13,6 +13,7 @@
 //! lists, [`json`] holds the JSON they print, [`ops`] the
 //! bitmap-operations sequence.
 
+pub mod decrypt;
 pub mod json;
 pub mod ops;
 pub mod tools;
@@ -178,8 +179,13 @@ impl Adapter for QemuAdapter {
         Some(ops::run_qemu(&self.tools, image, work, limits))
     }
 
+    fn written_data(&self, offset: u64, len: u64) -> Option<Vec<u8>> {
+        let _ = offset;
+        Some(vec![WRITE_PATTERN; usize::try_from(len).ok()?])
+    }
+
     fn write(&self, image: &Path, offset: u64, len: u64, limits: &Limits) -> WriteRun {
-        let args = qemu_io_write(image, 0xa5, offset, len);
+        let args = qemu_io_write(image, WRITE_PATTERN, offset, len);
         match self.run(&self.tools.io, &args, limits) {
             Err(e) => WriteRun {
                 error: Some(e.to_string()),
@@ -199,6 +205,9 @@ impl Adapter for QemuAdapter {
         }
     }
 }
+
+/// The byte the write check has `qemu-io` write.
+const WRITE_PATTERN: u8 = 0xa5;
 
 impl QemuAdapter {
     fn observe_into(&self, image: &Path, limits: &Limits, obs: &mut Observation) {
@@ -266,6 +275,8 @@ impl QemuAdapter {
         let Some(info) = info else { return };
         obs.opened = true;
         obs.virtual_size = Some(info.virtual_size);
+        let qemu_img = |args: &[OsString]| self.run(&self.tools.img, args, limits);
+        obs.guest = decrypt::guest_with_key(qemu_img, image, obs);
         obs.bitmaps = info
             .bitmaps()
             .iter()
