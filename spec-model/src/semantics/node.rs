@@ -1,0 +1,286 @@
+//! The node around the bitmaps: what an operation requires once the
+//! node's state is taken into account (inactive, bitmaps held by an
+//! export), and the operations on the node itself: transactions of bitmap
+//! operations (all or nothing), inactivation and activation, exports of a
+//! bitmap, and an add with the implementation's default granularity.
+//!
+//! The readings chosen, none of which the spec states (it describes files,
+//! not running programs):
+//! - an inactive node has handed its image over: inactivation stores
+//!   every persistent bitmap as a clean close would and drops it from the
+//!   node, activation loads them back; meanwhile a persistent add under a
+//!   name the image already holds must be refused (activation could not
+//!   load both), any other change may be refused, and guest I/O is not
+//!   carried out (the harness never writes to an inactive node: an export
+//!   for it would activate the node);
+//! - a bitmap an export holds is in use: changing or dropping it may be
+//!   refused, and inactivating the node while an export holds one may be
+//!   refused, but the program must go on either way;
+//! - a transaction's members see the effects of the members before them;
+//!   when any member must be refused the whole transaction must be, and
+//!   nothing changes; a member naming a bitmap an earlier member removed
+//!   may be refused (the removal completes only when the whole commits).
+
+use super::state::{Disk, Expect, Op, Origin};
+
+/// Why `op` names a bitmap an export holds (`None`: it names none).
+fn names_exported(d: &Disk, op: &Op) -> Option<String> {
+    let names: Vec<&String> = match op {
+        Op::Remove { name } | Op::Clear { name } | Op::Enable { name } | Op::Disable { name } => {
+            vec![name]
+        }
+        Op::Merge { target, sources } => std::iter::once(target).chain(sources).collect(),
+        _ => Vec::new(),
+    };
+    names
+        .into_iter()
+        .find(|n| d.exported.contains(*n))
+        .map(|n| format!("bitmap {n:?} is held by an export and may be refused"))
+}
+
+/// A bitmap operation a transaction may hold.
+fn transaction_action(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Add { .. }
+            | Op::AddDefault { .. }
+            | Op::Remove { .. }
+            | Op::Clear { .. }
+            | Op::Enable { .. }
+            | Op::Disable { .. }
+            | Op::Merge { .. }
+    )
+}
+
+/// The bitmap names `op` uses.
+fn names(op: &Op) -> Vec<&String> {
+    match op {
+        Op::Add { name, .. }
+        | Op::AddDefault { name, .. }
+        | Op::Remove { name }
+        | Op::Clear { name }
+        | Op::Enable { name }
+        | Op::Disable { name }
+        | Op::Export { name }
+        | Op::Unexport { name } => vec![name],
+        Op::Merge { target, sources } => std::iter::once(target).chain(sources).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Disk {
+    /// QEMU's granularity for an add that gives none: the cluster size,
+    /// kept between 4 KiB and 64 KiB.
+    pub fn default_gbits(&self) -> u8 {
+        self.cluster_bits.clamp(12, 16)
+    }
+
+    /// `op` with the default granularity made explicit (other operations
+    /// unchanged).
+    pub fn resolved(&self, op: &Op) -> Op {
+        match op {
+            Op::AddDefault {
+                name,
+                persistent,
+                disabled,
+            } => Op::Add {
+                name: name.clone(),
+                gbits: self.default_gbits(),
+                persistent: *persistent,
+                disabled: *disabled,
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// What `op` requires of an implementation in this state.
+    pub fn expect(&self, op: &Op) -> Expect {
+        match op {
+            Op::AddDefault { .. } => self.expect(&self.resolved(op)),
+            Op::Transaction { actions } => self.expect_transaction(actions),
+            Op::SetActive { active: false } if !self.active => {
+                Expect::Either("the node is already inactive".into())
+            }
+            Op::SetActive { active: false } => match self.exported.iter().next() {
+                Some(n) => Expect::Either(format!(
+                    "an export holds bitmap {n:?}: inactivation may be refused"
+                )),
+                None => Expect::Succeed,
+            },
+            Op::SetActive { active: true } if self.active => {
+                Expect::Either("the node is already active".into())
+            }
+            Op::SetActive { active: true } => Expect::Succeed,
+            Op::Export { name } => {
+                if !self.active {
+                    Expect::Either("no export is made of an inactive node".into())
+                } else if let Some(why) = self.unusable(name) {
+                    Expect::Refuse(why)
+                } else if self.exported.contains(name) {
+                    Expect::Either(format!("bitmap {name:?} is already exported"))
+                } else {
+                    Expect::Succeed
+                }
+            }
+            Op::Unexport { name } => {
+                if self.exported.contains(name) {
+                    Expect::Succeed
+                } else {
+                    Expect::Refuse(format!("no export holds bitmap {name:?}"))
+                }
+            }
+            _ => self.soften(op, self.expect_base(op)),
+        }
+    }
+
+    /// The base expectation of `op` with the node's state added: an
+    /// inactive node, exported bitmaps, requests of no bytes, names the
+    /// spec leaves unspecified.
+    fn soften(&self, op: &Op, base: Expect) -> Expect {
+        if let Op::Add {
+            name, persistent, ..
+        } = op
+        {
+            if !self.active && *persistent {
+                if self.stored.contains_key(name) {
+                    return Expect::Refuse(format!(
+                        "a bitmap named {name:?} is stored in the image of the inactive node"
+                    ));
+                }
+                if base == Expect::Succeed {
+                    return Expect::Either(
+                        "a persistent add on an inactive node may be refused".into(),
+                    );
+                }
+            }
+            if base == Expect::Succeed && name.contains('\0') {
+                return Expect::Either(
+                    "a name with a NUL byte is left unspecified by the spec".into(),
+                );
+            }
+        }
+        if base != Expect::Succeed {
+            return base;
+        }
+        match op {
+            Op::Write { len: 0, .. }
+            | Op::WriteZeroes { len: 0, .. }
+            | Op::Discard { len: 0, .. } => {
+                Expect::Either("a request of no bytes may be refused".into())
+            }
+            Op::Write { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } if !self.active => {
+                Expect::Either("guest I/O is not carried out on an inactive node".into())
+            }
+            Op::Remove { .. }
+            | Op::Clear { .. }
+            | Op::Enable { .. }
+            | Op::Disable { .. }
+            | Op::Merge { .. }
+                if !self.active =>
+            {
+                Expect::Either("a bitmap change on an inactive node may be refused".into())
+            }
+            _ => names_exported(self, op).map_or(Expect::Succeed, Expect::Either),
+        }
+    }
+
+    fn expect_transaction(&self, actions: &[Op]) -> Expect {
+        let mut d = self.clone();
+        let mut either: Option<String> = None;
+        let mut removed: Vec<String> = Vec::new();
+        for (i, a) in actions.iter().enumerate() {
+            if !transaction_action(a) {
+                return Expect::Refuse(format!("member {i} ({a:?}) is not a transaction action"));
+            }
+            if let Some(n) = names(a).into_iter().find(|n| removed.contains(n)) {
+                either.get_or_insert(format!(
+                    "member {i} names bitmap {n:?}, which an earlier member removes"
+                ));
+            }
+            match d.expect(a) {
+                Expect::Refuse(why) => return Expect::Refuse(format!("member {i}: {why}")),
+                Expect::Either(why) => {
+                    either.get_or_insert(format!("member {i}: {why}"));
+                }
+                Expect::Succeed => {}
+            }
+            if let Op::Remove { name } = a {
+                removed.push(name.clone());
+            }
+            d.apply(a);
+        }
+        either.map_or(Expect::Succeed, Expect::Either)
+    }
+
+    /// Carries out `op`, which succeeded. An operation the model says must
+    /// be refused changes nothing.
+    pub fn apply(&mut self, op: &Op) {
+        if let Expect::Refuse(_) = self.expect(op) {
+            return;
+        }
+        match op {
+            Op::AddDefault { .. } => {
+                let op = self.resolved(op);
+                self.apply_base(&op);
+            }
+            Op::Transaction { actions } => {
+                for a in actions {
+                    self.apply(a);
+                }
+            }
+            // Inactivating an inactive node changes nothing (what it may
+            // store is judged as `FileBitmap::Any`).
+            Op::SetActive { active: false } if !self.active => {}
+            Op::SetActive { active: false } => self.inactivate(),
+            Op::SetActive { active: true } => self.activate(),
+            Op::Export { name } => {
+                if self.active {
+                    self.exported.insert(name.clone());
+                }
+            }
+            Op::Unexport { name } => {
+                self.exported.remove(name);
+            }
+            Op::Write { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } if !self.active => {}
+            _ => self.apply_base(op),
+        }
+    }
+
+    /// Every persistent bitmap stored in the image and dropped from the
+    /// node; the non-persistent ones stay, and so do inconsistent ones
+    /// (never stored: their copy in the image stays `in_use`).
+    fn inactivate(&mut self) {
+        let names: Vec<String> = self
+            .bitmaps
+            .iter()
+            .filter(|(_, b)| b.persistent && !b.inconsistent)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in names {
+            if let Some(mut b) = self.bitmaps.remove(&n) {
+                b.origin = Origin::Loaded;
+                self.stored.entry(n).or_insert(b);
+            }
+        }
+        self.exported.clear();
+        self.removed.clear();
+        self.on_image = self.stored.keys().cloned().collect();
+        self.active = false;
+    }
+
+    /// The bitmaps an inactivation stored loaded back. Persistent bitmaps
+    /// added while the node was inactive may be written to the image on
+    /// the way (QEMU reopens its image layer): after a crash the image may
+    /// hold them `in_use`, or not at all.
+    fn activate(&mut self) {
+        for (n, b) in &self.bitmaps {
+            if b.persistent && !self.on_image.contains(n) {
+                self.removed.insert(n.clone());
+            }
+        }
+        for (n, b) in std::mem::take(&mut self.stored) {
+            self.bitmaps.entry(n).or_insert(b);
+        }
+        self.active = true;
+    }
+}
