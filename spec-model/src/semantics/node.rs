@@ -284,3 +284,171 @@ impl Disk {
         self.active = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::lifecycle::FileBitmap;
+    use super::*;
+
+    fn add(name: &str, persistent: bool) -> Op {
+        Op::Add {
+            name: name.into(),
+            gbits: 16,
+            persistent,
+            disabled: false,
+        }
+    }
+
+    fn merge(target: &str, sources: &[&str]) -> Op {
+        Op::Merge {
+            target: target.into(),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_transaction_is_all_or_nothing_and_sequential() {
+        let mut d = Disk::new(1 << 20);
+        d.apply(&add("a", true));
+        d.apply(&Op::Write { offset: 0, len: 1 });
+        let failing = Op::Transaction {
+            actions: vec![
+                add("x", false),
+                Op::Clear { name: "a".into() },
+                Op::Remove {
+                    name: "missing".into(),
+                },
+            ],
+        };
+        assert!(matches!(d.expect(&failing), Expect::Refuse(m) if m.starts_with("member 2")));
+        let before = d.clone();
+        d.apply(&failing);
+        assert_eq!(d, before);
+        let ok = Op::Transaction {
+            actions: vec![
+                add("x", false),
+                merge("x", &["a"]),
+                Op::Clear { name: "a".into() },
+            ],
+        };
+        assert_eq!(d.expect(&ok), Expect::Succeed);
+        d.apply(&ok);
+        assert_eq!(d.bitmaps["x"].bits, vec![(0, 1)]);
+        assert!(d.bitmaps["a"].bits.is_empty());
+        // An empty merge as a member, or a member naming a bitmap an
+        // earlier member removed, may be refused.
+        let empty = Op::Transaction {
+            actions: vec![merge("a", &[])],
+        };
+        assert!(matches!(d.expect(&empty), Expect::Either(_)));
+        let reuse = Op::Transaction {
+            actions: vec![Op::Remove { name: "x".into() }, add("x", true)],
+        };
+        assert!(matches!(d.expect(&reuse), Expect::Either(m) if m.contains("earlier member")));
+        let not_bitmap = Op::Transaction {
+            actions: vec![Op::Write { offset: 0, len: 1 }],
+        };
+        assert!(matches!(d.expect(&not_bitmap), Expect::Refuse(_)));
+    }
+
+    #[test]
+    fn inactivation_stores_persistent_bitmaps_and_activation_loads_them() {
+        let mut d = Disk::new(1 << 20);
+        d.apply(&add("p", true));
+        d.apply(&add("t", false));
+        d.apply(&Op::Write {
+            offset: 70_000,
+            len: 1,
+        });
+        assert_eq!(d.expect(&Op::SetActive { active: false }), Expect::Succeed);
+        d.apply(&Op::SetActive { active: false });
+        assert!(!d.active);
+        assert_eq!(d.bitmaps.keys().collect::<Vec<_>>(), ["t"]);
+        let file = d.close();
+        assert!(
+            matches!(&file.bitmaps["p"], FileBitmap::Stored { bits, .. } if *bits == vec![(1, 2)])
+        );
+        assert!(!file.bitmaps.contains_key("t"));
+        // Guest I/O is not carried out; a persistent add under a stored
+        // name must be refused, under a new one may be.
+        let w = Op::Write { offset: 0, len: 1 };
+        assert!(matches!(d.expect(&w), Expect::Either(_)));
+        d.apply(&w);
+        assert!(matches!(d.expect(&add("p", true)), Expect::Refuse(m) if m.contains("stored")));
+        assert!(matches!(d.expect(&add("n", true)), Expect::Either(_)));
+        assert_eq!(d.expect(&add("n", false)), Expect::Succeed);
+        d.apply(&add("n", true));
+        assert!(matches!(d.close().bitmaps["n"], FileBitmap::Any));
+        assert_eq!(d.expect(&Op::SetActive { active: true }), Expect::Succeed);
+        d.apply(&Op::SetActive { active: true });
+        assert!(d.active && d.stored.is_empty());
+        assert_eq!(d.bitmaps["p"].bits, vec![(1, 2)]);
+        assert!(d.bitmaps["t"].bits.is_empty() || d.bitmaps["t"].bits == vec![(1, 2)]);
+        // "n" may have been written by the activation: after a crash it
+        // may be in the image, in use.
+        assert!(matches!(
+            d.crash().bitmaps["n"],
+            FileBitmap::InUseOrAbsent { .. }
+        ));
+        assert!(matches!(d.crash().bitmaps["p"], FileBitmap::InUse { .. }));
+    }
+
+    #[test]
+    fn an_exported_bitmap_is_in_use() {
+        let mut d = Disk::new(1 << 20);
+        d.apply(&add("a", true));
+        assert_eq!(d.expect(&Op::Export { name: "a".into() }), Expect::Succeed);
+        assert!(matches!(
+            d.expect(&Op::Export { name: "zz".into() }),
+            Expect::Refuse(_)
+        ));
+        assert!(matches!(
+            d.expect(&Op::Unexport { name: "a".into() }),
+            Expect::Refuse(_)
+        ));
+        d.apply(&Op::Export { name: "a".into() });
+        for op in [
+            Op::Remove { name: "a".into() },
+            Op::Clear { name: "a".into() },
+            Op::Disable { name: "a".into() },
+            Op::SetActive { active: false },
+        ] {
+            assert!(matches!(d.expect(&op), Expect::Either(_)), "{op:?}");
+        }
+        assert_eq!(
+            d.expect(&Op::Unexport { name: "a".into() }),
+            Expect::Succeed
+        );
+        d.apply(&Op::Unexport { name: "a".into() });
+        assert_eq!(d.expect(&Op::SetActive { active: false }), Expect::Succeed);
+    }
+
+    #[test]
+    fn defaults_names_and_empty_requests() {
+        for (cluster, want) in [(9, 12), (12, 12), (14, 14), (16, 16), (21, 16)] {
+            let d = Disk::new(1 << 20).with_cluster_bits(cluster);
+            assert_eq!(d.default_gbits(), want);
+            let op = Op::AddDefault {
+                name: "a".into(),
+                persistent: true,
+                disabled: false,
+            };
+            assert!(matches!(d.resolved(&op), Op::Add { gbits, .. } if gbits == want));
+        }
+        let d = Disk::new(1 << 20);
+        assert!(matches!(
+            d.expect(&add("nul\0byte", false)),
+            Expect::Either(_)
+        ));
+        assert!(matches!(d.expect(&add("", false)), Expect::Refuse(_)));
+        assert!(matches!(
+            d.expect(&add(&"n".repeat(1024), true)),
+            Expect::Either(_)
+        ));
+        assert_eq!(d.expect(&add(&"n".repeat(1023), true)), Expect::Succeed);
+        assert!(matches!(
+            d.expect(&Op::Discard { offset: 0, len: 0 }),
+            Expect::Either(_)
+        ));
+    }
+}

@@ -42,6 +42,11 @@ pub struct Shape {
     /// The nodes' discard option.
     #[serde(default)]
     pub discard: DiscardMode,
+    /// The image made by the generator with bitmaps already stored (set
+    /// bits, one disabled, one `in_use`) instead of a fresh one by
+    /// `qemu-img create` (version 3 only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preload: bool,
 }
 
 impl Shape {
@@ -214,6 +219,7 @@ fn shape(rng: &mut impl Rng) -> Shape {
     Shape {
         cluster_bits: (rng.gen_range(0..3) == 0).then(|| pick(rng, &CLUSTER_BITS)),
         v2: rng.gen_range(0..10) == 0,
+        preload: rng.gen_range(0..5) == 0,
         discard: if rng.gen_range(0..4) == 0 {
             DiscardMode::Ignore
         } else {

@@ -61,10 +61,13 @@ pub fn create_shaped(
     shape: Shape,
     limits: &Limits,
 ) -> Result<(), SetupError> {
+    let _ = std::fs::remove_file(image);
+    if shape.preload && !shape.v2 {
+        return preloaded(image, size, shape);
+    }
     let img = Tool::Img
         .locate()
         .map_err(|e| SetupError::Tool(e.to_string()))?;
-    let _ = std::fs::remove_file(image);
     let mut args: Vec<std::ffi::OsString> =
         vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
     let mut o = Vec::new();
@@ -89,6 +92,29 @@ pub fn create_shaped(
             p.first_error_line().unwrap_or_else(|| p.describe_end()),
         ));
     }
+    Ok(())
+}
+
+/// An image made by the generator holding bitmaps already (so that the
+/// daemon loads them rather than starts with none): "a" with bits set,
+/// "b" disabled, "c" `in_use`, at granularities below, at and above a
+/// 64 KiB cluster.
+fn preloaded(image: &Path, size: u64, shape: Shape) -> Result<(), SetupError> {
+    use generator::contents::Contents;
+    use generator::{BitmapSpec, ImageSpec};
+    let mut spec = ImageSpec::empty(size);
+    spec.cluster_bits = u32::from(shape.cluster_bits.unwrap_or(16));
+    let bits = |gbits: u8| {
+        let n = spec_model::semantics::granules::nbits(size, gbits);
+        Contents::Ranges(vec![(0, 1.min(n)), (n / 2, (n / 2 + 3).min(n))])
+    };
+    let mut b = BitmapSpec::new("b", 12, bits(12));
+    b.auto = false;
+    let mut c = BitmapSpec::new("c", 18, bits(18));
+    c.in_use = true;
+    spec.bitmaps = vec![BitmapSpec::new("a", 16, bits(16)), b, c];
+    let built = generator::build(&spec).map_err(|e| SetupError::Create(e.to_string()))?;
+    std::fs::write(image, built.bytes)?;
     Ok(())
 }
 
