@@ -350,6 +350,7 @@ mod tests {
         };
         let seq = Sequence {
             size: 1 << 20,
+            shape: Default::default(),
             steps: vec![
                 add("a", 16),
                 add("b", 12),
