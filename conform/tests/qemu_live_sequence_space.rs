@@ -80,6 +80,10 @@ fn benign_steps() -> Vec<Step> {
             ],
         }),
         op(Op::Write { offset: 0, len: 0 }),
+        // Several NBD writes in flight together.
+        op(Op::Writes {
+            writes: vec![(0, 1), (200_000, 300_000), (999_000, 1003), (65_536, 0)],
+        }),
         op(Op::Export { name: "t".into() }),
         op(Op::Unexport { name: "t".into() }),
         op(Op::SetActive { active: false }),

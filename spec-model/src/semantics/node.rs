@@ -98,6 +98,21 @@ impl Disk {
         match op {
             Op::AddDefault { .. } => self.expect(&self.resolved(op)),
             Op::Transaction { actions } => self.expect_transaction(actions),
+            // Concurrent writes: each as if alone (a bitmap's bits are
+            // the union, whatever the order).
+            Op::Writes { writes } => {
+                let mut either = None;
+                for &(offset, len) in writes {
+                    match self.expect(&Op::Write { offset, len }) {
+                        Expect::Refuse(why) => return Expect::Refuse(why),
+                        Expect::Either(why) => {
+                            either.get_or_insert(why);
+                        }
+                        Expect::Succeed => {}
+                    }
+                }
+                either.map_or(Expect::Succeed, Expect::Either)
+            }
             Op::SetActive { active: false } if !self.active => {
                 Expect::Either("the node is already inactive".into())
             }
@@ -226,6 +241,11 @@ impl Disk {
             Op::Transaction { actions } => {
                 for a in actions {
                     self.apply(a);
+                }
+            }
+            Op::Writes { writes } => {
+                for &(offset, len) in writes {
+                    self.apply(&Op::Write { offset, len });
                 }
             }
             // Inactivating an inactive node changes nothing (what it may
@@ -450,5 +470,17 @@ mod tests {
             d.expect(&Op::Discard { offset: 0, len: 0 }),
             Expect::Either(_)
         ));
+        let mut d = d;
+        d.apply(&add("a", true));
+        let w = Op::Writes {
+            writes: vec![(0, 1), (3 << 16, 1)],
+        };
+        assert_eq!(d.expect(&w), Expect::Succeed);
+        d.apply(&w);
+        assert_eq!(d.bitmaps["a"].bits, vec![(0, 1), (3, 4)]);
+        let past = Op::Writes {
+            writes: vec![(0, 1), (1 << 20, 1)],
+        };
+        assert!(matches!(d.expect(&past), Expect::Refuse(_)));
     }
 }

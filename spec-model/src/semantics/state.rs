@@ -174,6 +174,10 @@ pub enum Op {
     Resize {
         size: u64,
     },
+    /// Guest writes of `(offset, len)` all in flight together.
+    Writes {
+        writes: Vec<(u64, u64)>,
+    },
     /// An add with no granularity given: the implementation's default
     /// ([`Disk::default_gbits`]).
     AddDefault {
@@ -449,6 +453,7 @@ impl Disk {
                 "resizing to {size} bytes with bitmaps may be refused (the spec does not require it)"
             )),
             Op::AddDefault { .. }
+            | Op::Writes { .. }
             | Op::Transaction { .. }
             | Op::SetActive { .. }
             | Op::Export { .. }
@@ -506,6 +511,7 @@ impl Disk {
             Op::Merge { target, sources } => self.merge(target, sources),
             Op::Resize { size: new } => self.resize(*new),
             Op::AddDefault { .. }
+            | Op::Writes { .. }
             | Op::Transaction { .. }
             | Op::SetActive { .. }
             | Op::Export { .. }

@@ -239,6 +239,19 @@ CHECK=${QCOW2_CONFORM:-qcow2-conform}
                         fill_byte(*offset)
                     );
                 }
+                Op::Writes { writes } => {
+                    // qemu-io's aio_write keeps the requests in flight
+                    // together; aio_flush waits for them.
+                    let cmds: Vec<String> = writes
+                        .iter()
+                        .map(|(o, l)| format!("-c 'aio_write -P {:#04x} {o} {l}'", fill_byte(*o)))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        "qemu-io -f raw \"nbd+unix:///disk?socket=$D/nbd.sock\" {} -c aio_flush",
+                        cmds.join(" ")
+                    );
+                }
                 Op::WriteZeroes { offset, len } => {
                     let _ = writeln!(s, "io 'write -z {offset} {len}'");
                 }

@@ -5,7 +5,7 @@
 //! activation, bitmap exports, adds with QEMU's default granularity,
 //! names the spec or QEMU treat specially (empty, 1023 and 1024 bytes,
 //! UTF-8, a NUL byte), granularities past QEMU's limits, more than four
-//! bitmaps, requests of no bytes and resizes that change table sizes. Drawn from a seed for the campaign ([`Sequence::random`]) and
+//! bitmaps, concurrent writes, requests of no bytes and resizes that change table sizes. Drawn from a seed for the campaign ([`Sequence::random`]) and
 //! as a `quickcheck::Arbitrary` whose shrinker drops steps and simplifies
 //! the ones left ([`Sequence::shrunk`]).
 
@@ -175,10 +175,15 @@ fn range(rng: &mut impl Rng, size: u64) -> (u64, u64) {
 fn step(rng: &mut impl Rng, size: &mut u64) -> Step {
     let r = rng.gen_range(0..124);
     let op = match r {
-        0..=29 => {
+        0..=25 => {
             let (offset, len) = range(rng, *size);
             Op::Write { offset, len }
         }
+        26..=29 => Op::Writes {
+            writes: (0..rng.gen_range(2..=6))
+                .map(|_| range(rng, *size))
+                .collect(),
+        },
         30..=33 => {
             let (offset, len) = range(rng, *size);
             Op::WriteZeroes { offset, len }
@@ -298,6 +303,10 @@ impl Sequence {
                     sources: sources[..1].to_vec(),
                 }),
                 Op::Transaction { actions } if actions.len() == 1 => Some(actions[0].clone()),
+                Op::Writes { writes } if !writes.is_empty() => Some(Op::Write {
+                    offset: writes[0].0,
+                    len: writes[0].1,
+                }),
                 Op::Transaction { actions } if actions.len() > 1 => {
                     // Each member dropped in turn (the last here, the
                     // others below).

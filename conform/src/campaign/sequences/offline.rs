@@ -139,6 +139,7 @@ fn commands(
         }
         // Live only: never reaches here (see `offline_op`).
         Op::AddDefault { .. }
+        | Op::Writes { .. }
         | Op::Transaction { .. }
         | Op::SetActive { .. }
         | Op::Export { .. }
@@ -173,6 +174,7 @@ fn offline_op(step: &Step) -> Option<Op> {
         Op::Merge { sources, .. } if sources.is_empty() => return None,
         // What only a running node does.
         Op::AddDefault { .. }
+        | Op::Writes { .. }
         | Op::Transaction { .. }
         | Op::SetActive { .. }
         | Op::Export { .. }

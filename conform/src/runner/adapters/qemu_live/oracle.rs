@@ -43,7 +43,11 @@ pub fn execute(
         })
     };
     match op {
-        Op::Write { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } | Op::Export { .. }
+        Op::Write { .. }
+        | Op::Writes { .. }
+        | Op::WriteZeroes { .. }
+        | Op::Discard { .. }
+        | Op::Export { .. }
             if !d.active =>
         {
             // An export would activate the node behind the harness's back.
@@ -71,6 +75,35 @@ pub fn execute(
                 Op::WriteZeroes { .. } => c.zero_or_trim(*offset, *len, true),
                 _ => c.zero_or_trim(*offset, *len, false),
             };
+            Ok(r.map_err(|e| Refused(e.to_string())))
+        }
+        Op::Writes { writes } => {
+            if guest.is_none() {
+                *guest = Some(d.guest()?);
+            }
+            let Some(c) = guest.as_mut() else {
+                return Ok(Err(Refused("no guest connection".into())));
+            };
+            if let Some((o, l)) = writes
+                .iter()
+                .find(|(o, l)| o.checked_add(*l).is_none_or(|e| e > c.size))
+            {
+                return Ok(Err(Refused(format!(
+                    "{o}+{l} lies past the export's end ({})",
+                    c.size
+                ))));
+            }
+            let data: Vec<(u64, Vec<u8>)> = writes
+                .iter()
+                .map(|&(o, l)| (o, vec![fill_byte(o); l as usize]))
+                .collect();
+            let r = c.write_concurrently(&data);
+            if r.is_err() {
+                // Replies may be left unread: a fresh connection next.
+                if let Some(c) = guest.take() {
+                    c.disconnect();
+                }
+            }
             Ok(r.map_err(|e| Refused(e.to_string())))
         }
         Op::Resize { size } => {
@@ -113,7 +146,9 @@ pub fn execute(
 pub fn qmp_command(op: &Op) -> Option<(&'static str, serde_json::Value)> {
     let node = NODE;
     Some(match op {
-        Op::Write { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } => return None,
+        Op::Write { .. } | Op::Writes { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } => {
+            return None
+        }
         Op::AddDefault {
             name,
             persistent,
