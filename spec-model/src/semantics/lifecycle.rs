@@ -29,6 +29,9 @@ pub enum FileBitmap {
     InUse { gbits: u8 },
     /// Either present with `in_use` set, or absent.
     InUseOrAbsent { gbits: u8 },
+    /// Anything, or absent: a persistent bitmap added while the node was
+    /// inactive (the image was not the node's to write).
+    Any,
 }
 
 /// What the file must say; a name not listed must be absent.
@@ -39,26 +42,28 @@ pub struct FileExpectation {
 }
 
 impl Disk {
+    /// The file while the node is inactive, and after it ends inactive
+    /// (cleanly or not): the bitmaps the inactivation stored, stored
+    /// cleanly; persistent bitmaps added since are not judged.
+    fn inactive_file(&self) -> FileExpectation {
+        let mut want = FileExpectation {
+            size: self.size,
+            bitmaps: stored_clean(&self.stored),
+        };
+        for (n, b) in &self.bitmaps {
+            if b.persistent {
+                want.bitmaps.entry(n.clone()).or_insert(FileBitmap::Any);
+            }
+        }
+        want
+    }
+
     /// The file after a clean close.
     pub fn close(&self) -> FileExpectation {
-        let bitmaps = self
-            .bitmaps
-            .iter()
-            .filter(|(_, b)| b.persistent)
-            .map(|(n, b)| {
-                let f = if b.inconsistent {
-                    FileBitmap::InUse { gbits: b.gbits }
-                } else {
-                    FileBitmap::Stored {
-                        gbits: b.gbits,
-                        auto: b.enabled,
-                        bits: b.bits.clone(),
-                        unspecified: b.unspecified.clone(),
-                    }
-                };
-                (n.clone(), f)
-            })
-            .collect();
+        if !self.active {
+            return self.inactive_file();
+        }
+        let bitmaps = stored_clean(&self.bitmaps);
         FileExpectation {
             size: self.size,
             bitmaps,
@@ -70,6 +75,9 @@ impl Disk {
     /// still `in_use`; bitmaps added since are absent. The virtual size is
     /// the current one (a resize writes the header at once).
     pub fn crash(&self) -> FileExpectation {
+        if !self.active {
+            return self.inactive_file();
+        }
         let mut bitmaps = BTreeMap::new();
         for n in &self.on_image {
             if let Some(b) = self.bitmaps.get(n) {
@@ -86,6 +94,27 @@ impl Disk {
             bitmaps,
         }
     }
+}
+
+/// The persistent bitmaps of `bitmaps` as a clean store leaves them.
+fn stored_clean(bitmaps: &BTreeMap<String, Bitmap>) -> BTreeMap<String, FileBitmap> {
+    bitmaps
+        .iter()
+        .filter(|(_, b)| b.persistent)
+        .map(|(n, b)| {
+            let f = if b.inconsistent {
+                FileBitmap::InUse { gbits: b.gbits }
+            } else {
+                FileBitmap::Stored {
+                    gbits: b.gbits,
+                    auto: b.enabled,
+                    bits: b.bits.clone(),
+                    unspecified: b.unspecified.clone(),
+                }
+            };
+            (n.clone(), f)
+        })
+        .collect()
 }
 
 /// One bitmap as the format model read it from a file.
@@ -105,6 +134,8 @@ pub struct FileRead {
     pub size: u64,
     /// The header's version (2 or 3; 0 when the header did not parse).
     pub version: u32,
+    /// log2 of the cluster size (16 when the header did not parse).
+    pub cluster_bits: u8,
     pub verdict: Verdict,
     pub extension: ExtensionState,
     pub error_rules: Vec<String>,
@@ -118,6 +149,7 @@ impl FileRead {
         let report = model.report().clone();
         let header = model.analysis().header.as_ref();
         let (size, version) = header.map_or((0, 0), |h| (h.size, h.version));
+        let cluster_bits = header.map_or(16, |h| h.cluster_bits.min(63) as u8);
         let mut bitmaps = BTreeMap::new();
         for (i, b) in report.bitmaps.iter().enumerate() {
             let bits = if b.usable {
@@ -145,6 +177,7 @@ impl FileRead {
         Ok(FileRead {
             size,
             version,
+            cluster_bits,
             verdict: report.verdict,
             extension: report.bitmaps_extension,
             error_rules,
@@ -181,7 +214,8 @@ pub fn judge_file(want: &FileExpectation, file: &FileRead) -> Vec<String> {
     for (name, w) in &want.bitmaps {
         let got = file.bitmaps.get(name);
         match (w, got) {
-            (FileBitmap::InUseOrAbsent { .. }, None) => {}
+            (FileBitmap::InUseOrAbsent { .. } | FileBitmap::Any, None) => {}
+            (FileBitmap::Any, Some(_)) => {}
             (_, None) => p.push(format!("bitmap {name:?} is missing")),
             (FileBitmap::InUse { gbits } | FileBitmap::InUseOrAbsent { gbits }, Some(g)) => {
                 if !g.in_use || g.usable {
@@ -259,6 +293,7 @@ impl Disk {
             }),
         );
         disk.with_version(file.version)
+            .with_cluster_bits(file.cluster_bits)
     }
 }
 
@@ -271,6 +306,7 @@ mod tests {
         FileRead {
             size,
             version: 3,
+            cluster_bits: 16,
             verdict: Verdict::Valid,
             extension: ExtensionState::Consistent,
             error_rules: vec![],

@@ -8,6 +8,8 @@
 //!   merges across granularities and the two contents digests;
 //! - [`state`]: a running image's bitmaps ([`Disk`], [`Bitmap`]) and every
 //!   operation ([`Op`]): whether it must succeed ([`Expect`]) and its effect;
+//! - [`node`]: the node's state (inactive, bitmaps held by an export),
+//!   transactions, inactivation and activation, default granularity;
 //! - [`lifecycle`]: clean close, crash and reopen, and judging a file the
 //!   format model read against what they require ([`judge_file`]).
 //!
@@ -17,6 +19,7 @@
 
 pub mod granules;
 pub mod lifecycle;
+pub mod node;
 pub mod state;
 
 pub use lifecycle::{judge_file, FileBitmap, FileBitmapRead, FileExpectation, FileRead};

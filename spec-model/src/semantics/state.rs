@@ -174,6 +174,36 @@ pub enum Op {
     Resize {
         size: u64,
     },
+    /// Guest writes of `(offset, len)` all in flight together.
+    Writes {
+        writes: Vec<(u64, u64)>,
+    },
+    /// An add with no granularity given: the implementation's default
+    /// ([`Disk::default_gbits`]).
+    AddDefault {
+        name: String,
+        persistent: bool,
+        disabled: bool,
+    },
+    /// Bitmap operations (add, remove, clear, enable, disable, merge) done
+    /// all together or not at all.
+    Transaction {
+        actions: Vec<Op>,
+    },
+    /// The node inactivated (persistent bitmaps stored in the image and
+    /// dropped from the running node) or activated again (loaded back).
+    SetActive {
+        active: bool,
+    },
+    /// An NBD export holding bitmap `name` (a backup client's view), kept
+    /// until [`Op::Unexport`], a restart or a crash.
+    Export {
+        name: String,
+    },
+    /// The export of bitmap `name` removed.
+    Unexport {
+        name: String,
+    },
 }
 
 /// What the model requires of an implementation given an operation.
@@ -242,8 +272,23 @@ pub struct Disk {
     /// Names of the bitmaps the image held when it was opened and that
     /// have not been removed since.
     pub on_image: BTreeSet<String>,
-    /// Names of loaded bitmaps removed since the image was opened.
+    /// Names the image may still hold `in_use` after a crash though the
+    /// node no longer loads them from it: loaded bitmaps removed since the
+    /// image was opened, and persistent bitmaps an activation may have
+    /// written ([`Disk::apply`] of `SetActive`).
     pub removed: BTreeSet<String>,
+    /// log2 of the image's cluster size (QEMU's default granularity
+    /// follows it).
+    pub cluster_bits: u8,
+    /// Whether the node is active; an inactive node's persistent bitmaps
+    /// live in the image only ([`Disk::stored`]).
+    pub active: bool,
+    /// The persistent bitmaps an inactivation stored in the image, loaded
+    /// back by the next activation.
+    pub stored: BTreeMap<String, Bitmap>,
+    /// Bitmaps an NBD export holds (in use: an implementation may refuse
+    /// to change or drop them).
+    pub exported: BTreeSet<String>,
 }
 
 impl Default for Disk {
@@ -255,6 +300,10 @@ impl Default for Disk {
             bitmaps: BTreeMap::new(),
             on_image: BTreeSet::new(),
             removed: BTreeSet::new(),
+            cluster_bits: 16,
+            active: true,
+            stored: BTreeMap::new(),
+            exported: BTreeSet::new(),
         }
     }
 }
@@ -285,6 +334,14 @@ impl Disk {
         Disk { version, ..self }
     }
 
+    /// The same disk on an image of clusters of `2^cluster_bits` bytes.
+    pub fn with_cluster_bits(self, cluster_bits: u8) -> Disk {
+        Disk {
+            cluster_bits,
+            ..self
+        }
+    }
+
     /// The same disk on a node whose discard option is `discard`.
     pub fn with_discard(self, discard: DiscardMode) -> Disk {
         Disk { discard, ..self }
@@ -313,13 +370,13 @@ impl Disk {
 
     /// Why an operation on bitmap `name` must be refused: it does not
     /// exist (`None`: it may go on).
-    fn missing(&self, name: &str) -> Option<String> {
+    pub(super) fn missing(&self, name: &str) -> Option<String> {
         (!self.bitmaps.contains_key(name)).then(|| format!("no bitmap named {name:?}"))
     }
 
     /// As [`Disk::missing`], and also when the bitmap is inconsistent
     /// (loaded `in_use`), which the spec says must not be used.
-    fn unusable(&self, name: &str) -> Option<String> {
+    pub(super) fn unusable(&self, name: &str) -> Option<String> {
         self.missing(name).or_else(|| {
             self.bitmaps[name]
                 .inconsistent
@@ -337,8 +394,10 @@ impl Disk {
         }
     }
 
-    /// What `op` requires of an implementation in this state.
-    pub fn expect(&self, op: &Op) -> Expect {
+    /// What an operation of the first kinds (guest I/O, one bitmap
+    /// operation, resize) requires of an active node with nothing
+    /// exported; [`Disk::expect`] adds the node's state.
+    pub(super) fn expect_base(&self, op: &Op) -> Expect {
         let check = |refusal: Option<String>| refusal.map_or(Expect::Succeed, Expect::Refuse);
         match op {
             Op::Write { offset, len }
@@ -393,15 +452,18 @@ impl Disk {
             Op::Resize { size } => Expect::Either(format!(
                 "resizing to {size} bytes with bitmaps may be refused (the spec does not require it)"
             )),
+            Op::AddDefault { .. }
+            | Op::Writes { .. }
+            | Op::Transaction { .. }
+            | Op::SetActive { .. }
+            | Op::Export { .. }
+            | Op::Unexport { .. } => self.expect(op),
         }
     }
 
-    /// Carries out `op`, which succeeded. An operation the model says must
-    /// be refused changes nothing.
-    pub fn apply(&mut self, op: &Op) {
-        if let Expect::Refuse(_) = self.expect(op) {
-            return;
-        }
+    /// Carries out an operation of the first kinds (see
+    /// [`Disk::expect_base`]); [`Disk::apply`] is the entry point.
+    pub(super) fn apply_base(&mut self, op: &Op) {
         let size = self.size;
         match op {
             Op::Write { offset, len } | Op::WriteZeroes { offset, len } => {
@@ -428,6 +490,7 @@ impl Disk {
                     .insert(name.clone(), Bitmap::new(*gbits, !disabled, *persistent));
             }
             Op::Remove { name } => {
+                self.exported.remove(name);
                 if let Some(b) = self.bitmaps.remove(name) {
                     if b.origin == Origin::Loaded && self.on_image.remove(name) {
                         self.removed.insert(name.clone());
@@ -447,6 +510,12 @@ impl Disk {
             }
             Op::Merge { target, sources } => self.merge(target, sources),
             Op::Resize { size: new } => self.resize(*new),
+            Op::AddDefault { .. }
+            | Op::Writes { .. }
+            | Op::Transaction { .. }
+            | Op::SetActive { .. }
+            | Op::Export { .. }
+            | Op::Unexport { .. } => self.apply(op),
         }
     }
 

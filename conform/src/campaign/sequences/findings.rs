@@ -116,6 +116,7 @@ pub fn minimise(
             if at + 1 < best.0.steps.len() {
                 let cut = Sequence {
                     size: best.0.size,
+                    shape: best.0.shape,
                     steps: best.0.steps[..=at].to_vec(),
                 };
                 changed |= try_one(cut, &mut best, &mut spent);
@@ -185,8 +186,8 @@ qmp() { printf '%s\n%s\n' '{"execute":"qmp_capabilities"}' "$1" | socat -t 1 - "
 trap '[ -n "$PID" ] && kill -9 $PID 2>/dev/null; rm -rf "$D"' EXIT
 start() {
   rm -f "$D/qmp.sock" "$D/nbd.sock"
-  "$QSD" --blockdev "driver=file,filename=$D/seq.qcow2,node-name=f0,discard=unmap" \
-    --blockdev "driver=qcow2,file=f0,node-name=q0,discard=unmap" \
+  "$QSD" --blockdev "driver=file,filename=$D/seq.qcow2,node-name=f0,discard=$DISCARD" \
+    --blockdev "driver=qcow2,file=f0,node-name=q0,discard=$DISCARD" \
     --chardev "socket,id=m0,path=$D/qmp.sock,server=on,wait=off" --monitor chardev=m0 \
     --nbd-server "addr.type=unix,addr.path=$D/nbd.sock" &
   PID=$!
@@ -198,9 +199,25 @@ alive() { sleep 0.1; kill -0 "$PID" 2>/dev/null || { wait "$PID"; echo "qemu-sto
 CHECK=${QCOW2_CONFORM:-qcow2-conform}
 "#,
     );
+    let mut o = Vec::new();
+    if let Some(c) = seq.shape.cluster_bits {
+        o.push(format!("cluster_size={}", 1u64 << c.min(30)));
+    }
+    if seq.shape.v2 {
+        o.push("compat=0.10".to_owned());
+    }
+    let o = if o.is_empty() {
+        String::new()
+    } else {
+        format!("-o {} ", o.join(","))
+    };
+    let discard = match seq.shape.discard {
+        spec_model::semantics::DiscardMode::Unmap => "unmap",
+        spec_model::semantics::DiscardMode::Ignore => "ignore",
+    };
     let _ = writeln!(
         s,
-        "qemu-img create -q -f qcow2 \"$D/seq.qcow2\" {}\nstart",
+        "DISCARD={discard}\nqemu-img create -q -f qcow2 {o}\"$D/seq.qcow2\" {}\nstart",
         seq.size
     );
     for step in &seq.steps {
@@ -211,12 +228,28 @@ CHECK=${QCOW2_CONFORM:-qcow2-conform}
             Step::Crash => {
                 s.push_str("kill -9 $PID; wait $PID; $CHECK check \"$D/seq.qcow2\"; start\n")
             }
+            Step::Terminate => {
+                s.push_str("kill -TERM $PID; wait $PID; $CHECK check \"$D/seq.qcow2\"; start\n")
+            }
             Step::Op { op } => match op {
                 Op::Write { offset, len } => {
                     let _ = writeln!(
                         s,
                         "io 'write -P {:#04x} {offset} {len}'",
                         fill_byte(*offset)
+                    );
+                }
+                Op::Writes { writes } => {
+                    // qemu-io's aio_write keeps the requests in flight
+                    // together; aio_flush waits for them.
+                    let cmds: Vec<String> = writes
+                        .iter()
+                        .map(|(o, l)| format!("-c 'aio_write -P {:#04x} {o} {l}'", fill_byte(*o)))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        "qemu-io -f raw \"nbd+unix:///disk?socket=$D/nbd.sock\" {} -c aio_flush",
+                        cmds.join(" ")
                     );
                 }
                 Op::WriteZeroes { offset, len } => {
@@ -226,14 +259,14 @@ CHECK=${QCOW2_CONFORM:-qcow2-conform}
                     let _ = writeln!(s, "io 'discard {offset} {len}'");
                 }
                 other => {
-                    if let Op::Resize { .. } = other {
+                    if let Op::Resize { .. } | Op::SetActive { active: false } = other {
                         s.push_str("qmp '{\"execute\":\"block-export-del\",\"arguments\":{\"id\":\"e0\"}}'; sleep 0.2\n");
                     }
                     if let Some((cmd, args)) = qmp_command(other) {
                         let msg = serde_json::json!({"execute": cmd, "arguments": args});
                         let _ = writeln!(s, "qmp '{msg}'");
                     }
-                    if let Op::Resize { .. } = other {
+                    if let Op::Resize { .. } | Op::SetActive { active: true } = other {
                         s.push_str("qmp '{\"execute\":\"block-export-add\",\"arguments\":{\"type\":\"nbd\",\"id\":\"e0\",\"node-name\":\"q0\",\"name\":\"disk\",\"writable\":true}}'\n");
                     }
                 }

@@ -1,6 +1,11 @@
-//! Random operation sequences: a disk size and a list of steps (an
-//! operation of the semantic model, a clean restart, or a `kill -9`
-//! crash). Drawn from a seed for the campaign ([`Sequence::random`]) and
+//! Random operation sequences: an image (size, cluster size, version,
+//! the node's discard option) and a list of steps (an operation of the
+//! semantic model, a clean restart by QMP `quit` or SIGTERM, or a
+//! `kill -9` crash). Operations include transactions, inactivation and
+//! activation, bitmap exports, adds with QEMU's default granularity,
+//! names the spec or QEMU treat specially (empty, 1023 and 1024 bytes,
+//! UTF-8, a NUL byte), granularities past QEMU's limits, more than four
+//! bitmaps, concurrent writes, requests of no bytes and resizes that change table sizes. Drawn from a seed for the campaign ([`Sequence::random`]) and
 //! as a `quickcheck::Arbitrary` whose shrinker drops steps and simplifies
 //! the ones left ([`Sequence::shrunk`]).
 
@@ -8,7 +13,7 @@ use quickcheck::{Arbitrary, Gen};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use spec_model::semantics::Op;
+use spec_model::semantics::{DiscardMode, Op};
 
 /// One step of a sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +25,34 @@ pub enum Step {
     Restart,
     /// `kill -9`, the file judged, the daemon started again.
     Crash,
+    /// SIGTERM (a clean shutdown like `quit`), the file judged, the daemon
+    /// started again.
+    Terminate,
+}
+
+/// How the fresh image is made and opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    /// log2 of the cluster size (`None`: `qemu-img create`'s default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_bits: Option<u8>,
+    /// A version 2 image (`compat=0.10`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub v2: bool,
+    /// The nodes' discard option.
+    #[serde(default)]
+    pub discard: DiscardMode,
+    /// The image made by the generator with bitmaps already stored (set
+    /// bits, one disabled, one `in_use`) instead of a fresh one by
+    /// `qemu-img create` (version 3 only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preload: bool,
+}
+
+impl Shape {
+    fn is_default(&self) -> bool {
+        *self == Shape::default()
+    }
 }
 
 /// A disk size and the steps run on it.
@@ -27,12 +60,95 @@ pub enum Step {
 pub struct Sequence {
     /// Virtual size of the fresh image (`qemu-img create`).
     pub size: u64,
+    /// The image's cluster size, version and discard option.
+    #[serde(default, skip_serializing_if = "Shape::is_default")]
+    pub shape: Shape,
     pub steps: Vec<Step>,
 }
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
-const SIZES: [u64; 4] = [1 << 20, (4 << 20) + 512, 8 << 20, (3 << 20) + 4096];
+/// More bitmaps than the first four.
+const MORE_NAMES: [&str; 4] = ["e", "f", "g", "h"];
+const SIZES: [u64; 7] = [
+    1 << 20,
+    (4 << 20) + 512,
+    8 << 20,
+    (3 << 20) + 4096,
+    1_000_003,
+    (48 << 20) + 1536,
+    (130 << 20) + 7,
+];
 const GBITS: [u8; 6] = [9, 12, 14, 16, 18, 20];
+/// Granularities past QEMU's limits (or the format's).
+const ODD_GBITS: [u8; 6] = [0, 8, 21, 31, 32, 63];
+const CLUSTER_BITS: [u8; 6] = [9, 12, 14, 16, 18, 21];
+
+/// A bitmap name: mostly the four short ones (so operations meet), now
+/// and then more bitmaps or a name the spec or QEMU treat specially.
+fn name(rng: &mut impl Rng) -> String {
+    match rng.gen_range(0..20) {
+        0..=13 => pick(rng, &NAMES).to_owned(),
+        14..=16 => pick(rng, &MORE_NAMES).to_owned(),
+        _ => match rng.gen_range(0..5) {
+            0 => String::new(),
+            1 => "n".repeat(1023),
+            2 => "n".repeat(1024),
+            3 => "bitmap-\u{e9}t\u{e9}-\u{540d}\u{524d}".to_owned(),
+            _ => "nul\0byte".to_owned(),
+        },
+    }
+}
+
+/// A granularity: mostly QEMU's usual ones, now and then past a limit.
+fn gbits(rng: &mut impl Rng) -> u8 {
+    if rng.gen_range(0..12) == 0 {
+        pick(rng, &ODD_GBITS)
+    } else {
+        pick(rng, &GBITS)
+    }
+}
+
+/// One bitmap operation (add, remove, clear, enable, disable, merge), as
+/// a step or a transaction's member.
+fn bitmap_op(rng: &mut impl Rng) -> Op {
+    let name = name(rng);
+    match rng.gen_range(0..46) {
+        0..=15 => {
+            // A name with a NUL byte only on a transient bitmap: the spec
+            // leaves such a name unspecified, and QEMU stores it spelt
+            // otherwise (an overlong UTF-8 sequence), which no model
+            // reading of the file can match by name.
+            let persistent = rng.gen_range(0..4) != 0 && !name.contains('\0');
+            let disabled = rng.gen_range(0..4) == 0;
+            if rng.gen_range(0..5) == 0 {
+                Op::AddDefault {
+                    name,
+                    persistent,
+                    disabled,
+                }
+            } else {
+                Op::Add {
+                    name,
+                    gbits: gbits(rng),
+                    persistent,
+                    disabled,
+                }
+            }
+        }
+        16..=20 => Op::Remove { name },
+        21..=26 => Op::Clear { name },
+        27..=31 => Op::Enable { name },
+        32..=36 => Op::Disable { name },
+        _ => {
+            // Now and then no source at all (a merge of nothing).
+            let n = [0, 1, 1, 1, 2, 2, 2, 2][rng.gen_range(0..8)];
+            Op::Merge {
+                target: name,
+                sources: (0..n).map(|_| pick(rng, &NAMES).to_owned()).collect(),
+            }
+        }
+    }
+}
 
 fn pick<T: Clone>(rng: &mut impl Rng, from: &[T]) -> T {
     from[rng.gen_range(0..from.len())].clone()
@@ -46,8 +162,9 @@ fn range(rng: &mut impl Rng, size: u64) -> (u64, u64) {
     }
     .min(size - 1);
     let max = (size - offset).min(300_000);
-    let len = match rng.gen_range(0..3) {
-        0 => 1,
+    let len = match rng.gen_range(0..20) {
+        0 => 0,
+        1..=6 => 1,
         _ => rng.gen_range(1..=max),
     };
     (offset, len.min(size - offset))
@@ -56,13 +173,17 @@ fn range(rng: &mut impl Rng, size: u64) -> (u64, u64) {
 /// One random step for a disk of `size` bytes (the size a resize leaves
 /// is tracked by the caller).
 fn step(rng: &mut impl Rng, size: &mut u64) -> Step {
-    let name = pick(rng, &NAMES).to_owned();
-    let r = rng.gen_range(0..100);
+    let r = rng.gen_range(0..124);
     let op = match r {
-        0..=29 => {
+        0..=25 => {
             let (offset, len) = range(rng, *size);
             Op::Write { offset, len }
         }
+        26..=29 => Op::Writes {
+            writes: (0..rng.gen_range(2..=6))
+                .map(|_| range(rng, *size))
+                .collect(),
+        },
         30..=33 => {
             let (offset, len) = range(rng, *size);
             Op::WriteZeroes { offset, len }
@@ -71,32 +192,45 @@ fn step(rng: &mut impl Rng, size: &mut u64) -> Step {
             let (offset, len) = range(rng, *size);
             Op::Discard { offset, len }
         }
-        38..=53 => Op::Add {
-            name,
-            gbits: pick(rng, &GBITS),
-            persistent: rng.gen_range(0..4) != 0,
-            disabled: rng.gen_range(0..4) == 0,
-        },
-        54..=58 => Op::Remove { name },
-        59..=64 => Op::Clear { name },
-        65..=69 => Op::Enable { name },
-        70..=74 => Op::Disable { name },
-        75..=83 => {
-            // Now and then no source at all (a merge of nothing).
-            let n = [0, 1, 1, 1, 2, 2, 2, 2][rng.gen_range(0..8)];
-            Op::Merge {
-                target: name,
-                sources: (0..n).map(|_| pick(rng, &NAMES).to_owned()).collect(),
-            }
-        }
+        38..=83 => bitmap_op(rng),
         84..=87 => {
             *size = pick(rng, &SIZES);
             Op::Resize { size: *size }
         }
-        88..=93 => return Step::Restart,
-        _ => return Step::Crash,
+        88..=91 => return Step::Restart,
+        92..=93 => return Step::Terminate,
+        94..=99 => return Step::Crash,
+        100..=107 => {
+            let n = rng.gen_range(1..=4);
+            Op::Transaction {
+                actions: (0..n).map(|_| bitmap_op(rng)).collect(),
+            }
+        }
+        108..=111 => Op::SetActive { active: false },
+        112..=115 => Op::SetActive { active: true },
+        116..=120 => Op::Export {
+            name: pick(rng, &NAMES).to_owned(),
+        },
+        _ => Op::Unexport {
+            name: pick(rng, &NAMES).to_owned(),
+        },
     };
     Step::Op { op }
+}
+
+/// A random image shape: mostly the default, now and then another cluster
+/// size, version 2, or discards dropped.
+fn shape(rng: &mut impl Rng) -> Shape {
+    Shape {
+        cluster_bits: (rng.gen_range(0..3) == 0).then(|| pick(rng, &CLUSTER_BITS)),
+        v2: rng.gen_range(0..10) == 0,
+        preload: rng.gen_range(0..5) == 0,
+        discard: if rng.gen_range(0..4) == 0 {
+            DiscardMode::Ignore
+        } else {
+            DiscardMode::Unmap
+        },
+    }
 }
 
 impl Sequence {
@@ -108,10 +242,15 @@ impl Sequence {
     }
 
     fn from_rng(rng: &mut impl Rng, n: usize) -> Sequence {
-        let mut size = pick(rng, &SIZES);
+        let mut size = pick(rng, &SIZES[..5]);
         let start = size;
+        let shape = shape(rng);
         let steps = (0..n).map(|_| step(rng, &mut size)).collect();
-        Sequence { size: start, steps }
+        Sequence {
+            size: start,
+            shape,
+            steps,
+        }
     }
 
     /// Operations run (restarts and crashes not counted).
@@ -129,6 +268,7 @@ impl Sequence {
         let n = self.steps.len();
         let with = |steps: Vec<Step>| Sequence {
             size: self.size,
+            shape: self.shape,
             steps,
         };
         if n > 1 {
@@ -141,6 +281,11 @@ impl Sequence {
             out.push(with(s));
         }
         for i in 0..n {
+            if matches!(self.steps[i], Step::Crash | Step::Terminate) {
+                let mut s = self.steps.clone();
+                s[i] = Step::Restart;
+                out.push(with(s));
+            }
             let Step::Op { op } = &self.steps[i] else {
                 continue;
             };
@@ -157,12 +302,33 @@ impl Sequence {
                     target: target.clone(),
                     sources: sources[..1].to_vec(),
                 }),
+                Op::Transaction { actions } if actions.len() == 1 => Some(actions[0].clone()),
+                Op::Writes { writes } if !writes.is_empty() => Some(Op::Write {
+                    offset: writes[0].0,
+                    len: writes[0].1,
+                }),
+                Op::Transaction { actions } if actions.len() > 1 => {
+                    // Each member dropped in turn (the last here, the
+                    // others below).
+                    for j in 0..actions.len() - 1 {
+                        let mut fewer = actions.clone();
+                        fewer.remove(j);
+                        let mut s = self.steps.clone();
+                        s[i] = Step::Op {
+                            op: Op::Transaction { actions: fewer },
+                        };
+                        out.push(with(s));
+                    }
+                    Some(Op::Transaction {
+                        actions: actions[..actions.len() - 1].to_vec(),
+                    })
+                }
                 Op::Add {
                     name,
                     gbits,
                     persistent,
                     disabled,
-                } if *disabled || !*persistent => Some(Op::Add {
+                } if (*disabled || !*persistent) && !name.contains('\0') => Some(Op::Add {
                     name: name.clone(),
                     gbits: *gbits,
                     persistent: true,
@@ -173,11 +339,6 @@ impl Sequence {
             if let Some(op) = simpler {
                 let mut s = self.steps.clone();
                 s[i] = Step::Op { op };
-                out.push(with(s));
-            }
-            if matches!(self.steps[i], Step::Crash) {
-                let mut s = self.steps.clone();
-                s[i] = Step::Restart;
                 out.push(with(s));
             }
         }
@@ -213,8 +374,18 @@ mod tests {
             for st in &s.steps {
                 if let Step::Op { op } = st {
                     let op = op.clone();
-                    if let Op::Write { .. } | Op::Discard { .. } | Op::WriteZeroes { .. } = op {
-                        assert_eq!(d.expect(&op), Expect::Succeed, "{op:?} on {}", d.size);
+                    if let Op::Write { len, .. }
+                    | Op::Discard { len, .. }
+                    | Op::WriteZeroes { len, .. } = op
+                    {
+                        // Within the disk: only an empty request or one on
+                        // an inactive node may be refused.
+                        let want = if len == 0 || !d.active {
+                            matches!(d.expect(&op), Expect::Either(_))
+                        } else {
+                            d.expect(&op) == Expect::Succeed
+                        };
+                        assert!(want, "{op:?} on {}", d.size);
                     }
                     d.apply(&op);
                 }

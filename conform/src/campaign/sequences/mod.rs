@@ -132,7 +132,7 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
             .map_or(seq.steps.len(), |i| (i + 1).min(seq.steps.len()));
         let restarts = seq.steps[..done]
             .iter()
-            .filter(|s| matches!(s, Step::Restart))
+            .filter(|s| matches!(s, Step::Restart | Step::Terminate))
             .count();
         let crashes = seq.steps[..done]
             .iter()
@@ -169,6 +169,7 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
                 };
                 let saved = findings::save_if_reproduced(&opts.out, &f, &mr, |seq| {
                     let w = crate::runner::process::temp_dirs::scratch("seq")?;
+                    let _w = crate::runner::process::sandbox::writable(w.path());
                     Ok(runner(seq, w.path())?)
                 })?;
                 if !saved {

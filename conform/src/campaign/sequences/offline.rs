@@ -137,6 +137,13 @@ fn commands(
             a.push(size.to_string().into());
             run(vec![(img.to_owned(), a)])
         }
+        // Live only: never reaches here (see `offline_op`).
+        Op::AddDefault { .. }
+        | Op::Writes { .. }
+        | Op::Transaction { .. }
+        | Op::SetActive { .. }
+        | Op::Export { .. }
+        | Op::Unexport { .. } => run(Vec::new()),
     }
 }
 
@@ -144,9 +151,14 @@ fn commands(
 type Invocation = (std::path::PathBuf, Vec<OsString>);
 
 /// The operation a sequence step runs offline (`None`: skipped): every
-/// bitmap persistent; a merge of no source skipped.
+/// bitmap persistent; a merge of no source, and what only a running node
+/// does, skipped.
 fn offline_op(step: &Step) -> Option<Op> {
     let Step::Op { op } = step else { return None };
+    if format!("{op:?}").contains("\\0") {
+        // No command line carries a NUL byte.
+        return None;
+    }
     Some(match op {
         Op::Add {
             name,
@@ -160,6 +172,13 @@ fn offline_op(step: &Step) -> Option<Op> {
             disabled: *disabled,
         },
         Op::Merge { sources, .. } if sources.is_empty() => return None,
+        // What only a running node does.
+        Op::AddDefault { .. }
+        | Op::Writes { .. }
+        | Op::Transaction { .. }
+        | Op::SetActive { .. }
+        | Op::Export { .. }
+        | Op::Unexport { .. } => return None,
         other => other.clone(),
     })
 }
@@ -333,6 +352,7 @@ mod tests {
         };
         let seq = Sequence {
             size: 1 << 20,
+            shape: Default::default(),
             steps: vec![
                 add("a", 16),
                 add("b", 12),

@@ -4,12 +4,14 @@
 //! what the model requires (judged by the format model) and the reopened
 //! daemon must load it as the model says.
 
-use super::gen::{Sequence, Step};
+use super::gen::{Sequence, Shape, Step};
 use crate::runner::adapters::qemu::Tool;
+use crate::runner::adapters::qemu_live::daemon::NodeOptions;
+use crate::runner::adapters::qemu_live::oracle::Contents;
 use crate::runner::adapters::qemu_live::session::{Predict, Session, SessionError};
 use crate::runner::process::{self, Limits};
 use serde::Serialize;
-use spec_model::semantics::Disk;
+use spec_model::semantics::{Disk, Expect, Op};
 use std::path::Path;
 
 /// What running one sequence found.
@@ -49,18 +51,38 @@ pub enum SetupError {
 
 /// Creates the sequence's fresh image at `image`.
 pub fn create_image(image: &Path, size: u64, limits: &Limits) -> Result<(), SetupError> {
+    create_shaped(image, size, Shape::default(), limits)
+}
+
+/// Creates a fresh image of `shape` (cluster size, version) at `image`.
+pub fn create_shaped(
+    image: &Path,
+    size: u64,
+    shape: Shape,
+    limits: &Limits,
+) -> Result<(), SetupError> {
+    let _ = std::fs::remove_file(image);
+    if shape.preload && !shape.v2 {
+        return preloaded(image, size, shape);
+    }
     let img = Tool::Img
         .locate()
         .map_err(|e| SetupError::Tool(e.to_string()))?;
-    let _ = std::fs::remove_file(image);
-    let args = [
-        "create".into(),
-        "-q".into(),
-        "-f".into(),
-        "qcow2".into(),
-        image.as_os_str().to_owned(),
-        size.to_string().into(),
-    ];
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
+    let mut o = Vec::new();
+    if let Some(c) = shape.cluster_bits {
+        o.push(format!("cluster_size={}", 1u64 << c.min(30)));
+    }
+    if shape.v2 {
+        o.push("compat=0.10".to_owned());
+    }
+    if !o.is_empty() {
+        args.push("-o".into());
+        args.push(o.join(",").into());
+    }
+    args.push(image.as_os_str().to_owned());
+    args.push(size.to_string().into());
     let p = process::run(
         process::command(img.as_os_str(), &args, limits),
         limits.timeout,
@@ -70,6 +92,29 @@ pub fn create_image(image: &Path, size: u64, limits: &Limits) -> Result<(), Setu
             p.first_error_line().unwrap_or_else(|| p.describe_end()),
         ));
     }
+    Ok(())
+}
+
+/// An image made by the generator holding bitmaps already (so that the
+/// daemon loads them rather than starts with none): "a" with bits set,
+/// "b" disabled, "c" `in_use`, at granularities below, at and above a
+/// 64 KiB cluster.
+fn preloaded(image: &Path, size: u64, shape: Shape) -> Result<(), SetupError> {
+    use generator::contents::Contents;
+    use generator::{BitmapSpec, ImageSpec};
+    let mut spec = ImageSpec::empty(size);
+    spec.cluster_bits = u32::from(shape.cluster_bits.unwrap_or(16));
+    let bits = |gbits: u8| {
+        let n = spec_model::semantics::granules::nbits(size, gbits);
+        Contents::Ranges(vec![(0, 1.min(n)), (n / 2, (n / 2 + 3).min(n))])
+    };
+    let mut b = BitmapSpec::new("b", 12, bits(12));
+    b.auto = false;
+    let mut c = BitmapSpec::new("c", 18, bits(18));
+    c.in_use = true;
+    spec.bitmaps = vec![BitmapSpec::new("a", 16, bits(16)), b, c];
+    let built = generator::build(&spec).map_err(|e| SetupError::Create(e.to_string()))?;
+    std::fs::write(image, built.bytes)?;
     Ok(())
 }
 
@@ -84,9 +129,9 @@ pub fn run_sequence(
     predict: Predict,
 ) -> Result<SeqResult, SetupError> {
     let image = work.join("seq.qcow2");
-    create_image(&image, seq.size, limits)?;
+    create_shaped(&image, seq.size, seq.shape, limits)?;
     let mut r = SeqResult::default();
-    let mut s = match Session::open(program, &image, limits) {
+    let mut s = match Session::open_with(program, &image, limits, node_options(seq.shape)) {
         Ok(s) => s,
         Err(e) => {
             r.error = Some(e.to_string());
@@ -94,6 +139,9 @@ pub fn run_sequence(
         }
     };
     s.predict = predict;
+    // Contents after every step by both QEMU's debug hash and the dirty
+    // extents a backup client reads over NBD.
+    s.contents = Contents::HashAndNbd;
     for (i, step) in seq.steps.iter().enumerate() {
         let got: Result<Vec<String>, SessionError> = match step {
             Step::Op { op } => {
@@ -101,6 +149,7 @@ pub fn run_sequence(
                 s.step(op)
             }
             Step::Restart => s.restart(),
+            Step::Terminate => s.terminate(),
             Step::Crash => s.crash(),
         };
         match got {
@@ -116,9 +165,21 @@ pub fn run_sequence(
                     Step::Op { op } => format!("{op:?}"),
                     other => format!("{other:?}"),
                 };
+                // A transaction is named with the member the model expects
+                // may fail, so that different failing members make
+                // different keys.
+                let why = match (step, s.model.expect(step_op(step))) {
+                    (
+                        Step::Op {
+                            op: Op::Transaction { .. },
+                        },
+                        Expect::Refuse(w) | Expect::Either(w),
+                    ) => format!(" ({w})"),
+                    _ => String::new(),
+                };
                 r.error = Some(match s.death() {
                     Some(death) => format!(
-                        "{death} after {}",
+                        "{death} after {}{why}",
                         what.split([' ', '{']).next().unwrap_or_default()
                     ),
                     None => e.to_string(),
@@ -145,6 +206,25 @@ pub fn run_sequence(
     Ok(r)
 }
 
+/// The operation of a step (a restart or crash: an empty transaction).
+fn step_op(step: &Step) -> &Op {
+    const NONE: &Op = &Op::Transaction {
+        actions: Vec::new(),
+    };
+    match step {
+        Step::Op { op } => op,
+        _ => NONE,
+    }
+}
+
+/// How the daemon opens a sequence's image.
+pub fn node_options(shape: Shape) -> NodeOptions {
+    NodeOptions {
+        read_only: false,
+        discard: shape.discard,
+    }
+}
+
 /// The model's prediction step, for callers that take a [`Predict`].
 pub const MODEL: Predict = Disk::apply;
 
@@ -162,9 +242,10 @@ pub fn run_bare(
     use crate::runner::adapters::qemu_live::daemon::Daemon;
     use crate::runner::adapters::qemu_live::oracle;
     let image = work.join("seq.qcow2");
-    create_image(&image, seq.size, limits)?;
+    create_shaped(&image, seq.size, seq.shape, limits)?;
+    let opts = node_options(seq.shape);
     let mut ops = 0;
-    let Ok(mut d) = Daemon::start(program, &image, limits) else {
+    let Ok(mut d) = Daemon::start_opts(program, &image, limits, opts) else {
         return Ok(0);
     };
     let mut guest = None;
@@ -176,16 +257,16 @@ pub fn run_bare(
                     return Ok(ops);
                 }
             }
-            Step::Restart | Step::Crash => {
+            Step::Restart | Step::Crash | Step::Terminate => {
                 if let Some(g) = guest.take() {
                     g.disconnect();
                 }
-                let _ = if matches!(step, Step::Crash) {
-                    d.kill()
-                } else {
-                    d.quit()
+                let _ = match step {
+                    Step::Crash => d.kill(),
+                    Step::Terminate => d.terminate(),
+                    _ => d.quit(),
                 };
-                d = match Daemon::start(program, &image, limits) {
+                d = match Daemon::start_opts(program, &image, limits, opts) {
                     Ok(d) => d,
                     Err(_) => return Ok(ops),
                 };

@@ -388,6 +388,11 @@ impl Background {
         })
     }
 
+    /// The process id of its keeper (the program is the keeper's child).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether it has exited (and how).
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         if self.ended.is_none() {

@@ -11,6 +11,7 @@ use super::qmp::{Qmp, QmpError, Refused, Reply};
 use crate::runner::process::{self, Background, Limits, Proc};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use spec_model::semantics::DiscardMode;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -83,6 +84,29 @@ pub struct Daemon {
     /// Whether the guest export exists (it is removed for a resize: an
     /// NBD export does not share the resize permission).
     guest_export: bool,
+    /// Whether the node is active as far as the harness knows (set by
+    /// `blockdev-set-active` answered with success); nothing is exported
+    /// from an inactive node, since an export would activate it.
+    pub active: bool,
+}
+
+/// How the image's nodes are opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeOptions {
+    pub read_only: bool,
+    /// The nodes' `discard` option: `unmap` (discards carried out) or
+    /// `ignore` (QEMU's default: dropped).
+    pub discard: DiscardMode,
+}
+
+/// The export id (and NBD name) holding bitmap `name` for
+/// [`Daemon::export_bitmap`]: a digest, so that any name makes a valid id.
+pub fn export_id(name: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "x{}",
+        &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..12]
+    )
 }
 
 /// `v` with commas doubled, for QEMU's option syntax.
@@ -93,9 +117,27 @@ fn esc(v: &str) -> String {
 /// The daemon's arguments for `image`, its sockets under `dir` (a path
 /// relative to the daemon's working directory keeps them short).
 pub fn arguments(image: &Path, dir: &Path, secret: Option<&str>, read_only: bool) -> Vec<OsString> {
+    let opts = NodeOptions {
+        read_only,
+        discard: DiscardMode::Unmap,
+    };
+    arguments_with(image, dir, secret, opts)
+}
+
+/// [`arguments`] with the nodes opened as `opts` says.
+pub fn arguments_with(
+    image: &Path,
+    dir: &Path,
+    secret: Option<&str>,
+    opts: NodeOptions,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
-    let ro = if read_only { ",read-only=on" } else { "" };
-    let mut qcow2 = format!("driver=qcow2,file=f0,node-name={NODE},discard=unmap{ro}");
+    let ro = if opts.read_only { ",read-only=on" } else { "" };
+    let discard = match opts.discard {
+        DiscardMode::Unmap => "unmap",
+        DiscardMode::Ignore => "ignore",
+    };
+    let mut qcow2 = format!("driver=qcow2,file=f0,node-name={NODE},discard={discard}{ro}");
     if let Some(s) = secret {
         // The corpus's encrypted images are LUKS (crypt_method 2); QEMU
         // opens the old AES method read-only at most.
@@ -106,7 +148,7 @@ pub fn arguments(image: &Path, dir: &Path, secret: Option<&str>, read_only: bool
     a.push("--blockdev".into());
     a.push(
         format!(
-            "driver=file,filename={},node-name=f0,discard=unmap{ro}",
+            "driver=file,filename={},node-name=f0,discard={discard}{ro}",
             esc(&image.to_string_lossy())
         )
         .into(),
@@ -148,6 +190,21 @@ impl Daemon {
         limits: &Limits,
         read_only: bool,
     ) -> Result<Daemon, DaemonError> {
+        let opts = NodeOptions {
+            read_only,
+            discard: DiscardMode::Unmap,
+        };
+        Daemon::start_opts(program, image, limits, opts)
+    }
+
+    /// As [`Daemon::start`], the nodes opened as `opts` says.
+    pub fn start_opts(
+        program: &Path,
+        image: &Path,
+        limits: &Limits,
+        opts: NodeOptions,
+    ) -> Result<Daemon, DaemonError> {
+        let read_only = opts.read_only;
         let scratch = crate::runner::process::temp_dirs::scratch("live")?;
         // It runs in the case's directory (a relative data file name
         // resolves there), else in its scratch directory; its sockets go
@@ -158,7 +215,7 @@ impl Daemon {
         let handle = std::fs::File::open(sockets.path())?;
         let rel = Path::new(sockets.path().file_name().unwrap_or_default());
         let secret = crate::runner::process::case_env::current();
-        let args = arguments(image, rel, secret.as_deref(), read_only);
+        let args = arguments_with(image, rel, secret.as_deref(), opts);
         let cmd = {
             let _w = crate::runner::process::sandbox::writable(scratch.path());
             let _s = crate::runner::process::sandbox::writable(sockets.path());
@@ -195,6 +252,7 @@ impl Daemon {
                         timeout: limits.timeout,
                         read_only,
                         guest_export: false,
+                        active: true,
                     });
                 }
             }
@@ -388,6 +446,60 @@ impl Daemon {
             ..
         } = self;
         let _ = qmp.execute("quit", json!({}));
+        let start = Instant::now();
+        while server.try_wait().is_none() && start.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let p = server.stop(true);
+        drop(sockets);
+        drop(_scratch);
+        p
+    }
+
+    /// Adds an NBD export holding bitmap `name` (id [`export_id`]), kept
+    /// until [`Daemon::unexport_bitmap`] or the daemon's end.
+    pub fn export_bitmap(&mut self, name: &str) -> Result<Reply, DaemonError> {
+        let id = export_id(name);
+        self.execute(
+            "block-export-add",
+            json!({"type": "nbd", "id": id, "node-name": NODE, "name": id,
+                   "writable": !self.read_only, "bitmaps": [name]}),
+        )
+    }
+
+    /// Removes the export [`Daemon::export_bitmap`] made for `name`.
+    pub fn unexport_bitmap(&mut self, name: &str) -> Result<Reply, DaemonError> {
+        let id = export_id(name);
+        let r = self.execute("block-export-del", json!({"id": id, "mode": "hard"}))?;
+        if let Reply::Return(_) = r {
+            self.wait_export_gone(&id)?;
+        }
+        Ok(r)
+    }
+
+    /// A clean shutdown by SIGTERM to the daemon itself (not its keeper),
+    /// then waits for it to end as [`Daemon::quit`] does.
+    pub fn terminate(self) -> Proc {
+        let Daemon {
+            mut server,
+            sockets,
+            _scratch,
+            timeout,
+            ..
+        } = self;
+        let keeper = server.id();
+        let children = std::fs::read_to_string(format!("/proc/{keeper}/task/{keeper}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
         let start = Instant::now();
         while server.try_wait().is_none() && start.elapsed() < timeout {
             std::thread::sleep(Duration::from_millis(1));

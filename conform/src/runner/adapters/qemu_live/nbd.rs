@@ -231,15 +231,27 @@ impl NbdClient {
     fn replies(
         &mut self,
         cookie: u64,
-        mut chunk: impl FnMut(u16, &[u8]) -> Result<(), NbdError>,
+        chunk: impl FnMut(u16, &[u8]) -> Result<(), NbdError>,
     ) -> Result<(), NbdError> {
+        self.replies_of(|c| c == cookie, chunk).map(|_| ())
+    }
+
+    /// As [`NbdClient::replies`] for the first request whose cookie
+    /// `accept` takes (requests in flight together may be answered in
+    /// any order): that cookie.
+    fn replies_of(
+        &mut self,
+        accept: impl Fn(u64) -> bool,
+        mut chunk: impl FnMut(u16, &[u8]) -> Result<(), NbdError>,
+    ) -> Result<u64, NbdError> {
         loop {
             let magic = be_u32(&self.read_n(4)?);
             match magic {
                 SIMPLE_REPLY => {
                     let h = self.read_n(12)?;
                     let errno = be_u32(&h);
-                    if be_u64(&h[4..]) != cookie {
+                    let cookie = be_u64(&h[4..]);
+                    if !accept(cookie) {
                         return Err(proto("reply for another request"));
                     }
                     if errno != 0 {
@@ -248,12 +260,13 @@ impl NbdClient {
                             message: String::new(),
                         });
                     }
-                    return Ok(());
+                    return Ok(cookie);
                 }
                 STRUCTURED_REPLY => {
                     let h = self.read_n(16)?;
                     let (flags, kind) = (be_u16(&h), be_u16(&h[2..]));
-                    if be_u64(&h[4..]) != cookie {
+                    let cookie = be_u64(&h[4..]);
+                    if !accept(cookie) {
                         return Err(proto("reply for another request"));
                     }
                     let len = be_u32(&h[12..]);
@@ -282,7 +295,7 @@ impl NbdClient {
                         chunk(kind, &payload)?;
                     }
                     if flags & REPLY_FLAG_DONE != 0 {
-                        return Ok(());
+                        return Ok(cookie);
                     }
                 }
                 _ => return Err(proto(format!("bad reply magic {magic:#x}"))),
@@ -335,6 +348,25 @@ impl NbdClient {
             let at = offset + (i as u64) * MAX_REQUEST;
             let cookie = self.request(CMD_WRITE, at, piece.len() as u32, piece)?;
             self.replies(cookie, |_, _| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// Writes every `(offset, data)` with all the requests in flight
+    /// together (sent before any reply is read), replies taken in the
+    /// order the server sends them. An error leaves replies unread: the
+    /// connection must then be dropped.
+    pub fn write_concurrently(&mut self, writes: &[(u64, Vec<u8>)]) -> Result<(), NbdError> {
+        let mut pending = std::collections::BTreeSet::new();
+        for (offset, data) in writes {
+            for (i, piece) in data.chunks(MAX_REQUEST as usize).enumerate() {
+                let at = offset + (i as u64) * MAX_REQUEST;
+                pending.insert(self.request(CMD_WRITE, at, piece.len() as u32, piece)?);
+            }
+        }
+        while !pending.is_empty() {
+            let done = self.replies_of(|c| pending.contains(&c), |_, _| Ok(()))?;
+            pending.remove(&done);
         }
         Ok(())
     }

@@ -43,6 +43,18 @@ pub fn execute(
         })
     };
     match op {
+        Op::Write { .. }
+        | Op::Writes { .. }
+        | Op::WriteZeroes { .. }
+        | Op::Discard { .. }
+        | Op::Export { .. }
+            if !d.active =>
+        {
+            // An export would activate the node behind the harness's back.
+            Ok(Err(Refused(
+                "the harness exports nothing from an inactive node".into(),
+            )))
+        }
         Op::Write { offset, len }
         | Op::WriteZeroes { offset, len }
         | Op::Discard { offset, len } => {
@@ -65,6 +77,35 @@ pub fn execute(
             };
             Ok(r.map_err(|e| Refused(e.to_string())))
         }
+        Op::Writes { writes } => {
+            if guest.is_none() {
+                *guest = Some(d.guest()?);
+            }
+            let Some(c) = guest.as_mut() else {
+                return Ok(Err(Refused("no guest connection".into())));
+            };
+            if let Some((o, l)) = writes
+                .iter()
+                .find(|(o, l)| o.checked_add(*l).is_none_or(|e| e > c.size))
+            {
+                return Ok(Err(Refused(format!(
+                    "{o}+{l} lies past the export's end ({})",
+                    c.size
+                ))));
+            }
+            let data: Vec<(u64, Vec<u8>)> = writes
+                .iter()
+                .map(|&(o, l)| (o, vec![fill_byte(o); l as usize]))
+                .collect();
+            let r = c.write_concurrently(&data);
+            if r.is_err() {
+                // Replies may be left unread: a fresh connection next.
+                if let Some(c) = guest.take() {
+                    c.disconnect();
+                }
+            }
+            Ok(r.map_err(|e| Refused(e.to_string())))
+        }
         Op::Resize { size } => {
             if let Some(c) = guest.take() {
                 c.disconnect();
@@ -72,6 +113,26 @@ pub fn execute(
             d.drop_guest_export()?;
             qmp(d, "block_resize", json!({"node-name": node, "size": size}))
         }
+        Op::SetActive { active } => {
+            if !active {
+                // The guest's export would keep the node in use.
+                if let Some(c) = guest.take() {
+                    c.disconnect();
+                }
+                d.drop_guest_export()?;
+            }
+            let r = qmp(
+                d,
+                "blockdev-set-active",
+                json!({"node-name": node, "active": active}),
+            )?;
+            if r.is_ok() {
+                d.active = *active;
+            }
+            Ok(r)
+        }
+        Op::Export { name } => Ok(d.export_bitmap(name)?.ok().map(|_| ())),
+        Op::Unexport { name } => Ok(d.unexport_bitmap(name)?.ok().map(|_| ())),
         _ => match qmp_command(op) {
             Some((cmd, args)) => qmp(d, cmd, args),
             None => Ok(Err(Refused(format!("{op:?} has no QMP command")))),
@@ -79,12 +140,47 @@ pub fn execute(
     }
 }
 
-/// The QMP command (name, arguments) that carries out a bitmap operation
-/// or a resize; `None` for guest I/O.
+/// The QMP command (name, arguments) that carries out a bitmap operation,
+/// a transaction, an (in)activation, an export or a resize; `None` for
+/// guest I/O.
 pub fn qmp_command(op: &Op) -> Option<(&'static str, serde_json::Value)> {
     let node = NODE;
     Some(match op {
-        Op::Write { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } => return None,
+        Op::Write { .. } | Op::Writes { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } => {
+            return None
+        }
+        Op::AddDefault {
+            name,
+            persistent,
+            disabled,
+        } => (
+            "block-dirty-bitmap-add",
+            json!({"node": node, "name": name, "persistent": persistent, "disabled": disabled}),
+        ),
+        Op::Transaction { actions } => {
+            let actions: Vec<serde_json::Value> = actions
+                .iter()
+                .filter_map(qmp_command)
+                .map(|(cmd, data)| json!({"type": cmd, "data": data}))
+                .collect();
+            ("transaction", json!({ "actions": actions }))
+        }
+        Op::SetActive { active } => (
+            "blockdev-set-active",
+            json!({"node-name": node, "active": active}),
+        ),
+        Op::Export { name } => {
+            let id = super::daemon::export_id(name);
+            (
+                "block-export-add",
+                json!({"type": "nbd", "id": id, "node-name": node, "name": id,
+                       "writable": true, "bitmaps": [name]}),
+            )
+        }
+        Op::Unexport { name } => (
+            "block-export-del",
+            json!({"id": super::daemon::export_id(name), "mode": "hard"}),
+        ),
         Op::Add {
             name,
             gbits,
@@ -163,7 +259,12 @@ pub fn compare(d: &mut Daemon, model: &Disk, how: Contents) -> Result<Vec<String
                 Err(e) => p.push(format!("bitmap {:?}: debug hash refused: {e}", b.name)),
             }
         }
-        if how == Contents::HashAndNbd || !m.unspecified.is_empty() {
+        // An export of an inactive node would activate it, and a bitmap
+        // an export holds cannot be exported a second time.
+        // NBD carries no name with a NUL byte.
+        let exportable =
+            model.active && d.active && !model.exported.contains(&b.name) && !b.name.contains('\0');
+        if exportable && (how == Contents::HashAndNbd || !m.unspecified.is_empty()) {
             match d.read_dirty(&b.name)? {
                 Ok(ranges) => {
                     let n = granules::nbits(model.size, m.gbits);

@@ -5,7 +5,7 @@
 //! The prediction step is replaceable ([`Session::predict`]) so that a
 //! test can give the oracle a deliberately wrong model and see it caught.
 
-use super::daemon::{Daemon, DaemonError};
+use super::daemon::{Daemon, DaemonError, NodeOptions};
 use super::nbd::NbdClient;
 use super::oracle::{self, Contents};
 use crate::runner::process::{Limits, Proc};
@@ -34,6 +34,17 @@ pub enum SessionError {
     Stopped,
 }
 
+/// How a daemon is ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// QMP `quit`.
+    Quit,
+    /// SIGTERM.
+    Term,
+    /// SIGKILL (a crash).
+    Kill,
+}
+
 /// How the model predicts an operation's effect (normally [`Disk::apply`]).
 pub type Predict = fn(&mut Disk, &Op);
 
@@ -42,6 +53,8 @@ pub struct Session {
     program: PathBuf,
     image: PathBuf,
     limits: Limits,
+    /// How the daemon opens the image's nodes (every restart too).
+    opts: NodeOptions,
     daemon: Option<Daemon>,
     guest: Option<NbdClient>,
     /// What the model says the daemon holds now.
@@ -73,15 +86,26 @@ impl Session {
     /// Opens `image` in a daemon; the model starts from what the format
     /// model reads in the file.
     pub fn open(program: &Path, image: &Path, limits: &Limits) -> Result<Session, SessionError> {
+        Session::open_with(program, image, limits, NodeOptions::default())
+    }
+
+    /// As [`Session::open`], the nodes opened as `opts` says.
+    pub fn open_with(
+        program: &Path,
+        image: &Path,
+        limits: &Limits,
+        opts: NodeOptions,
+    ) -> Result<Session, SessionError> {
         let file = read_file(image)?;
-        let daemon = Daemon::start(program, image, limits)?;
+        let daemon = Daemon::start_opts(program, image, limits, opts)?;
         Ok(Session {
             program: program.to_owned(),
             image: image.to_owned(),
             limits: *limits,
+            opts,
             daemon: Some(daemon),
             guest: None,
-            model: Disk::reopened(&file),
+            model: Disk::reopened(&file).with_discard(opts.discard),
             predict: Disk::apply,
             contents: Contents::Hash,
             transcript: Vec::new(),
@@ -128,12 +152,15 @@ impl Session {
         let d = self.daemon.as_mut().ok_or(SessionError::Stopped)?;
         let r = oracle::execute(d, &mut self.guest, op)?;
         let mut p = Vec::new();
+        // Messages show an add with the default granularity made
+        // explicit, so that both forms of one problem share a key.
+        let shown = self.model.resolved(op);
         match (&expect, &r) {
             (Expect::Succeed, Err(e)) => {
-                p.push(format!("QEMU refused {op:?}, which must succeed: {e}"))
+                p.push(format!("QEMU refused {shown:?}, which must succeed: {e}"))
             }
             (Expect::Refuse(why), Ok(())) => p.push(format!(
-                "QEMU carried out {op:?}, which must be refused: {why}"
+                "QEMU carried out {shown:?}, which must be refused: {why}"
             )),
             (_, Ok(())) => (self.predict)(&mut self.model, op),
             (_, Err(_)) => {}
@@ -141,25 +168,45 @@ impl Session {
         if !p.is_empty() {
             return Ok(p);
         }
+        if matches!(op, Op::SetActive { active: false }) && r.is_ok() {
+            // The inactivation stored the persistent bitmaps: the file
+            // must hold them as a clean close would.
+            let file = read_file(&self.image)?;
+            let p: Vec<String> = judge_file(&self.model.close(), &file)
+                .into_iter()
+                .map(|m| format!("after the inactivation: {m}"))
+                .collect();
+            if !p.is_empty() {
+                return Ok(p);
+            }
+        }
         self.compare()
     }
 
-    fn stop(&mut self, crash: bool) -> Result<FileRead, SessionError> {
+    fn stop(&mut self, how: End) -> Result<FileRead, SessionError> {
         if let Some(g) = self.guest.take() {
             g.disconnect();
         }
         let d = self.daemon.take().ok_or(SessionError::Stopped)?;
         self.transcript.extend(d.qmp.transcript.iter().cloned());
-        let p = if crash { d.kill() } else { d.quit() };
-        self.transcript
-            .push(if crash { "# kill -9" } else { "# quit" }.to_owned());
+        let (p, marker) = match how {
+            End::Kill => (d.kill(), "# kill -9"),
+            End::Quit => (d.quit(), "# quit"),
+            End::Term => (d.terminate(), "# kill -TERM"),
+        };
+        self.transcript.push(marker.to_owned());
         self.ended.push(p);
         read_file(&self.image)
     }
 
     fn reopen(&mut self, file: &FileRead) -> Result<Vec<String>, SessionError> {
-        self.model = Disk::reopened(file);
-        self.daemon = Some(Daemon::start(&self.program, &self.image, &self.limits)?);
+        self.model = Disk::reopened(file).with_discard(self.opts.discard);
+        self.daemon = Some(Daemon::start_opts(
+            &self.program,
+            &self.image,
+            &self.limits,
+            self.opts,
+        )?);
         self.compare()
     }
 
@@ -185,8 +232,17 @@ impl Session {
     /// A clean shutdown (QMP `quit`): the file must hold exactly what the
     /// model stores; then a reopen must load it as the model says.
     pub fn restart(&mut self) -> Result<Vec<String>, SessionError> {
+        self.clean_restart(End::Quit)
+    }
+
+    /// A clean shutdown by SIGTERM, judged as [`Session::restart`].
+    pub fn terminate(&mut self) -> Result<Vec<String>, SessionError> {
+        self.clean_restart(End::Term)
+    }
+
+    fn clean_restart(&mut self, how: End) -> Result<Vec<String>, SessionError> {
         let want = self.model.close();
-        let file = self.stop(false)?;
+        let file = self.stop(how)?;
         let p = self.judge_end(&want, &file, "clean shutdown");
         if !p.is_empty() {
             return Ok(p);
@@ -199,7 +255,7 @@ impl Session {
     /// inconsistent (and refuse to use them, which later steps check).
     pub fn crash(&mut self) -> Result<Vec<String>, SessionError> {
         let want = self.model.crash();
-        let file = self.stop(true)?;
+        let file = self.stop(End::Kill)?;
         let p = self.judge_end(&want, &file, "crash");
         if !p.is_empty() {
             return Ok(p);
@@ -209,14 +265,14 @@ impl Session {
 
     /// Ends the session cleanly (QMP `quit`).
     pub fn close(mut self) -> Result<FileRead, SessionError> {
-        self.stop(false)
+        self.stop(End::Quit)
     }
 
     /// Ends the session cleanly and judges the file it leaves: the
     /// problems found and the whole QMP transcript.
     pub fn finish(mut self) -> Result<(Vec<String>, Vec<String>), SessionError> {
         let want = self.model.close();
-        let file = self.stop(false)?;
+        let file = self.stop(End::Quit)?;
         let p = self.judge_end(&want, &file, "clean shutdown");
         Ok((p, self.transcript))
     }
