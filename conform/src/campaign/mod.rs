@@ -22,6 +22,7 @@
 //! `--duration`), `candidates` (recipes and cases), `judging` (an adapter's
 //! judgement, the deduplication key), `minimise`, `findings` (saving).
 
+pub mod backup;
 mod candidates;
 mod findings;
 mod judging;
