@@ -27,6 +27,7 @@ mod candidates;
 mod findings;
 mod judging;
 mod minimise;
+pub mod replay;
 pub mod sequences;
 mod state;
 

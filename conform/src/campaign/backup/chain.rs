@@ -125,7 +125,7 @@ pub struct ChainResult {
 impl ChainResult {
     /// Whether the chain found something.
     pub fn failed(&self) -> bool {
-        !self.problems.is_empty() || self.error.is_some()
+        self.unstarted.is_none() && (!self.problems.is_empty() || self.error.is_some())
     }
 }
 
@@ -270,6 +270,12 @@ pub fn run_chain(
         Err(Stop::Problems(p)) => {
             r.problems = p;
             r.at_point = Some(point);
+        }
+        Err(Stop::Daemon(DaemonError::NotListening(t))) => {
+            r.at_point = Some(point);
+            r.unstarted = Some(format!(
+                "qemu-storage-daemon did not listen within {t:?} on a restart, twice"
+            ));
         }
         Err(Stop::Daemon(e)) => {
             r.at_point = Some(point);

@@ -6,6 +6,7 @@
 
 use super::gen::{Sequence, Step};
 use crate::runner::adapters::qemu::Tool;
+use crate::runner::adapters::qemu_live::daemon::DaemonError;
 use crate::runner::adapters::qemu_live::session::{Predict, Session, SessionError};
 use crate::runner::process::{self, Limits};
 use serde::Serialize;
@@ -27,12 +28,18 @@ pub struct SeqResult {
     pub error: Option<String>,
     /// QMP transcript (`>` sent, `<` received, `#` markers).
     pub transcript: Vec<String>,
+    /// The daemon did not listen within the limit, on the first try and
+    /// on the retry: the harness failed (a loaded machine), so the
+    /// sequence is an `error`, never a finding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unstarted: bool,
 }
 
 impl SeqResult {
-    /// Whether the sequence found something.
+    /// Whether the sequence found something (a daemon that never
+    /// started is not a finding).
     pub fn failed(&self) -> bool {
-        !self.problems.is_empty() || self.error.is_some()
+        !self.unstarted && (!self.problems.is_empty() || self.error.is_some())
     }
 }
 
@@ -73,10 +80,31 @@ pub fn create_image(image: &Path, size: u64, limits: &Limits) -> Result<(), Setu
     Ok(())
 }
 
+/// Whether `e` is a daemon that did not listen within the limit.
+pub fn unstarted(e: &SessionError) -> bool {
+    matches!(e, SessionError::Daemon(DaemonError::NotListening(_)))
+}
+
 /// Runs `seq` on a fresh image in `work` with the daemon `program`;
 /// `predict` is the model's prediction step ([`Disk::apply`] but for
-/// tests of the oracle itself).
+/// tests of the oracle itself). A daemon that does not listen within the
+/// limit (at the start, a restart or a crash's reopen) makes the whole
+/// sequence run once more; twice, and the result is `unstarted`.
 pub fn run_sequence(
+    program: &Path,
+    seq: &Sequence,
+    work: &Path,
+    limits: &Limits,
+    predict: Predict,
+) -> Result<SeqResult, SetupError> {
+    let r = run_once(program, seq, work, limits, predict)?;
+    if !r.unstarted {
+        return Ok(r);
+    }
+    run_once(program, seq, work, limits, predict)
+}
+
+fn run_once(
     program: &Path,
     seq: &Sequence,
     work: &Path,
@@ -89,6 +117,7 @@ pub fn run_sequence(
     let mut s = match Session::open(program, &image, limits) {
         Ok(s) => s,
         Err(e) => {
+            r.unstarted = unstarted(&e);
             r.error = Some(e.to_string());
             return Ok(r);
         }
@@ -112,6 +141,7 @@ pub fn run_sequence(
                 return Ok(r);
             }
             Err(e) => {
+                r.unstarted = unstarted(&e);
                 let what = match step {
                     Step::Op { op } => format!("{op:?}"),
                     other => format!("{other:?}"),
