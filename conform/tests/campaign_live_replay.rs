@@ -160,12 +160,20 @@ fn a_backup_chain_replays_point_by_point() {
                    {"ops": [{"op": "write-zeroes", "offset": 0, "len": 4096}]}]}"#;
     std::fs::write(tmp.path().join("chain.json"), chain).unwrap();
     let o = replay(tmp.path(), &["--json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["kind"], "backup-chain");
     let steps = v["steps"].as_array().unwrap();
     // The full backup and two incrementals, each agreeing.
     assert_eq!(steps.len(), 3, "{v:#}");
     assert!(steps.iter().all(|s| s["agree"] == true), "{v:#}");
-    assert!(steps[1]["model"].as_str().unwrap().contains("65536"), "{v:#}");
+    assert!(
+        steps[1]["model"].as_str().unwrap().contains("65536"),
+        "{v:#}"
+    );
 }
