@@ -2,7 +2,8 @@
 //! a full backup, guest writes, incrementals in every mode
 //! (`sync=bitmap` with each `bitmap-mode`, `sync=incremental`, pull mode
 //! over NBD), each chain restored by the suite's own reader and compared
-//! byte for byte with the disk; and the check shown able to fail: an
+//! byte for byte with the disk, a failed job (blkdebug) leaving the
+//! bitmap whole; and the check shown able to fail: an
 //! incremental with a dirty cluster taken out is caught. A missing daemon
 //! fails these tests.
 
@@ -48,6 +49,7 @@ fn hand_chain(mode: Mode, persistent: bool) -> Chain {
             Round {
                 ops: vec![w(65536, 10), w(1 << 20, 200_000)],
                 restart: false,
+                fail_first: false,
             },
             Round {
                 ops: vec![
@@ -58,6 +60,8 @@ fn hand_chain(mode: Mode, persistent: bool) -> Chain {
                     w(2 << 20, 1),
                 ],
                 restart: persistent,
+                // A job that fails first (where the mode keeps the bitmap).
+                fail_first: true,
             },
             Round {
                 ops: vec![
@@ -68,6 +72,7 @@ fn hand_chain(mode: Mode, persistent: bool) -> Chain {
                     w(4_000_000, 100_000),
                 ],
                 restart: false,
+                fail_first: false,
             },
         ],
     }
@@ -90,6 +95,8 @@ fn chains_of_every_mode_restore_byte_for_byte() {
                 (&r.problems, &r.error, &r.points)
             );
             assert_eq!(r.incrementals, 3, "{mode:?}");
+            let failed = u64::from(mode.keeps_bitmap_on_failure());
+            assert_eq!(r.failed_jobs, failed, "{mode:?}: the injected failure");
             assert_eq!(r.restored, 4, "{mode:?}");
             assert_eq!(r.bytes_compared, 4 * chain.size, "{mode:?}");
             // Every incremental held what the model required.

@@ -30,6 +30,12 @@ pub struct Round {
     pub ops: Vec<Op>,
     #[serde(default)]
     pub restart: bool,
+    /// Before the incremental, a backup to a target whose data writes
+    /// fail (blkdebug): the job must fail and leave the bitmap whole
+    /// (`on-success`, `never`, `incremental`), so that the backup taken
+    /// next still holds everything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_first: bool,
 }
 
 /// One chain: the disk, the bitmap, the mode and the rounds.
@@ -78,17 +84,27 @@ impl Chain {
             (0..n).map(|_| guest_op(rng, size)).collect::<Vec<_>>()
         };
         let before = ops(&mut rng);
-        let rounds = (0..rng.gen_range(1..=4))
+        let mut rounds: Vec<Round> = (0..rng.gen_range(1..=4))
             .map(|_| Round {
                 ops: ops(&mut rng),
                 restart: persistent && rng.gen_range(0..4) == 0,
+                fail_first: false,
             })
             .collect();
+        let mode = Mode::ALL[(index % Mode::ALL.len() as u64) as usize];
+        let gbits = GBITS[rng.gen_range(0..GBITS.len())];
+        // Failed jobs are drawn from their own generator, so that the
+        // rest of a chain is what it was before they were added.
+        let mut fails =
+            ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x51_7cc1_b727_220a_95));
+        for r in &mut rounds {
+            r.fail_first = mode.keeps_bitmap_on_failure() && fails.gen_range(0..4) == 0;
+        }
         Chain {
             size,
-            gbits: GBITS[rng.gen_range(0..GBITS.len())],
+            gbits,
             persistent,
-            mode: Mode::ALL[(index % Mode::ALL.len() as u64) as usize],
+            mode,
             before,
             rounds,
         }
@@ -115,6 +131,9 @@ pub struct ChainResult {
     pub bytes_compared: u64,
     /// Bytes the incrementals held beyond what the model required.
     pub extra_bytes: u64,
+    /// Backup jobs that failed as injected (and left the bitmap whole).
+    #[serde(default)]
+    pub failed_jobs: u64,
     /// Per backup point: what the model required and what came.
     pub points: Vec<Point>,
     /// QMP transcript.
@@ -416,6 +435,9 @@ impl Run<'_> {
             self.daemon = Some(start_retrying(self.program, self.image, &self.opts.limits)?);
         }
         self.guest_ops(&round.ops)?;
+        if round.fail_first && self.chain.mode.keeps_bitmap_on_failure() {
+            self.failing_backup(k, r)?;
+        }
         let must = self
             .model
             .bitmaps
@@ -485,6 +507,49 @@ impl Run<'_> {
         }
         restore::image_extents(&path)
             .map_err(|e| Stop::Problems(vec![format!("incremental backup {k}: {e}")]))
+    }
+
+    /// A backup to a target whose data writes fail. A job that fails must
+    /// leave the bitmap as it was (the model is unchanged, and compared
+    /// after it); a job with no data to write (nothing dirty, or only
+    /// zeroes) may succeed, and is then an ordinary incremental.
+    fn failing_backup(&mut self, k: usize, r: &mut ChainResult) -> Result<(), Stop> {
+        let path = self.work.join(format!("failing{k}.qcow2"));
+        create_image(&path, self.chain.size, &self.opts.limits)
+            .map_err(|e| Stop::Problems(vec![format!("cannot create the target: {e}")]))?;
+        let node = format!("f{k}");
+        if let Err(e) = qb::attach_failing_target(running(&mut self.daemon)?, &node, &path)? {
+            return Err(refused("the failing backup target", e));
+        }
+        let args = self
+            .chain
+            .mode
+            .backup_arguments(&format!("fj{k}"), &node, &self.bitmap)
+            .expect("a push mode");
+        let job = qb::run_job(running(&mut self.daemon)?, args, self.opts.limits.timeout)?;
+        if let Err(e) = qb::detach(running(&mut self.daemon)?, &node)? {
+            return Err(refused("detaching the failing target", e));
+        }
+        match job {
+            Err(_) => r.failed_jobs += 1,
+            Ok(()) if self.chain.mode.clears_on_success() => self.model.apply(&Op::Clear {
+                name: self.bitmap.clone(),
+            }),
+            Ok(()) => {}
+        }
+        if self.opts.bare {
+            return Ok(());
+        }
+        let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
+        if p.is_empty() {
+            return Ok(());
+        }
+        let how = if job.is_err() { "failed" } else { "succeeded" };
+        Err(Stop::Problems(
+            p.into_iter()
+                .map(|m| format!("after a backup job that {how} before incremental {k}: {m}"))
+                .collect(),
+        ))
     }
 
     /// Pull mode: a new bitmap takes over recording and the old one is

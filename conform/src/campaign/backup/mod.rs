@@ -49,7 +49,7 @@ pub struct Summary {
     pub chains_this_run: u64,
     /// Every count of `state.json` (all runs): `chains`, `pass`,
     /// `finding`, `error`, `not-reproduced`, `incrementals`, `restored`,
-    /// `bytes-compared`, `extra-bytes`, `mode:NAME`.
+    /// `bytes-compared`, `extra-bytes`, `failed-jobs`, `mode:NAME`.
     pub totals: BTreeMap<String, u64>,
     /// Failures per key (all runs).
     pub findings: BTreeMap<String, u64>,
@@ -100,6 +100,7 @@ pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
         count("restored", r.restored);
         count("bytes-compared", r.bytes_compared);
         count("extra-bytes", r.extra_bytes);
+        count("failed-jobs", r.failed_jobs);
         if r.unstarted.is_some() {
             count("error", 1);
         } else if !r.failed() {

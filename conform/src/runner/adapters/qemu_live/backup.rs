@@ -61,6 +61,15 @@ impl Mode {
         !matches!(self, Mode::BitmapNever)
     }
 
+    /// Whether a failed job must leave the bitmap as it was (`always`
+    /// clears what it did copy; pull mode runs no job).
+    pub fn keeps_bitmap_on_failure(self) -> bool {
+        matches!(
+            self,
+            Mode::BitmapOnSuccess | Mode::BitmapNever | Mode::Incremental
+        )
+    }
+
     /// The `blockdev-backup` arguments of an incremental backup of
     /// `bitmap` to node `target`; `None` for pull mode.
     pub fn backup_arguments(self, job: &str, target: &str, bitmap: &str) -> Option<Value> {
@@ -105,6 +114,25 @@ pub fn attach_target(
         "blockdev-add",
         json!({"driver": "qcow2", "node-name": node,
                "file": {"driver": "file", "filename": path.to_string_lossy()}}),
+    )?
+    .map(drop))
+}
+
+/// Attaches the qcow2 image at `path` as node `node` over a `blkdebug`
+/// layer that fails every guest data write with EIO: a backup to it
+/// fails once it has data to copy.
+pub fn attach_failing_target(
+    d: &mut Daemon,
+    node: &str,
+    path: &Path,
+) -> Result<Result<(), Refused>, DaemonError> {
+    Ok(answer(
+        d,
+        "blockdev-add",
+        json!({"driver": "qcow2", "node-name": node,
+               "file": {"driver": "blkdebug",
+                        "inject-error": [{"event": "write_aio", "errno": 5}],
+                        "image": {"driver": "file", "filename": path.to_string_lossy()}}}),
     )?
     .map(drop))
 }
