@@ -95,8 +95,7 @@ impl Chain {
         let gbits = GBITS[rng.gen_range(0..GBITS.len())];
         // Failed jobs are drawn from their own generator, so that the
         // rest of a chain is what it was before they were added.
-        let mut fails =
-            ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x51_7cc1_b727_220a_95));
+        let mut fails = ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x517c_c1b7_2722_0a95));
         for r in &mut rounds {
             r.fail_first = mode.keeps_bitmap_on_failure() && fails.gen_range(0..4) == 0;
         }
