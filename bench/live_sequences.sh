@@ -7,7 +7,15 @@
 # on the same seed and sequences. Findings are counted, not minimised
 # (`--no-minimise`), so that both runs do the same work.
 #
-# Usage: [BIN=path] bench/live_sequences.sh [SEQUENCES] [ROUNDS]   (defaults 60, 3)
+# With WHAT=chains, the same for the backup-chain campaign
+# (`--backup-chains`: chains per minute and incremental backups per second,
+# each chain restored and compared at every backup point) against
+# `--bare` (the same guest writes, backup jobs and pulls, nothing read
+# back, predicted or compared).
+#
+# Each round prints both modes and the ratio bare/oracle of their rates.
+#
+# Usage: [BIN=path] [WHAT=sequences|chains] bench/live_sequences.sh [COUNT] [ROUNDS]   (defaults 60, 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-60}
@@ -22,18 +30,29 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 echo "qemu-storage-daemon: $(qemu-storage-daemon --version | head -1)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-7s %-6s %10s %10s %10s %12s\n' mode round sequences operations seconds ops_per_s
+what=${WHAT:-sequences}
+case "$what" in
+  sequences) kind=(--sequences); count=operations; unit=sequences ;;
+  chains) kind=(--backup-chains); count=incrementals; unit=chains ;;
+  *) echo "WHAT must be sequences or chains" >&2; exit 1 ;;
+esac
+printf '%-7s %-6s %10s %12s %10s %12s\n' mode round "$unit" "$count" seconds "${count}_per_s"
 for r in $(seq 1 "$rounds"); do
+  rates=()
   for mode in bare oracle; do
-    flags=(--no-minimise)
+    flags=()
+    [ "$what" = sequences ] && flags+=(--no-minimise)
     [ "$mode" = bare ] && flags+=(--bare)
     rm -rf "$out/$mode"
     start=$(date +%s.%N)
-    "$bin" campaign --impl qemu-live --sequences --seed 1 --max-cases "$n" --duration 1h \
-      --out "$out/$mode" --fail-on-findings none "${flags[@]}" 2>/dev/null
+    "$bin" campaign --impl qemu-live "${kind[@]}" --seed 1 --max-cases "$n" --duration 1h \
+      --out "$out/$mode" --fail-on-findings none "${flags[@]}" 2>/dev/null >/dev/null
     end=$(date +%s.%N)
-    ops=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['outcomes'].get('operations',0))" "$out/$mode/state.json")
-    python3 -c "import sys; n,o,a,b=int(sys.argv[1]),int(sys.argv[2]),float(sys.argv[3]),float(sys.argv[4]); s=b-a; print(f'{sys.argv[5]:<7} {sys.argv[6]:<6} {n:>10} {o:>10} {s:>10.2f} {o/s:>12.1f}   {60*n/s:.1f} sequences/min')" "$n" "$ops" "$start" "$end" "$mode" "$r"
+    ops=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['outcomes'].get(sys.argv[2],0))" "$out/$mode/state.json" "$count")
+    line=$(python3 -c "import sys; n,o,a,b=int(sys.argv[1]),int(sys.argv[2]),float(sys.argv[3]),float(sys.argv[4]); s=b-a; print(f'{sys.argv[5]:<7} {sys.argv[6]:<6} {n:>10} {o:>12} {s:>10.2f} {o/s:>12.1f}   {60*n/s:.1f} {sys.argv[7]}/min')" "$n" "$ops" "$start" "$end" "$mode" "$r" "$unit")
+    echo "$line"
+    rates+=("$(echo "$line" | awk '{print $6}')")
   done
+  python3 -c "import sys; b,o=float(sys.argv[1]),float(sys.argv[2]); print(f'round {sys.argv[3]}: bare/oracle = {b/o:.2f}x')" "${rates[0]}" "${rates[1]}" "$r"
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

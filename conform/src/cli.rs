@@ -237,14 +237,22 @@ pub enum ReportCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct CampaignArgs {
-    /// The implementation: `qemu`, `exec:TEMPLATE`, or another adapter name.
-    #[arg(long = "impl", value_name = "IMPL")]
+    /// The implementation: `qemu`, `exec:TEMPLATE`, or another adapter name
+    /// (not needed with `--replay`, which uses qemu-live).
+    #[arg(
+        long = "impl",
+        value_name = "IMPL",
+        required_unless_present = "replay",
+        default_value = "qemu-live",
+        hide_default_value = true
+    )]
     pub implementation: String,
     /// Seed of the case sequence.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// How long to run: `90s`, `10m`, `1h`.
-    #[arg(long, default_value = "60s", value_parser = crate::campaign::parse_duration)]
+    /// How long to run: `90s`, `10m`, `1h` (`--time` is the same; bare
+    /// numbers are seconds).
+    #[arg(long, visible_alias = "time", default_value = "60s", value_parser = crate::campaign::parse_duration)]
     pub duration: std::time::Duration,
     /// Stop after this many cases (whichever comes first).
     #[arg(long)]
@@ -270,8 +278,23 @@ pub struct CampaignArgs {
     /// `--impl qemu`, the same sequences through qemu-img bitmap and qemu-io.
     #[arg(long)]
     pub sequences: bool,
-    /// Benchmarks only: run the sequences' operations with no oracle.
-    #[arg(long, hide = true, requires = "sequences")]
+    /// With `--impl qemu-live`: random incremental backup chains (a full
+    /// backup, guest writes, incrementals with blockdev-backup sync=bitmap
+    /// in each bitmap mode, sync=incremental, and pull mode over NBD), each
+    /// restored and compared byte for byte with the disk at every backup
+    /// point; the semantic model says what each incremental must hold.
+    #[arg(long, conflicts_with = "sequences")]
+    pub backup_chains: bool,
+    /// Replay one saved sequence or chain step by step against the model:
+    /// a finding directory (finding.json or chain.json), such a file, or a
+    /// sequence JSON. Exit 0 when every step agrees, 2 when one does not.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["sequences", "backup_chains"])]
+    pub replay: Option<PathBuf>,
+    /// With `--replay` or `--backup-chains`: print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Benchmarks only: run the operations with no oracle.
+    #[arg(long, hide = true)]
     pub bare: bool,
     /// Benchmarks only: count findings without minimising or saving them.
     #[arg(long, hide = true, requires = "sequences")]

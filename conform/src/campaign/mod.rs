@@ -22,10 +22,12 @@
 //! `--duration`), `candidates` (recipes and cases), `judging` (an adapter's
 //! judgement, the deduplication key), `minimise`, `findings` (saving).
 
+pub mod backup;
 mod candidates;
 mod findings;
 mod judging;
 mod minimise;
+pub mod replay;
 pub mod sequences;
 mod state;
 

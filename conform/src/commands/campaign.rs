@@ -16,6 +16,12 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
     if !sandbox.sandboxed && args.sandbox != runner::process::sandbox::Mode::Off {
         eprintln!("campaign: WARNING: {}", sandbox.detail);
     }
+    if let Some(path) = &args.replay {
+        return super::campaign_live::replay(args, path);
+    }
+    if args.backup_chains {
+        return super::campaign_live::backup_chains(args);
+    }
     if args.sequences {
         return sequences(args);
     }

@@ -1,6 +1,7 @@
 //! What each subcommand does.
 
 mod campaign;
+mod campaign_live;
 mod completions;
 mod corpus;
 mod corpus_kit;

@@ -3,13 +3,10 @@
 //! and what is saved for it: the original and minimised sequences, the
 //! problems, the QMP transcript and a shell reproducer.
 
-use super::gen::{Sequence, Step};
+use super::gen::Sequence;
 use super::run::SeqResult;
-use crate::runner::adapters::qemu_live::daemon::{self, NODE};
-use crate::runner::adapters::qemu_live::oracle::{fill_byte, qmp_command};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use spec_model::semantics::Op;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -145,141 +142,56 @@ pub fn minimise(
     }
 }
 
-/// A POSIX shell script that replays `seq` with QEMU's own tools
-/// (`qemu-img`, `qemu-storage-daemon`, `socat` for QMP, `qemu-io` over
-/// NBD for guest I/O), printing each bitmap's debug hash after every step.
+/// The shell reproducer of a finding: offline ones replay with QEMU's
+/// offline tools; live ones through the binary (`qcow2-conform campaign
+/// --replay .` beside `finding.json`), which prints each step against the
+/// model, so nothing else (no QMP shell, no socat) is needed.
 pub fn reproducer(seq: &Sequence, f: &SeqFinding) -> String {
-    if f.offline {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "#!/bin/sh\n# qcow2-conform campaign --impl qemu --sequences (offline): finding {}\n# seed {}, sequence {}; problems found:",
-            f.key, f.seed, f.index
-        );
-        for p in &f.problems {
-            let _ = writeln!(s, "#   {}", p.replace('\n', " "));
-        }
-        s.push_str(&super::offline::reproducer_body(seq));
-        return s;
-    }
     let mut s = String::new();
+    let how = if f.offline {
+        "--impl qemu --sequences (offline)"
+    } else {
+        "--impl qemu-live --sequences"
+    };
     let _ = writeln!(
         s,
-        "#!/bin/sh\n# qcow2-conform campaign --impl qemu-live --sequences: finding {}",
-        f.key
-    );
-    let _ = writeln!(
-        s,
-        "# seed {}, sequence {}; problems found:",
-        f.seed, f.index
+        "#!/bin/sh\n# qcow2-conform campaign {how}: finding {}\n# seed {}, sequence {}; problems found:",
+        f.key, f.seed, f.index
     );
     for p in &f.problems {
         let _ = writeln!(s, "#   {}", p.replace('\n', " "));
     }
-    s.push_str(
-        r#"set -u
-command -v socat >/dev/null || { echo "this reproducer needs socat (QMP over a Unix socket)" >&2; exit 1; }
-QSD=${QSD_PROG:-qemu-storage-daemon}
-D=$(mktemp -d)
-PID=
-qmp() { printf '%s\n%s\n' '{"execute":"qmp_capabilities"}' "$1" | socat -t 1 - "UNIX-CONNECT:$D/qmp.sock" | tail -n +3; }
-trap '[ -n "$PID" ] && kill -9 $PID 2>/dev/null; rm -rf "$D"' EXIT
-start() {
-  rm -f "$D/qmp.sock" "$D/nbd.sock"
-  "$QSD" --blockdev "driver=file,filename=$D/seq.qcow2,node-name=f0,discard=$DISCARD" \
-    --blockdev "driver=qcow2,file=f0,node-name=q0,discard=$DISCARD" \
-    --chardev "socket,id=m0,path=$D/qmp.sock,server=on,wait=off" --monitor chardev=m0 \
-    --nbd-server "addr.type=unix,addr.path=$D/nbd.sock" &
-  PID=$!
-  while [ ! -S "$D/qmp.sock" ]; do sleep 0.05; done
-  qmp '{"execute":"block-export-add","arguments":{"type":"nbd","id":"e0","node-name":"q0","name":"disk","writable":true}}'
-}
-io() { qemu-io -f raw "nbd+unix:///disk?socket=$D/nbd.sock" -c "$1"; }
-alive() { sleep 0.1; kill -0 "$PID" 2>/dev/null || { wait "$PID"; echo "qemu-storage-daemon died: exit status $? (128+N: signal N)"; PID=; exit 1; }; }
-CHECK=${QCOW2_CONFORM:-qcow2-conform}
-"#,
-    );
-    let mut o = Vec::new();
-    if let Some(c) = seq.shape.cluster_bits {
-        o.push(format!("cluster_size={}", 1u64 << c.min(30)));
-    }
-    if seq.shape.v2 {
-        o.push("compat=0.10".to_owned());
-    }
-    let o = if o.is_empty() {
-        String::new()
+    if f.offline {
+        s.push_str(&super::offline::reproducer_body(seq));
     } else {
-        format!("-o {} ", o.join(","))
-    };
-    let discard = match seq.shape.discard {
-        spec_model::semantics::DiscardMode::Unmap => "unmap",
-        spec_model::semantics::DiscardMode::Ignore => "ignore",
-    };
-    let _ = writeln!(
-        s,
-        "DISCARD={discard}\nqemu-img create -q -f qcow2 {o}\"$D/seq.qcow2\" {}\nstart",
-        seq.size
-    );
-    for step in &seq.steps {
-        match step {
-            Step::Restart => s.push_str(
-                "qmp '{\"execute\":\"quit\"}'; wait $PID; $CHECK check \"$D/seq.qcow2\"; start\n",
-            ),
-            Step::Crash => {
-                s.push_str("kill -9 $PID; wait $PID; $CHECK check \"$D/seq.qcow2\"; start\n")
-            }
-            Step::Terminate => {
-                s.push_str("kill -TERM $PID; wait $PID; $CHECK check \"$D/seq.qcow2\"; start\n")
-            }
-            Step::Op { op } => match op {
-                Op::Write { offset, len } => {
-                    let _ = writeln!(
-                        s,
-                        "io 'write -P {:#04x} {offset} {len}'",
-                        fill_byte(*offset)
-                    );
-                }
-                Op::Writes { writes } => {
-                    // qemu-io's aio_write keeps the requests in flight
-                    // together; aio_flush waits for them.
-                    let cmds: Vec<String> = writes
-                        .iter()
-                        .map(|(o, l)| format!("-c 'aio_write -P {:#04x} {o} {l}'", fill_byte(*o)))
-                        .collect();
-                    let _ = writeln!(
-                        s,
-                        "qemu-io -f raw \"nbd+unix:///disk?socket=$D/nbd.sock\" {} -c aio_flush",
-                        cmds.join(" ")
-                    );
-                }
-                Op::WriteZeroes { offset, len } => {
-                    let _ = writeln!(s, "io 'write -z {offset} {len}'");
-                }
-                Op::Discard { offset, len } => {
-                    let _ = writeln!(s, "io 'discard {offset} {len}'");
-                }
-                other => {
-                    if let Op::Resize { .. } | Op::SetActive { active: false } = other {
-                        s.push_str("qmp '{\"execute\":\"block-export-del\",\"arguments\":{\"id\":\"e0\"}}'; sleep 0.2\n");
-                    }
-                    if let Some((cmd, args)) = qmp_command(other) {
-                        let msg = serde_json::json!({"execute": cmd, "arguments": args});
-                        let _ = writeln!(s, "qmp '{msg}'");
-                    }
-                    if let Op::Resize { .. } | Op::SetActive { active: true } = other {
-                        s.push_str("qmp '{\"execute\":\"block-export-add\",\"arguments\":{\"type\":\"nbd\",\"id\":\"e0\",\"node-name\":\"q0\",\"name\":\"disk\",\"writable\":true}}'\n");
-                    }
-                }
-            },
-        }
-        s.push_str("alive; qmp '{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}' | grep -o '\"dirty-bitmaps\": *\\[[^]]*\\]'\n");
+        s.push_str(&replay_body());
     }
-    let _ = writeln!(
-        s,
-        "for b in a b c d; do qmp '{{\"execute\":\"x-debug-block-dirty-bitmap-sha256\",\"arguments\":{{\"node\":\"{NODE}\",\"name\":\"'$b'\"}}}}'; done\nqmp '{{\"execute\":\"quit\"}}'; wait $PID; PID=\n$CHECK check \"$D/seq.qcow2\""
-    );
-    let _ = daemon::EXPORT;
     s
+}
+
+/// The body of a script that replays the finding beside it through the
+/// binary (`QCOW2_CONFORM`, else `qcow2-conform` on PATH; the daemon is
+/// `QSD_PROG`, else PATH's), passing its arguments on (`--json`).
+fn replay_body() -> String {
+    concat!(
+        "# Replays the saved sequence step by step against the model with\n",
+        "# qemu-storage-daemon (QSD_PROG, else PATH); exit 2: it still fails.\n",
+        "cd \"$(dirname \"$0\")\" || exit 1\n",
+        "exec \"${QCOW2_CONFORM:-qcow2-conform}\" campaign --replay . \"$@\"\n"
+    )
+    .to_owned()
+}
+
+/// Writes `dir/repro.sh`: a replay of the finding in `dir` through the
+/// binary, headed by `what`.
+pub fn write_replay_script(dir: &Path, what: &str) -> std::io::Result<()> {
+    let repro = dir.join("repro.sh");
+    std::fs::write(
+        &repro,
+        format!("#!/bin/sh\n# qcow2-conform: {what}\n{}", replay_body()),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&repro, std::fs::Permissions::from_mode(0o755))
 }
 
 /// Saves `f` under `OUT/findings/KEY/` only if it reproduces: it is

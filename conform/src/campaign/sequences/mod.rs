@@ -127,6 +127,13 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
         let count = |state: &mut State, k: &str, n: u64| {
             *state.outcomes.entry(k.to_owned()).or_default() += n
         };
+        if r.unstarted {
+            // The daemon never listened (twice): the harness failed, not
+            // QEMU; counted, never saved.
+            count(&mut state, "error", 1);
+            state.write(&state_path)?;
+            continue;
+        }
         let done = r
             .at_step
             .map_or(seq.steps.len(), |i| (i + 1).min(seq.steps.len()));

@@ -6,6 +6,7 @@
 
 use super::gen::{Sequence, Shape, Step};
 use crate::runner::adapters::qemu::Tool;
+use crate::runner::adapters::qemu_live::daemon::DaemonError;
 use crate::runner::adapters::qemu_live::daemon::NodeOptions;
 use crate::runner::adapters::qemu_live::oracle::Contents;
 use crate::runner::adapters::qemu_live::session::{Predict, Session, SessionError};
@@ -29,12 +30,18 @@ pub struct SeqResult {
     pub error: Option<String>,
     /// QMP transcript (`>` sent, `<` received, `#` markers).
     pub transcript: Vec<String>,
+    /// The daemon did not listen within the limit, on the first try and
+    /// on the retry: the harness failed (a loaded machine), so the
+    /// sequence is an `error`, never a finding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unstarted: bool,
 }
 
 impl SeqResult {
-    /// Whether the sequence found something.
+    /// Whether the sequence found something (a daemon that never
+    /// started is not a finding).
     pub fn failed(&self) -> bool {
-        !self.problems.is_empty() || self.error.is_some()
+        !self.unstarted && (!self.problems.is_empty() || self.error.is_some())
     }
 }
 
@@ -118,9 +125,16 @@ fn preloaded(image: &Path, size: u64, shape: Shape) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// Whether `e` is a daemon that did not listen within the limit.
+pub fn unstarted(e: &SessionError) -> bool {
+    matches!(e, SessionError::Daemon(DaemonError::NotListening(_)))
+}
+
 /// Runs `seq` on a fresh image in `work` with the daemon `program`;
 /// `predict` is the model's prediction step ([`Disk::apply`] but for
-/// tests of the oracle itself).
+/// tests of the oracle itself). A daemon that does not listen within the
+/// limit (at the start, a restart or a crash's reopen) makes the whole
+/// sequence run once more; twice, and the result is `unstarted`.
 pub fn run_sequence(
     program: &Path,
     seq: &Sequence,
@@ -128,20 +142,31 @@ pub fn run_sequence(
     limits: &Limits,
     predict: Predict,
 ) -> Result<SeqResult, SetupError> {
+    let r = run_once(program, seq, work, limits, predict)?;
+    if !r.unstarted {
+        return Ok(r);
+    }
+    run_once(program, seq, work, limits, predict)
+}
+
+fn run_once(
+    program: &Path,
+    seq: &Sequence,
+    work: &Path,
+    limits: &Limits,
+    predict: Predict,
+) -> Result<SeqResult, SetupError> {
     let image = work.join("seq.qcow2");
-    create_shaped(&image, seq.size, seq.shape, limits)?;
     let mut r = SeqResult::default();
-    let mut s = match Session::open_with(program, &image, limits, node_options(seq.shape)) {
+    let mut s = match open_session(program, seq, &image, limits)? {
         Ok(s) => s,
         Err(e) => {
+            r.unstarted = unstarted(&e);
             r.error = Some(e.to_string());
             return Ok(r);
         }
     };
     s.predict = predict;
-    // Contents after every step by both QEMU's debug hash and the dirty
-    // extents a backup client reads over NBD.
-    s.contents = Contents::HashAndNbd;
     for (i, step) in seq.steps.iter().enumerate() {
         let got: Result<Vec<String>, SessionError> = match step {
             Step::Op { op } => {
@@ -161,29 +186,8 @@ pub fn run_sequence(
                 return Ok(r);
             }
             Err(e) => {
-                let what = match step {
-                    Step::Op { op } => format!("{op:?}"),
-                    other => format!("{other:?}"),
-                };
-                // A transaction is named with the member the model expects
-                // may fail, so that different failing members make
-                // different keys.
-                let why = match (step, s.model.expect(step_op(step))) {
-                    (
-                        Step::Op {
-                            op: Op::Transaction { .. },
-                        },
-                        Expect::Refuse(w) | Expect::Either(w),
-                    ) => format!(" ({w})"),
-                    _ => String::new(),
-                };
-                r.error = Some(match s.death() {
-                    Some(death) => format!(
-                        "{death} after {}{why}",
-                        what.split([' ', '{']).next().unwrap_or_default()
-                    ),
-                    None => e.to_string(),
-                });
+                r.unstarted = unstarted(&e);
+                r.error = Some(step_error(&mut s, step, &e));
                 r.at_step = Some(i);
                 r.transcript = s.full_transcript();
                 return Ok(r);
@@ -204,6 +208,53 @@ pub fn run_sequence(
         }
     }
     Ok(r)
+}
+
+/// What a step that failed with `e` is recorded as: the daemon's death and
+/// the step's first word (a transaction also names the member the model
+/// expects may fail, so that different failing members make different
+/// keys), or the session's error. The campaign and `campaign --replay`
+/// share it, so that a replay finds the saved key.
+pub fn step_error(s: &mut Session, step: &Step, e: &SessionError) -> String {
+    let what = match step {
+        Step::Op { op } => format!("{op:?}"),
+        other => format!("{other:?}"),
+    };
+    let why = match (step, s.model.expect(step_op(step))) {
+        (
+            Step::Op {
+                op: Op::Transaction { .. },
+            },
+            Expect::Refuse(w) | Expect::Either(w),
+        ) => format!(" ({w})"),
+        _ => String::new(),
+    };
+    match s.death() {
+        Some(death) => format!(
+            "{death} after {}{why}",
+            what.split([' ', '{']).next().unwrap_or_default()
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// Sets up a sequence's image as its shape says and opens the daemon on
+/// it, contents compared by both the debug hash and NBD extents.
+pub fn open_session(
+    program: &Path,
+    seq: &Sequence,
+    image: &Path,
+    limits: &Limits,
+) -> Result<Result<Session, SessionError>, SetupError> {
+    create_shaped(image, seq.size, seq.shape, limits)?;
+    Ok(
+        Session::open_with(program, image, limits, node_options(seq.shape)).map(|mut s| {
+            // Contents after every step by both QEMU's debug hash and the
+            // dirty extents a backup client reads over NBD.
+            s.contents = Contents::HashAndNbd;
+            s
+        }),
+    )
 }
 
 /// The operation of a step (a restart or crash: an empty transaction).

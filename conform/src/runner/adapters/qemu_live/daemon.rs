@@ -415,7 +415,7 @@ impl Daemon {
     }
 
     /// Waits until export `id` is gone (removal completes asynchronously).
-    fn wait_export_gone(&mut self, id: &str) -> Result<(), DaemonError> {
+    pub fn wait_export_gone(&mut self, id: &str) -> Result<(), DaemonError> {
         let start = Instant::now();
         while start.elapsed() < self.timeout {
             let v = self.execute("query-block-exports", json!({}))?;

@@ -17,6 +17,7 @@
 //! The random operation sequences of `campaign --impl qemu-live
 //! --sequences` live in [`crate::campaign::sequences`].
 
+pub mod backup;
 pub mod daemon;
 pub mod nbd;
 pub mod oracle;

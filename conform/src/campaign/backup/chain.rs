@@ -1,0 +1,657 @@
+//! One backup chain against a real daemon: guest writes, a full backup
+//! (a `transaction` adding the bitmap and starting the job, so no write
+//! falls between them), then rounds of guest writes (and, for a
+//! persistent bitmap, clean restarts) each ended by an incremental backup
+//! in the chain's [`Mode`]. At every backup point the semantic model's
+//! bitmap says which bytes the incremental must hold (more is allowed, a
+//! missing byte is a defect), the chain so far is restored
+//! ([`super::restore`]) and compared byte for byte with the disk as the
+//! guest export reads it at that point, and the daemon's bitmaps are
+//! compared with the model's ([`oracle::compare`]).
+
+use super::restore::{self, Extents};
+use crate::campaign::sequences::run::create_image;
+use crate::runner::adapters::qemu_live::backup::{self as qb, Mode};
+use crate::runner::adapters::qemu_live::daemon::{Daemon, DaemonError, NODE};
+use crate::runner::adapters::qemu_live::nbd::NbdClient;
+use crate::runner::adapters::qemu_live::oracle::{self, fill_byte, Contents};
+use crate::runner::process::Limits;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use spec_model::semantics::{DiscardMode, Disk, Op};
+use std::path::Path;
+
+/// The guest's requests between two backups, and whether the daemon is
+/// restarted (QMP `quit`, started again) before the backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Round {
+    pub ops: Vec<Op>,
+    #[serde(default)]
+    pub restart: bool,
+    /// Before the incremental, a backup to a target whose data writes
+    /// fail (blkdebug): the job must fail and leave the bitmap whole
+    /// (`on-success`, `never`, `incremental`), so that the backup taken
+    /// next still holds everything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_first: bool,
+}
+
+/// One chain: the disk, the bitmap, the mode and the rounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    pub size: u64,
+    /// The bitmap's granularity, `2^gbits` bytes.
+    pub gbits: u8,
+    pub persistent: bool,
+    pub mode: Mode,
+    /// Guest requests before the full backup.
+    pub before: Vec<Op>,
+    /// One round per incremental backup.
+    pub rounds: Vec<Round>,
+}
+
+const SIZES: [u64; 4] = [1 << 20, 4 << 20, (3 << 20) + 65536, (2 << 20) + 4096];
+const GBITS: [u8; 6] = [12, 14, 16, 16, 17, 20];
+
+fn guest_op(rng: &mut ChaCha8Rng, size: u64) -> Op {
+    let offset = match rng.gen_range(0..3) {
+        0 => rng.gen_range(0..size / 65536) * 65536,
+        _ => rng.gen_range(0..size),
+    };
+    let len = match rng.gen_range(0..4) {
+        0 => 1,
+        1 => 65536,
+        _ => rng.gen_range(1..=200_000u64),
+    }
+    .min(size - offset);
+    match rng.gen_range(0..10) {
+        0 => Op::WriteZeroes { offset, len },
+        1 => Op::Discard { offset, len },
+        _ => Op::Write { offset, len },
+    }
+}
+
+impl Chain {
+    /// Chain `index` of campaign seed `seed`; the modes take turns.
+    pub fn random(seed: u64, index: u64) -> Chain {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let size = SIZES[rng.gen_range(0..SIZES.len())];
+        let persistent = rng.gen_bool(0.5);
+        let ops = |rng: &mut ChaCha8Rng| {
+            let n = rng.gen_range(0..6);
+            (0..n).map(|_| guest_op(rng, size)).collect::<Vec<_>>()
+        };
+        let before = ops(&mut rng);
+        let mut rounds: Vec<Round> = (0..rng.gen_range(1..=4))
+            .map(|_| Round {
+                ops: ops(&mut rng),
+                restart: persistent && rng.gen_range(0..4) == 0,
+                fail_first: false,
+            })
+            .collect();
+        let mode = Mode::ALL[(index % Mode::ALL.len() as u64) as usize];
+        let gbits = GBITS[rng.gen_range(0..GBITS.len())];
+        // Failed jobs are drawn from their own generator, so that the
+        // rest of a chain is what it was before they were added.
+        let mut fails = ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x517c_c1b7_2722_0a95));
+        for r in &mut rounds {
+            r.fail_first = mode.keeps_bitmap_on_failure() && fails.gen_range(0..4) == 0;
+        }
+        Chain {
+            size,
+            gbits,
+            persistent,
+            mode,
+            before,
+            rounds,
+        }
+    }
+}
+
+/// What one chain found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChainResult {
+    /// The problems of the first backup point that had any.
+    pub problems: Vec<String>,
+    /// That point (0: the full backup, k: the k-th incremental).
+    pub at_point: Option<usize>,
+    /// The daemon failed (died, did not answer): a finding too.
+    pub error: Option<String>,
+    /// The daemon never started within the limit (twice): a harness
+    /// failure, never a finding.
+    pub unstarted: Option<String>,
+    /// Incremental backups taken and restored.
+    pub incrementals: u64,
+    /// Backup points restored and compared (the full one included).
+    pub restored: u64,
+    /// Bytes compared between restored chains and the disk.
+    pub bytes_compared: u64,
+    /// Bytes the incrementals held beyond what the model required.
+    pub extra_bytes: u64,
+    /// Backup jobs that failed as injected (and left the bitmap whole).
+    #[serde(default)]
+    pub failed_jobs: u64,
+    /// Per backup point: what the model required and what came.
+    pub points: Vec<Point>,
+    /// QMP transcript.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub transcript: Vec<String>,
+}
+
+impl ChainResult {
+    /// Whether the chain found something.
+    pub fn failed(&self) -> bool {
+        self.unstarted.is_none() && (!self.problems.is_empty() || self.error.is_some())
+    }
+}
+
+/// One backup point as replayed and reported.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Point {
+    pub index: usize,
+    /// Bytes the model says the backup must hold.
+    pub required: u64,
+    /// Bytes the backup holds.
+    pub held: u64,
+    /// Whether the restored chain equals the disk.
+    pub restored_equal: bool,
+    pub problems: Vec<String>,
+}
+
+/// How a chain is run.
+#[derive(Clone, Copy)]
+pub struct ChainOptions {
+    pub limits: Limits,
+    /// Applied to each backup's extents before they are checked (a test
+    /// drops a cluster to see the check fail): point index, extents.
+    pub tamper: Option<fn(usize, &mut Extents)>,
+    /// Only the QMP and NBD operations: nothing read back, predicted or
+    /// compared (the benchmark's baseline).
+    pub bare: bool,
+}
+
+/// The guest's view: what it wrote where (`None`: a byte whose contents
+/// the request left open, a discard's).
+struct Shadow(Vec<Option<u8>>);
+
+impl Shadow {
+    fn apply(&mut self, op: &Op) {
+        let (offset, len, v) = match op {
+            Op::Write { offset, len } => (*offset, *len, Some(fill_byte(*offset))),
+            Op::WriteZeroes { offset, len } => (*offset, *len, Some(0)),
+            Op::Discard { offset, len } => (*offset, *len, None),
+            _ => return,
+        };
+        let end = ((offset + len) as usize).min(self.0.len());
+        self.0[(offset as usize).min(end)..end].fill(v);
+    }
+
+    /// The first byte the disk reads differently from what the guest wrote.
+    fn differs(&self, disk: &[u8]) -> Option<String> {
+        let i = self
+            .0
+            .iter()
+            .zip(disk)
+            .position(|(s, d)| s.is_some_and(|s| s != *d))?;
+        Some(format!(
+            "the disk reads {:#04x} at {i:#x}, where the guest wrote {:#04x}",
+            disk[i],
+            self.0[i].unwrap_or(0)
+        ))
+    }
+}
+
+/// The running pieces of a chain.
+struct Run<'a> {
+    program: &'a Path,
+    image: &'a Path,
+    work: &'a Path,
+    chain: &'a Chain,
+    opts: ChainOptions,
+    /// The daemon (`None` only while it restarts).
+    daemon: Option<Daemon>,
+    guest: Option<NbdClient>,
+    model: Disk,
+    shadow: Shadow,
+    restored: Vec<u8>,
+    /// The bitmap the next incremental reads (pull mode renames it).
+    bitmap: String,
+    transcript: Vec<String>,
+}
+
+/// Why a chain stopped: the daemon failed, or a point had problems.
+enum Stop {
+    Daemon(DaemonError),
+    Problems(Vec<String>),
+}
+
+impl From<DaemonError> for Stop {
+    fn from(e: DaemonError) -> Stop {
+        Stop::Daemon(e)
+    }
+}
+
+fn refused(what: &str, e: impl std::fmt::Display) -> Stop {
+    Stop::Problems(vec![format!("QEMU refused {what}: {e}")])
+}
+
+/// Runs `chain` on a fresh image in `work` with the daemon `program`.
+pub fn run_chain(
+    program: &Path,
+    chain: &Chain,
+    work: &Path,
+    opts: ChainOptions,
+) -> Result<ChainResult, crate::campaign::sequences::SetupError> {
+    let image = work.join("disk.qcow2");
+    create_image(&image, chain.size, &opts.limits)?;
+    let mut r = ChainResult::default();
+    let d = match start_retrying(program, &image, &opts.limits) {
+        Ok(d) => d,
+        Err(DaemonError::NotListening(t)) => {
+            r.unstarted = Some(format!(
+                "qemu-storage-daemon did not listen within {t:?}, twice"
+            ));
+            return Ok(r);
+        }
+        Err(e) => {
+            r.error = Some(e.to_string());
+            return Ok(r);
+        }
+    };
+    let mut run = Run {
+        program,
+        image: &image,
+        work,
+        chain,
+        opts,
+        daemon: Some(d),
+        guest: None,
+        model: Disk::new(chain.size).with_discard(DiscardMode::Unmap),
+        shadow: Shadow(vec![Some(0); chain.size as usize]),
+        restored: Vec::new(),
+        bitmap: "bk0".to_owned(),
+        transcript: Vec::new(),
+    };
+    let mut point = 0;
+    let outcome = (|| -> Result<(), Stop> {
+        run.full(&mut r)?;
+        for (k, round) in chain.rounds.iter().enumerate() {
+            point = k + 1;
+            run.round(round, point, &mut r)?;
+        }
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => {}
+        Err(Stop::Problems(p)) => {
+            r.problems = p;
+            r.at_point = Some(point);
+        }
+        Err(Stop::Daemon(DaemonError::NotListening(t))) => {
+            r.at_point = Some(point);
+            r.unstarted = Some(format!(
+                "qemu-storage-daemon did not listen within {t:?} on a restart, twice"
+            ));
+        }
+        Err(Stop::Daemon(e)) => {
+            r.at_point = Some(point);
+            let died = run.daemon.as_mut().is_some_and(Daemon::ended);
+            r.error = Some(if died {
+                format!("qemu-storage-daemon died during backup point {point}: {e}")
+            } else {
+                e.to_string()
+            });
+        }
+    }
+    if let Some(g) = run.guest.take() {
+        g.disconnect();
+    }
+    if let Some(d) = run.daemon.take() {
+        run.transcript.extend(d.qmp.transcript.iter().cloned());
+        let p = d.quit();
+        if p.status != Some(0) && !r.failed() {
+            r.error = Some(format!(
+                "qemu-storage-daemon did not end cleanly: {}",
+                p.describe_end()
+            ));
+        }
+    }
+    r.transcript = run.transcript;
+    Ok(r)
+}
+
+/// Starts the daemon; one that does not listen within the limit (a loaded
+/// machine) is given a second chance.
+pub fn start_retrying(
+    program: &Path,
+    image: &Path,
+    limits: &Limits,
+) -> Result<Daemon, DaemonError> {
+    match Daemon::start(program, image, limits) {
+        Err(DaemonError::NotListening(_)) => Daemon::start(program, image, limits),
+        other => other,
+    }
+}
+
+/// The running daemon.
+fn running(daemon: &mut Option<Daemon>) -> Result<&mut Daemon, Stop> {
+    daemon
+        .as_mut()
+        .ok_or_else(|| Stop::Problems(vec!["the daemon is not running".into()]))
+}
+
+impl Run<'_> {
+    fn guest(&mut self) -> Result<&mut NbdClient, Stop> {
+        if self.guest.is_none() {
+            let c = running(&mut self.daemon)?.guest()?;
+            self.guest = Some(c);
+        }
+        Ok(self.guest.as_mut().expect("connected just now"))
+    }
+
+    fn guest_ops(&mut self, ops: &[Op]) -> Result<(), Stop> {
+        for op in ops {
+            if let Err(e) = oracle::execute(running(&mut self.daemon)?, &mut self.guest, op)? {
+                return Err(refused(&format!("{op:?}"), e));
+            }
+            self.model.apply(op);
+            self.shadow.apply(op);
+        }
+        Ok(())
+    }
+
+    fn target(&mut self, k: usize) -> Result<(String, std::path::PathBuf), Stop> {
+        let path = self.work.join(format!("backup{k}.qcow2"));
+        create_image(&path, self.chain.size, &self.opts.limits)
+            .map_err(|e| Stop::Problems(vec![format!("cannot create the target: {e}")]))?;
+        let node = format!("t{k}");
+        if let Err(e) = qb::attach_target(running(&mut self.daemon)?, &node, &path)? {
+            return Err(refused("the backup target", e));
+        }
+        Ok((node, path))
+    }
+
+    fn full(&mut self, r: &mut ChainResult) -> Result<(), Stop> {
+        let chain = self.chain;
+        self.guest_ops(&chain.before)?;
+        let (node, path) = self.target(0)?;
+        let add = Op::Add {
+            name: self.bitmap.clone(),
+            gbits: chain.gbits,
+            persistent: chain.persistent,
+            disabled: false,
+        };
+        let (_, add_args) = oracle::qmp_command(&add).expect("a bitmap add");
+        let actions = json!([
+            {"type": "block-dirty-bitmap-add", "data": add_args},
+            {"type": "blockdev-backup", "data": qb::full_arguments("j0", &node)},
+        ]);
+        if let Err(e) = qb::transaction(running(&mut self.daemon)?, actions)? {
+            return Err(refused("the full backup's transaction", e));
+        }
+        let job = qb::wait_job(running(&mut self.daemon)?, "j0", self.opts.limits.timeout)?;
+        if let Err(e) = qb::detach(running(&mut self.daemon)?, &node)? {
+            return Err(refused("detaching the target", e));
+        }
+        if let Err(e) = job {
+            return Err(Stop::Problems(vec![format!("the full backup failed: {e}")]));
+        }
+        self.model.apply(&add);
+        if self.opts.bare {
+            return Ok(());
+        }
+        let extents = restore::image_extents(&path)
+            .map_err(|e| Stop::Problems(vec![format!("the full backup: {e}")]))?;
+        self.restored = vec![0; chain.size as usize];
+        let mut extents = extents;
+        if let Some(t) = self.opts.tamper {
+            t(0, &mut extents);
+        }
+        restore::apply(&mut self.restored, &extents);
+        let must = vec![(0, chain.size)];
+        self.check(0, &must, &extents, r)
+    }
+
+    fn round(&mut self, round: &Round, k: usize, r: &mut ChainResult) -> Result<(), Stop> {
+        let chain = self.chain;
+        if round.restart {
+            if let Some(g) = self.guest.take() {
+                g.disconnect();
+            }
+            if let Some(old) = self.daemon.take() {
+                self.transcript.extend(old.qmp.transcript.iter().cloned());
+                let p = old.quit();
+                if p.status != Some(0) {
+                    return Err(Stop::Problems(vec![format!(
+                        "qemu-storage-daemon did not quit cleanly before incremental {k}: {}",
+                        p.describe_end()
+                    )]));
+                }
+            }
+            self.transcript.push("# quit, started again".into());
+            self.daemon = Some(start_retrying(self.program, self.image, &self.opts.limits)?);
+        }
+        self.guest_ops(&round.ops)?;
+        if round.fail_first && self.chain.mode.keeps_bitmap_on_failure() {
+            self.failing_backup(k, r)?;
+        }
+        let must = self
+            .model
+            .bitmaps
+            .get(&self.bitmap)
+            .map(|b| b.dirty_ranges(chain.size))
+            .unwrap_or_default();
+        if !self.opts.bare {
+            let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
+            if !p.is_empty() {
+                return Err(Stop::Problems(
+                    p.into_iter()
+                        .map(|m| format!("before incremental {k}: {m}"))
+                        .collect(),
+                ));
+            }
+        }
+        let mut extents = if chain.mode == Mode::Pull {
+            self.pull(k)?
+        } else {
+            self.push(k)?
+        };
+        r.incrementals += 1;
+        if self.opts.bare {
+            return Ok(());
+        }
+        if let Some(t) = self.opts.tamper {
+            t(k, &mut extents);
+        }
+        restore::apply(&mut self.restored, &extents);
+        self.check(k, &must, &extents, r)?;
+        let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
+        if !p.is_empty() {
+            return Err(Stop::Problems(
+                p.into_iter()
+                    .map(|m| format!("after incremental {k}: {m}"))
+                    .collect(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A `blockdev-backup` incremental to a fresh target, read back.
+    fn push(&mut self, k: usize) -> Result<Extents, Stop> {
+        let (node, path) = self.target(k)?;
+        let args = self
+            .chain
+            .mode
+            .backup_arguments(&format!("j{k}"), &node, &self.bitmap)
+            .expect("a push mode");
+        let job = qb::run_job(running(&mut self.daemon)?, args, self.opts.limits.timeout)?;
+        if let Err(e) = qb::detach(running(&mut self.daemon)?, &node)? {
+            return Err(refused("detaching the target", e));
+        }
+        if let Err(e) = job {
+            return Err(Stop::Problems(vec![format!(
+                "incremental backup {k} ({}) failed: {e}",
+                self.chain.mode.name()
+            )]));
+        }
+        if self.chain.mode.clears_on_success() {
+            self.model.apply(&Op::Clear {
+                name: self.bitmap.clone(),
+            });
+        }
+        if self.opts.bare {
+            return Ok(Vec::new());
+        }
+        restore::image_extents(&path)
+            .map_err(|e| Stop::Problems(vec![format!("incremental backup {k}: {e}")]))
+    }
+
+    /// A backup to a target whose data writes fail. A job that fails must
+    /// leave the bitmap as it was (the model is unchanged, and compared
+    /// after it); a job with no data to write (nothing dirty, or only
+    /// zeroes) may succeed, and is then an ordinary incremental.
+    fn failing_backup(&mut self, k: usize, r: &mut ChainResult) -> Result<(), Stop> {
+        let path = self.work.join(format!("failing{k}.qcow2"));
+        create_image(&path, self.chain.size, &self.opts.limits)
+            .map_err(|e| Stop::Problems(vec![format!("cannot create the target: {e}")]))?;
+        let node = format!("f{k}");
+        if let Err(e) = qb::attach_failing_target(running(&mut self.daemon)?, &node, &path)? {
+            return Err(refused("the failing backup target", e));
+        }
+        let args = self
+            .chain
+            .mode
+            .backup_arguments(&format!("fj{k}"), &node, &self.bitmap)
+            .expect("a push mode");
+        let job = qb::run_job(running(&mut self.daemon)?, args, self.opts.limits.timeout)?;
+        if let Err(e) = qb::detach(running(&mut self.daemon)?, &node)? {
+            return Err(refused("detaching the failing target", e));
+        }
+        match job {
+            Err(_) => r.failed_jobs += 1,
+            Ok(()) if self.chain.mode.clears_on_success() => self.model.apply(&Op::Clear {
+                name: self.bitmap.clone(),
+            }),
+            Ok(()) => {}
+        }
+        if self.opts.bare {
+            return Ok(());
+        }
+        let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
+        if p.is_empty() {
+            return Ok(());
+        }
+        let how = if job.is_err() { "failed" } else { "succeeded" };
+        Err(Stop::Problems(
+            p.into_iter()
+                .map(|m| format!("after a backup job that {how} before incremental {k}: {m}"))
+                .collect(),
+        ))
+    }
+
+    /// Pull mode: a new bitmap takes over recording and the old one is
+    /// frozen (one `transaction`), the old one's dirty extents are read
+    /// over NBD and copied, then it is removed.
+    fn pull(&mut self, k: usize) -> Result<Extents, Stop> {
+        let old = std::mem::replace(&mut self.bitmap, format!("bk{k}"));
+        let add = Op::Add {
+            name: self.bitmap.clone(),
+            gbits: self.chain.gbits,
+            persistent: self.chain.persistent,
+            disabled: false,
+        };
+        let disable = Op::Disable { name: old.clone() };
+        let remove = Op::Remove { name: old.clone() };
+        let data = |op: &Op| oracle::qmp_command(op).expect("a bitmap operation").1;
+        let actions = json!([
+            {"type": "block-dirty-bitmap-add", "data": data(&add)},
+            {"type": "block-dirty-bitmap-disable", "data": data(&disable)},
+        ]);
+        if let Err(e) = qb::transaction(running(&mut self.daemon)?, actions)? {
+            return Err(refused("the pull's transaction", e));
+        }
+        self.model.apply(&add);
+        self.model.apply(&disable);
+        let x = match qb::pull(
+            running(&mut self.daemon)?,
+            &format!("p{k}"),
+            &old,
+            self.opts.limits.timeout,
+        )? {
+            Ok(x) => x,
+            Err(e) => return Err(refused(&format!("to export bitmap {old:?}"), e)),
+        };
+        if let Err(e) = running(&mut self.daemon)?
+            .execute(
+                "block-dirty-bitmap-remove",
+                json!({"node": NODE, "name": old}),
+            )?
+            .ok()
+        {
+            return Err(refused(&format!("removing bitmap {old:?}"), e));
+        }
+        self.model.apply(&remove);
+        Ok(x)
+    }
+
+    /// The checks of one backup point: the backup holds every byte the
+    /// model requires, the restored chain equals the disk, and the disk
+    /// holds what the guest wrote.
+    fn check(
+        &mut self,
+        k: usize,
+        must: &[(u64, u64)],
+        extents: &Extents,
+        r: &mut ChainResult,
+    ) -> Result<(), Stop> {
+        let mut p = Vec::new();
+        let what = if k == 0 {
+            "the full backup".to_owned()
+        } else {
+            format!("incremental {k} ({})", self.chain.mode.name())
+        };
+        let lacking = restore::missing(must, extents);
+        if !lacking.is_empty() {
+            p.push(format!(
+                "{what} lacks {} byte(s) the model says it must hold (dirty since the last backup): {}",
+                spec_model::semantics::granules::count(&lacking),
+                restore::show(&lacking)
+            ));
+        }
+        let disk = qb::read_disk(self.guest()?).map_err(DaemonError::from)?;
+        if let Some(s) = self.shadow.differs(&disk) {
+            p.push(format!("at backup point {k}: {s}"));
+        }
+        let equal = match restore::difference(&self.restored, &disk) {
+            None => true,
+            Some((at, n)) => {
+                p.push(format!(
+                    "the chain restored up to {what} differs from the disk: {n} byte(s), the first at {at:#x}"
+                ));
+                false
+            }
+        };
+        let held = restore::covered(extents);
+        let required = spec_model::semantics::granules::count(must);
+        let held_n = spec_model::semantics::granules::count(&held);
+        r.extra_bytes += spec_model::semantics::granules::count(
+            &spec_model::semantics::granules::subtract(&held, must),
+        );
+        r.bytes_compared += disk.len() as u64;
+        r.restored += 1;
+        r.points.push(Point {
+            index: k,
+            required,
+            held: held_n,
+            restored_equal: equal,
+            problems: p.clone(),
+        });
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(Stop::Problems(p))
+        }
+    }
+}
