@@ -143,6 +143,8 @@ struct ObserveReply {
     error: Option<String>,
     #[serde(default, deserialize_with = "crate::runner::capped::bitmaps")]
     bitmaps: Vec<BitmapReply>,
+    #[serde(default)]
+    cannot_decrypt: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -409,6 +411,7 @@ impl ExecAdapter {
             Ok(r) => {
                 obs.opened = r.opened;
                 obs.error = r.error.clone();
+                obs.cannot_decrypt = r.cannot_decrypt && !r.opened;
                 if r.opened {
                     obs.guest = Some(exec_read::guest_check(&expect, &r));
                 }
@@ -465,6 +468,7 @@ impl Adapter for ExecAdapter {
             Ok(r) => {
                 obs.opened = r.opened;
                 obs.error = r.error;
+                obs.cannot_decrypt = r.cannot_decrypt && !r.opened;
                 obs.bitmaps = r
                     .bitmaps
                     .into_iter()
