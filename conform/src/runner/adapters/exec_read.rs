@@ -145,6 +145,7 @@ mod tests {
             opened: true,
             error: None,
             size: Some(1024),
+            cannot_decrypt: false,
             ranges: vec![
                 RangeReply {
                     offset: 0,
