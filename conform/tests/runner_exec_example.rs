@@ -111,8 +111,7 @@ fn exec_example_adapter_agrees_with_the_qemu_adapter() {
 #[test]
 fn the_example_read_adapter_reads_what_the_model_reads() {
     let tmp = tempfile::tempdir().unwrap();
-    let read = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/qcow2-read-adapter.py");
+    let read = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/qcow2-read-adapter.py");
     let json = tmp.path().join("report.json");
     cli::run_ok(
         Command::new(BIN)
@@ -150,5 +149,8 @@ fn the_example_read_adapter_reads_what_the_model_reads() {
     }
     assert_eq!(not_pass, ["qemu/compressed-zstd strict"]);
     assert!(compared >= 1000, "only {compared} ranges compared");
-    assert!(luks >= 2, "the encrypted cases answered cannot_decrypt: {luks}");
+    assert!(
+        luks >= 2,
+        "the encrypted cases answered cannot_decrypt: {luks}"
+    );
 }
