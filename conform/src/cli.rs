@@ -153,8 +153,9 @@ pub enum MatrixRows {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Implementation under test: `qemu`; `imago`, `qcow2-rs`, `qcow2` or
-    /// `libqcow` (bitmaps-unaware: guest data and writes judged); or
+    /// Implementation under test: `qemu`; `imago`, `qcow2-rs`, `qcow2`,
+    /// `qcow`, `libqcow` or `dissect@3.21` (bitmaps-unaware: guest data and
+    /// writes judged); or
     /// `exec:TEMPLATE` for a program speaking the exec protocol
     /// (PROTOCOL.md in the corpus). Repeat for several; a repeat runs once.
     #[arg(long = "impl", value_name = "IMPL", required = true)]
