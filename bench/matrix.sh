@@ -3,7 +3,8 @@
 # with the write check on, 2 workers:
 #
 #   qcow2-conform run --impl qemu --impl qemu@7.2 --impl qcow --impl libqcow \
-#     --impl libqcow@20260703 --impl imago --impl qcow2-rs --impl qcow2 --corpus corpus --jobs 2
+#     --impl libqcow@20260703 --impl imago --impl qcow2-rs --impl qcow2 \
+#     --impl dissect@3.21 --impl qemu-live --corpus corpus --jobs 2
 #
 # Prints the wall time and the rate in (case, implementation) runs per
 # second, and each implementation's share (the sum of its case durations
@@ -12,7 +13,9 @@
 # Environment:
 #   RUNS=N   timed runs (default 1)
 #   JOBS=N   workers (default 2)
+#   TIMEOUT=S the per-process time limit (run --timeout; default: run's, 30)
 #   BIN=PATH use this qcow2-conform binary instead of building a release one
+#   KEEP=PREFIX keep each run's JSON report as PREFIX.rN.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,8 +25,9 @@ if [ -z "${BIN:-}" ]; then
   cargo build --release -q -p conform
   BIN=${CARGO_TARGET_DIR:-target}/release/qcow2-conform
 fi
-impls=(qemu qemu@7.2 qcow libqcow libqcow@20260703 imago qcow2-rs qcow2)
+impls=(qemu qemu@7.2 qcow libqcow libqcow@20260703 imago qcow2-rs qcow2 dissect@3.21 qemu-live)
 args=()
+[ -z "${TIMEOUT:-}" ] || args+=(--timeout "$TIMEOUT")
 for i in "${impls[@]}"; do args+=(--impl "$i"); done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -33,6 +37,7 @@ echo "command: $BIN run ${args[*]} --corpus corpus --jobs $JOBS --fail-on none -
 for r in $(seq 1 "$RUNS"); do
   start=$(date +%s.%N)
   "$BIN" run "${args[@]}" --corpus corpus --jobs "$JOBS" --fail-on none --json "$out/r$r.json" >/dev/null 2>"$out/r$r.err" || true
+  [ -z "${KEEP:-}" ] || cp "$out/r$r.json" "$KEEP.r$r.json"
   end=$(date +%s.%N)
   python3 - "$out/r$r.json" "$start" "$end" <<'PY'
 import json, sys

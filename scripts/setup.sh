@@ -114,6 +114,23 @@ fi
 "$libqcow_venv/bin/python" -c 'import pyqcow; print(pyqcow.get_version())' | grep -qx 20260703 \
   || { echo "setup: libqcow 20260703 in $libqcow_venv does not import" >&2; exit 1; }
 
+# dissect.hypervisor 3.21 from PyPI (`run --impl dissect@3.21`), Fox-IT's
+# pure-Python qcow2 reader, in a virtual environment the project owns
+# (pure Python: no wheel restriction needed; without the optional
+# `zstandard` module, so zstd images are refused, as in a plain install).
+dissect_venv="$cache/dissect-3.21"
+dissect_version() {
+  "$dissect_venv/bin/python" -c "import importlib.metadata as m; print(m.version('dissect.hypervisor'))" 2>/dev/null
+}
+if [ "$(dissect_version)" != 3.21 ]; then
+  echo "setup: installing dissect.hypervisor 3.21 into $dissect_venv" >&2
+  rm -rf "$dissect_venv"
+  python3 -m venv "$dissect_venv"
+  "$dissect_venv/bin/pip" install -q 'dissect.hypervisor==3.21'
+fi
+[ "$(dissect_version)" = 3.21 ] \
+  || { echo "setup: dissect.hypervisor 3.21 in $dissect_venv does not import" >&2; exit 1; }
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest

@@ -153,8 +153,9 @@ pub enum MatrixRows {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Implementation under test: `qemu`; `imago`, `qcow2-rs`, `qcow2` or
-    /// `libqcow` (bitmaps-unaware: guest data and writes judged); or
+    /// Implementation under test: `qemu`; `imago`, `qcow2-rs`, `qcow2`,
+    /// `qcow`, `libqcow` or `dissect@3.21` (bitmaps-unaware: guest data and
+    /// writes judged); or
     /// `exec:TEMPLATE` for a program speaking the exec protocol
     /// (PROTOCOL.md in the corpus). Repeat for several; a repeat runs once.
     #[arg(long = "impl", value_name = "IMPL", required = true)]
@@ -175,7 +176,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Outcomes that make the exit status non-zero: comma-separated, or
-    /// `none`, `default` (all but pass and recorded), `all`.
+    /// `none`, `default` (all but pass, recorded and error; an error
+    /// makes the run incomplete, exit 1, whatever this says), `all`.
     #[arg(long, value_name = "OUTCOMES")]
     pub fail_on: Option<String>,
     /// Time limit per process, in seconds.
@@ -195,7 +197,8 @@ pub struct RunArgs {
     /// Rows of the terminal matrix.
     #[arg(long, value_enum, default_value = "auto")]
     pub matrix: MatrixRows,
-    /// Check every outcome against this expectations file (docs/ci.md):
+    /// Check every outcome against this expectations file (CI.md in the
+    /// corpus kit):
     /// exit 2 listing each case that regressed or improved.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
@@ -332,9 +335,13 @@ pub enum CorpusCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Verify the corpus, then write a versioned tarball of it with its
-    /// SHA256SUMS (refused, exit 1, when verify fails).
+    /// Verify the corpus, then write the vendor kit: a versioned tarball
+    /// (`qcow2-conform-corpus-VERSION.tar.gz`, unpacking to a directory of
+    /// that name) with the images, manifest, README, PROTOCOL.md, CI.md,
+    /// ci.sh, the example adapters and SHA256SUMS (refused, exit 1, when
+    /// verify fails).
     Pack {
+        /// The corpus directory (relative to the working directory).
         #[arg(default_value = "corpus")]
         dir: PathBuf,
         /// Output directory for the tarball and its .sha256 file.

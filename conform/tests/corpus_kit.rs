@@ -83,6 +83,8 @@ fn assert_self_contained(root: &Path) {
             "generator/src",
             "scripts/",
             "corpus/README.md",
+            "docs/ci.md",
+            "action.yml",
         ] {
             assert!(
                 !text.contains(outside),
@@ -107,12 +109,100 @@ fn assert_self_contained(root: &Path) {
     assert!(texts >= 3, "README.md, PROTOCOL.md and the example adapter");
 }
 
+/// Every file of the vendor kit.
+const KIT: [&str; 6] = [
+    "README.md",
+    "PROTOCOL.md",
+    "CI.md",
+    "ci.sh",
+    "examples/qemu-img-adapter.py",
+    "examples/qcow2-read-adapter.py",
+];
+
+/// The help text of `qcow2-conform ARGS --help` and of every subcommand
+/// it lists, appended to `out`.
+fn all_help(args: &mut Vec<String>, out: &mut String) {
+    let o = Command::new(BIN)
+        .args(&*args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{args:?} --help");
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.push_str(&help);
+    let commands = help
+        .split("Commands:\n")
+        .nth(1)
+        .map(|c| c.split("\n\n").next().unwrap_or(""))
+        .unwrap_or("");
+    for line in commands.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if name == "help" || !line.starts_with("  ") {
+            continue;
+        }
+        args.push(name.to_owned());
+        all_help(args, out);
+        args.pop();
+    }
+}
+
+/// Options of other programs the kit's documents name: QEMU's
+/// `--object`/`--image-opts` (how QEMU gets a secret) and `qemu-img
+/// convert --bitmaps`.
+const FOREIGN_OPTIONS: [&str; 3] = ["--object", "--image-opts", "--bitmaps"];
+
+#[test]
+fn the_kits_documents_name_only_options_the_binary_has() {
+    let mut help = String::new();
+    all_help(&mut Vec::new(), &mut help);
+    assert!(help.contains("--write-expect") && help.contains("--out"));
+    let ci_help = Command::new("bash")
+        .arg(checked_in().join("ci.sh"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let ci_help = String::from_utf8_lossy(&ci_help.stdout).into_owned();
+    assert!(ci_help.contains("--record"), "{ci_help}");
+    let known = |opt: &str| {
+        let bounded = |text: &str| {
+            text.match_indices(opt).any(|(i, _)| {
+                !text[i + opt.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+            })
+        };
+        bounded(&help) || bounded(&ci_help) || FOREIGN_OPTIONS.contains(&opt)
+    };
+    let mut named = 0;
+    for doc in ["README.md", "PROTOCOL.md", "CI.md"] {
+        let text = std::fs::read_to_string(checked_in().join(doc)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("--") {
+            let after = &rest[i + 2..];
+            let len = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .unwrap_or(after.len());
+            let opt = &rest[i..i + 2 + len];
+            rest = &after[len..];
+            if len == 0 || !after.starts_with(|c: char| c.is_ascii_lowercase()) {
+                continue; // `--` alone (the end of options)
+            }
+            named += 1;
+            assert!(
+                known(opt),
+                "{doc} names {opt}, which no command of the binary has"
+            );
+        }
+    }
+    assert!(named >= 20, "only {named} options named");
+}
+
 #[test]
 fn a_fresh_build_packs_into_a_self_contained_kit_that_verifies() {
     let t = tempfile::tempdir().unwrap();
     let cb = t.path().join("cb");
     assert!(conform(&["corpus", "build"], &cb).status.success());
-    for f in ["README.md", "PROTOCOL.md", "examples/qemu-img-adapter.py"] {
+    for f in KIT {
         assert!(cb.join(f).is_file(), "corpus build writes {f}");
         assert_eq!(
             std::fs::read(cb.join(f)).unwrap(),
@@ -146,7 +236,7 @@ fn a_fresh_build_packs_into_a_self_contained_kit_that_verifies() {
         .unwrap()
         .path();
     let sums = std::fs::read_to_string(root.join("SHA256SUMS")).unwrap();
-    for f in ["README.md", "PROTOCOL.md", "examples/qemu-img-adapter.py"] {
+    for f in KIT {
         assert!(sums.contains(&format!("  {f}\n")), "SHA256SUMS lists {f}");
     }
     cli::run_ok(

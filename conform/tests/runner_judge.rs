@@ -228,7 +228,16 @@ fn judge_classifies_real_programs() {
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["corpus_unchanged"], true);
     let outcome = |case: &str, who: &str| -> (String, Value) {
-        let impl_name = &impls.iter().find(|(n, _)| *n == who).unwrap().1["exec:".len()..];
+        // Results are keyed by the program's name, found beside the
+        // template that started it in the provenance.
+        let template = &impls.iter().find(|(n, _)| *n == who).unwrap().1;
+        let impl_name = report["provenance"]["implementations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["detail"] == template.as_str())
+            .unwrap()["name"]
+            .clone();
         let c = report["cases"]
             .as_array()
             .unwrap()
@@ -239,7 +248,7 @@ fn judge_classifies_real_programs() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| r["implementation"] == format!("exec:{impl_name}"))
+            .find(|r| r["implementation"] == impl_name)
             .unwrap();
         (r["outcome"]["kind"].as_str().unwrap().to_owned(), r.clone())
     };

@@ -49,7 +49,7 @@ fn check_and_dump_of_every_corpus_case() {
 
 /// Every implementation of the wider matrix, as `run --impl` names them;
 /// `scripts/setup.sh` installs each.
-const IMPLEMENTATIONS: [&str; 8] = [
+const IMPLEMENTATIONS: [&str; 9] = [
     "qemu",
     "qemu@7.2",
     "qcow",
@@ -58,9 +58,10 @@ const IMPLEMENTATIONS: [&str; 8] = [
     "imago",
     "qcow2-rs",
     "qcow2",
+    "dissect@3.21",
 ];
 
-/// `run --impl ... (all eight) --corpus corpus` with 2 workers: every
+/// `run --impl ... (all nine) --corpus corpus` with 2 workers: every
 /// column is filled (every case has an outcome from every implementation,
 /// none an `error`: the runner set every case up), the corpus is
 /// untouched, and each implementation's column matches its pinned matrix

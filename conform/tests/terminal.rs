@@ -132,7 +132,7 @@ fn a_repeated_impl_runs_once() {
     for c in cases {
         assert_eq!(c["results"].as_array().unwrap().len(), 2, "{}", c["id"]);
     }
-    let total: u64 = r["totals"][&impls[1]]
+    let total: u64 = r["totals"][&cli::implementation_key(&r, &impls[1])]
         .as_object()
         .unwrap()
         .values()

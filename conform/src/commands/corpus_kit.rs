@@ -1,14 +1,16 @@
 //! The vendor kit that `corpus build` writes beside the images, so that a
 //! packed corpus stands alone: the README, the verdict contract and exec
-//! protocol (`PROTOCOL.md`), and an example exec adapter. Their sources are
-//! `corpus-src/kit/` and `examples/qemu-img-adapter.py`, compiled into the
-//! binary so that `corpus build` writes them wherever it runs.
+//! protocol (`PROTOCOL.md`), the CI recipe (`CI.md` and `ci.sh`, which
+//! runs the directory it lies in), and two example exec adapters (one
+//! that knows bitmaps, one `read` adapter that does not). Their sources
+//! are `corpus-src/kit/` and `examples/`, compiled into the binary so that
+//! `corpus build` writes them wherever it runs.
 
 use anyhow::{Context, Result};
 use std::path::Path;
 
 /// Every kit file: path relative to the corpus directory, and contents.
-pub const FILES: [(&str, &str); 3] = [
+pub const FILES: [(&str, &str); 6] = [
     (
         "README.md",
         include_str!("../../../corpus-src/kit/README.md"),
@@ -17,9 +19,15 @@ pub const FILES: [(&str, &str); 3] = [
         "PROTOCOL.md",
         include_str!("../../../corpus-src/kit/PROTOCOL.md"),
     ),
+    ("CI.md", include_str!("../../../corpus-src/kit/CI.md")),
+    ("ci.sh", include_str!("../../../corpus-src/kit/ci.sh")),
     (
         "examples/qemu-img-adapter.py",
         include_str!("../../../examples/qemu-img-adapter.py"),
+    ),
+    (
+        "examples/qcow2-read-adapter.py",
+        include_str!("../../../examples/qcow2-read-adapter.py"),
     ),
 ];
 

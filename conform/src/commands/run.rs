@@ -41,6 +41,24 @@ pub fn parse_fail_on(s: &str) -> Result<Vec<OutcomeKind>> {
     Ok(out)
 }
 
+/// Results, columns and expectations are keyed by each implementation's
+/// name (an exec program's own, from `capabilities`): two of one run may
+/// not share one.
+fn distinct_names(adapters: &[Box<dyn runner::adapter::Adapter>]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for a in adapters {
+        if !seen.insert(a.name()) {
+            bail!(
+                "two implementations of this run are both called {:?}: results and \
+                 expectations are keyed by that name (an exec program's `name` from \
+                 `capabilities`), so give each its own",
+                a.name()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &RunArgs) -> Result<i32> {
     let fail_on = match &args.fail_on {
         Some(s) => parse_fail_on(s)?,
@@ -75,6 +93,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             runner::adapters::adapter_with_options(s, opts)
         })
         .collect::<Result<Vec<_>>>()?;
+    distinct_names(&adapters)?;
     let opts = RunOptions {
         limits,
         jobs: args.jobs.unwrap_or(0),

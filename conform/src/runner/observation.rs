@@ -184,6 +184,12 @@ pub struct Observation {
     pub write: Option<WriteCheck>,
     /// Facts worth reporting that the judge does not use.
     pub notes: Vec<String>,
+    /// The program refused an image saying it cannot decrypt it (exec
+    /// protocol `"cannot_decrypt": true`): judged as an implementation
+    /// without the key, whose clean refusal meets
+    /// `crypt.refuse-without-key`, never as a refusal of a conforming image.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cannot_decrypt: bool,
     /// The implementation does not know the bitmaps extension: the judge
     /// leaves bitmap expectations aside and judges the guest data it read
     /// ([`Observation::guest`]), refusals, crashes and writes.

@@ -110,3 +110,17 @@ pub fn tarballs(dir: &Path) -> Vec<PathBuf> {
         })
         .unwrap_or_default()
 }
+
+/// The name `report` keys the results of `--impl SPEC` by: an exec
+/// program's own (found beside the template that started it in the
+/// provenance), a built-in adapter's spec itself.
+pub fn implementation_key(report: &Value, spec: &str) -> String {
+    report["provenance"]["implementations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["detail"] == spec)
+        .and_then(|i| i["name"].as_str())
+        .unwrap_or(spec)
+        .to_owned()
+}

@@ -1,7 +1,8 @@
 //! Where `scripts/setup.sh` keeps the implementations it unpacks beside
 //! the machine's own rather than installing them: QEMU 7.2 from Debian
-//! bookworm (`qemu@7.2`) and libqcow from PyPI in a virtual environment
-//! (`libqcow@20260703`). Setup and the adapters agree on these paths.
+//! bookworm (`qemu@7.2`), libqcow from PyPI in a virtual environment
+//! (`libqcow@20260703`) and `dissect.hypervisor` from PyPI in another
+//! (`dissect@3.21`). Setup and the adapters agree on these paths.
 
 use std::path::PathBuf;
 
@@ -24,6 +25,15 @@ pub fn dir() -> PathBuf {
 /// extracted with `dpkg -x`, the tools under `usr/bin`).
 pub fn qemu_prefix(version: &str) -> PathBuf {
     dir().join(format!("qemu-{version}"))
+}
+
+/// The Python of the virtual environment that holds
+/// `dissect.hypervisor` `version` from PyPI (`dissect@3.21`).
+pub fn dissect_python(version: &str) -> PathBuf {
+    dir()
+        .join(format!("dissect-{version}"))
+        .join("bin")
+        .join("python")
 }
 
 /// The Python of the virtual environment that holds libqcow `version`

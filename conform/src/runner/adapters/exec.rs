@@ -66,6 +66,39 @@ fn template_paths(argv: &[String]) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// The name an exec program's results, columns and expectations are
+/// keyed by: the `name` of its `capabilities` answer, else `exec:` and its
+/// template with every path cut to its file name; either way with each
+/// character that is not a letter, a digit or one of `._-+@:` replaced by
+/// `_` and at most 64 characters. It never depends on the working
+/// directory or on how the program's path is written, and has no spaces
+/// (JUnit names).
+pub fn implementation_key(product: Option<&str>, argv: &[String]) -> String {
+    let raw = match product.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(n) => n.to_owned(),
+        None => {
+            let words: Vec<&str> = argv
+                .iter()
+                .map(|w| match w.rsplit_once('/') {
+                    Some((_, f)) if !f.is_empty() => f,
+                    _ => w.as_str(),
+                })
+                .collect();
+            format!("exec:{}", words.join(" "))
+        }
+    };
+    raw.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "._-+@:".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
 /// Why an exec program cannot be used at all: the run stops before any
 /// case (`qcow2-conform run` exits 1 with this one line).
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +143,8 @@ struct ObserveReply {
     error: Option<String>,
     #[serde(default, deserialize_with = "crate::runner::capped::bitmaps")]
     bitmaps: Vec<BitmapReply>,
+    #[serde(default)]
+    cannot_decrypt: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,8 +374,10 @@ impl ExecAdapter {
         let has = |c: &str| r.capabilities.iter().any(|x| x == c);
         a.can_write = has("write");
         a.reads_guest = has("read") && !has("observe");
+        a.name = implementation_key(r.name.as_deref(), &a.argv);
         a.identity.product = r.name;
         a.identity.version = r.version;
+        a.identity.detail = Some(format!("exec:{template}"));
         Ok(a)
     }
 
@@ -374,6 +411,7 @@ impl ExecAdapter {
             Ok(r) => {
                 obs.opened = r.opened;
                 obs.error = r.error.clone();
+                obs.cannot_decrypt = r.cannot_decrypt && !r.opened;
                 if r.opened {
                     obs.guest = Some(exec_read::guest_check(&expect, &r));
                 }
@@ -430,6 +468,7 @@ impl Adapter for ExecAdapter {
             Ok(r) => {
                 obs.opened = r.opened;
                 obs.error = r.error;
+                obs.cannot_decrypt = r.cannot_decrypt && !r.opened;
                 obs.bitmaps = r
                     .bitmaps
                     .into_iter()
@@ -500,5 +539,21 @@ mod tests {
         );
         assert!(split_template("  ").is_err());
         assert!(split_template("'x").is_err());
+    }
+
+    #[test]
+    fn keys_by_product_name_never_by_path() {
+        let argv = |t: &str| split_template(t).unwrap();
+        assert_eq!(
+            implementation_key(Some("dissect.hypervisor"), &argv("/v/bin/python3 /a/x.py")),
+            "dissect.hypervisor"
+        );
+        assert_eq!(
+            implementation_key(None, &argv("venv/bin/python3 ../kit/x.py fast")),
+            implementation_key(None, &argv("/opt/venv/bin/python3 /home/x.py fast"))
+        );
+        assert_eq!(implementation_key(None, &argv("sh x.sh")), "exec:sh_x.sh");
+        assert_eq!(implementation_key(Some("my lib\u{1b}"), &[]), "my_lib_");
+        assert_eq!(implementation_key(Some(&"n".repeat(99)), &[]).len(), 64);
     }
 }

@@ -33,6 +33,10 @@ pub struct ReadReply {
     /// The virtual size the program reports.
     #[serde(default)]
     pub size: Option<u64>,
+    /// With `opened: false`: the image is encrypted and the program cannot
+    /// decrypt it.
+    #[serde(default)]
+    pub cannot_decrypt: bool,
     #[serde(default)]
     pub ranges: Vec<RangeReply>,
 }
@@ -138,6 +142,7 @@ mod tests {
             opened: true,
             error: None,
             size: Some(1024),
+            cannot_decrypt: false,
             ranges: vec![
                 RangeReply {
                     offset: 0,

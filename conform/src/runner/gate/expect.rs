@@ -1,5 +1,6 @@
 //! Expectations files: the outcome each case is known to have under an
-//! implementation, keyed by the implementation's name and exact version,
+//! implementation, keyed by the implementation's name (an exec program's
+//! own, from `capabilities`) and exact version,
 //! so that a CI job fails on a change, not on every known
 //! non-conformance. `run --write-expect FILE` writes one, `run --expect
 //! FILE` checks a run against it ([`crate::runner::gate`]).
@@ -176,7 +177,7 @@ pub fn version_of(report: &RunReport, implementation: &str) -> String {
 
 const HEADER: &str = "\
 # qcow2-conform expectations: the known outcome of every case under each
-# implementation and exact version (see docs/ci.md). Written by
+# implementation and exact version (see CI.md in the corpus kit). Written by
 # `qcow2-conform run --write-expect FILE`, checked by `run --expect FILE`.
 # One table per implementation and version (`*`: any version without its
 # own table); a case that is not listed is expected to pass. Comments are

@@ -112,7 +112,12 @@ pub fn judge_image(
             model,
             facts,
             supported_incompatible: caps.incompatible_features_supported,
-            kind: Some(kind_of(&caps, facts, case_env::current().is_some())),
+            // A program that says it cannot decrypt holds no usable key.
+            kind: Some(kind_of(
+                &caps,
+                facts,
+                case_env::current().is_some() && !obs.cannot_decrypt,
+            )),
         },
     )
 }

@@ -50,8 +50,10 @@ impl ProbeAdapter {
     /// The adapter for `kind`; fails when the implementation is not
     /// installed (libqcow's Python bindings).
     pub fn new(kind: ProbeKind) -> Result<ProbeAdapter> {
-        if let ProbeKind::Libqcow(build) = kind {
-            super::libqcow::ensure_installed(build)?;
+        match kind {
+            ProbeKind::Libqcow(build) => super::libqcow::ensure_installed(build)?,
+            ProbeKind::Dissect => super::dissect::ensure_installed()?,
+            _ => {}
         }
         let exe = probe_exe()?;
         if !exe.exists() {
@@ -82,8 +84,12 @@ impl ProbeAdapter {
         // In the sandbox it may read the cache (libqcow's environment) and
         // the installation of the Python that runs libqcow's helper.
         let mut reads = vec![crate::runner::adapters::cache::dir()];
-        if let ProbeKind::Libqcow(build) = self.kind {
-            let python = super::libqcow::python(build);
+        let python = match self.kind {
+            ProbeKind::Libqcow(build) => Some(super::libqcow::python(build)),
+            ProbeKind::Dissect => Some(super::dissect::python()),
+            _ => None,
+        };
+        if let Some(python) = python {
             reads.extend(crate::runner::process::sandbox::program_dirs(&python));
         }
         let cmd = crate::runner::process::case_env::run_in_dir(process::command_reading(

@@ -161,36 +161,36 @@ pub fn ensure_installed(build: LibqcowBuild) -> Result<()> {
     }
 }
 
-/// What went wrong between the probe and the libqcow helper, or what
-/// libqcow itself refused.
+/// What went wrong between the probe and a Python helper (libqcow's,
+/// dissect's: [`open_helper`]), or what the library itself refused.
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
-    #[error("cannot start the libqcow helper: {0}")]
+    #[error("cannot start the Python helper: {0}")]
     Start(#[source] std::io::Error),
     #[error("no helper stdout")]
     NoStdout,
     /// A line that is not the JSON the helper should print.
-    #[error("the libqcow helper said {line:?} ({source})")]
+    #[error("the Python helper said {line:?} ({source})")]
     Garbled {
         line: String,
         source: serde_json::Error,
     },
-    #[error("the libqcow helper was killed by signal {0}")]
+    #[error("the Python helper was killed by signal {0}")]
     Killed(i32),
-    #[error("the libqcow helper exited with status {0}")]
+    #[error("the Python helper exited with status {0}")]
     Exited(i32),
-    #[error("the libqcow helper ended")]
+    #[error("the Python helper ended")]
     Ended,
     /// Waiting for the helper failed.
-    #[error("the libqcow helper is gone: {0}")]
+    #[error("the Python helper is gone: {0}")]
     Lost(#[source] std::io::Error),
     /// The helper was already waited for.
-    #[error("the libqcow helper is gone")]
+    #[error("the Python helper is gone")]
     Gone,
     /// libqcow's own error message (or a stand-in when it gave none).
     #[error("{0}")]
     Libqcow(String),
-    #[error("short read: libqcow returned {got} of {wanted} bytes")]
+    #[error("short read: the library returned {got} of {wanted} bytes")]
     ShortRead { got: usize, wanted: usize },
 }
 
@@ -261,9 +261,23 @@ pub fn open(
     if writable {
         return Err(DiskError::ReadOnly("libqcow"));
     }
-    let mut child = Command::new(python(build))
+    open_helper(&python(build), HELPER, image, "libqcow refused the image")
+}
+
+/// Starts `python` with the helper script `helper` on `image`: the helper
+/// prints `{"opened": ..., "size": ..., "error": ...}`, then answers each
+/// request line `OFFSET LENGTH` with a JSON line (`{"ok": true, "len": N}`
+/// followed by N raw bytes, or `{"ok": false, "error": ...}`).
+/// `refused` stands in for a refusal without a message.
+pub(super) fn open_helper(
+    python: &std::ffi::OsStr,
+    helper: &str,
+    image: &Path,
+    refused: &str,
+) -> Result<Box<dyn GuestDisk>, DiskError> {
+    let mut child = Command::new(python)
         .arg("-c")
-        .arg(HELPER)
+        .arg(helper)
         .arg(image)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -286,9 +300,7 @@ pub fn open(
     })?;
     if !o.opened {
         let _ = disk.ended();
-        let why = o
-            .error
-            .unwrap_or_else(|| "libqcow refused the image".into());
+        let why = o.error.unwrap_or_else(|| refused.to_owned());
         return Err(HelperError::Libqcow(why).into());
     }
     disk.size = o.size;

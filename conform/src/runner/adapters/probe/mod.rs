@@ -1,8 +1,9 @@
 //! Adapters for qcow2 implementations that do not know the bitmaps
-//! extension: the crates `imago`, `qcow2-rs`, `qcow2` and `qcow`, and
-//! libqcow (Debian's `python3-libqcow`, and a newer release from PyPI).
-//! One file each holds the backend that drives the implementation
-//! ([`imago`], [`qcow2_rs`], [`qcow2_crate`], [`qcow_crate`], [`libqcow`])
+//! extension: the crates `imago`, `qcow2-rs`, `qcow2` and `qcow`,
+//! libqcow (Debian's `python3-libqcow`, and a newer release from PyPI) and
+//! `dissect.hypervisor` (PyPI). One file each holds the backend that
+//! drives the implementation ([`imago`], [`qcow2_rs`], [`qcow2_crate`],
+//! [`qcow_crate`], [`libqcow`], [`dissect`])
 //! behind [`GuestDisk`]; [`ProbeKind`] names them and dispatches to them.
 //!
 //! The implementation never runs inside the runner: the adapter
@@ -37,6 +38,7 @@
 pub mod adapter;
 pub mod child;
 pub mod disk;
+pub mod dissect;
 pub mod expectation;
 pub mod guard;
 pub mod imago;
