@@ -40,6 +40,11 @@ need=()
 command -v ninja >/dev/null 2>&1 || need+=(ninja-build)
 command -v dtc >/dev/null 2>&1 || need+=(device-tree-compiler)
 pkg-config --exists glib-2.0 2>/dev/null || need+=(libglib2.0-dev pkg-config)
+# What Debian's own build has and the suite's corpus needs: zstd
+# compression (compressed-zstd images) and a crypto library with PBKDF
+# (LUKS-encrypted images); without them QEMU refuses those images.
+pkg-config --exists libzstd 2>/dev/null || need+=(libzstd-dev)
+pkg-config --exists gnutls 2>/dev/null || need+=(libgnutls28-dev)
 command -v dpkg-source >/dev/null 2>&1 || need+=(dpkg-dev)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
@@ -119,6 +124,8 @@ mkdir -p "$build"
 conf=(--python="$venv/bin/python3" --target-list= --disable-system --disable-user
       --enable-tools --disable-docs --disable-guest-agent)
 if [ "$major" -ge 8 ]; then conf+=(--disable-install-blobs); fi
+# A tools-only build probes for a crypto library only when asked.
+conf+=(--enable-gnutls --enable-zstd)
 if [ "$major" -lt 8 ]; then conf+=(--meson="$venv/bin/meson" --disable-werror); fi
 case "$flavour" in
   -asan) conf+=(--enable-sanitizers --enable-debug-info) ;;
