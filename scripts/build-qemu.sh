@@ -121,9 +121,11 @@ mkdir -p "$prefix/src"
 build="$prefix/src/qemu/build-tools"
 mkdir -p "$build"
 
-conf=(--python="$venv/bin/python3" --target-list= --disable-system --disable-user
+conf=(--target-list= --disable-system --disable-user
       --enable-tools --disable-docs --disable-guest-agent)
-if [ "$major" -ge 8 ]; then conf+=(--disable-install-blobs); fi
+# QEMU 8 and later find meson through --python; older ones take it by
+# path (and refuse --python with a meson that is not their own).
+if [ "$major" -ge 8 ]; then conf+=(--python="$venv/bin/python3" --disable-install-blobs); fi
 # A tools-only build probes for a crypto library only when asked.
 conf+=(--enable-gnutls --enable-zstd)
 if [ "$major" -lt 8 ]; then conf+=(--meson="$venv/bin/meson" --disable-werror); fi
