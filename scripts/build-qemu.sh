@@ -130,7 +130,9 @@ if [ "$major" -ge 8 ]; then conf+=(--python="$venv/bin/python3" --disable-instal
 conf+=(--enable-gnutls --enable-zstd)
 if [ "$major" -lt 8 ]; then conf+=(--meson="$venv/bin/meson" --disable-werror); fi
 case "$flavour" in
-  -asan) conf+=(--enable-sanitizers --enable-debug-info) ;;
+  # QEMU 9 and later name the sanitizers one by one.
+  -asan) if [ "$major" -ge 9 ]; then conf+=(--enable-asan --enable-ubsan); else conf+=(--enable-sanitizers); fi
+         conf+=(--enable-debug-info) ;;
   -coverage) conf+=(--enable-gcov) ;;
 esac
 
