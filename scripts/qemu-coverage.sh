@@ -11,6 +11,7 @@
 #   sequences  campaign --impl qemu-live@V-coverage --sequences (MINUTES)
 #
 #   scripts/qemu-coverage.sh [--version 10.2] [--minutes 10] [--seed 1] [ACTIVITY...]
+#   scripts/qemu-coverage.sh --collect ACTIVITY...   # only read the counters again
 #
 # Each activity writes its counters into its own tree (GCOV_PREFIX), so
 # activities run side by side: corpus and ops together, then images and
@@ -26,12 +27,14 @@ version=10.2
 minutes=10
 seed=1
 acts=()
+collect_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --version) version="$2"; shift 2 ;;
     --minutes) minutes="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     corpus|ops|images|sequences) acts+=("$1"); shift ;;
+    --collect) collect_only=1; shift ;;
     *) echo "usage: $0 [--version V] [--minutes N] [--seed S] [corpus|ops|images|sequences]..." >&2; exit 2 ;;
   esac
 done
@@ -58,8 +61,10 @@ impl="qemu@$version-coverage"
 live="qemu-live@$version-coverage"
 
 files=(block/qcow2-bitmap.c block/dirty-bitmap.c block/monitor/bitmap-qmp-cmds.c block/qcow2.c)
+# Filters are matched against paths relative to where gcovr runs (the build
+# directory).
 filters=()
-for f in "${files[@]}"; do filters+=(--filter "$src/$f"); done
+for f in "${files[@]}"; do filters+=(--filter "\.\./${f//./\\.}\$"); done
 
 # One activity, its counters under $out/gcda/ACT (the build's absolute
 # paths below it), read by gcovr into $out/ACT.json.
@@ -80,11 +85,24 @@ activity() {
               --sandbox off --fail-on-findings none --out "$out/$act-out" >"$log" 2>&1 || true ;;
   esac
   unset GCOV_PREFIX GCOV_PREFIX_STRIP
-  # gcov wants the notes (.gcno) beside the counters.
-  (cd "$build" && find . -name '*.gcno' -path '*block*' | while read -r n; do
-     mkdir -p "$tree$build/$(dirname "$n")"; cp "$n" "$tree$build/$n"; done)
-  "$gcovr" --root "$src" --object-directory "$tree$build" "${filters[@]}" \
-    --gcov-ignore-parse-errors=all --json "$out/$act.json" "$tree$build" >>"$log" 2>&1
+  collect "$act"
+}
+
+# The counters of activity ACT read by gcovr into $out/ACT.json: the block
+# layer's counters (`block_*`) are put back beside their objects in the
+# build tree, where gcov finds notes and sources at the paths it was
+# compiled with, read, and removed again (one activity at a time: a lock).
+collect() {
+  local act="$1" tree="$out/gcda/$1"
+  (
+    flock 9
+    find "$build" -name '*.gcda' -delete
+    (cd "$tree$build" && find . -name 'block_*.gcda' | while read -r n; do cp "$n" "$build/$n"; done)
+    (cd "$build" && "$gcovr" --root "$src" "${filters[@]}" \
+      --gcov-ignore-parse-errors=all \
+      --json "$out/$act.json" "$build") >>"$out/$act.log" 2>&1
+    find "$build" -name '*.gcda' -delete
+  ) 9>"$out/.collect.lock"
 }
 
 run_pair() {
@@ -95,6 +113,10 @@ run_pair() {
   done
   for p in "${pids[@]}"; do wait "$p"; done
 }
+if [ "$collect_only" = 1 ]; then
+  for a in "${acts[@]}"; do collect "$a"; done
+  exit 0
+fi
 want() { local a; for a in "${acts[@]}"; do [ "$a" = "$1" ] && return 0; done; return 1; }
 first=(); second=()
 for a in corpus ops; do want "$a" && first+=("$a"); done
