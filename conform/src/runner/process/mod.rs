@@ -130,6 +130,9 @@ impl Proc {
 /// How many stack frames of a sanitizer report name its bucket.
 const SANITIZER_FRAMES: usize = 3;
 
+/// How many lines after a sanitizer's first line its stack may start in.
+const STACK_SEARCH: usize = 40;
+
 /// The first line of `text` that carries a sanitizer marker, followed by
 /// the functions of the top [`SANITIZER_FRAMES`] frames of the stack
 /// printed after it (`#0 0x... in FUNCTION FILE:LINE`), as
@@ -144,10 +147,13 @@ pub fn sanitizer_line(text: &str) -> Option<String> {
         .find(|l| SANITIZER_MARKERS.iter().any(|m| l.contains(m)))?
         .trim()
         .to_owned();
+    // The first stack after the line (ASan may print a few `==PID==` notes
+    // before it): its frames up to the first line that is not one.
     let frames: Vec<&str> = lines
         .map(str::trim)
-        .take_while(|l| l.is_empty() || l.starts_with('#') || !l.starts_with("=="))
-        .filter(|l| l.starts_with('#'))
+        .take(STACK_SEARCH)
+        .skip_while(|l| !l.starts_with('#'))
+        .take_while(|l| l.starts_with('#'))
         .filter_map(|l| {
             let mut w = l.split_whitespace();
             w.find(|x| *x == "in").and_then(|_| w.next())
