@@ -98,7 +98,7 @@ impl Proc {
         self.stderr
             .lines()
             .map(str::trim)
-            .find(|l| !l.is_empty())
+            .find(|l| !l.is_empty() && !is_sanitizer_note(l))
             .map(str::to_owned)
     }
 
@@ -125,6 +125,17 @@ impl Proc {
             _ => "unknown end".into(),
         }
     }
+}
+
+/// A line a sanitizer's runtime prints about itself rather than about a
+/// defect (ASan's warnings on QEMU's coroutine stack switches: `==PID==WARNING:
+/// ...`, "False positive error reports may follow"): not the program's
+/// own error message.
+pub fn is_sanitizer_note(line: &str) -> bool {
+    let l = line.trim();
+    (l.starts_with("==") && !SANITIZER_MARKERS.iter().any(|m| l.contains(m)))
+        || l == "False positive error reports may follow"
+        || l.starts_with("For details see https://github.com/google/sanitizers/")
 }
 
 /// How many stack frames of a sanitizer report name its bucket.
@@ -511,5 +522,15 @@ mod tests {
             "../block/q.c:5:7: runtime error: shift exponent 64 is too large"
         );
         assert_eq!(sanitizer_line("all fine\n"), None);
+        assert!(is_sanitizer_note(
+            "==7==WARNING: ASan doesn't fully support makecontext/swapcontext functions"
+        ));
+        assert!(is_sanitizer_note("False positive error reports may follow"));
+        assert!(!is_sanitizer_note(
+            "==7==ERROR: AddressSanitizer: heap-buffer-overflow"
+        ));
+        assert!(!is_sanitizer_note(
+            "qemu-io: write failed: Input/output error"
+        ));
     }
 }
