@@ -61,7 +61,7 @@ fi
 cache="${QCOW2_CONFORM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qcow2-conform}"
 mkdir -p "$cache"
 
-# QEMU 7.2 from Debian bookworm (`run --impl qemu@7.2`), unpacked with
+# QEMU 7.2 from Debian bookworm (`run --impl qemu@7.2`, `qemu-live@7.2`), unpacked with
 # dpkg -x beside the installed QEMU (which stays): qemu-utils and those of
 # its libraries the machine lacks. A private apt configuration reads
 # bookworm's package list, so the machine's sources are left alone.
@@ -97,6 +97,44 @@ fi
 LD_LIBRARY_PATH="$qemu72/usr/lib/x86_64-linux-gnu:$qemu72/lib/x86_64-linux-gnu" \
   "$qemu72/usr/bin/qemu-img" --version | grep -q "version 7\.2" \
   || { echo "setup: QEMU 7.2 in $qemu72 does not run" >&2; exit 1; }
+
+# bookworm ships qemu-storage-daemon in qemu-system-common, not in
+# qemu-utils: only that program is taken from it, into the same prefix
+# (`run --impl qemu-live@7.2`). It needs no library the machine lacks;
+# should one be missing, the package's uninstalled dependencies are
+# unpacked beside it.
+qsd72="$qemu72/usr/bin/qemu-storage-daemon"
+run72() { LD_LIBRARY_PATH="$qemu72/usr/lib/x86_64-linux-gnu:$qemu72/lib/x86_64-linux-gnu" "$@"; }
+if ! run72 "$qsd72" --version >/dev/null 2>&1; then
+  echo "setup: unpacking qemu-storage-daemon 7.2 (Debian bookworm qemu-system-common) into $qemu72" >&2
+  apt_dir="$cache/apt-bookworm"
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache" "$apt_dir/debs"
+  echo "deb http://deb.debian.org/debian bookworm main" >"$apt_dir/sources.list"
+  apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=-"
+            -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+            -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
+  [ -n "$(ls "$apt_dir/lists/"*Packages* 2>/dev/null)" ] || apt-get "${apt_opts[@]}" update -qq
+  version=$(apt-cache "${apt_opts[@]}" madison qemu-system-common | awk -F'|' '$2 ~ /:7\.2/ {gsub(/ /, "", $2); print $2; exit}')
+  [ -n "$version" ] || { echo "setup: bookworm has no qemu-system-common 7.2" >&2; exit 1; }
+  (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "qemu-system-common=$version")
+  deb=$(ls "$apt_dir/debs"/qemu-system-common_*7.2*.deb | head -n 1)
+  rm -rf "$qemu72.qsd" && mkdir -p "$qemu72.qsd"
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$qemu72.qsd" ./usr/bin/qemu-storage-daemon
+  install -m 0755 "$qemu72.qsd/usr/bin/qemu-storage-daemon" "$qsd72"
+  rm -rf "$qemu72.qsd"
+  if ! run72 "$qsd72" --version >/dev/null 2>&1; then
+    deps=$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g')
+    for dep in $deps; do
+      if ! dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q "ok installed"; then
+        echo "setup: unpacking $dep for qemu-storage-daemon 7.2" >&2
+        (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "$dep")
+        dpkg -x "$(ls "$apt_dir/debs/${dep}"_*.deb | head -n 1)" "$qemu72"
+      fi
+    done
+  fi
+fi
+run72 "$qsd72" --version | grep -q "version 7\.2" \
+  || { echo "setup: qemu-storage-daemon 7.2 in $qemu72 does not run" >&2; exit 1; }
 
 # libqcow 20260703 from PyPI (`run --impl libqcow@20260703`), beside
 # Debian's 20201213, in a virtual environment the project owns.

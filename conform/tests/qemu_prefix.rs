@@ -133,3 +133,44 @@ fn a_prefix_without_qemu_is_a_setup_error_naming_it() {
     assert!(e.contains(&d.path().display().to_string()), "{e}");
     assert!(e.contains("bin/qemu-img"), "{e}");
 }
+
+/// `qemu-live@7.2` runs the qemu-storage-daemon that setup unpacks into
+/// the 7.2 prefix (issue 22): it observes a corpus image as 7.2 does,
+/// opened and with its bitmap listed and read over NBD.
+#[test]
+fn qemu_live_at_7_2_runs_bookworms_daemon() {
+    let v = conform::runner::adapters::versions::version_of("qemu-live@7.2")
+        .expect("scripts/setup.sh unpacks QEMU 7.2 with its daemon");
+    assert!(v.starts_with("7.2."), "{v}");
+    let a = conform::runner::adapter_from_spec("qemu-live@7.2").unwrap();
+    assert_eq!(a.name(), "qemu-live@7.2");
+    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../corpus/images/valid--cluster-64k.qcow2");
+    let d = tempfile::tempdir().unwrap();
+    let copy = d.path().join("image.qcow2");
+    std::fs::copy(&image, &copy).unwrap();
+    let obs = a.observe(&copy, &conform::runner::Limits::default());
+    assert!(obs.opened, "{obs:?}");
+    assert!(obs.bitmaps.iter().any(|b| b.usable), "{obs:?}");
+}
+
+/// A prefix without `qemu-storage-daemon` is an error for `qemu-live@`
+/// that names the prefix, not a silent fall back to the machine's daemon.
+#[test]
+fn qemu_live_at_a_prefix_without_a_daemon_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let bin = d.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for t in ["qemu-img", "qemu-io", "qemu-nbd"] {
+        let p = bin.join(t);
+        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let spec = format!("qemu-live@{}", d.path().display());
+    let e = match conform::runner::adapter_from_spec(&spec) {
+        Ok(_) => panic!("{spec} has no daemon"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("no qemu-storage-daemon"), "{e}");
+}

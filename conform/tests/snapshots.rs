@@ -97,8 +97,15 @@ fn pinned_matrix_of_every_implementation() {
         unfilled.join("\n")
     );
 
+    pin_columns(&report, &IMPLEMENTATIONS);
+}
+
+/// Each column of `report` (one per spec) against its pinned matrix for
+/// the version installed (`snapshots/matrix@IMPL@VERSION.snap`); a version
+/// with no pinned matrix is reported, not failed.
+fn pin_columns(report: &conform::runner::report::RunReport, specs: &[&str]) {
     let mut missing = Vec::new();
-    for (i, spec) in IMPLEMENTATIONS.iter().enumerate() {
+    for (i, spec) in specs.iter().enumerate() {
         let version = conform::runner::adapters::versions::version_of(spec).unwrap();
         let pinned = conform::matrix::PinnedMatrix {
             implementation: spec.to_string(),
@@ -136,6 +143,64 @@ fn pinned_matrix_of_every_implementation() {
             missing.join(", ")
         );
     }
+}
+
+/// QEMU across versions, oldest first: 5.2 and 10.2 built from Debian's
+/// source by `scripts/build-qemu.sh`, 7.2 unpacked by `scripts/setup.sh`,
+/// and the machine's own (10.0).
+const QEMU_VERSIONS: [&str; 4] = ["qemu@5.2", "qemu@7.2", "qemu", "qemu@10.2"];
+
+/// The QEMUs that `scripts/build-qemu.sh` builds (not part of setup).
+const SOURCE_BUILT: [&str; 2] = ["qemu@5.2", "qemu@10.2"];
+
+/// `run --impl qemu@5.2 --impl qemu@7.2 --impl qemu --impl qemu@10.2
+/// --corpus corpus`: every column filled (no `error`), and each column
+/// matches its pinned matrix. A QEMU that `scripts/build-qemu.sh` has not
+/// built is left out with a message naming the command that builds it
+/// (the only skip); 7.2 and the machine's QEMU must be there.
+#[test]
+fn pinned_matrix_of_every_qemu_version() {
+    let mut specs = Vec::new();
+    for spec in QEMU_VERSIONS {
+        let built = conform::runner::adapter_from_spec(spec).is_ok();
+        if SOURCE_BUILT.contains(&spec) && !built {
+            eprintln!(
+                "SKIP {spec}: not built on this machine; `scripts/build-qemu.sh {}` builds it",
+                &spec[5..]
+            );
+            continue;
+        }
+        specs.push(spec);
+    }
+    let report = matrix_run::run_shared_corpus(&specs);
+    let mut unfilled = Vec::new();
+    for case in &report.cases {
+        let names: Vec<&str> = case
+            .results
+            .iter()
+            .map(|r| r.implementation.as_str())
+            .collect();
+        assert_eq!(names, specs, "{}", case.id);
+        unfilled.extend(
+            case.results
+                .iter()
+                .filter(|r| r.outcome.kind.as_str() == "error")
+                .map(|r| {
+                    format!(
+                        "{} [{}]: {}",
+                        case.id,
+                        r.implementation,
+                        r.outcome.detail.join("; ")
+                    )
+                }),
+        );
+    }
+    assert!(
+        unfilled.is_empty(),
+        "cases not set up:\n{}",
+        unfilled.join("\n")
+    );
+    pin_columns(&report, &specs);
 }
 
 fn snapshots_dir() -> PathBuf {

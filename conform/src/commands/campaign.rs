@@ -111,17 +111,22 @@ pub fn summary_text(s: &RunSummary, out: &Path, took: Duration) -> String {
     o
 }
 
-/// `campaign --impl qemu-live --sequences` (or `--impl qemu`: offline).
+/// `campaign --impl qemu-live[@VERSION] --sequences` (or `--impl qemu`: offline).
 fn sequences(args: &CampaignArgs) -> Result<i32> {
     use crate::campaign::sequences::{self, SequenceOptions};
-    let offline = match args.implementation.as_str() {
-        "qemu-live" => false,
-        "qemu" => true,
+    let spec = args.implementation.as_str();
+    let locate = || crate::runner::adapters::qemu::Tool::StorageDaemon.locate();
+    let (offline, program) = match (spec, spec.strip_prefix("qemu-live@")) {
+        ("qemu-live", _) => (false, locate()?),
+        ("qemu", _) => (true, locate()?),
+        (_, Some(place)) => {
+            let live = crate::runner::adapters::qemu_live::QemuLiveAdapter::at(place)?;
+            (false, live.program().to_owned())
+        }
         _ => anyhow::bail!(
-            "--sequences needs --impl qemu-live (qemu-storage-daemon) or --impl qemu (qemu-img bitmap and qemu-io)"
+            "--sequences needs --impl qemu-live[@VERSION] (qemu-storage-daemon) or --impl qemu (qemu-img bitmap and qemu-io)"
         ),
     };
-    let program = crate::runner::adapters::qemu::Tool::StorageDaemon.locate()?;
     let opts = SequenceOptions {
         seed: args.seed,
         duration: args.duration,

@@ -24,14 +24,16 @@ pub struct AdapterOptions {
 }
 
 /// The adapter named on the command line (`qemu`, `qemu@VERSION`,
-/// `qemu@DIR`, `qemu-live`, `exec:TEMPLATE`, a library), with default options.
+/// `qemu@DIR`, `qemu-live[@VERSION]`, `exec:TEMPLATE`, a library), with default options.
 pub fn adapter_from_spec(spec: &str) -> Result<Box<dyn Adapter>> {
     adapter_with_options(spec, AdapterOptions::default())
 }
 
 /// The adapter named on the command line: `qemu` (the machine's QEMU),
-/// `qemu@VERSION` (one that `scripts/setup.sh` unpacked, `qemu@7.2`) or
-/// `qemu@DIR` (an installation prefix), `exec:TEMPLATE`, or a
+/// `qemu@VERSION` (one that `scripts/setup.sh` unpacked, `qemu@7.2`, or
+/// that `scripts/build-qemu.sh` built, `qemu@10.2`, `qemu@10.2-asan`) or
+/// `qemu@DIR` (an installation prefix), `qemu-live` and
+/// `qemu-live@VERSION|DIR` (the same QEMUs' daemon), `exec:TEMPLATE`, or a
 /// bitmaps-unaware library ([`probe::ProbeKind`]).
 pub fn adapter_with_options(spec: &str, opts: AdapterOptions) -> Result<Box<dyn Adapter>> {
     if spec == "qemu" {
@@ -47,6 +49,9 @@ pub fn adapter_with_options(spec: &str, opts: AdapterOptions) -> Result<Box<dyn 
     if spec == "qemu-live" {
         return Ok(Box::new(qemu_live::QemuLiveAdapter::new()?));
     }
+    if let Some(place) = spec.strip_prefix("qemu-live@") {
+        return Ok(Box::new(qemu_live::QemuLiveAdapter::at(place)?));
+    }
     if let Some(template) = spec.strip_prefix("exec:") {
         return Ok(Box::new(match &opts.limits {
             Some(l) => exec::ExecAdapter::with_limits(template, l)?,
@@ -57,7 +62,7 @@ pub fn adapter_with_options(spec: &str, opts: AdapterOptions) -> Result<Box<dyn 
         return Ok(Box::new(probe::ProbeAdapter::new(kind)?));
     }
     bail!(
-        "unknown implementation {spec:?}: expected `qemu`, `qemu@VERSION`, `qemu@DIR`, `qemu-live`, `exec:TEMPLATE`, or one of {}",
+        "unknown implementation {spec:?}: expected `qemu`, `qemu@VERSION`, `qemu@DIR`, `qemu-live`, `qemu-live@VERSION`, `exec:TEMPLATE`, or one of {}",
         probe::ProbeKind::ALL.map(|k| k.name()).join(", ")
     )
 }

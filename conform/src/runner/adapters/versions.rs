@@ -8,14 +8,17 @@ use super::probe::ProbeKind;
 use super::qemu::Toolset;
 use anyhow::{bail, Context, Result};
 
-/// The version of `spec` (`qemu`, `qemu@7.2`, `qemu@DIR`, or a probe
+/// The version of `spec` (`qemu`, `qemu@7.2`, `qemu@DIR`, `qemu-live@10.2`, or a probe
 /// implementation); an error for an exec adapter or a missing
 /// implementation.
 pub fn version_of(spec: &str) -> Result<String> {
     if spec == "qemu" {
         return Toolset::from_path()?.version();
     }
-    if let Some(place) = spec.strip_prefix("qemu@") {
+    if let Some(place) = spec
+        .strip_prefix("qemu@")
+        .or_else(|| spec.strip_prefix("qemu-live@"))
+    {
         return super::qemu::QemuAdapter::at(place)?.tools().version();
     }
     let Some(kind) = ProbeKind::from_name(spec) else {

@@ -87,7 +87,8 @@ impl Proc {
         self.status == Some(0)
     }
 
-    /// The first sanitizer report line in standard error, if any.
+    /// The first sanitizer report line in standard error with its top
+    /// frames ([`sanitizer_line`]), if any.
     pub fn sanitizer(&self) -> Option<String> {
         sanitizer_line(&self.stderr)
     }
@@ -97,7 +98,7 @@ impl Proc {
         self.stderr
             .lines()
             .map(str::trim)
-            .find(|l| !l.is_empty())
+            .find(|l| !l.is_empty() && !is_sanitizer_note(l))
             .map(str::to_owned)
     }
 
@@ -126,11 +127,55 @@ impl Proc {
     }
 }
 
-/// The first line of `text` that carries a sanitizer marker.
+/// A line a sanitizer's runtime prints about itself rather than about a
+/// defect (ASan's warnings on QEMU's coroutine stack switches: `==PID==WARNING:
+/// ...`, "False positive error reports may follow"): not the program's
+/// own error message.
+pub fn is_sanitizer_note(line: &str) -> bool {
+    let l = line.trim();
+    (l.starts_with("==") && !SANITIZER_MARKERS.iter().any(|m| l.contains(m)))
+        || l == "False positive error reports may follow"
+        || l.starts_with("For details see https://github.com/google/sanitizers/")
+}
+
+/// How many stack frames of a sanitizer report name its bucket.
+const SANITIZER_FRAMES: usize = 3;
+
+/// How many lines after a sanitizer's first line its stack may start in.
+const STACK_SEARCH: usize = 40;
+
+/// The first line of `text` that carries a sanitizer marker, followed by
+/// the functions of the top [`SANITIZER_FRAMES`] frames of the stack
+/// printed after it (`#0 0x... in FUNCTION FILE:LINE`), as
+/// `LINE (top frames: f0 < f1 < f2)`: the line says what went wrong, the
+/// frames where, so that one defect reached from two places makes two
+/// buckets and two runs of one defect (other addresses, another process
+/// ID, which the cause's normalisation removes) make one.
 pub fn sanitizer_line(text: &str) -> Option<String> {
-    text.lines()
-        .find(|l| SANITIZER_MARKERS.iter().any(|m| l.contains(m)))
-        .map(|l| l.trim().to_owned())
+    let mut lines = text.lines();
+    let first = lines
+        .by_ref()
+        .find(|l| SANITIZER_MARKERS.iter().any(|m| l.contains(m)))?
+        .trim()
+        .to_owned();
+    // The first stack after the line (ASan may print a few `==PID==` notes
+    // before it): its frames up to the first line that is not one.
+    let frames: Vec<&str> = lines
+        .map(str::trim)
+        .take(STACK_SEARCH)
+        .skip_while(|l| !l.starts_with('#'))
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.find(|x| *x == "in").and_then(|_| w.next())
+        })
+        .take(SANITIZER_FRAMES)
+        .collect();
+    Some(if frames.is_empty() {
+        first
+    } else {
+        format!("{first} (top frames: {})", frames.join(" < "))
+    })
 }
 
 /// The conventional name of a signal number (Linux numbering).
@@ -452,5 +497,45 @@ impl Drop for Background {
         if self.ended.is_none() && self.child.try_wait().ok().flatten().is_none() {
             self.end();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sanitizer_report_is_named_by_its_line_and_top_frames() {
+        let report = "noise\n==4242==ERROR: AddressSanitizer: SEGV on unknown address 0x000000000010 (pc 0x5581 bp 0x7ffd sp 0x7ffc T0)\n\
+            ==4242==The signal is caused by a READ memory access.\n\
+            \x20   #0 0x55d1 in merge_fn ../block/x.c:10:3\n\
+            \x20   #1 0x55d2 in caller_fn ../block/y.c:20:1\n\
+            \x20   #2 0x55d3 in qmp_entry ../qapi/z.c:30:9\n\
+            \x20   #3 0x55d4 in main ../main.c:1\n";
+        let got = sanitizer_line(report).unwrap();
+        assert!(
+            got.starts_with("==4242==ERROR: AddressSanitizer: SEGV"),
+            "{got}"
+        );
+        assert!(
+            got.ends_with("(top frames: merge_fn < caller_fn < qmp_entry)"),
+            "{got}"
+        );
+        let ub = "../block/q.c:5:7: runtime error: shift exponent 64 is too large\n";
+        assert_eq!(
+            sanitizer_line(ub).unwrap(),
+            "../block/q.c:5:7: runtime error: shift exponent 64 is too large"
+        );
+        assert_eq!(sanitizer_line("all fine\n"), None);
+        assert!(is_sanitizer_note(
+            "==7==WARNING: ASan doesn't fully support makecontext/swapcontext functions"
+        ));
+        assert!(is_sanitizer_note("False positive error reports may follow"));
+        assert!(!is_sanitizer_note(
+            "==7==ERROR: AddressSanitizer: heap-buffer-overflow"
+        ));
+        assert!(!is_sanitizer_note(
+            "qemu-io: write failed: Input/output error"
+        ));
     }
 }

@@ -56,8 +56,10 @@ impl QemuAdapter {
 
     /// The adapter for `qemu@WHERE`: `WHERE` is a directory (it holds a
     /// `/`: an installation prefix, [`Toolset::from_prefix`]) or a
-    /// version that `scripts/setup.sh` unpacked into the cache
-    /// ([`crate::runner::adapters::cache::qemu_prefix`]: `qemu@7.2`).
+    /// version that `scripts/setup.sh` unpacked or `scripts/build-qemu.sh`
+    /// built into the cache
+    /// ([`crate::runner::adapters::cache::qemu_prefix`]: `qemu@7.2`,
+    /// `qemu@10.2`, `qemu@10.2-asan`).
     pub fn at(place: &str) -> Result<QemuAdapter> {
         let dir = if place.contains('/') {
             PathBuf::from(place)
@@ -66,7 +68,8 @@ impl QemuAdapter {
         };
         let tools = Toolset::from_prefix(&dir).map_err(|e| {
             e.context(format!(
-                "qemu@{place}: no QEMU at {} (run scripts/setup.sh, which unpacks QEMU 7.2 there)",
+                "qemu@{place}: no QEMU at {} (scripts/setup.sh unpacks QEMU 7.2; \
+                 scripts/build-qemu.sh VERSION [--asan|--coverage] builds one from Debian's source)",
                 dir.display()
             ))
         })?;

@@ -284,6 +284,7 @@ pub(crate) fn failure(p: &Proc, markers: &[&str]) -> Option<String> {
         .stdout
         .lines()
         .chain(p.stderr.lines())
+        .filter(|l| !crate::runner::process::is_sanitizer_note(l))
         .find(|l| markers.iter().any(|m| l.contains(m)))
         .map(str::to_owned);
     if p.success() && failed_line.is_none() {

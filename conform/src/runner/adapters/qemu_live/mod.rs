@@ -35,8 +35,10 @@ use spec_model::semantics::granules;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The live-QEMU adapter: the path of `qemu-storage-daemon`.
+/// The live-QEMU adapter: the path of `qemu-storage-daemon`, under a
+/// name (`qemu-live`, `qemu-live@10.2`, `qemu-live@DIR`).
 pub struct QemuLiveAdapter {
+    name: String,
     qsd: PathBuf,
 }
 
@@ -45,7 +47,27 @@ impl QemuLiveAdapter {
     /// error.
     pub fn new() -> Result<QemuLiveAdapter> {
         Ok(QemuLiveAdapter {
+            name: "qemu-live".into(),
             qsd: Tool::StorageDaemon.locate()?,
+        })
+    }
+
+    /// The adapter for `qemu-live@WHERE`: the `qemu-storage-daemon` of the
+    /// QEMU that `qemu@WHERE` names (an installation prefix, a version
+    /// setup unpacked, or a build of `scripts/build-qemu.sh`); a prefix
+    /// without one is an error.
+    pub fn at(place: &str) -> Result<QemuLiveAdapter> {
+        let tools = super::qemu::QemuAdapter::at(place)?.tools().clone();
+        let Some(qsd) = tools.storage_daemon else {
+            anyhow::bail!(
+                "qemu-live@{place}: the QEMU in {} has no qemu-storage-daemon \
+                 (scripts/setup.sh unpacks it for 7.2; scripts/build-qemu.sh builds it)",
+                tools.prefix.unwrap_or_default().display()
+            );
+        };
+        Ok(QemuLiveAdapter {
+            name: format!("qemu-live@{place}"),
+            qsd,
         })
     }
 
@@ -196,7 +218,7 @@ fn hash_check(
 
 impl Adapter for QemuLiveAdapter {
     fn name(&self) -> &str {
-        "qemu-live"
+        &self.name
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -119,7 +119,8 @@ impl Session {
     }
 
     /// When the daemon has died on its own (a crash of QEMU, not the
-    /// session's `kill -9`): how it ended. Waits up to a second for a
+    /// session's `kill -9`): how it ended, with a sanitizer's report when
+    /// one was printed. Waits up to a second for a
     /// dying process to be reaped.
     pub fn death(&mut self) -> Option<String> {
         let d = self.daemon.as_mut()?;
@@ -133,7 +134,12 @@ impl Session {
         let d = self.daemon.take()?;
         self.transcript.extend(d.qmp.transcript.iter().cloned());
         let p = d.kill();
-        let end = p.describe_end();
+        // A sanitizer build ends with an exit status: its report (line
+        // and top frames) names the death, and so the finding's bucket.
+        let end = match p.sanitizer() {
+            Some(report) => format!("{} after a sanitizer report: {report}", p.describe_end()),
+            None => p.describe_end(),
+        };
         self.ended.push(p);
         Some(format!("qemu-storage-daemon died: {end}"))
     }
