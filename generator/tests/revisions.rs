@@ -23,11 +23,7 @@ fn bitmap(name: &str, gb: u8, contents: Contents) -> BitmapSpec {
 fn hand_spec() -> ImageSpec {
     let mut s = ImageSpec::empty((3 << 20) + 100);
     s.cluster_bits = 12;
-    s.writes.push(generator::GuestWrite {
-        offset: 4096,
-        len: 10_000,
-        pattern: 7,
-    });
+    s.writes.push(generator::GuestWrite::new(4096, 10_000, 7));
     let mut empty = bitmap("empty", 16, Contents::Empty);
     empty.auto = false;
     s.bitmaps.push(empty);
