@@ -361,7 +361,10 @@ fn corpora() -> Corpora {
     }
 }
 
-fn all_runs(name: &str, c: &Corpora) -> (Vec<Case>, Vec<Case>, Vec<Case>) {
+/// Runs implementation `name` over fresh valid, mutant and QEMU-made
+/// corpora: their cases, in that order (none may hang).
+fn all_runs(name: &str) -> (Vec<Case>, Vec<Case>, Vec<Case>) {
+    let c = &corpora();
     let started = std::time::Instant::now();
     let v = cases(&run(name, &c.valid, &c.out), &c.valid);
     let m = cases(&run(name, &c.mutants, &c.out), &c.mutants);
@@ -379,8 +382,7 @@ const EXT_L2: u64 = 1 << 4;
 
 #[test]
 fn imago() {
-    let c = corpora();
-    let (v, m, q) = all_runs("imago", &c);
+    let (v, m, q) = all_runs("imago");
     let compared = check_cases("imago valid", &v, |c| {
         (c.props.incompatible & EXT_L2 != 0)
             .then_some(("pass", "Unrecognized incompatible feature(s) 4"))
@@ -417,8 +419,7 @@ fn imago() {
 
 #[test]
 fn qcow2_rs() {
-    let c = corpora();
-    let (v, m, q) = all_runs("qcow2-rs", &c);
+    let (v, m, q) = all_runs("qcow2-rs");
     let expect = |c: &Case| -> Option<Pin> {
         let p = &c.props;
         if p.size == 0 {
@@ -483,8 +484,7 @@ fn qcow2_rs() {
 
 #[test]
 fn qcow2_crate() {
-    let c = corpora();
-    let (v, m, q) = all_runs("qcow2", &c);
+    let (v, m, q) = all_runs("qcow2");
     let expect = |c: &Case| -> Option<Pin> {
         let p = &c.props;
         if p.version == 2 {
@@ -515,8 +515,7 @@ fn qcow2_crate() {
 
 #[test]
 fn libqcow() {
-    let c = corpora();
-    let (v, m, q) = all_runs("libqcow", &c);
+    let (v, m, q) = all_runs("libqcow");
     let expect = |c: &Case| -> Option<Pin> {
         let p = &c.props;
         if p.header_length > 112 {
