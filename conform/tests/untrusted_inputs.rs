@@ -71,6 +71,13 @@ fn small_corpus(dir: &Path) -> PathBuf {
     dir.to_owned()
 }
 
+/// A scratch directory holding a [`small_corpus`] in `c/`.
+fn scratch_corpus() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let c = small_corpus(&d.path().join("c"));
+    (d, c)
+}
+
 fn manifest(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
@@ -154,8 +161,7 @@ fn tarball(path: &Path, needle: &[u8]) -> (Vec<String>, bool) {
 
 #[test]
 fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     let secret = d.path().join("secret.txt");
     std::fs::write(&secret, "TOP-SECRET-7f3a\n").unwrap();
     // The kit, listed: verify and pack pass, and the tarball holds exactly
@@ -218,8 +224,7 @@ fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() 
 
 #[test]
 fn a_symlinked_images_directory_is_refused_or_its_changes_are_seen() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     let file = first_file(&c);
     // `images/` a link out of the corpus: the run is refused.
     let outside = d.path().join("elsewhere");
@@ -272,8 +277,7 @@ fn a_symlinked_images_directory_is_refused_or_its_changes_are_seen() {
 
 #[test]
 fn sums_paths_leading_out_and_fifo_images_are_refused_at_once() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     let outside = d.path().join("x");
     std::fs::write(&outside, "outside the corpus\n").unwrap();
     let real = sha256_hex(b"outside the corpus\n");
@@ -304,8 +308,7 @@ fn sums_paths_leading_out_and_fifo_images_are_refused_at_once() {
 
 #[test]
 fn case_files_outside_the_corpus_are_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     let file = first_file(&c);
     std::fs::create_dir_all(d.path().join("outside")).unwrap();
     let o_qcow2 = d.path().join("outside/o.qcow2");
@@ -329,8 +332,7 @@ fn case_files_outside_the_corpus_are_refused() {
 
 #[test]
 fn a_15_mib_answer_of_dirty_ranges_keeps_the_report_small() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     one_case(&c, &first_file(&c));
     let n = 900_000u64;
     let mut answer = String::from(
@@ -417,8 +419,7 @@ const HOSTILE: &str = "x\u{ffff}\u{1b}]0;title\u{7}\u{1b}[2J\u{9b}31m\u{0}y";
 
 #[test]
 fn hostile_names_ids_and_errors_leave_junit_well_formed_and_terminals_untouched() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     let mut m = manifest(&c);
     m["cases"][0]["id"] = Value::String(format!("valid/{HOSTILE}"));
     std::fs::write(c.join("manifest.json"), m.to_string()).unwrap();
@@ -548,8 +549,7 @@ fn limited(bytes: u64, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
 #[test]
 fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_memory() {
     const LIMIT: u64 = 512 << 20;
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     let impl_ = adapter(d.path(), "a", CAPS, &format!("echo '{REPLY}'"));
     let json = d.path().join("r.json");
     run_ok(&c, &impl_, &json);
