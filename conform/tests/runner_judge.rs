@@ -374,6 +374,16 @@ use conform::runner::judge::{judge, judge_in, Context, OutcomeKind};
 use conform::runner::observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
 use generator::expected::{ExpectedBitmap, ExpectedFlags};
 
+/// An invalid case breaking `rules`, with no bitmaps to compare.
+fn invalid(rules: &[&str], extension: spec_model::ExtensionState) -> Expected {
+    Expected {
+        verdict: spec_model::Verdict::Invalid,
+        rules: rules.iter().map(|r| r.to_string()).collect(),
+        bitmaps_extension: extension,
+        bitmaps: None,
+    }
+}
+
 fn valid_one() -> Expected {
     Expected {
         verdict: spec_model::Verdict::Valid,
@@ -433,12 +443,10 @@ fn valid_cases() {
 
 #[test]
 fn invalid_cases() {
-    let e = Expected {
-        verdict: spec_model::Verdict::Invalid,
-        rules: vec!["bitmaps.dir.flags-reserved".into()],
-        bitmaps_extension: spec_model::ExtensionState::Consistent,
-        bitmaps: None,
-    };
+    let e = invalid(
+        &["bitmaps.dir.flags-reserved"],
+        spec_model::ExtensionState::Consistent,
+    );
     assert_eq!(judge(&e, &Observation::default()).kind, OutcomeKind::Pass);
     assert_eq!(judge(&e, &seen("aa")).kind, OutcomeKind::Lenient);
     let mut listed = seen("aa");
@@ -602,12 +610,7 @@ fn nul_named(used: bool) -> Observation {
 /// mismatch, in the model-usability path and the manifest path.
 #[test]
 fn names_cut_at_nul_are_mismatches() {
-    let e = Expected {
-        verdict: spec_model::Verdict::Invalid,
-        rules: vec!["l2.data-bounds".into()],
-        bitmaps_extension: spec_model::ExtensionState::Consistent,
-        bitmaps: None,
-    };
+    let e = invalid(&["l2.data-bounds"], spec_model::ExtensionState::Consistent);
     let model = vec![ModelBitmap {
         name: "+\0".to_owned(),
         usable: true,
@@ -859,12 +862,10 @@ fn opening_an_unsupported_incompatible_bit_is_lenient() {
         kind: Some(UNAWARE_READER),
         ..with_facts(&reserved)
     };
-    let inv = Expected {
-        verdict: spec_model::Verdict::Invalid,
-        rules: vec!["header.incompatible-bits".into()],
-        bitmaps_extension: spec_model::ExtensionState::Absent,
-        bitmaps: None,
-    };
+    let inv = invalid(
+        &["header.incompatible-bits"],
+        spec_model::ExtensionState::Absent,
+    );
     let o = judge_in(&inv, &unaware_opened(), &cx);
     assert_eq!(o.kind, OutcomeKind::Lenient, "{o:?}");
     assert_eq!(o.cause.obligation, "open.unknown-incompatible");
@@ -1053,14 +1054,10 @@ fn a_name_cut_at_nul_is_one_outcome_whatever_the_verdict() {
         bitmaps_extension: spec_model::ExtensionState::Consistent,
         bitmaps: None,
     };
-    let invalid = Expected {
-        verdict: spec_model::Verdict::Invalid,
-        rules: vec![
-            "bitmaps.dir.name-bytes".into(),
-            "refcount.unallocated".into(),
-        ],
-        ..silent.clone()
-    };
+    let invalid = invalid(
+        &["bitmaps.dir.name-bytes", "refcount.unallocated"],
+        spec_model::ExtensionState::Consistent,
+    );
     let a = judge_in(&silent, &obs, &cx);
     let b = judge_in(&invalid, &obs, &cx);
     assert_eq!(a.kind, OutcomeKind::Mismatch, "{a:?}");
@@ -1079,12 +1076,10 @@ fn a_name_cut_at_nul_is_one_outcome_whatever_the_verdict() {
 /// the spec's sentence.
 #[test]
 fn refcount_zero_under_a_bitmap_is_graded_alike() {
-    let e = Expected {
-        verdict: spec_model::Verdict::Invalid,
-        rules: vec!["refcount.unallocated".into()],
-        bitmaps_extension: spec_model::ExtensionState::Consistent,
-        bitmaps: None,
-    };
+    let e = invalid(
+        &["refcount.unallocated"],
+        spec_model::ExtensionState::Consistent,
+    );
     for why in [
         "refcount.unallocated",
         "bitmaps.table.bounds",
