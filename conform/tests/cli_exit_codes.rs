@@ -4,10 +4,23 @@
 
 mod common;
 use common::seeds;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn conform() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qcow2-conform"))
+}
+
+/// `check --json` of `path`: how it ended and the JSON verdict it printed.
+fn check_json(path: &Path) -> (Output, serde_json::Value) {
+    let out = conform()
+        .arg("check")
+        .arg("--json")
+        .arg(path)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).expect("JSON verdict");
+    (out, v)
 }
 
 #[test]
@@ -33,19 +46,13 @@ fn empty_truncated_and_foreign_files_get_clear_findings_and_exit_2() {
     for (name, bytes, rule) in cases {
         let path = dir.path().join(name.replace(' ', "_"));
         std::fs::write(&path, &bytes).unwrap();
-        let out = conform()
-            .arg("check")
-            .arg("--json")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let (out, v) = check_json(&path);
         assert_eq!(
             out.status.code(),
             Some(2),
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON verdict");
         assert_eq!(v["verdict"], "invalid", "{name}");
         let rules: Vec<&str> = v["findings"]
             .as_array()
@@ -110,13 +117,7 @@ fn valid_and_unspecified_exit_codes() {
     b[dir_off + 8..dir_off + 12].copy_from_slice(&(size + 1).to_be_bytes());
     let path = dir.path().join("unspec.qcow2");
     std::fs::write(&path, &b).unwrap();
-    let out = conform()
-        .arg("check")
-        .arg("--json")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (out, v) = check_json(&path);
     assert_eq!(v["verdict"], "unspecified", "{v}");
     assert_eq!(out.status.code(), Some(3));
 }

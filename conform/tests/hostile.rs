@@ -82,6 +82,13 @@ fn running(needle: &str) -> Vec<String> {
     out
 }
 
+/// The runner's TMPDIR below `dir`, created empty.
+fn tmp_dir(dir: &Path) -> PathBuf {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    tmp
+}
+
 /// Every entry of `dir`.
 fn entries(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
@@ -143,8 +150,7 @@ fn hostile_adapters_are_classified_and_leave_nothing_behind() {
     let started = Instant::now();
     let d = tempfile::tempdir().unwrap();
     let corpus = corpus(d.path());
-    let tmp = d.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let tmp = tmp_dir(d.path());
     let before = cli::tree_hashes(&corpus);
     let a = d.path();
     let huge = a.join("huge.py");
@@ -225,8 +231,7 @@ fn tampering_with_the_corpus_is_reported() {
     let corpus = corpus(d.path());
     let manifest = std::fs::read(corpus.join("manifest.json")).unwrap();
     let before_tamper = |_: &Path| manifest.clone();
-    let tmp = d.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let tmp = tmp_dir(d.path());
     let target = corpus.join("manifest.json");
     let tamper = adapter(
         d.path(),
@@ -254,8 +259,7 @@ fn tampering_with_the_corpus_is_reported() {
 fn a_16_tib_copy_left_by_write_is_judged_within_bounds() {
     let d = tempfile::tempdir().unwrap();
     let corpus = corpus(d.path());
-    let tmp = d.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let tmp = tmp_dir(d.path());
     let before = cli::tree_hashes(&corpus);
     // 16 TiB - 4 KiB: the largest file ext4 holds with 4 KiB blocks.
     let grow = adapter(
@@ -293,8 +297,7 @@ fn a_qemu_run_killed_with_sigkill_leaves_nothing_once_the_next_run_starts() {
             "qemu",
         ],
     );
-    let tmp = d.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let tmp = tmp_dir(d.path());
     let tmp_s = tmp.display().to_string();
     let mut runner = Command::new(BIN)
         .args(["run", "--impl", "qemu", "--jobs", "2", "--corpus"])
@@ -345,39 +348,48 @@ fn a_qemu_run_killed_with_sigkill_leaves_nothing_once_the_next_run_starts() {
     assert_eq!(entries(&tmp), Vec::<PathBuf>::new());
 }
 
-#[test]
-fn sigterm_stops_a_run_cleanly_with_the_reports_marked_incomplete() {
-    let d = tempfile::tempdir().unwrap();
-    let corpus = corpus(d.path());
-    let tmp = d.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    let hang = adapter(d.path(), "hang", "sleep 86409", None);
-    let json = d.path().join("report.json");
-    let runner = Command::new(BIN)
-        .args(["run", "--impl", &hang, "--timeout", "60", "--corpus"])
-        .arg(&corpus)
-        .arg("--json")
-        .arg(&json)
-        .env("TMPDIR", &tmp)
+/// Starts `cmd` (a run or a campaign) with its temporary files in `tmp`,
+/// waits until a process whose command line holds `adapter` runs, sends
+/// it `SIG{signal}`, and checks that it stops within 5 s with exit code 1
+/// and says on stderr that the signal interrupted it.
+fn interrupt_once_started(cmd: &mut Command, tmp: &Path, adapter: &str, signal: &str) {
+    let child = cmd
+        .env("TMPDIR", tmp)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while running("sleep 86409").is_empty() {
+    while running(adapter).is_empty() {
         assert!(Instant::now() < deadline, "the adapter never started");
         std::thread::sleep(Duration::from_millis(5));
     }
     let stopped = Instant::now();
-    cli::run_ok(Command::new("kill").args(["-TERM", &runner.id().to_string()]));
-    let out = runner.wait_with_output().unwrap();
+    cli::run_ok(Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]));
+    let out = child.wait_with_output().unwrap();
     assert!(stopped.elapsed() < Duration::from_secs(5));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("INCOMPLETE: interrupted by SIGTERM"),
+        stderr.contains(&format!("INCOMPLETE: interrupted by SIG{signal}")),
         "{stderr}"
     );
+}
+
+#[test]
+fn sigterm_stops_a_run_cleanly_with_the_reports_marked_incomplete() {
+    let d = tempfile::tempdir().unwrap();
+    let corpus = corpus(d.path());
+    let tmp = tmp_dir(d.path());
+    let hang = adapter(d.path(), "hang", "sleep 86409", None);
+    let json = d.path().join("report.json");
+    let mut runner = Command::new(BIN);
+    runner
+        .args(["run", "--impl", &hang, "--timeout", "60", "--corpus"])
+        .arg(&corpus)
+        .arg("--json")
+        .arg(&json);
+    interrupt_once_started(&mut runner, &tmp, "sleep 86409", "TERM");
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["interrupted"], "interrupted by SIGTERM");
     let (kind, detail) = outcome(&report, 0);
@@ -390,42 +402,15 @@ fn sigterm_stops_a_run_cleanly_with_the_reports_marked_incomplete() {
 #[test]
 fn sigint_stops_a_campaign_with_its_state_saved_and_nothing_left() {
     let d = tempfile::tempdir().unwrap();
-    let tmp = d.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let tmp = tmp_dir(d.path());
     let out = d.path().join("out");
     let hang = adapter(d.path(), "hang", "sleep 86410", None);
-    let campaign = Command::new(BIN)
-        .args([
-            "campaign",
-            "--impl",
-            &hang,
-            "--timeout",
-            "60",
-            "--duration",
-            "60s",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .env("TMPDIR", &tmp)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running("sleep 86410").is_empty() {
-        assert!(Instant::now() < deadline, "the adapter never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let stopped = Instant::now();
-    cli::run_ok(Command::new("kill").args(["-INT", &campaign.id().to_string()]));
-    let done = campaign.wait_with_output().unwrap();
-    assert!(stopped.elapsed() < Duration::from_secs(5));
-    assert_eq!(done.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&done.stderr);
-    assert!(
-        stderr.contains("INCOMPLETE: interrupted by SIGINT"),
-        "{stderr}"
-    );
+    let mut campaign = Command::new(BIN);
+    campaign
+        .args(["campaign", "--impl", &hang, "--timeout", "60"])
+        .args(["--duration", "60s", "--out"])
+        .arg(&out);
+    interrupt_once_started(&mut campaign, &tmp, "sleep 86410", "INT");
     let state: Value =
         serde_json::from_slice(&std::fs::read(out.join("state.json")).unwrap()).unwrap();
     // The cut case is not counted: a resumed campaign runs it again.

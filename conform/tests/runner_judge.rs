@@ -311,28 +311,17 @@ fn judge_classifies_real_programs() {
     assert_eq!(xml.matches("<failure ").count(), 3, "{xml}");
     assert_eq!(xml.matches("<error ").count(), 4, "{xml}");
 
-    // --fail-on chooses which outcomes fail the run.
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--corpus"])
-        .arg(&corpus)
-        .arg("--impl")
-        .arg(&impls[0].1)
-        .args(["--fail-on", "none"]);
-    assert_eq!(cmd.output().unwrap().status.code(), Some(0));
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--corpus"])
-        .arg(&corpus)
-        .arg("--impl")
-        .arg(&impls[2].1)
-        .args(["--fail-on", "crash,hang"]);
-    assert_eq!(cmd.output().unwrap().status.code(), Some(0));
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--corpus"])
-        .arg(&corpus)
-        .arg("--impl")
-        .arg(&impls[2].1)
-        .args(["--fail-on", "mismatch"]);
-    assert_eq!(cmd.output().unwrap().status.code(), Some(2));
+    // --fail-on chooses which outcomes fail the run: (implementation,
+    // --fail-on, expected exit code).
+    for (imp, fail_on, code) in [(0, "none", 0), (2, "crash,hang", 0), (2, "mismatch", 2)] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--corpus"])
+            .arg(&corpus)
+            .arg("--impl")
+            .arg(&impls[imp].1)
+            .args(["--fail-on", fail_on]);
+        assert_eq!(cmd.output().unwrap().status.code(), Some(code), "{fail_on}");
+    }
     assert!(
         started.elapsed().as_secs() < 90,
         "took {:?}",
@@ -394,6 +383,16 @@ use conform::runner::judge::{judge, judge_in, Context, OutcomeKind};
 use conform::runner::observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
 use generator::expected::{ExpectedBitmap, ExpectedFlags};
 
+/// An invalid case breaking `rules`, with no bitmaps to compare.
+fn invalid(rules: &[&str], extension: spec_model::ExtensionState) -> Expected {
+    Expected {
+        verdict: spec_model::Verdict::Invalid,
+        rules: rules.iter().map(|r| r.to_string()).collect(),
+        bitmaps_extension: extension,
+        bitmaps: None,
+    }
+}
+
 fn valid_one() -> Expected {
     Expected {
         verdict: spec_model::Verdict::Valid,
@@ -453,12 +452,10 @@ fn valid_cases() {
 
 #[test]
 fn invalid_cases() {
-    let e = Expected {
-        verdict: spec_model::Verdict::Invalid,
-        rules: vec!["bitmaps.dir.flags-reserved".into()],
-        bitmaps_extension: spec_model::ExtensionState::Consistent,
-        bitmaps: None,
-    };
+    let e = invalid(
+        &["bitmaps.dir.flags-reserved"],
+        spec_model::ExtensionState::Consistent,
+    );
     assert_eq!(judge(&e, &Observation::default()).kind, OutcomeKind::Pass);
     assert_eq!(judge(&e, &seen("aa")).kind, OutcomeKind::Lenient);
     let mut listed = seen("aa");
@@ -488,6 +485,22 @@ fn facts(incompatible: u64, extra: bool) -> ImageFacts {
     }
 }
 
+/// A judging context that knows only the image's facts.
+fn with_facts(f: &ImageFacts) -> Context<'_> {
+    Context {
+        facts: Some(f),
+        ..Context::default()
+    }
+}
+
+/// A judging context that knows only the model's view of the bitmaps.
+fn with_model(model: &[ModelBitmap]) -> Context<'_> {
+    Context {
+        model: Some(model),
+        ..Context::default()
+    }
+}
+
 fn refused(msg: &str) -> Observation {
     let mut o = Observation::default();
     o.error = Some(msg.into());
@@ -500,9 +513,8 @@ fn refused(msg: &str) -> Observation {
 fn refusing_unsupported_incompatible_features_passes() {
     let f = facts(1 << 4, false);
     let cx = Context {
-        facts: Some(&f),
         supported_incompatible: Some(0),
-        ..Context::default()
+        ..with_facts(&f)
     };
     let mut e = valid_one();
     e.bitmaps = None;
@@ -516,10 +528,7 @@ fn refusing_unsupported_incompatible_features_passes() {
     assert_eq!(o.cause.features, ["incompatible:extended_l2"]);
     // Unsupported bits unknown: the message naming "incompatible" decides.
     let f2 = facts(1, false);
-    let cx2 = Context {
-        facts: Some(&f2),
-        ..Context::default()
-    };
+    let cx2 = with_facts(&f2);
     let o = judge_in(
         &e,
         &refused("unsupported incompatible features flags: 0x00000001"),
@@ -529,9 +538,8 @@ fn refusing_unsupported_incompatible_features_passes() {
     assert!(o.detail[0].contains("dirty (bit 0)"), "{o:?}");
     // A supported bit refused, or any other refusal, stays strict.
     let all = Context {
-        facts: Some(&f),
         supported_incompatible: Some(0x1f),
-        ..Context::default()
+        ..with_facts(&f)
     };
     let o = judge_in(&e, &refused("no"), &all);
     assert_eq!(o.kind, OutcomeKind::Strict, "{o:?}");
@@ -539,10 +547,7 @@ fn refusing_unsupported_incompatible_features_passes() {
         header_length: 128,
         ..facts(0, false)
     };
-    let lq = Context {
-        facts: Some(&short_header),
-        ..Context::default()
-    };
+    let lq = with_facts(&short_header);
     let o = judge_in(&e, &refused("unsupported header size"), &lq);
     assert_eq!(o.kind, OutcomeKind::Strict, "{o:?}");
     assert!(o.cause.features.is_empty(), "{o:?}");
@@ -554,9 +559,8 @@ fn refusing_unsupported_incompatible_features_passes() {
 fn refusing_compatible_extra_data_names_the_flag() {
     let f = facts(0, true);
     let cx = Context {
-        facts: Some(&f),
         supported_incompatible: Some(0x1f),
-        ..Context::default()
+        ..with_facts(&f)
     };
     let o = judge_in(
         &valid_one(),
@@ -592,9 +596,8 @@ fn a_bitmap_over_512_mib_is_its_own_bucket() {
         ..facts(0, false)
     };
     let cx = Context {
-        facts: Some(&big),
         supported_incompatible: Some(0x1f),
-        ..Context::default()
+        ..with_facts(&big)
     };
     let msg = "Could not open '/tmp/x/c.qcow2': Bitmap 'b' doesn't satisfy the constraints";
     let o = judge_in(&valid_one(), &refused(msg), &cx);
@@ -616,21 +619,13 @@ fn nul_named(used: bool) -> Observation {
 /// mismatch, in the model-usability path and the manifest path.
 #[test]
 fn names_cut_at_nul_are_mismatches() {
-    let e = Expected {
-        verdict: spec_model::Verdict::Invalid,
-        rules: vec!["l2.data-bounds".into()],
-        bitmaps_extension: spec_model::ExtensionState::Consistent,
-        bitmaps: None,
-    };
+    let e = invalid(&["l2.data-bounds"], spec_model::ExtensionState::Consistent);
     let model = vec![ModelBitmap {
         name: "+\0".to_owned(),
         usable: true,
         why_unusable: None,
     }];
-    let cx = Context {
-        model: Some(&model),
-        ..Context::default()
-    };
+    let cx = with_model(&model);
     let o = judge_in(&e, &nul_named(true), &cx);
     assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
     assert!(
@@ -646,10 +641,7 @@ fn names_cut_at_nul_are_mismatches() {
         usable: false,
         why_unusable: Some("bitmaps.data.bounds".to_owned()),
     }];
-    let cx = Context {
-        model: Some(&model),
-        ..Context::default()
-    };
+    let cx = with_model(&model);
     let o = judge_in(&e, &nul_named(true), &cx);
     assert_eq!(o.kind, OutcomeKind::Lenient, "{o:?}");
     assert_eq!(o.cause.check, Check::UsedUnusable);
@@ -703,10 +695,7 @@ fn signatures_bucket_by_cause() {
     // An incompatible bit the implementation may not support is named;
     // one it supports is incidental and is not.
     let f = facts(1 << 1, false);
-    let cx = Context {
-        facts: Some(&f),
-        ..Context::default()
-    };
+    let cx = with_facts(&f);
     let c = judge_in(
         &e,
         &refused("Could not open '/tmp/c/z.qcow2': Invalid L1 entry at 0x10"),
@@ -836,9 +825,8 @@ fn bitmap_limits_excuse_only_bitmaps_aware_readers() {
         e.bitmaps = None;
         let f = facts(0, false);
         let unaware = Context {
-            facts: Some(&f),
             kind: Some(UNAWARE_READER),
-            ..Context::default()
+            ..with_facts(&f)
         };
         let mut obs = refused("bitmap granularity not supported");
         obs.bitmaps_unaware = true;
@@ -866,10 +854,9 @@ fn bitmap_limits_excuse_only_bitmaps_aware_readers() {
 fn opening_an_unsupported_incompatible_bit_is_lenient() {
     let f = facts(1 << 4, false);
     let cx = Context {
-        facts: Some(&f),
         supported_incompatible: Some(0b1001),
         kind: Some(UNAWARE_READER),
-        ..Context::default()
+        ..with_facts(&f)
     };
     let mut e = valid_one();
     e.bitmaps = None;
@@ -881,26 +868,22 @@ fn opening_an_unsupported_incompatible_bit_is_lenient() {
     // A reserved bit, support unknown (an exec `read` program), invalid.
     let reserved = facts(1 << 20, false);
     let cx = Context {
-        facts: Some(&reserved),
         kind: Some(UNAWARE_READER),
-        ..Context::default()
+        ..with_facts(&reserved)
     };
-    let inv = Expected {
-        verdict: spec_model::Verdict::Invalid,
-        rules: vec!["header.incompatible-bits".into()],
-        bitmaps_extension: spec_model::ExtensionState::Absent,
-        bitmaps: None,
-    };
+    let inv = invalid(
+        &["header.incompatible-bits"],
+        spec_model::ExtensionState::Absent,
+    );
     let o = judge_in(&inv, &unaware_opened(), &cx);
     assert_eq!(o.kind, OutcomeKind::Lenient, "{o:?}");
     assert_eq!(o.cause.obligation, "open.unknown-incompatible");
     // A reader that never writes understands the dirty and corrupt bits.
     let dirty = facts(0b11, false);
     let cx = Context {
-        facts: Some(&dirty),
         supported_incompatible: Some(0),
         kind: Some(UNAWARE_READER),
-        ..Context::default()
+        ..with_facts(&dirty)
     };
     assert_eq!(judge_in(&e, &unaware_opened(), &cx).kind, OutcomeKind::Pass);
 }
@@ -920,12 +903,11 @@ fn luks() -> ImageFacts {
 fn encrypted_images_without_the_key() {
     let f = luks();
     let keyless = Context {
-        facts: Some(&f),
         kind: Some(Kind {
             holds_key: Some(false),
             ..UNAWARE_READER
         }),
-        ..Context::default()
+        ..with_facts(&f)
     };
     let mut e = valid_one();
     e.bitmaps = None;
@@ -959,13 +941,12 @@ fn encrypted_images_without_the_key() {
 fn encrypted_images_with_the_key() {
     let f = luks();
     let cx = Context {
-        facts: Some(&f),
         kind: Some(Kind {
             writer: true,
             bitmaps_aware: true,
             holds_key: Some(true),
         }),
-        ..Context::default()
+        ..with_facts(&f)
     };
     let mut e = valid_one();
     e.bitmaps = Some(Vec::new());
@@ -1003,9 +984,8 @@ fn differences_past_a_short_backing_file_name_their_obligation() {
         ..facts(0, false)
     };
     let cx = Context {
-        facts: Some(&f),
         kind: Some(UNAWARE_READER),
-        ..Context::default()
+        ..with_facts(&f)
     };
     let mut e = valid_one();
     e.bitmaps = None;
@@ -1038,10 +1018,7 @@ fn virtual_size_is_one_obligation_for_everyone() {
         size: 720,
         ..facts(0, false)
     };
-    let cx = Context {
-        facts: Some(&f),
-        ..Context::default()
-    };
+    let cx = with_facts(&f);
     let mut e = valid_one();
     e.bitmaps = None;
     e.bitmaps_extension = spec_model::ExtensionState::Absent;
@@ -1077,10 +1054,7 @@ fn a_name_cut_at_nul_is_one_outcome_whatever_the_verdict() {
         usable: true,
         why_unusable: None,
     }];
-    let cx = Context {
-        model: Some(&model),
-        ..Context::default()
-    };
+    let cx = with_model(&model);
     let mut obs = seen("aa");
     obs.bitmaps[0].name = "b0-14".into();
     let silent = Expected {
@@ -1089,14 +1063,10 @@ fn a_name_cut_at_nul_is_one_outcome_whatever_the_verdict() {
         bitmaps_extension: spec_model::ExtensionState::Consistent,
         bitmaps: None,
     };
-    let invalid = Expected {
-        verdict: spec_model::Verdict::Invalid,
-        rules: vec![
-            "bitmaps.dir.name-bytes".into(),
-            "refcount.unallocated".into(),
-        ],
-        ..silent.clone()
-    };
+    let invalid = invalid(
+        &["bitmaps.dir.name-bytes", "refcount.unallocated"],
+        spec_model::ExtensionState::Consistent,
+    );
     let a = judge_in(&silent, &obs, &cx);
     let b = judge_in(&invalid, &obs, &cx);
     assert_eq!(a.kind, OutcomeKind::Mismatch, "{a:?}");
@@ -1115,12 +1085,10 @@ fn a_name_cut_at_nul_is_one_outcome_whatever_the_verdict() {
 /// the spec's sentence.
 #[test]
 fn refcount_zero_under_a_bitmap_is_graded_alike() {
-    let e = Expected {
-        verdict: spec_model::Verdict::Invalid,
-        rules: vec!["refcount.unallocated".into()],
-        bitmaps_extension: spec_model::ExtensionState::Consistent,
-        bitmaps: None,
-    };
+    let e = invalid(
+        &["refcount.unallocated"],
+        spec_model::ExtensionState::Consistent,
+    );
     for why in [
         "refcount.unallocated",
         "bitmaps.table.bounds",
@@ -1131,10 +1099,7 @@ fn refcount_zero_under_a_bitmap_is_graded_alike() {
             usable: false,
             why_unusable: Some(why.to_owned()),
         }];
-        let cx = Context {
-            model: Some(&model),
-            ..Context::default()
-        };
+        let cx = with_model(&model);
         let o = judge_in(&e, &seen("aa"), &cx);
         assert_eq!(o.kind, OutcomeKind::Lenient, "{why}: {o:?}");
         assert_eq!(o.cause.obligation, "bitmaps.never-use-invalid");
@@ -1183,12 +1148,11 @@ fn write_problems_name_their_obligation() {
 fn obligations_not_exercised_are_listed_as_such() {
     let f = facts(0, false);
     let cx = Context {
-        facts: Some(&f),
         kind: Some(Kind {
             writer: true,
             ..UNAWARE_READER
         }),
-        ..Context::default()
+        ..with_facts(&f)
     };
     let o = judge_in(&valid_one(), &unaware_opened(), &cx);
     let ids: Vec<&str> = o.obligations.iter().map(|s| s.id).collect();

@@ -36,6 +36,12 @@ fn conform(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     o
 }
 
+/// `o` exited with `code` and its output mentions `says`.
+fn exits_saying(o: &Output, code: i32, says: &str) {
+    assert_eq!(o.status.code(), Some(code), "{}", text(o));
+    assert!(text(o).contains(says), "{}", text(o));
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -65,8 +71,20 @@ fn small_corpus(dir: &Path) -> PathBuf {
     dir.to_owned()
 }
 
+/// A scratch directory holding a [`small_corpus`] in `c/`.
+fn scratch_corpus() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let c = small_corpus(&d.path().join("c"));
+    (d, c)
+}
+
 fn manifest(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// The image file of the first case of corpus `c`, relative to `c`.
+fn first_file(c: &Path) -> String {
+    manifest(c)["cases"][0]["file"].as_str().unwrap().to_owned()
 }
 
 /// The manifest with only its first case, its `file` set to `file`.
@@ -89,20 +107,18 @@ fn adapter(dir: &Path, name: &str, caps: &str, observe: &str) -> String {
     format!("exec:sh {}", path.display())
 }
 
-/// `run` of `impl_` over the corpus `c` with its report in `json`, which
-/// must exit 0 (`--fail-on none`).
+/// `run` of `impl_` over the corpus `c` with its JSON report in `json`
+/// and `more` arguments.
+fn run(c: &Path, impl_: &str, json: &Path, more: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"run", &"--corpus", &c, &"--impl", &impl_, &"--json", &json];
+    args.extend_from_slice(more);
+    conform(&args)
+}
+
+/// [`run`] that must exit 0 (`--fail-on none`).
 fn run_ok(c: &Path, impl_: &str, json: &Path) {
-    let o = conform(&[
-        &"run",
-        &"--corpus",
-        &c,
-        &"--impl",
-        &impl_,
-        &"--json",
-        &json,
-        &"--fail-on",
-        &"none",
-    ]);
+    let o = run(c, impl_, json, &[&"--fail-on", &"none"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
@@ -145,8 +161,7 @@ fn tarball(path: &Path, needle: &[u8]) -> (Vec<String>, bool) {
 
 #[test]
 fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     let secret = d.path().join("secret.txt");
     std::fs::write(&secret, "TOP-SECRET-7f3a\n").unwrap();
     // The kit, listed: verify and pack pass, and the tarball holds exactly
@@ -184,13 +199,11 @@ fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() 
     );
     std::fs::write(c.join("SHA256SUMS"), &linked).unwrap();
     let o = conform(&[&"corpus", &"verify", &c]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("leads out of the corpus"), "{}", text(&o));
+    exits_saying(&o, 2, "leads out of the corpus");
     assert!(!text(&o).contains("TOP-SECRET"));
     let out = d.path().join("out2");
     let o = conform(&[&"corpus", &"pack", &c, &"--out", &out]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("refusing to pack"), "{}", text(&o));
+    exits_saying(&o, 1, "refusing to pack");
     assert!(cli::tarballs(&out).is_empty(), "no tarball");
 
     // README.md a file again, but not in SHA256SUMS.
@@ -203,12 +216,7 @@ fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() 
         .collect();
     std::fs::write(c.join("SHA256SUMS"), unlisted).unwrap();
     let o = conform(&[&"corpus", &"verify", &c]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("README.md: not listed in SHA256SUMS"),
-        "{}",
-        text(&o)
-    );
+    exits_saying(&o, 2, "README.md: not listed in SHA256SUMS");
     let o = conform(&[&"corpus", &"pack", &c, &"--out", &out]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(cli::tarballs(&out).is_empty(), "no tarball");
@@ -216,12 +224,8 @@ fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() 
 
 #[test]
 fn a_symlinked_images_directory_is_refused_or_its_changes_are_seen() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
-    let file = manifest(&c)["cases"][0]["file"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (d, c) = scratch_corpus();
+    let file = first_file(&c);
     // `images/` a link out of the corpus: the run is refused.
     let outside = d.path().join("elsewhere");
     std::fs::rename(c.join("images"), &outside).unwrap();
@@ -233,17 +237,8 @@ fn a_symlinked_images_directory_is_refused_or_its_changes_are_seen() {
         CAPS,
         &format!("printf x >> '{}'; echo '{REPLY}'", c.join(&file).display()),
     );
-    let o = conform(&[
-        &"run",
-        &"--corpus",
-        &c,
-        &"--impl",
-        &writer,
-        &"--json",
-        &json,
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("leads out of the corpus"), "{}", text(&o));
+    let o = run(&c, &writer, &json, &[]);
+    exits_saying(&o, 1, "leads out of the corpus");
     assert!(!json.exists(), "no report of a refused corpus");
 
     // `images/` a link to a directory inside the corpus: the adapter's
@@ -254,15 +249,7 @@ fn a_symlinked_images_directory_is_refused_or_its_changes_are_seen() {
     std::os::unix::fs::symlink("store", c.join("images")).unwrap();
     let before = conform::runner::corpus::hash_tree(&c).unwrap();
     let bytes_before = cli::tree_hashes(&c.join("store"));
-    let o = conform(&[
-        &"run",
-        &"--corpus",
-        &c,
-        &"--impl",
-        &writer,
-        &"--json",
-        &json,
-    ]);
+    let o = run(&c, &writer, &json, &[]);
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let changed = bytes_before != cli::tree_hashes(&c.join("store"));
     assert_eq!(report["corpus_unchanged"], !changed, "{}", text(&o));
@@ -290,8 +277,7 @@ fn a_symlinked_images_directory_is_refused_or_its_changes_are_seen() {
 
 #[test]
 fn sums_paths_leading_out_and_fifo_images_are_refused_at_once() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     let outside = d.path().join("x");
     std::fs::write(&outside, "outside the corpus\n").unwrap();
     let real = sha256_hex(b"outside the corpus\n");
@@ -307,40 +293,23 @@ fn sums_paths_leading_out_and_fifo_images_are_refused_at_once() {
     assert!(!out.contains(&real), "the hash of a file outside: {out}");
 
     // A case image that is a FIFO: verify and run answer at once.
-    let file = manifest(&c)["cases"][0]["file"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let file = first_file(&c);
     std::fs::remove_file(c.join(&file)).unwrap();
     mkfifo(&c.join(&file));
     let started = std::time::Instant::now();
     let o = conform(&[&"corpus", &"verify", &c]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("is a FIFO, not a regular file"),
-        "{}",
-        text(&o)
-    );
+    exits_saying(&o, 2, "is a FIFO, not a regular file");
     let json = d.path().join("r.json");
     let impl_ = adapter(d.path(), "a", CAPS, &format!("echo '{REPLY}'"));
-    let o = conform(&[&"run", &"--corpus", &c, &"--impl", &impl_, &"--json", &json]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        text(&o).contains("is a FIFO, not a regular file"),
-        "{}",
-        text(&o)
-    );
+    let o = run(&c, &impl_, &json, &[]);
+    exits_saying(&o, 1, "is a FIFO, not a regular file");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
 #[test]
 fn case_files_outside_the_corpus_are_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
-    let file = manifest(&c)["cases"][0]["file"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (d, c) = scratch_corpus();
+    let file = first_file(&c);
     std::fs::create_dir_all(d.path().join("outside")).unwrap();
     let o_qcow2 = d.path().join("outside/o.qcow2");
     std::fs::copy(c.join(&file), &o_qcow2).unwrap();
@@ -351,7 +320,7 @@ fn case_files_outside_the_corpus_are_refused() {
     ] {
         one_case(&c, &name);
         let json = d.path().join("r.json");
-        let o = conform(&[&"run", &"--corpus", &c, &"--impl", &impl_, &"--json", &json]);
+        let o = run(&c, &impl_, &json, &[]);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         assert!(text(&o).contains(why), "{name}: {}", text(&o));
         assert!(!json.exists());
@@ -363,9 +332,8 @@ fn case_files_outside_the_corpus_are_refused() {
 
 #[test]
 fn a_15_mib_answer_of_dirty_ranges_keeps_the_report_small() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
-    one_case(&c, manifest(&c)["cases"][0]["file"].as_str().unwrap());
+    let (d, c) = scratch_corpus();
+    one_case(&c, &first_file(&c));
     let n = 900_000u64;
     let mut answer = String::from(
         r#"{"protocol":1,"opened":true,"error":null,"bitmaps":[{"name":"b","granularity_bits":9,"flags":{"in_use":false,"auto":true},"usable":true,"dirty_ranges":["#,
@@ -429,21 +397,12 @@ fn json_ascii(s: &str) -> String {
 /// well-formed XML. Returns the JSON report's path and the JUnit text.
 fn run_reports_clean(c: &Path, impl_: &str, dir: &Path, fail_on: &str) -> (PathBuf, String) {
     let (json, junit, html) = (dir.join("r.json"), dir.join("r.xml"), dir.join("r.html"));
-    let o = conform(&[
-        &"run",
-        &"--corpus",
-        &c,
-        &"--impl",
-        &impl_,
-        &"--json",
+    let o = run(
+        c,
+        impl_,
         &json,
-        &"--junit",
-        &junit,
-        &"--html",
-        &html,
-        &"--fail-on",
-        &fail_on,
-    ]);
+        &[&"--junit", &junit, &"--html", &html, &"--fail-on", &fail_on],
+    );
     assert!(matches!(o.status.code(), Some(0) | Some(2)), "{}", text(&o));
     assert_no_controls("run's output", &[o.stdout, o.stderr].concat());
     let xml = std::fs::read_to_string(&junit).unwrap();
@@ -460,8 +419,7 @@ const HOSTILE: &str = "x\u{ffff}\u{1b}]0;title\u{7}\u{1b}[2J\u{9b}31m\u{0}y";
 
 #[test]
 fn hostile_names_ids_and_errors_leave_junit_well_formed_and_terminals_untouched() {
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     let mut m = manifest(&c);
     m["cases"][0]["id"] = Value::String(format!("valid/{HOSTILE}"));
     std::fs::write(c.join("manifest.json"), m.to_string()).unwrap();
@@ -507,8 +465,7 @@ fn hostile_names_ids_and_errors_leave_junit_well_formed_and_terminals_untouched(
     let new = d.path().join("new.json");
     std::fs::write(&new, other.to_string()).unwrap();
     let o = conform(&[&"report", &"diff", &json, &new]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("regressed"), "{}", text(&o));
+    exits_saying(&o, 1, "regressed");
     assert_no_controls("report diff", &[o.stdout, o.stderr].concat());
 }
 
@@ -592,8 +549,7 @@ fn limited(bytes: u64, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
 #[test]
 fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_memory() {
     const LIMIT: u64 = 512 << 20;
-    let d = tempfile::tempdir().unwrap();
-    let c = small_corpus(&d.path().join("c"));
+    let (d, c) = scratch_corpus();
     let impl_ = adapter(d.path(), "a", CAPS, &format!("echo '{REPLY}'"));
     let json = d.path().join("r.json");
     run_ok(&c, &impl_, &json);
@@ -607,8 +563,7 @@ fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_mem
             vec![&"run", &"--corpus", &c, &"--impl", &impl_];
         for args in [run, vec![&"corpus", &"verify", &c]] {
             let o = limited(LIMIT, &args);
-            assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-            assert!(text(&o).contains(why), "{}", text(&o));
+            exits_saying(&o, 1, why);
         }
     };
     let m = c.join("manifest.json");
@@ -650,12 +605,7 @@ fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_mem
         ],
     ] {
         let o = limited(LIMIT, &args);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(
-            text(&o).contains("is a FIFO, not a regular file"),
-            "{}",
-            text(&o)
-        );
+        exits_saying(&o, 1, "is a FIFO, not a regular file");
     }
     // A sparse report of 1 GB: over the cap, refused before reading.
     let big = d.path().join("big.json");
@@ -664,8 +614,7 @@ fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_mem
         .set_len(1 << 30)
         .unwrap();
     let o = limited(LIMIT, &[&"report", &"diff", &big, &json]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("over the limit"), "{}", text(&o));
+    exits_saying(&o, 1, "over the limit");
 }
 
 #[test]

@@ -566,11 +566,18 @@ pub fn entry_bytes(b: &BitmapSpec, bl: &BitmapLayout) -> Vec<u8> {
     be::GRANULARITY_BITS.put(&mut e, u64::from(b.granularity_bits));
     be::NAME_SIZE.put(&mut e, b.name.len() as u64);
     be::EXTRA_DATA_SIZE.put(&mut e, b.extra_data.len() as u64);
-    let x = be::FIXED_LENGTH;
-    e[x..x + b.extra_data.len()].copy_from_slice(&b.extra_data);
-    let n = x + b.extra_data.len();
-    e[n..n + b.name.len()].copy_from_slice(&b.name);
+    put_parts(&mut e, be::FIXED_LENGTH, &[&b.extra_data, &b.name]);
     e
+}
+
+/// Copies `parts` one after another into `e` from byte `at`: an entry's
+/// variable part (extra data and name, in its layout's order).
+pub(crate) fn put_parts(e: &mut [u8], at: usize, parts: &[&[u8]]) {
+    let mut at = at;
+    for p in parts {
+        e[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
 }
 
 fn write_refcounts(

@@ -137,55 +137,45 @@ pub fn revision(
     // Table size 0 is also too small for the disk, unless in_use excuses it.
     let empty_not_in_use = spec.bitmaps.iter().filter(is_empty).any(|b| !b.in_use);
     use spec_model::{ExtensionState as X, Verdict as V};
-    let (verdict, rules, extension): (V, Vec<&str>, X) = match revision {
-        R::Final => {
-            let e = expected::for_spec(&spec);
-            return Ok(Case {
-                id: format!("final/{:04}", index + 1),
-                file_name: format!("final-{:04}.qcow2", index + 1),
-                bytes,
-                expected: e,
-                description: format!("final layout: {}", describe(&spec)),
-            });
+    // What a final-spec reader must say of a draft's layout.
+    let judged = |verdict: V, rules: Vec<&str>, extension: X| {
+        (
+            Expected {
+                verdict,
+                rules: rules.into_iter().map(str::to_string).collect(),
+                bitmaps_extension: extension,
+                bitmaps: (verdict != V::Invalid).then(Vec::new),
+            },
+            format!("{revision} layout (docs/revisions.md)"),
+        )
+    };
+    let (expected, layout) = match revision {
+        R::Final => (expected::for_spec(&spec), "final layout".to_owned()),
+        R::Qdb2014 => judged(V::Invalid, vec!["header.magic"], X::Absent),
+        R::HeaderFields2014 if has_bitmaps => judged(V::Invalid, vec!["header.padding"], X::Absent),
+        R::HeaderFields2014 => judged(V::Valid, vec![], X::Absent),
+        R::RfcV5_2015 if has_bitmaps => {
+            judged(V::Invalid, vec!["bitmaps.ext.length"], X::Consistent)
         }
-        R::Qdb2014 => (V::Invalid, vec!["header.magic"], X::Absent),
-        R::HeaderFields2014 if has_bitmaps => (V::Invalid, vec!["header.padding"], X::Absent),
-        R::HeaderFields2014 => (V::Valid, vec![], X::Absent),
-        R::RfcV5_2015 if has_bitmaps => (V::Invalid, vec!["bitmaps.ext.length"], X::Consistent),
-        R::RfcV5_2015 => (V::Valid, vec![], X::Absent),
+        R::RfcV5_2015 => judged(V::Valid, vec![], X::Absent),
         R::EmptyTable2016 if spec.size > 0 && empty_bitmap => {
             let mut rules = vec!["bitmaps.dir.table-offset-zero"];
             if empty_not_in_use {
                 rules.push("bitmaps.dir.table-size");
             }
-            (V::Invalid, rules, X::Consistent)
+            judged(V::Invalid, rules, X::Consistent)
         }
-        R::EmptyTable2016 => {
-            let e = expected::for_spec(&spec);
-            return Ok(Case {
-                id: format!("empty-table-2016/{:04}", index + 1),
-                file_name: format!("empty-table-2016-{:04}.qcow2", index + 1),
-                bytes,
-                expected: e,
-                description: format!(
-                    "empty-table-2016 layout, no empty bitmap (same as final): {}",
-                    describe(&spec)
-                ),
-            });
-        }
+        R::EmptyTable2016 => (
+            expected::for_spec(&spec),
+            "empty-table-2016 layout, no empty bitmap (same as final)".to_owned(),
+        ),
     };
-    let bitmaps = (verdict != V::Invalid).then(Vec::new);
     Ok(Case {
         id: format!("{revision}/{:04}", index + 1),
         file_name: format!("{revision}-{:04}.{ext}", index + 1),
         bytes,
-        expected: Expected {
-            verdict,
-            rules: rules.into_iter().map(str::to_string).collect(),
-            bitmaps_extension: extension,
-            bitmaps,
-        },
-        description: format!("{revision} layout (docs/revisions.md): {}", describe(&spec)),
+        expected,
+        description: format!("{layout}: {}", describe(&spec)),
     })
 }
 

@@ -80,6 +80,13 @@ fn image(cluster_bits: u32, size: u64) -> ImageSpec {
     s
 }
 
+/// A 1 MiB disk with 4 KiB clusters and the one bitmap `b`.
+fn one_bitmap(b: BitmapSpec) -> ImageSpec {
+    let mut s = image(12, 1 << 20);
+    s.bitmaps.push(b);
+    s
+}
+
 fn some_bits() -> Contents {
     Contents::Ranges(vec![(0, 3), (40, 41), (100, 260)])
 }
@@ -88,21 +95,13 @@ fn some_bits() -> Contents {
 pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
     let mut v = Vec::new();
     let mut s = image(9, 4 << 20);
-    s.writes.push(GuestWrite {
-        offset: 1000,
-        len: 9000,
-        pattern: 0x5a,
-    });
+    s.writes.push(GuestWrite::new(1000, 9000, 0x5a));
     s.bitmaps.push(BitmapSpec::new("b512", 9, some_bits()));
     s.record_writes_in_auto_bitmaps();
     v.push(("cluster-512", s));
 
     let mut s = image(16, 64 << 20);
-    s.writes.push(GuestWrite {
-        offset: 3 << 20,
-        len: 100_000,
-        pattern: 0x11,
-    });
+    s.writes.push(GuestWrite::new(3 << 20, 100_000, 0x11));
     s.bitmaps.push(BitmapSpec::new("b64k", 16, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     v.push(("cluster-64k", s));
@@ -116,11 +115,7 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
     let mut s = image(12, 1 << 20);
     s.version = 2;
     s.header_length = 72;
-    s.writes.push(GuestWrite {
-        offset: 0,
-        len: 4096,
-        pattern: 1,
-    });
+    s.writes.push(GuestWrite::new(0, 4096, 1));
     v.push(("version-2", s));
 
     for (id, gb) in [
@@ -129,13 +124,14 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         ("granularity-0", 0),
         ("granularity-63", 63),
     ] {
-        let mut s = image(12, 1 << 20);
-        s.bitmaps.push(BitmapSpec::new(
+        v.push((
             id,
-            gb,
-            Contents::Ranges(vec![(0, 1), (7, 9)]),
+            one_bitmap(BitmapSpec::new(
+                id,
+                gb,
+                Contents::Ranges(vec![(0, 1), (7, 9)]),
+            )),
         ));
-        v.push((id, s));
     }
 
     let mut s = image(12, 0);
@@ -167,9 +163,10 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
     }
     v.push(("1000-bitmaps", s));
 
-    let mut s = image(12, 1 << 20);
-    s.bitmaps.push(BitmapSpec::new("x", 16, some_bits()));
-    v.push(("name-1-byte", s));
+    v.push((
+        "name-1-byte",
+        one_bitmap(BitmapSpec::new("x", 16, some_bits())),
+    ));
 
     let mut s = image(12, 1 << 20);
     let long: String = (0..1023).map(|i| (b'a' + (i % 26) as u8) as char).collect();
@@ -181,21 +178,13 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
 
     let mut s = image(14, 4 << 20);
     s.extended_l2 = true;
-    s.writes.push(GuestWrite {
-        offset: 512,
-        len: 1024,
-        pattern: 3,
-    });
+    s.writes.push(GuestWrite::new(512, 1024, 3));
     s.bitmaps.push(BitmapSpec::new("ext", 13, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     v.push(("extended-l2", s));
 
     let mut s = image(12, 2 << 20);
-    s.writes.push(GuestWrite {
-        offset: 8192,
-        len: 20000,
-        pattern: 9,
-    });
+    s.writes.push(GuestWrite::new(8192, 20000, 9));
     s.snapshots = vec!["before-backup".into(), "after-backup".into()];
     s.bitmaps.push(BitmapSpec::new("snap", 12, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
@@ -228,27 +217,30 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
     s.bitmaps.push(BitmapSpec::new("fresh", 16, some_bits()));
     v.push(("in-use", s));
 
-    let mut s = image(12, 1 << 20);
-    s.bitmaps.push(BitmapSpec {
-        extra_data: vec![0xee; 12],
-        extra_data_compatible: true,
-        ..BitmapSpec::new("extra-ok", 16, some_bits())
-    });
-    v.push(("extra-data-compatible", s));
+    v.push((
+        "extra-data-compatible",
+        one_bitmap(BitmapSpec {
+            extra_data: vec![0xee; 12],
+            extra_data_compatible: true,
+            ..BitmapSpec::new("extra-ok", 16, some_bits())
+        }),
+    ));
 
-    let mut s = image(12, 1 << 20);
-    s.bitmaps.push(BitmapSpec {
-        extra_data: vec![0xee; 12],
-        ..BitmapSpec::new("extra-unknown", 16, some_bits())
-    });
-    v.push(("extra-data-incompatible", s));
+    v.push((
+        "extra-data-incompatible",
+        one_bitmap(BitmapSpec {
+            extra_data: vec![0xee; 12],
+            ..BitmapSpec::new("extra-unknown", 16, some_bits())
+        }),
+    ));
 
-    let mut s = image(12, 1 << 20);
-    s.bitmaps.push(BitmapSpec {
-        extra_data_compatible: true,
-        ..BitmapSpec::new("flag-only", 16, some_bits())
-    });
-    v.push(("compatible-flag-without-extra-data", s));
+    v.push((
+        "compatible-flag-without-extra-data",
+        one_bitmap(BitmapSpec {
+            extra_data_compatible: true,
+            ..BitmapSpec::new("flag-only", 16, some_bits())
+        }),
+    ));
 
     // A header extension of a type the spec does not define (ignored by
     // a reader, kept as it is by a writer: `keep.unknown-as-is`), beside
@@ -258,11 +250,7 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
         ext_type: 0x7a3c_51e0,
         data: b"unknown-to-every-reader".to_vec(),
     });
-    s.writes.push(GuestWrite {
-        offset: 4096,
-        len: 8192,
-        pattern: 0x3c,
-    });
+    s.writes.push(GuestWrite::new(4096, 8192, 0x3c));
     s.bitmaps
         .push(BitmapSpec::new("beside-unknown", 16, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
@@ -272,11 +260,7 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
     // leave them as they are (and a bitmaps-unaware writer must still
     // clear autoclear bit 0 first).
     let mut s = image(12, 1 << 20);
-    s.writes.push(GuestWrite {
-        offset: 65536,
-        len: 4096,
-        pattern: 0x21,
-    });
+    s.writes.push(GuestWrite::new(65536, 4096, 0x21));
     for name in ["off-1", "off-2"] {
         s.bitmaps.push(BitmapSpec {
             auto: false,
@@ -286,44 +270,38 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
     v.push(("only-disabled-bitmaps", s));
 
     // The only bitmap is `in_use`: listed, not usable, never updated.
-    let mut s = image(12, 1 << 20);
-    s.bitmaps.push(BitmapSpec {
-        in_use: true,
-        ..BitmapSpec::new("stale-only", 16, some_bits())
-    });
-    v.push(("only-in-use-bitmap", s));
+    v.push((
+        "only-in-use-bitmap",
+        one_bitmap(BitmapSpec {
+            in_use: true,
+            ..BitmapSpec::new("stale-only", 16, some_bits())
+        }),
+    ));
 
     // An enabled bitmap whose set bits already cover the range the runner
     // writes (`conform::runner::writes::write_range`: 70,000 bytes from
     // about a third of the disk; on this 1 MiB disk, bytes 350,184 to
     // 420,183, bits 5 and 6 at 64 KiB): a write changes none of its bits,
     // so only the header says whether a writer knew the bitmap.
-    let mut s = image(12, 1 << 20);
-    s.bitmaps.push(BitmapSpec::new(
-        "covers-write",
-        16,
-        Contents::Ranges(vec![(4, 8)]),
+    v.push((
+        "auto-bits-cover-write-range",
+        one_bitmap(BitmapSpec::new(
+            "covers-write",
+            16,
+            Contents::Ranges(vec![(4, 8)]),
+        )),
     ));
-    v.push(("auto-bits-cover-write-range", s));
 
     // 4-bit refcounts and no bitmaps extension: a writer must keep the
     // refcounts right at this width too.
     let mut s = image(12, 1 << 20);
     s.refcount_order = 2;
-    s.writes.push(GuestWrite {
-        offset: 4096,
-        len: 12288,
-        pattern: 0x44,
-    });
+    s.writes.push(GuestWrite::new(4096, 12288, 0x44));
     v.push(("refcount-bits-4", s));
 
     // A 720-byte disk: the virtual size is not a multiple of 512.
     let mut s = image(9, 720);
-    s.writes.push(GuestWrite {
-        offset: 0,
-        len: 720,
-        pattern: 0x72,
-    });
+    s.writes.push(GuestWrite::new(0, 720, 0x72));
     s.bitmaps.push(BitmapSpec::new("tiny", 9, Contents::Empty));
     s.record_writes_in_auto_bitmaps();
     v.push(("disk-720-bytes", s));
@@ -335,12 +313,10 @@ pub fn hand_specs() -> Vec<(&'static str, ImageSpec)> {
 
 /// A bitmap named `b0-14\0 2` (eight bytes, a NUL in the middle).
 fn nul_name_spec() -> ImageSpec {
-    let mut s = image(12, 1 << 20);
-    s.bitmaps.push(BitmapSpec {
+    one_bitmap(BitmapSpec {
         name: b"b0-14\0 2".to_vec(),
         ..BitmapSpec::new("", 16, some_bits())
-    });
-    s
+    })
 }
 
 /// `for_spec`'s bitmaps, made unusable (an extension that must be
@@ -387,11 +363,7 @@ pub fn edited_specs() -> Vec<(&'static str, EditedCase)> {
     // (autoclear bit 0 clear): the extension is ignored, the image valid.
     let mut s = image(12, 1 << 20);
     s.refcount_order = 2;
-    s.writes.push(GuestWrite {
-        offset: 8192,
-        len: 8192,
-        pattern: 0x45,
-    });
+    s.writes.push(GuestWrite::new(8192, 8192, 0x45));
     s.bitmaps
         .push(BitmapSpec::new("ignored", 16, Contents::Empty));
     s.record_writes_in_auto_bitmaps();

@@ -24,7 +24,7 @@
 //!   flag); names must be 1-1023 bytes and extra data at most 65535 bytes.
 //! - `empty-table-2016`: everything is expressible.
 
-use crate::build::{build, put_refcount, BitmapLayout, BuildError, Layout};
+use crate::build::{build, put_parts, put_refcount, BitmapLayout, BuildError, Layout};
 use crate::contents::{classify, fill_bytes, ClusterKind};
 use crate::spec::{BitmapSpec, ImageSpec};
 use spec_model::drafts::fields::{header_fields_2014 as hf, qdb_2014 as q, rfc_v5_2015 as rf};
@@ -252,10 +252,7 @@ fn rfc_entry(b: &BitmapSpec, bl: &BitmapLayout) -> Vec<u8> {
     rf::GRANULARITY_BITS.put(&mut e, u64::from(b.granularity_bits));
     rf::NAME_SIZE.put(&mut e, b.name.len() as u64);
     rf::EXTRA_DATA_SIZE.put(&mut e, b.extra_data.len() as u64);
-    let n = rf::ENTRY_FIXED;
-    e[n..n + b.name.len()].copy_from_slice(&b.name);
-    let x = n + b.name.len();
-    e[x..x + b.extra_data.len()].copy_from_slice(&b.extra_data);
+    put_parts(&mut e, rf::ENTRY_FIXED, &[&b.name, &b.extra_data]);
     e
 }
 
@@ -437,7 +434,7 @@ fn header_fields_2014(spec: &ImageSpec) -> Result<Vec<u8>, BuildError> {
             hf::GRANULARITY.put(&mut e, 1u64 << b.granularity_bits);
             hf::SIZE.put(&mut e, spec.size.div_ceil(512));
             hf::NAME_SIZE.put(&mut e, b.name.len() as u64);
-            e[hf::ENTRY_FIXED..hf::ENTRY_FIXED + b.name.len()].copy_from_slice(&b.name);
+            put_parts(&mut e, hf::ENTRY_FIXED, &[&b.name]);
             dir.extend_from_slice(&e);
         }
         bytes[dir_off as usize..dir_off as usize + dir_len].copy_from_slice(&dir);
@@ -481,10 +478,7 @@ fn qdb_2014(spec: &ImageSpec) -> Result<Vec<u8>, BuildError> {
         q::FLAGS.put(&mut e, u64::from(b.auto) * q::FLAG_ENABLED);
         q::NAME_SIZE.put(&mut e, b.name.len() as u64);
         q::EXTRA_DATA_SIZE.put(&mut e, b.extra_data.len() as u64);
-        let x = q::ENTRY_FIXED;
-        e[x..x + b.extra_data.len()].copy_from_slice(&b.extra_data);
-        let n = x + b.extra_data.len();
-        e[n..n + b.name.len()].copy_from_slice(&b.name);
+        put_parts(&mut e, q::ENTRY_FIXED, &[&b.extra_data, &b.name]);
         dir.extend_from_slice(&e);
     }
     if !dir.is_empty() {

@@ -62,11 +62,7 @@ mod tests {
     fn smaller_disks_and_clusters_keep_what_fits() {
         let mut spec = ImageSpec::empty(1 << 20);
         spec.cluster_bits = 16;
-        spec.writes.push(GuestWrite {
-            offset: 400 << 10,
-            len: 300 << 10,
-            pattern: 1,
-        });
+        spec.writes.push(GuestWrite::new(400 << 10, 300 << 10, 1));
         let smaller = smaller_specs(&spec);
         let half = smaller.iter().find(|s| s.size == 512 << 10).expect("half");
         assert_eq!(half.writes[0].len, 112 << 10);

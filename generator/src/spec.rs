@@ -14,6 +14,17 @@ pub struct GuestWrite {
     pub pattern: u8,
 }
 
+impl GuestWrite {
+    /// `len` bytes of `pattern` at virtual offset `offset`.
+    pub const fn new(offset: u64, len: u64, pattern: u8) -> GuestWrite {
+        GuestWrite {
+            offset,
+            len,
+            pattern,
+        }
+    }
+}
+
 /// A header extension of a type the spec does not define.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnknownExtension {

@@ -37,23 +37,7 @@ fn config() -> Config {
 fn verify(m: &Mutation, seed: u64, cfg: &Config) -> Result<(), String> {
     let mt = mutate::make(m, seed, cfg).map_err(|e| format!("make: {e}"))?;
     let r = check_bytes(&mt.bytes);
-    let describe = || {
-        let mut s = format!(
-            "verdict {:?}, extension {:?}\n",
-            r.verdict, r.bitmaps_extension
-        );
-        for f in &r.findings {
-            s += &format!(
-                "  {} {:?} @{:#x}: {}\n",
-                f.rule.id(),
-                f.severity,
-                f.offset,
-                f.message
-            );
-        }
-        s
-    };
-    let fail = |what: String| Err(format!("{what}\n{}", describe()));
+    let fail = |what: String| Err(format!("{what}\n{}", r.summary()));
 
     let errors: BTreeSet<&str> = r.rules_with(Severity::Error).into_iter().collect();
     let want: BTreeSet<&str> = if m.severity == Severity::Error {

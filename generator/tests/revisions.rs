@@ -23,11 +23,7 @@ fn bitmap(name: &str, gb: u8, contents: Contents) -> BitmapSpec {
 fn hand_spec() -> ImageSpec {
     let mut s = ImageSpec::empty((3 << 20) + 100);
     s.cluster_bits = 12;
-    s.writes.push(generator::GuestWrite {
-        offset: 4096,
-        len: 10_000,
-        pattern: 7,
-    });
+    s.writes.push(generator::GuestWrite::new(4096, 10_000, 7));
     let mut empty = bitmap("empty", 16, Contents::Empty);
     empty.auto = false;
     s.bitmaps.push(empty);
@@ -431,6 +427,14 @@ fn put_be(bytes: &mut [u8], at: u64, size: usize, value: u64) {
     bytes[at as usize..at as usize + size].copy_from_slice(&v[8 - size..]);
 }
 
+/// The draft reader's dump of `clean` with `size` bytes at `at` set to
+/// `value` (big-endian).
+fn edited(rev: Revision, clean: &[u8], at: u64, size: usize, value: u64) -> DraftDump {
+    let mut bytes = clean.to_vec();
+    put_be(&mut bytes, at, size, value);
+    dump_draft_bytes(rev, &bytes).unwrap()
+}
+
 #[test]
 fn draft_rules_fire_on_broken_structures() {
     let spec = hand_spec();
@@ -439,50 +443,38 @@ fn draft_rules_fire_on_broken_structures() {
     // header-fields-2014: a misaligned directory offset.
     let clean = render(Revision::HeaderFields2014, &spec).unwrap();
     let d = dump_draft_bytes(Revision::HeaderFields2014, &clean).unwrap();
-    let mut bytes = clean.clone();
     let (at, v) = field(&d.header, "dirty_bitmaps_offset");
-    put_be(&mut bytes, at, 8, v + 8);
-    let bad = dump_draft_bytes(Revision::HeaderFields2014, &bytes).unwrap();
+    let bad = edited(Revision::HeaderFields2014, &clean, at, 8, v + 8);
     assert_eq!(
         rules(&bad),
         ["draft.header-fields-2014.header.directory-alignment"]
     );
     assert!(bad.bitmaps.is_empty());
     // ... and an L1 table laid over the directory.
-    let mut bytes = clean.clone();
     let (at, _) = field(&d.bitmaps[1].fields, "l1_table_offset");
-    put_be(&mut bytes, at, 8, v);
-    let bad = dump_draft_bytes(Revision::HeaderFields2014, &bytes).unwrap();
+    let bad = edited(Revision::HeaderFields2014, &clean, at, 8, v);
     assert!(rules(&bad).contains(&"draft.header-fields-2014.bitmaps.overlap".to_string()));
     assert!(!bad.bitmaps[1].usable);
 
     // qdb-2014: granularity 0, and a wrong version.
     let clean = render(Revision::Qdb2014, &spec).unwrap();
     let d = dump_draft_bytes(Revision::Qdb2014, &clean).unwrap();
-    let mut bytes = clean.clone();
     let (at, _) = field(&d.bitmaps[2].fields, "granularity");
-    put_be(&mut bytes, at, 4, 0);
-    let bad = dump_draft_bytes(Revision::Qdb2014, &bytes).unwrap();
+    let bad = edited(Revision::Qdb2014, &clean, at, 4, 0);
     assert_eq!(rules(&bad), ["draft.qdb-2014.bitmaps.dir.granularity"]);
     assert_eq!(bad.bitmaps[2].content_sha256, None);
-    let mut bytes = clean.clone();
-    put_be(&mut bytes, 4, 4, 2);
-    let bad = dump_draft_bytes(Revision::Qdb2014, &bytes).unwrap();
+    let bad = edited(Revision::Qdb2014, &clean, 4, 4, 2);
     assert_eq!(rules(&bad), ["draft.qdb-2014.header.version"]);
 
     // rfc-v5-2015: type 1 is reserved there; autoclear bit 0 clear makes
     // the extension inconsistent.
     let clean = render(Revision::RfcV5_2015, &spec).unwrap();
     let d = dump_draft_bytes(Revision::RfcV5_2015, &clean).unwrap();
-    let mut bytes = clean.clone();
     let (at, _) = field(&d.bitmaps[0].fields, "type");
-    put_be(&mut bytes, at, 1, 1);
-    let bad = dump_draft_bytes(Revision::RfcV5_2015, &bytes).unwrap();
+    let bad = edited(Revision::RfcV5_2015, &clean, at, 1, 1);
     assert_eq!(rules(&bad), ["draft.rfc-v5-2015.bitmaps.dir.type"]);
     assert!(bad.bitmaps.iter().all(|b| !b.usable));
-    let mut bytes = clean.clone();
-    put_be(&mut bytes, 88, 8, 0);
-    let bad = dump_draft_bytes(Revision::RfcV5_2015, &bytes).unwrap();
+    let bad = edited(Revision::RfcV5_2015, &clean, 88, 8, 0);
     assert_eq!(bad.bitmaps_extension, Some(ExtensionState::Inconsistent));
     assert_eq!(bad.verdict, Verdict::Valid);
     assert!(bad.bitmaps.iter().all(|b| !b.usable));
@@ -490,19 +482,15 @@ fn draft_rules_fire_on_broken_structures() {
     // empty-table-2016: offset 0 is only allowed with size 0.
     let clean = render(Revision::EmptyTable2016, &spec).unwrap();
     let d = dump_draft_bytes(Revision::EmptyTable2016, &clean).unwrap();
-    let mut bytes = clean.clone();
     let (at, _) = field(&d.bitmaps[0].fields, "bitmap_table_size");
-    put_be(&mut bytes, at, 4, 1);
-    let bad = dump_draft_bytes(Revision::EmptyTable2016, &bytes).unwrap();
+    let bad = edited(Revision::EmptyTable2016, &clean, at, 4, 1);
     assert_eq!(
         rules(&bad),
         ["draft.empty-table-2016.bitmaps.dir.table-offset-zero"]
     );
     // A data cluster pointing past the end of the file.
-    let mut bytes = clean;
     let table = d.bitmaps[2].table_offset;
-    let past = (bytes.len() as u64 / cs + 10) * cs;
-    put_be(&mut bytes, table, 8, past);
-    let bad = dump_draft_bytes(Revision::EmptyTable2016, &bytes).unwrap();
+    let past = (clean.len() as u64 / cs + 10) * cs;
+    let bad = edited(Revision::EmptyTable2016, &clean, table, 8, past);
     assert_eq!(rules(&bad), ["draft.empty-table-2016.bitmaps.data.bounds"]);
 }

@@ -46,11 +46,7 @@ fn random_specs_build_valid_images_with_the_specified_bitmaps() {
 #[test]
 fn hand_written_spec_round_trips() {
     let mut spec = ImageSpec::empty(10 << 20);
-    spec.writes.push(generator::GuestWrite {
-        offset: 4096,
-        len: 70000,
-        pattern: 7,
-    });
+    spec.writes.push(generator::GuestWrite::new(4096, 70000, 7));
     spec.bitmaps.push(generator::BitmapSpec::new(
         "b0",
         16,

@@ -7,7 +7,6 @@
 //! claims the file's structures make, never the file's apparent length
 //! (a sparse file of 16 TiB costs nothing for its holes).
 
-use crate::finding::write_message;
 use crate::finding::Findings;
 use crate::rules::{Rule, Severity};
 use serde::Serialize;
@@ -441,17 +440,16 @@ fn report_overlap(
 ) {
     let mut c = first;
     while c < end && (c == first || findings.room(Rule::RefcountOverlap, Severity::Error) > 0) {
-        findings.add_with(Rule::RefcountOverlap, at, |out: &mut String| {
-            write_message(
-                out,
-                format_args!(
-                    "cluster at {:#x} is used by the {} and by the {}",
-                    c << cluster_bits,
-                    prev.name(),
-                    owner.name()
-                ),
-            )
-        });
+        findings.add_with(
+            Rule::RefcountOverlap,
+            at,
+            msg!(
+                "cluster at {:#x} is used by the {} and by the {}",
+                c << cluster_bits,
+                prev.name(),
+                owner.name()
+            ),
+        );
         c += 1;
     }
     let rest = u32::try_from(end - c).unwrap_or(u32::MAX);

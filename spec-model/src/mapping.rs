@@ -5,7 +5,6 @@ use crate::clusters::Owner;
 use crate::context::Ctx;
 use crate::fields::header::INCOMPAT_EXTERNAL_DATA;
 use crate::fields::mapping as m;
-use crate::finding::write_message;
 use crate::io::{CheckError, Chunks};
 use crate::rules::Rule;
 use crate::zeros::nonzero_table_entries;
@@ -86,13 +85,11 @@ impl<R: Read + Seek> Ctx<R> {
             let e = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
             let at = l1_offset + 8 * i as u64;
             if e & m::L1_RESERVED_MASK != 0 {
-                self.findings
-                    .add_with(Rule::L1ReservedBits, at, |out: &mut String| {
-                        write_message(
-                            out,
-                            format_args!("L1 entry {i} is {e:#018x}: reserved bits set"),
-                        )
-                    });
+                self.findings.add_with(
+                    Rule::L1ReservedBits,
+                    at,
+                    msg!("L1 entry {i} is {e:#018x}: reserved bits set"),
+                );
             }
             let l2_offset = e & m::L1_OFFSET_MASK;
             if l2_offset == 0 {
@@ -100,27 +97,19 @@ impl<R: Read + Seek> Ctx<R> {
             }
             stats.l1_entries_used += 1;
             if !self.h.aligned(l2_offset) {
-                self.findings
-                    .add_with(Rule::L1Alignment, at, |out: &mut String| {
-                        write_message(
-                            out,
-                            format_args!(
-                        "L1 entry {i}: L2 table offset {l2_offset:#x} is not cluster aligned"
-                    ),
-                        )
-                    });
+                self.findings.add_with(
+                    Rule::L1Alignment,
+                    at,
+                    msg!("L1 entry {i}: L2 table offset {l2_offset:#x} is not cluster aligned"),
+                );
                 continue;
             }
             if !self.img.contains(l2_offset, cs) {
-                self.findings
-                    .add_with(Rule::L2Bounds, at, |out: &mut String| {
-                        write_message(
-                            out,
-                            format_args!(
-                        "L1 entry {i}: L2 table at {l2_offset:#x} lies past the end of the file"
-                    ),
-                        )
-                    });
+                self.findings.add_with(
+                    Rule::L2Bounds,
+                    at,
+                    msg!("L1 entry {i}: L2 table at {l2_offset:#x} lies past the end of the file"),
+                );
                 continue;
             }
             let claimed = self
@@ -200,15 +189,13 @@ impl<R: Read + Seek> Ctx<R> {
                 let length = (sectors + 1) * 512 - (host & 511);
                 stats.compressed_clusters += 1;
                 if sub != 0 {
-                    self.findings
-                        .add_with(Rule::L2Subclusters, at + 8, |out: &mut String| {
-                            write_message(
-                                out,
-                                format_args!(
+                    self.findings.add_with(
+                        Rule::L2Subclusters,
+                        at + 8,
+                        msg!(
                             "compressed L2 entry {i} has subcluster bitmap {sub:#018x}, must be 0"
                         ),
-                            )
-                        });
+                    );
                 }
                 if host >= self.img.len() {
                     self.findings.add_with(
@@ -228,16 +215,14 @@ impl<R: Read + Seek> Ctx<R> {
                 reserved |= m::ZERO;
             }
             if e & reserved != 0 {
-                self.findings
-                    .add_with(Rule::L2ReservedBits, at, |out: &mut String| {
-                        write_message(
-                            out,
-                            format_args!(
-                                "L2 entry {i} is {e:#018x}: reserved bits {:#x} set",
-                                e & reserved
-                            ),
-                        )
-                    });
+                self.findings.add_with(
+                    Rule::L2ReservedBits,
+                    at,
+                    msg!(
+                        "L2 entry {i} is {e:#018x}: reserved bits {:#x} set",
+                        e & reserved
+                    ),
+                );
             }
             let host = e & m::L2_OFFSET_MASK;
             if ext {
@@ -260,15 +245,11 @@ impl<R: Read + Seek> Ctx<R> {
                 continue;
             }
             if !self.h.aligned(host) {
-                self.findings
-                    .add_with(Rule::L2Alignment, at, |out: &mut String| {
-                        write_message(
-                            out,
-                            format_args!(
-                                "L2 entry {i}: data offset {host:#x} is not cluster aligned"
-                            ),
-                        )
-                    });
+                self.findings.add_with(
+                    Rule::L2Alignment,
+                    at,
+                    msg!("L2 entry {i}: data offset {host:#x} is not cluster aligned"),
+                );
                 continue;
             }
             stats.data_clusters += 1;
@@ -276,15 +257,11 @@ impl<R: Read + Seek> Ctx<R> {
                 continue;
             }
             if host >= self.img.len() {
-                self.findings
-                    .add_with(Rule::L2DataBounds, at, |out: &mut String| {
-                        write_message(
-                            out,
-                            format_args!(
-                        "L2 entry {i}: data cluster at {host:#x} lies past the end of the file"
-                    ),
-                        )
-                    });
+                self.findings.add_with(
+                    Rule::L2DataBounds,
+                    at,
+                    msg!("L2 entry {i}: data cluster at {host:#x} lies past the end of the file"),
+                );
                 continue;
             }
             self.reference(host, cs, Owner::GuestData, at, extra);

@@ -143,21 +143,13 @@ macro_rules! obligation_catalogue {
                 $section:literal $sentence:literal $stricter:literal;
         )*
     ) => {
-        $(#[doc = $enum_doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum $name {
-            $( $(#[doc = $doc])* $variant, )*
+        $crate::rules::catalogue_enum! {
+            $(#[doc = $enum_doc])*
+            pub enum $name;
+            $( $(#[doc = $doc])* $variant = $id; )*
         }
 
         impl $name {
-            /// Every obligation, in catalogue order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),*];
-
-            /// The stable ID, e.g. `open.unknown-incompatible`.
-            pub fn id(self) -> &'static str {
-                match self { $($name::$variant => $id,)* }
-            }
-
             /// Whom it binds.
             pub fn binds(self) -> Binds {
                 match self { $($name::$variant => Binds {
@@ -187,8 +179,6 @@ macro_rules! obligation_catalogue {
                 match self { $($name::$variant => Some($stricter).filter(|s: &&str| !s.is_empty()),)* }
             }
         }
-
-        $crate::rules::id_impls!($name);
     };
 }
 

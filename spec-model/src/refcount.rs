@@ -156,27 +156,19 @@ impl<R: Read + Seek> Ctx<R> {
             let at = offset + 8 * i as u64;
             let block = e & !REFTABLE_RESERVED;
             if e & REFTABLE_RESERVED != 0 || !self.h.aligned(block) {
-                self.findings
-                    .add_with(Rule::RefcountBlockAlignment, at, |out: &mut String| {
-                        write_message(
-                            out,
-                            format_args!(
-                                "refcount table entry {i} is {e:#x}: not a cluster-aligned offset"
-                            ),
-                        )
-                    });
+                self.findings.add_with(
+                    Rule::RefcountBlockAlignment,
+                    at,
+                    msg!("refcount table entry {i} is {e:#x}: not a cluster-aligned offset"),
+                );
                 continue;
             }
             if !self.img.contains(block, cs) {
-                self.findings
-                    .add_with(Rule::RefcountBounds, at, |out: &mut String| {
-                        write_message(
-                            out,
-                            format_args!(
-                                "refcount block {i} at {block:#x} lies past the end of the file"
-                            ),
-                        )
-                    });
+                self.findings.add_with(
+                    Rule::RefcountBounds,
+                    at,
+                    msg!("refcount block {i} at {block:#x} lies past the end of the file"),
+                );
                 continue;
             }
             let claimed = self

@@ -82,6 +82,25 @@ pub struct Report {
 }
 
 impl Report {
+    /// The verdict, the extension's state and one line per finding (rule,
+    /// severity, offset, message): what a failed test prints of a report.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "verdict {:?}, extension {:?}\n",
+            self.verdict, self.bitmaps_extension
+        );
+        for f in &self.findings {
+            s += &format!(
+                "  {} {:?} @{:#x}: {}\n",
+                f.rule.id(),
+                f.severity,
+                f.offset,
+                f.message
+            );
+        }
+        s
+    }
+
     /// The findings of one rule ID.
     pub fn findings_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Finding> + 'a {
         self.findings.iter().filter(move |f| f.rule.id() == id)

@@ -69,21 +69,13 @@ macro_rules! rule_catalogue {
             $variant:ident = $id:literal [$($sev:ident),+] $section:literal $condition:literal;
         )*
     ) => {
-        $(#[doc = $enum_doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum $name {
-            $( $(#[doc = $doc])* $variant, )*
+        $crate::rules::catalogue_enum! {
+            $(#[doc = $enum_doc])*
+            pub enum $name;
+            $( $(#[doc = $doc])* $variant = $id; )*
         }
 
         impl $name {
-            /// Every rule, in catalogue order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),*];
-
-            /// The stable rule ID, e.g. `bitmaps.dir.name-unique`.
-            pub fn id(self) -> &'static str {
-                match self { $($name::$variant => $id,)* }
-            }
-
             /// The severities a finding of this rule can carry.
             pub fn severities(self) -> &'static [$crate::rules::Severity] {
                 match self { $($name::$variant => &[$($crate::rules::Severity::$sev),+],)* }
@@ -98,20 +90,36 @@ macro_rules! rule_catalogue {
             pub fn condition(self) -> &'static str {
                 match self { $($name::$variant => $condition,)* }
             }
-
         }
-
-        $crate::rules::id_impls!($name);
     };
 }
 pub(crate) use rule_catalogue;
 
-/// What every catalogue type keyed by a stable ID has (rules, draft rules,
-/// obligations): `from_id` over its `ALL`, and `Display`/`Serialize` as
-/// the ID.
-macro_rules! id_impls {
-    ($name:ident) => {
+/// What every catalogue keyed by a stable ID has (rules, draft rules,
+/// obligations): the enum with one variant per entry, `ALL` in catalogue
+/// order, `id`, `from_id` over `ALL`, and `Display`/`Serialize` as the
+/// ID. [`rule_catalogue`] and the obligations' macro add their columns.
+macro_rules! catalogue_enum {
+    (
+        $(#[doc = $enum_doc:expr])*
+        pub enum $name:ident;
+        $( $(#[doc = $doc:expr])* $variant:ident = $id:literal; )*
+    ) => {
+        $(#[doc = $enum_doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
         impl $name {
+            /// Every entry, in catalogue order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The stable ID, e.g. `bitmaps.dir.name-unique`.
+            pub fn id(self) -> &'static str {
+                match self { $($name::$variant => $id,)* }
+            }
+
             /// Looks an entry of the catalogue up by its ID.
             pub fn from_id(id: &str) -> Option<$name> {
                 $name::ALL.iter().copied().find(|r| r.id() == id)
@@ -131,7 +139,7 @@ macro_rules! id_impls {
         }
     };
 }
-pub(crate) use id_impls;
+pub(crate) use catalogue_enum;
 
 rule_catalogue! {
     /// A rule of the catalogue. Each variant's documentation cites the

@@ -3,7 +3,6 @@
 use crate::clusters::Owner;
 use crate::context::Ctx;
 use crate::fields::snapshot as snap;
-use crate::finding::write_message;
 use crate::io::CheckError;
 use crate::mapping::MappingStats;
 use crate::rules::Rule;
@@ -54,16 +53,14 @@ impl<R: Read + Seek> Ctx<R> {
             }
             let mut fixed = [0u8; snap::FIXED_LENGTH];
             if !self.img.contains(pos, snap::FIXED_LENGTH as u64) {
-                self.findings
-                    .add_with(Rule::SnapshotBounds, pos, |out: &mut String| {
-                        write_message(
-                            out,
-                            format_args!(
-                                "snapshot {n} of {} at {pos:#x} lies past the end of the file",
-                                self.h.nb_snapshots
-                            ),
-                        )
-                    });
+                self.findings.add_with(
+                    Rule::SnapshotBounds,
+                    pos,
+                    msg!(
+                        "snapshot {n} of {} at {pos:#x} lies past the end of the file",
+                        self.h.nb_snapshots
+                    ),
+                );
                 break;
             }
             self.img.read_into(pos, &mut fixed)?;
@@ -109,16 +106,14 @@ impl<R: Read + Seek> Ctx<R> {
                 raw_fixed: fixed,
             };
             if !self.h.aligned(snap.l1_table_offset) {
-                self.findings
-                    .add_with(Rule::SnapshotBounds, pos, |out: &mut String| {
-                        write_message(
-                            out,
-                            format_args!(
-                                "snapshot {n}: l1_table_offset {:#x} is not cluster aligned",
-                                snap.l1_table_offset
-                            ),
-                        )
-                    });
+                self.findings.add_with(
+                    Rule::SnapshotBounds,
+                    pos,
+                    msg!(
+                        "snapshot {n}: l1_table_offset {:#x} is not cluster aligned",
+                        snap.l1_table_offset
+                    ),
+                );
             } else {
                 self.walk_l1(
                     snap.l1_table_offset,

@@ -33,23 +33,6 @@ struct Case {
     build: fn() -> Image,
 }
 
-fn describe(r: &Report) -> String {
-    let mut s = format!(
-        "verdict {:?}, extension {:?}\n",
-        r.verdict, r.bitmaps_extension
-    );
-    for f in &r.findings {
-        s += &format!(
-            "  {} {:?} @{:#x}: {}\n",
-            f.rule.id(),
-            f.severity,
-            f.offset,
-            f.message
-        );
-    }
-    s
-}
-
 fn has(r: &Report, rule: &str, severity: Severity) -> bool {
     r.findings
         .iter()
@@ -59,7 +42,7 @@ fn has(r: &Report, rule: &str, severity: Severity) -> bool {
 /// Checks one case; returns a description of what went wrong, if anything.
 fn evaluate(case: &Case) -> Result<(), String> {
     let r = (case.build)().check();
-    let fail = |what: String| Err(format!("{}: {what}\n{}", case.name, describe(&r)));
+    let fail = |what: String| Err(format!("{}: {what}\n{}", case.name, r.summary()));
     match case.expect {
         Expect::Only(sev) | Expect::Breaks(sev) => {
             if !has(&r, case.rule, sev) {
@@ -1109,7 +1092,7 @@ fn plain_image_with_bitmaps_is_valid_with_exact_contents() {
     };
     let img = spec.build();
     let r = img.check();
-    assert!(r.findings.is_empty(), "{}", describe(&r));
+    assert!(r.findings.is_empty(), "{}", r.summary());
     assert_eq!(r.verdict, Verdict::Valid);
     assert_eq!(r.bitmaps_extension, ExtensionState::Consistent);
     assert_eq!(r.bitmaps.len(), bitmaps.len());
@@ -1207,7 +1190,7 @@ fn builder_variants_are_valid_without_findings() {
             "{what} ({} / {}): {}",
             spec.cluster_bits,
             spec.refcount_order,
-            describe(&r)
+            r.summary()
         );
     }
 }
@@ -1220,7 +1203,7 @@ fn inconsistent_extension_lists_bitmaps_as_unusable() {
     ] {
         let r = img.check();
         assert_eq!(r.bitmaps_extension, ExtensionState::Inconsistent);
-        assert_eq!(r.verdict, Verdict::Valid, "{}", describe(&r));
+        assert_eq!(r.verdict, Verdict::Valid, "{}", r.summary());
         assert_eq!(r.bitmaps.len(), 1);
         assert!(!r.bitmaps[0].usable);
         assert_eq!(r.bitmaps[0].set_bits, None);
@@ -1233,7 +1216,7 @@ fn unusable_bitmaps_have_no_contents() {
     let in_use = with_bitmap(base_bitmap().flags(bitmap_entry::FLAG_IN_USE)).check();
     let extra = with_bitmap(base_bitmap().extra_data(vec![1; 8])).check();
     for r in [in_use, extra] {
-        assert_eq!(r.verdict, Verdict::Valid, "{}", describe(&r));
+        assert_eq!(r.verdict, Verdict::Valid, "{}", r.summary());
         assert!(!r.bitmaps[0].usable);
         assert_eq!(r.bitmaps[0].set_bits, None);
     }
@@ -1266,7 +1249,7 @@ fn dirty_bit_suppresses_refcount_findings() {
         r.rules_with(Severity::Error),
         Vec::<&str>::new(),
         "{}",
-        describe(&r)
+        r.summary()
     );
 }
 

@@ -44,6 +44,19 @@ fn sparse(dir: &Path, name: &str, base: &[u8], edits: &[(u64, &[u8])], len: u64)
     path
 }
 
+/// The example image with a 1 PiB virtual disk and `l1_size` L1 entries,
+/// its L1 table moved to `l1_offset` if given, in a sparse terabyte file.
+fn huge_l1(dir: &Path, name: &str, l1_size: u32, l1_offset: Option<u64>) -> PathBuf {
+    let size = (1u64 << 50).to_be_bytes();
+    let l1_size = l1_size.to_be_bytes();
+    let l1_offset = l1_offset.map(u64::to_be_bytes);
+    let mut edits: Vec<(u64, &[u8])> = vec![(24, &size), (36, &l1_size)];
+    if let Some(o) = &l1_offset {
+        edits.push((40, o));
+    }
+    sparse(dir, name, EXAMPLE, &edits, TIB)
+}
+
 /// Runs `f` with at most `bound` bytes more on the heap than before it.
 fn capped<T>(bound: usize, f: impl FnOnce() -> T) -> T {
     let _guard = CAPPED.lock().unwrap_or_else(|e| e.into_inner());
@@ -161,11 +174,7 @@ fn qemu_limits_on_bitmaps_and_directory_bytes_hold_at_their_edges() {
 #[test]
 fn l1_size_2_28_in_a_sparse_terabyte_is_checked_in_256_mib() {
     let dir = tempfile::tempdir().unwrap();
-    let edits: &[(u64, &[u8])] = &[
-        (24, &(1u64 << 50).to_be_bytes()),
-        (36, &(1u32 << 28).to_be_bytes()),
-    ];
-    let path = sparse(dir.path(), "l1", EXAMPLE, edits, TIB);
+    let path = huge_l1(dir.path(), "l1", 1 << 28, None);
     // The holes skipped, as the command line does (`SEEK_DATA`): reading
     // the 2 GiB of zeros would take seconds, not memory.
     let r = capped(256 * MIB, || check_skipping_holes(&path, EXAMPLE)).expect("checks");
@@ -178,12 +187,7 @@ fn an_l1_table_of_2_gib_in_a_hole_is_walked_in_chunks() {
     // The table moved to 1 GiB, where nothing else lies: it is walked, a
     // chunk at a time, its hole skipped.
     let dir = tempfile::tempdir().unwrap();
-    let edits: &[(u64, &[u8])] = &[
-        (24, &(1u64 << 50).to_be_bytes()),
-        (36, &(1u32 << 28).to_be_bytes()),
-        (40, &(1u64 << 30).to_be_bytes()),
-    ];
-    let path = sparse(dir.path(), "l1moved", EXAMPLE, edits, TIB);
+    let path = huge_l1(dir.path(), "l1moved", 1 << 28, Some(1 << 30));
     let r = capped(64 * MIB, || check_skipping_holes(&path, EXAMPLE)).expect("checks");
     assert!(has(&r, "header.l1-size"), "{}", json(&r));
 }
@@ -192,12 +196,7 @@ fn an_l1_table_of_2_gib_in_a_hole_is_walked_in_chunks() {
 fn skipping_holes_changes_nothing_but_the_time() {
     // A 256 MiB L1 table in a hole, read in 1 MiB chunks or skipped.
     let dir = tempfile::tempdir().unwrap();
-    let edits: &[(u64, &[u8])] = &[
-        (24, &(1u64 << 50).to_be_bytes()),
-        (36, &(1u32 << 25).to_be_bytes()),
-        (40, &(1u64 << 30).to_be_bytes()),
-    ];
-    let path = sparse(dir.path(), "l1read", EXAMPLE, edits, TIB);
+    let path = huge_l1(dir.path(), "l1read", 1 << 25, Some(1 << 30));
     let skipped = capped(64 * MIB, || check_skipping_holes(&path, EXAMPLE)).expect("checks");
     let read = capped(64 * MIB, || check(&path)).expect("checks");
     assert!(has(&read, "header.l1-size"), "{}", json(&read));

@@ -111,18 +111,16 @@ pub mod qdb_2014 {
 pub mod rfc_v5_2015 {
     use crate::fields::{bitmap_entry as entry, bitmaps_ext as bext, Field};
 
-    pub const NB_BITMAPS: Field = bext::NB_BITMAPS;
+    pub use bext::NB_BITMAPS;
     pub const BITMAP_DIRECTORY_SIZE: Field = Field::new("bitmap_directory_size", 4, 4);
     pub const BITMAP_DIRECTORY_OFFSET: Field = Field::new("bitmap_directory_offset", 8, 8);
     pub const EXT_FIELDS: &[Field] = &[NB_BITMAPS, BITMAP_DIRECTORY_SIZE, BITMAP_DIRECTORY_OFFSET];
     pub const EXT_LENGTH: usize = 16;
 
-    pub const BITMAP_TABLE_OFFSET: Field = entry::BITMAP_TABLE_OFFSET;
-    pub const BITMAP_TABLE_SIZE: Field = entry::BITMAP_TABLE_SIZE;
-    pub const FLAGS: Field = entry::FLAGS;
-    pub const TYPE: Field = entry::TYPE;
-    pub const GRANULARITY_BITS: Field = entry::GRANULARITY_BITS;
-    pub const NAME_SIZE: Field = entry::NAME_SIZE;
+    pub use entry::{
+        BITMAP_TABLE_OFFSET, BITMAP_TABLE_SIZE, FLAGS, FLAG_AUTO, FLAG_IN_USE, GRANULARITY_BITS,
+        NAME_SIZE, TYPE,
+    };
     /// Two bytes as posted (the "2 bytes or 4 bytes?" question was answered
     /// only in a later revision).
     pub const EXTRA_DATA_SIZE: Field = Field::new("extra_data_size", 20, 2);
@@ -138,8 +136,6 @@ pub mod rfc_v5_2015 {
     /// Fixed part; the name follows at byte 22, then extra data (the
     /// posted order), then padding to 8.
     pub const ENTRY_FIXED: usize = 22;
-    pub const FLAG_IN_USE: u64 = entry::FLAG_IN_USE;
-    pub const FLAG_AUTO: u64 = entry::FLAG_AUTO;
     pub const FLAGS_KNOWN: u64 = 3;
     /// Type 0 is dirty tracking in this draft (1 in the final format).
     pub const TYPE_DIRTY_TRACKING: u64 = 0;
