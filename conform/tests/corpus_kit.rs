@@ -109,16 +109,6 @@ fn assert_self_contained(root: &Path) {
     assert!(texts >= 3, "README.md, PROTOCOL.md and the example adapter");
 }
 
-/// Every file of the vendor kit.
-const KIT: [&str; 6] = [
-    "README.md",
-    "PROTOCOL.md",
-    "CI.md",
-    "ci.sh",
-    "examples/qemu-img-adapter.py",
-    "examples/qcow2-read-adapter.py",
-];
-
 /// The help text of `qcow2-conform ARGS --help` and of every subcommand
 /// it lists, appended to `out`.
 fn all_help(args: &mut Vec<String>, out: &mut String) {
@@ -202,7 +192,7 @@ fn a_fresh_build_packs_into_a_self_contained_kit_that_verifies() {
     let t = tempfile::tempdir().unwrap();
     let cb = t.path().join("cb");
     assert!(conform(&["corpus", "build"], &cb).status.success());
-    for f in KIT {
+    for f in conform::commands::corpus_kit::names() {
         assert!(cb.join(f).is_file(), "corpus build writes {f}");
         assert_eq!(
             std::fs::read(cb.join(f)).unwrap(),
@@ -236,7 +226,7 @@ fn a_fresh_build_packs_into_a_self_contained_kit_that_verifies() {
         .unwrap()
         .path();
     let sums = std::fs::read_to_string(root.join("SHA256SUMS")).unwrap();
-    for f in KIT {
+    for f in conform::commands::corpus_kit::names() {
         assert!(sums.contains(&format!("  {f}\n")), "SHA256SUMS lists {f}");
     }
     cli::run_ok(

@@ -18,7 +18,6 @@ mod cli;
 use cli::BIN;
 
 /// The kit files a packed corpus holds.
-const KIT: [&str; 3] = ["README.md", "PROTOCOL.md", "examples/qemu-img-adapter.py"];
 
 /// Seconds any command here may take; reaching it means something blocked.
 const DEADLINE: &str = "60";
@@ -167,7 +166,7 @@ fn kit_files_linked_to_a_secret_or_missing_from_the_sums_fail_verify_and_pack() 
     // The kit, listed: verify and pack pass, and the tarball holds exactly
     // what SHA256SUMS lists (and SHA256SUMS).
     let mut sums = std::fs::read_to_string(c.join("SHA256SUMS")).unwrap();
-    for f in KIT {
+    for f in conform::commands::corpus_kit::names() {
         let bytes = std::fs::read(cli::workspace().join("corpus").join(f)).unwrap();
         std::fs::create_dir_all(c.join(f).parent().unwrap()).unwrap();
         std::fs::write(c.join(f), &bytes).unwrap();

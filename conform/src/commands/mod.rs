@@ -4,7 +4,7 @@ mod campaign;
 mod campaign_live;
 mod completions;
 mod corpus;
-mod corpus_kit;
+pub mod corpus_kit;
 mod generate;
 mod report;
 pub mod run;
