@@ -17,8 +17,6 @@ use std::process::{Command, Output};
 mod cli;
 use cli::BIN;
 
-/// The kit files a packed corpus holds.
-
 /// Seconds any command here may take; reaching it means something blocked.
 const DEADLINE: &str = "60";
 
