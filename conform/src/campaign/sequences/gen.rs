@@ -427,6 +427,25 @@ mod tests {
     }
 
     #[test]
+    fn some_sequences_open_the_node_read_only() {
+        let ro: Vec<Sequence> = (0..516)
+            .map(|i| Sequence::random(7, i))
+            .filter(|s| s.shape.read_only)
+            .collect();
+        eprintln!("seed 7, sequences 0..516: {} read-only", ro.len());
+        assert!((40..140).contains(&ro.len()), "{}", ro.len());
+        for s in &ro {
+            assert_eq!(s.shape.preload, !s.shape.v2);
+            assert!(!s.steps.iter().any(|st| matches!(
+                st,
+                Step::Op {
+                    op: Op::SetActive { .. }
+                }
+            )));
+        }
+    }
+
+    #[test]
     fn shrinking_makes_smaller_sequences() {
         fn prop(s: Sequence) -> bool {
             s.shrunk().iter().all(|t| t.steps.len() <= s.steps.len())
