@@ -2,10 +2,12 @@
 //! may not be written at all.
 //!
 //! The spec describes files, so the reading is this project's, checked
-//! against QEMU's (`block/qcow2-bitmap.c` loads the stored bitmaps of a
-//! read-only image without marking them `in_use` and flags them read-only;
-//! `block/monitor/bitmap-qmp-cmds.c` refuses to change such a flagged
-//! bitmap's bits or drop it, but lets it be enabled or disabled):
+//! against QEMU's source and against qemu-storage-daemon 10.0.2 by hand
+//! (`block/qcow2-bitmap.c` loads the stored bitmaps of a read-only image
+//! without marking them `in_use` and flags them read-only; the QMP bitmap
+//! commands check that flag for clear, remove and a merge's target but
+//! not for enable and disable, and a persistent add is not checked
+//! against the node being read-only at all):
 //! - the stored bitmaps are loaded and readable (their bits, and the
 //!   dirty extents an NBD export serves);
 //! - guest writes, write-zeroes, discards and resizes must be refused: the
