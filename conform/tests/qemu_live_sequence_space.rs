@@ -184,6 +184,115 @@ fn resizes_that_change_table_sizes_pass() {
     assert!(!r.failed(), "{r:#?}");
 }
 
+/// A read-only node (`spec_model::semantics::readonly`): the stored
+/// bitmaps are loaded and read (QMP and NBD extents after every step),
+/// guest writes and resizes are refused, changes to loaded bitmaps and a
+/// persistent add may be refused, transient bitmaps work, and after every
+/// quit, SIGTERM and `kill -9` the file is byte-identical (no `in_use`
+/// set). A sequence whose model lets a write through on that node must
+/// fail (QEMU refuses it), so the oracle does look at the read-only rules.
+#[test]
+fn a_read_only_node_reads_its_bitmaps_and_leaves_the_file_unchanged() {
+    let shape = Shape {
+        preload: true,
+        read_only: true,
+        ..Shape::default()
+    };
+    let steps = vec![
+        // The loaded bitmaps: "a" has bits, "b" is disabled, "c" in_use.
+        op(Op::Export { name: "a".into() }),
+        op(Op::Write {
+            offset: 4096,
+            len: 70_000,
+        }),
+        op(Op::Writes {
+            writes: vec![(0, 1), (200_000, 3)],
+        }),
+        op(Op::WriteZeroes {
+            offset: 0,
+            len: 65_536,
+        }),
+        op(Op::Discard {
+            offset: 0,
+            len: 65_536,
+        }),
+        op(Op::Unexport { name: "a".into() }),
+        op(add("t", false)),
+        op(Op::Merge {
+            target: "t".into(),
+            sources: vec!["a".into(), "b".into()],
+        }),
+        op(add("p", true)),
+        op(Op::Clear { name: "a".into() }),
+        op(Op::Merge {
+            target: "a".into(),
+            sources: vec!["t".into()],
+        }),
+        op(Op::Disable { name: "a".into() }),
+        op(Op::Enable { name: "b".into() }),
+        op(Op::Remove { name: "a".into() }),
+        op(Op::Resize { size: 8 << 20 }),
+        Step::Restart,
+        op(Op::Clear { name: "a".into() }),
+        Step::Crash,
+        op(Op::Transaction {
+            actions: vec![add("u", false), Op::Clear { name: "u".into() }],
+        }),
+        Step::Terminate,
+    ];
+    let seq = Sequence {
+        size: 1_000_448,
+        shape,
+        steps,
+    };
+    let r = run(&seq);
+    assert!(!r.failed(), "{r:#?}");
+    assert_eq!(r.operations, 17);
+    // A version 2 image opened read-only: no bitmap to load, the same
+    // rules.
+    let v2 = Sequence {
+        size: 1 << 20,
+        shape: Shape {
+            v2: true,
+            read_only: true,
+            ..Shape::default()
+        },
+        steps: vec![
+            op(add("p", true)),
+            op(add("t", false)),
+            op(Op::Write { offset: 0, len: 1 }),
+            Step::Crash,
+            op(Op::Write { offset: 0, len: 0 }),
+        ],
+    };
+    let r = run(&v2);
+    assert!(!r.failed(), "{r:#?}");
+    // The same node judged as writable by the model after its first
+    // step: QEMU refuses the write the model then requires.
+    let work = tempfile::tempdir().unwrap();
+    let _w = conform::runner::process::sandbox::writable(work.path());
+    let wrong = sequences::run_sequence(
+        &qsd(),
+        &Sequence {
+            size: 1_000_448,
+            shape,
+            steps: vec![op(add("t", false)), op(Op::Write { offset: 0, len: 1 })],
+        },
+        work.path(),
+        &limits(),
+        |d, op| {
+            d.read_only = false;
+            d.apply(op)
+        },
+    )
+    .unwrap();
+    assert!(wrong.failed(), "{wrong:#?}");
+    assert!(
+        wrong.problems.iter().any(|p| p.contains("must succeed")),
+        "{wrong:#?}"
+    );
+}
+
 /// The three QEMU 10.0.2 defects of issue 22, each from the minimal
 /// sequence the campaign reduces it to.
 #[test]

@@ -10,6 +10,8 @@
 //!   operation ([`Op`]): whether it must succeed ([`Expect`]) and its effect;
 //! - [`node`]: the node's state (inactive, bitmaps held by an export),
 //!   transactions, inactivation and activation, default granularity;
+//! - [`readonly`]: a node opened read-only (writes refused, loaded
+//!   bitmaps and persistent adds may be refused, the file unchanged);
 //! - [`lifecycle`]: clean close, crash and reopen, and judging a file the
 //!   format model read against what they require ([`judge_file`]).
 //!
@@ -20,6 +22,7 @@
 pub mod granules;
 pub mod lifecycle;
 pub mod node;
+pub mod readonly;
 pub mod state;
 
 pub use lifecycle::{judge_file, FileBitmap, FileBitmapRead, FileExpectation, FileRead};

@@ -95,6 +95,9 @@ impl Disk {
 
     /// What `op` requires of an implementation in this state.
     pub fn expect(&self, op: &Op) -> Expect {
+        if let Some(e) = self.expect_read_only(op) {
+            return e;
+        }
         match op {
             Op::AddDefault { .. } => self.expect(&self.resolved(op)),
             Op::Transaction { actions } => self.expect_transaction(actions),

@@ -289,6 +289,8 @@ pub struct Disk {
     /// Bitmaps an NBD export holds (in use: an implementation may refuse
     /// to change or drop them).
     pub exported: BTreeSet<String>,
+    /// Whether the node was opened read-only ([`super::readonly`]).
+    pub read_only: bool,
 }
 
 impl Default for Disk {
@@ -304,6 +306,7 @@ impl Default for Disk {
             active: true,
             stored: BTreeMap::new(),
             exported: BTreeSet::new(),
+            read_only: false,
         }
     }
 }

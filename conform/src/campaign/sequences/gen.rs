@@ -47,6 +47,13 @@ pub struct Shape {
     /// `qemu-img create` (version 3 only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub preload: bool,
+    /// The nodes opened read-only (the semantic model's
+    /// `semantics::readonly`): the stored bitmaps readable, guest writes
+    /// refused, the file byte-identical when the daemon ends. Drawn with
+    /// a preloaded image (when version 3) so that there is something to
+    /// read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 impl Shape {
@@ -230,6 +237,27 @@ fn shape(rng: &mut impl Rng) -> Shape {
         } else {
             DiscardMode::Unmap
         },
+        read_only: false,
+    }
+}
+
+/// Makes a drawn sequence one on a read-only node: a preloaded image
+/// (version 3), and no inactivation or activation (QEMU refuses to
+/// inactivate a read-only node holding a persistent bitmap it cannot
+/// store, and the model does not follow a node's bitmaps through one),
+/// a restart in its place.
+fn read_only(shape: &mut Shape, steps: &mut [Step]) {
+    shape.read_only = true;
+    shape.preload = !shape.v2;
+    for s in steps.iter_mut() {
+        if matches!(
+            s,
+            Step::Op {
+                op: Op::SetActive { .. }
+            }
+        ) {
+            *s = Step::Restart;
+        }
     }
 }
 
@@ -244,8 +272,13 @@ impl Sequence {
     fn from_rng(rng: &mut impl Rng, n: usize) -> Sequence {
         let mut size = pick(rng, &SIZES[..5]);
         let start = size;
-        let shape = shape(rng);
-        let steps = (0..n).map(|_| step(rng, &mut size)).collect();
+        let mut shape = shape(rng);
+        let mut steps: Vec<Step> = (0..n).map(|_| step(rng, &mut size)).collect();
+        // Drawn last, so that the sequences of writable nodes are those
+        // drawn before read-only ones existed.
+        if rng.gen_range(0..6) == 0 {
+            read_only(&mut shape, &mut steps);
+        }
         Sequence {
             size: start,
             shape,
@@ -390,6 +423,25 @@ mod tests {
                     d.apply(&op);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn some_sequences_open_the_node_read_only() {
+        let ro: Vec<Sequence> = (0..516)
+            .map(|i| Sequence::random(7, i))
+            .filter(|s| s.shape.read_only)
+            .collect();
+        eprintln!("seed 7, sequences 0..516: {} read-only", ro.len());
+        assert!((40..140).contains(&ro.len()), "{}", ro.len());
+        for s in &ro {
+            assert_eq!(s.shape.preload, !s.shape.v2);
+            assert!(!s.steps.iter().any(|st| matches!(
+                st,
+                Step::Op {
+                    op: Op::SetActive { .. }
+                }
+            )));
         }
     }
 

@@ -271,7 +271,7 @@ fn step_op(step: &Step) -> &Op {
 /// How the daemon opens a sequence's image.
 pub fn node_options(shape: Shape) -> NodeOptions {
     NodeOptions {
-        read_only: false,
+        read_only: shape.read_only,
         discard: shape.discard,
     }
 }

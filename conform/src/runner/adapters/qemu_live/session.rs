@@ -68,6 +68,10 @@ pub struct Session {
     pub transcript: Vec<String>,
     /// The daemon processes that ended (crash and hang detection).
     pub ended: Vec<Proc>,
+    /// The image's bytes when a read-only session opened it: whatever the
+    /// session does, the file must still be these bytes when a daemon
+    /// ends (`None`: a writable node, judged by the model).
+    pristine: Option<Vec<u8>>,
 }
 
 /// The format model's reading of `path`.
@@ -97,6 +101,14 @@ impl Session {
         opts: NodeOptions,
     ) -> Result<Session, SessionError> {
         let file = read_file(image)?;
+        let pristine = if opts.read_only {
+            Some(std::fs::read(image).map_err(|source| SessionError::Open {
+                path: image.to_owned(),
+                source,
+            })?)
+        } else {
+            None
+        };
         let daemon = Daemon::start_opts(program, image, limits, opts)?;
         Ok(Session {
             program: program.to_owned(),
@@ -105,11 +117,14 @@ impl Session {
             opts,
             daemon: Some(daemon),
             guest: None,
-            model: Disk::reopened(&file).with_discard(opts.discard),
+            model: Disk::reopened(&file)
+                .with_discard(opts.discard)
+                .with_read_only(opts.read_only),
             predict: Disk::apply,
             contents: Contents::Hash,
             transcript: Vec::new(),
             ended: Vec::new(),
+            pristine,
         })
     }
 
@@ -178,7 +193,8 @@ impl Session {
             // The inactivation stored the persistent bitmaps: the file
             // must hold them as a clean close would.
             let file = read_file(&self.image)?;
-            let p: Vec<String> = judge_file(&self.model.close(), &file)
+            let p: Vec<String> = self
+                .judge_file_or_bytes(&self.model.close(), &file)
                 .into_iter()
                 .map(|m| format!("after the inactivation: {m}"))
                 .collect();
@@ -206,7 +222,9 @@ impl Session {
     }
 
     fn reopen(&mut self, file: &FileRead) -> Result<Vec<String>, SessionError> {
-        self.model = Disk::reopened(file).with_discard(self.opts.discard);
+        self.model = Disk::reopened(file)
+            .with_discard(self.opts.discard)
+            .with_read_only(self.opts.read_only);
         self.daemon = Some(Daemon::start_opts(
             &self.program,
             &self.image,
@@ -216,8 +234,45 @@ impl Session {
         self.compare()
     }
 
+    /// The file judged: by the model's expectation on a writable node,
+    /// byte for byte against the bytes it was opened with on a read-only
+    /// one ([`spec_model::semantics::readonly`]).
+    fn judge_file_or_bytes(&self, want: &FileExpectation, file: &FileRead) -> Vec<String> {
+        let Some(before) = &self.pristine else {
+            return judge_file(want, file);
+        };
+        match std::fs::read(&self.image) {
+            Ok(now) if now == *before => Vec::new(),
+            Ok(now) => {
+                let at = before
+                    .iter()
+                    .zip(&now)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(before.len().min(now.len()));
+                let in_use: Vec<&String> = file
+                    .bitmaps
+                    .iter()
+                    .filter(|(_, b)| b.in_use)
+                    .map(|(n, _)| n)
+                    .collect();
+                vec![format!(
+                    "the read-only image changed: {} bytes before, {} after, first difference at offset {at}{}",
+                    before.len(),
+                    now.len(),
+                    if in_use.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (bitmaps now in_use: {in_use:?})")
+                    }
+                )]
+            }
+            Err(e) => vec![format!("cannot read the read-only image back: {e}")],
+        }
+    }
+
     fn judge_end(&mut self, want: &FileExpectation, file: &FileRead, what: &str) -> Vec<String> {
-        let mut p: Vec<String> = judge_file(want, file)
+        let mut p: Vec<String> = self
+            .judge_file_or_bytes(want, file)
             .into_iter()
             .map(|m| format!("after the {what}: {m}"))
             .collect();
