@@ -5,8 +5,8 @@
 
 use crate::campaign::backup::{self, BackupOptions};
 use crate::campaign::replay;
-use crate::cli::{CampaignArgs, FailOnFindings};
-use crate::runner::{self, Limits};
+use crate::cli::CampaignArgs;
+use crate::runner::Limits;
 use anyhow::Result;
 use std::path::Path;
 use std::time::Duration;
@@ -81,17 +81,7 @@ pub fn backup_chains(args: &CampaignArgs) -> Result<i32> {
         );
     }
     eprintln!("  summary: {}", args.out.join("summary.json").display());
-    if let Some(why) = runner::process::signals::interrupted() {
-        eprintln!("campaign: INCOMPLETE: {why}; the state was saved, the same command resumes");
-        return Ok(1);
-    }
-    if new > 0 && args.fail_on_findings == FailOnFindings::New {
-        eprintln!(
-            "campaign: {new} new finding(s) saved: exit status 2 (--fail-on-findings none to exit 0)"
-        );
-        return Ok(2);
-    }
-    Ok(0)
+    Ok(super::campaign::end_status(args, new))
 }
 
 fn count_dirs(dir: &Path) -> usize {
