@@ -175,22 +175,5 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
             args.out.display()
         );
     }
-    Ok(end_status(args, new))
-}
-
-/// How a live campaign (sequences or backup chains) ends: 1 when it was
-/// interrupted (its state saved), 2 when it saved `new` findings and
-/// `--fail-on-findings` is `new`, else 0; each said on stderr.
-pub fn end_status(args: &CampaignArgs, new: usize) -> i32 {
-    if let Some(why) = runner::process::signals::interrupted() {
-        eprintln!("campaign: INCOMPLETE: {why}; the state was saved, the same command resumes");
-        return 1;
-    }
-    if new > 0 && args.fail_on_findings == FailOnFindings::New {
-        eprintln!(
-            "campaign: {new} new finding(s) saved: exit status 2 (--fail-on-findings none to exit 0)"
-        );
-        return 2;
-    }
-    0
+    Ok(super::campaign_exit::end_status(args, new))
 }

@@ -81,7 +81,7 @@ pub fn backup_chains(args: &CampaignArgs) -> Result<i32> {
         );
     }
     eprintln!("  summary: {}", args.out.join("summary.json").display());
-    Ok(super::campaign::end_status(args, new))
+    Ok(super::campaign_exit::end_status(args, new))
 }
 
 fn count_dirs(dir: &Path) -> usize {

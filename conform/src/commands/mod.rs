@@ -1,6 +1,7 @@
 //! What each subcommand does.
 
 mod campaign;
+mod campaign_exit;
 mod campaign_live;
 mod completions;
 mod corpus;
