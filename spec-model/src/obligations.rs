@@ -209,9 +209,12 @@ obligation_catalogue! {
     CryptRefuseWithoutKey = "crypt.refuse-without-key" [Reader, Any, Without] [Open, GuestRead]
         "Data encryption" "without the key (or without support for the crypt method), refuse to read or write the payload rather than pass ciphertext off as guest data"
         "the spec says the payload must be decrypted on every read; it does not name the refusal, which is the only way to meet that without the key";
-    /// Spec "Additional fields" rule 2 and "Bitmap directory", `extra_data_compatible`: what is not understood is kept.
+    /// Spec "Additional fields" rule 2 and "Bitmap directory", `extra_data_compatible`: what is not understood is kept;
+    /// "Header extensions": unknown extensions may be ignored, and the space after them is kept free so that
+    /// a writer can add extensions "without harming data of compatible features that it doesn't support".
     KeepUnknownAsIs = "keep.unknown-as-is" [Writer, Any, Any] [WriteCheck]
-        "Additional fields (version 3 and higher); Bitmap directory" "keep what it does not understand as it is when it rewrites the image: unknown additional header fields, and a bitmap's unknown extra data (with or without extra_data_compatible)" "";
+        "Additional fields (version 3 and higher); Header extensions; Bitmap directory" "keep what it does not understand as it is when it rewrites the image: unknown additional header fields, header extensions of an unknown type, and a bitmap's unknown extra data (with or without extra_data_compatible)"
+        "for header extensions of an unknown type only: the spec says such an extension can be safely ignored and gives the reason the space after the extensions must stay free (a writer must be able to add extensions without harming data of features it does not support), but it never says in as many words that a writer rewriting the header keeps them; the suite holds writers to it";
     /// Spec "Header", `size` (bytes 24-31): the virtual disk has exactly that many bytes.
     GuestVirtualSize = "guest.virtual-size" [Reader, Any, Any] [GuestRead, Open]
         "Header" "present a virtual disk of exactly `size` bytes, any number of bytes, readable to its last byte, and do not change `size` unless asked to resize" "";
