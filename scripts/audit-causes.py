@@ -111,6 +111,18 @@ S_NAME = ("Bitmap directory, name",
 S_V2_EXT = ("Header; Header extensions",
             "a version 2 header is exactly 72 bytes and the header extensions follow it directly")
 
+S_NAME_IN_USE = ("Bitmap directory, name; flags bit 0 `in_use`",
+                 "a bitmap's name must be unique among the bitmaps of the image, in_use or not; QEMU "
+                 "checks names only as it creates its in-memory bitmaps, and a repeated name whose "
+                 "later entry is in_use is not caught: it opens the image and uses the first entry's "
+                 "bitmap (with the in_use entry first, or neither in_use, it refuses: \"Bitmap "
+                 "already exists\")")
+S_TABLE_IN_USE = ("Bitmap table; Bitmap directory, flags bit 0 `in_use`",
+                  "every bitmap table entry must point to a cluster boundary; an in_use bitmap's "
+                  "metadata may be outdated but stays well-formed, so a misaligned entry there makes "
+                  "the extension invalid; QEMU never reads an in_use bitmap's table on open, does not "
+                  "see it, and uses the image's other bitmaps")
+
 S_GUEST = ("Cluster mapping (L2 entries; backing file)",
            "a guest read returns what the L2 entries and their zero flag say, and for an "
            "unallocated cluster the backing file's data (zeros only without a backing file)")
@@ -125,6 +137,8 @@ SPEC = {
     "lenient--used-unusable--bitmaps.never-use-invalid--unusable_bitmaps.data.tail-bits": S_TAIL_USED,
     "mismatch--virtual-size--guest.virtual-size": S_SIZE,
     "lenient--used-unusable--bitmaps.never-use-invalid--unusable_refcount.overlap": S_OVERLAP,
+    "lenient--used-unusable--bitmaps.never-use-invalid--unusable_bitmaps.dir.name-unique": S_NAME_IN_USE,
+    "lenient--used-unusable--bitmaps.never-use-invalid--unusable_bitmaps.table.entry-alignment": S_TABLE_IN_USE,
 }
 
 

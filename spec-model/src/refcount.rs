@@ -208,6 +208,7 @@ impl<R: Read + Seek> Ctx<R> {
             stats,
             run: None,
             report,
+            max_refcount: u64::MAX >> (64 - (1u32 << order)),
             cluster_bits: self.h.cluster_bits,
             leaks_unlisted: 0,
         };
@@ -281,8 +282,12 @@ struct Comparison<'a> {
     stats: RefcountStats,
     run: Option<Run>,
     /// False for a dirty image: its refcounts may be anything, so they are
-    /// compared and counted but not reported.
+    /// compared and counted but not reported, except a cluster referenced
+    /// more often than `max_refcount`: no refcount of this width, stale or
+    /// repaired, can account for it.
     report: bool,
+    /// The largest refcount an entry of `refcount_bits` can hold.
+    max_refcount: u64,
     cluster_bits: u32,
     /// Leak runs that may still be listed before the rule's cap; later
     /// ones are only counted (garbage past the end of the file can hold
@@ -347,13 +352,20 @@ impl Comparison<'_> {
             return;
         };
         if !self.report {
+            // Spec "Header", incompatible bit 0: refcounts of a dirty image
+            // may be inconsistent and are repaired from the L1/L2 tables
+            // before use; references beyond the width cannot be repaired.
+            let v = done.verdict;
+            if v.rule == Rule::RefcountOverlap && v.refs > self.max_refcount {
+                done.report(self.findings, self.cluster_bits, Some(self.max_refcount));
+            }
             return;
         }
         if done.verdict.rule != Rule::RefcountLeak {
-            done.report(self.findings, self.cluster_bits);
+            done.report(self.findings, self.cluster_bits, None);
         } else if self.leak_room > 0 {
             self.leak_room -= 1;
-            done.report(self.findings, self.cluster_bits);
+            done.report(self.findings, self.cluster_bits, None);
         } else {
             self.leaks_unlisted = self.leaks_unlisted.saturating_add(1);
         }
@@ -433,7 +445,10 @@ struct Run {
 }
 
 impl Run {
-    fn report(self, findings: &mut Findings, cluster_bits: u32) {
+    /// Adds the run's finding; `beyond` is the largest refcount the width
+    /// holds when the run is reported because it references more (a dirty
+    /// image, whose other refcount differences are not reported).
+    fn report(self, findings: &mut Findings, cluster_bits: u32, beyond: Option<u64>) {
         let Run {
             start,
             end,
@@ -463,13 +478,19 @@ impl Run {
             } else {
                 owner.name()
             };
+            let width = match beyond {
+                Some(max) => format!(
+                    " (the dirty bit allows stale refcounts, but no refcount of this width exceeds {max}, so no repair can account for the references)"
+                ),
+                None => String::new(),
+            };
             if n == 1 {
                 write_message(out, format_args!(
-                    "cluster at {first:#x}: refcount {rc}, referenced {refs} times by {what}{name}"
+                    "cluster at {first:#x}: refcount {rc}, referenced {refs} times by {what}{name}{width}"
                 ))
             } else {
                 write_message(out, format_args!(
-                    "{n} clusters at {first:#x}..{last:#x}: refcount {rc}, referenced {refs} times by {what}{name}"
+                    "{n} clusters at {first:#x}..{last:#x}: refcount {rc}, referenced {refs} times by {what}{name}{width}"
                 ))
             }
         });
