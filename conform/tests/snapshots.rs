@@ -125,8 +125,13 @@ fn pin_columns(report: &conform::runner::report::RunReport, specs: &[&str]) {
 /// and the machine's own (10.0).
 const QEMU_VERSIONS: [&str; 4] = ["qemu@5.2", "qemu@7.2", "qemu", "qemu@10.2"];
 
+/// The same QEMUs live, through their qemu-storage-daemon (7.2's comes
+/// from bookworm's qemu-system-common, unpacked by setup). The machine's
+/// own live column is pinned by `qemu_live_matrix.rs`.
+const QEMU_LIVE_VERSIONS: [&str; 3] = ["qemu-live@5.2", "qemu-live@7.2", "qemu-live@10.2"];
+
 /// The QEMUs that `scripts/build-qemu.sh` builds (not part of setup).
-const SOURCE_BUILT: [&str; 2] = ["qemu@5.2", "qemu@10.2"];
+const SOURCE_BUILT: [&str; 4] = ["qemu@5.2", "qemu@10.2", "qemu-live@5.2", "qemu-live@10.2"];
 
 /// `run --impl qemu@5.2 --impl qemu@7.2 --impl qemu --impl qemu@10.2
 /// --corpus corpus`: every column filled (no `error`), and each column
@@ -135,13 +140,26 @@ const SOURCE_BUILT: [&str; 2] = ["qemu@5.2", "qemu@10.2"];
 /// (the only skip); 7.2 and the machine's QEMU must be there.
 #[test]
 fn pinned_matrix_of_every_qemu_version() {
+    pin_every_version(&QEMU_VERSIONS);
+}
+
+/// The live columns of the same versions (`run --impl qemu-live@5.2
+/// --impl qemu-live@7.2 --impl qemu-live@10.2`), skipped the same way.
+#[test]
+fn pinned_live_matrix_of_every_qemu_version() {
+    pin_every_version(&QEMU_LIVE_VERSIONS);
+}
+
+/// Runs the `versions` that are present over the shared corpus and pins
+/// each column; a source-built one that is absent is named, not run.
+fn pin_every_version(versions: &[&'static str]) {
     let mut specs = Vec::new();
-    for spec in QEMU_VERSIONS {
+    for &spec in versions {
         let built = conform::runner::adapter_from_spec(spec).is_ok();
         if SOURCE_BUILT.contains(&spec) && !built {
+            let version = spec.rsplit('@').next().unwrap_or(spec);
             eprintln!(
-                "SKIP {spec}: not built on this machine; `scripts/build-qemu.sh {}` builds it",
-                &spec[5..]
+                "SKIP {spec}: not built on this machine; `scripts/build-qemu.sh {version}` builds it"
             );
             continue;
         }
