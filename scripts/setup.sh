@@ -33,7 +33,7 @@ if ! command -v cmake >/dev/null 2>&1; then
 fi
 
 # Headless Chromium renders the runner's --html page in the tests; python3
-# runs examples/qemu-img-adapter.py (the exec-protocol example).
+# runs corpus/examples/qemu-img-adapter.py (the exec-protocol example).
 web_missing=()
 command -v chromium >/dev/null 2>&1 || web_missing+=(chromium)
 command -v python3 >/dev/null 2>&1 || web_missing+=(python3)

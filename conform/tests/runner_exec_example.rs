@@ -111,7 +111,8 @@ fn exec_example_adapter_agrees_with_the_qemu_adapter() {
 #[test]
 fn the_example_read_adapter_reads_what_the_model_reads() {
     let tmp = tempfile::tempdir().unwrap();
-    let read = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/qcow2-read-adapter.py");
+    let read =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/examples/qcow2-read-adapter.py");
     let json = tmp.path().join("report.json");
     cli::run_ok(
         Command::new(BIN)
