@@ -137,23 +137,13 @@ mod tests {
                 target: "a".into(),
                 sources: vec!["a".into()],
             },
-            Op::Add {
-                name: "p".into(),
-                gbits: 16,
-                persistent: true,
-                disabled: false,
-            },
+            Op::add("p", 16, true, false),
         ] {
             assert!(matches!(d.expect(&op), Expect::Either(_)), "{op:?}");
         }
         // A transient bitmap works as on any node; an unknown name is
         // still refused.
-        let t = Op::Add {
-            name: "t".into(),
-            gbits: 16,
-            persistent: false,
-            disabled: false,
-        };
+        let t = Op::add("t", 16, false, false);
         assert_eq!(d.expect(&t), Expect::Succeed);
         assert!(matches!(
             d.expect(&Op::Clear { name: "zz".into() }),

@@ -206,6 +206,19 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// A bitmap `name` added with granularity `2^gbits`: persistent (kept in
+    /// the image) or not, enabled unless `disabled`.
+    pub fn add(name: &str, gbits: u8, persistent: bool, disabled: bool) -> Op {
+        Op::Add {
+            name: name.into(),
+            gbits,
+            persistent,
+            disabled,
+        }
+    }
+}
+
 /// What the model requires of an implementation given an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
