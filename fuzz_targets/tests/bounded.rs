@@ -35,6 +35,14 @@ fn edited_image(i: u64) -> Vec<u8> {
     bytes
 }
 
+/// `target` on `iterations()` inputs of `len` pseudo-random bytes from
+/// stream `stream`, for the targets that read their input as choices.
+fn on_entropy(stream: u64, len: usize, target: fn(&[u8])) {
+    for i in 0..iterations() {
+        target(&entropy(case_seed(stream, i), len));
+    }
+}
+
 /// Small images (512 B to 4 KiB clusters, at most 1 MiB virtual) with
 /// guest data, as the read_guest seeds are.
 fn small_config() -> Config {
@@ -59,9 +67,7 @@ fn check_bytes_on_raw_and_edited_inputs() {
 
 #[test]
 fn roundtrip_on_arbitrary_specs() {
-    for i in 0..iterations() {
-        fuzz_targets::roundtrip(&entropy(case_seed(5, i), 4096));
-    }
+    on_entropy(5, 4096, fuzz_targets::roundtrip);
 }
 
 #[test]
@@ -74,9 +80,7 @@ fn dump_json_on_raw_and_edited_inputs() {
 
 #[test]
 fn mutant_verdict_on_arbitrary_choices() {
-    for i in 0..iterations() {
-        fuzz_targets::mutant_verdict(&entropy(case_seed(8, i), 64));
-    }
+    on_entropy(8, 64, fuzz_targets::mutant_verdict);
 }
 
 #[test]
@@ -116,7 +120,5 @@ fn read_guest_on_raw_and_edited_inputs() {
 
 #[test]
 fn guest_roundtrip_on_arbitrary_specs() {
-    for i in 0..iterations() {
-        fuzz_targets::guest_roundtrip(&entropy(case_seed(15, i), 1024));
-    }
+    on_entropy(15, 1024, fuzz_targets::guest_roundtrip);
 }

@@ -197,12 +197,7 @@ impl<R: Read + Seek> Ctx<R> {
                         ),
                     );
                 }
-                if host >= self.img.len() {
-                    self.findings.add_with(
-                        Rule::L2DataBounds,
-                        at,
-                        msg!("L2 entry {i}: compressed data at {host:#x} lies past the end of the file"),
-                    );
+                if self.data_past_eof(i, host, at, "compressed data") {
                     continue;
                 }
                 // The last sector may be cut short by the end of the file.
@@ -256,12 +251,7 @@ impl<R: Read + Seek> Ctx<R> {
             if external {
                 continue;
             }
-            if host >= self.img.len() {
-                self.findings.add_with(
-                    Rule::L2DataBounds,
-                    at,
-                    msg!("L2 entry {i}: data cluster at {host:#x} lies past the end of the file"),
-                );
+            if self.data_past_eof(i, host, at, "data cluster") {
                 continue;
             }
             self.reference(host, cs, Owner::GuestData, at, extra);
@@ -269,6 +259,20 @@ impl<R: Read + Seek> Ctx<R> {
         if let Some(saved) = saved {
             self.findings = saved;
         }
+    }
+
+    /// True, with `l2.data-bounds` reported at `at`, when the `what` that
+    /// L2 entry `i` names at `host` starts at or past the end of the file.
+    fn data_past_eof(&mut self, i: usize, host: u64, at: u64, what: &str) -> bool {
+        let past = host >= self.img.len();
+        if past {
+            self.findings.add_with(
+                Rule::L2DataBounds,
+                at,
+                msg!("L2 entry {i}: {what} at {host:#x} lies past the end of the file"),
+            );
+        }
+        past
     }
 
     fn reference(&mut self, offset: u64, length: u64, owner: Owner, at: u64, extra: Option<u32>) {
