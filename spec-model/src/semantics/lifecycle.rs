@@ -329,13 +329,7 @@ mod tests {
 
     #[test]
     fn close_stores_persistent_bitmaps_only() {
-        let mut d = Disk::opened(
-            1 << 20,
-            [(
-                "old".to_string(),
-                Bitmap::loaded(16, true, false, vec![(0, 1)]),
-            )],
-        );
+        let mut d = Disk::one_loaded("old", false);
         d.apply(&Op::add("tmp", 16, false, false));
         d.apply(&Op::Write {
             offset: 65_536,

@@ -85,17 +85,9 @@ impl Disk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::semantics::Bitmap;
 
     fn ro() -> Disk {
-        Disk::opened(
-            1 << 20,
-            [(
-                "a".to_string(),
-                Bitmap::loaded(16, true, false, vec![(0, 1)]),
-            )],
-        )
-        .with_read_only(true)
+        Disk::one_loaded("a", false).with_read_only(true)
     }
 
     #[test]

@@ -345,6 +345,20 @@ impl Disk {
         }
     }
 
+    /// For tests: a 1 MiB disk opened with one bitmap `name` loaded from
+    /// the image (granularity 64 KiB, `auto`, granule 0 set), `in_use` or
+    /// not.
+    #[cfg(test)]
+    pub(crate) fn one_loaded(name: &str, in_use: bool) -> Disk {
+        Disk::opened(
+            1 << 20,
+            [(
+                name.to_string(),
+                Bitmap::loaded(16, true, in_use, vec![(0, 1)]),
+            )],
+        )
+    }
+
     /// The same disk with header version `version`.
     pub fn with_version(self, version: u32) -> Disk {
         Disk { version, ..self }

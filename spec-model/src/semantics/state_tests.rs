@@ -59,13 +59,7 @@ fn merge_crosses_granularities() {
 
 #[test]
 fn refusals() {
-    let mut d = Disk::opened(
-        1 << 20,
-        [(
-            "old".to_string(),
-            Bitmap::loaded(16, true, true, vec![(0, 1)]),
-        )],
-    );
+    let mut d = Disk::one_loaded("old", true);
     assert!(matches!(d.expect(&add("old", 16)), Expect::Refuse(_)));
     assert!(matches!(
         d.expect(&Op::Clear { name: "old".into() }),
