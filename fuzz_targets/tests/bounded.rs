@@ -43,6 +43,15 @@ fn on_entropy(stream: u64, len: usize, target: fn(&[u8])) {
     }
 }
 
+/// `target` on `count` pairs of inputs: `raw_len(i)` pseudo-random bytes,
+/// and a generated image with a few byte edits.
+fn on_raw_and_edited(count: u64, raw_len: fn(u64) -> usize, target: fn(&[u8])) {
+    for i in 0..count {
+        target(&entropy(i, raw_len(i)));
+        target(&edited_image(i));
+    }
+}
+
 /// Small images (512 B to 4 KiB clusters, at most 1 MiB virtual) with
 /// guest data, as the read_guest seeds are.
 fn small_config() -> Config {
@@ -59,10 +68,11 @@ fn small_config() -> Config {
 
 #[test]
 fn check_bytes_on_raw_and_edited_inputs() {
-    for i in 0..iterations() {
-        fuzz_targets::check_bytes(&entropy(i, (i % 4096) as usize));
-        fuzz_targets::check_bytes(&edited_image(i));
-    }
+    on_raw_and_edited(
+        iterations(),
+        |i| (i % 4096) as usize,
+        fuzz_targets::check_bytes,
+    );
 }
 
 #[test]
@@ -72,10 +82,7 @@ fn roundtrip_on_arbitrary_specs() {
 
 #[test]
 fn dump_json_on_raw_and_edited_inputs() {
-    for i in 0..iterations() / 2 {
-        fuzz_targets::dump_json(&entropy(i, 512));
-        fuzz_targets::dump_json(&edited_image(i));
-    }
+    on_raw_and_edited(iterations() / 2, |_| 512, fuzz_targets::dump_json);
 }
 
 #[test]
