@@ -6,7 +6,8 @@
 # CI.md beside this script.
 #
 #   bash ci.sh --impl IMPL [--impl IMPL]... [--expect FILE] [--record FILE]
-#              [--fail-on OUTCOMES] [--out DIR] [--bin PATH] [-- RUN-ARGS...]
+#              [--fail-on OUTCOMES] [--out DIR] [--bin PATH] [--corpus DIR]
+#              [-- RUN-ARGS...]
 #
 #   --impl IMPL      implementation under test (repeatable): qemu, or
 #                    exec:TEMPLATE for your adapter (PROTOCOL.md)
@@ -17,11 +18,13 @@
 #   --out DIR        where the reports go (default: qcow2-conform-report)
 #   --bin PATH       the qcow2-conform binary (default: $QCOW2_CONFORM_BIN,
 #                    else qcow2-conform on PATH)
+#   --corpus DIR     another corpus directory (default: this one)
 #   -- RUN-ARGS      passed to `qcow2-conform run` as they are
 #
 # The corpus is the directory holding this script, wherever it was
-# unpacked. Exit status: that of `qcow2-conform run` (0 all as expected,
-# 2 failing or changed outcomes, 1 the run could not complete).
+# unpacked, unless --corpus names another. Exit status: that of
+# `qcow2-conform run` (0 all as expected, 2 failing or changed outcomes,
+# 1 the run could not complete).
 set -euo pipefail
 
 corpus="$(cd "$(dirname "$0")" && pwd)"
@@ -42,8 +45,9 @@ while [ "$#" -gt 0 ]; do
     --fail-on) need "$@"; fail_on="$2"; shift 2 ;;
     --out) need "$@"; out="$2"; shift 2 ;;
     --bin) need "$@"; bin="$2"; shift 2 ;;
+    --corpus) need "$@"; corpus="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "ci.sh: unknown argument $1 (try --help)" >&2; exit 1 ;;
   esac
 done

@@ -142,6 +142,23 @@ SPEC = {
 }
 
 
+# Sentences by the cause's check, looked up before the obligation and
+# features are considered ...
+FIRST_BY_CHECK = {
+    "opened-unsupported": S_OPENED_INCOMPAT,
+    "encrypted": S_KEYLESS,
+    "virtual-size": S_SIZE,
+}
+# ... and after them.
+THEN_BY_CHECK = {
+    "unsupported-feature": S_INCOMPAT,
+    "used-unusable": S_UNUSABLE,
+    "signal": S_CRASH,
+    "timeout": S_HANG,
+    "guest-data": S_GUEST,
+}
+
+
 def spec_for(imp, key, cause):
     if (imp, key) in SPEC:
         return SPEC[(imp, key)]
@@ -152,28 +169,16 @@ def spec_for(imp, key, cause):
     feats = cause["features"]
     if key.startswith("recorded--"):
         return S_SILENT
-    if check == "opened-unsupported":
-        return S_OPENED_INCOMPAT
-    if check == "encrypted":
-        return S_KEYLESS
-    if check == "virtual-size":
-        return S_SIZE
+    if check in FIRST_BY_CHECK:
+        return FIRST_BY_CHECK[check]
     if cause.get("obligation") == "crypt.refuse-without-key":
         return S_REFUSE_KEYLESS
     if "bitmap-over-512MiB" in feats:
         return S_CAP
     if check == "open" and "satisfy the constraints" in msg:
         return S_FLAG
-    if check == "unsupported-feature":
-        return S_INCOMPAT
-    if check == "used-unusable":
-        return S_UNUSABLE
-    if check == "signal":
-        return S_CRASH
-    if check == "timeout":
-        return S_HANG
-    if check == "guest-data":
-        return S_GUEST
+    if check in THEN_BY_CHECK:
+        return THEN_BY_CHECK[check]
     if check == "write":
         if "size was rewritten" in msg:
             return S_SIZE_TAIL

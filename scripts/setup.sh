@@ -33,7 +33,7 @@ if ! command -v cmake >/dev/null 2>&1; then
 fi
 
 # Headless Chromium renders the runner's --html page in the tests; python3
-# runs examples/qemu-img-adapter.py (the exec-protocol example).
+# runs corpus/examples/qemu-img-adapter.py (the exec-protocol example).
 web_missing=()
 command -v chromium >/dev/null 2>&1 || web_missing+=(chromium)
 command -v python3 >/dev/null 2>&1 || web_missing+=(python3)
@@ -66,32 +66,46 @@ mkdir -p "$cache"
 # its libraries the machine lacks. A private apt configuration reads
 # bookworm's package list, so the machine's sources are left alone.
 qemu72="$cache/qemu-7.2"
+apt_dir="$cache/apt-bookworm"
+apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=-"
+          -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+          -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
+# The private apt configuration's directories and bookworm's source line.
+bookworm_apt() {
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/cache" "$apt_dir/debs"
+  echo "deb http://deb.debian.org/debian bookworm main" >"$apt_dir/sources.list"
+}
+# Downloads bookworm's 7.2 build of package $1 into $apt_dir/debs.
+bookworm_download_72() {
+  local version
+  version=$(apt-cache "${apt_opts[@]}" madison "$1" | awk -F'|' '$2 ~ /:7\.2/ {gsub(/ /, "", $2); print $2; exit}')
+  [ -n "$version" ] || { echo "setup: bookworm has no $1 7.2" >&2; exit 1; }
+  (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "$1=$version")
+}
+# Unpacks into $2 those dependencies of the package file $1 that are not
+# installed here ($3 names what needs them, for the log).
+unpack_missing_deps() {
+  local dep deps
+  deps=$(dpkg-deb -f "$1" Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g')
+  for dep in $deps; do
+    if ! dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q "ok installed"; then
+      echo "setup: unpacking $dep for $3" >&2
+      (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "$dep")
+      dpkg -x "$(ls "$apt_dir/debs/${dep}"_*.deb | head -n 1)" "$2"
+    fi
+  done
+}
 if ! "$qemu72/usr/bin/qemu-img" --version >/dev/null 2>&1 \
     && ! LD_LIBRARY_PATH="$qemu72/usr/lib/x86_64-linux-gnu:$qemu72/lib/x86_64-linux-gnu" \
       "$qemu72/usr/bin/qemu-img" --version >/dev/null 2>&1; then
   echo "setup: unpacking QEMU 7.2 (Debian bookworm qemu-utils) into $qemu72" >&2
-  apt_dir="$cache/apt-bookworm"
-  mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/debs"
-  echo "deb http://deb.debian.org/debian bookworm main" >"$apt_dir/sources.list"
-  apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=-"
-            -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
-            -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
-  mkdir -p "$apt_dir/cache"
+  bookworm_apt
   apt-get "${apt_opts[@]}" update -qq
-  version=$(apt-cache "${apt_opts[@]}" madison qemu-utils | awk -F'|' '$2 ~ /:7\.2/ {gsub(/ /, "", $2); print $2; exit}')
-  [ -n "$version" ] || { echo "setup: bookworm has no qemu-utils 7.2" >&2; exit 1; }
-  (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "qemu-utils=$version")
+  bookworm_download_72 qemu-utils
   rm -rf "$qemu72.tmp" && mkdir -p "$qemu72.tmp"
   dpkg -x "$apt_dir/debs"/qemu-utils_*7.2*.deb "$qemu72.tmp"
   # Its libraries that are not installed here, unpacked beside it.
-  deps=$(dpkg-deb -f "$apt_dir/debs"/qemu-utils_*7.2*.deb Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g')
-  for dep in $deps; do
-    if ! dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q "ok installed"; then
-      echo "setup: unpacking $dep for QEMU 7.2" >&2
-      (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "$dep")
-      dpkg -x "$(ls "$apt_dir/debs/${dep}"_*.deb | head -n 1)" "$qemu72.tmp"
-    fi
-  done
+  unpack_missing_deps "$(ls "$apt_dir/debs"/qemu-utils_*7.2*.deb | head -n 1)" "$qemu72.tmp" "QEMU 7.2"
   rm -rf "$qemu72" && mv "$qemu72.tmp" "$qemu72"
 fi
 LD_LIBRARY_PATH="$qemu72/usr/lib/x86_64-linux-gnu:$qemu72/lib/x86_64-linux-gnu" \
@@ -107,30 +121,16 @@ qsd72="$qemu72/usr/bin/qemu-storage-daemon"
 run72() { LD_LIBRARY_PATH="$qemu72/usr/lib/x86_64-linux-gnu:$qemu72/lib/x86_64-linux-gnu" "$@"; }
 if ! run72 "$qsd72" --version >/dev/null 2>&1; then
   echo "setup: unpacking qemu-storage-daemon 7.2 (Debian bookworm qemu-system-common) into $qemu72" >&2
-  apt_dir="$cache/apt-bookworm"
-  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache" "$apt_dir/debs"
-  echo "deb http://deb.debian.org/debian bookworm main" >"$apt_dir/sources.list"
-  apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=-"
-            -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
-            -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
+  bookworm_apt
   [ -n "$(ls "$apt_dir/lists/"*Packages* 2>/dev/null)" ] || apt-get "${apt_opts[@]}" update -qq
-  version=$(apt-cache "${apt_opts[@]}" madison qemu-system-common | awk -F'|' '$2 ~ /:7\.2/ {gsub(/ /, "", $2); print $2; exit}')
-  [ -n "$version" ] || { echo "setup: bookworm has no qemu-system-common 7.2" >&2; exit 1; }
-  (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "qemu-system-common=$version")
+  bookworm_download_72 qemu-system-common
   deb=$(ls "$apt_dir/debs"/qemu-system-common_*7.2*.deb | head -n 1)
   rm -rf "$qemu72.qsd" && mkdir -p "$qemu72.qsd"
   dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$qemu72.qsd" ./usr/bin/qemu-storage-daemon
   install -m 0755 "$qemu72.qsd/usr/bin/qemu-storage-daemon" "$qsd72"
   rm -rf "$qemu72.qsd"
   if ! run72 "$qsd72" --version >/dev/null 2>&1; then
-    deps=$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g')
-    for dep in $deps; do
-      if ! dpkg-query -W -f='${Status}' "$dep" 2>/dev/null | grep -q "ok installed"; then
-        echo "setup: unpacking $dep for qemu-storage-daemon 7.2" >&2
-        (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download "$dep")
-        dpkg -x "$(ls "$apt_dir/debs/${dep}"_*.deb | head -n 1)" "$qemu72"
-      fi
-    done
+    unpack_missing_deps "$deb" "$qemu72" "qemu-storage-daemon 7.2"
   fi
 fi
 run72 "$qsd72" --version | grep -q "version 7\.2" \

@@ -1,4 +1,4 @@
-//! `examples/qemu-img-adapter.py`, an exec-protocol adapter wrapping
+//! `corpus/examples/qemu-img-adapter.py`, an exec-protocol adapter wrapping
 //! qemu-img, qemu-nbd and qemu-io, reaches the same outcome as the built-in
 //! `--impl qemu` adapter on every case of a generated corpus (valid images
 //! and one-rule mutants), with the write check on; and the bitmaps it
@@ -13,10 +13,7 @@ mod cli;
 use cli::BIN;
 
 fn example() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("examples")
-        .join("qemu-img-adapter.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/examples/qemu-img-adapter.py")
 }
 
 #[test]
@@ -101,7 +98,7 @@ fn exec_example_adapter_agrees_with_the_qemu_adapter() {
     );
 }
 
-/// `examples/qcow2-read-adapter.py`, the kit's example `read` adapter (a
+/// `corpus/examples/qcow2-read-adapter.py`, the kit's example `read` adapter (a
 /// small stdlib-only qcow2 reader that does not know bitmaps), over the
 /// shared corpus: its guest data agrees with the model on every image it
 /// opens (no `mismatch`, no `crash`, no `hang`), it refuses only zstd
@@ -111,7 +108,8 @@ fn exec_example_adapter_agrees_with_the_qemu_adapter() {
 #[test]
 fn the_example_read_adapter_reads_what_the_model_reads() {
     let tmp = tempfile::tempdir().unwrap();
-    let read = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/qcow2-read-adapter.py");
+    let read =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/examples/qcow2-read-adapter.py");
     let json = tmp.path().join("report.json");
     cli::run_ok(
         Command::new(BIN)

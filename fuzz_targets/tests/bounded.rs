@@ -35,6 +35,23 @@ fn edited_image(i: u64) -> Vec<u8> {
     bytes
 }
 
+/// `target` on `iterations()` inputs of `len` pseudo-random bytes from
+/// stream `stream`, for the targets that read their input as choices.
+fn on_entropy(stream: u64, len: usize, target: fn(&[u8])) {
+    for i in 0..iterations() {
+        target(&entropy(case_seed(stream, i), len));
+    }
+}
+
+/// `target` on `count` pairs of inputs: `raw_len(i)` pseudo-random bytes,
+/// and a generated image with a few byte edits.
+fn on_raw_and_edited(count: u64, raw_len: fn(u64) -> usize, target: fn(&[u8])) {
+    for i in 0..count {
+        target(&entropy(i, raw_len(i)));
+        target(&edited_image(i));
+    }
+}
+
 /// Small images (512 B to 4 KiB clusters, at most 1 MiB virtual) with
 /// guest data, as the read_guest seeds are.
 fn small_config() -> Config {
@@ -51,32 +68,26 @@ fn small_config() -> Config {
 
 #[test]
 fn check_bytes_on_raw_and_edited_inputs() {
-    for i in 0..iterations() {
-        fuzz_targets::check_bytes(&entropy(i, (i % 4096) as usize));
-        fuzz_targets::check_bytes(&edited_image(i));
-    }
+    on_raw_and_edited(
+        iterations(),
+        |i| (i % 4096) as usize,
+        fuzz_targets::check_bytes,
+    );
 }
 
 #[test]
 fn roundtrip_on_arbitrary_specs() {
-    for i in 0..iterations() {
-        fuzz_targets::roundtrip(&entropy(case_seed(5, i), 4096));
-    }
+    on_entropy(5, 4096, fuzz_targets::roundtrip);
 }
 
 #[test]
 fn dump_json_on_raw_and_edited_inputs() {
-    for i in 0..iterations() / 2 {
-        fuzz_targets::dump_json(&entropy(i, 512));
-        fuzz_targets::dump_json(&edited_image(i));
-    }
+    on_raw_and_edited(iterations() / 2, |_| 512, fuzz_targets::dump_json);
 }
 
 #[test]
 fn mutant_verdict_on_arbitrary_choices() {
-    for i in 0..iterations() {
-        fuzz_targets::mutant_verdict(&entropy(case_seed(8, i), 64));
-    }
+    on_entropy(8, 64, fuzz_targets::mutant_verdict);
 }
 
 #[test]
@@ -116,7 +127,5 @@ fn read_guest_on_raw_and_edited_inputs() {
 
 #[test]
 fn guest_roundtrip_on_arbitrary_specs() {
-    for i in 0..iterations() {
-        fuzz_targets::guest_roundtrip(&entropy(case_seed(15, i), 1024));
-    }
+    on_entropy(15, 1024, fuzz_targets::guest_roundtrip);
 }

@@ -354,19 +354,10 @@ pub fn build_into(spec: &ImageSpec, sink: &mut impl Sink) -> Result<Layout, Buil
         u64::from(spec.header_length)
     };
     let mut head = vec![0u8; hlen as usize];
-    let mut pos = hlen;
-    let mut ext_bytes = Vec::new();
-    for (t, d) in &exts {
-        layout.extensions.push((*t, pos));
-        let mut prefix = [0u8; 8];
-        ext::TYPE.put(&mut prefix, u64::from(*t));
-        ext::LENGTH.put(&mut prefix, d.len() as u64);
-        ext_bytes.extend_from_slice(&prefix);
-        ext_bytes.extend_from_slice(d);
-        ext_bytes.resize(ext_bytes.len().div_ceil(8) * 8, 0);
-        pos = hlen + ext_bytes.len() as u64;
+    let (ext_bytes, starts) = extension_area(&exts);
+    for ((t, _), start) in exts.iter().zip(starts) {
+        layout.extensions.push((*t, hlen + start));
     }
-    ext_bytes.extend_from_slice(&[0u8; 8]); // end of extensions
     if hlen + ext_bytes.len() as u64 > cs {
         return Err(BuildError::HeaderTooLarge {
             need: hlen + ext_bytes.len() as u64,
@@ -439,6 +430,25 @@ pub fn build_into(spec: &ImageSpec, sink: &mut impl Sink) -> Result<Layout, Buil
     // Refcounts.
     write_refcounts(&layout, &refs, order, per_block, sink)?;
     Ok(layout)
+}
+
+/// The header extension area for `exts` (type, data): each extension's
+/// type and length, its data padded to 8 bytes, then the end marker;
+/// with where each extension starts in the area.
+pub(crate) fn extension_area(exts: &[(u32, Vec<u8>)]) -> (Vec<u8>, Vec<u64>) {
+    let mut area = Vec::new();
+    let mut starts = Vec::with_capacity(exts.len());
+    for (t, d) in exts {
+        starts.push(area.len() as u64);
+        let mut prefix = [0u8; ext::PREFIX_LENGTH];
+        ext::TYPE.put(&mut prefix, u64::from(*t));
+        ext::LENGTH.put(&mut prefix, d.len() as u64);
+        area.extend_from_slice(&prefix);
+        area.extend_from_slice(d);
+        area.resize(area.len().div_ceil(8) * 8, 0);
+    }
+    area.extend_from_slice(&[0u8; ext::PREFIX_LENGTH]); // end of extensions
+    (area, starts)
 }
 
 fn feature_name_table() -> Vec<u8> {

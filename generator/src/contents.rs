@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use spec_model::semantics::granules;
 
 /// What a bitmap holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,22 +30,10 @@ impl Contents {
     }
 }
 
-/// Sorts, clips to `nbits`, drops empty ranges and merges touching ones.
+/// Sorts, clips to `nbits`, drops empty ranges and merges touching ones
+/// (the model's own [`granules::clip`]).
 pub fn normalise(ranges: &[(u64, u64)], nbits: u64) -> Vec<(u64, u64)> {
-    let mut v: Vec<(u64, u64)> = ranges
-        .iter()
-        .map(|&(a, b)| (a.min(nbits), b.min(nbits)))
-        .filter(|(a, b)| a < b)
-        .collect();
-    v.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
-    for (a, b) in v {
-        match out.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
+    granules::clip(ranges, nbits)
 }
 
 /// Fills `buf` with the data bytes starting at data byte `first_byte`

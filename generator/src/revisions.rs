@@ -278,16 +278,7 @@ fn write_extensions(
     exts: &[(u32, Vec<u8>)],
     cs: u64,
 ) -> Result<(), BuildError> {
-    let mut area = Vec::new();
-    for (t, d) in exts {
-        let mut prefix = [0u8; 8];
-        ext::TYPE.put(&mut prefix, u64::from(*t));
-        ext::LENGTH.put(&mut prefix, d.len() as u64);
-        area.extend_from_slice(&prefix);
-        area.extend_from_slice(d);
-        area.resize(area.len().div_ceil(8) * 8, 0);
-    }
-    area.extend_from_slice(&[0u8; 8]);
+    let (area, _) = crate::build::extension_area(exts);
     let end = hlen + area.len() as u64;
     if end > cs {
         return Err(BuildError::HeaderTooLarge {

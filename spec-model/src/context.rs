@@ -68,3 +68,44 @@ impl<R> Ctx<R> {
         claim
     }
 }
+
+/// What breaks which rule when a table entry points at a structure of one
+/// cluster (an L1 entry at an L2 table, a refcount table entry at a
+/// refcount block): the target's alignment and its place in the file.
+pub(crate) struct PointedRules<A, B> {
+    pub misaligned: (Rule, A),
+    pub past_eof: (Rule, B),
+}
+
+impl<R: std::io::Read + std::io::Seek> Ctx<R> {
+    /// The cluster at `target`, named by the table entry at `at`: unless
+    /// `aligned` (the caller's test of the entry) it breaks the
+    /// `misaligned` rule, and unless it lies wholly inside the file the
+    /// `past_eof` rule (each message written only when reported); either
+    /// way `None`. Otherwise the cluster is claimed for `owner`.
+    pub fn claim_pointed<A, B>(
+        &mut self,
+        at: u64,
+        target: u64,
+        aligned: bool,
+        owner: Owner,
+        rules: PointedRules<A, B>,
+    ) -> Option<Claim>
+    where
+        A: FnOnce(&mut String),
+        B: FnOnce(&mut String),
+    {
+        let cs = self.h.cluster_size();
+        if !aligned {
+            let (rule, message) = rules.misaligned;
+            self.findings.add_with(rule, at, message);
+            return None;
+        }
+        if !self.img.contains(target, cs) {
+            let (rule, message) = rules.past_eof;
+            self.findings.add_with(rule, at, message);
+            return None;
+        }
+        Some(self.map.claim(&mut self.findings, target, cs, owner, at))
+    }
+}

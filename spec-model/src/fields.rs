@@ -42,53 +42,57 @@ impl Field {
     }
 }
 
+/// Declares the fields of one on-disk structure, each once: a constant per
+/// field (with its documentation) and `$table`, every field in order, the
+/// list that parse, dump and the generator walk. A field another table
+/// defines joins this one as `NAME = path::NAME`.
+macro_rules! field_table {
+    (
+        $(#[doc = $table_doc:expr])*
+        $table:ident = [
+            $( $(#[doc = $doc:expr])* $name:ident = $value:expr ),+ $(,)?
+        ]
+    ) => {
+        $( $(#[doc = $doc])* pub const $name: $crate::fields::Field = $value; )+
+        $(#[doc = $table_doc])*
+        pub const $table: &[$crate::fields::Field] = &[$($name),+];
+    };
+}
+pub(crate) use field_table;
+
 /// The image header (spec "Header").
 pub mod header {
     use super::Field;
-    pub const MAGIC: Field = Field::new("magic", 0, 4);
-    pub const VERSION: Field = Field::new("version", 4, 4);
-    pub const BACKING_FILE_OFFSET: Field = Field::new("backing_file_offset", 8, 8);
-    pub const BACKING_FILE_SIZE: Field = Field::new("backing_file_size", 16, 4);
-    pub const CLUSTER_BITS: Field = Field::new("cluster_bits", 20, 4);
-    pub const SIZE: Field = Field::new("size", 24, 8);
-    pub const CRYPT_METHOD: Field = Field::new("crypt_method", 32, 4);
-    pub const L1_SIZE: Field = Field::new("l1_size", 36, 4);
-    pub const L1_TABLE_OFFSET: Field = Field::new("l1_table_offset", 40, 8);
-    pub const REFCOUNT_TABLE_OFFSET: Field = Field::new("refcount_table_offset", 48, 8);
-    pub const REFCOUNT_TABLE_CLUSTERS: Field = Field::new("refcount_table_clusters", 56, 4);
-    pub const NB_SNAPSHOTS: Field = Field::new("nb_snapshots", 60, 4);
-    pub const SNAPSHOTS_OFFSET: Field = Field::new("snapshots_offset", 64, 8);
-    pub const INCOMPATIBLE_FEATURES: Field = Field::new("incompatible_features", 72, 8);
-    pub const COMPATIBLE_FEATURES: Field = Field::new("compatible_features", 80, 8);
-    pub const AUTOCLEAR_FEATURES: Field = Field::new("autoclear_features", 88, 8);
-    pub const REFCOUNT_ORDER: Field = Field::new("refcount_order", 96, 4);
-    pub const HEADER_LENGTH: Field = Field::new("header_length", 100, 4);
+    field_table! {
+        /// Fields every version has.
+        V2 = [
+            MAGIC = Field::new("magic", 0, 4),
+            VERSION = Field::new("version", 4, 4),
+            BACKING_FILE_OFFSET = Field::new("backing_file_offset", 8, 8),
+            BACKING_FILE_SIZE = Field::new("backing_file_size", 16, 4),
+            CLUSTER_BITS = Field::new("cluster_bits", 20, 4),
+            SIZE = Field::new("size", 24, 8),
+            CRYPT_METHOD = Field::new("crypt_method", 32, 4),
+            L1_SIZE = Field::new("l1_size", 36, 4),
+            L1_TABLE_OFFSET = Field::new("l1_table_offset", 40, 8),
+            REFCOUNT_TABLE_OFFSET = Field::new("refcount_table_offset", 48, 8),
+            REFCOUNT_TABLE_CLUSTERS = Field::new("refcount_table_clusters", 56, 4),
+            NB_SNAPSHOTS = Field::new("nb_snapshots", 60, 4),
+            SNAPSHOTS_OFFSET = Field::new("snapshots_offset", 64, 8),
+        ]
+    }
+    field_table! {
+        /// Fields added by version 3 (bytes 72-103).
+        V3 = [
+            INCOMPATIBLE_FEATURES = Field::new("incompatible_features", 72, 8),
+            COMPATIBLE_FEATURES = Field::new("compatible_features", 80, 8),
+            AUTOCLEAR_FEATURES = Field::new("autoclear_features", 88, 8),
+            REFCOUNT_ORDER = Field::new("refcount_order", 96, 4),
+            HEADER_LENGTH = Field::new("header_length", 100, 4),
+        ]
+    }
     pub const COMPRESSION_TYPE: Field = Field::new("compression_type", 104, 1);
 
-    /// Fields every version has.
-    pub const V2: &[Field] = &[
-        MAGIC,
-        VERSION,
-        BACKING_FILE_OFFSET,
-        BACKING_FILE_SIZE,
-        CLUSTER_BITS,
-        SIZE,
-        CRYPT_METHOD,
-        L1_SIZE,
-        L1_TABLE_OFFSET,
-        REFCOUNT_TABLE_OFFSET,
-        REFCOUNT_TABLE_CLUSTERS,
-        NB_SNAPSHOTS,
-        SNAPSHOTS_OFFSET,
-    ];
-    /// Fields added by version 3 (bytes 72-103).
-    pub const V3: &[Field] = &[
-        INCOMPATIBLE_FEATURES,
-        COMPATIBLE_FEATURES,
-        AUTOCLEAR_FEATURES,
-        REFCOUNT_ORDER,
-        HEADER_LENGTH,
-    ];
     /// Length of a version 2 header, and where its extensions start.
     pub const V2_LENGTH: usize = 72;
     /// Minimum length of a version 3 header.
@@ -110,9 +114,12 @@ pub mod header {
 /// A header extension's 8-byte prefix (spec "Header extensions").
 pub mod extension {
     use super::Field;
-    pub const TYPE: Field = Field::new("type", 0, 4);
-    pub const LENGTH: Field = Field::new("length", 4, 4);
-    pub const FIELDS: &[Field] = &[TYPE, LENGTH];
+    field_table! {
+        FIELDS = [
+            TYPE = Field::new("type", 0, 4),
+            LENGTH = Field::new("length", 4, 4),
+        ]
+    }
     pub const PREFIX_LENGTH: usize = 8;
 
     pub const END: u32 = 0;
@@ -139,24 +146,25 @@ pub mod extension {
 /// Data of the full disk encryption header pointer extension.
 pub mod encryption {
     use super::Field;
-    pub const OFFSET: Field = Field::new("offset", 0, 8);
-    pub const LENGTH: Field = Field::new("length", 8, 8);
-    pub const FIELDS: &[Field] = &[OFFSET, LENGTH];
+    field_table! {
+        FIELDS = [
+            OFFSET = Field::new("offset", 0, 8),
+            LENGTH = Field::new("length", 8, 8),
+        ]
+    }
 }
 
 /// Data of the bitmaps extension (spec "Bitmaps extension").
 pub mod bitmaps_ext {
     use super::Field;
-    pub const NB_BITMAPS: Field = Field::new("nb_bitmaps", 0, 4);
-    pub const RESERVED: Field = Field::new("reserved32", 4, 4);
-    pub const BITMAP_DIRECTORY_SIZE: Field = Field::new("bitmap_directory_size", 8, 8);
-    pub const BITMAP_DIRECTORY_OFFSET: Field = Field::new("bitmap_directory_offset", 16, 8);
-    pub const FIELDS: &[Field] = &[
-        NB_BITMAPS,
-        RESERVED,
-        BITMAP_DIRECTORY_SIZE,
-        BITMAP_DIRECTORY_OFFSET,
-    ];
+    field_table! {
+        FIELDS = [
+            NB_BITMAPS = Field::new("nb_bitmaps", 0, 4),
+            RESERVED = Field::new("reserved32", 4, 4),
+            BITMAP_DIRECTORY_SIZE = Field::new("bitmap_directory_size", 8, 8),
+            BITMAP_DIRECTORY_OFFSET = Field::new("bitmap_directory_offset", 16, 8),
+        ]
+    }
     pub const LENGTH: usize = 24;
     /// QEMU's limits.
     pub const MAX_BITMAPS: u64 = 65535;
@@ -166,22 +174,17 @@ pub mod bitmaps_ext {
 /// A bitmap directory entry (spec "Bitmap directory").
 pub mod bitmap_entry {
     use super::Field;
-    pub const BITMAP_TABLE_OFFSET: Field = Field::new("bitmap_table_offset", 0, 8);
-    pub const BITMAP_TABLE_SIZE: Field = Field::new("bitmap_table_size", 8, 4);
-    pub const FLAGS: Field = Field::new("flags", 12, 4);
-    pub const TYPE: Field = Field::new("type", 16, 1);
-    pub const GRANULARITY_BITS: Field = Field::new("granularity_bits", 17, 1);
-    pub const NAME_SIZE: Field = Field::new("name_size", 18, 2);
-    pub const EXTRA_DATA_SIZE: Field = Field::new("extra_data_size", 20, 4);
-    pub const FIELDS: &[Field] = &[
-        BITMAP_TABLE_OFFSET,
-        BITMAP_TABLE_SIZE,
-        FLAGS,
-        TYPE,
-        GRANULARITY_BITS,
-        NAME_SIZE,
-        EXTRA_DATA_SIZE,
-    ];
+    field_table! {
+        FIELDS = [
+            BITMAP_TABLE_OFFSET = Field::new("bitmap_table_offset", 0, 8),
+            BITMAP_TABLE_SIZE = Field::new("bitmap_table_size", 8, 4),
+            FLAGS = Field::new("flags", 12, 4),
+            TYPE = Field::new("type", 16, 1),
+            GRANULARITY_BITS = Field::new("granularity_bits", 17, 1),
+            NAME_SIZE = Field::new("name_size", 18, 2),
+            EXTRA_DATA_SIZE = Field::new("extra_data_size", 20, 4),
+        ]
+    }
     /// Size of the fixed part, before extra data and name.
     pub const FIXED_LENGTH: usize = 24;
 
@@ -231,32 +234,28 @@ pub mod mapping {
 /// A snapshot table entry (spec "Snapshots").
 pub mod snapshot {
     use super::Field;
-    pub const L1_TABLE_OFFSET: Field = Field::new("l1_table_offset", 0, 8);
-    pub const L1_SIZE: Field = Field::new("l1_size", 8, 4);
-    pub const ID_STR_SIZE: Field = Field::new("id_str_size", 12, 2);
-    pub const NAME_SIZE: Field = Field::new("name_size", 14, 2);
-    pub const DATE_SEC: Field = Field::new("date_sec", 16, 4);
-    pub const DATE_NSEC: Field = Field::new("date_nsec", 20, 4);
-    pub const VM_CLOCK_NSEC: Field = Field::new("vm_clock_nsec", 24, 8);
-    pub const VM_STATE_SIZE: Field = Field::new("vm_state_size", 32, 4);
-    pub const EXTRA_DATA_SIZE: Field = Field::new("extra_data_size", 36, 4);
-    pub const FIELDS: &[Field] = &[
-        L1_TABLE_OFFSET,
-        L1_SIZE,
-        ID_STR_SIZE,
-        NAME_SIZE,
-        DATE_SEC,
-        DATE_NSEC,
-        VM_CLOCK_NSEC,
-        VM_STATE_SIZE,
-        EXTRA_DATA_SIZE,
-    ];
+    field_table! {
+        FIELDS = [
+            L1_TABLE_OFFSET = Field::new("l1_table_offset", 0, 8),
+            L1_SIZE = Field::new("l1_size", 8, 4),
+            ID_STR_SIZE = Field::new("id_str_size", 12, 2),
+            NAME_SIZE = Field::new("name_size", 14, 2),
+            DATE_SEC = Field::new("date_sec", 16, 4),
+            DATE_NSEC = Field::new("date_nsec", 20, 4),
+            VM_CLOCK_NSEC = Field::new("vm_clock_nsec", 24, 8),
+            VM_STATE_SIZE = Field::new("vm_state_size", 32, 4),
+            EXTRA_DATA_SIZE = Field::new("extra_data_size", 36, 4),
+        ]
+    }
     pub const FIXED_LENGTH: usize = 40;
-    /// Extra data fields, relative to the start of the extra data.
-    pub const VM_STATE_SIZE_LARGE: Field = Field::new("vm_state_size_large", 0, 8);
-    pub const DISK_SIZE: Field = Field::new("disk_size", 8, 8);
-    pub const ICOUNT: Field = Field::new("icount", 16, 8);
-    pub const EXTRA_FIELDS: &[Field] = &[VM_STATE_SIZE_LARGE, DISK_SIZE, ICOUNT];
+    field_table! {
+        /// Extra data fields, relative to the start of the extra data.
+        EXTRA_FIELDS = [
+            VM_STATE_SIZE_LARGE = Field::new("vm_state_size_large", 0, 8),
+            DISK_SIZE = Field::new("disk_size", 8, 8),
+            ICOUNT = Field::new("icount", 16, 8),
+        ]
+    }
     /// Extra data a version 3 image must carry.
     pub const V3_MIN_EXTRA: u64 = 16;
 }

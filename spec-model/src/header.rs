@@ -87,6 +87,25 @@ impl Header {
 /// The most of the header (as `header_length` gives it) that is kept.
 const MAX_HEADER_KEPT: u64 = 2 << 20;
 
+/// Breaks `rule` at feature bit field `field` when its `value` sets a bit
+/// outside `known` (bits the spec calls `word`).
+fn unknown_bits(
+    findings: &mut Findings,
+    rule: Rule,
+    field: crate::fields::Field,
+    (value, known): (u64, u64),
+    word: &str,
+) {
+    let unknown = value & !known;
+    if unknown != 0 {
+        findings.add_with(
+            rule,
+            field.offset as u64,
+            msg!("{} is {value:#x}: {word} bits {unknown:#x} set", field.name),
+        );
+    }
+}
+
 /// Reads and validates the header. Returns `None` when the file cannot be
 /// interpreted as qcow2 at all (the findings say why).
 pub fn parse<R: Read + Seek>(
@@ -199,17 +218,13 @@ pub fn parse<R: Read + Seek>(
                 h.header_length = hdr::V3_MIN_LENGTH as u32;
             }
         }
-        let unknown = h.incompatible_features & !hdr::INCOMPAT_KNOWN;
-        if unknown != 0 {
-            findings.add_with(
-                Rule::HeaderIncompatibleBits,
-                at(hdr::INCOMPATIBLE_FEATURES),
-                msg!(
-                    "incompatible_features is {:#x}: reserved bits {unknown:#x} set",
-                    h.incompatible_features
-                ),
-            );
-        }
+        unknown_bits(
+            findings,
+            Rule::HeaderIncompatibleBits,
+            hdr::INCOMPATIBLE_FEATURES,
+            (h.incompatible_features, hdr::INCOMPAT_KNOWN),
+            "reserved",
+        );
         if h.refcount_order > 6 {
             findings.add_with(
                 Rule::HeaderRefcountOrder,
@@ -217,17 +232,13 @@ pub fn parse<R: Read + Seek>(
                 msg!("refcount_order is {}, at most 6 allowed", h.refcount_order),
             );
         }
-        let auto_unknown = h.autoclear_features & !hdr::AUTOCLEAR_KNOWN;
-        if auto_unknown != 0 {
-            findings.add_with(
-                Rule::HeaderAutoclearUnknown,
-                at(hdr::AUTOCLEAR_FEATURES),
-                msg!(
-                    "autoclear_features is {:#x}: undefined bits {auto_unknown:#x} set",
-                    h.autoclear_features
-                ),
-            );
-        }
+        unknown_bits(
+            findings,
+            Rule::HeaderAutoclearUnknown,
+            hdr::AUTOCLEAR_FEATURES,
+            (h.autoclear_features, hdr::AUTOCLEAR_KNOWN),
+            "undefined",
+        );
         if h.header_length as usize > hdr::COMPRESSION_TYPE.offset {
             // Kept up to the largest cluster (2 MiB): header_length can
             // claim 4 GiB, and no field lies that far.

@@ -114,18 +114,9 @@ impl<R: Read + Seek> Image<R> {
     /// Wraps a reader whose data lies only in `extents` (half-open byte
     /// ranges, e.g. from `SEEK_DATA`/`SEEK_HOLE`): everything else reads
     /// as zeros and is never read. The extents are sorted and merged here.
-    pub fn with_data_extents(inner: R, mut extents: Vec<(u64, u64)>) -> Result<Self, CheckError> {
+    pub fn with_data_extents(inner: R, extents: Vec<(u64, u64)>) -> Result<Self, CheckError> {
         let mut img = Image::new(inner)?;
-        extents.retain(|(a, b)| a < b);
-        extents.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(extents.len());
-        for (a, b) in extents {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        img.data = Some(merged);
+        img.data = Some(crate::semantics::granules::merge(extents));
         Ok(img)
     }
 

@@ -2,7 +2,7 @@
 //! "Extended L2 Entries"), walked to claim every cluster they reference.
 
 use crate::clusters::Owner;
-use crate::context::Ctx;
+use crate::context::{Ctx, PointedRules};
 use crate::fields::header::INCOMPAT_EXTERNAL_DATA;
 use crate::fields::mapping as m;
 use crate::io::{CheckError, Chunks};
@@ -96,25 +96,25 @@ impl<R: Read + Seek> Ctx<R> {
                 continue;
             }
             stats.l1_entries_used += 1;
-            if !self.h.aligned(l2_offset) {
-                self.findings.add_with(
-                    Rule::L1Alignment,
-                    at,
-                    msg!("L1 entry {i}: L2 table offset {l2_offset:#x} is not cluster aligned"),
-                );
+            let aligned = self.h.aligned(l2_offset);
+            let Some(claimed) = self.claim_pointed(
+                at,
+                l2_offset,
+                aligned,
+                Owner::L2Table,
+                PointedRules {
+                    misaligned: (
+                        Rule::L1Alignment,
+                        msg!("L1 entry {i}: L2 table offset {l2_offset:#x} is not cluster aligned"),
+                    ),
+                    past_eof: (
+                        Rule::L2Bounds,
+                        msg!("L1 entry {i}: L2 table at {l2_offset:#x} lies past the end of the file"),
+                    ),
+                },
+            ) else {
                 continue;
-            }
-            if !self.img.contains(l2_offset, cs) {
-                self.findings.add_with(
-                    Rule::L2Bounds,
-                    at,
-                    msg!("L1 entry {i}: L2 table at {l2_offset:#x} lies past the end of the file"),
-                );
-                continue;
-            }
-            let claimed = self
-                .map
-                .claim(&mut self.findings, l2_offset, cs, Owner::L2Table, at);
+            };
             if let Some(n) = self.l2_refs.get_mut(&l2_offset) {
                 // Shared with a snapshot (or referenced twice): its clusters
                 // get the extra references in `apply_l2_multiplicity`.
@@ -197,12 +197,7 @@ impl<R: Read + Seek> Ctx<R> {
                         ),
                     );
                 }
-                if host >= self.img.len() {
-                    self.findings.add_with(
-                        Rule::L2DataBounds,
-                        at,
-                        msg!("L2 entry {i}: compressed data at {host:#x} lies past the end of the file"),
-                    );
+                if self.data_past_eof(i, host, at, "compressed data") {
                     continue;
                 }
                 // The last sector may be cut short by the end of the file.
@@ -256,12 +251,7 @@ impl<R: Read + Seek> Ctx<R> {
             if external {
                 continue;
             }
-            if host >= self.img.len() {
-                self.findings.add_with(
-                    Rule::L2DataBounds,
-                    at,
-                    msg!("L2 entry {i}: data cluster at {host:#x} lies past the end of the file"),
-                );
+            if self.data_past_eof(i, host, at, "data cluster") {
                 continue;
             }
             self.reference(host, cs, Owner::GuestData, at, extra);
@@ -269,6 +259,20 @@ impl<R: Read + Seek> Ctx<R> {
         if let Some(saved) = saved {
             self.findings = saved;
         }
+    }
+
+    /// True, with `l2.data-bounds` reported at `at`, when the `what` that
+    /// L2 entry `i` names at `host` starts at or past the end of the file.
+    fn data_past_eof(&mut self, i: usize, host: u64, at: u64, what: &str) -> bool {
+        let past = host >= self.img.len();
+        if past {
+            self.findings.add_with(
+                Rule::L2DataBounds,
+                at,
+                msg!("L2 entry {i}: {what} at {host:#x} lies past the end of the file"),
+            );
+        }
+        past
     }
 
     fn reference(&mut self, offset: u64, length: u64, owner: Owner, at: u64, extra: Option<u32>) {

@@ -3,7 +3,7 @@
 //! every other structure made.
 
 use crate::clusters::Owner;
-use crate::context::Ctx;
+use crate::context::{Ctx, PointedRules};
 use crate::finding::{write_message, Findings};
 use crate::io::{CheckError, Chunks};
 use crate::rules::{Rule, Severity};
@@ -149,31 +149,30 @@ impl<R: Read + Seek> Ctx<R> {
         bytes: &[u8],
         blocks: &mut Vec<(u64, u64)>,
     ) {
-        let cs = self.h.cluster_size();
         for (k, chunk) in nonzero_table_entries(bytes, 8) {
             let i = (base / 8) as usize + k;
             let e = u64::from_be_bytes(chunk.try_into().unwrap_or_default());
             let at = offset + 8 * i as u64;
             let block = e & !REFTABLE_RESERVED;
-            if e & REFTABLE_RESERVED != 0 || !self.h.aligned(block) {
-                self.findings.add_with(
-                    Rule::RefcountBlockAlignment,
-                    at,
-                    msg!("refcount table entry {i} is {e:#x}: not a cluster-aligned offset"),
-                );
+            let aligned = e & REFTABLE_RESERVED == 0 && self.h.aligned(block);
+            let Some(claimed) = self.claim_pointed(
+                at,
+                block,
+                aligned,
+                Owner::RefcountBlock,
+                PointedRules {
+                    misaligned: (
+                        Rule::RefcountBlockAlignment,
+                        msg!("refcount table entry {i} is {e:#x}: not a cluster-aligned offset"),
+                    ),
+                    past_eof: (
+                        Rule::RefcountBounds,
+                        msg!("refcount block {i} at {block:#x} lies past the end of the file"),
+                    ),
+                },
+            ) else {
                 continue;
-            }
-            if !self.img.contains(block, cs) {
-                self.findings.add_with(
-                    Rule::RefcountBounds,
-                    at,
-                    msg!("refcount block {i} at {block:#x} lies past the end of the file"),
-                );
-                continue;
-            }
-            let claimed = self
-                .map
-                .claim(&mut self.findings, block, cs, Owner::RefcountBlock, at);
+            };
             if !claimed.shared {
                 blocks.push((i as u64, block));
             }

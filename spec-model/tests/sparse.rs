@@ -44,6 +44,18 @@ fn sparse(dir: &Path, name: &str, base: &[u8], edits: &[(u64, &[u8])], len: u64)
     path
 }
 
+/// `base` with the big-endian u32 `value` at `at`, extended to `len`
+/// bytes with a hole (a file named for the offset in `dir`).
+fn with_u32(dir: &Path, base: &[u8], at: u64, value: u32, len: u64) -> PathBuf {
+    sparse(
+        dir,
+        &format!("u32-at-{at:#x}"),
+        base,
+        &[(at, &value.to_be_bytes())],
+        len,
+    )
+}
+
 /// The example image with a 1 PiB virtual disk and `l1_size` L1 entries,
 /// its L1 table moved to `l1_offset` if given, in a sparse terabyte file.
 fn huge_l1(dir: &Path, name: &str, l1_size: u32, l1_offset: Option<u64>) -> PathBuf {
@@ -206,13 +218,7 @@ fn skipping_holes_changes_nothing_but_the_time() {
 #[test]
 fn a_refcount_table_of_4_gib_is_read_in_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sparse(
-        dir.path(),
-        "reftable",
-        EXAMPLE,
-        &[(56, &(1u32 << 20).to_be_bytes())],
-        SIXTEEN_TIB_LESS_4K,
-    );
+    let path = with_u32(dir.path(), EXAMPLE, 56, 1 << 20, SIXTEEN_TIB_LESS_4K);
     let r = capped(64 * MIB, || check_skipping_holes(&path, EXAMPLE)).expect("checks");
     assert_eq!(r.verdict, Verdict::Invalid);
     assert!(has(&r, "refcount.overlap"), "{}", json(&r));
@@ -221,13 +227,7 @@ fn a_refcount_table_of_4_gib_is_read_in_chunks() {
 #[test]
 fn a_header_length_of_4_gib_keeps_at_most_2_mib() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sparse(
-        dir.path(),
-        "hlen",
-        EXAMPLE,
-        &[(100, &0xFFFF_FFF8u32.to_be_bytes())],
-        SIXTEEN_TIB_LESS_4K,
-    );
+    let path = with_u32(dir.path(), EXAMPLE, 100, 0xFFFF_FFF8, SIXTEEN_TIB_LESS_4K);
     let r = capped(64 * MIB, || check(&path)).expect("checks");
     assert_eq!(r.verdict, Verdict::Invalid);
 }
@@ -250,13 +250,7 @@ fn billions_of_snapshots_in_a_hole_stop_at_the_limit() {
 #[test]
 fn a_bitmap_table_of_32_gib_never_aborts() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sparse(
-        dir.path(),
-        "btable",
-        EXAMPLE,
-        &[(0x43008, &u32::MAX.to_be_bytes())],
-        TIB,
-    );
+    let path = with_u32(dir.path(), EXAMPLE, 0x43008, u32::MAX, TIB);
     let r = capped(64 * MIB, || check(&path));
     assert!(
         matches!(&r, Ok(rep) if rep.verdict == Verdict::Invalid)
@@ -274,13 +268,7 @@ fn a_bitmap_table_of_32_gib_never_aborts() {
 #[test]
 fn a_2016_draft_table_of_2_32_entries_never_aborts() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sparse(
-        dir.path(),
-        "draft",
-        EMPTY_TABLE_2016,
-        &[(0x12008, &u32::MAX.to_be_bytes())],
-        TIB,
-    );
+    let path = with_u32(dir.path(), EMPTY_TABLE_2016, 0x12008, u32::MAX, TIB);
     let d = capped(256 * MIB, || {
         spec_model::drafts::dump_draft(Revision::EmptyTable2016, File::open(&path).unwrap())
     })

@@ -2,32 +2,27 @@
 //! packed corpus stands alone: the README, the verdict contract and exec
 //! protocol (`PROTOCOL.md`), the CI recipe (`CI.md` and `ci.sh`, which
 //! runs the directory it lies in), and two example exec adapters (one
-//! that knows bitmaps, one `read` adapter that does not). Their sources
-//! are `corpus-src/kit/` and `examples/`, compiled into the binary so that
-//! `corpus build` writes them wherever it runs.
+//! that knows bitmaps, one `read` adapter that does not). They are kept in
+//! one place, the checked-in `corpus/` itself, and compiled into the binary
+//! so that `corpus build` writes them wherever it runs (into `corpus/`, the
+//! same bytes).
 
 use anyhow::{Context, Result};
 use std::path::Path;
 
 /// Every kit file: path relative to the corpus directory, and contents.
 pub const FILES: [(&str, &str); 6] = [
-    (
-        "README.md",
-        include_str!("../../../corpus-src/kit/README.md"),
-    ),
-    (
-        "PROTOCOL.md",
-        include_str!("../../../corpus-src/kit/PROTOCOL.md"),
-    ),
-    ("CI.md", include_str!("../../../corpus-src/kit/CI.md")),
-    ("ci.sh", include_str!("../../../corpus-src/kit/ci.sh")),
+    ("README.md", include_str!("../../../corpus/README.md")),
+    ("PROTOCOL.md", include_str!("../../../corpus/PROTOCOL.md")),
+    ("CI.md", include_str!("../../../corpus/CI.md")),
+    ("ci.sh", include_str!("../../../corpus/ci.sh")),
     (
         "examples/qemu-img-adapter.py",
-        include_str!("../../../examples/qemu-img-adapter.py"),
+        include_str!("../../../corpus/examples/qemu-img-adapter.py"),
     ),
     (
         "examples/qcow2-read-adapter.py",
-        include_str!("../../../examples/qcow2-read-adapter.py"),
+        include_str!("../../../corpus/examples/qcow2-read-adapter.py"),
     ),
 ];
 

@@ -2,18 +2,12 @@
 //! dirty: merging, rounding out to a granularity, laying bits over a new
 //! disk size, and the digest of the bitmap such ranges describe.
 
-/// Merges touching or overlapping half-open ranges (sorted first).
-pub fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    ranges.retain(|&(a, b)| a < b);
-    ranges.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for (a, b) in ranges {
-        match out.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
+use spec_model::semantics::granules;
+
+/// Merges touching or overlapping half-open ranges (sorted first): the
+/// model's own [`granules::merge`].
+pub fn merge_ranges(ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    granules::merge(ranges)
 }
 
 /// `ranges` with every range rounded out to `2^gbits` and clipped to

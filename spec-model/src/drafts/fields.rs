@@ -13,13 +13,16 @@
 /// header, a directory ("bitmap table" in the draft) and per-bitmap "L1"
 /// tables of standard cluster descriptors.
 pub mod header_fields_2014 {
-    use crate::fields::Field;
+    use crate::fields::{field_table, Field};
 
-    /// Number of bitmaps in the directory.
-    pub const NB_DIRTY_BITMAPS: Field = Field::new("nb_dirty_bitmaps", 104, 4);
-    /// Cluster-aligned file offset of the directory.
-    pub const DIRTY_BITMAPS_OFFSET: Field = Field::new("dirty_bitmaps_offset", 108, 8);
-    pub const HEADER_FIELDS: &[Field] = &[NB_DIRTY_BITMAPS, DIRTY_BITMAPS_OFFSET];
+    field_table! {
+        HEADER_FIELDS = [
+            /// Number of bitmaps in the directory.
+            NB_DIRTY_BITMAPS = Field::new("nb_dirty_bitmaps", 104, 4),
+            /// Cluster-aligned file offset of the directory.
+            DIRTY_BITMAPS_OFFSET = Field::new("dirty_bitmaps_offset", 108, 8),
+        ]
+    }
     /// One past the last draft header byte: a header_length below this has
     /// no draft fields (choice: the image then has no bitmaps).
     pub const HEADER_END: u64 = 116;
@@ -27,15 +30,18 @@ pub mod header_fields_2014 {
     /// header extensions that follow stay 8-aligned); bytes 116-119 are 0.
     pub const WRITTEN_HEADER_LENGTH: u32 = 120;
 
-    /// Directory entry ("Bitmap table entry" in the draft).
-    pub const L1_TABLE_OFFSET: Field = Field::new("l1_table_offset", 0, 8);
-    pub const L1_SIZE: Field = Field::new("l1_size", 8, 4);
-    /// Granularity in bytes (not a power-of-two exponent).
-    pub const GRANULARITY: Field = Field::new("granularity", 12, 4);
-    /// Size of the covered disk in 512-byte sectors.
-    pub const SIZE: Field = Field::new("size", 16, 8);
-    pub const NAME_SIZE: Field = Field::new("name_size", 24, 2);
-    pub const ENTRY_FIELDS: &[Field] = &[L1_TABLE_OFFSET, L1_SIZE, GRANULARITY, SIZE, NAME_SIZE];
+    field_table! {
+        /// Directory entry ("Bitmap table entry" in the draft).
+        ENTRY_FIELDS = [
+            L1_TABLE_OFFSET = Field::new("l1_table_offset", 0, 8),
+            L1_SIZE = Field::new("l1_size", 8, 4),
+            /// Granularity in bytes (not a power-of-two exponent).
+            GRANULARITY = Field::new("granularity", 12, 4),
+            /// Size of the covered disk in 512-byte sectors.
+            SIZE = Field::new("size", 16, 8),
+            NAME_SIZE = Field::new("name_size", 24, 2),
+        ]
+    }
     /// The fixed part; the name follows directly, then zero padding to 8.
     pub const ENTRY_FIXED: usize = 26;
 }
@@ -43,61 +49,51 @@ pub mod header_fields_2014 {
 /// `qdb-2014` (seed 003): a file of its own. The seed quotes only part of
 /// the directory entry (bytes 26-27 and 36-39); the rest is chosen.
 pub mod qdb_2014 {
-    use crate::fields::Field;
+    use crate::fields::{field_table, Field};
 
     /// `"QDB\0"`.
     pub const MAGIC_VALUE: u64 = 0x5144_4200;
     pub const VERSION_VALUE: u64 = 1;
 
-    pub const MAGIC: Field = Field::new("magic", 0, 4);
-    pub const VERSION: Field = Field::new("version", 4, 4);
-    pub const CLUSTER_BITS: Field = Field::new("cluster_bits", 8, 4);
-    pub const NB_BITMAPS: Field = Field::new("nb_bitmaps", 12, 4);
-    pub const BITMAPS_OFFSET: Field = Field::new("bitmaps_offset", 16, 8);
-    pub const HEADER_LENGTH: Field = Field::new("header_length", 24, 4);
-    pub const HEADER_FIELDS: &[Field] = &[
-        MAGIC,
-        VERSION,
-        CLUSTER_BITS,
-        NB_BITMAPS,
-        BITMAPS_OFFSET,
-        HEADER_LENGTH,
-    ];
+    field_table! {
+        HEADER_FIELDS = [
+            MAGIC = Field::new("magic", 0, 4),
+            VERSION = Field::new("version", 4, 4),
+            CLUSTER_BITS = Field::new("cluster_bits", 8, 4),
+            NB_BITMAPS = Field::new("nb_bitmaps", 12, 4),
+            BITMAPS_OFFSET = Field::new("bitmaps_offset", 16, 8),
+            HEADER_LENGTH = Field::new("header_length", 24, 4),
+        ]
+    }
     /// The fields above end here; a smaller header_length is an error.
     pub const MIN_HEADER_LENGTH: u64 = 28;
     /// Choice: writers store 32 (28 rounded up to 8; bytes 28-31 zero), so
     /// the header extensions start 8-aligned.
     pub const WRITTEN_HEADER_LENGTH: u32 = 32;
 
-    /// Choice (bytes 0-23 as in `header-fields-2014`, same author and
-    /// month): the entry's L1 table offset.
-    pub const L1_TABLE_OFFSET: Field = super::header_fields_2014::L1_TABLE_OFFSET;
-    /// Choice: number of L1 entries.
-    pub const L1_SIZE: Field = super::header_fields_2014::L1_SIZE;
-    /// Choice: granularity in bytes.
-    pub const GRANULARITY: Field = super::header_fields_2014::GRANULARITY;
-    /// Choice: size of the covered disk in 512-byte sectors (a QDB file has
-    /// no disk of its own, so each bitmap carries its size).
-    pub const SIZE: Field = super::header_fields_2014::SIZE;
-    /// Choice: flags; bit 0 = "enabled" (the seed lists `enabled` among the
-    /// entry's fields), bits 1-15 reserved and zero.
-    pub const FLAGS: Field = Field::new("flags", 24, 2);
-    /// From the seed.
-    pub const NAME_SIZE: Field = Field::new("name_size", 26, 2);
-    /// Choice: bytes 28-35 reserved, zero.
-    pub const RESERVED: Field = Field::new("reserved", 28, 8);
-    /// From the seed.
-    pub const EXTRA_DATA_SIZE: Field = Field::new("extra_data_size", 36, 4);
-    pub const ENTRY_FIELDS: &[Field] = &[
-        L1_TABLE_OFFSET,
-        L1_SIZE,
-        GRANULARITY,
-        SIZE,
-        FLAGS,
-        NAME_SIZE,
-        RESERVED,
-        EXTRA_DATA_SIZE,
-    ];
+    field_table! {
+        ENTRY_FIELDS = [
+            /// Choice (bytes 0-23 as in `header-fields-2014`, same author and
+            /// month): the entry's L1 table offset.
+            L1_TABLE_OFFSET = super::header_fields_2014::L1_TABLE_OFFSET,
+            /// Choice: number of L1 entries.
+            L1_SIZE = super::header_fields_2014::L1_SIZE,
+            /// Choice: granularity in bytes.
+            GRANULARITY = super::header_fields_2014::GRANULARITY,
+            /// Choice: size of the covered disk in 512-byte sectors (a QDB file has
+            /// no disk of its own, so each bitmap carries its size).
+            SIZE = super::header_fields_2014::SIZE,
+            /// Choice: flags; bit 0 = "enabled" (the seed lists `enabled` among the
+            /// entry's fields), bits 1-15 reserved and zero.
+            FLAGS = Field::new("flags", 24, 2),
+            /// From the seed.
+            NAME_SIZE = Field::new("name_size", 26, 2),
+            /// Choice: bytes 28-35 reserved, zero.
+            RESERVED = Field::new("reserved", 28, 8),
+            /// From the seed.
+            EXTRA_DATA_SIZE = Field::new("extra_data_size", 36, 4),
+        ]
+    }
     /// Fixed part; extra data follows, then the name (the seed's order),
     /// then padding to 8.
     pub const ENTRY_FIXED: usize = 40;
@@ -109,30 +105,31 @@ pub mod qdb_2014 {
 /// posted in "[PATCH v5 RFC]". Bytes 0-19 of an entry, `nb_bitmaps` and
 /// the `in_use` and `auto` flags are as in the final format.
 pub mod rfc_v5_2015 {
-    use crate::fields::{bitmap_entry as entry, bitmaps_ext as bext, Field};
+    use crate::fields::{bitmap_entry as entry, bitmaps_ext as bext, field_table, Field};
 
-    pub use bext::NB_BITMAPS;
-    pub const BITMAP_DIRECTORY_SIZE: Field = Field::new("bitmap_directory_size", 4, 4);
-    pub const BITMAP_DIRECTORY_OFFSET: Field = Field::new("bitmap_directory_offset", 8, 8);
-    pub const EXT_FIELDS: &[Field] = &[NB_BITMAPS, BITMAP_DIRECTORY_SIZE, BITMAP_DIRECTORY_OFFSET];
+    field_table! {
+        EXT_FIELDS = [
+            NB_BITMAPS = bext::NB_BITMAPS,
+            BITMAP_DIRECTORY_SIZE = Field::new("bitmap_directory_size", 4, 4),
+            BITMAP_DIRECTORY_OFFSET = Field::new("bitmap_directory_offset", 8, 8),
+        ]
+    }
     pub const EXT_LENGTH: usize = 16;
 
-    pub use entry::{
-        BITMAP_TABLE_OFFSET, BITMAP_TABLE_SIZE, FLAGS, FLAG_AUTO, FLAG_IN_USE, GRANULARITY_BITS,
-        NAME_SIZE, TYPE,
-    };
-    /// Two bytes as posted (the "2 bytes or 4 bytes?" question was answered
-    /// only in a later revision).
-    pub const EXTRA_DATA_SIZE: Field = Field::new("extra_data_size", 20, 2);
-    pub const ENTRY_FIELDS: &[Field] = &[
-        BITMAP_TABLE_OFFSET,
-        BITMAP_TABLE_SIZE,
-        FLAGS,
-        TYPE,
-        GRANULARITY_BITS,
-        NAME_SIZE,
-        EXTRA_DATA_SIZE,
-    ];
+    pub use entry::{FLAG_AUTO, FLAG_IN_USE};
+    field_table! {
+        ENTRY_FIELDS = [
+            BITMAP_TABLE_OFFSET = entry::BITMAP_TABLE_OFFSET,
+            BITMAP_TABLE_SIZE = entry::BITMAP_TABLE_SIZE,
+            FLAGS = entry::FLAGS,
+            TYPE = entry::TYPE,
+            GRANULARITY_BITS = entry::GRANULARITY_BITS,
+            NAME_SIZE = entry::NAME_SIZE,
+            /// Two bytes as posted (the "2 bytes or 4 bytes?" question was
+            /// answered only in a later revision).
+            EXTRA_DATA_SIZE = Field::new("extra_data_size", 20, 2),
+        ]
+    }
     /// Fixed part; the name follows at byte 22, then extra data (the
     /// posted order), then padding to 8.
     pub const ENTRY_FIXED: usize = 22;

@@ -329,19 +329,8 @@ mod tests {
 
     #[test]
     fn close_stores_persistent_bitmaps_only() {
-        let mut d = Disk::opened(
-            1 << 20,
-            [(
-                "old".to_string(),
-                Bitmap::loaded(16, true, false, vec![(0, 1)]),
-            )],
-        );
-        d.apply(&Op::Add {
-            name: "tmp".into(),
-            gbits: 16,
-            persistent: false,
-            disabled: false,
-        });
+        let mut d = Disk::one_loaded("old", false);
+        d.apply(&Op::add("tmp", 16, false, false));
         d.apply(&Op::Write {
             offset: 65_536,
             len: 1,
@@ -376,12 +365,7 @@ mod tests {
                 ("gone".to_string(), Bitmap::loaded(16, false, false, vec![])),
             ],
         );
-        d.apply(&Op::Add {
-            name: "new".into(),
-            gbits: 16,
-            persistent: true,
-            disabled: false,
-        });
+        d.apply(&Op::add("new", 16, true, false));
         d.apply(&Op::Remove {
             name: "gone".into(),
         });

@@ -314,12 +314,7 @@ mod tests {
     use super::*;
 
     fn add(name: &str, persistent: bool) -> Op {
-        Op::Add {
-            name: name.into(),
-            gbits: 16,
-            persistent,
-            disabled: false,
-        }
+        Op::add(name, 16, persistent, false)
     }
 
     fn merge(target: &str, sources: &[&str]) -> Op {

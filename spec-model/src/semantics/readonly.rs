@@ -85,17 +85,9 @@ impl Disk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::semantics::Bitmap;
 
     fn ro() -> Disk {
-        Disk::opened(
-            1 << 20,
-            [(
-                "a".to_string(),
-                Bitmap::loaded(16, true, false, vec![(0, 1)]),
-            )],
-        )
-        .with_read_only(true)
+        Disk::one_loaded("a", false).with_read_only(true)
     }
 
     #[test]
@@ -137,23 +129,13 @@ mod tests {
                 target: "a".into(),
                 sources: vec!["a".into()],
             },
-            Op::Add {
-                name: "p".into(),
-                gbits: 16,
-                persistent: true,
-                disabled: false,
-            },
+            Op::add("p", 16, true, false),
         ] {
             assert!(matches!(d.expect(&op), Expect::Either(_)), "{op:?}");
         }
         // A transient bitmap works as on any node; an unknown name is
         // still refused.
-        let t = Op::Add {
-            name: "t".into(),
-            gbits: 16,
-            persistent: false,
-            disabled: false,
-        };
+        let t = Op::add("t", 16, false, false);
         assert_eq!(d.expect(&t), Expect::Succeed);
         assert!(matches!(
             d.expect(&Op::Clear { name: "zz".into() }),

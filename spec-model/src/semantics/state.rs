@@ -206,6 +206,19 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// A bitmap `name` added with granularity `2^gbits`: persistent (kept in
+    /// the image) or not, enabled unless `disabled`.
+    pub fn add(name: &str, gbits: u8, persistent: bool, disabled: bool) -> Op {
+        Op::Add {
+            name: name.into(),
+            gbits,
+            persistent,
+            disabled,
+        }
+    }
+}
+
 /// What the model requires of an implementation given an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
@@ -330,6 +343,20 @@ impl Disk {
             bitmaps,
             ..Disk::default()
         }
+    }
+
+    /// For tests: a 1 MiB disk opened with one bitmap `name` loaded from
+    /// the image (granularity 64 KiB, `auto`, granule 0 set), `in_use` or
+    /// not.
+    #[cfg(test)]
+    pub(crate) fn one_loaded(name: &str, in_use: bool) -> Disk {
+        Disk::opened(
+            1 << 20,
+            [(
+                name.to_string(),
+                Bitmap::loaded(16, true, in_use, vec![(0, 1)]),
+            )],
+        )
     }
 
     /// The same disk with header version `version`.

@@ -3,12 +3,7 @@
 use super::*;
 
 fn add(name: &str, gbits: u8) -> Op {
-    Op::Add {
-        name: name.into(),
-        gbits,
-        persistent: true,
-        disabled: false,
-    }
+    Op::add(name, gbits, true, false)
 }
 
 #[test]
@@ -48,12 +43,7 @@ fn merge_crosses_granularities() {
         offset: 70_000,
         len: 1,
     });
-    d.apply(&Op::Add {
-        name: "coarse".into(),
-        gbits: 16,
-        persistent: false,
-        disabled: true,
-    });
+    d.apply(&Op::add("coarse", 16, false, true));
     d.apply(&Op::Merge {
         target: "coarse".into(),
         sources: vec!["fine".into()],
@@ -69,13 +59,7 @@ fn merge_crosses_granularities() {
 
 #[test]
 fn refusals() {
-    let mut d = Disk::opened(
-        1 << 20,
-        [(
-            "old".to_string(),
-            Bitmap::loaded(16, true, true, vec![(0, 1)]),
-        )],
-    );
+    let mut d = Disk::one_loaded("old", true);
     assert!(matches!(d.expect(&add("old", 16)), Expect::Refuse(_)));
     assert!(matches!(
         d.expect(&Op::Clear { name: "old".into() }),
@@ -134,12 +118,7 @@ fn resize_keeps_drops_and_leaves_grown_area_open() {
 fn persistent_add_on_a_version_2_image_must_be_refused() {
     let d = Disk::new(1 << 20).with_version(2);
     assert!(matches!(d.expect(&add("a", 16)), Expect::Refuse(m) if m.contains("version 2")));
-    let transient = Op::Add {
-        name: "t".into(),
-        gbits: 16,
-        persistent: false,
-        disabled: false,
-    };
+    let transient = Op::add("t", 16, false, false);
     assert_eq!(d.expect(&transient), Expect::Succeed);
     assert_eq!(Disk::new(1 << 20).expect(&add("a", 16)), Expect::Succeed);
 }
@@ -150,12 +129,7 @@ fn the_65536th_persistent_bitmap_may_be_refused() {
         (0..MAX_BITMAPS).map(|i| (format!("{i}"), Bitmap::loaded(16, false, false, Vec::new())));
     let d = Disk::opened(1 << 20, loaded);
     assert!(matches!(d.expect(&add("one-more", 16)), Expect::Either(m) if m.contains("65535")));
-    let transient = Op::Add {
-        name: "t".into(),
-        gbits: 16,
-        persistent: false,
-        disabled: false,
-    };
+    let transient = Op::add("t", 16, false, false);
     assert_eq!(d.expect(&transient), Expect::Succeed);
     let mut fewer = d.clone();
     fewer.apply(&Op::Remove { name: "0".into() });
