@@ -20,40 +20,13 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn sh(program: &str, args: &[&str]) {
-    cli::run_ok(Command::new(program).args(args));
-}
-
-fn create(path: &Path, opts: &str, size: &str) {
-    sh(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            opts,
-            path.to_str().unwrap(),
-            size,
-        ],
-    );
-}
-
-fn io(path: &Path, cmds: &[&str]) {
-    let mut a = vec!["-f", "qcow2"];
-    for c in cmds {
-        a.extend(["-c", c]);
-    }
-    a.push(path.to_str().unwrap());
-    sh("qemu-io", &a);
-}
+use cli::{qemu_img_create as create, qemu_io as io};
 
 fn bitmap(path: &Path, extra: &[&str], name: &str) {
     let mut a = vec!["bitmap", "--add"];
     a.extend(extra);
     a.extend([path.to_str().unwrap(), name]);
-    sh("qemu-img", &a);
+    cli::run_ok(Command::new("qemu-img").args(&a));
 }
 
 fn analysis(path: &Path) -> spec_model::Analysis {
@@ -222,24 +195,7 @@ fn opening_an_unsupported_incompatible_bit_is_lenient() {
     assert_eq!(o["cause"]["features"][0], "incompatible:extended_l2");
 }
 
-/// The start of the Python exec programs below: `PROGRAM MODE VERB ...`,
-/// and `reply` prints an answer and ends the program.
-const PY_PROLOGUE: &str = r#"
-import hashlib, json, os, struct, subprocess, sys
-mode, verb = sys.argv[1], sys.argv[2]
-def reply(o):
-    o["protocol"] = 1
-    print(json.dumps(o))
-    sys.exit(0)
-"#;
-
-/// `PY_PROLOGUE` and `body` written to `dir/name`, as the command line
-/// of an `--impl exec:` in `mode`.
-fn py_program(dir: &Path, name: &str, body: &str, mode: &str) -> String {
-    let script = dir.join(name);
-    std::fs::write(&script, format!("{PY_PROLOGUE}{body}")).unwrap();
-    format!("exec:python3 {} {mode}", script.to_str().unwrap())
-}
+use cli::py_program;
 
 /// A pure-Python `read` program: `accept` opens anything (ignoring the
 /// incompatible bits) and answers zeros; `refuse` refuses every image.
