@@ -25,15 +25,12 @@ fn manifest() -> Value {
 /// An exec-protocol program: answers `capabilities` (with `identity`
 /// spliced into the answer) and does `observe` as the shell code says.
 fn program(dir: &Path, name: &str, identity: &str, observe: &str) -> String {
-    let p = dir.join(format!("{name}.sh"));
-    std::fs::write(
-        &p,
-        format!(
-            "case \"$1\" in\n  capabilities) echo '{{\"protocol\": 1, \"capabilities\": [\"observe\"]{identity}}}' ;;\n  observe) {observe} ;;\n  *) exit 1 ;;\nesac\n"
-        ),
+    cli::sh_program(
+        dir,
+        &format!("{name}.sh"),
+        &format!("\"capabilities\": [\"observe\"]{identity}"),
+        &format!("observe) {observe} ;;\n*) exit 1 ;;"),
     )
-    .unwrap();
-    format!("exec:sh {}", p.display())
 }
 
 fn refuser(dir: &Path) -> String {

@@ -739,8 +739,17 @@ fn used_unusable_cause_names_the_reason() {
 // the obligation it names.
 
 use conform::runner::checks::CheckFindings;
+use conform::runner::judge::outcome::{ObligationState, Outcome};
 use conform::runner::observation::GuestCheck;
 use spec_model::obligations::Kind;
+
+/// The state of obligation `id` in the outcome `o` (it must bind).
+fn obligation<'a>(o: &'a Outcome, id: &str) -> &'a ObligationState {
+    o.obligations
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("{id} does not bind: {o:?}"))
+}
 
 const UNAWARE_READER: Kind = Kind {
     writer: false,
@@ -913,11 +922,7 @@ fn encrypted_images_with_the_key() {
     obs.guest = Some(g.clone());
     let o = judge_in(&e, &obs, &cx);
     assert_eq!(o.kind, OutcomeKind::Pass, "{o:?}");
-    let state = o
-        .obligations
-        .iter()
-        .find(|s| s.id == "crypt.decrypt-on-read")
-        .unwrap();
+    let state = obligation(&o, "crypt.decrypt-on-read");
     assert!(state.exercised, "{o:?}");
     g.read_compared(
         false,
@@ -951,11 +956,7 @@ fn differences_past_a_short_backing_file_name_their_obligation() {
     let o = judge_in(&e, &obs, &cx);
     assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
     assert_eq!(o.cause.obligation, "guest.short-backing-zeros");
-    let state = o
-        .obligations
-        .iter()
-        .find(|s| s.id == "guest.short-backing-zeros")
-        .unwrap();
+    let state = obligation(&o, "guest.short-backing-zeros");
     assert!(state.exercised, "{o:?}");
     let mut obs = unaware_opened();
     let g = obs.guest.as_mut().unwrap();
@@ -1113,17 +1114,9 @@ fn obligations_not_exercised_are_listed_as_such() {
     let ids: Vec<&str> = o.obligations.iter().map(|s| s.id).collect();
     assert!(ids.contains(&"write.clear-unknown-autoclear"), "{ids:?}");
     assert!(!ids.contains(&"bitmaps.never-use-in-use"), "{ids:?}");
-    let keep = o
-        .obligations
-        .iter()
-        .find(|s| s.id == "keep.unknown-as-is")
-        .unwrap();
+    let keep = obligation(&o, "keep.unknown-as-is");
     assert!(!keep.exercised && !keep.why_not.is_empty(), "{keep:?}");
-    let read = o
-        .obligations
-        .iter()
-        .find(|s| s.id == "guest.read-as-mapped")
-        .unwrap();
+    let read = obligation(&o, "guest.read-as-mapped");
     assert!(read.exercised, "{read:?}");
     let json = serde_json::to_value(&o).unwrap();
     assert!(json["obligations"].as_array().unwrap().len() == ids.len());

@@ -24,12 +24,7 @@ fn every_column_of_the_wider_matrix_is_filled() {
     let cases = report["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 6, "3 valid images and 3 mutants");
     for c in cases {
-        let got: Vec<&str> = c["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["implementation"].as_str().unwrap())
-            .collect();
+        let got = cli::each_str(&c["results"], "implementation");
         assert_eq!(got, IMPLEMENTATIONS, "{}", c["id"]);
         for r in c["results"].as_array().unwrap() {
             let kind = r["outcome"]["kind"].as_str().unwrap();

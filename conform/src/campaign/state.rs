@@ -49,6 +49,14 @@ pub struct Shard {
     pub count: u64,
 }
 
+impl Shard {
+    /// Whether this shard runs case `index`: shards take the case indices
+    /// in turn.
+    pub fn runs(&self, index: u64) -> bool {
+        index % self.count == self.index - 1
+    }
+}
+
 impl std::str::FromStr for Shard {
     type Err = ArgError;
     fn from_str(s: &str) -> Result<Shard, ArgError> {
@@ -147,6 +155,19 @@ fn read_state(path: &Path) -> Found {
 }
 
 impl State {
+    /// Takes the next case index that `shard` runs (every index without
+    /// one): the state moves past it, and past the other shards' indices
+    /// before it.
+    pub fn take_index(&mut self, shard: Option<Shard>) -> u64 {
+        loop {
+            let index = self.next_index;
+            self.next_index += 1;
+            if shard.is_none_or(|sh| sh.runs(index)) {
+                return index;
+            }
+        }
+    }
+
     /// The state at `path` when it belongs to the same implementation,
     /// seed and shard (an error when it belongs to another campaign), or
     /// a fresh one when there is none. A damaged `path` is recovered from

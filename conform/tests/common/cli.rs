@@ -100,6 +100,21 @@ pub fn qemu_io(path: &Path, cmds: &[&str]) {
     run_ok(cmd.arg(path));
 }
 
+/// An exec-protocol shell program `dir/NAME`, run as `exec:sh PATH`: it
+/// answers `capabilities` with `{"protocol":1,CAPS}` and every other verb
+/// as the shell `case` branches `branches` say. Returns its `--impl`.
+pub fn sh_program(dir: &Path, name: &str, caps: &str, branches: &str) -> String {
+    let script = dir.join(name);
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\ncapabilities) echo '{{\"protocol\":1,{caps}}}';;\n{branches}\nesac\n"
+        ),
+    )
+    .unwrap();
+    format!("exec:sh {}", script.display())
+}
+
 /// The start of a Python exec-protocol program (`PROGRAM MODE VERB ...`):
 /// the modules the tests' programs use, and `reply`, which prints an
 /// answer and ends the program.
@@ -129,6 +144,15 @@ pub const FAILING_BY_DEFAULT: [&str; 6] = [
     "crash",
     "hang",
 ];
+
+/// The string `key` of every element of the JSON array `list`.
+pub fn each_str<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|x| x[key].as_str().expect("a string"))
+        .collect()
+}
 
 /// The cases of a JSON run report.
 pub fn report_cases(report: &Value) -> &[Value] {
