@@ -388,6 +388,17 @@ fn shipped_cases(into: &Path) {
     write_manifest(into, cases);
 }
 
+/// An exec-protocol shell program `dir/NAME` that only observes, running
+/// the shell `commands` for `observe PATH`; returns its `--impl`.
+fn observer(dir: &Path, name: &str, commands: &str) -> String {
+    cli::sh_program(
+        dir,
+        name,
+        "\"capabilities\":[\"observe\"]",
+        &format!("observe) {commands};;"),
+    )
+}
+
 /// Fresh directories whose corpus holds the two shipped cases.
 fn shipped_dirs() -> Dirs {
     let d = dirs();
@@ -427,13 +438,12 @@ fn a_sweep_from_another_pid_namespace_leaves_a_live_run_alone() {
     // The live run's program makes its scratch directory look old (so
     // only the lock protects it), waits while the other run starts and
     // sweeps, then checks its image is still there.
-    let imp = cli::sh_program(
+    let imp = observer(
         &d.root,
         "slow.sh",
-        "\"capabilities\":[\"observe\"]",
-        "observe) touch -d '2001-01-01' \"$(dirname \"$2\")\"; sleep 3;\n\
+        "touch -d '2001-01-01' \"$(dirname \"$2\")\"; sleep 3;\n\
          if [ -f \"$2\" ]; then echo '{\"protocol\":1,\"opened\":false,\"error\":\"still here\"}';\n\
-         else echo '{\"protocol\":1,\"opened\":false,\"error\":\"image vanished\"}'; fi;;",
+         else echo '{\"protocol\":1,\"opened\":false,\"error\":\"image vanished\"}'; fi",
     );
     let json = d.root.join("live.json");
     let live = Command::new("unshare")
@@ -751,11 +761,10 @@ fn a_case_whose_scratch_directory_vanishes_is_error_not_charged() {
     let d = shipped_dirs();
     // Another process removes the scratch directory while the program
     // runs (here the program itself, unsandboxed: sandboxed, it could not).
-    let imp = cli::sh_program(
+    let imp = observer(
         &d.root,
         "vanish.sh",
-        "\"capabilities\":[\"observe\"]",
-        "observe) rm -rf \"$(dirname \"$2\")\"; echo '{\"protocol\":1,\"opened\":true,\"bitmaps\":[]}';;",
+        "rm -rf \"$(dirname \"$2\")\"; echo '{\"protocol\":1,\"opened\":true,\"bitmaps\":[]}'",
     );
     let args = [
         "--impl",
