@@ -149,12 +149,7 @@ pub fn render_tables(pinned: &[PinnedMatrix]) -> String {
         s,
         "\nEvery case that some implementation does not pass, by version (`.` pass, `-` not run):\n"
     );
-    let heads: Vec<String> = pinned
-        .iter()
-        .map(|m| format!("{} {}", m.family(), m.version))
-        .collect();
-    let _ = writeln!(s, "| case | {} |", heads.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---|".repeat(pinned.len()));
+    s.push_str(&table_head(&["case"], pinned));
     for case in cases {
         let cells: Vec<&str> = pinned
             .iter()
@@ -170,6 +165,22 @@ pub fn render_tables(pinned: &[PinnedMatrix]) -> String {
         let _ = writeln!(s, "| `{case}` | {} |", cells.join(" | "));
     }
     s
+}
+
+/// The head of a Markdown table: the columns `first`, then one column per
+/// pinned matrix (`FAMILY VERSION`), and the separator row.
+pub fn table_head(first: &[&str], pinned: &[PinnedMatrix]) -> String {
+    let heads: Vec<String> = pinned
+        .iter()
+        .map(|m| format!("{} {}", m.family(), m.version))
+        .collect();
+    format!(
+        "| {} | {} |\n|{}{}\n",
+        first.join(" | "),
+        heads.join(" | "),
+        "---|".repeat(first.len()),
+        "---|".repeat(pinned.len())
+    )
 }
 
 /// `doc` with the block between [`BEGIN`] and [`END`] replaced by

@@ -108,12 +108,10 @@ pub fn render(pinned: &[PinnedMatrix], cases: &[CaseFacts]) -> String {
         s,
         "Every obligation of `qcow2-conform obligations`, the corpus cases that exercise it (for an implementation of a kind it binds, as the manifest and the model say), and per implementation: `meets (n)` over its n cases, `breaks k/n` where k of them end in an outcome naming it, `no case` where it binds but no case exercises it, `-` where it does not bind (an obligation observed only by `run --bitmap-ops` or live sequences has no case in the matrix run). A `*` marks an obligation the suite holds stricter than the spec's words (`qcow2-conform obligations` says why).\n"
     );
-    let heads: Vec<String> = pinned
-        .iter()
-        .map(|m| format!("{} {}", m.family(), m.version))
-        .collect();
-    let _ = writeln!(s, "| obligation | binds | cases | {} |", heads.join(" | "));
-    let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(pinned.len()));
+    s.push_str(&crate::matrix::table_head(
+        &["obligation", "binds", "cases"],
+        pinned,
+    ));
     for o in Obligation::ALL {
         let mut all: Vec<&str> = Vec::new();
         let mut cells = Vec::new();

@@ -42,16 +42,26 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every Rust file of the library crates' sources, with its text.
+fn library_sources() -> Vec<(PathBuf, String)> {
+    let root = workspace();
+    LIBRARY_SRC
+        .iter()
+        .flat_map(|dir| rust_files(&root.join(dir)))
+        .map(|file| {
+            let text = fs::read_to_string(&file).unwrap();
+            (file, text)
+        })
+        .collect()
+}
+
 #[test]
 fn no_library_source_file_is_longer_than_the_limit() {
-    let root = workspace();
     let mut long = Vec::new();
-    for dir in LIBRARY_SRC {
-        for file in rust_files(&root.join(dir)) {
-            let lines = fs::read_to_string(&file).unwrap().lines().count();
-            if lines > MAX_LINES {
-                long.push(format!("{} ({lines} lines)", shown(&file)));
-            }
+    for (file, text) in library_sources() {
+        let lines = text.lines().count();
+        if lines > MAX_LINES {
+            long.push(format!("{} ({lines} lines)", shown(&file)));
         }
     }
     assert!(
@@ -176,23 +186,20 @@ fn code_only(src: &str) -> String {
 
 #[test]
 fn no_string_errors_in_library_code() {
-    let root = workspace();
     let mut found = Vec::new();
-    for dir in LIBRARY_SRC {
-        for file in rust_files(&root.join(dir)) {
-            let code = code_only(&fs::read_to_string(&file).unwrap());
-            for (at, _) in code.match_indices("Result<") {
-                if at > 0 {
-                    let before = code.as_bytes()[at - 1];
-                    if before.is_ascii_alphanumeric() || before == b'_' {
-                        continue;
-                    }
+    for (file, text) in library_sources() {
+        let code = code_only(&text);
+        for (at, _) in code.match_indices("Result<") {
+            if at > 0 {
+                let before = code.as_bytes()[at - 1];
+                if before.is_ascii_alphanumeric() || before == b'_' {
+                    continue;
                 }
-                let args = generic_args(&code[at + "Result<".len()..]);
-                if args.get(1).is_some_and(|e| e == "String") {
-                    let line = code[..at].lines().count();
-                    found.push(format!("{}:{line}", shown(&file)));
-                }
+            }
+            let args = generic_args(&code[at + "Result<".len()..]);
+            if args.get(1).is_some_and(|e| e == "String") {
+                let line = code[..at].lines().count();
+                found.push(format!("{}:{line}", shown(&file)));
             }
         }
     }

@@ -202,6 +202,15 @@ fn assert_same_disagreement(key: &str, c: &Candidate, m: &campaign::Minimised) {
     );
 }
 
+/// The stack of `ids` minimised with `seed` keeps only `kept`, under `key`,
+/// and disagrees as the whole stack did.
+fn minimises_to_one(ids: &[&str], seed: u64, key: &str, kept: &str) {
+    let (got, c, m) = minimise_stack(ids, seed);
+    assert_eq!(got, key);
+    assert_eq!(m.recipe.mutations, [kept]);
+    assert_same_disagreement(&got, &c, &m);
+}
+
 #[test]
 fn a_stack_is_minimised_to_the_mutation_that_disagrees() {
     // QEMU lists a bitmap whose table lies past the end of the file
@@ -269,14 +278,15 @@ fn a_name_cut_at_nul_needs_no_unrelated_error() {
     // duplicated backing format extension) or only unspecified (the NUL),
     // so the unrelated error goes and the NUL stays: without it the names
     // agree (pass).
-    let ids = [
-        "ext.duplicate/backing-format-twice",
+    minimises_to_one(
+        &[
+            "ext.duplicate/backing-format-twice",
+            "bitmaps.dir.name-bytes/nul",
+        ],
+        7,
+        "mismatch--name-cut--bitmaps.list-as-stored",
         "bitmaps.dir.name-bytes/nul",
-    ];
-    let (key, c, m) = minimise_stack(&ids, 7);
-    assert_eq!(key, "mismatch--name-cut--bitmaps.list-as-stored");
-    assert_eq!(m.recipe.mutations, ["bitmaps.dir.name-bytes/nul"]);
-    assert_same_disagreement(&key, &c, &m);
+    );
 }
 
 #[test]
@@ -285,17 +295,15 @@ fn mutations_that_do_not_change_the_cause_go() {
     // model calls unusable, for the first broken rule in catalogue order:
     // the directory's padding): the key is the cause, not the rule set, so
     // that one mutation keeps it and the other is dropped.
-    let ids = [
-        "bitmaps.table.bounds/past-eof",
+    minimises_to_one(
+        &[
+            "bitmaps.table.bounds/past-eof",
+            "bitmaps.dir.padding/non-zero",
+        ],
+        0,
+        "lenient--used-unusable--bitmaps.never-use-invalid--unusable_bitmaps.dir.padding",
         "bitmaps.dir.padding/non-zero",
-    ];
-    let (key, c, m) = minimise_stack(&ids, 0);
-    assert_eq!(
-        key,
-        "lenient--used-unusable--bitmaps.never-use-invalid--unusable_bitmaps.dir.padding"
     );
-    assert_eq!(m.recipe.mutations, ["bitmaps.dir.padding/non-zero"]);
-    assert_same_disagreement(&key, &c, &m);
 }
 
 #[test]

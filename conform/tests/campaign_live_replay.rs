@@ -9,7 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_qcow2-conform");
+#[path = "common/cli.rs"]
+mod cli;
+use cli::BIN;
 
 fn regression() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(
@@ -40,13 +42,7 @@ fn replay_shows_each_step_against_the_model() {
     let seq = tmp.path().join("sequence.json");
     std::fs::write(&seq, SEQUENCE).unwrap();
     let o = replay(&seq, &[]);
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{text}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = cli::stdout_if_exit(&o, 0);
     assert!(text.contains("Bitmap already exists"), "{text}");
     assert!(text.contains("must be refused"), "{text}");
     assert!(text.contains("every step agrees with the model"), "{text}");
@@ -83,13 +79,7 @@ fn a_finding_replays_through_its_repro_sh() {
         .env("QCOW2_CONFORM", BIN)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{text}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = cli::stdout_if_exit(&o, 2);
     assert!(text.contains("DISAGREE"), "{text}");
     assert!(text.contains("SIGSEGV"), "{text}");
     assert!(

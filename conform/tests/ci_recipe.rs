@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 mod cli;
 #[path = "common/junit.rs"]
 mod junit;
-use cli::{workspace as root, BIN};
+use cli::{output_text as text, workspace as root, BIN};
 
 fn ci_sh(expect: &Path, out: &Path) -> Output {
     Command::new("bash")
@@ -28,14 +28,6 @@ fn ci_sh(expect: &Path, out: &Path) -> Output {
         .current_dir(root())
         .output()
         .expect("run scripts/ci.sh")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn diff(old: &Path, new: &Path) -> Output {

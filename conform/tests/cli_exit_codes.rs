@@ -54,12 +54,7 @@ fn empty_truncated_and_foreign_files_get_clear_findings_and_exit_2() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(v["verdict"], "invalid", "{name}");
-        let rules: Vec<&str> = v["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["rule"].as_str().unwrap())
-            .collect();
+        let rules = common::cli::each_str(&v["findings"], "rule");
         assert!(
             rules.iter().any(|r| r.starts_with(rule)),
             "{name}: expected {rule}, got {rules:?}"

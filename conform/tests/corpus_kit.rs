@@ -18,6 +18,17 @@ fn conform(args: &[&str], dir: &Path) -> Output {
     Command::new(BIN).args(args).arg(dir).output().unwrap()
 }
 
+/// `qcow2-conform corpus pack DIR --out OUT`.
+fn pack(dir: &Path, out: &Path) -> Output {
+    Command::new(BIN)
+        .args(["corpus", "pack"])
+        .arg(dir)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 fn checked_in() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus")
 }
@@ -47,13 +58,7 @@ fn pack_refuses_a_corpus_that_fails_verify() {
     assert_eq!(conform(&["corpus", "verify"], &dir).status.code(), Some(2));
 
     let out = t.path().join("out");
-    let o = Command::new(BIN)
-        .args(["corpus", "pack"])
-        .arg(&dir)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = pack(&dir, &out);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("refusing to pack"), "{stderr}");
@@ -201,13 +206,7 @@ fn a_fresh_build_packs_into_a_self_contained_kit_that_verifies() {
         );
     }
     let out = t.path().join("out");
-    let o = Command::new(BIN)
-        .args(["corpus", "pack"])
-        .arg(&cb)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = pack(&cb, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let tarball = cli::tarballs(&out);
     assert_eq!(tarball.len(), 1);
@@ -251,9 +250,8 @@ fn a_fresh_build_packs_into_a_self_contained_kit_that_verifies() {
 
 #[test]
 fn generate_output_verifies_and_catches_a_changed_byte() {
-    let t = tempfile::tempdir().unwrap();
-    let g = t.path().join("g");
-    cli::generate(&g, &["--seed", "9", "--count", "3", "--profile", "small"]);
+    let (_t, g) =
+        cli::generated_corpus("g", &["--seed", "9", "--count", "3", "--profile", "small"]);
     let v = conform(&["corpus", "verify"], &g);
     assert_eq!(
         v.status.code(),

@@ -85,33 +85,34 @@ fn programs_that_cannot_start_or_answer_capabilities_stop_the_run() {
         &["`capabilities` failed", "exit status 2", "missing.py"],
     );
 
-    let garbage = script(tmp.path(), "garbage.sh", "#!/bin/sh\necho hello\n");
-    let out = run(
-        &corpus,
-        &format!("exec:sh {}", garbage.display()),
-        &["--json", j],
-    );
-    assert_setup_error(&out, &json, &["answer unusable", "hello"]);
-
-    let future = script(
-        tmp.path(),
-        "future.sh",
-        "#!/bin/sh\necho '{\"protocol\": 2, \"capabilities\": [\"observe\"]}'\n",
-    );
-    let out = run(
-        &corpus,
-        &format!("exec:sh {}", future.display()),
-        &["--json", j],
-    );
-    assert_setup_error(&out, &json, &["protocol 2 is not supported"]);
-
-    let segv = script(tmp.path(), "segv.sh", "#!/bin/sh\nkill -SEGV $$\n");
-    let out = run(
-        &corpus,
-        &format!("exec:sh {}", segv.display()),
-        &["--json", j],
-    );
-    assert_setup_error(&out, &json, &["capabilities", "signal 11"]);
+    // Shell programs whose answer to `capabilities` is unusable: (name,
+    // text, what the one line on stderr says).
+    let programs: [(&str, &str, &[&str]); 3] = [
+        (
+            "garbage.sh",
+            "#!/bin/sh\necho hello\n",
+            &["answer unusable", "hello"],
+        ),
+        (
+            "future.sh",
+            "#!/bin/sh\necho '{\"protocol\": 2, \"capabilities\": [\"observe\"]}'\n",
+            &["protocol 2 is not supported"],
+        ),
+        (
+            "segv.sh",
+            "#!/bin/sh\nkill -SEGV $$\n",
+            &["capabilities", "signal 11"],
+        ),
+    ];
+    for (name, text, wants) in programs {
+        let program = script(tmp.path(), name, text);
+        let out = run(
+            &corpus,
+            &format!("exec:sh {}", program.display()),
+            &["--json", j],
+        );
+        assert_setup_error(&out, &json, wants);
+    }
 }
 
 #[test]
@@ -140,15 +141,10 @@ fn a_crash_shows_the_programs_stderr_in_the_terminal_and_the_page() {
     assert!(page.contains("<pre class=\"stderr\">Traceback: adapter exploded at line 42</pre>"));
 }
 
-/// A bitmaps-unaware reader: `read` answers from `qemu-img convert -O raw`.
-/// Mode `flip` misreports the hash of the first range it reads.
+/// A bitmaps-unaware reader (after [`cli::PY_PROLOGUE`]): `read` answers
+/// from `qemu-img convert -O raw`. Mode `flip` misreports the hash of the
+/// first range it reads.
 const READER: &str = r#"
-import hashlib, json, os, subprocess, sys, tempfile
-mode, verb = sys.argv[1], sys.argv[2]
-def reply(o):
-    o["protocol"] = 1
-    print(json.dumps(o))
-    sys.exit(0)
 if verb == "capabilities":
     reply({"capabilities": ["read"], "name": "raw-reader", "version": "1.2.3"})
 if verb != "read":
@@ -178,8 +174,7 @@ reply({"opened": True, "error": None, "size": size, "ranges": out})
 fn the_read_verb_gives_unaware_programs_the_guest_data_checks() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = corpus(tmp.path());
-    let reader = script(tmp.path(), "reader.py", READER);
-    let honest = format!("exec:python3 {} honest", reader.display());
+    let honest = cli::py_program(tmp.path(), "reader.py", READER, "honest");
     let json = tmp.path().join("honest.json");
     let report = cli::run_report(&corpus, &json, &["--impl", &honest, "--read-only"]);
     let mut compared = 0;
@@ -207,7 +202,7 @@ fn the_read_verb_gives_unaware_programs_the_guest_data_checks() {
     }
     assert!(compared >= 3, "valid non-empty cases compared: {compared}");
 
-    let liar = format!("exec:python3 {} flip", reader.display());
+    let liar = cli::py_program(tmp.path(), "reader.py", READER, "flip");
     let out = run(
         &corpus,
         &liar,
@@ -244,12 +239,10 @@ fn the_read_verb_gives_unaware_programs_the_guest_data_checks() {
 #[test]
 fn capabilities_may_name_the_program_and_its_version() {
     let tmp = tempfile::tempdir().unwrap();
-    let reader = script(tmp.path(), "reader.py", READER);
-    let a = conform::runner::adapters::exec::ExecAdapter::new(&format!(
-        "python3 {} honest",
-        reader.display()
-    ))
-    .unwrap();
+    let honest = cli::py_program(tmp.path(), "reader.py", READER, "honest");
+    let a =
+        conform::runner::adapters::exec::ExecAdapter::new(honest.strip_prefix("exec:").unwrap())
+            .unwrap();
     assert_eq!(a.reported(), (Some("raw-reader"), Some("1.2.3")));
     use conform::runner::Adapter;
     let caps = a.capabilities();

@@ -41,6 +41,21 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// Generates twice with the same arguments: the trees must be byte for byte
+/// the same. Returns the first.
+fn generate_deterministic(extra: &[&str]) -> tempfile::TempDir {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    generate(a.path(), extra);
+    generate(b.path(), extra);
+    assert_eq!(
+        tree(a.path()),
+        tree(b.path()),
+        "generate {extra:?} is deterministic"
+    );
+    a
+}
+
 /// Every case of the manifest in `dir` is judged by the model as expected:
 /// same verdict and extension state, every expected rule reported, for
 /// invalid cases exactly the expected error rules, and for valid and
@@ -82,15 +97,7 @@ fn assert_model_agrees(dir: &Path, count: usize) {
 
 #[test]
 fn mutants_and_rule_filters_are_judged_as_their_manifest_says() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    generate(a.path(), &["--mutants"]);
-    generate(b.path(), &["--mutants"]);
-    assert_eq!(
-        tree(a.path()),
-        tree(b.path()),
-        "mutants are deterministic too"
-    );
+    let a = generate_deterministic(&["--mutants"]);
     assert_model_agrees(a.path(), 24);
     let c = tempfile::tempdir().unwrap();
     generate(c.path(), &["--rule", "bitmaps.dir.name-unique"]);
@@ -120,12 +127,7 @@ fn an_unknown_rule_is_a_clear_error() {
 
 #[test]
 fn same_arguments_give_identical_trees_and_the_model_agrees() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    generate(a.path(), &["--valid"]);
-    generate(b.path(), &["--valid"]);
-    assert_eq!(tree(a.path()), tree(b.path()));
-
+    let a = generate_deterministic(&["--valid"]);
     assert_model_agrees(a.path(), 24);
 }
 

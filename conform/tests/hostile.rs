@@ -283,10 +283,8 @@ fn a_16_tib_copy_left_by_write_is_judged_within_bounds() {
 
 #[test]
 fn a_qemu_run_killed_with_sigkill_leaves_nothing_once_the_next_run_starts() {
-    let d = tempfile::tempdir().unwrap();
-    let corpus = d.path().join("corpus");
-    cli::generate(
-        &corpus,
+    let (d, corpus) = cli::generated_corpus(
+        "corpus",
         &[
             "--valid",
             "--seed",

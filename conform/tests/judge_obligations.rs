@@ -20,40 +20,22 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn sh(program: &str, args: &[&str]) {
-    cli::run_ok(Command::new(program).args(args));
-}
-
-fn create(path: &Path, opts: &str, size: &str) {
-    sh(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            opts,
-            path.to_str().unwrap(),
-            size,
-        ],
-    );
-}
-
-fn io(path: &Path, cmds: &[&str]) {
-    let mut a = vec!["-f", "qcow2"];
-    for c in cmds {
-        a.extend(["-c", c]);
-    }
-    a.push(path.to_str().unwrap());
-    sh("qemu-io", &a);
-}
+use cli::{qemu_img_create as create, qemu_io as io};
 
 fn bitmap(path: &Path, extra: &[&str], name: &str) {
     let mut a = vec!["bitmap", "--add"];
     a.extend(extra);
     a.extend([path.to_str().unwrap(), name]);
-    sh("qemu-img", &a);
+    cli::run_ok(Command::new("qemu-img").args(&a));
+}
+
+/// A 1 MiB image `dir/FILE` (64 KiB clusters) with one enabled bitmap
+/// `name` of 64 KiB granules.
+fn with_bitmap(dir: &Path, file: &str, name: &str) -> PathBuf {
+    let path = dir.join(file);
+    create(&path, "cluster_size=65536", "1M");
+    bitmap(&path, &["-g", "65536"], name);
+    path
 }
 
 fn analysis(path: &Path) -> spec_model::Analysis {
@@ -128,6 +110,13 @@ fn get<'a>(all: &'a [(String, Value)], id: &str) -> &'a Value {
         .1
 }
 
+/// The outcome of `imp` (run with `extra`) on a corpus in `dir` holding
+/// only `img`, as case `id`.
+fn sole_outcome(dir: &Path, id: &str, img: PathBuf, imp: &str, extra: &[&str]) -> Value {
+    let c = corpus(dir, &[(id, img)]);
+    get(&outcomes(&c, imp, extra), id).clone()
+}
+
 fn assert_outcome(all: &[(String, Value)], id: &str, kind: &str, obligation: &str) {
     let o = get(all, id);
     assert_eq!(o["kind"], kind, "{id}: {o:#}");
@@ -157,9 +146,7 @@ fn writers_must_clear_the_autoclear_bits_they_do_not_know() {
     std::fs::write(&in_use, bytes).unwrap();
     // The runner writes 70000 bytes at 350184 into a 1 MiB disk: granules
     // 5 and 6 of 64 KiB, already set here.
-    let covered = p("covered.qcow2");
-    create(&covered, opts, "1M");
-    bitmap(&covered, &["-g", "65536"], "b0");
+    let covered = with_bitmap(t.path(), "covered.qcow2", "b0");
     io(&covered, &["write -P 2 350184 70000"]);
     let bit2 = p("bit2.qcow2");
     create(&bit2, opts, "1M");
@@ -213,33 +200,20 @@ fn opening_an_unsupported_incompatible_bit_is_lenient() {
     let img = t.path().join("el2.qcow2");
     create(&img, "cluster_size=65536,extended_l2=on", "1M");
     io(&img, &["write -P 7 64k 64k", "write -P 8 300k 4k"]);
-    let c = corpus(t.path(), &[("valid/extended-l2-data", img)]);
-    let q = outcomes(&c, "qcow", &["--read-only"]);
-    let o = get(&q, "valid/extended-l2-data");
+    let o = &sole_outcome(
+        t.path(),
+        "valid/extended-l2-data",
+        img,
+        "qcow",
+        &["--read-only"],
+    );
     assert_eq!(o["kind"], "lenient", "{o:#}");
     assert_eq!(o["cause"]["check"], "opened-unsupported", "{o:#}");
     assert_eq!(o["cause"]["obligation"], "open.unknown-incompatible");
     assert_eq!(o["cause"]["features"][0], "incompatible:extended_l2");
 }
 
-/// The start of the Python exec programs below: `PROGRAM MODE VERB ...`,
-/// and `reply` prints an answer and ends the program.
-const PY_PROLOGUE: &str = r#"
-import hashlib, json, os, struct, subprocess, sys
-mode, verb = sys.argv[1], sys.argv[2]
-def reply(o):
-    o["protocol"] = 1
-    print(json.dumps(o))
-    sys.exit(0)
-"#;
-
-/// `PY_PROLOGUE` and `body` written to `dir/name`, as the command line
-/// of an `--impl exec:` in `mode`.
-fn py_program(dir: &Path, name: &str, body: &str, mode: &str) -> String {
-    let script = dir.join(name);
-    std::fs::write(&script, format!("{PY_PROLOGUE}{body}")).unwrap();
-    format!("exec:python3 {} {mode}", script.to_str().unwrap())
-}
+use cli::py_program;
 
 /// A pure-Python `read` program: `accept` opens anything (ignoring the
 /// incompatible bits) and answers zeros; `refuse` refuses every image.
@@ -352,9 +326,7 @@ fn the_virtual_size_is_the_header_size() {
 #[test]
 fn refcount_zero_under_a_bitmap_is_graded_alike() {
     let t = tempfile::tempdir().unwrap();
-    let base = t.path().join("base.qcow2");
-    create(&base, "cluster_size=65536", "1M");
-    bitmap(&base, &["-g", "65536"], "b0");
+    let base = with_bitmap(t.path(), "base.qcow2", "b0");
     io(&base, &["write -P 1 0 200k"]);
     // Store the bits: qemu-io closes cleanly, so the table has a data cluster.
     let a = analysis(&base);
@@ -395,9 +367,7 @@ fn refcount_zero_under_a_bitmap_is_graded_alike() {
 #[test]
 fn a_name_cut_at_nul_is_one_outcome_whatever_else_is_wrong() {
     let t = tempfile::tempdir().unwrap();
-    let plain = t.path().join("nul.qcow2");
-    create(&plain, "cluster_size=65536", "1M");
-    bitmap(&plain, &["-g", "65536"], "b0-14Z 2");
+    let plain = with_bitmap(t.path(), "nul.qcow2", "b0-14Z 2");
     let a = analysis(&plain);
     let e = &a.entries[0];
     let name_at = e.offset as usize + 24 + e.extra_data_size as usize;
@@ -440,9 +410,7 @@ fn a_size_rounded_on_write_is_its_own_cause() {
     let mut bytes = std::fs::read(&img).unwrap();
     bytes[24..32].copy_from_slice(&200_100u64.to_be_bytes());
     std::fs::write(&img, bytes).unwrap();
-    let c = corpus(t.path(), &[("valid/size-200100", img)]);
-    let q = outcomes(&c, "qemu", &[]);
-    let o = get(&q, "valid/size-200100");
+    let o = &sole_outcome(t.path(), "valid/size-200100", img, "qemu", &[]);
     assert_eq!(o["kind"], "corrupting", "{o:#}");
     assert_eq!(o["cause"]["obligation"], "write.leaves-valid", "{o:#}");
     let msg = o["cause"]["message"].as_str().unwrap();

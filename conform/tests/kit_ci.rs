@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 mod cli;
 #[path = "common/junit.rs"]
 mod junit;
-use cli::{workspace as root, BIN};
+use cli::{output_text as text, workspace as root, BIN};
 
 fn kit_name() -> String {
     format!("qcow2-conform-corpus-{}", env!("CARGO_PKG_VERSION"))
@@ -68,14 +68,6 @@ impl Vendor {
             .output()
             .expect("run bash")
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn report(p: &Path) -> Value {

@@ -6,24 +6,9 @@
 use std::path::Path;
 use std::process::Command;
 
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn qemu_io(img: &Path, cmds: &[&str]) {
-    let mut c = Command::new("qemu-io");
-    for x in cmds {
-        c.arg("-c").arg(x);
-    }
-    run(c.arg(img));
-}
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{qemu_img_create, qemu_io, run_ok as run};
 
 /// Returns the number of compressed clusters the model saw.
 fn assert_same_as_qemu(img: &Path) -> u64 {
@@ -84,22 +69,13 @@ fn guest_data_matches_qemu_convert() {
         ("v2.qcow2", "compat=0.10,cluster_size=4096"),
     ] {
         let p = d(name);
-        run(Command::new("qemu-img").args([
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            opts,
-            &s(&p),
-            "8M",
-        ]));
+        qemu_img_create(&p, opts, "8M");
         qemu_io(&p, WRITES);
         assert_same_as_qemu(&p);
     }
 
     let snap = d("snap.qcow2");
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", &s(&snap), "8M"]));
+    qemu_img_create(&snap, "", "8M");
     qemu_io(&snap, &WRITES[..2]);
     run(Command::new("qemu-img").args(["snapshot", "-c", "s1", &s(&snap)]));
     qemu_io(&snap, &WRITES[2..]);

@@ -4,36 +4,29 @@
 //! by the semantic model (`spec_model::semantics`) and the format model.
 //! A missing daemon fails these tests; it never skips them.
 
+#[path = "common/live.rs"]
+mod live;
 #[path = "common/qemu.rs"]
 mod qemu;
 
-use conform::runner::adapters::qemu::Tool;
 use conform::runner::adapters::qemu_live::daemon::Daemon;
 use conform::runner::adapters::qemu_live::session::{read_file, Session};
-use conform::runner::process::Limits;
+use live::{limits, qsd};
 use qemu::CreateOpts;
 use spec_model::semantics::{granules, Disk, Expect, Op};
 use spec_model::Model;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-fn qsd() -> PathBuf {
-    Tool::StorageDaemon
-        .locate()
-        .expect("qemu-storage-daemon is required (scripts/setup.sh installs qemu-utils)")
-}
-
-fn limits() -> Limits {
-    Limits {
-        timeout: Duration::from_secs(60),
-        memory_bytes: None,
-    }
-}
 
 fn image(dir: &Path, size: u64) -> PathBuf {
     let p = dir.join("live.qcow2");
     qemu::create(&p, size, &CreateOpts::cluster_size(65536)).unwrap();
     p
+}
+
+/// The daemon on a fresh image of `size` bytes in `dir` (made if missing).
+fn session(dir: &Path, size: u64) -> Session {
+    std::fs::create_dir_all(dir).unwrap();
+    Session::open(&qsd(), &image(dir, size), &limits()).unwrap()
 }
 
 fn add(name: &str, gbits: u8, persistent: bool, disabled: bool) -> Op {
@@ -288,8 +281,7 @@ fn wrong_granularity(d: &mut Disk, op: &Op) {
 #[test]
 fn the_oracle_catches_a_wrong_prediction() {
     let dir = tempfile::tempdir().unwrap();
-    let img = image(dir.path(), 4 << 20);
-    let mut s = Session::open(&qsd(), &img, &limits()).unwrap();
+    let mut s = session(dir.path(), 4 << 20);
     s.predict = forgets_writes;
     assert!(s.step(&add("a", 16, true, false)).unwrap().is_empty());
     let p = s.step(&w(100, 1)).unwrap();
@@ -297,9 +289,7 @@ fn the_oracle_catches_a_wrong_prediction() {
     s.close().unwrap();
 
     let sub = dir.path().join("g");
-    std::fs::create_dir_all(&sub).unwrap();
-    let img = image(&sub, 4 << 20);
-    let mut s = Session::open(&qsd(), &img, &limits()).unwrap();
+    let mut s = session(&sub, 4 << 20);
     s.predict = wrong_granularity;
     let p = s.step(&add("a", 16, true, false)).unwrap();
     assert!(p.iter().any(|m| m.contains("granularity")), "{p:#?}");
@@ -307,9 +297,7 @@ fn the_oracle_catches_a_wrong_prediction() {
 
     // And the file judge catches a file that does not hold the model's bits.
     let sub = dir.path().join("f");
-    std::fs::create_dir_all(&sub).unwrap();
-    let img = image(&sub, 4 << 20);
-    let mut s = Session::open(&qsd(), &img, &limits()).unwrap();
+    let mut s = session(&sub, 4 << 20);
     steps(&mut s, &[add("a", 16, true, false), w(0, 1)]);
     s.model.bitmaps.get_mut("a").unwrap().bits.push((9, 10));
     let p = s.restart().unwrap();

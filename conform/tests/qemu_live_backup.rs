@@ -7,27 +7,18 @@
 //! incremental with a dirty cluster taken out is caught. A missing daemon
 //! fails these tests.
 
+#[path = "common/live.rs"]
+mod live;
+
 use conform::campaign::backup::chain::{run_chain, Chain, ChainOptions, Round};
 use conform::campaign::backup::restore::Extents;
-use conform::runner::adapters::qemu::Tool;
 use conform::runner::adapters::qemu_live::backup::Mode;
-use conform::runner::process::Limits;
+use live::qsd;
 use spec_model::semantics::Op;
-use std::path::PathBuf;
-use std::time::Duration;
-
-fn qsd() -> PathBuf {
-    Tool::StorageDaemon
-        .locate()
-        .expect("qemu-storage-daemon is required (scripts/setup.sh installs qemu-utils)")
-}
 
 fn opts() -> ChainOptions {
     ChainOptions {
-        limits: Limits {
-            timeout: Duration::from_secs(60),
-            memory_bytes: None,
-        },
+        limits: live::limits(),
         tamper: None,
         bare: false,
     }

@@ -8,30 +8,22 @@
 //! start on it (loading the bitmaps), 1.5 s to list them and 11 s to store
 //! them on `quit`; hence the 120 s limit.
 
-use conform::runner::adapters::qemu::Tool;
+#[path = "common/live.rs"]
+mod live;
+
 use conform::runner::adapters::qemu_live::daemon::{Daemon, NODE};
 use conform::runner::adapters::qemu_live::session::read_file;
 use conform::runner::process::Limits;
 use generator::contents::Contents;
 use generator::{BitmapSpec, ImageSpec};
+use live::add;
 use spec_model::semantics::state::MAX_BITMAPS;
-use spec_model::semantics::{Disk, Expect, Op};
+use spec_model::semantics::{Disk, Expect};
 use std::time::Duration;
-
-fn add(name: &str, persistent: bool) -> Op {
-    Op::Add {
-        name: name.into(),
-        gbits: 16,
-        persistent,
-        disabled: false,
-    }
-}
 
 #[test]
 fn a_full_directory_refuses_the_65536th_persistent_bitmap_and_keeps_the_rest() {
-    let qsd = Tool::StorageDaemon
-        .locate()
-        .expect("qemu-storage-daemon is required (scripts/setup.sh installs qemu-utils)");
+    let qsd = live::qsd();
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("full.qcow2");
     let mut spec = ImageSpec::empty(1 << 20);

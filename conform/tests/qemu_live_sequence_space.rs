@@ -6,24 +6,10 @@
 
 use conform::campaign::sequences::gen::Shape;
 use conform::campaign::sequences::{self, Sequence, Step};
-use conform::runner::adapters::qemu::Tool;
-use conform::runner::process::Limits;
 use spec_model::semantics::{DiscardMode, Op};
-use std::path::PathBuf;
-use std::time::Duration;
-
-fn qsd() -> PathBuf {
-    Tool::StorageDaemon
-        .locate()
-        .expect("qemu-storage-daemon is required (scripts/setup.sh installs qemu-utils)")
-}
-
-fn limits() -> Limits {
-    Limits {
-        timeout: Duration::from_secs(60),
-        memory_bytes: None,
-    }
-}
+#[path = "common/live.rs"]
+mod live;
+use live::{add, limits, qsd};
 
 fn run(seq: &Sequence) -> sequences::SeqResult {
     let work = tempfile::tempdir().unwrap();
@@ -33,15 +19,6 @@ fn run(seq: &Sequence) -> sequences::SeqResult {
 
 fn op(op: Op) -> Step {
     Step::Op { op }
-}
-
-fn add(name: &str, persistent: bool) -> Op {
-    Op::Add {
-        name: name.into(),
-        gbits: 16,
-        persistent,
-        disabled: false,
-    }
 }
 
 fn on_10_0_2() -> bool {

@@ -252,6 +252,20 @@ fn assert_agrees(path: &Path) -> BTreeMap<String, Ranges> {
     all
 }
 
+/// Adds each bitmap of `bitmaps` (name, granularity) to `img`, a disk of
+/// `size` bytes, writes `w`, then checks that the model agrees with QEMU
+/// and that each bitmap holds exactly the granules `w` touched.
+fn bitmaps_track_writes(img: &Path, size: u64, bitmaps: &[(&str, u64)], w: &[(u64, u64)]) {
+    for (name, g) in bitmaps {
+        add(img, name, Some(*g));
+    }
+    write(img, w);
+    let got = assert_agrees(img);
+    for (name, g) in bitmaps {
+        assert_ranges(&got, name, &expected_dirty(w, *g, size));
+    }
+}
+
 fn assert_ranges(got: &BTreeMap<String, Ranges>, name: &str, want: &[(u64, u64)]) {
     let got = got
         .get(name)
@@ -684,13 +698,8 @@ fn compressed_image_then_bitmaps() {
         open_model(&img).analysis().mapping.compressed_clusters > 0,
         "convert -c made no compressed clusters"
     );
-    add(&img, "a", Some(4 * KIB));
-    add(&img, "b", Some(64 * KIB));
     let w = [(100 * KIB + 3, 10), (64 * MIB + 65535, 2), (size - 1, 1)];
-    write(&img, &w);
-    let got = assert_agrees(&img);
-    assert_ranges(&got, "a", &expected_dirty(&w, 4 * KIB, size));
-    assert_ranges(&got, "b", &expected_dirty(&w, 64 * KIB, size));
+    bitmaps_track_writes(&img, size, &[("a", 4 * KIB), ("b", 64 * KIB)], &w);
 }
 
 /// A writer killed while the image is open leaves its bitmaps `in_use`:
@@ -780,13 +789,8 @@ fn full_bitmap_data_clusters() {
     let s = Scratch::new();
     let size = 16 * MIB;
     let img = s.image("full.qcow2", size, &v3(512));
-    add(&img, "fine", Some(512));
-    add(&img, "coarse", Some(64 * KIB));
     let w = [(2 * MIB - 512, 5 * MIB + 1024), (size - 2 * MIB, 2 * MIB)];
-    write(&img, &w);
-    let got = assert_agrees(&img);
-    assert_ranges(&got, "fine", &expected_dirty(&w, 512, size));
-    assert_ranges(&got, "coarse", &expected_dirty(&w, 64 * KIB, size));
+    bitmaps_track_writes(&img, size, &[("fine", 512), ("coarse", 64 * KIB)], &w);
 }
 
 /// Refcount widths of 1 and 64 bits.
@@ -801,11 +805,8 @@ fn refcount_widths() {
             ..CreateOpts::default()
         };
         let img = s.image(&format!("r{bits}.qcow2"), size, &opts);
-        add(&img, "b", Some(4 * KIB));
         let w = [(4095, 2), (size - 4096, 1)];
-        write(&img, &w);
-        let got = assert_agrees(&img);
-        assert_ranges(&got, "b", &expected_dirty(&w, 4 * KIB, size));
+        bitmaps_track_writes(&img, size, &[("b", 4 * KIB)], &w);
     }
 }
 
@@ -824,11 +825,8 @@ fn external_data_file() {
         ..CreateOpts::default()
     };
     let img = s.image("ext.qcow2", size, &opts);
-    add(&img, "b", Some(4 * KIB));
     let w = [(100, 5000), (size - 1, 1)];
-    write(&img, &w);
-    let got = assert_agrees(&img);
-    assert_ranges(&got, "b", &expected_dirty(&w, 4 * KIB, size));
+    bitmaps_track_writes(&img, size, &[("b", 4 * KIB)], &w);
 }
 
 /// `qemu-img resize` grows and shrinks the bitmaps with the disk.

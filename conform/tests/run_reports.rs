@@ -25,15 +25,12 @@ fn manifest() -> Value {
 /// An exec-protocol program: answers `capabilities` (with `identity`
 /// spliced into the answer) and does `observe` as the shell code says.
 fn program(dir: &Path, name: &str, identity: &str, observe: &str) -> String {
-    let p = dir.join(format!("{name}.sh"));
-    std::fs::write(
-        &p,
-        format!(
-            "case \"$1\" in\n  capabilities) echo '{{\"protocol\": 1, \"capabilities\": [\"observe\"]{identity}}}' ;;\n  observe) {observe} ;;\n  *) exit 1 ;;\nesac\n"
-        ),
+    cli::sh_program(
+        dir,
+        &format!("{name}.sh"),
+        &format!("\"capabilities\": [\"observe\"]{identity}"),
+        &format!("observe) {observe} ;;\n*) exit 1 ;;"),
     )
-    .unwrap();
-    format!("exec:sh {}", p.display())
 }
 
 fn refuser(dir: &Path) -> String {
@@ -53,11 +50,7 @@ fn run(args: &[&str], impls: &[&str]) -> (Output, String) {
     }
     cmd.args(args);
     let o = cmd.output().expect("run qcow2-conform");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = cli::output_text(&o);
     (o, text)
 }
 
@@ -126,15 +119,7 @@ fn junit_marks_failures_errors_and_skips_exactly_where_the_run_fails() {
         let (o, text) = run(&args, &impls);
         let report = read_json(&json);
         let failing: BTreeSet<&str> = match fail_on {
-            "default" => [
-                "lenient",
-                "strict",
-                "mismatch",
-                "corrupting",
-                "crash",
-                "hang",
-            ]
-            .into(),
+            "default" => cli::FAILING_BY_DEFAULT.into(),
             "strict" => ["strict"].into(),
             _ => BTreeSet::new(),
         };
@@ -160,17 +145,7 @@ fn junit_marks_failures_errors_and_skips_exactly_where_the_run_fails() {
             assert!(!s["timestamp"].as_str().unwrap().is_empty());
             for c in cases {
                 let id = c["name"].as_str().unwrap();
-                let kind = report["cases"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|x| x["id"] == id)
-                    .unwrap()["results"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|r| r["implementation"] == *name)
-                    .unwrap()["outcome"]["kind"]
+                let kind = cli::report_result(&report, id, name)["outcome"]["kind"]
                     .as_str()
                     .unwrap()
                     .to_owned();
@@ -417,18 +392,21 @@ fn expectations_pass_the_known_and_name_each_change() {
         "{text}"
     );
 
+    // The recorded table keyed by another version: `--expect` exits `code`.
+    let expect_under = |version: &str, code: i32| {
+        std::fs::write(&file, written.replace("\"3.1.4\"", version)).unwrap();
+        let (o, text) = with(&["--expect", f]);
+        assert_eq!(o.status.code(), Some(code), "{text}");
+        text
+    };
     // Another version has no table: the run stops before any case.
-    std::fs::write(&file, written.replace("\"3.1.4\"", "\"3.0\"")).unwrap();
-    let (o, text) = with(&["--expect", f]);
-    assert_eq!(o.status.code(), Some(1), "{text}");
+    let text = expect_under("\"3.0\"", 1);
     assert!(
         text.contains("no expectations for") && text.contains("3.1.4"),
         "{text}"
     );
     // ... unless a `*` table covers every version.
-    std::fs::write(&file, written.replace("\"3.1.4\"", "\"*\"")).unwrap();
-    let (o, text) = with(&["--expect", f]);
-    assert_eq!(o.status.code(), Some(0), "{text}");
+    let text = expect_under("\"*\"", 0);
     // A green run ends with one line saying so.
     assert!(
         text.contains("outcome(s) as expected by") && text.contains("known non-pass outcomes"),

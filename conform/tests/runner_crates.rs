@@ -25,19 +25,6 @@ fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     out
 }
 
-fn sh(program: &str, args: &[&str], dir: &Path) {
-    let o = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is required (scripts/setup.sh installs it): {e}"));
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// Images written by QEMU's own tools, with a manifest whose expectations
 /// are the model's verdicts:
 /// - `zero-over-data`: 64 KiB clusters, plain, compressed and partial
@@ -50,30 +37,10 @@ fn qemu_corpus(dir: &Path) -> PathBuf {
     let corpus = dir.join("qemu-made");
     let images = corpus.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    let io = |f: &str, cmds: &[&str]| {
-        let mut a = vec!["-f", "qcow2"];
-        for c in cmds {
-            a.extend(["-c", c]);
-        }
-        a.push(f);
-        sh("qemu-io", &a, &images);
-    };
-    sh(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=65536",
-            "zero-over-data.qcow2",
-            "8M",
-        ],
-        &images,
-    );
-    io(
-        "zero-over-data.qcow2",
+    let img = |name: &str| images.join(name);
+    cli::qemu_img_create(&img("zero-over-data.qcow2"), "cluster_size=65536", "8M");
+    cli::qemu_io(
+        &img("zero-over-data.qcow2"),
         &[
             "write -P 0x11 0 64k",
             "write -c -P 0x22 1M 64k",
@@ -83,45 +50,24 @@ fn qemu_corpus(dir: &Path) -> PathBuf {
             "write -c -P 0x66 5M 128k",
         ],
     );
-    sh(
-        "qemu-img",
-        &["bitmap", "--add", "zero-over-data.qcow2", "b0"],
-        &images,
+    cli::run_ok(
+        Command::new("qemu-img")
+            .args(["bitmap", "--add"])
+            .arg(img("zero-over-data.qcow2"))
+            .arg("b0"),
     );
-    sh(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=4096",
-            "compressed-at-eof.qcow2",
-            "4M",
-        ],
-        &images,
-    );
-    io(
-        "compressed-at-eof.qcow2",
+    cli::qemu_img_create(&img("compressed-at-eof.qcow2"), "cluster_size=4096", "4M");
+    cli::qemu_io(
+        &img("compressed-at-eof.qcow2"),
         &["write -P 0x77 12345 70000", "write -c -P 0x22 1M 64k"],
     );
-    sh(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=65536,compression_type=zstd",
-            "zstd.qcow2",
-            "4M",
-        ],
-        &images,
+    cli::qemu_img_create(
+        &img("zstd.qcow2"),
+        "cluster_size=65536,compression_type=zstd",
+        "4M",
     );
-    io(
-        "zstd.qcow2",
+    cli::qemu_io(
+        &img("zstd.qcow2"),
         &["write -c -P 0x22 0 128k", "write -P 0x33 1M 4k"],
     );
 
@@ -249,9 +195,7 @@ impl Case {
 }
 
 fn cases(report: &Value, corpus: &Path) -> Vec<Case> {
-    report["cases"]
-        .as_array()
-        .unwrap()
+    cli::report_cases(report)
         .iter()
         .map(|c| {
             let r = &c["results"][0];

@@ -19,10 +19,8 @@ fn example() -> std::path::PathBuf {
 #[test]
 fn exec_example_adapter_agrees_with_the_qemu_adapter() {
     let started = std::time::Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let corpus = tmp.path().join("corpus");
-    cli::generate(
-        &corpus,
+    let (tmp, corpus) = cli::generated_corpus(
+        "corpus",
         &["--seed", "17", "--count", "14", "--profile", "qemu"],
     );
     let exec = format!("exec:python3 {}", example().display());
@@ -91,11 +89,7 @@ fn exec_example_adapter_agrees_with_the_qemu_adapter() {
         writes >= 3,
         "only {writes} write checks through the example"
     );
-    assert!(
-        started.elapsed().as_secs() < 120,
-        "took {:?}",
-        started.elapsed()
-    );
+    cli::assert_within(started, 120);
 }
 
 /// `corpus/examples/qcow2-read-adapter.py`, the kit's example `read` adapter (a

@@ -137,10 +137,8 @@ fn tags<'a>(dom: &'a str, el: &str) -> Vec<(&'a str, &'a str)> {
 #[test]
 fn html_page_renders_in_chromium_and_matches_the_json_report() {
     let started = Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let corpus = tmp.path().join("corpus");
-    cli::generate(
-        &corpus,
+    let (tmp, corpus) = cli::generated_corpus(
+        "corpus",
         &["--seed", "3", "--count", "8", "--profile", "qemu"],
     );
     let liar = tmp.path().join("liar.sh");
@@ -271,14 +269,7 @@ fn html_page_renders_in_chromium_and_matches_the_json_report() {
             hidden.insert(case, class.split(' ').any(|c| c == "filtered"));
         }
     }
-    let failing = [
-        "lenient",
-        "strict",
-        "mismatch",
-        "corrupting",
-        "crash",
-        "hang",
-    ];
+    let failing = cli::FAILING_BY_DEFAULT;
     let want_hidden: BTreeMap<String, bool> = want
         .iter()
         .filter(|((_, imp), _)| imp == "qemu")
@@ -290,9 +281,5 @@ fn html_page_renders_in_chromium_and_matches_the_json_report() {
         "the filter must hide some rows and keep others"
     );
 
-    assert!(
-        started.elapsed().as_secs() < 180,
-        "took {:?}",
-        started.elapsed()
-    );
+    cli::assert_within(started, 180);
 }

@@ -11,18 +11,9 @@ use spec_model::Verdict;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_qcow2-conform");
-
-fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run {cmd:?} (are qemu-utils and python3 installed?): {e}")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+#[path = "common/cli.rs"]
+mod cli;
+use cli::{run_ok, BIN};
 
 /// The expected verdict of an image, taken from the reference model (the
 /// images here are hand-made, not generated from a spec).
@@ -38,27 +29,13 @@ fn corpus(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(corpus.join("images")).unwrap();
     let valid = corpus.join("images/valid.qcow2");
     let v = valid.to_str().unwrap();
-    run_ok(Command::new("qemu-img").args([
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "cluster_size=65536",
-        v,
-        "1M",
-    ]));
-    run_ok(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 1 0 1M", v]));
+    cli::qemu_img_create(&valid, "cluster_size=65536", "1M");
+    cli::qemu_io(&valid, &["write -P 1 0 1M"]);
     run_ok(Command::new("qemu-img").args(["bitmap", "--add", "-g", "65536", v, "b0"]));
-    run_ok(Command::new("qemu-io").args([
-        "-f",
-        "qcow2",
-        "-c",
-        "write -P 2 100000 5000",
-        "-c",
-        "write -P 3 700000 200000",
-        v,
-    ]));
+    cli::qemu_io(
+        &valid,
+        &["write -P 2 100000 5000", "write -P 3 700000 200000"],
+    );
     let e_valid = expected_of(&valid);
     assert_eq!(e_valid.verdict, Verdict::Valid, "{e_valid:?}");
     assert_eq!(e_valid.bitmaps.as_ref().unwrap()[0].set_bits, Some(5));
@@ -231,25 +208,7 @@ fn judge_classifies_real_programs() {
         // Results are keyed by the program's name, found beside the
         // template that started it in the provenance.
         let template = &impls.iter().find(|(n, _)| *n == who).unwrap().1;
-        let impl_name = report["provenance"]["implementations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["detail"] == template.as_str())
-            .unwrap()["name"]
-            .clone();
-        let c = report["cases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == case)
-            .unwrap();
-        let r = c["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["implementation"] == impl_name)
-            .unwrap();
+        let r = cli::report_result(&report, case, &cli::implementation_key(&report, template));
         (r["outcome"]["kind"].as_str().unwrap().to_owned(), r.clone())
     };
     let valid = "valid/0001";
@@ -322,11 +281,7 @@ fn judge_classifies_real_programs() {
             .args(["--fail-on", fail_on]);
         assert_eq!(cmd.output().unwrap().status.code(), Some(code), "{fail_on}");
     }
-    assert!(
-        started.elapsed().as_secs() < 90,
-        "took {:?}",
-        started.elapsed()
-    );
+    cli::assert_within(started, 90);
 }
 
 #[test]
@@ -784,8 +739,17 @@ fn used_unusable_cause_names_the_reason() {
 // the obligation it names.
 
 use conform::runner::checks::CheckFindings;
+use conform::runner::judge::outcome::{ObligationState, Outcome};
 use conform::runner::observation::GuestCheck;
 use spec_model::obligations::Kind;
+
+/// The state of obligation `id` in the outcome `o` (it must bind).
+fn obligation<'a>(o: &'a Outcome, id: &str) -> &'a ObligationState {
+    o.obligations
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("{id} does not bind: {o:?}"))
+}
 
 const UNAWARE_READER: Kind = Kind {
     writer: false,
@@ -958,11 +922,7 @@ fn encrypted_images_with_the_key() {
     obs.guest = Some(g.clone());
     let o = judge_in(&e, &obs, &cx);
     assert_eq!(o.kind, OutcomeKind::Pass, "{o:?}");
-    let state = o
-        .obligations
-        .iter()
-        .find(|s| s.id == "crypt.decrypt-on-read")
-        .unwrap();
+    let state = obligation(&o, "crypt.decrypt-on-read");
     assert!(state.exercised, "{o:?}");
     g.read_compared(
         false,
@@ -996,11 +956,7 @@ fn differences_past_a_short_backing_file_name_their_obligation() {
     let o = judge_in(&e, &obs, &cx);
     assert_eq!(o.kind, OutcomeKind::Mismatch, "{o:?}");
     assert_eq!(o.cause.obligation, "guest.short-backing-zeros");
-    let state = o
-        .obligations
-        .iter()
-        .find(|s| s.id == "guest.short-backing-zeros")
-        .unwrap();
+    let state = obligation(&o, "guest.short-backing-zeros");
     assert!(state.exercised, "{o:?}");
     let mut obs = unaware_opened();
     let g = obs.guest.as_mut().unwrap();
@@ -1158,17 +1114,9 @@ fn obligations_not_exercised_are_listed_as_such() {
     let ids: Vec<&str> = o.obligations.iter().map(|s| s.id).collect();
     assert!(ids.contains(&"write.clear-unknown-autoclear"), "{ids:?}");
     assert!(!ids.contains(&"bitmaps.never-use-in-use"), "{ids:?}");
-    let keep = o
-        .obligations
-        .iter()
-        .find(|s| s.id == "keep.unknown-as-is")
-        .unwrap();
+    let keep = obligation(&o, "keep.unknown-as-is");
     assert!(!keep.exercised && !keep.why_not.is_empty(), "{keep:?}");
-    let read = o
-        .obligations
-        .iter()
-        .find(|s| s.id == "guest.read-as-mapped")
-        .unwrap();
+    let read = obligation(&o, "guest.read-as-mapped");
     assert!(read.exercised, "{read:?}");
     let json = serde_json::to_value(&o).unwrap();
     assert!(json["obligations"].as_array().unwrap().len() == ids.len());

@@ -35,9 +35,7 @@ fn run_qemu(corpus: &Path, out: &Path, extra: &[&str]) -> Value {
 }
 
 fn results(report: &Value) -> Vec<(String, String, Value)> {
-    report["cases"]
-        .as_array()
-        .unwrap()
+    cli::report_cases(report)
         .iter()
         .map(|c| {
             let r = &c["results"][0];
@@ -66,10 +64,8 @@ fn has_trailing_all_ones_entry(image: &Path) -> bool {
 #[test]
 fn generated_valid_images_pass_under_qemu() {
     let started = std::time::Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let corpus = tmp.path().join("valid");
-    cli::generate(
-        &corpus,
+    let (tmp, corpus) = cli::generated_corpus(
+        "valid",
         &[
             "--seed",
             "11",
@@ -139,11 +135,7 @@ fn generated_valid_images_pass_under_qemu() {
         }
     }
     assert!(written >= 15, "only {written} write checks ran");
-    assert!(
-        started.elapsed().as_secs() < 90,
-        "took {:?}",
-        started.elapsed()
-    );
+    cli::assert_within(started, 90);
 }
 
 /// A corpus of one mutant per (non-heavy) mutation, QEMU profile: from
@@ -235,9 +227,5 @@ fn mutants_neither_crash_nor_hang_qemu() {
             );
         }
     }
-    assert!(
-        started.elapsed().as_secs() < 90,
-        "took {:?}",
-        started.elapsed()
-    );
+    cli::assert_within(started, 90);
 }

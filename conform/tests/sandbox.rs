@@ -359,14 +359,12 @@ fn a_read_adapter_on_an_outside_raw_backing_file_is_error_and_the_model_never_op
         .expect("refused");
     assert!(e.to_string().contains("not followed"), "{e}");
     // A program that only reads guest data; the runner never asks it.
-    let script = d.root.join("reader.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\ncase \"$1\" in\ncapabilities) echo '{\"protocol\":1,\"capabilities\":[\"read\"]}';;\n\
-         *) echo '{\"protocol\":1,\"opened\":false,\"error\":\"asked\"}';;\nesac\n",
-    )
-    .unwrap();
-    let imp = format!("exec:sh {}", script.display());
+    let imp = cli::sh_program(
+        &d.root,
+        "reader.sh",
+        "\"capabilities\":[\"read\"]",
+        "*) echo '{\"protocol\":1,\"opened\":false,\"error\":\"asked\"}';;",
+    );
     let (_, report) = run(&d.corpus, &d.cwd, &d.tmp, &["--impl", &imp]);
     all_refused(&report, &["base.raw"]);
 }
@@ -390,10 +388,27 @@ fn shipped_cases(into: &Path) {
     write_manifest(into, cases);
 }
 
-#[test]
-fn sockets_work_whatever_the_length_of_tmpdir() {
+/// An exec-protocol shell program `dir/NAME` that only observes, running
+/// the shell `commands` for `observe PATH`; returns its `--impl`.
+fn observer(dir: &Path, name: &str, commands: &str) -> String {
+    cli::sh_program(
+        dir,
+        name,
+        "\"capabilities\":[\"observe\"]",
+        &format!("observe) {commands};;"),
+    )
+}
+
+/// Fresh directories whose corpus holds the two shipped cases.
+fn shipped_dirs() -> Dirs {
     let d = dirs();
     shipped_cases(&d.corpus);
+    d
+}
+
+#[test]
+fn sockets_work_whatever_the_length_of_tmpdir() {
+    let d = shipped_dirs();
     // The old socket path TMPDIR/qcow2-conform-run-PID-START-XXXXXX/nbd0.sock
     // reached 108 bytes for a TMPDIR of about 50-58 characters (depending on
     // the PID's and start time's widths); 60-72 passed the limit.
@@ -419,20 +434,17 @@ fn sockets_work_whatever_the_length_of_tmpdir() {
 
 #[test]
 fn a_sweep_from_another_pid_namespace_leaves_a_live_run_alone() {
-    let d = dirs();
-    shipped_cases(&d.corpus);
+    let d = shipped_dirs();
     // The live run's program makes its scratch directory look old (so
     // only the lock protects it), waits while the other run starts and
     // sweeps, then checks its image is still there.
-    let script = d.root.join("slow.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\ncase \"$1\" in\ncapabilities) echo '{\"protocol\":1,\"capabilities\":[\"observe\"]}';;\n\
-         observe) touch -d '2001-01-01' \"$(dirname \"$2\")\"; sleep 3;\n\
+    let imp = observer(
+        &d.root,
+        "slow.sh",
+        "touch -d '2001-01-01' \"$(dirname \"$2\")\"; sleep 3;\n\
          if [ -f \"$2\" ]; then echo '{\"protocol\":1,\"opened\":false,\"error\":\"still here\"}';\n\
-         else echo '{\"protocol\":1,\"opened\":false,\"error\":\"image vanished\"}'; fi;;\nesac\n",
-    )
-    .unwrap();
+         else echo '{\"protocol\":1,\"opened\":false,\"error\":\"image vanished\"}'; fi",
+    );
     let json = d.root.join("live.json");
     let live = Command::new("unshare")
         .args([
@@ -448,7 +460,7 @@ fn a_sweep_from_another_pid_namespace_leaves_a_live_run_alone() {
         .arg("--json")
         .arg(&json)
         .args(["--fail-on", "none", "--case", "valid/cluster-64k", "--impl"])
-        .arg(format!("exec:sh {}", script.display()))
+        .arg(&imp)
         .env("TMPDIR", &d.tmp)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -491,8 +503,7 @@ fn a_sweep_from_another_pid_namespace_leaves_a_live_run_alone() {
 
 #[test]
 fn memory_and_timeout_bind_the_capabilities_call() {
-    let d = dirs();
-    shipped_cases(&d.corpus);
+    let d = shipped_dirs();
     let hog = d.root.join("hog.py");
     std::fs::write(
         &hog,
@@ -619,8 +630,7 @@ fn qemu_over_outside_references_leaves_every_file_outside_scratch_byte_identical
 
 #[test]
 fn a_sandboxed_program_cannot_write_outside_scratch_nor_open_a_tcp_connection() {
-    let d = dirs();
-    shipped_cases(&d.corpus);
+    let d = shipped_dirs();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -697,8 +707,7 @@ print(json.dumps({{"protocol": 1, "opened": False, "error": " ".join(said)}}))
 
 #[test]
 fn without_landlock_auto_says_so_and_require_refuses() {
-    let d = dirs();
-    shipped_cases(&d.corpus);
+    let d = shipped_dirs();
     let json = d.root.join("r.json");
     let html = d.root.join("r.html");
     let junit = d.root.join("r.xml");
@@ -749,18 +758,14 @@ fn without_landlock_auto_says_so_and_require_refuses() {
 
 #[test]
 fn a_case_whose_scratch_directory_vanishes_is_error_not_charged() {
-    let d = dirs();
-    shipped_cases(&d.corpus);
+    let d = shipped_dirs();
     // Another process removes the scratch directory while the program
     // runs (here the program itself, unsandboxed: sandboxed, it could not).
-    let script = d.root.join("vanish.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\ncase \"$1\" in\ncapabilities) echo '{\"protocol\":1,\"capabilities\":[\"observe\"]}';;\n\
-         observe) rm -rf \"$(dirname \"$2\")\"; echo '{\"protocol\":1,\"opened\":true,\"bitmaps\":[]}';;\nesac\n",
-    )
-    .unwrap();
-    let imp = format!("exec:sh {}", script.display());
+    let imp = observer(
+        &d.root,
+        "vanish.sh",
+        "rm -rf \"$(dirname \"$2\")\"; echo '{\"protocol\":1,\"opened\":true,\"bitmaps\":[]}'",
+    );
     let args = [
         "--impl",
         &imp,

@@ -47,19 +47,7 @@ fn check_and_dump_of_every_corpus_case() {
     });
 }
 
-/// Every implementation of the wider matrix, as `run --impl` names them;
-/// `scripts/setup.sh` installs each.
-const IMPLEMENTATIONS: [&str; 9] = [
-    "qemu",
-    "qemu@7.2",
-    "qcow",
-    "libqcow",
-    "libqcow@20260703",
-    "imago",
-    "qcow2-rs",
-    "qcow2",
-    "dissect@3.21",
-];
+use matrix_run::IMPLEMENTATIONS;
 
 /// `run --impl ... (all nine) --corpus corpus` with 2 workers: every
 /// column is filled (every case has an outcome from every implementation,

@@ -555,10 +555,9 @@ fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_mem
 
     // manifest.json a link to /dev/zero, then 1 GB of holes: `run` and
     // `corpus verify` refuse it with `why`.
+    let run: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"run", &"--corpus", &c, &"--impl", &impl_];
     let refused = |why: &str| {
-        let run: Vec<&dyn AsRef<std::ffi::OsStr>> =
-            vec![&"run", &"--corpus", &c, &"--impl", &impl_];
-        for args in [run, vec![&"corpus", &"verify", &c]] {
+        for args in [run.clone(), vec![&"corpus", &"verify", &c]] {
             let o = limited(LIMIT, &args);
             exits_saying(&o, 1, why);
         }
@@ -582,24 +581,8 @@ fn hostile_manifests_reports_and_expectations_are_refused_quickly_in_bounded_mem
             &json,
         ],
         vec![&"report", &"diff", &json, &fifo],
-        vec![
-            &"run",
-            &"--corpus",
-            &c,
-            &"--impl",
-            &impl_,
-            &"--expect",
-            &fifo,
-        ],
-        vec![
-            &"run",
-            &"--corpus",
-            &c,
-            &"--impl",
-            &impl_,
-            &"--rerun",
-            &fifo,
-        ],
+        [&run[..], &[&"--expect", &fifo]].concat(),
+        [&run[..], &[&"--rerun", &fifo]].concat(),
     ] {
         let o = limited(LIMIT, &args);
         exits_saying(&o, 1, "is a FIFO, not a regular file");

@@ -32,6 +32,52 @@ pub struct Minimised {
     pub trials: u32,
 }
 
+/// Where a greedy descent takes the next recipes to try from.
+type Next<'a> = &'a dyn Fn(&ImageRecipe) -> Vec<ImageRecipe>;
+
+/// The recipes one drop away from `recipe`, in order: without one of its
+/// byte edits (`edits`), or without one of its mutations, that drop
+/// followed by the same drop with the mutation's preparation folded into
+/// the base spec (when that changes the spec).
+fn drops(recipe: &ImageRecipe, edits: bool) -> Vec<ImageRecipe> {
+    let n = if edits {
+        recipe.edits.len()
+    } else {
+        recipe.mutations.len()
+    };
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut r = recipe.clone();
+        if edits {
+            r.edits.remove(i);
+            out.push(r);
+            continue;
+        }
+        let id = r.mutations.remove(i);
+        let mut folded = r.clone();
+        out.push(r);
+        if let Some(m) = mutate::by_id(&id) {
+            if mutate::prepare(m, &mut folded.base, folded.seed).is_ok()
+                && folded.base != recipe.base
+            {
+                out.push(folded);
+            }
+        }
+    }
+    out
+}
+
+/// `recipe` over each smaller base spec, the rest kept.
+fn shrinks(recipe: &ImageRecipe) -> Vec<ImageRecipe> {
+    smaller_specs(&recipe.base)
+        .into_iter()
+        .map(|base| ImageRecipe {
+            base,
+            ..recipe.clone()
+        })
+        .collect()
+}
+
 /// Shrinks a disagreeing case while the implementation keeps disagreeing
 /// in the same way (same outcome kind, same deduplication key): (1) drop
 /// mutations (or fold their preparation into the base spec), then byte
@@ -72,67 +118,42 @@ pub fn minimise(
         };
         Ok((x.agrees && still(&x.bytes, &x.expected, budget)?).then_some(x))
     };
+    // Greedy descent: take the first recipe `next` offers that keeps the
+    // disagreement and start again from it, until none does or the budget
+    // is spent. Returns the last one kept.
+    let descend =
+        |recipe: &mut ImageRecipe, next: Next, budget: &mut u32| -> Result<Option<Realised>> {
+            let mut kept = None;
+            'again: loop {
+                for r in next(recipe) {
+                    if let Some(x) = try_recipe(&r, budget)? {
+                        *recipe = r;
+                        kept = Some(x);
+                        continue 'again;
+                    }
+                    if *budget == 0 {
+                        break 'again;
+                    }
+                }
+                break;
+            }
+            Ok(kept)
+        };
     let (mut bytes, mut expected, mut recipe) = (c.bytes, c.expected, c.recipe);
     // 1. Delta debugging over the mutation set, then over the byte edits:
     //    drop one at a time until no single drop keeps the disagreement. A
     //    mutation that cannot go is tried once more with its preparation
     //    folded into the base spec: the disagreement may need only what it
     //    asked of the spec (a bitmap, a guest write), not its byte change.
-    for edits in [false, true] {
-        'drop: loop {
-            let n = if edits {
-                recipe.edits.len()
-            } else {
-                recipe.mutations.len()
-            };
-            for i in 0..n {
-                let mut trials = Vec::new();
-                let mut r = recipe.clone();
-                if edits {
-                    r.edits.remove(i);
-                    trials.push(r);
-                } else {
-                    let id = r.mutations.remove(i);
-                    let mut folded = r.clone();
-                    trials.push(r);
-                    if let Some(m) = mutate::by_id(&id) {
-                        if mutate::prepare(m, &mut folded.base, folded.seed).is_ok()
-                            && folded.base != recipe.base
-                        {
-                            trials.push(folded);
-                        }
-                    }
-                }
-                for r in trials {
-                    if let Some(x) = try_recipe(&r, &mut budget)? {
-                        (bytes, expected, recipe) = (x.bytes, x.expected, r);
-                        continue 'drop;
-                    }
-                }
-                if budget == 0 {
-                    break 'drop;
-                }
-            }
-            break;
-        }
-    }
     // 2. Shrink the base spec; the remaining mutations are re-applied to
     //    every smaller spec (their preparation may grow it back).
-    'shrink: loop {
-        for smaller in smaller_specs(&recipe.base) {
-            let r = ImageRecipe {
-                base: smaller,
-                ..recipe.clone()
-            };
-            if let Some(x) = try_recipe(&r, &mut budget)? {
-                (bytes, expected, recipe) = (x.bytes, x.expected, r);
-                continue 'shrink;
-            }
-            if budget == 0 {
-                break 'shrink;
-            }
+    let mutations = |r: &ImageRecipe| drops(r, false);
+    let edits = |r: &ImageRecipe| drops(r, true);
+    let stages: [Next; 3] = [&mutations, &edits, &shrinks];
+    for next in stages {
+        if let Some(x) = descend(&mut recipe, next, &mut budget)? {
+            (bytes, expected) = (x.bytes, x.expected);
         }
-        break;
     }
     // 3. Byte-level reduction: zero runs of the non-zero 512-byte blocks
     //    (never block 0, the header), halving the run length, each trial

@@ -96,13 +96,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
         && opts.max_cases.is_none_or(|m| ran < m)
         && crate::runner::process::signals::stop_requested().is_none()
     {
-        let index = state.next_index;
-        state.next_index += 1;
-        if let Some(sh) = opts.shard {
-            if index % sh.count != sh.index - 1 {
-                continue;
-            }
-        }
+        let index = state.take_index(opts.shard);
         let Some(c) = candidate(opts.seed, index) else {
             continue;
         };

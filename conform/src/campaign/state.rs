@@ -49,6 +49,14 @@ pub struct Shard {
     pub count: u64,
 }
 
+impl Shard {
+    /// Whether this shard runs case `index`: shards take the case indices
+    /// in turn.
+    pub fn runs(&self, index: u64) -> bool {
+        index % self.count == self.index - 1
+    }
+}
+
 impl std::str::FromStr for Shard {
     type Err = ArgError;
     fn from_str(s: &str) -> Result<Shard, ArgError> {
@@ -147,6 +155,19 @@ fn read_state(path: &Path) -> Found {
 }
 
 impl State {
+    /// Takes the next case index that `shard` runs (every index without
+    /// one): the state moves past it, and past the other shards' indices
+    /// before it.
+    pub fn take_index(&mut self, shard: Option<Shard>) -> u64 {
+        loop {
+            let index = self.next_index;
+            self.next_index += 1;
+            if shard.is_none_or(|sh| sh.runs(index)) {
+                return index;
+            }
+        }
+    }
+
     /// The state at `path` when it belongs to the same implementation,
     /// seed and shard (an error when it belongs to another campaign), or
     /// a fresh one when there is none. A damaged `path` is recovered from
@@ -269,11 +290,22 @@ impl State {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_damaged_state_is_recovered_from_its_previous_copy_with_every_finding() {
+    /// A scratch directory and the `state.json` in it.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("state.json");
-        let mut s = State::resume(&path, "qemu", 7, None).unwrap();
+        (d, path)
+    }
+
+    /// The state at `path` of a `qemu` campaign with seed 7, unsharded.
+    fn resume(path: &Path) -> Result<State> {
+        State::resume(path, "qemu", 7, None)
+    }
+
+    #[test]
+    fn a_damaged_state_is_recovered_from_its_previous_copy_with_every_finding() {
+        let (d, path) = scratch();
+        let mut s = resume(&path).unwrap();
         s.next_index = 10;
         s.cases_run = 10;
         s.write(&path).unwrap();
@@ -287,22 +319,21 @@ mod tests {
         std::fs::write(f.join("finding.json"), "{}").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-        let r = State::resume(&path, "qemu", 7, None).unwrap();
+        let r = resume(&path).unwrap();
         assert_eq!(r.next_index, 10);
         assert_eq!(r.disagreements.get("crash-b"), Some(&1));
         assert!(sibling(&path, ".damaged").is_file());
         // Both copies damaged: an error, not a fresh start over them.
         std::fs::write(&path, "{").unwrap();
         std::fs::write(sibling(&path, ".prev"), "").unwrap();
-        let e = State::resume(&path, "qemu", 7, None).unwrap_err();
+        let e = resume(&path).unwrap_err();
         assert!(e.to_string().contains("does not parse"), "{e}");
     }
 
     #[test]
     fn a_changed_state_fails_its_checksum_and_no_damaged_pair_restarts() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("state.json");
-        let mut s = State::resume(&path, "qemu", 7, None).unwrap();
+        let (_d, path) = scratch();
+        let mut s = resume(&path).unwrap();
         s.cases_run = 5;
         s.write(&path).unwrap();
         s.cases_run = 6;
@@ -311,12 +342,12 @@ mod tests {
         assert!(text.contains("\"checksum\""), "{text}");
         // A valid JSON edit that the checksum catches: back to `.prev`.
         std::fs::write(&path, text.replace("\"cases_run\": 6", "\"cases_run\": 9")).unwrap();
-        assert_eq!(State::resume(&path, "qemu", 7, None).unwrap().cases_run, 5);
+        assert_eq!(resume(&path).unwrap().cases_run, 5);
         // Missing state, damaged previous copy: refused, the copy kept.
         let prev = sibling(&path, ".prev");
         std::fs::write(&prev, b"{\xff}").unwrap();
         let _ = std::fs::remove_file(&path);
-        let e = State::resume(&path, "qemu", 7, None).unwrap_err();
+        let e = resume(&path).unwrap_err();
         assert!(e.to_string().contains("not UTF-8"), "{e}");
         assert_eq!(std::fs::read(&prev).unwrap(), b"{\xff}");
     }

@@ -211,6 +211,12 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Why the implementation did not open the image (its error message,
+    /// `no message` when it printed none); `None` when it opened it.
+    pub fn refusal(&self) -> Option<&str> {
+        (!self.opened).then(|| self.error.as_deref().unwrap_or("no message"))
+    }
+
     /// Folds one program run into the observation: crash, timeout,
     /// sanitizer output, exit status, command line.
     pub fn record(&mut self, p: &process::Proc) {

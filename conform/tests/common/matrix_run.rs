@@ -2,8 +2,23 @@
 //! pinned-matrix and determinism tests make it: the implementations named
 //! as `run --impl` names them (each must be installed: `scripts/setup.sh`),
 //! 2 workers, the write check on, the corpus untouched.
+#![allow(dead_code)]
 
 use std::path::Path;
+
+/// Every implementation of the wider matrix, as `run --impl` names them;
+/// `scripts/setup.sh` installs each.
+pub const IMPLEMENTATIONS: [&str; 9] = [
+    "qemu",
+    "qemu@7.2",
+    "qcow",
+    "libqcow",
+    "libqcow@20260703",
+    "imago",
+    "qcow2-rs",
+    "qcow2",
+    "dissect@3.21",
+];
 
 /// The report of `run --impl SPEC... --corpus corpus --jobs 2`.
 pub fn run_shared_corpus(specs: &[&str]) -> conform::runner::report::RunReport {

@@ -252,52 +252,17 @@ pub fn convert_with_bitmaps(src: &Path, dst: &Path) -> Result<()> {
     )
 }
 
-/// `qemu-img snapshot -f qcow2 -c NAME PATH` (an internal snapshot).
-pub fn snapshot_create(path: &Path, name: &str) -> Result<()> {
-    run_tool(
-        Tool::Img,
-        [
-            OsStr::new("snapshot"),
-            OsStr::new("-f"),
-            OsStr::new("qcow2"),
-            OsStr::new("-c"),
-            OsStr::new(name),
-            path.as_os_str(),
-        ],
-    )
-    .map(drop)
+/// The arguments `VERB -f qcow2 EXTRA.. PATH` of a `qemu-img` command on
+/// one qcow2 image.
+fn img_args<'a>(verb: &'a str, extra: &'a [&'a str], path: &'a Path) -> Vec<&'a OsStr> {
+    let mut args: Vec<&OsStr> = vec![verb.as_ref(), "-f".as_ref(), "qcow2".as_ref()];
+    args.extend(extra.iter().map(OsStr::new));
+    args.push(path.as_os_str());
+    args
 }
 
-/// `qemu-img amend -f qcow2 -o OPTIONS PATH`, whatever its exit status.
-pub fn amend_unchecked(path: &Path, options: &str) -> Result<Output> {
-    run_tool_unchecked(
-        Tool::Img,
-        [
-            OsStr::new("amend"),
-            OsStr::new("-f"),
-            OsStr::new("qcow2"),
-            OsStr::new("-o"),
-            OsStr::new(options),
-            path.as_os_str(),
-        ],
-    )
-}
-
-// ---------------------------------------------------------------------------
-// qemu-img info / check
-
-/// `qemu-img info -f qcow2 --output=json PATH`.
-pub fn info_json(path: &Path) -> Result<ImageInfo> {
-    let out = run_tool(
-        Tool::Img,
-        [
-            OsStr::new("info"),
-            OsStr::new("-f"),
-            OsStr::new("qcow2"),
-            OsStr::new("--output=json"),
-            path.as_os_str(),
-        ],
-    )?;
+/// The JSON a finished command printed, as `T`.
+fn parse_json<T: serde::de::DeserializeOwned>(out: &Output) -> Result<T> {
     serde_json::from_str(&out.stdout).with_context(|| {
         format!(
             "cannot parse the JSON of: {}\n{}",
@@ -306,27 +271,32 @@ pub fn info_json(path: &Path) -> Result<ImageInfo> {
     })
 }
 
+/// `qemu-img snapshot -f qcow2 -c NAME PATH` (an internal snapshot).
+pub fn snapshot_create(path: &Path, name: &str) -> Result<()> {
+    run_tool(Tool::Img, img_args("snapshot", &["-c", name], path)).map(drop)
+}
+
+/// `qemu-img amend -f qcow2 -o OPTIONS PATH`, whatever its exit status.
+pub fn amend_unchecked(path: &Path, options: &str) -> Result<Output> {
+    run_tool_unchecked(Tool::Img, img_args("amend", &["-o", options], path))
+}
+
+// ---------------------------------------------------------------------------
+// qemu-img info / check
+
+/// `qemu-img info -f qcow2 --output=json PATH`.
+pub fn info_json(path: &Path) -> Result<ImageInfo> {
+    let out = run_tool(Tool::Img, img_args("info", &["--output=json"], path))?;
+    parse_json(&out)
+}
+
 /// `qemu-img check -f qcow2 --output=json PATH` (read-only: no repair).
 /// Exit statuses 0 (clean), 2 (corruptions) and 3 (leaks) all yield a
 /// result; anything else is an error.
 pub fn check_json(path: &Path) -> Result<CheckInfo> {
-    let out = run_tool_unchecked(
-        Tool::Img,
-        [
-            OsStr::new("check"),
-            OsStr::new("-f"),
-            OsStr::new("qcow2"),
-            OsStr::new("--output=json"),
-            path.as_os_str(),
-        ],
-    )?
-    .expect_codes(&[0, 2, 3])?;
-    let mut info: CheckInfo = serde_json::from_str(&out.stdout).with_context(|| {
-        format!(
-            "cannot parse the JSON of: {}\n{}",
-            out.command_line, out.stdout
-        )
-    })?;
+    let out = run_tool_unchecked(Tool::Img, img_args("check", &["--output=json"], path))?
+        .expect_codes(&[0, 2, 3])?;
+    let mut info: CheckInfo = parse_json(&out)?;
     info.exit_code = out.status.code().unwrap_or(-1);
     Ok(info)
 }
@@ -563,12 +533,7 @@ impl NbdServer {
 /// `qemu-img map --output=json --image-opts OPTS`.
 pub fn map_image_opts(opts: &str) -> Result<Vec<MapExtent>> {
     let out = run_tool(Tool::Img, ["map", "--output=json", "--image-opts", opts])?;
-    serde_json::from_str(&out.stdout).with_context(|| {
-        format!(
-            "cannot parse the JSON of: {}\n{}",
-            out.command_line, out.stdout
-        )
-    })
+    parse_json(&out)
 }
 
 /// The virtual byte ranges (half-open, merged) that QEMU says the

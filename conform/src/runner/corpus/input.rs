@@ -73,26 +73,26 @@ impl InputError {
     }
 }
 
-/// What kind of file `t` is, for messages.
+/// A test of a file type, and the kind it names in messages.
+type Kind = (fn(&std::fs::FileType) -> bool, &'static str);
+
+/// What kind of file `t` is, for messages (`a FIFO`, `a symbolic link`).
 pub fn kind(t: std::fs::FileType) -> &'static str {
+    use std::fs::FileType;
     use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_file() {
-        "a regular file"
-    } else {
-        "not a regular file"
-    }
+    let kinds: [Kind; 7] = [
+        (FileType::is_dir, "a directory"),
+        (FileTypeExt::is_fifo, "a FIFO"),
+        (FileTypeExt::is_socket, "a socket"),
+        (FileTypeExt::is_block_device, "a block device"),
+        (FileTypeExt::is_char_device, "a character device"),
+        (FileType::is_symlink, "a symbolic link"),
+        (FileType::is_file, "a regular file"),
+    ];
+    kinds
+        .iter()
+        .find(|(is, _)| is(&t))
+        .map_or("a special file", |&(_, name)| name)
 }
 
 /// The opened file when it is a regular file.

@@ -268,13 +268,8 @@ pub fn invalid(e: &Expected, obs: &Observation, cx: &Context, r: &mut Reasons) {
             );
         }
     }
-    if !obs.opened {
-        let err = obs.error.as_deref().unwrap_or("no message");
-        r.pass.push_msg(
-            Check::Open,
-            Some(err),
-            format!("refused the invalid image ({rules}): {err}"),
-        );
+    if let Some(err) = obs.refusal() {
+        super::open::refused_invalid(&rules, err, r);
         return;
     }
     let used: Vec<&ObservedBitmap> = obs.bitmaps.iter().filter(|b| b.used()).collect();

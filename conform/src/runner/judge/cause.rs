@@ -367,40 +367,35 @@ impl ImageFacts {
         // Only a regular file, opened non-blocking, holes skipped.
         let model = crate::runner::corpus::image_state::open_model(path).ok()?;
         let report = model.report();
-        let header = model.analysis().header.as_ref();
-        let facts = ImageFacts {
-            version: header.map_or(0, |h| h.version),
-            incompatible: header.map_or(0, |h| h.incompatible_features),
-            header_length: header.map_or(0, |h| h.header_length),
-            extra_data_compatible: model
-                .analysis()
+        let a = model.analysis();
+        let mut facts = ImageFacts {
+            extra_data_compatible: a
                 .entries
                 .iter()
                 .any(|e| e.extra_data_compatible() && e.extra_data_size > 0),
-            bitmap_over_512mib: header.is_some_and(|h| {
-                model.analysis().entries.iter().any(|e| {
-                    let g = e.geometry(h.size, h.cluster_bits);
-                    g.nbits().div_ceil(8) > QEMU_BITMAP_CAP
-                })
-            }),
-            autoclear: header.map_or(0, |h| h.autoclear_features),
-            crypt_method: header.map_or(0, |h| h.crypt_method),
-            size: header.map_or(0, |h| h.size),
-            keeps_unknown: model
-                .analysis()
-                .extensions
-                .iter()
-                .any(|x| x.type_name == "unknown")
-                || model
-                    .analysis()
-                    .entries
-                    .iter()
-                    .any(|e| e.extra_data_size > 0),
-            backing_end: header.filter(|h| h.backing_file_offset != 0).and_then(|h| {
-                let layers = crate::runner::corpus::image_layers::open(path).ok()?;
-                layers.backing_size().filter(|&b| b < h.size)
-            }),
+            keeps_unknown: a.extensions.iter().any(|x| x.type_name == "unknown")
+                || a.entries.iter().any(|e| e.extra_data_size > 0),
+            // Without a header, every header fact is 0.
+            ..ImageFacts::default()
         };
+        if let Some(h) = a.header.as_ref() {
+            facts.version = h.version;
+            facts.incompatible = h.incompatible_features;
+            facts.header_length = h.header_length;
+            facts.autoclear = h.autoclear_features;
+            facts.crypt_method = h.crypt_method;
+            facts.size = h.size;
+            facts.bitmap_over_512mib = a.entries.iter().any(|e| {
+                let g = e.geometry(h.size, h.cluster_bits);
+                g.nbits().div_ceil(8) > QEMU_BITMAP_CAP
+            });
+            if h.backing_file_offset != 0 {
+                facts.backing_end = crate::runner::corpus::image_layers::open(path)
+                    .ok()
+                    .and_then(|layers| layers.backing_size())
+                    .filter(|&b| b < h.size);
+            }
+        }
         let free_directory = directory_unallocated(&model);
         let bitmaps = report
             .bitmaps

@@ -63,8 +63,7 @@ pub fn keyless(cx: &Context, obs: &Observation, r: &mut Reasons) -> bool {
     }
     let m = method(cx.facts.map_or(0, |f| f.crypt_method));
     let o = Some(Obligation::CryptRefuseWithoutKey);
-    if !obs.opened {
-        let err = obs.error.as_deref().unwrap_or("no message");
+    if let Some(err) = obs.refusal() {
         r.pass.push_for(
             o,
             Check::Open,

@@ -290,11 +290,8 @@ fn recorded(
 
 /// One line on what the implementation did.
 fn summary(obs: &Observation) -> String {
-    if !obs.opened {
-        return format!(
-            "refused to open ({})",
-            obs.error.as_deref().unwrap_or("no message")
-        );
+    if let Some(err) = obs.refusal() {
+        return format!("refused to open ({err})");
     }
     let used = obs.bitmaps.iter().filter(|b| b.used()).count();
     format!(
@@ -305,8 +302,7 @@ fn summary(obs: &Observation) -> String {
 
 /// A conforming image, for an implementation that reads bitmaps.
 fn valid(e: &Expected, obs: &Observation, cx: &Context, mut r: Reasons) -> Outcome {
-    if !obs.opened {
-        let err = obs.error.as_deref().unwrap_or("no message");
+    if let Some(err) = obs.refusal() {
         open::refused_valid(cx, e, true, err, &mut r);
         return r.finish();
     }
@@ -336,8 +332,7 @@ fn valid(e: &Expected, obs: &Observation, cx: &Context, mut r: Reasons) -> Outco
 /// it must open (unless the spec requires the refusal or a limit outside
 /// the bitmaps extension excuses it) and read as the model reads it.
 fn unaware_valid(e: &Expected, obs: &Observation, cx: &Context, mut r: Reasons) -> Outcome {
-    if !obs.opened {
-        let err = obs.error.as_deref().unwrap_or("no message");
+    if let Some(err) = obs.refusal() {
         open::refused_valid(cx, e, false, err, &mut r);
         return r.finish();
     }
@@ -356,13 +351,8 @@ fn unaware_valid(e: &Expected, obs: &Observation, cx: &Context, mut r: Reasons) 
 /// broken rule is a bitmaps rule (the mapping itself is intact).
 fn unaware_invalid(e: &Expected, obs: &Observation, cx: &Context, mut r: Reasons) -> Outcome {
     let rules = e.rules.join(", ");
-    if !obs.opened {
-        let err = obs.error.as_deref().unwrap_or("no message");
-        r.pass.push_msg(
-            Check::Open,
-            Some(err),
-            format!("refused the invalid image ({rules}): {err}"),
-        );
+    if let Some(err) = obs.refusal() {
+        open::refused_invalid(&rules, err, &mut r);
         return r.finish();
     }
     let mapping_intact = !e.rules.is_empty() && e.rules.iter().all(|x| x.starts_with("bitmaps."));

@@ -108,6 +108,15 @@ pub fn refused_valid(cx: &Context, e: &Expected, bitmaps_aware: bool, err: &str,
     }
 }
 
+/// A refusal of an invalid image breaking `rules`: always allowed.
+pub fn refused_invalid(rules: &str, err: &str, r: &mut Reasons) {
+    r.pass.push_msg(
+        Check::Open,
+        Some(err),
+        format!("refused the invalid image ({rules}): {err}"),
+    );
+}
+
 /// An implementation that opened an image with incompatible bits it does
 /// not support: lenient, whatever the image's verdict (the spec says it
 /// must fail to open it).

@@ -206,7 +206,7 @@ enum Unjudged {
         shown: String,
         source: std::io::Error,
     },
-    #[error("the write left {shown} a {kind}, not a regular file: not judged")]
+    #[error("the write left {shown} {kind}, not a regular file: not judged")]
     NotRegular { shown: String, kind: &'static str },
     #[error("the model cannot read the image after the write: {0}")]
     Unreadable(ReadError),
@@ -225,7 +225,7 @@ fn judge_written(copy: &Path, timeout: std::time::Duration) -> Result<Snapshot, 
         Err(source) => return Err(Unjudged::Gone { shown, source }),
     };
     if !meta.file_type().is_file() {
-        let kind = file_kind(&meta.file_type());
+        let kind = crate::runner::corpus::input::kind(meta.file_type());
         return Err(Unjudged::NotRegular { shown, kind });
     }
     let (tx, rx) = std::sync::mpsc::channel();
@@ -250,24 +250,6 @@ fn show_bits(bits: u64) -> String {
         .map(|b: u32| b.to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A file type in words.
-fn file_kind(t: &std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_symlink() {
-        "symbolic link"
-    } else if t.is_dir() {
-        "directory"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "device"
-    } else {
-        "special file"
-    }
 }
 
 /// `keep.unknown-as-is` (spec "Header extensions" and "Bitmap directory",

@@ -1,0 +1,36 @@
+//! What the tests of the live path share: the installed
+//! `qemu-storage-daemon` (a missing one fails the test, never skips it),
+//! the limits one daemon step runs under, and the bitmap they add most.
+//! Included with `#[path = "common/live.rs"] mod live;`.
+#![allow(dead_code)]
+
+use conform::runner::adapters::qemu::Tool;
+use conform::runner::process::Limits;
+use spec_model::semantics::Op;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The `qemu-storage-daemon` the tests run.
+pub fn qsd() -> PathBuf {
+    Tool::StorageDaemon
+        .locate()
+        .expect("qemu-storage-daemon is required (scripts/setup.sh installs qemu-utils)")
+}
+
+/// One minute per step, no memory limit.
+pub fn limits() -> Limits {
+    Limits {
+        timeout: Duration::from_secs(60),
+        memory_bytes: None,
+    }
+}
+
+/// `block-dirty-bitmap-add` of an enabled bitmap with 64 KiB granules.
+pub fn add(name: &str, persistent: bool) -> Op {
+    Op::Add {
+        name: name.into(),
+        gbits: 16,
+        persistent,
+        disabled: false,
+    }
+}
