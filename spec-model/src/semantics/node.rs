@@ -39,7 +39,7 @@ fn names_exported(d: &Disk, op: &Op) -> Option<String> {
 }
 
 /// A bitmap operation a transaction may hold.
-fn transaction_action(op: &Op) -> bool {
+pub(super) fn transaction_action(op: &Op) -> bool {
     matches!(
         op,
         Op::Add { .. }
