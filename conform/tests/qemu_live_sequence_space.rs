@@ -158,6 +158,7 @@ fn every_image_shape_passes_what_qemu_does_right() {
 fn resizes_that_change_table_sizes_pass() {
     let seq = Sequence {
         size: 1 << 20,
+        second: None,
         shape: Shape {
             cluster_bits: Some(9),
             ..Shape::default()
@@ -242,6 +243,7 @@ fn a_read_only_node_reads_its_bitmaps_and_leaves_the_file_unchanged() {
     ];
     let seq = Sequence {
         size: 1_000_448,
+        second: None,
         shape,
         steps,
     };
@@ -252,6 +254,7 @@ fn a_read_only_node_reads_its_bitmaps_and_leaves_the_file_unchanged() {
     // rules.
     let v2 = Sequence {
         size: 1 << 20,
+        second: None,
         shape: Shape {
             v2: true,
             read_only: true,
@@ -275,6 +278,7 @@ fn a_read_only_node_reads_its_bitmaps_and_leaves_the_file_unchanged() {
         &qsd(),
         &Sequence {
             size: 1_000_448,
+            second: None,
             shape,
             steps: vec![op(add("t", false)), op(Op::Write { offset: 0, len: 1 })],
         },
@@ -299,6 +303,7 @@ fn a_read_only_node_reads_its_bitmaps_and_leaves_the_file_unchanged() {
 fn the_three_qemu_defects_are_found() {
     let seq = |steps| Sequence {
         size: 1 << 20,
+        second: None,
         shape: Shape::default(),
         steps,
     };

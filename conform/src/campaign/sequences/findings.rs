@@ -114,6 +114,7 @@ pub fn minimise(
                 let cut = Sequence {
                     size: best.0.size,
                     shape: best.0.shape,
+                    second: best.0.second,
                     steps: best.0.steps[..=at].to_vec(),
                 };
                 changed |= try_one(cut, &mut best, &mut spent);
