@@ -50,6 +50,7 @@ fn hand_chain(mode: Mode, persistent: bool) -> Chain {
                 ops: vec![w(65536, 10), w(1 << 20, 200_000)],
                 restart: false,
                 fail_first: false,
+                ..Round::default()
             },
             Round {
                 ops: vec![
@@ -62,6 +63,7 @@ fn hand_chain(mode: Mode, persistent: bool) -> Chain {
                 restart: persistent,
                 // A job that fails first (where the mode keeps the bitmap).
                 fail_first: true,
+                ..Round::default()
             },
             Round {
                 ops: vec![
@@ -73,6 +75,7 @@ fn hand_chain(mode: Mode, persistent: bool) -> Chain {
                 ],
                 restart: false,
                 fail_first: false,
+                ..Round::default()
             },
         ],
     }

@@ -33,6 +33,15 @@ use std::time::{Duration, Instant};
 /// when the harness acts.
 const SLOW: u64 = 1;
 
+/// `args` of a job made slow: one 64 KiB chunk at a time by one worker
+/// (QEMU's `x-perf`), under [`SLOW`]: it copies its first cluster, then
+/// waits, so that it is still running while the harness acts (when more
+/// than one cluster is dirty).
+fn slow(args: &mut serde_json::Value) {
+    args["speed"] = json!(SLOW);
+    args["x-perf"] = json!({"max-workers": 1, "max-chunk": 1u64 << JOB_CLUSTER_BITS});
+}
+
 /// log2 of the cluster size a backup job copies in (QEMU's default for a
 /// target of 64 KiB clusters, as the chain's targets are).
 const JOB_CLUSTER_BITS: u8 = 16;
@@ -56,7 +65,7 @@ impl Run<'_> {
             .mode
             .backup_arguments(&job, &node, &self.bitmap)
             .expect("a push mode");
-        args["speed"] = json!(SLOW);
+        slow(&mut args);
         if let Err(e) = qb::start_job(running(&mut self.daemon)?, args)? {
             return Err(refused(&format!("incremental backup {k}"), e));
         }
@@ -119,7 +128,7 @@ impl Run<'_> {
             .mode
             .backup_arguments(&job, &node, &self.bitmap)
             .expect("a push mode");
-        args["speed"] = json!(SLOW);
+        slow(&mut args);
         if let Err(e) = qb::start_job(running(&mut self.daemon)?, args)? {
             return Err(refused(&format!("the backup cancelled before incremental {k}"), e));
         }
