@@ -88,12 +88,19 @@ fn writes_during_a_job_stay_out_of_its_backup_and_go_into_the_next() {
     for mode in PUSH {
         let r = run(&during_chain(mode), opts());
         assert!(!r.failed(), "{mode:?}: {:#?}", (&r.problems, &r.error));
-        assert_eq!(r.written_during, 1, "{mode:?}: the job ran while the guest wrote");
+        assert_eq!(
+            r.written_during, 1,
+            "{mode:?}: the job ran while the guest wrote"
+        );
         assert!(r.points.iter().all(|p| p.restored_equal), "{mode:?}");
         // The second incremental required the writes made during the
         // first job (100,000 bytes at 2 MiB and the zeroed 64 KiB: 16 KiB
         // granules, 7 and 4 of them) and the round's own write.
-        assert!(r.points[2].required >= (7 + 4 + 1) * 16384, "{mode:?}: {:?}", r.points[2]);
+        assert!(
+            r.points[2].required >= (7 + 4 + 1) * 16384,
+            "{mode:?}: {:?}",
+            r.points[2]
+        );
     }
 }
 
@@ -102,7 +109,10 @@ fn writes_during_a_job_stay_out_of_its_backup_and_go_into_the_next() {
 fn include_later_write(point: usize, x: &mut Extents) {
     if point == 1 {
         let offset = 2 << 20;
-        x.push((offset, vec![conform::runner::adapters::qemu_live::oracle::fill_byte(offset); 100]));
+        x.push((
+            offset,
+            vec![conform::runner::adapters::qemu_live::oracle::fill_byte(offset); 100],
+        ));
         x.sort_by_key(|e| e.0);
     }
 }
@@ -114,7 +124,9 @@ fn a_backup_holding_a_write_made_during_its_job_is_a_defect() {
     let r = run(&during_chain(Mode::BitmapOnSuccess), o);
     assert_eq!(r.at_point, Some(1), "{r:#?}");
     assert!(
-        r.problems.iter().any(|p| p.contains("differs from the disk")),
+        r.problems
+            .iter()
+            .any(|p| p.contains("differs from the disk")),
         "{:#?}",
         r.problems
     );
@@ -155,7 +167,10 @@ fn a_cancelled_job_leaves_the_bitmap_as_each_mode_says() {
     // cluster at least), so its next incremental holds less than the
     // modes that kept the bitmap whole.
     let of = |m: Mode| held.iter().find(|(x, _)| *x == m).unwrap().1;
-    assert!(of(Mode::BitmapAlways) < of(Mode::BitmapOnSuccess), "{held:?}");
+    assert!(
+        of(Mode::BitmapAlways) < of(Mode::BitmapOnSuccess),
+        "{held:?}"
+    );
     assert_eq!(of(Mode::BitmapOnSuccess), of(Mode::Incremental), "{held:?}");
 }
 

@@ -109,7 +109,12 @@ fn two_nodes_agree_with_the_model_through_merges_transactions_restarts_and_crash
                 op: NodeOp::Transaction {
                     actions: vec![
                         on(0, Op::Clear { name: "a".into() }),
-                        on(1, Op::Clear { name: "missing".into() }),
+                        on(
+                            1,
+                            Op::Clear {
+                                name: "missing".into(),
+                            },
+                        ),
                     ],
                 },
             },
@@ -121,8 +126,8 @@ fn two_nodes_agree_with_the_model_through_merges_transactions_restarts_and_crash
     );
     let work = tempfile::tempdir().unwrap();
     let _w = conform::runner::process::sandbox::writable(work.path());
-    let r = sequences::run_sequence(&qsd(), &seq, work.path(), &limits(), sequences::MODEL)
-        .unwrap();
+    let r =
+        sequences::run_sequence(&qsd(), &seq, work.path(), &limits(), sequences::MODEL).unwrap();
     assert!(!r.failed(), "{r:#?}");
     assert_eq!(r.operations, 10);
     // The merges went out with node 1's bitmap named by node and name.
@@ -162,9 +167,18 @@ fn a_merge_across_disks_of_different_sizes_may_be_refused_and_node_1_is_checked(
     let t = s.full_transcript().join("\n");
     assert!(t.contains("different sizes"), "QEMU 10.0.2 refuses it: {t}");
     // A wrong prediction about node 1 is caught on node 1.
-    s.others[0].model.bitmaps.get_mut("b").unwrap().bits.push((3, 4));
+    s.others[0]
+        .model
+        .bitmaps
+        .get_mut("b")
+        .unwrap()
+        .bits
+        .push((3, 4));
     let p = s.compare().unwrap();
-    assert!(p.iter().any(|m| m.starts_with("node q1: bitmap \"b\"")), "{p:?}");
+    assert!(
+        p.iter().any(|m| m.starts_with("node q1: bitmap \"b\"")),
+        "{p:?}"
+    );
     let _ = s.close();
     let f = read_file(&work.path().join("seq1.qcow2")).unwrap();
     assert!(f.bitmaps.contains_key("b"));

@@ -257,8 +257,7 @@ impl Nodes {
                     return;
                 };
                 view.apply(&merge);
-                if let (Some(d), Some(b)) =
-                    (self.disks.get_mut(*node), view.bitmaps.remove(target))
+                if let (Some(d), Some(b)) = (self.disks.get_mut(*node), view.bitmaps.remove(target))
                 {
                     d.bitmaps.insert(target.clone(), b);
                 }
@@ -432,7 +431,10 @@ mod tests {
                 },
             ],
         };
-        assert!(matches!(n.expect(&reuse), Expect::Refuse(_) | Expect::Either(_)));
+        assert!(matches!(
+            n.expect(&reuse),
+            Expect::Refuse(_) | Expect::Either(_)
+        ));
         let io = NodeOp::Transaction {
             actions: vec![NodeOp::On {
                 node: 1,

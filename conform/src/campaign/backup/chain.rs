@@ -9,6 +9,7 @@
 //! guest export reads it at that point, and the daemon's bitmaps are
 //! compared with the model's ([`oracle::compare`]).
 
+pub use super::gen::{Chain, Round};
 use super::restore::{self, Extents};
 use crate::campaign::sequences::run::create_image;
 use crate::runner::adapters::qemu_live::backup::{self as qb, Mode};
@@ -16,7 +17,6 @@ use crate::runner::adapters::qemu_live::daemon::{Daemon, DaemonError, NODE};
 use crate::runner::adapters::qemu_live::nbd::NbdClient;
 use crate::runner::adapters::qemu_live::oracle::{self, fill_byte, Contents};
 use crate::runner::process::Limits;
-pub use super::gen::{Chain, Round};
 
 #[path = "during.rs"]
 mod during;

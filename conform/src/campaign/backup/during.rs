@@ -130,7 +130,10 @@ impl Run<'_> {
             .expect("a push mode");
         slow(&mut args);
         if let Err(e) = qb::start_job(running(&mut self.daemon)?, args)? {
-            return Err(refused(&format!("the backup cancelled before incremental {k}"), e));
+            return Err(refused(
+                &format!("the backup cancelled before incremental {k}"),
+                e,
+            ));
         }
         // Cancelled once it has copied something, or after a moment when
         // it has not (nothing dirty, or not started yet).
@@ -171,7 +174,11 @@ impl Run<'_> {
         if p.is_empty() {
             return Ok(());
         }
-        let how = if done.is_err() { "cancelled" } else { "finished before its cancel" };
+        let how = if done.is_err() {
+            "cancelled"
+        } else {
+            "finished before its cancel"
+        };
         Err(Stop::Problems(
             p.into_iter()
                 .map(|m| format!("after a backup job {how} before incremental {k}: {m}"))
@@ -186,7 +193,8 @@ impl Run<'_> {
         let size = self.chain.size;
         if let Some(b) = self.model.bitmaps.get_mut(&self.bitmap) {
             let dirty = granules::merge(b.bits.iter().chain(&b.unspecified).copied().collect());
-            let clusters = granules::regranulate(&dirty, b.gbits, JOB_CLUSTER_BITS.max(b.gbits), size);
+            let clusters =
+                granules::regranulate(&dirty, b.gbits, JOB_CLUSTER_BITS.max(b.gbits), size);
             b.unspecified =
                 granules::regranulate(&clusters, JOB_CLUSTER_BITS.max(b.gbits), b.gbits, size);
             b.bits.clear();

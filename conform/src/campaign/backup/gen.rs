@@ -122,7 +122,6 @@ impl Chain {
     }
 }
 
-
 impl Chain {
     /// Smaller chains, most reduced first: rounds after `at` cut, each
     /// round dropped, each guest request dropped, each round's extras

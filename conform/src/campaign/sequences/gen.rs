@@ -305,7 +305,9 @@ fn two_node_step(rng: &mut impl Rng, size0: u64, size1: &mut u64) -> Step {
             if node == 1 {
                 *size1 = size;
             } else if matches!(op, Op::Resize { .. }) {
-                return Step::Op { op: Op::Write { offset: 0, len: 1 } };
+                return Step::Op {
+                    op: Op::Write { offset: 0, len: 1 },
+                };
             }
             NodeOp::On { node, op }
         }
@@ -435,11 +437,9 @@ impl Sequence {
             if let Step::Nodes { op } = &self.steps[i] {
                 let simpler = match op {
                     NodeOp::On { node: 0, op } => Some(Step::Op { op: op.clone() }),
-                    NodeOp::Transaction { actions } if actions.len() == 1 => {
-                        Some(Step::Nodes {
-                            op: actions[0].clone(),
-                        })
-                    }
+                    NodeOp::Transaction { actions } if actions.len() == 1 => Some(Step::Nodes {
+                        op: actions[0].clone(),
+                    }),
                     NodeOp::Transaction { actions } if actions.len() > 1 => {
                         for j in 0..actions.len() {
                             let mut fewer = actions.clone();

@@ -221,7 +221,10 @@ fn run_once(
 /// share it, so that a replay finds the saved key.
 pub fn step_error(s: &mut Session, step: &Step, e: &SessionError) -> String {
     let what = match step {
-        Step::Op { op } | Step::Nodes { op: NodeOp::On { op, .. } } => format!("{op:?}"),
+        Step::Op { op }
+        | Step::Nodes {
+            op: NodeOp::On { op, .. },
+        } => format!("{op:?}"),
         Step::Nodes { op } => format!("{op:?}"),
         other => format!("{other:?}"),
     };
@@ -261,12 +264,14 @@ pub fn open_session(
     create_shaped(image, seq.size, seq.shape, limits)?;
     let others = second_image(seq, image, limits)?;
     Ok(
-        Session::open_nodes(program, image, limits, node_options(seq.shape), &others).map(|mut s| {
-            // Contents after every step by both QEMU's debug hash and the
-            // dirty extents a backup client reads over NBD.
-            s.contents = Contents::HashAndNbd;
-            s
-        }),
+        Session::open_nodes(program, image, limits, node_options(seq.shape), &others).map(
+            |mut s| {
+                // Contents after every step by both QEMU's debug hash and the
+                // dirty extents a backup client reads over NBD.
+                s.contents = Contents::HashAndNbd;
+                s
+            },
+        ),
     )
 }
 
@@ -323,9 +328,10 @@ pub fn run_bare(
     let image = work.join("seq.qcow2");
     create_shaped(&image, seq.size, seq.shape, limits)?;
     let others = second_image(seq, &image, limits)?;
-    let images: Vec<(&Path, NodeOptions)> = std::iter::once((image.as_path(), node_options(seq.shape)))
-        .chain(others.iter().map(|(p, o)| (p.as_path(), *o)))
-        .collect();
+    let images: Vec<(&Path, NodeOptions)> =
+        std::iter::once((image.as_path(), node_options(seq.shape)))
+            .chain(others.iter().map(|(p, o)| (p.as_path(), *o)))
+            .collect();
     let mut ops = 0;
     let Ok(mut d) = Daemon::start_nodes(program, &images, limits) else {
         return Ok(0);

@@ -187,8 +187,17 @@ pub fn job_state(d: &mut Daemon, job: &str) -> Result<Option<(String, u64)>, Dae
 }
 
 /// Sets job `job`'s speed limit in bytes per second (0: none).
-pub fn set_speed(d: &mut Daemon, job: &str, speed: u64) -> Result<Result<(), Refused>, DaemonError> {
-    Ok(answer(d, "block-job-set-speed", json!({"device": job, "speed": speed}))?.map(drop))
+pub fn set_speed(
+    d: &mut Daemon,
+    job: &str,
+    speed: u64,
+) -> Result<Result<(), Refused>, DaemonError> {
+    Ok(answer(
+        d,
+        "block-job-set-speed",
+        json!({"device": job, "speed": speed}),
+    )?
+    .map(drop))
 }
 
 /// Cancels job `job` (`Ok(Err(_))`: QEMU refused, e.g. the job had

@@ -331,8 +331,10 @@ pub fn compare(d: &mut Daemon, model: &Disk, how: Contents) -> Result<Vec<String
         // An export of an inactive node would activate it, and a bitmap
         // an export holds cannot be exported a second time.
         // NBD carries no name with a NUL byte.
-        let exportable =
-            model.active && d.is_active() && !model.exported.contains(&b.name) && !b.name.contains('\0');
+        let exportable = model.active
+            && d.is_active()
+            && !model.exported.contains(&b.name)
+            && !b.name.contains('\0');
         if exportable && (how == Contents::HashAndNbd || !m.unspecified.is_empty()) {
             match d.read_dirty(&b.name)? {
                 Ok(ranges) => {

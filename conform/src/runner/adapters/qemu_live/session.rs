@@ -8,8 +8,8 @@
 use super::daemon::{Daemon, DaemonError, NodeOptions};
 use super::nbd::NbdClient;
 use super::oracle::{self, Contents};
-use crate::runner::process::{Limits, Proc};
 use super::qmp::Refused;
+use crate::runner::process::{Limits, Proc};
 use spec_model::semantics::{
     judge_file, Disk, Expect, FileExpectation, FileRead, NodeOp, Nodes, Op,
 };
@@ -214,7 +214,10 @@ impl Session {
         let shown = match op {
             NodeOp::On { node, op } => NodeOp::On {
                 node: *node,
-                op: nodes.disks.get(*node).map_or(op.clone(), |d| d.resolved(op)),
+                op: nodes
+                    .disks
+                    .get(*node)
+                    .map_or(op.clone(), |d| d.resolved(op)),
             },
             other => other.clone(),
         };
@@ -365,7 +368,11 @@ impl Session {
         read_file(&self.image)
     }
 
-    fn reopen(&mut self, file: &FileRead, others: &[FileRead]) -> Result<Vec<String>, SessionError> {
+    fn reopen(
+        &mut self,
+        file: &FileRead,
+        others: &[FileRead],
+    ) -> Result<Vec<String>, SessionError> {
         self.model = Disk::reopened(file)
             .with_discard(self.opts.discard)
             .with_read_only(self.opts.read_only);
