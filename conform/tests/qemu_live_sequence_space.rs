@@ -148,7 +148,12 @@ fn every_image_shape_passes_what_qemu_does_right() {
         // (a mismatch the campaign reports), so preloaded images here
         // are whole sectors.
         let size = if shape.preload { 1_000_448 } else { 1_000_003 };
-        let seq = Sequence { size, shape, steps };
+        let seq = Sequence {
+            size,
+            shape,
+            second: None,
+            steps,
+        };
         let r = run(&seq);
         assert!(!r.failed(), "{shape:?}: {r:#?}");
     }
