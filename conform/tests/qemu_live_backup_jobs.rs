@@ -10,29 +10,12 @@
 use conform::campaign::backup::chain::{run_chain, Chain, ChainOptions, ChainResult, Round};
 use conform::campaign::backup::restore::Extents;
 use conform::campaign::backup::{chain_key, minimise};
-use conform::runner::adapters::qemu::Tool;
 use conform::runner::adapters::qemu_live::backup::Mode;
-use conform::runner::process::Limits;
 use spec_model::semantics::Op;
-use std::path::PathBuf;
-use std::time::Duration;
 
-fn qsd() -> PathBuf {
-    Tool::StorageDaemon
-        .locate()
-        .expect("qemu-storage-daemon is required (scripts/setup.sh installs qemu-utils)")
-}
-
-fn opts() -> ChainOptions {
-    ChainOptions {
-        limits: Limits {
-            timeout: Duration::from_secs(60),
-            memory_bytes: None,
-        },
-        tamper: None,
-        bare: false,
-    }
-}
+#[path = "common/live.rs"]
+mod live;
+use live::{chain_options as opts, qsd};
 
 fn w(offset: u64, len: u64) -> Op {
     Op::Write { offset, len }
@@ -55,13 +38,9 @@ fn run(chain: &Chain, o: ChainOptions) -> ChainResult {
 /// before (so a backup holding them would differ from the disk at the
 /// job's start), then an incremental that must hold them.
 fn during_chain(mode: Mode) -> Chain {
-    Chain {
-        size: 4 << 20,
-        gbits: 14,
-        persistent: false,
+    chain(
         mode,
-        before: vec![w(0, 300_000)],
-        rounds: vec![
+        vec![
             Round {
                 ops: vec![w(1 << 20, 400_000)],
                 during: vec![
@@ -80,6 +59,19 @@ fn during_chain(mode: Mode) -> Chain {
                 ..Round::default()
             },
         ],
+    )
+}
+
+/// A transient 16 KiB bitmap on a 4 MiB disk, 300,000 bytes written
+/// before the full backup, then `rounds`.
+fn chain(mode: Mode, rounds: Vec<Round>) -> Chain {
+    Chain {
+        size: 4 << 20,
+        gbits: 14,
+        persistent: false,
+        mode,
+        before: vec![w(0, 300_000)],
+        rounds,
     }
 }
 
@@ -133,13 +125,9 @@ fn a_backup_holding_a_write_made_during_its_job_is_a_defect() {
 }
 
 fn cancel_chain(mode: Mode) -> Chain {
-    Chain {
-        size: 4 << 20,
-        gbits: 14,
-        persistent: false,
+    chain(
         mode,
-        before: vec![w(0, 300_000)],
-        rounds: vec![
+        vec![
             Round {
                 ops: vec![w(65536, 10), w(1 << 20, 400_000)],
                 cancel_first: true,
@@ -150,7 +138,7 @@ fn cancel_chain(mode: Mode) -> Chain {
                 ..Round::default()
             },
         ],
-    }
+    )
 }
 
 #[test]

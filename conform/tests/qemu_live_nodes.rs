@@ -7,38 +7,22 @@
 
 use conform::campaign::sequences::gen::{Second, Shape};
 use conform::campaign::sequences::{self, Sequence, Step};
-use conform::runner::adapters::qemu::Tool;
 use conform::runner::adapters::qemu_live::session::read_file;
-use conform::runner::process::Limits;
 use spec_model::semantics::{Expect, NodeOp, Op, Source};
-use std::path::PathBuf;
-use std::time::Duration;
 
-fn qsd() -> PathBuf {
-    Tool::StorageDaemon
-        .locate()
-        .expect("qemu-storage-daemon is required (scripts/setup.sh installs qemu-utils)")
-}
+#[path = "common/live.rs"]
+mod live;
+use live::{limits, qsd};
 
-fn limits() -> Limits {
-    Limits {
-        timeout: Duration::from_secs(60),
-        memory_bytes: None,
-    }
-}
-
+/// A persistent, enabled bitmap added to node `node`.
 fn add(node: usize, name: &str, gbits: u8) -> Step {
-    Step::Nodes {
-        op: NodeOp::On {
-            node,
-            op: Op::Add {
-                name: name.into(),
-                gbits,
-                persistent: true,
-                disabled: false,
-            },
-        },
-    }
+    let add = Op::Add {
+        name: name.into(),
+        gbits,
+        persistent: true,
+        disabled: false,
+    };
+    Step::Nodes { op: on(node, add) }
 }
 
 fn on(node: usize, op: Op) -> NodeOp {

@@ -23,7 +23,7 @@
 //! Each image is judged on its own when the program ends ([`Disk::close`],
 //! [`Disk::crash`] of its node).
 
-use super::node::transaction_action;
+use super::node::{expect_members, names, transaction_action, Members};
 use super::state::{Disk, Expect, Op};
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +66,7 @@ impl NodeOp {
     /// The `(node, bitmap)` pairs this operation names.
     fn named(&self) -> Vec<(usize, String)> {
         match self {
-            NodeOp::On { node, op } => names(op).into_iter().map(|n| (*node, n)).collect(),
+            NodeOp::On { node, op } => names(op).into_iter().map(|n| (*node, n.clone())).collect(),
             NodeOp::Merge {
                 node,
                 target,
@@ -79,25 +79,41 @@ impl NodeOp {
     }
 }
 
-/// The bitmap names a bitmap operation uses.
-fn names(op: &Op) -> Vec<String> {
-    match op {
-        Op::Add { name, .. }
-        | Op::AddDefault { name, .. }
-        | Op::Remove { name }
-        | Op::Clear { name }
-        | Op::Enable { name }
-        | Op::Disable { name } => vec![name.clone()],
-        Op::Merge { target, sources } => std::iter::once(target).chain(sources).cloned().collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// The name a source of another node takes inside the target's disk while
 /// a merge is judged or carried out: no bitmap of the disk can have it
 /// (a NUL byte first, then the node).
 fn foreign(s: &Source) -> String {
     format!("\0{}\0{}", s.node, s.name)
+}
+
+impl Members for Nodes {
+    type Action = NodeOp;
+    type Key = (usize, String);
+    fn member(a: &NodeOp) -> bool {
+        match a {
+            NodeOp::On { op, .. } => transaction_action(op),
+            NodeOp::Merge { .. } => true,
+            NodeOp::Transaction { .. } => false,
+        }
+    }
+    fn named(a: &NodeOp) -> Vec<(usize, String)> {
+        a.named()
+    }
+    fn removes(a: &NodeOp) -> Option<(usize, String)> {
+        match a {
+            NodeOp::On {
+                node,
+                op: Op::Remove { name },
+            } => Some((*node, name.clone())),
+            _ => None,
+        }
+    }
+    fn expect_one(&self, a: &NodeOp) -> Expect {
+        self.expect(a)
+    }
+    fn apply_one(&mut self, a: &NodeOp) {
+        self.apply(a)
+    }
 }
 
 /// The nodes of one program, in the order the program opened them.
@@ -110,19 +126,19 @@ impl Nodes {
     /// The target's disk with every source of a merge of `node` as a
     /// bitmap of its own (sources of other nodes under [`foreign`] names,
     /// marked exported when their node's export holds them), and the
-    /// single-node merge that stands for it. `Err`: a node or a source
-    /// bitmap that does not exist.
+    /// single-node merge that stands for it. `Err`: the refusal a node or a
+    /// source bitmap that does not exist requires.
     fn merge_view(
         &self,
         node: usize,
         target: &str,
         sources: &[Source],
-    ) -> Result<(Disk, Op), String> {
+    ) -> Result<(Disk, Op), Expect> {
         let mut view = self
             .disks
             .get(node)
             .cloned()
-            .ok_or_else(|| format!("no node {node}"))?;
+            .ok_or_else(|| Expect::Refuse(format!("no node {node}")))?;
         let mut names = Vec::new();
         for s in sources {
             if s.node == node {
@@ -132,11 +148,10 @@ impl Nodes {
             let d = self
                 .disks
                 .get(s.node)
-                .ok_or_else(|| format!("no node {}", s.node))?;
-            let b = d
-                .bitmaps
-                .get(&s.name)
-                .ok_or_else(|| format!("no bitmap named {:?} on node {}", s.name, s.node))?;
+                .ok_or_else(|| Expect::Refuse(format!("no node {}", s.node)))?;
+            let b = d.bitmaps.get(&s.name).ok_or_else(|| {
+                Expect::Refuse(format!("no bitmap named {:?} on node {}", s.name, s.node))
+            })?;
             let mut b = b.clone();
             if d.size != view.size {
                 // Bits past the target's end are dropped.
@@ -172,7 +187,7 @@ impl Nodes {
             } => {
                 let (view, merge) = match self.merge_view(*node, target, sources) {
                     Ok(v) => v,
-                    Err(why) => return Expect::Refuse(why),
+                    Err(refusal) => return refusal,
                 };
                 let base = view.expect(&merge);
                 if base != Expect::Succeed {
@@ -195,54 +210,16 @@ impl Nodes {
                 }
                 Expect::Succeed
             }
-            NodeOp::Transaction { actions } => self.expect_transaction(actions),
+            NodeOp::Transaction { actions } => expect_members(self, actions),
         }
     }
 
-    fn expect_transaction(&self, actions: &[NodeOp]) -> Expect {
-        let mut n = self.clone();
-        let mut either: Option<String> = None;
-        let mut removed: Vec<(usize, String)> = Vec::new();
-        for (i, a) in actions.iter().enumerate() {
-            let member = match a {
-                NodeOp::On { op, .. } => transaction_action(op),
-                NodeOp::Merge { .. } => true,
-                NodeOp::Transaction { .. } => false,
-            };
-            if !member {
-                return Expect::Refuse(format!("member {i} ({a:?}) is not a transaction action"));
-            }
-            if let Some((node, name)) = a.named().into_iter().find(|x| removed.contains(x)) {
-                either.get_or_insert(format!(
-                    "member {i} names bitmap {name:?} of node {node}, which an earlier member removes"
-                ));
-            }
-            match n.expect(a) {
-                Expect::Refuse(why) => return Expect::Refuse(format!("member {i}: {why}")),
-                Expect::Either(why) => {
-                    either.get_or_insert(format!("member {i}: {why}"));
-                }
-                Expect::Succeed => {}
-            }
-            if let NodeOp::On {
-                node,
-                op: Op::Remove { name },
-            } = a
-            {
-                removed.push((*node, name.clone()));
-            }
-            n.apply(a);
-        }
-        either.map_or(Expect::Succeed, Expect::Either)
-    }
-
-    /// Carries out `op`, which succeeded (one the model says must be
-    /// refused changes nothing).
+    /// Carries out `op` as the program did (nothing, when the model says
+    /// it must be refused).
     pub fn apply(&mut self, op: &NodeOp) {
-        if let Expect::Refuse(_) = self.expect(op) {
-            return;
-        }
+        let refused = matches!(self.expect(op), Expect::Refuse(_));
         match op {
+            _ if refused => {}
             NodeOp::On { node, op } => {
                 if let Some(d) = self.disks.get_mut(*node) {
                     d.apply(op);

@@ -411,7 +411,24 @@ impl Run<'_> {
             .backup_arguments(&format!("j{k}"), &node, &self.bitmap)
             .expect("a push mode");
         let job = qb::run_job(running(&mut self.daemon)?, args, self.opts.limits.timeout)?;
-        if let Err(e) = qb::detach(running(&mut self.daemon)?, &node)? {
+        self.incremental_done(k, &node, job)?;
+        if self.opts.bare {
+            return Ok(Vec::new());
+        }
+        restore::image_extents(&path)
+            .map_err(|e| Stop::Problems(vec![format!("incremental backup {k}: {e}")]))
+    }
+
+    /// The end of incremental `k`'s job (`job`: how it ended): its target
+    /// detached, a failure a problem, and on success the bitmap consumed
+    /// as the mode says.
+    fn incremental_done(
+        &mut self,
+        k: usize,
+        node: &str,
+        job: Result<(), crate::runner::adapters::qemu_live::qmp::Refused>,
+    ) -> Result<(), Stop> {
+        if let Err(e) = qb::detach(running(&mut self.daemon)?, node)? {
             return Err(refused("detaching the target", e));
         }
         if let Err(e) = job {
@@ -425,11 +442,7 @@ impl Run<'_> {
                 name: self.bitmap.clone(),
             });
         }
-        if self.opts.bare {
-            return Ok(Vec::new());
-        }
-        restore::image_extents(&path)
-            .map_err(|e| Stop::Problems(vec![format!("incremental backup {k}: {e}")]))
+        Ok(())
     }
 
     /// A backup to a target whose data writes fail. A job that fails must

@@ -60,15 +60,7 @@ impl Run<'_> {
         let start = qb::read_disk(self.guest()?).map_err(DaemonError::from)?;
         let (node, path) = self.target(k)?;
         let job = format!("j{k}");
-        let mut args = self
-            .chain
-            .mode
-            .backup_arguments(&job, &node, &self.bitmap)
-            .expect("a push mode");
-        slow(&mut args);
-        if let Err(e) = qb::start_job(running(&mut self.daemon)?, args)? {
-            return Err(refused(&format!("incremental backup {k}"), e));
-        }
+        self.start_slow(&job, &node, &format!("incremental backup {k}"))?;
         for op in during {
             if let Err(e) = oracle::execute(running(&mut self.daemon)?, &mut self.guest, op)? {
                 return Err(refused(&format!("{op:?} while backup {k} runs"), e));
@@ -83,22 +75,9 @@ impl Run<'_> {
         }
         let _ = qb::set_speed(running(&mut self.daemon)?, &job, 0)?;
         let done = qb::wait_job(running(&mut self.daemon)?, &job, self.opts.limits.timeout)?;
-        if let Err(e) = qb::detach(running(&mut self.daemon)?, &node)? {
-            return Err(refused("detaching the target", e));
-        }
-        if let Err(e) = done {
-            return Err(Stop::Problems(vec![format!(
-                "incremental backup {k} ({}) failed: {e}",
-                self.chain.mode.name()
-            )]));
-        }
         // The bitmap as the job found it is consumed (clearing modes);
         // the writes made while it ran are recorded either way.
-        if self.chain.mode.clears_on_success() {
-            self.model.apply(&Op::Clear {
-                name: self.bitmap.clone(),
-            });
-        }
+        self.incremental_done(k, &node, done)?;
         // While the job runs, its copy-before-write filter sits above the
         // node, and QEMU 10.0.2 drops discards there (not opened with the
         // node's `discard=unmap`): a dropped discard changes nothing, so
@@ -130,18 +109,11 @@ impl Run<'_> {
             return Err(refused("the target of the cancelled backup", e));
         }
         let job = format!("cj{k}");
-        let mut args = self
-            .chain
-            .mode
-            .backup_arguments(&job, &node, &self.bitmap)
-            .expect("a push mode");
-        slow(&mut args);
-        if let Err(e) = qb::start_job(running(&mut self.daemon)?, args)? {
-            return Err(refused(
-                &format!("the backup cancelled before incremental {k}"),
-                e,
-            ));
-        }
+        self.start_slow(
+            &job,
+            &node,
+            &format!("the backup cancelled before incremental {k}"),
+        )?;
         // Cancelled once it has copied something, or after a moment when
         // it has not (nothing dirty, or not started yet).
         let t = Instant::now();
@@ -191,6 +163,21 @@ impl Run<'_> {
                 .map(|m| format!("after a backup job {how} before incremental {k}: {m}"))
                 .collect(),
         ))
+    }
+
+    /// Starts job `job` of the chain's mode to node `node`, made slow
+    /// ([`slow`]); a refusal is a problem about `what`.
+    fn start_slow(&mut self, job: &str, node: &str, what: &str) -> Result<(), Stop> {
+        let mut args = self
+            .chain
+            .mode
+            .backup_arguments(job, node, &self.bitmap)
+            .expect("a push mode");
+        slow(&mut args);
+        match qb::start_job(running(&mut self.daemon)?, args)? {
+            Ok(()) => Ok(()),
+            Err(e) => Err(refused(what, e)),
+        }
     }
 
     /// After a failed `always` job: no bit of the chain's bitmap is
