@@ -67,6 +67,7 @@ fn an_offline_merge_with_a_missing_source_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let seq = Sequence {
         size: 1 << 20,
+        second: None,
         shape: Default::default(),
         steps: vec![
             add("x", 16),

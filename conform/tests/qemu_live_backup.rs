@@ -41,6 +41,7 @@ fn hand_chain(mode: Mode, persistent: bool) -> Chain {
                 ops: vec![w(65536, 10), w(1 << 20, 200_000)],
                 restart: false,
                 fail_first: false,
+                ..Round::default()
             },
             Round {
                 ops: vec![
@@ -53,6 +54,7 @@ fn hand_chain(mode: Mode, persistent: bool) -> Chain {
                 restart: persistent,
                 // A job that fails first (where the mode keeps the bitmap).
                 fail_first: true,
+                ..Round::default()
             },
             Round {
                 ops: vec![
@@ -64,6 +66,7 @@ fn hand_chain(mode: Mode, persistent: bool) -> Chain {
                 ],
                 restart: false,
                 fail_first: false,
+                ..Round::default()
             },
         ],
     }

@@ -125,7 +125,12 @@ fn every_image_shape_passes_what_qemu_does_right() {
         // (a mismatch the campaign reports), so preloaded images here
         // are whole sectors.
         let size = if shape.preload { 1_000_448 } else { 1_000_003 };
-        let seq = Sequence { size, shape, steps };
+        let seq = Sequence {
+            size,
+            shape,
+            second: None,
+            steps,
+        };
         let r = run(&seq);
         assert!(!r.failed(), "{shape:?}: {r:#?}");
     }
@@ -135,6 +140,7 @@ fn every_image_shape_passes_what_qemu_does_right() {
 fn resizes_that_change_table_sizes_pass() {
     let seq = Sequence {
         size: 1 << 20,
+        second: None,
         shape: Shape {
             cluster_bits: Some(9),
             ..Shape::default()
@@ -219,6 +225,7 @@ fn a_read_only_node_reads_its_bitmaps_and_leaves_the_file_unchanged() {
     ];
     let seq = Sequence {
         size: 1_000_448,
+        second: None,
         shape,
         steps,
     };
@@ -229,6 +236,7 @@ fn a_read_only_node_reads_its_bitmaps_and_leaves_the_file_unchanged() {
     // rules.
     let v2 = Sequence {
         size: 1 << 20,
+        second: None,
         shape: Shape {
             v2: true,
             read_only: true,
@@ -252,6 +260,7 @@ fn a_read_only_node_reads_its_bitmaps_and_leaves_the_file_unchanged() {
         &qsd(),
         &Sequence {
             size: 1_000_448,
+            second: None,
             shape,
             steps: vec![op(add("t", false)), op(Op::Write { offset: 0, len: 1 })],
         },
@@ -276,6 +285,7 @@ fn a_read_only_node_reads_its_bitmaps_and_leaves_the_file_unchanged() {
 fn the_three_qemu_defects_are_found() {
     let seq = |steps| Sequence {
         size: 1 << 20,
+        second: None,
         shape: Shape::default(),
         steps,
     };

@@ -29,6 +29,7 @@ mod judging;
 mod minimise;
 pub mod replay;
 pub mod sequences;
+pub mod shrink;
 mod state;
 
 pub use candidates::{candidate, expected_from_model, Candidate, ImageRecipe, Realised};

@@ -7,12 +7,12 @@
 
 use super::backup::chain::{run_chain, Chain, ChainOptions, ChainResult};
 use super::sequences::{self, key, SeqFinding, Sequence, Step};
-use crate::runner::adapters::qemu_live::oracle::qmp_command;
+use crate::runner::adapters::qemu_live::oracle::{node_qmp_command, qmp_command};
 use crate::runner::adapters::qemu_live::session::SessionError;
 use crate::runner::process::Limits;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use spec_model::semantics::{Expect, Op};
+use spec_model::semantics::Expect;
 use std::path::{Path, PathBuf};
 
 /// What a PATH holds.
@@ -208,12 +208,13 @@ fn expectation(e: &Expect) -> String {
     }
 }
 
-/// QEMU's answer to `op` among the transcript lines it added.
-fn answer(op: &Op, new: &[String], problems: &[String]) -> String {
+/// QEMU's answer to a step whose QMP command is `cmd` (`None`: guest
+/// I/O over NBD) among the transcript lines it added.
+fn answer(cmd: Option<&str>, new: &[String], problems: &[String]) -> String {
     if let Some(p) = problems.iter().find(|p| p.starts_with("QEMU refused")) {
         return format!("refused: {p}");
     }
-    let Some((cmd, _)) = qmp_command(op) else {
+    let Some(cmd) = cmd else {
         return "done (NBD)".into();
     };
     let sent = format!("\"execute\":\"{cmd}\"");
@@ -265,6 +266,11 @@ fn sequence_report(
                 expectation(&s.model.expect(op)),
                 s.step(op),
             ),
+            Step::Nodes { op } => (
+                format!("{op:?}"),
+                expectation(&s.nodes().expect(op)),
+                s.step_nodes(op),
+            ),
             Step::Restart => (
                 "restart (QMP quit, started again)".into(),
                 "the file as the model stores it".into(),
@@ -287,7 +293,8 @@ fn sequence_report(
         match got {
             Ok(p) => {
                 let qemu = match step {
-                    Step::Op { op } => answer(op, &new, &p),
+                    Step::Op { op } => answer(qmp_command(op).map(|c| c.0), &new, &p),
+                    Step::Nodes { op } => answer(node_qmp_command(op).map(|c| c.0), &new, &p),
                     Step::Restart => "quit and reopened".into(),
                     Step::Crash => "killed and reopened".into(),
                     Step::Terminate => "terminated and reopened".into(),

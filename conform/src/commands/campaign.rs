@@ -153,9 +153,11 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
     let new = saved(&args.out).difference(&before).count();
     let o = |k: &str| state.outcomes.get(k).copied().unwrap_or(0);
     eprintln!(
-        "sequence campaign: {} sequences ({} in total), {} operations, {} restarts, {} crashes, {} failing, {} not reproduced, in {:.0?}",
+        "sequence campaign: {} sequences ({} in total; {} on two nodes, {} steps across both), {} operations, {} restarts, {} crashes, {} failing, {} not reproduced, in {:.0?}",
         state.cases_run,
         state.next_index,
+        o("two-node"),
+        o("across-nodes"),
         o("operations"),
         o("restarts"),
         o("crashes"),

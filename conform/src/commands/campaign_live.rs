@@ -54,7 +54,7 @@ pub fn backup_chains(args: &CampaignArgs) -> Result<i32> {
     }
     let t = |k: &str| s.totals.get(k).copied().unwrap_or(0);
     eprintln!(
-        "backup chains: {} this run in {:.0} s; in total {} chains ({} pass, {} finding, {} error, {} not reproduced), {} incrementals ({} failed jobs before them), {} backup points restored, {} bytes compared ({} extra bytes held beyond the model's)",
+        "backup chains: {} this run in {:.0} s; in total {} chains ({} pass, {} finding, {} error, {} not reproduced), {} incrementals ({} failed or cancelled jobs before them, {} written to while they ran), {} backup points restored, {} bytes compared ({} extra bytes held beyond the model's)",
         s.chains_this_run,
         s.seconds,
         t("chains"),
@@ -64,6 +64,7 @@ pub fn backup_chains(args: &CampaignArgs) -> Result<i32> {
         t(crate::campaign::sequences::NOT_REPRODUCED),
         t("incrementals"),
         t("failed-jobs"),
+        t("written-during"),
         t("restored"),
         t("bytes-compared"),
         t("extra-bytes"),

@@ -1,9 +1,11 @@
 //! What the tests of the live path share: the installed
 //! `qemu-storage-daemon` (a missing one fails the test, never skips it),
-//! the limits one daemon step runs under, and the bitmap they add most.
+//! the limits one daemon step runs under, the bitmap they add most, and a
+//! backup chain run checked in full.
 //! Included with `#[path = "common/live.rs"] mod live;`.
 #![allow(dead_code)]
 
+use conform::campaign::backup::chain::ChainOptions;
 use conform::runner::adapters::qemu::Tool;
 use conform::runner::process::Limits;
 use spec_model::semantics::Op;
@@ -17,7 +19,8 @@ pub fn qsd() -> PathBuf {
         .expect("qemu-storage-daemon is required (scripts/setup.sh installs qemu-utils)")
 }
 
-/// One minute per step, no memory limit.
+/// One minute per step (a loaded machine starts daemons slowly), no
+/// memory limit.
 pub fn limits() -> Limits {
     Limits {
         timeout: Duration::from_secs(60),
@@ -32,5 +35,14 @@ pub fn add(name: &str, persistent: bool) -> Op {
         gbits: 16,
         persistent,
         disabled: false,
+    }
+}
+
+/// A backup chain run checked in full, under [`limits`].
+pub fn chain_options() -> ChainOptions {
+    ChainOptions {
+        limits: limits(),
+        tamper: None,
+        bare: false,
     }
 }

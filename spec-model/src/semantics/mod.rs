@@ -10,6 +10,8 @@
 //!   operation ([`Op`]): whether it must succeed ([`Expect`]) and its effect;
 //! - [`node`]: the node's state (inactive, bitmaps held by an export),
 //!   transactions, inactivation and activation, default granularity;
+//! - [`nodes`]: several nodes in one program (one [`Disk`] each), merges
+//!   from another node's bitmaps, transactions across nodes;
 //! - [`readonly`]: a node opened read-only (writes refused, loaded
 //!   bitmaps and persistent adds may be refused, the file unchanged);
 //! - [`lifecycle`]: clean close, crash and reopen, and judging a file the
@@ -22,8 +24,10 @@
 pub mod granules;
 pub mod lifecycle;
 pub mod node;
+pub mod nodes;
 pub mod readonly;
 pub mod state;
 
 pub use lifecycle::{judge_file, FileBitmap, FileBitmapRead, FileExpectation, FileRead};
+pub use nodes::{NodeOp, Nodes, Source};
 pub use state::{Bitmap, DiscardMode, Disk, Expect, Op, Origin};

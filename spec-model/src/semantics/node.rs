@@ -39,7 +39,7 @@ fn names_exported(d: &Disk, op: &Op) -> Option<String> {
 }
 
 /// A bitmap operation a transaction may hold.
-fn transaction_action(op: &Op) -> bool {
+pub(super) fn transaction_action(op: &Op) -> bool {
     matches!(
         op,
         Op::Add { .. }
@@ -53,7 +53,7 @@ fn transaction_action(op: &Op) -> bool {
 }
 
 /// The bitmap names `op` uses.
-fn names(op: &Op) -> Vec<&String> {
+pub(super) fn names(op: &Op) -> Vec<&String> {
     match op {
         Op::Add { name, .. }
         | Op::AddDefault { name, .. }
@@ -65,6 +65,75 @@ fn names(op: &Op) -> Vec<&String> {
         | Op::Unexport { name } => vec![name],
         Op::Merge { target, sources } => std::iter::once(target).chain(sources).collect(),
         _ => Vec::new(),
+    }
+}
+
+/// A state a transaction's members act on (one node's [`Disk`], or
+/// several nodes'), for [`expect_members`].
+pub(super) trait Members: Clone {
+    type Action: std::fmt::Debug;
+    /// How a member names a bitmap.
+    type Key: PartialEq + std::fmt::Debug;
+    /// Whether `a` may be a member.
+    fn member(a: &Self::Action) -> bool;
+    /// The bitmaps `a` names.
+    fn named(a: &Self::Action) -> Vec<Self::Key>;
+    /// The bitmap `a` removes.
+    fn removes(a: &Self::Action) -> Option<Self::Key>;
+    fn expect_one(&self, a: &Self::Action) -> Expect;
+    fn apply_one(&mut self, a: &Self::Action);
+}
+
+/// What a transaction of `actions` on `state` requires: its members see
+/// the effects of those before them; one that must be refused makes the
+/// whole refused; one naming a bitmap an earlier member removed may be
+/// refused.
+pub(super) fn expect_members<S: Members>(state: &S, actions: &[S::Action]) -> Expect {
+    let mut d = state.clone();
+    let mut either: Option<String> = None;
+    let mut removed: Vec<S::Key> = Vec::new();
+    for (i, a) in actions.iter().enumerate() {
+        if !S::member(a) {
+            return Expect::Refuse(format!("member {i} ({a:?}) is not a transaction action"));
+        }
+        if let Some(n) = S::named(a).into_iter().find(|n| removed.contains(n)) {
+            either.get_or_insert(format!(
+                "member {i} names bitmap {n:?}, which an earlier member removes"
+            ));
+        }
+        match d.expect_one(a) {
+            Expect::Refuse(why) => return Expect::Refuse(format!("member {i}: {why}")),
+            Expect::Either(why) => {
+                either.get_or_insert(format!("member {i}: {why}"));
+            }
+            Expect::Succeed => {}
+        }
+        removed.extend(S::removes(a));
+        d.apply_one(a);
+    }
+    either.map_or(Expect::Succeed, Expect::Either)
+}
+
+impl Members for Disk {
+    type Action = Op;
+    type Key = String;
+    fn member(a: &Op) -> bool {
+        transaction_action(a)
+    }
+    fn named(a: &Op) -> Vec<String> {
+        names(a).into_iter().cloned().collect()
+    }
+    fn removes(a: &Op) -> Option<String> {
+        match a {
+            Op::Remove { name } => Some(name.clone()),
+            _ => None,
+        }
+    }
+    fn expect_one(&self, a: &Op) -> Expect {
+        self.expect(a)
+    }
+    fn apply_one(&mut self, a: &Op) {
+        self.apply(a)
     }
 }
 
@@ -100,7 +169,7 @@ impl Disk {
         }
         match op {
             Op::AddDefault { .. } => self.expect(&self.resolved(op)),
-            Op::Transaction { actions } => self.expect_transaction(actions),
+            Op::Transaction { actions } => expect_members(self, actions),
             // Concurrent writes: each as if alone (a bitmap's bits are
             // the union, whatever the order).
             Op::Writes { writes } => {
@@ -200,34 +269,6 @@ impl Disk {
             }
             _ => names_exported(self, op).map_or(Expect::Succeed, Expect::Either),
         }
-    }
-
-    fn expect_transaction(&self, actions: &[Op]) -> Expect {
-        let mut d = self.clone();
-        let mut either: Option<String> = None;
-        let mut removed: Vec<String> = Vec::new();
-        for (i, a) in actions.iter().enumerate() {
-            if !transaction_action(a) {
-                return Expect::Refuse(format!("member {i} ({a:?}) is not a transaction action"));
-            }
-            if let Some(n) = names(a).into_iter().find(|n| removed.contains(n)) {
-                either.get_or_insert(format!(
-                    "member {i} names bitmap {n:?}, which an earlier member removes"
-                ));
-            }
-            match d.expect(a) {
-                Expect::Refuse(why) => return Expect::Refuse(format!("member {i}: {why}")),
-                Expect::Either(why) => {
-                    either.get_or_insert(format!("member {i}: {why}"));
-                }
-                Expect::Succeed => {}
-            }
-            if let Op::Remove { name } = a {
-                removed.push(name.clone());
-            }
-            d.apply(a);
-        }
-        either.map_or(Expect::Succeed, Expect::Either)
     }
 
     /// Carries out `op`, which succeeded. An operation the model says must

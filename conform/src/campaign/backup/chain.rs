@@ -9,6 +9,7 @@
 //! guest export reads it at that point, and the daemon's bitmaps are
 //! compared with the model's ([`oracle::compare`]).
 
+pub use super::gen::{Chain, Round};
 use super::restore::{self, Extents};
 use crate::campaign::sequences::run::create_image;
 use crate::runner::adapters::qemu_live::backup::{self as qb, Mode};
@@ -16,99 +17,13 @@ use crate::runner::adapters::qemu_live::daemon::{Daemon, DaemonError, NODE};
 use crate::runner::adapters::qemu_live::nbd::NbdClient;
 use crate::runner::adapters::qemu_live::oracle::{self, fill_byte, Contents};
 use crate::runner::process::Limits;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+
+#[path = "during.rs"]
+mod during;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use spec_model::semantics::{DiscardMode, Disk, Op};
 use std::path::Path;
-
-/// The guest's requests between two backups, and whether the daemon is
-/// restarted (QMP `quit`, started again) before the backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Round {
-    pub ops: Vec<Op>,
-    #[serde(default)]
-    pub restart: bool,
-    /// Before the incremental, a backup to a target whose data writes
-    /// fail (blkdebug): the job must fail and leave the bitmap whole
-    /// (`on-success`, `never`, `incremental`), so that the backup taken
-    /// next still holds everything.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub fail_first: bool,
-}
-
-/// One chain: the disk, the bitmap, the mode and the rounds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chain {
-    pub size: u64,
-    /// The bitmap's granularity, `2^gbits` bytes.
-    pub gbits: u8,
-    pub persistent: bool,
-    pub mode: Mode,
-    /// Guest requests before the full backup.
-    pub before: Vec<Op>,
-    /// One round per incremental backup.
-    pub rounds: Vec<Round>,
-}
-
-const SIZES: [u64; 4] = [1 << 20, 4 << 20, (3 << 20) + 65536, (2 << 20) + 4096];
-const GBITS: [u8; 6] = [12, 14, 16, 16, 17, 20];
-
-fn guest_op(rng: &mut ChaCha8Rng, size: u64) -> Op {
-    let offset = match rng.gen_range(0..3) {
-        0 => rng.gen_range(0..size / 65536) * 65536,
-        _ => rng.gen_range(0..size),
-    };
-    let len = match rng.gen_range(0..4) {
-        0 => 1,
-        1 => 65536,
-        _ => rng.gen_range(1..=200_000u64),
-    }
-    .min(size - offset);
-    match rng.gen_range(0..10) {
-        0 => Op::WriteZeroes { offset, len },
-        1 => Op::Discard { offset, len },
-        _ => Op::Write { offset, len },
-    }
-}
-
-impl Chain {
-    /// Chain `index` of campaign seed `seed`; the modes take turns.
-    pub fn random(seed: u64, index: u64) -> Chain {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let size = SIZES[rng.gen_range(0..SIZES.len())];
-        let persistent = rng.gen_bool(0.5);
-        let ops = |rng: &mut ChaCha8Rng| {
-            let n = rng.gen_range(0..6);
-            (0..n).map(|_| guest_op(rng, size)).collect::<Vec<_>>()
-        };
-        let before = ops(&mut rng);
-        let mut rounds: Vec<Round> = (0..rng.gen_range(1..=4))
-            .map(|_| Round {
-                ops: ops(&mut rng),
-                restart: persistent && rng.gen_range(0..4) == 0,
-                fail_first: false,
-            })
-            .collect();
-        let mode = Mode::ALL[(index % Mode::ALL.len() as u64) as usize];
-        let gbits = GBITS[rng.gen_range(0..GBITS.len())];
-        // Failed jobs are drawn from their own generator, so that the
-        // rest of a chain is what it was before they were added.
-        let mut fails = ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x517c_c1b7_2722_0a95));
-        for r in &mut rounds {
-            r.fail_first = mode.keeps_bitmap_on_failure() && fails.gen_range(0..4) == 0;
-        }
-        Chain {
-            size,
-            gbits,
-            persistent,
-            mode,
-            before,
-            rounds,
-        }
-    }
-}
 
 /// What one chain found.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -133,6 +48,9 @@ pub struct ChainResult {
     /// Backup jobs that failed as injected (and left the bitmap whole).
     #[serde(default)]
     pub failed_jobs: u64,
+    /// Incremental jobs the guest wrote to the disk while they ran.
+    #[serde(default)]
+    pub written_during: u64,
     /// Per backup point: what the model required and what came.
     pub points: Vec<Point>,
     /// QMP transcript.
@@ -411,7 +329,7 @@ impl Run<'_> {
         }
         restore::apply(&mut self.restored, &extents);
         let must = vec![(0, chain.size)];
-        self.check(0, &must, &extents, r)
+        self.check(0, &must, &extents, None, r)
     }
 
     fn round(&mut self, round: &Round, k: usize, r: &mut ChainResult) -> Result<(), Stop> {
@@ -437,6 +355,9 @@ impl Run<'_> {
         if round.fail_first && self.chain.mode.keeps_bitmap_on_failure() {
             self.failing_backup(k, r)?;
         }
+        if round.cancel_first && chain.mode != Mode::Pull {
+            self.cancelled_backup(k, r)?;
+        }
         let must = self
             .model
             .bitmaps
@@ -453,10 +374,13 @@ impl Run<'_> {
                 ));
             }
         }
-        let mut extents = if chain.mode == Mode::Pull {
-            self.pull(k)?
+        let (mut extents, at) = if chain.mode == Mode::Pull {
+            (self.pull(k)?, None)
+        } else if !round.during.is_empty() {
+            let (x, at) = self.push_during(k, &round.during, r)?;
+            (x, Some(at))
         } else {
-            self.push(k)?
+            (self.push(k)?, None)
         };
         r.incrementals += 1;
         if self.opts.bare {
@@ -466,7 +390,7 @@ impl Run<'_> {
             t(k, &mut extents);
         }
         restore::apply(&mut self.restored, &extents);
-        self.check(k, &must, &extents, r)?;
+        self.check(k, &must, &extents, at, r)?;
         let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
         if !p.is_empty() {
             return Err(Stop::Problems(
@@ -487,7 +411,24 @@ impl Run<'_> {
             .backup_arguments(&format!("j{k}"), &node, &self.bitmap)
             .expect("a push mode");
         let job = qb::run_job(running(&mut self.daemon)?, args, self.opts.limits.timeout)?;
-        if let Err(e) = qb::detach(running(&mut self.daemon)?, &node)? {
+        self.incremental_done(k, &node, job)?;
+        if self.opts.bare {
+            return Ok(Vec::new());
+        }
+        restore::image_extents(&path)
+            .map_err(|e| Stop::Problems(vec![format!("incremental backup {k}: {e}")]))
+    }
+
+    /// The end of incremental `k`'s job (`job`: how it ended): its target
+    /// detached, a failure a problem, and on success the bitmap consumed
+    /// as the mode says.
+    fn incremental_done(
+        &mut self,
+        k: usize,
+        node: &str,
+        job: Result<(), crate::runner::adapters::qemu_live::qmp::Refused>,
+    ) -> Result<(), Stop> {
+        if let Err(e) = qb::detach(running(&mut self.daemon)?, node)? {
             return Err(refused("detaching the target", e));
         }
         if let Err(e) = job {
@@ -501,11 +442,7 @@ impl Run<'_> {
                 name: self.bitmap.clone(),
             });
         }
-        if self.opts.bare {
-            return Ok(Vec::new());
-        }
-        restore::image_extents(&path)
-            .map_err(|e| Stop::Problems(vec![format!("incremental backup {k}: {e}")]))
+        Ok(())
     }
 
     /// A backup to a target whose data writes fail. A job that fails must
@@ -597,13 +534,15 @@ impl Run<'_> {
     }
 
     /// The checks of one backup point: the backup holds every byte the
-    /// model requires, the restored chain equals the disk, and the disk
-    /// holds what the guest wrote.
+    /// model requires, the restored chain equals the disk (as it was when
+    /// the job started, `at`, when the guest wrote while it ran), and the
+    /// disk holds what the guest wrote.
     fn check(
         &mut self,
         k: usize,
         must: &[(u64, u64)],
         extents: &Extents,
+        at: Option<Vec<u8>>,
         r: &mut ChainResult,
     ) -> Result<(), Stop> {
         let mut p = Vec::new();
@@ -620,10 +559,11 @@ impl Run<'_> {
                 restore::show(&lacking)
             ));
         }
-        let disk = qb::read_disk(self.guest()?).map_err(DaemonError::from)?;
-        if let Some(s) = self.shadow.differs(&disk) {
+        let now = qb::read_disk(self.guest()?).map_err(DaemonError::from)?;
+        if let Some(s) = self.shadow.differs(&now) {
             p.push(format!("at backup point {k}: {s}"));
         }
+        let disk = at.unwrap_or(now);
         let equal = match restore::difference(&self.restored, &disk) {
             None => true,
             Some((at, n)) => {

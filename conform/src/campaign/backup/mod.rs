@@ -2,18 +2,21 @@
 //! random chains ([`chain::Chain::random`], the modes taking turns), each
 //! run on a fresh image in a real `qemu-storage-daemon`, restored and
 //! compared at every backup point ([`chain::run_chain`], [`restore`]). A
-//! failing chain is run again on a fresh image and saved under
-//! `OUT/findings/KEY/` (`chain.json`, `result.json`, `transcript.qmp`,
-//! `repro.sh`) only when it fails the same way, else kept under
+//! failing chain is run again on a fresh image and, when it fails the
+//! same way, minimised ([`minimise`]) and saved under `OUT/findings/KEY/`
+//! (`chain.json` the minimised chain, `original.json`, `result.json`,
+//! `transcript.qmp`, `repro.sh`), else kept under
 //! `OUT/not-reproduced/KEY/`. A daemon that never listens (twice) makes the
 //! chain an `error`, never a finding. Resumes from `OUT/state.json`;
 //! `OUT/summary.json` holds the counts of every run so far.
 
 pub mod chain;
+pub mod gen;
 pub mod restore;
 
 use super::State;
 use crate::campaign::sequences::{key, SeqResult};
+use crate::campaign::shrink::Shrink;
 use crate::runner::process::Limits;
 use anyhow::{Context, Result};
 use chain::{run_chain, Chain, ChainOptions, ChainResult};
@@ -49,7 +52,9 @@ pub struct Summary {
     pub chains_this_run: u64,
     /// Every count of `state.json` (all runs): `chains`, `pass`,
     /// `finding`, `error`, `not-reproduced`, `incrementals`, `restored`,
-    /// `bytes-compared`, `extra-bytes`, `failed-jobs`, `mode:NAME`.
+    /// `bytes-compared`, `extra-bytes`, `failed-jobs` (injected failures
+    /// and cancels), `written-during` (jobs the guest wrote while they
+    /// ran), `mode:NAME`.
     pub totals: BTreeMap<String, u64>,
     /// Failures per key (all runs).
     pub findings: BTreeMap<String, u64>,
@@ -101,6 +106,7 @@ pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
         count("bytes-compared", r.bytes_compared);
         count("extra-bytes", r.extra_bytes);
         count("failed-jobs", r.failed_jobs);
+        count("written-during", r.written_during);
         if r.unstarted.is_some() {
             count("error", 1);
         } else if !r.failed() {
@@ -113,13 +119,12 @@ pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
             if *n == 1 && !opts.bare {
                 let again = run_fresh(program, &c, copts)?;
                 let reproduced = again.failed() && chain_key(&again) == k;
-                save(
-                    &opts.out,
-                    &k,
-                    &c,
-                    &r,
-                    reproduced.then_some(()).map_or(Some(&again), |()| None),
-                )?;
+                if reproduced {
+                    let (small, sr) = minimise(program, &c, r.clone(), MINIMISE_RUNS, copts);
+                    save(&opts.out, &k, &small, &sr, Some(&c), None)?;
+                } else {
+                    save(&opts.out, &k, &c, &r, None, Some(&again))?;
+                }
                 if !reproduced {
                     state.disagreements.remove(&k);
                     *state
@@ -169,6 +174,27 @@ pub fn progress_line(state: &State, took: Duration) -> String {
     )
 }
 
+/// The runs a chain finding's minimiser may spend.
+pub const MINIMISE_RUNS: usize = 40;
+
+/// Shrinks failing chain `c` (its first result `first`) while it still
+/// fails with the same key, within `budget` runs ([`Shrink`], as the
+/// sequences are shrunk; candidates from [`Chain::shrunk`]).
+pub fn minimise(
+    program: &Path,
+    c: &Chain,
+    first: ChainResult,
+    budget: usize,
+    o: ChainOptions,
+) -> (Chain, ChainResult) {
+    let want = chain_key(&first);
+    Shrink::new(c.clone(), first, budget).passes(
+        |c, r| c.shrunk(r.at_point),
+        |c| run_fresh(program, c, o).ok(),
+        |r| r.failed() && chain_key(r) == want,
+    )
+}
+
 /// Runs `c` in a fresh scratch directory.
 pub fn run_fresh(program: &Path, c: &Chain, o: ChainOptions) -> Result<ChainResult> {
     let work = crate::runner::process::temp_dirs::scratch("chain")?;
@@ -176,13 +202,15 @@ pub fn run_fresh(program: &Path, c: &Chain, o: ChainOptions) -> Result<ChainResu
     Ok(run_chain(program, c, work.path(), o)?)
 }
 
-/// Saves a failing chain under `OUT/findings/KEY/`, or, with the result
-/// of a replay that failed differently, under `OUT/not-reproduced/KEY/`.
+/// Saves a failing chain (minimised, `original` the chain as drawn)
+/// under `OUT/findings/KEY/`, or, with the result of a replay that failed
+/// differently, under `OUT/not-reproduced/KEY/`.
 fn save(
     out: &Path,
     k: &str,
     c: &Chain,
     r: &ChainResult,
+    original: Option<&Chain>,
     replay: Option<&ChainResult>,
 ) -> Result<()> {
     let dir = out
@@ -207,6 +235,12 @@ fn save(
         serde_json::to_string_pretty(&shown)? + "\n",
     )?;
     std::fs::write(dir.join("transcript.qmp"), r.transcript.join("\n") + "\n")?;
+    if let Some(o) = original {
+        std::fs::write(
+            dir.join("original.json"),
+            serde_json::to_string_pretty(o)? + "\n",
+        )?;
+    }
     if let Some(again) = replay {
         std::fs::write(
             dir.join("replay.json"),

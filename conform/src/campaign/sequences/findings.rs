@@ -5,6 +5,7 @@
 
 use super::gen::Sequence;
 use super::run::SeqResult;
+use crate::campaign::shrink::Shrink;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -83,7 +84,7 @@ pub const NOT_REPRODUCED: &str = "not-reproduced";
 /// `run`; returns the smallest failing sequence and its result. Passes:
 /// cut everything after the failing step, drop each step in turn (from
 /// the end), then try each simplification of the steps left; repeated
-/// while a pass shrinks something.
+/// while a pass shrinks something ([`Shrink`], shared with the chains).
 pub fn minimise(
     seq: &Sequence,
     first: SeqResult,
@@ -91,53 +92,38 @@ pub fn minimise(
     mut run: impl FnMut(&Sequence) -> Option<SeqResult>,
 ) -> (Sequence, SeqResult) {
     let want = key(&first);
-    let mut best = (seq.clone(), first);
-    let mut spent = 0;
-    let mut try_one =
-        |cand: Sequence, best: &mut (Sequence, SeqResult), spent: &mut usize| -> bool {
-            if *spent >= budget {
-                return false;
-            }
-            *spent += 1;
-            match run(&cand) {
-                Some(r) if r.failed() && key(&r) == want => {
-                    *best = (cand, r);
-                    true
-                }
-                _ => false,
-            }
-        };
+    let same = |r: &SeqResult| r.failed() && key(r) == want;
+    let mut s = Shrink::new(seq.clone(), first, budget);
     loop {
         let mut changed = false;
-        if let Some(at) = best.1.at_step {
-            if at + 1 < best.0.steps.len() {
+        if let Some(at) = s.best.1.at_step {
+            if at + 1 < s.best.0.steps.len() {
                 let cut = Sequence {
-                    size: best.0.size,
-                    shape: best.0.shape,
-                    steps: best.0.steps[..=at].to_vec(),
+                    steps: s.best.0.steps[..=at].to_vec(),
+                    ..s.best.0.clone()
                 };
-                changed |= try_one(cut, &mut best, &mut spent);
+                changed |= s.try_one(cut, &mut run, &same);
             }
         }
-        let mut i = best.0.steps.len();
+        let mut i = s.best.0.steps.len();
         while i > 0 {
             i -= 1;
-            if i >= best.0.steps.len() {
+            if i >= s.best.0.steps.len() {
                 continue;
             }
-            let mut cand = best.0.clone();
+            let mut cand = s.best.0.clone();
             cand.steps.remove(i);
-            changed |= try_one(cand, &mut best, &mut spent);
+            changed |= s.try_one(cand, &mut run, &same);
         }
-        let n = best.0.steps.len();
-        for cand in best.0.shrunk() {
-            if cand.steps.len() == n && try_one(cand, &mut best, &mut spent) {
+        let n = s.best.0.steps.len();
+        for cand in s.best.0.shrunk() {
+            if cand.steps.len() == n && s.try_one(cand, &mut run, &same) {
                 changed = true;
                 break;
             }
         }
-        if !changed || spent >= budget {
-            return best;
+        if !changed || s.exhausted() {
+            return s.best;
         }
     }
 }

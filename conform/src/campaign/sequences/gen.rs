@@ -13,7 +13,7 @@ use quickcheck::{Arbitrary, Gen};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use spec_model::semantics::{DiscardMode, Op};
+use spec_model::semantics::{DiscardMode, NodeOp, Op, Source};
 
 /// One step of a sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +28,10 @@ pub enum Step {
     /// SIGTERM (a clean shutdown like `quit`), the file judged, the daemon
     /// started again.
     Terminate,
+    /// An operation on a daemon holding a second node
+    /// ([`Sequence::second`]): aimed at either node, a merge from the other
+    /// node's bitmaps, or a transaction across both.
+    Nodes { op: NodeOp },
 }
 
 /// How the fresh image is made and opened.
@@ -62,6 +66,15 @@ impl Shape {
     }
 }
 
+/// A second image in the same daemon, its own qcow2 node (`q1`), always
+/// writable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Second {
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Shape::is_default")]
+    pub shape: Shape,
+}
+
 /// A disk size and the steps run on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sequence {
@@ -70,6 +83,9 @@ pub struct Sequence {
     /// The image's cluster size, version and discard option.
     #[serde(default, skip_serializing_if = "Shape::is_default")]
     pub shape: Shape,
+    /// A second image in the same daemon (`None`: one node, `q0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second: Option<Second>,
     pub steps: Vec<Step>,
 }
 
@@ -261,12 +277,103 @@ fn read_only(shape: &mut Shape, steps: &mut [Step]) {
     }
 }
 
+/// One step for a daemon of two nodes, node 1 of `size1` bytes (a resize
+/// of node 1 updates it): an operation aimed at node 1 (now and then node
+/// 0), a merge whose sources lie on either node, or a transaction across
+/// both.
+fn two_node_step(rng: &mut impl Rng, size0: u64, size1: &mut u64) -> Step {
+    let source = |rng: &mut ChaCha8Rng| Source {
+        node: rng.gen_range(0..2),
+        name: pick(rng, &NAMES).to_owned(),
+    };
+    let mut r = ChaCha8Rng::seed_from_u64(rng.gen());
+    let merge = |r: &mut ChaCha8Rng| NodeOp::Merge {
+        node: r.gen_range(0..2),
+        target: pick(r, &NAMES).to_owned(),
+        sources: (0..r.gen_range(1..=3)).map(|_| source(r)).collect(),
+    };
+    let op = match r.gen_range(0..20) {
+        0..=9 => {
+            let node = if r.gen_range(0..5) == 0 { 0 } else { 1 };
+            let mut size = if node == 0 { size0 } else { *size1 };
+            let mut st = step(&mut r, &mut size);
+            // Restarts and crashes stay whole-daemon steps of their own.
+            while !matches!(st, Step::Op { .. }) {
+                st = step(&mut r, &mut size);
+            }
+            let Step::Op { op } = st else { unreachable!() };
+            if node == 1 {
+                *size1 = size;
+            } else if matches!(op, Op::Resize { .. }) {
+                return Step::Op {
+                    op: Op::Write { offset: 0, len: 1 },
+                };
+            }
+            NodeOp::On { node, op }
+        }
+        10..=14 => merge(&mut r),
+        _ => NodeOp::Transaction {
+            actions: (0..r.gen_range(2..=4))
+                .map(|_| {
+                    if r.gen_range(0..3) == 0 {
+                        merge(&mut r)
+                    } else {
+                        NodeOp::On {
+                            node: r.gen_range(0..2),
+                            op: bitmap_op(&mut r),
+                        }
+                    }
+                })
+                .collect(),
+        },
+    };
+    Step::Nodes { op }
+}
+
+/// Gives a drawn sequence (not a read-only one) a second node one time in
+/// four: its own shape, mostly the first image's size, and two-node steps
+/// between the drawn ones. Drawn from its own generator, so that the
+/// sequences of one node stay what they were.
+fn maybe_second(rng: &mut impl Rng, seq: &mut Sequence) {
+    if seq.shape.read_only || rng.gen_range(0..4) != 0 {
+        return;
+    }
+    let mut size1 = if rng.gen_range(0..3) == 0 {
+        pick(rng, &SIZES[..5])
+    } else {
+        seq.size
+    };
+    let mut shape = shape(rng);
+    shape.preload &= !shape.v2;
+    seq.second = Some(Second { size: size1, shape });
+    // Node 0's size as the drawn steps leave it at each point.
+    let mut size0 = seq.size;
+    let mut steps = Vec::new();
+    for st in std::mem::take(&mut seq.steps) {
+        while rng.gen_range(0..2) == 0 {
+            steps.push(two_node_step(rng, size0, &mut size1));
+        }
+        if let Step::Op {
+            op: Op::Resize { size },
+        } = &st
+        {
+            size0 = *size;
+        }
+        steps.push(st);
+    }
+    seq.steps = steps;
+}
+
 impl Sequence {
-    /// Sequence `index` of the campaign with `seed`: 5 to 40 steps.
+    /// Sequence `index` of the campaign with `seed`: 5 to 40 steps (more
+    /// with a second node).
     pub fn random(seed: u64, index: u64) -> Sequence {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index);
         let n = rng.gen_range(5..=40);
-        Sequence::from_rng(&mut rng, n)
+        let mut s = Sequence::from_rng(&mut rng, n);
+        let mut two = ChaCha8Rng::seed_from_u64(seed ^ index.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        maybe_second(&mut two, &mut s);
+        s
     }
 
     fn from_rng(rng: &mut impl Rng, n: usize) -> Sequence {
@@ -282,6 +389,7 @@ impl Sequence {
         Sequence {
             size: start,
             shape,
+            second: None,
             steps,
         }
     }
@@ -302,8 +410,15 @@ impl Sequence {
         let with = |steps: Vec<Step>| Sequence {
             size: self.size,
             shape: self.shape,
+            second: self.second,
             steps,
         };
+        if self.second.is_some() && !self.steps.iter().any(|s| matches!(s, Step::Nodes { .. })) {
+            out.push(Sequence {
+                second: None,
+                ..self.clone()
+            });
+        }
         if n > 1 {
             out.push(with(self.steps[..n / 2].to_vec()));
             out.push(with(self.steps[n / 2..].to_vec()));
@@ -318,6 +433,44 @@ impl Sequence {
                 let mut s = self.steps.clone();
                 s[i] = Step::Restart;
                 out.push(with(s));
+            }
+            if let Step::Nodes { op } = &self.steps[i] {
+                let simpler = match op {
+                    NodeOp::On { node: 0, op } => Some(Step::Op { op: op.clone() }),
+                    NodeOp::Transaction { actions } if actions.len() == 1 => Some(Step::Nodes {
+                        op: actions[0].clone(),
+                    }),
+                    NodeOp::Transaction { actions } if actions.len() > 1 => {
+                        for j in 0..actions.len() {
+                            let mut fewer = actions.clone();
+                            fewer.remove(j);
+                            let mut s = self.steps.clone();
+                            s[i] = Step::Nodes {
+                                op: NodeOp::Transaction { actions: fewer },
+                            };
+                            out.push(with(s));
+                        }
+                        None
+                    }
+                    NodeOp::Merge {
+                        node,
+                        target,
+                        sources,
+                    } if sources.len() > 1 => Some(Step::Nodes {
+                        op: NodeOp::Merge {
+                            node: *node,
+                            target: target.clone(),
+                            sources: sources[..1].to_vec(),
+                        },
+                    }),
+                    _ => None,
+                };
+                if let Some(st) = simpler {
+                    let mut s = self.steps.clone();
+                    s[i] = st;
+                    out.push(with(s));
+                }
+                continue;
             }
             let Step::Op { op } = &self.steps[i] else {
                 continue;
@@ -384,7 +537,9 @@ impl Arbitrary for Sequence {
         let seed = u64::arbitrary(g);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let n = g.size().clamp(1, 40);
-        Sequence::from_rng(&mut rng, n)
+        let mut s = Sequence::from_rng(&mut rng, n);
+        maybe_second(&mut rng, &mut s);
+        s
     }
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Sequence>> {

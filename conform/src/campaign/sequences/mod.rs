@@ -148,6 +148,18 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
         count(&mut state, "operations", r.operations);
         count(&mut state, "restarts", restarts as u64);
         count(&mut state, "crashes", crashes as u64);
+        if seq.second.is_some() {
+            // Sequences on a daemon of two nodes, and their steps that
+            // name both nodes at once (merges across, transactions).
+            let across = seq.steps[..done]
+                .iter()
+                .filter(|s| {
+                    matches!(s, Step::Nodes { op } if op.nodes().contains(&0) && op.nodes().contains(&1))
+                })
+                .count();
+            count(&mut state, "two-node", 1);
+            count(&mut state, "across-nodes", across as u64);
+        }
         count(&mut state, if r.failed() { "finding" } else { "pass" }, 1);
         if r.failed() {
             let k = key(&r);

@@ -352,6 +352,7 @@ mod tests {
         };
         let seq = Sequence {
             size: 1 << 20,
+            second: None,
             shape: Default::default(),
             steps: vec![
                 add("a", 16),

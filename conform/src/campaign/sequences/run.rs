@@ -12,7 +12,7 @@ use crate::runner::adapters::qemu_live::oracle::Contents;
 use crate::runner::adapters::qemu_live::session::{Predict, Session, SessionError};
 use crate::runner::process::{self, Limits};
 use serde::Serialize;
-use spec_model::semantics::{Disk, Expect, Op};
+use spec_model::semantics::{Disk, Expect, NodeOp, Op};
 use std::path::Path;
 
 /// What running one sequence found.
@@ -173,6 +173,10 @@ fn run_once(
                 r.operations += 1;
                 s.step(op)
             }
+            Step::Nodes { op } => {
+                r.operations += 1;
+                s.step_nodes(op)
+            }
             Step::Restart => s.restart(),
             Step::Terminate => s.terminate(),
             Step::Crash => s.crash(),
@@ -217,13 +221,24 @@ fn run_once(
 /// share it, so that a replay finds the saved key.
 pub fn step_error(s: &mut Session, step: &Step, e: &SessionError) -> String {
     let what = match step {
-        Step::Op { op } => format!("{op:?}"),
+        Step::Op { op }
+        | Step::Nodes {
+            op: NodeOp::On { op, .. },
+        } => format!("{op:?}"),
+        Step::Nodes { op } => format!("{op:?}"),
         other => format!("{other:?}"),
     };
-    let why = match (step, s.model.expect(step_op(step))) {
+    let expect = match step {
+        Step::Nodes { op } => s.nodes().expect(op),
+        _ => s.model.expect(step_op(step)),
+    };
+    let why = match (step, expect) {
         (
             Step::Op {
                 op: Op::Transaction { .. },
+            }
+            | Step::Nodes {
+                op: NodeOp::Transaction { .. },
             },
             Expect::Refuse(w) | Expect::Either(w),
         ) => format!(" ({w})"),
@@ -247,14 +262,32 @@ pub fn open_session(
     limits: &Limits,
 ) -> Result<Result<Session, SessionError>, SetupError> {
     create_shaped(image, seq.size, seq.shape, limits)?;
+    let others = second_image(seq, image, limits)?;
     Ok(
-        Session::open_with(program, image, limits, node_options(seq.shape)).map(|mut s| {
-            // Contents after every step by both QEMU's debug hash and the
-            // dirty extents a backup client reads over NBD.
-            s.contents = Contents::HashAndNbd;
-            s
-        }),
+        Session::open_nodes(program, image, limits, node_options(seq.shape), &others).map(
+            |mut s| {
+                // Contents after every step by both QEMU's debug hash and the
+                // dirty extents a backup client reads over NBD.
+                s.contents = Contents::HashAndNbd;
+                s
+            },
+        ),
     )
+}
+
+/// The second node's image of `seq`, made beside `image` (`seq1.qcow2`
+/// next to it), with how it is opened; none for a sequence of one node.
+pub fn second_image(
+    seq: &Sequence,
+    image: &Path,
+    limits: &Limits,
+) -> Result<Vec<(std::path::PathBuf, NodeOptions)>, SetupError> {
+    let Some(second) = seq.second else {
+        return Ok(Vec::new());
+    };
+    let path = image.with_file_name("seq1.qcow2");
+    create_shaped(&path, second.size, second.shape, limits)?;
+    Ok(vec![(path, node_options(second.shape))])
 }
 
 /// The operation of a step (a restart or crash: an empty transaction).
@@ -294,22 +327,32 @@ pub fn run_bare(
     use crate::runner::adapters::qemu_live::oracle;
     let image = work.join("seq.qcow2");
     create_shaped(&image, seq.size, seq.shape, limits)?;
-    let opts = node_options(seq.shape);
+    let others = second_image(seq, &image, limits)?;
+    let images: Vec<(&Path, NodeOptions)> =
+        std::iter::once((image.as_path(), node_options(seq.shape)))
+            .chain(others.iter().map(|(p, o)| (p.as_path(), *o)))
+            .collect();
     let mut ops = 0;
-    let Ok(mut d) = Daemon::start_opts(program, &image, limits, opts) else {
+    let Ok(mut d) = Daemon::start_nodes(program, &images, limits) else {
         return Ok(0);
     };
-    let mut guest = None;
+    let mut guests: Vec<Option<_>> = images.iter().map(|_| None).collect();
     for step in &seq.steps {
         match step {
             Step::Op { op } => {
                 ops += 1;
-                if oracle::execute(&mut d, &mut guest, op).is_err() {
+                if oracle::execute(&mut d, &mut guests[0], op).is_err() {
+                    return Ok(ops);
+                }
+            }
+            Step::Nodes { op } => {
+                ops += 1;
+                if oracle::execute_nodes(&mut d, &mut guests, op).is_err() {
                     return Ok(ops);
                 }
             }
             Step::Restart | Step::Crash | Step::Terminate => {
-                if let Some(g) = guest.take() {
+                for g in guests.iter_mut().filter_map(Option::take) {
                     g.disconnect();
                 }
                 let _ = match step {
@@ -317,14 +360,14 @@ pub fn run_bare(
                     Step::Terminate => d.terminate(),
                     _ => d.quit(),
                 };
-                d = match Daemon::start_opts(program, &image, limits, opts) {
+                d = match Daemon::start_nodes(program, &images, limits) {
                     Ok(d) => d,
                     Err(_) => return Ok(ops),
                 };
             }
         }
     }
-    if let Some(g) = guest.take() {
+    for g in guests.iter_mut().filter_map(Option::take) {
         g.disconnect();
     }
     d.quit();

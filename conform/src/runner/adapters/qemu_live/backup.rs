@@ -162,6 +162,50 @@ pub fn run_job(
     wait_job(d, &job, timeout)
 }
 
+/// Starts `blockdev-backup` with `args` and returns at once (the job runs
+/// on; [`wait_job`] waits for it). `Ok(Err(_))`: QEMU refused the job.
+pub fn start_job(d: &mut Daemon, args: Value) -> Result<Result<(), Refused>, DaemonError> {
+    Ok(answer(d, "blockdev-backup", args)?.map(drop))
+}
+
+/// Job `job`'s status and bytes done as `query-jobs` lists them (`None`:
+/// no such job).
+pub fn job_state(d: &mut Daemon, job: &str) -> Result<Option<(String, u64)>, DaemonError> {
+    let jobs = answer(d, "query-jobs", json!({}))?.map_err(|e| DaemonError::Answer {
+        command: "query-jobs".into(),
+        detail: e.0,
+    })?;
+    Ok(jobs
+        .as_array()
+        .and_then(|a| a.iter().find(|j| j["id"] == job))
+        .map(|j| {
+            (
+                j["status"].as_str().unwrap_or_default().to_owned(),
+                j["current-progress"].as_u64().unwrap_or(0),
+            )
+        }))
+}
+
+/// Sets job `job`'s speed limit in bytes per second (0: none).
+pub fn set_speed(
+    d: &mut Daemon,
+    job: &str,
+    speed: u64,
+) -> Result<Result<(), Refused>, DaemonError> {
+    Ok(answer(
+        d,
+        "block-job-set-speed",
+        json!({"device": job, "speed": speed}),
+    )?
+    .map(drop))
+}
+
+/// Cancels job `job` (`Ok(Err(_))`: QEMU refused, e.g. the job had
+/// concluded already).
+pub fn cancel(d: &mut Daemon, job: &str) -> Result<Result<(), Refused>, DaemonError> {
+    Ok(answer(d, "job-cancel", json!({"id": job}))?.map(drop))
+}
+
 /// Waits until job `job` concludes, then dismisses it: its error, if any.
 pub fn wait_job(
     d: &mut Daemon,

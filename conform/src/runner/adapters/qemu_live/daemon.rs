@@ -16,8 +16,13 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The node name of the image's qcow2 layer.
+/// The node name of the (first) image's qcow2 layer.
 pub const NODE: &str = "q0";
+
+/// The node name of image `i`'s qcow2 layer (`q0`, `q1`, ...).
+pub fn node_name(i: usize) -> String {
+    format!("q{i}")
+}
 /// The export guest writes go through.
 pub const EXPORT: &str = "disk";
 
@@ -80,14 +85,18 @@ pub struct Daemon {
     pub command: String,
     exports: u32,
     timeout: Duration,
-    read_only: bool,
-    /// Whether the guest export exists (it is removed for a resize: an
-    /// NBD export does not share the resize permission).
-    guest_export: bool,
-    /// Whether the node is active as far as the harness knows (set by
+    /// Per node: opened read-only.
+    read_only: Vec<bool>,
+    /// Per node: whether its guest export exists (it is removed for a
+    /// resize: an NBD export does not share the resize permission).
+    guest_export: Vec<bool>,
+    /// Per node: whether it is active as far as the harness knows (set by
     /// `blockdev-set-active` answered with success); nothing is exported
     /// from an inactive node, since an export would activate it.
-    pub active: bool,
+    active: Vec<bool>,
+    /// The node the node-level methods (bitmaps, hashes, exports, guest
+    /// I/O) are aimed at: an index into the images it was started with.
+    pub node: usize,
 }
 
 /// How the image's nodes are opened.
@@ -102,11 +111,33 @@ pub struct NodeOptions {
 /// The export id (and NBD name) holding bitmap `name` for
 /// [`Daemon::export_bitmap`]: a digest, so that any name makes a valid id.
 pub fn export_id(name: &str) -> String {
+    export_id_on(0, name)
+}
+
+/// [`export_id`] for a bitmap of node `node` (node 0's ids are
+/// [`export_id`]'s).
+pub fn export_id_on(node: usize, name: &str) -> String {
     use sha2::Digest;
+    let key = if node == 0 {
+        name.to_owned()
+    } else {
+        format!("{node}/{name}")
+    };
     format!(
         "x{}",
-        &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..12]
+        &hex::encode(sha2::Sha256::digest(key.as_bytes()))[..12]
     )
+}
+
+/// The guest export's id and NBD name for node `node` (`e0`/`disk` for
+/// the first).
+fn guest_names(node: usize) -> (String, String) {
+    let name = if node == 0 {
+        EXPORT.to_owned()
+    } else {
+        format!("{EXPORT}{node}")
+    };
+    (format!("e{node}"), name)
 }
 
 /// `v` with commas doubled, for QEMU's option syntax.
@@ -131,30 +162,46 @@ pub fn arguments_with(
     secret: Option<&str>,
     opts: NodeOptions,
 ) -> Vec<OsString> {
+    arguments_nodes(&[(image, opts)], dir, secret)
+}
+
+/// The daemon's arguments for several images, image `i` as file node
+/// `f{i}` under qcow2 node `q{i}` opened as its options say (the secret,
+/// for an encrypted image, is the first image's).
+pub fn arguments_nodes(
+    images: &[(&Path, NodeOptions)],
+    dir: &Path,
+    secret: Option<&str>,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
-    let ro = if opts.read_only { ",read-only=on" } else { "" };
-    let discard = match opts.discard {
-        DiscardMode::Unmap => "unmap",
-        DiscardMode::Ignore => "ignore",
-    };
-    let mut qcow2 = format!("driver=qcow2,file=f0,node-name={NODE},discard={discard}{ro}");
     if let Some(s) = secret {
         // The corpus's encrypted images are LUKS (crypt_method 2); QEMU
         // opens the old AES method read-only at most.
         a.push("--object".into());
         a.push(format!("secret,id=sec0,data={}", esc(s)).into());
-        qcow2.push_str(",encrypt.format=luks,encrypt.key-secret=sec0");
     }
-    a.push("--blockdev".into());
-    a.push(
-        format!(
-            "driver=file,filename={},node-name=f0,discard={discard}{ro}",
-            esc(&image.to_string_lossy())
-        )
-        .into(),
-    );
-    a.push("--blockdev".into());
-    a.push(qcow2.into());
+    for (i, (image, opts)) in images.iter().enumerate() {
+        let ro = if opts.read_only { ",read-only=on" } else { "" };
+        let discard = match opts.discard {
+            DiscardMode::Unmap => "unmap",
+            DiscardMode::Ignore => "ignore",
+        };
+        let node = node_name(i);
+        let mut qcow2 = format!("driver=qcow2,file=f{i},node-name={node},discard={discard}{ro}");
+        if secret.is_some() && i == 0 {
+            qcow2.push_str(",encrypt.format=luks,encrypt.key-secret=sec0");
+        }
+        a.push("--blockdev".into());
+        a.push(
+            format!(
+                "driver=file,filename={},node-name=f{i},discard={discard}{ro}",
+                esc(&image.to_string_lossy())
+            )
+            .into(),
+        );
+        a.push("--blockdev".into());
+        a.push(qcow2.into());
+    }
     a.push("--chardev".into());
     a.push(
         format!(
@@ -204,7 +251,17 @@ impl Daemon {
         limits: &Limits,
         opts: NodeOptions,
     ) -> Result<Daemon, DaemonError> {
-        let read_only = opts.read_only;
+        Daemon::start_nodes(program, &[(image, opts)], limits)
+    }
+
+    /// One daemon holding every image of `images` (image `i` as node
+    /// [`node_name`]`(i)`, opened as its options say); aimed at node 0.
+    pub fn start_nodes(
+        program: &Path,
+        images: &[(&Path, NodeOptions)],
+        limits: &Limits,
+    ) -> Result<Daemon, DaemonError> {
+        let read_only: Vec<bool> = images.iter().map(|(_, o)| o.read_only).collect();
         let scratch = crate::runner::process::temp_dirs::scratch("live")?;
         // It runs in the case's directory (a relative data file name
         // resolves there), else in its scratch directory; its sockets go
@@ -215,7 +272,7 @@ impl Daemon {
         let handle = std::fs::File::open(sockets.path())?;
         let rel = Path::new(sockets.path().file_name().unwrap_or_default());
         let secret = crate::runner::process::case_env::current();
-        let args = arguments_with(image, rel, secret.as_deref(), opts);
+        let args = arguments_nodes(images, rel, secret.as_deref());
         let cmd = {
             let _w = crate::runner::process::sandbox::writable(scratch.path());
             let _s = crate::runner::process::sandbox::writable(sockets.path());
@@ -250,9 +307,10 @@ impl Daemon {
                         command,
                         exports: 0,
                         timeout: limits.timeout,
+                        guest_export: vec![false; read_only.len()],
+                        active: vec![true; read_only.len()],
                         read_only,
-                        guest_export: false,
-                        active: true,
+                        node: 0,
                     });
                 }
             }
@@ -280,7 +338,29 @@ impl Daemon {
         Ok(self.qmp.execute(command, args)?)
     }
 
+    /// The name of the node the daemon is aimed at.
+    pub fn node_name(&self) -> String {
+        node_name(self.node)
+    }
+
+    /// Whether the node aimed at is active (as far as the harness knows).
+    pub fn is_active(&self) -> bool {
+        self.active.get(self.node).copied().unwrap_or(true)
+    }
+
+    /// Records that the node aimed at was (in)activated.
+    pub fn set_active(&mut self, active: bool) {
+        if let Some(a) = self.active.get_mut(self.node) {
+            *a = active;
+        }
+    }
+
+    fn ro(&self) -> bool {
+        self.read_only.get(self.node).copied().unwrap_or(false)
+    }
+
     fn node_info(&mut self) -> Result<Value, DaemonError> {
+        let node = &self.node_name();
         let v = self
             .execute("query-named-block-nodes", json!({"flat": true}))?
             .ok()
@@ -289,10 +369,10 @@ impl Daemon {
                 detail: e.0,
             })?;
         v.as_array()
-            .and_then(|a| a.iter().find(|n| n["node-name"] == NODE).cloned())
+            .and_then(|a| a.iter().find(|n| n["node-name"] == *node).cloned())
             .ok_or_else(|| DaemonError::Answer {
                 command: "query-named-block-nodes".into(),
-                detail: format!("no node {NODE}"),
+                detail: format!("no node {node}"),
             })
     }
 
@@ -314,7 +394,7 @@ impl Daemon {
     pub fn debug_sha256(&mut self, name: &str) -> Result<Result<String, Refused>, DaemonError> {
         let r = self.execute(
             "x-debug-block-dirty-bitmap-sha256",
-            json!({"node": NODE, "name": name}),
+            json!({"node": self.node_name(), "name": name}),
         )?;
         Ok(r.ok()
             .map(|v| v["sha256"].as_str().unwrap_or_default().to_owned()))
@@ -323,11 +403,12 @@ impl Daemon {
     /// A guest connection to the read-write export `disk` (added on first
     /// use).
     pub fn guest(&mut self) -> Result<NbdClient, DaemonError> {
-        if !self.guest_export {
+        let (id, name) = guest_names(self.node);
+        if !self.guest_export[self.node] {
             let r = self.execute(
                 "block-export-add",
-                json!({"type": "nbd", "id": "e0", "node-name": NODE, "name": EXPORT,
-                       "writable": !self.read_only}),
+                json!({"type": "nbd", "id": id, "node-name": self.node_name(), "name": name,
+                       "writable": !self.ro()}),
             )?;
             if let Reply::Error(e) = r {
                 return Err(DaemonError::Answer {
@@ -335,11 +416,11 @@ impl Daemon {
                     detail: e,
                 });
             }
-            self.guest_export = true;
+            self.guest_export[self.node] = true;
         }
         Ok(NbdClient::connect(
             &self.nbd_socket(),
-            EXPORT,
+            &name,
             None,
             self.timeout,
         )?)
@@ -348,14 +429,15 @@ impl Daemon {
     /// Removes the guest export (its clients must have disconnected), so
     /// that the node can be resized.
     pub fn drop_guest_export(&mut self) -> Result<(), DaemonError> {
-        if !self.guest_export {
+        if !self.guest_export[self.node] {
             return Ok(());
         }
-        self.guest_export = false;
+        self.guest_export[self.node] = false;
+        let (id, _) = guest_names(self.node);
         if let Reply::Return(_) =
-            self.execute("block-export-del", json!({"id": "e0", "mode": "hard"}))?
+            self.execute("block-export-del", json!({"id": id, "mode": "hard"}))?
         {
-            self.wait_export_gone("e0")?;
+            self.wait_export_gone(&id)?;
         }
         Ok(())
     }
@@ -372,8 +454,8 @@ impl Daemon {
         let id = format!("b{}", self.exports);
         let add = self.execute(
             "block-export-add",
-            json!({"type": "nbd", "id": id, "node-name": NODE, "name": id,
-                   "writable": !self.read_only, "bitmaps": [name]}),
+            json!({"type": "nbd", "id": id, "node-name": self.node_name(), "name": id,
+                   "writable": !self.ro(), "bitmaps": [name]}),
         )?;
         if let Reply::Error(e) = add {
             return Ok(Err(Refused(e)));
@@ -459,17 +541,17 @@ impl Daemon {
     /// Adds an NBD export holding bitmap `name` (id [`export_id`]), kept
     /// until [`Daemon::unexport_bitmap`] or the daemon's end.
     pub fn export_bitmap(&mut self, name: &str) -> Result<Reply, DaemonError> {
-        let id = export_id(name);
+        let id = export_id_on(self.node, name);
         self.execute(
             "block-export-add",
-            json!({"type": "nbd", "id": id, "node-name": NODE, "name": id,
-                   "writable": !self.read_only, "bitmaps": [name]}),
+            json!({"type": "nbd", "id": id, "node-name": self.node_name(), "name": id,
+                   "writable": !self.ro(), "bitmaps": [name]}),
         )
     }
 
     /// Removes the export [`Daemon::export_bitmap`] made for `name`.
     pub fn unexport_bitmap(&mut self, name: &str) -> Result<Reply, DaemonError> {
-        let id = export_id(name);
+        let id = export_id_on(self.node, name);
         let r = self.execute("block-export-del", json!({"id": id, "mode": "hard"}))?;
         if let Reply::Return(_) = r {
             self.wait_export_gone(&id)?;

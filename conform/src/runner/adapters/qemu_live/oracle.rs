@@ -5,11 +5,11 @@
 //! QEMU's debug hash, or by the dirty extents an NBD client reads where
 //! the hash cannot decide).
 
-use super::daemon::{Daemon, DaemonError, NODE};
+use super::daemon::{node_name, Daemon, DaemonError};
 use super::nbd::NbdClient;
 use super::qmp::{Refused, Reply};
 use serde_json::json;
-use spec_model::semantics::{granules, Disk, Op};
+use spec_model::semantics::{granules, Disk, NodeOp, Op};
 
 /// How `compare` reads contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub fn execute(
     guest: &mut Option<NbdClient>,
     op: &Op,
 ) -> Result<Result<(), Refused>, DaemonError> {
-    let node = NODE;
+    let node = d.node_name();
     let qmp = |d: &mut Daemon, cmd: &str, args| -> Result<Result<(), Refused>, DaemonError> {
         Ok(match d.execute(cmd, args)? {
             Reply::Return(_) => Ok(()),
@@ -48,7 +48,7 @@ pub fn execute(
         | Op::WriteZeroes { .. }
         | Op::Discard { .. }
         | Op::Export { .. }
-            if !d.active =>
+            if !d.is_active() =>
         {
             // An export would activate the node behind the harness's back.
             Ok(Err(Refused(
@@ -127,24 +127,93 @@ pub fn execute(
                 json!({"node-name": node, "active": active}),
             )?;
             if r.is_ok() {
-                d.active = *active;
+                d.set_active(*active);
             }
             Ok(r)
         }
         Op::Export { name } => Ok(d.export_bitmap(name)?.ok().map(|_| ())),
         Op::Unexport { name } => Ok(d.unexport_bitmap(name)?.ok().map(|_| ())),
-        _ => match qmp_command(op) {
+        _ => match qmp_command_on(d.node, op) {
             Some((cmd, args)) => qmp(d, cmd, args),
             None => Ok(Err(Refused(format!("{op:?} has no QMP command")))),
         },
     }
 }
 
+/// Carries out `op` on a daemon holding several nodes: an operation aimed
+/// at one node as [`execute`] does it there (`guests[i]`: node `i`'s
+/// guest connection), a merge or a transaction over QMP. `Ok(Err(_))`:
+/// QEMU refused it.
+pub fn execute_nodes(
+    d: &mut Daemon,
+    guests: &mut [Option<NbdClient>],
+    op: &NodeOp,
+) -> Result<Result<(), Refused>, DaemonError> {
+    if let NodeOp::On { node, op } = op {
+        let Some(guest) = guests.get_mut(*node) else {
+            return Ok(Err(Refused(format!("no node {node}"))));
+        };
+        let keep = std::mem::replace(&mut d.node, *node);
+        let r = execute(d, guest, op);
+        d.node = keep;
+        return r;
+    }
+    match node_qmp_command(op) {
+        Some((cmd, args)) => Ok(match d.execute(cmd, args)? {
+            Reply::Return(_) => Ok(()),
+            Reply::Error(e) => Err(Refused(e)),
+        }),
+        None => Ok(Err(Refused(format!("{op:?} has no QMP command")))),
+    }
+}
+
+/// The QMP command of an operation on a daemon holding several nodes: a
+/// merge names each source of another node as `{"node", "name"}`, a
+/// transaction holds each member's command; `None` for guest I/O.
+pub fn node_qmp_command(op: &NodeOp) -> Option<(&'static str, serde_json::Value)> {
+    Some(match op {
+        NodeOp::On { node, op } => return qmp_command_on(*node, op),
+        NodeOp::Merge {
+            node,
+            target,
+            sources,
+        } => {
+            let bitmaps: Vec<serde_json::Value> = sources
+                .iter()
+                .map(|s| {
+                    if s.node == *node {
+                        json!(s.name)
+                    } else {
+                        json!({"node": node_name(s.node), "name": s.name})
+                    }
+                })
+                .collect();
+            (
+                "block-dirty-bitmap-merge",
+                json!({"node": node_name(*node), "target": target, "bitmaps": bitmaps}),
+            )
+        }
+        NodeOp::Transaction { actions } => {
+            let actions: Vec<serde_json::Value> = actions
+                .iter()
+                .filter_map(node_qmp_command)
+                .map(|(cmd, data)| json!({"type": cmd, "data": data}))
+                .collect();
+            ("transaction", json!({ "actions": actions }))
+        }
+    })
+}
+
 /// The QMP command (name, arguments) that carries out a bitmap operation,
 /// a transaction, an (in)activation, an export or a resize; `None` for
 /// guest I/O.
 pub fn qmp_command(op: &Op) -> Option<(&'static str, serde_json::Value)> {
-    let node = NODE;
+    qmp_command_on(0, op)
+}
+
+/// [`qmp_command`] aimed at node `index` ([`node_name`]).
+pub fn qmp_command_on(index: usize, op: &Op) -> Option<(&'static str, serde_json::Value)> {
+    let node = node_name(index);
     Some(match op {
         Op::Write { .. } | Op::Writes { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } => {
             return None
@@ -160,7 +229,7 @@ pub fn qmp_command(op: &Op) -> Option<(&'static str, serde_json::Value)> {
         Op::Transaction { actions } => {
             let actions: Vec<serde_json::Value> = actions
                 .iter()
-                .filter_map(qmp_command)
+                .filter_map(|a| qmp_command_on(index, a))
                 .map(|(cmd, data)| json!({"type": cmd, "data": data}))
                 .collect();
             ("transaction", json!({ "actions": actions }))
@@ -170,7 +239,7 @@ pub fn qmp_command(op: &Op) -> Option<(&'static str, serde_json::Value)> {
             json!({"node-name": node, "active": active}),
         ),
         Op::Export { name } => {
-            let id = super::daemon::export_id(name);
+            let id = super::daemon::export_id_on(index, name);
             (
                 "block-export-add",
                 json!({"type": "nbd", "id": id, "node-name": node, "name": id,
@@ -179,7 +248,7 @@ pub fn qmp_command(op: &Op) -> Option<(&'static str, serde_json::Value)> {
         }
         Op::Unexport { name } => (
             "block-export-del",
-            json!({"id": super::daemon::export_id(name), "mode": "hard"}),
+            json!({"id": super::daemon::export_id_on(index, name), "mode": "hard"}),
         ),
         Op::Add {
             name,
@@ -262,8 +331,10 @@ pub fn compare(d: &mut Daemon, model: &Disk, how: Contents) -> Result<Vec<String
         // An export of an inactive node would activate it, and a bitmap
         // an export holds cannot be exported a second time.
         // NBD carries no name with a NUL byte.
-        let exportable =
-            model.active && d.active && !model.exported.contains(&b.name) && !b.name.contains('\0');
+        let exportable = model.active
+            && d.is_active()
+            && !model.exported.contains(&b.name)
+            && !b.name.contains('\0');
         if exportable && (how == Contents::HashAndNbd || !m.unspecified.is_empty()) {
             match d.read_dirty(&b.name)? {
                 Ok(ranges) => {

@@ -8,8 +8,11 @@
 use super::daemon::{Daemon, DaemonError, NodeOptions};
 use super::nbd::NbdClient;
 use super::oracle::{self, Contents};
+use super::qmp::Refused;
 use crate::runner::process::{Limits, Proc};
-use spec_model::semantics::{judge_file, Disk, Expect, FileExpectation, FileRead, Op};
+use spec_model::semantics::{
+    judge_file, Disk, Expect, FileExpectation, FileRead, NodeOp, Nodes, Op,
+};
 use spec_model::CheckError;
 use std::path::{Path, PathBuf};
 
@@ -72,6 +75,18 @@ pub struct Session {
     /// session does, the file must still be these bytes when a daemon
     /// ends (`None`: a writable node, judged by the model).
     pristine: Option<Vec<u8>>,
+    /// The daemon's other nodes (node 1, 2, ...), each an image of its
+    /// own, always writable; empty for a daemon of one node.
+    pub others: Vec<Other>,
+}
+
+/// A node of the daemon besides the first: its image, how it is opened,
+/// its guest connection and the model's state of it.
+pub struct Other {
+    pub image: PathBuf,
+    pub opts: NodeOptions,
+    guest: Option<NbdClient>,
+    pub model: Disk,
 }
 
 /// The format model's reading of `path`.
@@ -100,6 +115,32 @@ impl Session {
         limits: &Limits,
         opts: NodeOptions,
     ) -> Result<Session, SessionError> {
+        Session::open_nodes(program, image, limits, opts, &[])
+    }
+
+    /// As [`Session::open_with`], the daemon holding `others` too (node
+    /// 1, 2, ... in that order; each writable, opened as its options say
+    /// but for `read_only`, which is ignored).
+    pub fn open_nodes(
+        program: &Path,
+        image: &Path,
+        limits: &Limits,
+        opts: NodeOptions,
+        others: &[(PathBuf, NodeOptions)],
+    ) -> Result<Session, SessionError> {
+        let mut more = Vec::new();
+        for (path, o) in others {
+            let o = NodeOptions {
+                read_only: false,
+                ..*o
+            };
+            more.push(Other {
+                image: path.clone(),
+                opts: o,
+                guest: None,
+                model: Disk::reopened(&read_file(path)?).with_discard(o.discard),
+            });
+        }
         let file = read_file(image)?;
         let pristine = if opts.read_only {
             Some(std::fs::read(image).map_err(|source| SessionError::Open {
@@ -109,7 +150,7 @@ impl Session {
         } else {
             None
         };
-        let daemon = Daemon::start_opts(program, image, limits, opts)?;
+        let daemon = start_all(program, image, opts, &more, limits)?;
         Ok(Session {
             program: program.to_owned(),
             image: image.to_owned(),
@@ -125,7 +166,99 @@ impl Session {
             transcript: Vec::new(),
             ended: Vec::new(),
             pristine,
+            others: more,
         })
+    }
+
+    /// The model's state of every node (node 0 first).
+    pub fn nodes(&self) -> Nodes {
+        Nodes {
+            disks: std::iter::once(self.model.clone())
+                .chain(self.others.iter().map(|o| o.model.clone()))
+                .collect(),
+        }
+    }
+
+    fn set_nodes(&mut self, nodes: Nodes) {
+        let mut it = nodes.disks.into_iter();
+        if let Some(d) = it.next() {
+            self.model = d;
+        }
+        for (o, d) in self.others.iter_mut().zip(it) {
+            o.model = d;
+        }
+    }
+
+    /// Carries out `op` on a daemon of several nodes and judges it as
+    /// [`Session::step`] does (an operation aimed at node 0 is a step);
+    /// every node is compared afterwards.
+    pub fn step_nodes(&mut self, op: &NodeOp) -> Result<Vec<String>, SessionError> {
+        if let NodeOp::On { node: 0, op } = op {
+            return self.step(op);
+        }
+        let nodes = self.nodes();
+        let expect = nodes.expect(op);
+        let d = self.daemon.as_mut().ok_or(SessionError::Stopped)?;
+        let r = match op {
+            NodeOp::On { node, op } => match self.others.get_mut(node - 1) {
+                Some(o) => {
+                    let keep = std::mem::replace(&mut d.node, *node);
+                    let r = oracle::execute(d, &mut o.guest, op);
+                    d.node = keep;
+                    r?
+                }
+                None => Err(Refused(format!("no node {node}"))),
+            },
+            _ => oracle::execute_nodes(d, &mut [], op)?,
+        };
+        let shown = match op {
+            NodeOp::On { node, op } => NodeOp::On {
+                node: *node,
+                op: nodes
+                    .disks
+                    .get(*node)
+                    .map_or(op.clone(), |d| d.resolved(op)),
+            },
+            other => other.clone(),
+        };
+        match (&expect, &r) {
+            (Expect::Succeed, Err(e)) => {
+                return Ok(vec![format!(
+                    "QEMU refused {shown:?}, which must succeed: {e}"
+                )])
+            }
+            (Expect::Refuse(why), Ok(())) => {
+                return Ok(vec![format!(
+                    "QEMU carried out {shown:?}, which must be refused: {why}"
+                )])
+            }
+            (_, Ok(())) => {
+                let mut n = nodes;
+                n.apply(op);
+                self.set_nodes(n);
+            }
+            (_, Err(_)) => {}
+        }
+        if let (
+            NodeOp::On {
+                node,
+                op: Op::SetActive { active: false },
+            },
+            Ok(()),
+        ) = (op, &r)
+        {
+            if let Some(o) = self.others.get(node - 1) {
+                let file = read_file(&o.image)?;
+                let p: Vec<String> = judge_file(&o.model.close(), &file)
+                    .into_iter()
+                    .map(|m| format!("node q{node}: after the inactivation: {m}"))
+                    .collect();
+                if !p.is_empty() {
+                    return Ok(p);
+                }
+            }
+        }
+        self.compare()
     }
 
     /// The running daemon.
@@ -163,7 +296,16 @@ impl Session {
     pub fn compare(&mut self) -> Result<Vec<String>, SessionError> {
         let how = self.contents;
         let model = self.model.clone();
-        Ok(oracle::compare(self.daemon()?, &model, how)?)
+        let mut p = oracle::compare(self.daemon()?, &model, how)?;
+        let others: Vec<Disk> = self.others.iter().map(|o| o.model.clone()).collect();
+        for (i, m) in others.iter().enumerate() {
+            let d = self.daemon()?;
+            d.node = i + 1;
+            let got = oracle::compare(d, m, how);
+            d.node = 0;
+            p.extend(got?.into_iter().map(|e| format!("node q{}: {e}", i + 1)));
+        }
+        Ok(p)
     }
 
     /// Carries out `op`, judges whether QEMU had to accept or refuse it,
@@ -209,6 +351,11 @@ impl Session {
         if let Some(g) = self.guest.take() {
             g.disconnect();
         }
+        for o in &mut self.others {
+            if let Some(g) = o.guest.take() {
+                g.disconnect();
+            }
+        }
         let d = self.daemon.take().ok_or(SessionError::Stopped)?;
         self.transcript.extend(d.qmp.transcript.iter().cloned());
         let (p, marker) = match how {
@@ -221,17 +368,47 @@ impl Session {
         read_file(&self.image)
     }
 
-    fn reopen(&mut self, file: &FileRead) -> Result<Vec<String>, SessionError> {
+    fn reopen(
+        &mut self,
+        file: &FileRead,
+        others: &[FileRead],
+    ) -> Result<Vec<String>, SessionError> {
         self.model = Disk::reopened(file)
             .with_discard(self.opts.discard)
             .with_read_only(self.opts.read_only);
-        self.daemon = Some(Daemon::start_opts(
+        for (o, f) in self.others.iter_mut().zip(others) {
+            o.model = Disk::reopened(f).with_discard(o.opts.discard);
+        }
+        self.daemon = Some(start_all(
             &self.program,
             &self.image,
-            &self.limits,
             self.opts,
+            &self.others,
+            &self.limits,
         )?);
         self.compare()
+    }
+
+    /// The other nodes' files judged against `wants` (one per node, as
+    /// the model required before the daemon ended): the problems, and
+    /// the files as read.
+    fn judge_others(
+        &self,
+        wants: &[FileExpectation],
+        what: &str,
+    ) -> Result<(Vec<String>, Vec<FileRead>), SessionError> {
+        let mut p = Vec::new();
+        let mut files = Vec::new();
+        for (i, (o, want)) in self.others.iter().zip(wants).enumerate() {
+            let f = read_file(&o.image)?;
+            p.extend(
+                judge_file(want, &f)
+                    .into_iter()
+                    .map(|m| format!("node q{}: after the {what}: {m}", i + 1)),
+            );
+            files.push(f);
+        }
+        Ok((p, files))
     }
 
     /// The file judged: by the model's expectation on a writable node,
@@ -303,12 +480,15 @@ impl Session {
 
     fn clean_restart(&mut self, how: End) -> Result<Vec<String>, SessionError> {
         let want = self.model.close();
+        let wants: Vec<FileExpectation> = self.others.iter().map(|o| o.model.close()).collect();
         let file = self.stop(how)?;
-        let p = self.judge_end(&want, &file, "clean shutdown");
+        let mut p = self.judge_end(&want, &file, "clean shutdown");
+        let (more, files) = self.judge_others(&wants, "clean shutdown")?;
+        p.extend(more);
         if !p.is_empty() {
             return Ok(p);
         }
-        self.reopen(&file)
+        self.reopen(&file, &files)
     }
 
     /// A crash (SIGKILL): the file must conform with the bitmaps loaded
@@ -316,12 +496,15 @@ impl Session {
     /// inconsistent (and refuse to use them, which later steps check).
     pub fn crash(&mut self) -> Result<Vec<String>, SessionError> {
         let want = self.model.crash();
+        let wants: Vec<FileExpectation> = self.others.iter().map(|o| o.model.crash()).collect();
         let file = self.stop(End::Kill)?;
-        let p = self.judge_end(&want, &file, "crash");
+        let mut p = self.judge_end(&want, &file, "crash");
+        let (more, files) = self.judge_others(&wants, "crash")?;
+        p.extend(more);
         if !p.is_empty() {
             return Ok(p);
         }
-        self.reopen(&file)
+        self.reopen(&file, &files)
     }
 
     /// Ends the session cleanly (QMP `quit`).
@@ -333,8 +516,10 @@ impl Session {
     /// problems found and the whole QMP transcript.
     pub fn finish(mut self) -> Result<(Vec<String>, Vec<String>), SessionError> {
         let want = self.model.close();
+        let wants: Vec<FileExpectation> = self.others.iter().map(|o| o.model.close()).collect();
         let file = self.stop(End::Quit)?;
-        let p = self.judge_end(&want, &file, "clean shutdown");
+        let mut p = self.judge_end(&want, &file, "clean shutdown");
+        p.extend(self.judge_others(&wants, "clean shutdown")?.0);
         Ok((p, self.transcript))
     }
 
@@ -346,4 +531,19 @@ impl Session {
         }
         t
     }
+}
+
+/// Starts one daemon on `image` (node 0, opened as `opts`) and every other
+/// node's image.
+fn start_all(
+    program: &Path,
+    image: &Path,
+    opts: NodeOptions,
+    others: &[Other],
+    limits: &Limits,
+) -> Result<Daemon, DaemonError> {
+    let images: Vec<(&Path, NodeOptions)> = std::iter::once((image, opts))
+        .chain(others.iter().map(|o| (o.image.as_path(), o.opts)))
+        .collect();
+    Daemon::start_nodes(program, &images, limits)
 }
