@@ -227,7 +227,7 @@ pub struct RunArgs {
     /// waits while the rest goes on (only the order changes).
     #[arg(long, value_name = "REPORT.json")]
     pub order_from: Option<PathBuf>,
-    /// How many programs that run past 2 s may wait out their time limit
+    /// How many programs that run past 5 s may wait out their time limit
     /// without holding a worker (at the lowest CPU priority; same limit,
     /// same outcome); 0 to keep each on its worker to the end.
     #[arg(long, value_name = "N", default_value_t = crate::runner::process::slots::DEFAULT_MAX_WAITING)]
