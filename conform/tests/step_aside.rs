@@ -143,16 +143,13 @@ fn a_spinning_program_waits_aside_and_is_still_a_hang_at_exactly_its_limit() {
     assert_eq!(left, Vec::<PathBuf>::new());
 }
 
-/// (case, implementation) -> (outcome, cause as JSON) of one run of
+/// (case, implementation) -> (outcome, cause as JSON).
+type Outcomes = BTreeMap<(String, String), (OutcomeKind, String)>;
+
+/// The [`Outcomes`] of one run of
 /// `specs` over the shared corpus with a 10 s limit and 2 workers, checked
 /// to list the cases in corpus order and the results in `specs` order.
-fn outcomes(
-    specs: &[&str],
-    scheduling: Scheduling,
-) -> (
-    BTreeMap<(String, String), (OutcomeKind, String)>,
-    runner::report::RunReport,
-) {
+fn outcomes(specs: &[&str], scheduling: Scheduling) -> (Outcomes, runner::report::RunReport) {
     std::env::set_var("QCOW2_CONFORM_BIN", BIN);
     let adapters: Vec<_> = specs
         .iter()
