@@ -8,7 +8,8 @@
 #
 # Prints the wall time and the rate in (case, implementation) runs per
 # second, and each implementation's share (the sum of its case durations
-# from the JSON report). Needs what scripts/setup.sh installs.
+# from the JSON report), the processor time of the run and everything it
+# started (GNU time), and the hangs. Needs what scripts/setup.sh installs.
 #
 # Environment:
 #   RUNS=N   timed runs (default 1)
@@ -16,6 +17,11 @@
 #   TIMEOUT=S the per-process time limit (run --timeout; default: run's, 30)
 #   BIN=PATH use this qcow2-conform binary instead of building a release one
 #   KEEP=PREFIX keep each run's JSON report as PREFIX.rN.json
+#   ORDER_FROM=REPORT start the longest runs of this earlier JSON report
+#            first (run --order-from); with RUNS>1, each later run orders
+#            itself from the run before it
+#   STEP_ASIDE=N programs that may wait out their limit aside (run
+#            --step-aside; default: run's, 4; 0 keeps each on its worker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,17 +34,24 @@ fi
 impls=(qemu qemu@7.2 qcow libqcow libqcow@20260703 imago qcow2-rs qcow2 dissect@3.21 qemu-live)
 args=()
 [ -z "${TIMEOUT:-}" ] || args+=(--timeout "$TIMEOUT")
+[ -z "${STEP_ASIDE:-}" ] || args+=(--step-aside "$STEP_ASIDE")
 for i in "${impls[@]}"; do args+=(--impl "$i"); done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "command: $BIN run ${args[*]} --corpus corpus --jobs $JOBS --fail-on none --json REPORT"
+order=${ORDER_FROM:-}
 for r in $(seq 1 "$RUNS"); do
+  order_args=()
+  [ -z "$order" ] || { order_args=(--order-from "$order"); echo "order from: $order"; }
   start=$(date +%s.%N)
-  "$BIN" run "${args[@]}" --corpus corpus --jobs "$JOBS" --fail-on none --json "$out/r$r.json" >/dev/null 2>"$out/r$r.err" || true
-  [ -z "${KEEP:-}" ] || cp "$out/r$r.json" "$KEEP.r$r.json"
+  /usr/bin/time -f '%U %S' -o "$out/r$r.cpu" "$BIN" run "${args[@]}" "${order_args[@]}" --corpus corpus --jobs "$JOBS" --fail-on none --json "$out/r$r.json" >/dev/null 2>"$out/r$r.err" || true
   end=$(date +%s.%N)
+  read -r user sys < "$out/r$r.cpu"
+  echo "cpu: user ${user} s, system ${sys} s (the run and everything it started)"
+  if [ -n "${ORDER_FROM:-}" ]; then order=$out/r$r.json; fi
+  [ -z "${KEEP:-}" ] || cp "$out/r$r.json" "$KEEP.r$r.json"
   python3 - "$out/r$r.json" "$start" "$end" <<'PY'
 import json, sys
 from collections import defaultdict
@@ -53,5 +66,11 @@ for c in cases:
         busy[r["implementation"]] += r["observation"].get("duration_ms", 0)
 for name, ms in sorted(busy.items(), key=lambda kv: -kv[1]):
     print(f"  {name:18} {ms / 1000:7.1f} s of observing")
+hung = [(c["id"], r["implementation"], r["observation"].get("duration_ms", 0))
+        for c in cases for r in c["results"] if r["outcome"]["kind"] == "hang"]
+print(f"hangs: {len(hung)}, {sum(ms for _, _, ms in hung) / 1000:.1f} s of observing")
+for case, impl, ms in hung:
+    print(f"  {impl} {case}: {ms / 1000:.1f} s")
 PY
+  echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 done

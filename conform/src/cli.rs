@@ -222,6 +222,16 @@ pub struct RunArgs {
     /// to run, `off`.
     #[arg(long, value_enum, default_value = "auto")]
     pub sandbox: crate::runner::process::sandbox::Mode,
+    /// Start first the (case, implementation) runs that took longest in
+    /// this earlier JSON report, so a program that runs to its time limit
+    /// waits while the rest goes on (only the order changes).
+    #[arg(long, value_name = "REPORT.json")]
+    pub order_from: Option<PathBuf>,
+    /// How many programs that run past 5 s may wait out their time limit
+    /// without holding a worker (at the lowest CPU priority; same limit,
+    /// same outcome); 0 to keep each on its worker to the end.
+    #[arg(long, value_name = "N", default_value_t = crate::runner::process::slots::DEFAULT_MAX_WAITING)]
+    pub step_aside: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -146,6 +146,7 @@ fn qemu_opts() -> RunOptions {
         jobs: 1,
         writes: false,
         progress: false,
+        scheduling: Default::default(),
     }
 }
 

@@ -239,6 +239,7 @@ fn an_image_finding_that_does_not_reproduce_is_not_saved() {
             jobs: 1,
             writes: false,
             progress: false,
+            scheduling: Default::default(),
         },
         progress: false,
     };

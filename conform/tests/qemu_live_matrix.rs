@@ -19,6 +19,7 @@ fn qemu_live_conformance_matrix() {
         jobs: 0,
         writes: true,
         progress: false,
+        scheduling: Default::default(),
     };
     let report = conform::runner::run_corpus(&corpus(), &[live], &opts).unwrap();
     assert!(report.corpus_unchanged, "{:?}", report.corpus_changes);

@@ -74,6 +74,7 @@ fn every_qemu_check_runs_the_prefix_tools() {
         jobs: 1,
         writes: true,
         progress: false,
+        scheduling: Default::default(),
     };
     let report = conform::runner::run_corpus(&corpus, &[adapter], &opts).unwrap();
     for c in &report.cases {

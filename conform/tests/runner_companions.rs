@@ -55,6 +55,7 @@ fn opts() -> RunOptions {
         jobs: 0,
         writes: true,
         progress: false,
+        scheduling: Default::default(),
     }
 }
 

@@ -40,6 +40,7 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
             jobs: 1,
             writes: !args.read_only,
             progress: false,
+            scheduling: Default::default(),
         },
         progress: std::io::stderr().is_terminal(),
     };

@@ -59,6 +59,19 @@ fn distinct_names(adapters: &[Box<dyn runner::adapter::Adapter>]) -> Result<()> 
     Ok(())
 }
 
+/// `--order-from` and `--step-aside`.
+fn scheduling(args: &RunArgs) -> Result<runner::Scheduling> {
+    let mut s = runner::Scheduling {
+        max_waiting: args.step_aside,
+        ..runner::Scheduling::default()
+    };
+    if let Some(p) = &args.order_from {
+        s.estimates = runner::Scheduling::estimates_from_report(p)
+            .with_context(|| format!("--order-from {}", p.display()))?;
+    }
+    Ok(s)
+}
+
 pub fn run(args: &RunArgs) -> Result<i32> {
     let fail_on = match &args.fail_on {
         Some(s) => parse_fail_on(s)?,
@@ -99,6 +112,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         jobs: args.jobs.unwrap_or(0),
         writes: !args.read_only,
         progress: std::io::stderr().is_terminal(),
+        scheduling: scheduling(args)?,
     };
     let selection = Selection::new(&args.cases, &args.rules, args.rerun.as_deref())?;
     if selection.nothing_to_rerun() {

@@ -8,7 +8,8 @@
 //!   contains it: the keeper every program runs under
 //!   ([`process::containment`]), the Landlock sandbox
 //!   ([`process::sandbox`]), its capped output ([`process::output`]), the
-//!   stop flag ([`process::signals`]), scratch directories
+//!   stop flag ([`process::signals`]), the worker slots a hung program
+//!   steps aside from ([`process::slots`]), scratch directories
 //!   ([`process::temp_dirs`]) and the case a thread runs
 //!   ([`process::case_env`]);
 //! - [`corpus`]: what a run reads: the manifest and private copies, the
@@ -27,7 +28,8 @@
 //!   sanitiser);
 //! - [`gate`]: what fails a run, the expectations file
 //!   ([`gate::expect`]) and case filters ([`gate::select`]);
-//! - [`run`]: the orchestration.
+//! - [`run`]: the orchestration, in the order [`schedule`] gives, with
+//!   the worker slots of [`process::slots`].
 //!
 //! This file only declares them and re-exports what outside callers use.
 //!
@@ -47,6 +49,7 @@ pub mod process;
 pub mod ranges;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod text;
 
 pub use adapter::{Adapter, Capabilities};
@@ -56,3 +59,4 @@ pub use observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags
 pub use process::Limits;
 pub use report::{CaseResult, CaseRun};
 pub use run::{run_case, run_corpus, run_selected, with_work_var, RunOptions};
+pub use schedule::Scheduling;

@@ -9,9 +9,11 @@ use super::judge::cause::{Cause, Check};
 use super::judge::{self, write_check};
 use super::judge::{Outcome, OutcomeKind};
 use super::observation::Observation;
+use super::process::slots::Slots;
 use super::process::Limits;
 use super::process::{case_env, sandbox, signals, temp_dirs};
 use super::report::{CaseResult, CaseRun, RunReport};
+use super::schedule::Scheduling;
 use super::text::{command_line, shell_quote};
 use generator::ManifestCase;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,9 @@ pub struct RunOptions {
     pub writes: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// The order of the work and the programs that wait aside
+    /// ([`Scheduling`]): never what runs or how it is judged.
+    pub scheduling: Scheduling,
 }
 
 /// Runs one case under one adapter: a private copy in a fresh temporary
@@ -342,6 +347,12 @@ pub fn run_corpus(
 
 /// [`run_corpus`] on the cases `takes` accepts (`run --case`, `--rule`,
 /// `--rerun`); the corpus is hashed whole all the same.
+///
+/// Each (case, implementation) pair is one piece of work, started in the
+/// order [`Scheduling::order`] gives on whichever worker thread is free:
+/// `jobs` of them work at once (one [`Slots`] slot each), and the threads
+/// whose program waits aside ([`crate::runner::process::slots`]) come on
+/// top. The report keeps corpus and `--impl` order.
 pub fn run_selected(
     dir: &Path,
     adapters: &[Box<dyn Adapter>],
@@ -349,7 +360,6 @@ pub fn run_selected(
     takes: &(dyn Fn(&ManifestCase) -> bool + Sync),
 ) -> anyhow::Result<RunReport> {
     use anyhow::Context;
-    use rayon::prelude::*;
     signals::install();
     temp_dirs::sweep();
     let start = std::time::Instant::now();
@@ -367,35 +377,56 @@ pub fn run_selected(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs)
-        .build()
-        .context("cannot start the worker threads")?;
-    let cases: Vec<CaseRun> = pool.install(|| {
-        manifest
-            .cases
-            .par_iter()
-            .map(|case| {
-                let image = dir.join(&case.file);
-                let results = adapters
-                    .iter()
-                    .map(|a| {
-                        let r = run_case(a.as_ref(), case, &image, opts);
-                        bar.inc(1);
-                        r
-                    })
-                    .collect();
-                CaseRun {
-                    id: case.id.clone(),
-                    file: case.file.clone(),
-                    description: case.description.clone(),
-                    expected: case.expected.clone(),
-                    results,
-                }
-            })
-            .collect()
-    });
+    let jobs = match opts.jobs {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let sched = &opts.scheduling;
+    let slots = Slots::new(jobs, sched.max_waiting, sched.grace);
+    let ids: Vec<&str> = manifest.cases.iter().map(|c| c.id.as_str()).collect();
+    let names: Vec<&str> = adapters.iter().map(|a| a.name()).collect();
+    let order = sched.order(&ids, &names);
+    let done: Vec<std::sync::Mutex<Option<CaseResult>>> =
+        order.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || loop {
+        let _slot = slots.hold();
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(&(c, a)) = order.get(i) else {
+            return;
+        };
+        let case = &manifest.cases[c];
+        let r = run_case(adapters[a].as_ref(), case, &dir.join(&case.file), opts);
+        *done[c * adapters.len() + a]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(r);
+        bar.inc(1);
+    };
+    let work = &work;
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        for n in 0..slots.threads().min(order.len()) {
+            std::thread::Builder::new()
+                .name(format!("run-worker-{n}"))
+                .spawn_scoped(s, work)
+                .context("cannot start the worker threads")?;
+        }
+        Ok(())
+    })?;
     bar.finish_and_clear();
+    let mut done = done
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
+    let cases: Vec<CaseRun> = manifest
+        .cases
+        .iter()
+        .map(|case| CaseRun {
+            id: case.id.clone(),
+            file: case.file.clone(),
+            description: case.description.clone(),
+            expected: case.expected.clone(),
+            results: done.by_ref().take(adapters.len()).flatten().collect(),
+        })
+        .collect();
     let after = corpus::hash_tree(dir)?;
     let changes = corpus::differences(&before, &after);
     let mut report = RunReport::new(

@@ -37,6 +37,7 @@ pub fn run_shared_corpus(specs: &[&str]) -> conform::runner::report::RunReport {
         jobs: 2,
         writes: true,
         progress: false,
+        scheduling: Default::default(),
     };
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
     let start = std::time::Instant::now();

@@ -9,6 +9,7 @@ pub mod containment;
 pub mod output;
 pub mod sandbox;
 pub mod signals;
+pub mod slots;
 pub mod temp_dirs;
 
 use crate::runner::text::command_line;
@@ -311,7 +312,11 @@ fn end_and_wait(
 ///
 /// Nothing polls the program: a helper thread blocks in `wait`, two
 /// readers block in `read`, and the caller blocks on a channel (waking
-/// every [`signals::POLL`] to look at the stop flag).
+/// every [`signals::POLL`] to look at the stop flag). On a worker of a
+/// run, a program still running after the run's grace time steps aside
+/// ([`slots`]): the worker's slot goes to the next case while this thread
+/// waits for the program exactly as before, and takes a slot back once
+/// the program has ended.
 pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
     let line = command_line(&cmd);
     let start = Instant::now();
@@ -338,6 +343,8 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
     };
     drop(tx);
     let deadline = start + timeout;
+    let aside_after = slots::grace();
+    let mut aside = None;
     let mut ended_by_runner = None;
     let status = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -357,6 +364,9 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
                     ended_by_runner = Some(End::Timeout);
                     break end_and_wait(pid, &events);
                 }
+                if aside.is_none() && aside_after.is_some_and(|g| start.elapsed() >= g) {
+                    aside = slots::step_aside(pid);
+                }
             }
         }
     };
@@ -375,6 +385,10 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
     let overflow = matches!(ended_by_runner, Some(End::Overflow))
         || (stdout.overflowed && ended_by_runner.is_none());
     let by_runner = ended_by_runner.is_some() || overflow;
+    let duration_ms = start.elapsed().as_millis() as u64;
+    // Everything of the program is over: back to a slot before the case
+    // goes on.
+    drop(aside);
     Ok(Proc {
         command: line,
         status: if by_runner {
@@ -392,7 +406,7 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
         interrupted: matches!(ended_by_runner, Some(End::Stopped)),
         stdout: stdout.text,
         stderr: stderr.text,
-        duration_ms: start.elapsed().as_millis() as u64,
+        duration_ms,
     })
 }
 

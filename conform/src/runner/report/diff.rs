@@ -47,6 +47,15 @@ pub struct CaseView {
 pub struct ResultView {
     pub implementation: String,
     pub outcome: OutcomeView,
+    /// Only its duration (`run --order-from`).
+    #[serde(default)]
+    pub observation: Option<DurationView>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DurationView {
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +81,19 @@ impl ReportView {
                 c.results
                     .iter()
                     .map(|r| ((r.implementation.clone(), c.id.clone()), r.outcome.kind))
+            })
+            .collect()
+    }
+
+    /// (case, implementation) -> how long its observation took.
+    pub fn durations(&self) -> std::collections::HashMap<(String, String), u64> {
+        self.cases
+            .iter()
+            .flat_map(|c| {
+                c.results.iter().map(|r| {
+                    let ms = r.observation.as_ref().map_or(0, |o| o.duration_ms);
+                    ((c.id.clone(), r.implementation.clone()), ms)
+                })
             })
             .collect()
     }
@@ -254,6 +276,7 @@ mod tests {
                     results: vec![ResultView {
                         implementation: "qemu".into(),
                         outcome: OutcomeView { kind: *k },
+                        observation: None,
                     }],
                 })
                 .collect(),
