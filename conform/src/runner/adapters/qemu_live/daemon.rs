@@ -7,6 +7,7 @@
 //! SIGKILL (a crash); dropping it kills the group.
 
 use super::nbd::{NbdClient, NbdError};
+use crate::runner::adapters::qemu::pin::{self, PinError};
 use super::qmp::{Qmp, QmpError, Refused, Reply};
 use crate::runner::process::{self, Background, Limits, Proc};
 use serde::Deserialize;
@@ -38,6 +39,10 @@ pub enum DaemonError {
     Nbd(#[from] NbdError),
     #[error("unexpected QMP answer to {command}: {detail}")]
     Answer { command: String, detail: String },
+    /// The image names a file its pinned graph may not follow: the daemon
+    /// is not started.
+    #[error(transparent)]
+    NotStarted(#[from] PinError),
 }
 
 /// One dirty bitmap as `query-named-block-nodes` lists it.
@@ -88,6 +93,9 @@ pub struct Daemon {
     /// `blockdev-set-active` answered with success); nothing is exported
     /// from an inactive node, since an export would activate it.
     pub active: bool,
+    /// How it was started (its output is shown as [`Arguments::unpin`]
+    /// says).
+    arguments: Arguments,
 }
 
 /// How the image's nodes are opened.
@@ -114,9 +122,36 @@ fn esc(v: &str) -> String {
     v.replace(',', ",,")
 }
 
+/// The daemon's command line, and the image node's options as it was
+/// given them and as its messages show them.
+#[derive(Debug, Clone)]
+pub struct Arguments {
+    pub args: Vec<OsString>,
+    /// The qcow2 node's `--blockdev` value: JSON naming its whole graph.
+    pub pinned: String,
+    /// The same node as QEMU's messages showed it before it was pinned
+    /// (its dotted options without the graph), put back in their place.
+    pub shown: String,
+}
+
+impl Arguments {
+    /// `p`'s output with the pinned options shown as [`Arguments::shown`]
+    /// (the daemon prefixes a start-up error with the option it was
+    /// given).
+    pub fn unpin(&self, p: &mut Proc) {
+        p.stdout = p.stdout.replace(&self.pinned, &self.shown);
+        p.stderr = p.stderr.replace(&self.pinned, &self.shown);
+    }
+}
+
 /// The daemon's arguments for `image`, its sockets under `dir` (a path
 /// relative to the daemon's working directory keeps them short).
-pub fn arguments(image: &Path, dir: &Path, secret: Option<&str>, read_only: bool) -> Vec<OsString> {
+pub fn arguments(
+    image: &Path,
+    dir: &Path,
+    secret: Option<&str>,
+    read_only: bool,
+) -> Result<Arguments, PinError> {
     let opts = NodeOptions {
         read_only,
         discard: DiscardMode::Unmap,
@@ -124,27 +159,39 @@ pub fn arguments(image: &Path, dir: &Path, secret: Option<&str>, read_only: bool
     arguments_with(image, dir, secret, opts)
 }
 
-/// [`arguments`] with the nodes opened as `opts` says.
+/// [`arguments`] with the nodes opened as `opts` says. The qcow2 node
+/// names its backing chain and data file ([`pin`]), so the daemon opens
+/// no file the image names by itself; `Err` when the image names one the
+/// graph may not follow.
 pub fn arguments_with(
     image: &Path,
     dir: &Path,
     secret: Option<&str>,
     opts: NodeOptions,
-) -> Vec<OsString> {
+) -> Result<Arguments, PinError> {
     let mut a: Vec<OsString> = Vec::new();
     let ro = if opts.read_only { ",read-only=on" } else { "" };
     let discard = match opts.discard {
         DiscardMode::Unmap => "unmap",
         DiscardMode::Ignore => "ignore",
     };
-    let mut qcow2 = format!("driver=qcow2,file=f0,node-name={NODE},discard={discard}{ro}");
+    let mut node = pin::graph(image)?.options(pin::Backing::Open);
+    node.insert("file".into(), json!("f0"));
+    node.insert("node-name".into(), json!(NODE));
+    node.insert("discard".into(), json!(discard));
+    if opts.read_only {
+        node.insert("read-only".into(), json!(true));
+    }
+    let mut shown = format!("driver=qcow2,file=f0,node-name={NODE},discard={discard}{ro}");
     if let Some(s) = secret {
         // The corpus's encrypted images are LUKS (crypt_method 2); QEMU
         // opens the old AES method read-only at most.
         a.push("--object".into());
         a.push(format!("secret,id=sec0,data={}", esc(s)).into());
-        qcow2.push_str(",encrypt.format=luks,encrypt.key-secret=sec0");
+        node.insert("encrypt".into(), json!({"format": "luks", "key-secret": "sec0"}));
+        shown.push_str(",encrypt.format=luks,encrypt.key-secret=sec0");
     }
+    let pinned = Value::Object(node).to_string();
     a.push("--blockdev".into());
     a.push(
         format!(
@@ -154,7 +201,7 @@ pub fn arguments_with(
         .into(),
     );
     a.push("--blockdev".into());
-    a.push(qcow2.into());
+    a.push(pinned.clone().into());
     a.push("--chardev".into());
     a.push(
         format!(
@@ -173,7 +220,11 @@ pub fn arguments_with(
         )
         .into(),
     );
-    a
+    Ok(Arguments {
+        args: a,
+        pinned,
+        shown,
+    })
 }
 
 impl Daemon {
@@ -215,11 +266,12 @@ impl Daemon {
         let handle = std::fs::File::open(sockets.path())?;
         let rel = Path::new(sockets.path().file_name().unwrap_or_default());
         let secret = crate::runner::process::case_env::current();
-        let args = arguments_with(image, rel, secret.as_deref(), opts);
+        let arguments = arguments_with(image, rel, secret.as_deref(), opts)?;
+        let args = &arguments.args;
         let cmd = {
             let _w = crate::runner::process::sandbox::writable(scratch.path());
             let _s = crate::runner::process::sandbox::writable(sockets.path());
-            let mut c = process::command(program.as_os_str(), &args, limits);
+            let mut c = process::command(program.as_os_str(), args, limits);
             c.current_dir(&cwd);
             c
         };
@@ -230,7 +282,8 @@ impl Daemon {
         let mut pause = Duration::from_micros(200);
         loop {
             if server.try_wait().is_some() {
-                let p = server.stop(false);
+                let mut p = server.stop(false);
+                arguments.unpin(&mut p);
                 let message = p
                     .first_error_line()
                     .unwrap_or_else(|| format!("qemu-storage-daemon ended: {}", p.describe_end()));
@@ -253,6 +306,7 @@ impl Daemon {
                         read_only,
                         guest_export: false,
                         active: true,
+                        arguments,
                     });
                 }
             }
@@ -443,6 +497,7 @@ impl Daemon {
             sockets,
             _scratch,
             timeout,
+            arguments,
             ..
         } = self;
         let _ = qmp.execute("quit", json!({}));
@@ -450,7 +505,8 @@ impl Daemon {
         while server.try_wait().is_none() && start.elapsed() < timeout {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let p = server.stop(true);
+        let mut p = server.stop(true);
+        arguments.unpin(&mut p);
         drop(sockets);
         drop(_scratch);
         p
@@ -485,6 +541,7 @@ impl Daemon {
             sockets,
             _scratch,
             timeout,
+            arguments,
             ..
         } = self;
         let keeper = server.id();
@@ -504,7 +561,8 @@ impl Daemon {
         while server.try_wait().is_none() && start.elapsed() < timeout {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let p = server.stop(true);
+        let mut p = server.stop(true);
+        arguments.unpin(&mut p);
         drop(sockets);
         drop(_scratch);
         p
@@ -512,7 +570,9 @@ impl Daemon {
 
     /// A crash: SIGKILL, nothing stored.
     pub fn kill(self) -> Proc {
-        self.server.stop(false)
+        let mut p = self.server.stop(false);
+        self.arguments.unpin(&mut p);
+        p
     }
 
     /// Whether the process has ended on its own.
