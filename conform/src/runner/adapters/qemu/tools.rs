@@ -319,12 +319,13 @@ pub(crate) struct Pinned {
 }
 
 impl Pinned {
-    /// `p`'s output with the pinned filename turned back into the image's
-    /// path ([`super::pin::unpin`]), so that QEMU's messages read as they
-    /// did when it was given the bare path.
+    /// `p`'s messages (standard error) with the pinned filename turned
+    /// back into the image's path ([`super::pin::unpin`]), so that they
+    /// read as they did when QEMU was given the bare path. Standard output
+    /// is left alone: it is JSON the adapter parses (where a filename
+    /// appears escaped inside a string) or counts.
     pub fn unpin(&self, p: &mut Proc) {
         if let Some(shown) = &self.image {
-            p.stdout = super::pin::unpin(&p.stdout, shown);
             p.stderr = super::pin::unpin(&p.stderr, shown);
         }
     }
