@@ -38,18 +38,33 @@ fn mkfifo(path: &Path) {
     assert!(st.success(), "mkfifo {}", path.display());
 }
 
+/// `qemu-img create -q -f qcow2 ARGS... SIZE` run in `dir`: ARGS end
+/// with the image's path.
+fn create(dir: &Path, args: &[&std::ffi::OsStr]) {
+    let mut c = Command::new("qemu-img");
+    c.current_dir(dir)
+        .args(["create", "-q", "-f", "qcow2"])
+        .args(args)
+        .arg(MIB.to_string());
+    qemu::run(c, Duration::from_secs(60)).unwrap();
+}
+
 /// A qcow2 image at `dir/name` whose header names `backing` (not opened
 /// while it is made) as a raw backing file.
 fn with_backing(dir: &Path, name: &str, backing: &Path) -> PathBuf {
     let p = dir.join(name);
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b"])
-        .arg(backing)
-        .arg(&p)
-        .arg(MIB.to_string())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let raw = "raw".as_ref();
+    create(
+        dir,
+        &[
+            "-u".as_ref(),
+            "-F".as_ref(),
+            raw,
+            "-b".as_ref(),
+            backing.as_os_str(),
+            p.as_os_str(),
+        ],
+    );
     p
 }
 
@@ -58,15 +73,8 @@ fn with_backing(dir: &Path, name: &str, backing: &Path) -> PathBuf {
 /// created by qemu-img, then filled with a known pattern.
 fn with_data_file(dir: &Path, name: &str, data: &Path) -> (PathBuf, Vec<u8>) {
     let p = dir.join(name);
-    let out = Command::new("qemu-img")
-        .current_dir(dir)
-        .args(["create", "-q", "-f", "qcow2", "-o"])
-        .arg(format!("data_file={}", data.display()))
-        .arg(&p)
-        .arg(MIB.to_string())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let opt = format!("data_file={}", data.display());
+    create(dir, &["-o".as_ref(), opt.as_ref(), p.as_os_str()]);
     let bytes: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.join(data), &bytes).unwrap();
     (p, bytes)
@@ -77,6 +85,15 @@ fn tool(program: &Path, args: &[OsString], secs: u64) -> process::Proc {
     let tools = Toolset::from_path().expect("QEMU's tools are required");
     let l = limits(secs);
     process::run(tools.command(program, args, &l), l.timeout).unwrap()
+}
+
+/// `qemu-io -f qcow2 -c 'write -P 0xa5 0 65536' TARGET`.
+fn write_a5(target: OsString) -> process::Proc {
+    let tools = Toolset::from_path().expect("QEMU's tools are required");
+    let args = ["-f", "qcow2", "-c", "write -P 0xa5 0 65536"];
+    let mut args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    args.push(target);
+    tool(&tools.io, &args, 30)
 }
 
 #[test]
@@ -95,25 +112,27 @@ fn the_qemu_adapter_never_opens_a_fifo_or_outside_file_the_header_names() {
     let tools = Toolset::from_path().expect("QEMU's tools are required");
     let bare = tool(
         &tools.img,
-        &["check".into(), "-f".into(), "qcow2".into(), image.clone().into()],
-        3,
-    );
-    assert!(bare.timed_out, "the bare qemu-img check did not block on the FIFO: {bare:?}");
-    let control = scratch.path().join("control.qcow2");
-    std::fs::copy(&data_image, &control).unwrap();
-    let io = tool(
-        &tools.io,
         &[
+            "check".into(),
             "-f".into(),
             "qcow2".into(),
-            "-c".into(),
-            "write -P 0xa5 0 65536".into(),
-            control.clone().into(),
+            image.clone().into(),
         ],
-        30,
+        3,
     );
+    assert!(
+        bare.timed_out,
+        "the bare qemu-img check did not block on the FIFO: {bare:?}"
+    );
+    let control = scratch.path().join("control.qcow2");
+    std::fs::copy(&data_image, &control).unwrap();
+    let io = write_a5(control.clone().into());
     assert!(io.success(), "{}", io.stderr);
-    assert_ne!(std::fs::read(&victim).unwrap(), bytes, "control: the bare qemu-io wrote into the outside file");
+    assert_ne!(
+        std::fs::read(&victim).unwrap(),
+        bytes,
+        "control: the bare qemu-io wrote into the outside file"
+    );
     std::fs::write(&victim, &bytes).unwrap();
 
     // The adapter: not started on either image, so nothing blocks and the
@@ -124,7 +143,10 @@ fn the_qemu_adapter_never_opens_a_fifo_or_outside_file_the_header_names() {
     let obs = adapter.observe(&image, &l);
     assert!(!obs.timed_out, "the adapter blocked on the FIFO: {obs:?}");
     let why = obs.not_started.as_deref().unwrap_or_default();
-    assert!(why.contains("backing file") && why.contains("QEMU not started"), "{obs:?}");
+    assert!(
+        why.contains("backing file") && why.contains("QEMU not started"),
+        "{obs:?}"
+    );
     let w = adapter.write(&image, 0, 65536, &l);
     assert!(!w.ok && w.process.is_none(), "{w:?}");
     for obs in [adapter.observe(&data_image, &l)] {
@@ -138,7 +160,11 @@ fn the_qemu_adapter_never_opens_a_fifo_or_outside_file_the_header_names() {
         .with_bitmap_ops(true)
         .bitmap_ops(&data_image, work.path(), &l);
     assert!(start.elapsed() < Duration::from_secs(15));
-    assert_eq!(std::fs::read(&victim).unwrap(), bytes, "the outside file changed");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        bytes,
+        "the outside file changed"
+    );
 }
 
 #[test]
@@ -159,21 +185,17 @@ fn a_pinned_graph_wins_over_the_names_in_the_header() {
         data_file: Some(companion.to_str().unwrap().to_owned()),
     };
     let pinned = pin::json_filename(&node.options(Backing::Open));
-    let io = tool(
-        &tools.io,
-        &[
-            "-f".into(),
-            "qcow2".into(),
-            "-c".into(),
-            "write -P 0xa5 0 65536".into(),
-            pinned.into(),
-        ],
-        30,
-    );
+    let io = write_a5(pinned.into());
     assert!(io.success(), "{}", io.stderr);
-    assert_eq!(std::fs::read(&victim).unwrap(), bytes, "QEMU wrote into the header's data file");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        bytes,
+        "QEMU wrote into the header's data file"
+    );
     assert!(
-        std::fs::read(&companion).unwrap()[..65536].iter().all(|&b| b == 0xa5),
+        std::fs::read(&companion).unwrap()[..65536]
+            .iter()
+            .all(|&b| b == 0xa5),
         "QEMU did not write into the pinned data file"
     );
 
@@ -191,16 +213,35 @@ fn a_pinned_graph_wins_over_the_names_in_the_header() {
     let pinned = pin::json_filename(&node.options(Backing::Open));
     let q = |s: &str| OsString::from(s);
     let runs: Vec<(PathBuf, Vec<OsString>)> = vec![
-        (tools.img.clone(), vec![q("check"), q("-f"), q("qcow2"), q(&pinned)]),
         (
             tools.img.clone(),
-            vec![q("convert"), q("-f"), q("qcow2"), q("-O"), q("raw"), q(&pinned), scratch.path().join("out.raw").into()],
+            vec![q("check"), q("-f"), q("qcow2"), q(&pinned)],
         ),
-        (tools.io.clone(), vec![q("-f"), q("qcow2"), q("-c"), q("read 0 65536"), q(&pinned)]),
+        (
+            tools.img.clone(),
+            vec![
+                q("convert"),
+                q("-f"),
+                q("qcow2"),
+                q("-O"),
+                q("raw"),
+                q(&pinned),
+                scratch.path().join("out.raw").into(),
+            ],
+        ),
+        (
+            tools.io.clone(),
+            vec![q("-f"), q("qcow2"), q("-c"), q("read 0 65536"), q(&pinned)],
+        ),
     ];
     for (program, args) in runs {
         let p = tool(&program, &args, 10);
-        assert!(p.success() && !p.timed_out, "{}: {p:?} {}", program.display(), p.stderr);
+        assert!(
+            p.success() && !p.timed_out,
+            "{}: {p:?} {}",
+            program.display(),
+            p.stderr
+        );
     }
 }
 
@@ -215,12 +256,22 @@ fn the_live_adapter_never_opens_a_fifo_or_outside_file_and_follows_its_companion
     let image = with_backing(scratch.path(), "fifo-backed.qcow2", &fifo);
     let obs = adapter.observe(&image, &l);
     assert!(!obs.timed_out, "{obs:?}");
-    assert!(obs.not_started.as_deref().unwrap_or_default().contains("backing file"), "{obs:?}");
+    assert!(
+        obs.not_started
+            .as_deref()
+            .unwrap_or_default()
+            .contains("backing file"),
+        "{obs:?}"
+    );
     let victim = outside.path().join("victim.raw");
     let (data_image, bytes) = with_data_file(scratch.path(), "outside-data.qcow2", &victim);
     let w = adapter.write(&data_image, 0, 65536, &l);
     assert!(!w.ok, "{w:?}");
-    assert_eq!(std::fs::read(&victim).unwrap(), bytes, "the outside file changed");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        bytes,
+        "the outside file changed"
+    );
 
     // A data file beside the image (a relative name) is pinned and used.
     let (image, _) = with_data_file(scratch.path(), "beside.qcow2", Path::new("beside.raw"));
@@ -228,7 +279,9 @@ fn the_live_adapter_never_opens_a_fifo_or_outside_file_and_follows_its_companion
     let _dir = conform::runner::process::case_env::in_dir(Some(scratch.path()));
     let w = adapter.write(&image, 0, 65536, &l);
     assert!(w.ok, "{w:?}");
-    assert!(std::fs::read(&beside).unwrap()[..65536].iter().all(|&b| b == 0xa5));
+    assert!(std::fs::read(&beside).unwrap()[..65536]
+        .iter()
+        .all(|&b| b == 0xa5));
     let obs = adapter.observe(&image, &l);
     assert!(obs.opened && obs.not_started.is_none(), "{obs:?}");
 }

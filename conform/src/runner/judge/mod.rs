@@ -147,7 +147,8 @@ fn ended_badly(obs: &Observation, cx: &Context) -> Option<Outcome> {
             OutcomeKind::Error,
             vec![
                 format!("not started: {why}"),
-                "the adapter would not start the implementation on this image: nothing was judged".into(),
+                "the adapter would not start the implementation on this image: nothing was judged"
+                    .into(),
             ],
             cx.cause(Check::SetUp, Some(why)),
         ));

@@ -212,10 +212,7 @@ impl Node {
         };
         m.insert("backing".into(), b);
         if let Some(d) = &self.data_file {
-            m.insert(
-                "data-file".into(),
-                json!({"driver": "file", "filename": d}),
-            );
+            m.insert("data-file".into(), json!({"driver": "file", "filename": d}));
         }
         m
     }

@@ -398,18 +398,33 @@ mod tests {
         let file = serde_json::json!({"driver": "file", "filename": image.to_str().unwrap()});
         let plain = pinned(&args).unwrap();
         assert_eq!(plain.args[..4], args[..4]);
-        let opts: serde_json::Value =
-            serde_json::from_str(plain.args[4].to_str().unwrap().strip_prefix("json:").unwrap())
-                .unwrap();
+        let opts: serde_json::Value = serde_json::from_str(
+            plain.args[4]
+                .to_str()
+                .unwrap()
+                .strip_prefix("json:")
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             opts,
             serde_json::json!({"driver": "qcow2", "file": file, "backing": null})
         );
         let _s = crate::runner::process::case_env::scope(Some("p,w"));
         let got = pinned(&args).unwrap();
-        assert_eq!(got.args[..3], [os("info"), os("--object"), os("secret,id=conform-sec0,data=p,,w")]);
+        assert_eq!(
+            got.args[..3],
+            [
+                os("info"),
+                os("--object"),
+                os("secret,id=conform-sec0,data=p,,w")
+            ]
+        );
         assert_eq!(got.args[3..5], [os("-f"), os("qcow2")]);
-        assert!(got.args[6].to_str().unwrap().contains(r#""encrypt.key-secret":"conform-sec0""#));
+        assert!(got.args[6]
+            .to_str()
+            .unwrap()
+            .contains(r#""encrypt.key-secret":"conform-sec0""#));
         assert_eq!(got.image.as_deref(), image.to_str());
     }
 }

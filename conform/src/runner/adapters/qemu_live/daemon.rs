@@ -7,8 +7,8 @@
 //! SIGKILL (a crash); dropping it kills the group.
 
 use super::nbd::{NbdClient, NbdError};
-use crate::runner::adapters::qemu::pin::{self, PinError};
 use super::qmp::{Qmp, QmpError, Refused, Reply};
+use crate::runner::adapters::qemu::pin::{self, PinError};
 use crate::runner::process::{self, Background, Limits, Proc};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -145,21 +145,8 @@ impl Arguments {
 }
 
 /// The daemon's arguments for `image`, its sockets under `dir` (a path
-/// relative to the daemon's working directory keeps them short).
-pub fn arguments(
-    image: &Path,
-    dir: &Path,
-    secret: Option<&str>,
-    read_only: bool,
-) -> Result<Arguments, PinError> {
-    let opts = NodeOptions {
-        read_only,
-        discard: DiscardMode::Unmap,
-    };
-    arguments_with(image, dir, secret, opts)
-}
-
-/// [`arguments`] with the nodes opened as `opts` says. The qcow2 node
+/// relative to the daemon's working directory keeps them short), the
+/// nodes opened as `opts` says. The qcow2 node
 /// names its backing chain and data file ([`pin`]), so the daemon opens
 /// no file the image names by itself; `Err` when the image names one the
 /// graph may not follow.
@@ -188,7 +175,10 @@ pub fn arguments_with(
         // opens the old AES method read-only at most.
         a.push("--object".into());
         a.push(format!("secret,id=sec0,data={}", esc(s)).into());
-        node.insert("encrypt".into(), json!({"format": "luks", "key-secret": "sec0"}));
+        node.insert(
+            "encrypt".into(),
+            json!({"format": "luks", "key-secret": "sec0"}),
+        );
         shown.push_str(",encrypt.format=luks,encrypt.key-secret=sec0");
     }
     let pinned = Value::Object(node).to_string();
