@@ -9,6 +9,7 @@
 //! - a pinned graph that says otherwise than the header wins: QEMU writes
 //!   into the data file the graph names, never the one the header names,
 //!   and reads no backing file when the graph says `backing: null`.
+//!
 //! Real QEMU throughout; a missing tool fails the test.
 
 #[path = "common/qemu.rs"]
@@ -149,10 +150,9 @@ fn the_qemu_adapter_never_opens_a_fifo_or_outside_file_the_header_names() {
     );
     let w = adapter.write(&image, 0, 65536, &l);
     assert!(!w.ok && w.process.is_none(), "{w:?}");
-    for obs in [adapter.observe(&data_image, &l)] {
-        let why = obs.not_started.as_deref().unwrap_or_default();
-        assert!(why.contains("external data file"), "{obs:?}");
-    }
+    let obs = adapter.observe(&data_image, &l);
+    let why = obs.not_started.as_deref().unwrap_or_default();
+    assert!(why.contains("external data file"), "{obs:?}");
     let w = adapter.write(&data_image, 0, 65536, &l);
     assert!(!w.ok && w.process.is_none(), "{w:?}");
     let work = tempfile::tempdir().unwrap();
