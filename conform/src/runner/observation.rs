@@ -170,6 +170,11 @@ pub struct Observation {
     pub sanitizer: Option<String>,
     /// The program broke the adapter's protocol (no or bad output).
     pub protocol_error: Option<String>,
+    /// The adapter would not start the implementation on this image (QEMU:
+    /// the image names a file its pinned graph may not follow): judged
+    /// `error`, never charged to the implementation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_started: Option<String>,
     /// Wall-clock time of the whole observation.
     pub duration_ms: u64,
     /// The tail of the standard error of the program that failed (or of

@@ -73,8 +73,41 @@ impl Reference {
 /// the backing file name QEMU reads lie in the first cluster.
 const MAX_FIRST_CLUSTER: u64 = 2 << 20;
 
+/// What an image's first cluster says about the files it names, as
+/// QEMU's qcow2 driver reads it when it opens the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// Every name (the backing file, each external data file name
+    /// extension), for the check: all of them are checked.
+    pub refs: Vec<Reference>,
+    /// The "backing file format name" extension, up to its first NUL.
+    pub backing_format: Option<Vec<u8>>,
+    /// Whether incompatible bit 2 (external data file) is set: QEMU
+    /// opens a data file only then.
+    pub data_file_bit: bool,
+    /// The data file name QEMU uses: the last such extension that lies
+    /// before the end of QEMU's extension area (the backing file name's
+    /// offset when there is one, else the end of the first cluster).
+    pub data_file: Option<Vec<u8>>,
+}
+
+impl Names {
+    /// The backing file name, if the image has one.
+    pub fn backing(&self) -> Option<&[u8]> {
+        self.refs
+            .iter()
+            .find(|r| r.kind == Kind::Backing)
+            .map(|r| r.name.as_slice())
+    }
+}
+
 /// The names `image` refers to (none when it is no qcow2 image).
 pub fn read(image: &Path) -> std::io::Result<Vec<Reference>> {
+    Ok(read_names(image)?.refs)
+}
+
+/// [`Names`] of `image` (empty when it is no qcow2 image).
+pub fn read_names(image: &Path) -> std::io::Result<Names> {
     let mut f = crate::runner::corpus::image_state::open_regular(image).map_err(|e| match e {
         crate::runner::corpus::image_state::ReadError::Open(e) => e,
         other => std::io::Error::other(other.to_string()),
@@ -82,26 +115,30 @@ pub fn read(image: &Path) -> std::io::Result<Vec<Reference>> {
     let len = f.metadata()?.len();
     let mut head = vec![0u8; hdr::V3_MIN_LENGTH.min(len as usize)];
     f.read_exact(&mut head)?;
+    let mut out = Names::default();
     if head.len() < hdr::V2_LENGTH || hdr::MAGIC.get(&head) != 0x5146_49fb {
-        return Ok(Vec::new());
+        return Ok(out);
     }
     let version = hdr::VERSION.get(&head);
     let cluster_bits = hdr::CLUSTER_BITS.get(&head);
     if !(9..=21).contains(&cluster_bits) {
-        return Ok(Vec::new());
+        return Ok(out);
     }
     let cluster = (1u64 << cluster_bits).min(MAX_FIRST_CLUSTER).min(len);
     let mut first = vec![0u8; cluster as usize];
     f.seek(SeekFrom::Start(0))?;
     f.read_exact(&mut first)?;
-    let mut out = Vec::new();
     let offset = hdr::BACKING_FILE_OFFSET.get(&head);
     let size = hdr::BACKING_FILE_SIZE.get(&head);
     if offset != 0 && size <= 1023 && offset.saturating_add(size) <= cluster {
         let name = &first[offset as usize..(offset + size) as usize];
-        push(&mut out, Kind::Backing, name);
+        push(&mut out.refs, Kind::Backing, name);
     }
-    let mut at = if version >= 3 && head.len() >= hdr::HEADER_LENGTH.end() {
+    let v3 = version >= 3 && head.len() >= hdr::HEADER_LENGTH.end();
+    out.data_file_bit =
+        v3 && hdr::INCOMPATIBLE_FEATURES.get(&head) & hdr::INCOMPAT_EXTERNAL_DATA != 0;
+    let qemu_end = if offset != 0 { offset } else { cluster };
+    let mut at = if v3 {
         hdr::HEADER_LENGTH.get(&head)
     } else {
         hdr::V2_LENGTH as u64
@@ -113,12 +150,16 @@ pub fn read(image: &Path) -> std::io::Result<Vec<Reference>> {
         if t == ext::END || data + l > cluster {
             break;
         }
+        let bytes = &first[data as usize..(data + l) as usize];
+        let named = &bytes[..bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len())];
+        let in_qemu = data + l <= qemu_end;
         if t == ext::EXTERNAL_DATA_FILE {
-            push(
-                &mut out,
-                Kind::DataFile,
-                &first[data as usize..(data + l) as usize],
-            );
+            push(&mut out.refs, Kind::DataFile, bytes);
+            if in_qemu {
+                out.data_file = Some(named.to_vec());
+            }
+        } else if t == ext::BACKING_FORMAT && in_qemu {
+            out.backing_format = Some(named.to_vec());
         }
         at = data + l.div_ceil(8) * 8;
     }

@@ -142,6 +142,17 @@ fn ended_badly(obs: &Observation, cx: &Context) -> Option<Outcome> {
             .map(str::trim)
     };
     let hint = || last_line().map(|l| format!("last stderr line: {l}"));
+    if let Some(why) = &obs.not_started {
+        return Some(Outcome::new(
+            OutcomeKind::Error,
+            vec![
+                format!("not started: {why}"),
+                "the adapter would not start the implementation on this image: nothing was judged"
+                    .into(),
+            ],
+            cx.cause(Check::SetUp, Some(why)),
+        ));
+    }
     if obs.timed_out {
         let mut d = vec![
             "a program ran past the time limit and was killed with its process group".to_owned(),

@@ -9,13 +9,19 @@
 //! - with `--bitmap-ops`: `qemu-img bitmap`, `convert --bitmaps` and
 //!   `resize` on a copy, each result read by the model (see [`ops`]).
 //!
+//! Every invocation names the image's whole graph ([`pin`]: its file,
+//! backing chain and data file), so QEMU opens no file the image names by
+//! itself; an image naming a file the graph may not follow is not given
+//! to QEMU at all ([`Observation::not_started`]).
+//!
 //! Beside the adapter: [`tools`] finds the programs and builds argument
-//! lists, [`json`] holds the JSON they print, [`ops`] the
-//! bitmap-operations sequence.
+//! lists, [`pin`] the graph, [`json`] holds the JSON they print, [`ops`]
+//! the bitmap-operations sequence.
 
 pub mod decrypt;
 pub mod json;
 pub mod ops;
+pub mod pin;
 pub mod tools;
 
 pub use tools::{Tool, Toolset};
@@ -109,12 +115,14 @@ impl QemuAdapter {
         limits: &Limits,
         dir: Option<&Path>,
     ) -> std::io::Result<Proc> {
-        let args = tools::with_secret(args);
-        let mut cmd = self.tools.command(program, &args, limits);
+        let pinned = tools::pinned(args).map_err(std::io::Error::other)?;
+        let mut cmd = self.tools.command(program, &pinned.args, limits);
         if let Some(d) = dir {
             cmd.current_dir(d);
         }
-        process::run(cmd, limits.timeout)
+        let mut p = process::run(cmd, limits.timeout)?;
+        pinned.unpin(&mut p);
+        Ok(p)
     }
 }
 
@@ -214,6 +222,12 @@ const WRITE_PATTERN: u8 = 0xa5;
 
 impl QemuAdapter {
     fn observe_into(&self, image: &Path, limits: &Limits, obs: &mut Observation) {
+        // 0. the graph QEMU will be given: an image naming a file it may
+        // not follow is not given to QEMU at all.
+        if let Err(e) = pin::graph(image) {
+            obs.not_started = Some(e.to_string());
+            return;
+        }
         // 1. info: does QEMU open the image, which bitmaps does it list?
         let info_args = [
             os("info"),
@@ -383,8 +397,14 @@ impl QemuAdapter {
             args.push(os(name));
         }
         args.extend([os("-f"), os("qcow2"), os(image)]);
-        let args = tools::with_secret(&args);
-        let mut cmd = self.tools.command(&self.tools.nbd, &args, limits);
+        let pinned = match tools::pinned(&args) {
+            Ok(p) => p,
+            Err(e) => {
+                obs.notes.push(format!("qemu-nbd not started: {e}"));
+                return None;
+            }
+        };
+        let mut cmd = self.tools.command(&self.tools.nbd, &pinned.args, limits);
         cmd.current_dir(work);
         let mut server = match Background::spawn(cmd, &log) {
             Ok(s) => s,
@@ -411,7 +431,8 @@ impl QemuAdapter {
             pause = (pause * 2).min(Duration::from_millis(2));
         };
         if !listening {
-            let p = server.stop(true);
+            let mut p = server.stop(true);
+            pinned.unpin(&mut p);
             obs.absorb(&p);
             obs.commands.push("wait $!".into());
             let why = p
@@ -463,7 +484,8 @@ impl QemuAdapter {
         // The server must still be alive: if it died, its end (a signal?)
         // belongs to the observation.
         let alive = server.try_wait().is_none();
-        let p = server.stop(false);
+        let mut p = server.stop(false);
+        pinned.unpin(&mut p);
         obs.commands.push("kill $!".into());
         if !alive {
             obs.absorb(&p);

@@ -110,9 +110,17 @@ impl Ctx<'_> {
     /// Runs one program; `Err` when it crashed, hung or did not start (the
     /// check stops there).
     fn run(&mut self, program: &Path, args: Vec<OsString>) -> Result<Proc, ()> {
-        let args = super::tools::with_secret(&args);
-        let cmd = self.tools.command(program, &args, self.limits);
-        match process::run(cmd, self.limits.timeout) {
+        let pinned = super::tools::pinned(&args).map_err(|e| {
+            self.check
+                .found
+                .notes
+                .push(format!("bitmap operations stopped: {e}"));
+        })?;
+        let cmd = self.tools.command(program, &pinned.args, self.limits);
+        match process::run(cmd, self.limits.timeout).map(|mut p| {
+            pinned.unpin(&mut p);
+            p
+        }) {
             Err(e) => {
                 self.check
                     .found

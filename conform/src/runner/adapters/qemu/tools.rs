@@ -308,45 +308,73 @@ pub(crate) fn in_case_dir(cmd: std::process::Command) -> std::process::Command {
 /// The `--object` ID the runner gives the passphrase of an encrypted image.
 const SECRET_ID: &str = "conform-sec0";
 
-/// `args` for the case's encrypted image when the running case has a
-/// secret ([`crate::runner::process::case_env`]), else unchanged: each `-f qcow2`
-/// becomes `--object secret,id=...,data=SECRET --image-opts`, and the first
-/// existing file after it (the image) becomes
-/// `driver=qcow2,file.filename=IMAGE,encrypt.key-secret=...` (commas
-/// doubled, as QEMU's option syntax wants). A subcommand (`qemu-img info`)
-/// stays first, since `-f` always follows it.
-pub(crate) fn with_secret(args: &[OsString]) -> Vec<OsString> {
-    let Some(secret) = crate::runner::process::case_env::current() else {
-        return args.to_vec();
+/// A tool's arguments with the case image's graph pinned
+/// ([`super::pin`]), and the image's path to show where QEMU echoes the
+/// pinned filename.
+#[derive(Debug, Clone)]
+pub(crate) struct Pinned {
+    pub args: Vec<OsString>,
+    /// The image's path as the caller gave it (`None`: no image argument).
+    pub image: Option<String>,
+}
+
+impl Pinned {
+    /// `p`'s messages (standard error) with the pinned filename turned
+    /// back into the image's path ([`super::pin::unpin`]), so that they
+    /// read as they did when QEMU was given the bare path. Standard output
+    /// is left alone: it is JSON the adapter parses (where a filename
+    /// appears escaped inside a string) or counts.
+    pub fn unpin(&self, p: &mut Proc) {
+        if let Some(shown) = &self.image {
+            p.stderr = super::pin::unpin(&p.stderr, shown);
+        }
+    }
+}
+
+/// `args` with the image pinned: the first existing file after each
+/// `-f qcow2` (the image) becomes `json:{...}` naming its whole graph
+/// ([`super::pin::graph`]): its `file`, `backing` (`null` for `qemu-img
+/// info` and `qemu-img bitmap`, which open no backing file and refuse one
+/// named) and `data-file`. When the running case has a secret
+/// ([`crate::runner::process::case_env`]), `--object secret,id=...,data=SECRET`
+/// goes before `-f` and the image's options get `encrypt.key-secret`.
+/// `Err` when the image names a file the graph may not follow: the tool
+/// must not be started.
+pub(crate) fn pinned(args: &[OsString]) -> Result<Pinned, super::pin::PinError> {
+    use super::pin::{self, Backing};
+    let secret = crate::runner::process::case_env::current();
+    let backing = if args.first().is_some_and(|a| a == "info" || a == "bitmap") {
+        Backing::Skip
+    } else {
+        Backing::Open
     };
     let mut out = Vec::with_capacity(args.len() + 2);
-    let mut i = 0;
+    let mut image = None;
     let mut want_image = false;
-    while i < args.len() {
-        let a = &args[i];
+    for (i, a) in args.iter().enumerate() {
         if a == "-f" && args.get(i + 1).is_some_and(|f| f == "qcow2") {
-            out.push(os("--object"));
-            out.push(os(format!(
-                "secret,id={SECRET_ID},data={}",
-                secret.replace(',', ",,")
-            )));
-            out.push(os("--image-opts"));
+            if let Some(s) = &secret {
+                out.push(os("--object"));
+                out.push(os(format!(
+                    "secret,id={SECRET_ID},data={}",
+                    s.replace(',', ",,")
+                )));
+            }
             want_image = true;
-            i += 2;
+        } else if want_image && Path::new(a).is_file() {
+            let path = Path::new(a);
+            let mut opts = pin::graph(path)?.options(backing);
+            if secret.is_some() {
+                opts.insert("encrypt.key-secret".into(), SECRET_ID.into());
+            }
+            out.push(os(pin::json_filename(&opts)));
+            image.get_or_insert_with(|| path.to_string_lossy().into_owned());
+            want_image = false;
             continue;
         }
-        if want_image && Path::new(a).is_file() {
-            let name = a.to_string_lossy().replace(',', ",,");
-            out.push(os(format!(
-                "driver=qcow2,file.filename={name},encrypt.key-secret={SECRET_ID}"
-            )));
-            want_image = false;
-        } else {
-            out.push(a.clone());
-        }
-        i += 1;
+        out.push(a.clone());
     }
-    out
+    Ok(Pinned { args: out, image })
 }
 
 /// QEMU's version as `qemu-img --version` tells it: `10.0.2` from the
@@ -356,7 +384,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_secret_turns_the_image_into_image_opts() {
+    fn the_image_gets_its_graph_and_the_secret() {
         let d = tempfile::tempdir().unwrap();
         let image = d.path().join("a,b.qcow2");
         std::fs::write(&image, b"").unwrap();
@@ -367,22 +395,36 @@ mod tests {
             os("--output=json"),
             os(&image),
         ];
-        assert_eq!(with_secret(&args), args);
-        let _s = crate::runner::process::case_env::scope(Some("p,w"));
-        let got = with_secret(&args);
+        let file = serde_json::json!({"driver": "file", "filename": image.to_str().unwrap()});
+        let plain = pinned(&args).unwrap();
+        assert_eq!(plain.args[..4], args[..4]);
+        let opts: serde_json::Value = serde_json::from_str(
+            plain.args[4]
+                .to_str()
+                .unwrap()
+                .strip_prefix("json:")
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(
-            got,
-            vec![
+            opts,
+            serde_json::json!({"driver": "qcow2", "file": file, "backing": null})
+        );
+        let _s = crate::runner::process::case_env::scope(Some("p,w"));
+        let got = pinned(&args).unwrap();
+        assert_eq!(
+            got.args[..3],
+            [
                 os("info"),
                 os("--object"),
-                os("secret,id=conform-sec0,data=p,,w"),
-                os("--image-opts"),
-                os("--output=json"),
-                os(format!(
-                    "driver=qcow2,file.filename={},,b.qcow2,encrypt.key-secret=conform-sec0",
-                    d.path().join("a").display()
-                )),
+                os("secret,id=conform-sec0,data=p,,w")
             ]
         );
+        assert_eq!(got.args[3..5], [os("-f"), os("qcow2")]);
+        assert!(got.args[6]
+            .to_str()
+            .unwrap()
+            .contains(r#""encrypt.key-secret":"conform-sec0""#));
+        assert_eq!(got.image.as_deref(), image.to_str());
     }
 }

@@ -103,7 +103,8 @@ fn answer(d: &mut Daemon, cmd: &str, args: Value) -> Result<Result<Value, Refuse
 }
 
 /// Attaches the qcow2 image at `path` as node `node` (its file node
-/// inline), read-write, as a backup target.
+/// inline, `backing: null`: a target is made without one and QEMU is
+/// given no name to follow), read-write, as a backup target.
 pub fn attach_target(
     d: &mut Daemon,
     node: &str,
@@ -112,7 +113,7 @@ pub fn attach_target(
     Ok(answer(
         d,
         "blockdev-add",
-        json!({"driver": "qcow2", "node-name": node,
+        json!({"driver": "qcow2", "node-name": node, "backing": null,
                "file": {"driver": "file", "filename": path.to_string_lossy()}}),
     )?
     .map(drop))
@@ -129,7 +130,7 @@ pub fn attach_failing_target(
     Ok(answer(
         d,
         "blockdev-add",
-        json!({"driver": "qcow2", "node-name": node,
+        json!({"driver": "qcow2", "node-name": node, "backing": null,
                "file": {"driver": "blkdebug",
                         "inject-error": [{"event": "write_aio", "errno": 5}],
                         "image": {"driver": "file", "filename": path.to_string_lossy()}}}),

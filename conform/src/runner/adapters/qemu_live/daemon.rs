@@ -8,6 +8,7 @@
 
 use super::nbd::{NbdClient, NbdError};
 use super::qmp::{Qmp, QmpError, Refused, Reply};
+use crate::runner::adapters::qemu::pin::{self, PinError};
 use crate::runner::process::{self, Background, Limits, Proc};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -43,6 +44,10 @@ pub enum DaemonError {
     Nbd(#[from] NbdError),
     #[error("unexpected QMP answer to {command}: {detail}")]
     Answer { command: String, detail: String },
+    /// The image names a file its pinned graph may not follow: the daemon
+    /// is not started.
+    #[error(transparent)]
+    NotStarted(#[from] PinError),
 }
 
 /// One dirty bitmap as `query-named-block-nodes` lists it.
@@ -97,6 +102,9 @@ pub struct Daemon {
     /// The node the node-level methods (bitmaps, hashes, exports, guest
     /// I/O) are aimed at: an index into the images it was started with.
     pub node: usize,
+    /// How it was started (its output is shown as [`Arguments::unpin`]
+    /// says).
+    arguments: Arguments,
 }
 
 /// How the image's nodes are opened.
@@ -145,35 +153,58 @@ fn esc(v: &str) -> String {
     v.replace(',', ",,")
 }
 
-/// The daemon's arguments for `image`, its sockets under `dir` (a path
-/// relative to the daemon's working directory keeps them short).
-pub fn arguments(image: &Path, dir: &Path, secret: Option<&str>, read_only: bool) -> Vec<OsString> {
-    let opts = NodeOptions {
-        read_only,
-        discard: DiscardMode::Unmap,
-    };
-    arguments_with(image, dir, secret, opts)
+/// The daemon's command line, and each image node's options as it was
+/// given them and as its messages show them.
+#[derive(Debug, Clone)]
+pub struct Arguments {
+    pub args: Vec<OsString>,
+    /// Per qcow2 node: its `--blockdev` value (JSON naming its whole
+    /// graph), and the same node as QEMU's messages showed it before it
+    /// was pinned (its dotted options without the graph), put back in
+    /// their place.
+    pub nodes: Vec<(String, String)>,
 }
 
-/// [`arguments`] with the nodes opened as `opts` says.
+impl Arguments {
+    /// `p`'s output with each pinned node shown as it was before pinning
+    /// (the daemon prefixes a start-up error with the option it was
+    /// given).
+    pub fn unpin(&self, p: &mut Proc) {
+        for (pinned, shown) in &self.nodes {
+            p.stdout = p.stdout.replace(pinned, shown);
+            p.stderr = p.stderr.replace(pinned, shown);
+        }
+    }
+}
+
+/// The daemon's arguments for `image`, its sockets under `dir` (a path
+/// relative to the daemon's working directory keeps them short), the
+/// nodes opened as `opts` says. The qcow2 node
+/// names its backing chain and data file ([`pin`]), so the daemon opens
+/// no file the image names by itself; `Err` when the image names one the
+/// graph may not follow.
 pub fn arguments_with(
     image: &Path,
     dir: &Path,
     secret: Option<&str>,
     opts: NodeOptions,
-) -> Vec<OsString> {
+) -> Result<Arguments, PinError> {
     arguments_nodes(&[(image, opts)], dir, secret)
 }
 
 /// The daemon's arguments for several images, image `i` as file node
 /// `f{i}` under qcow2 node `q{i}` opened as its options say (the secret,
-/// for an encrypted image, is the first image's).
+/// for an encrypted image, is the first image's). Each qcow2 node names
+/// its backing chain and data file ([`pin`]), so the daemon opens no file
+/// an image names by itself; `Err` when an image names one the graph may
+/// not follow.
 pub fn arguments_nodes(
     images: &[(&Path, NodeOptions)],
     dir: &Path,
     secret: Option<&str>,
-) -> Vec<OsString> {
+) -> Result<Arguments, PinError> {
     let mut a: Vec<OsString> = Vec::new();
+    let mut nodes = Vec::new();
     if let Some(s) = secret {
         // The corpus's encrypted images are LUKS (crypt_method 2); QEMU
         // opens the old AES method read-only at most.
@@ -186,11 +217,23 @@ pub fn arguments_nodes(
             DiscardMode::Unmap => "unmap",
             DiscardMode::Ignore => "ignore",
         };
-        let node = node_name(i);
-        let mut qcow2 = format!("driver=qcow2,file=f{i},node-name={node},discard={discard}{ro}");
-        if secret.is_some() && i == 0 {
-            qcow2.push_str(",encrypt.format=luks,encrypt.key-secret=sec0");
+        let name = node_name(i);
+        let mut node = pin::graph(image)?.options(pin::Backing::Open);
+        node.insert("file".into(), json!(format!("f{i}")));
+        node.insert("node-name".into(), json!(name));
+        node.insert("discard".into(), json!(discard));
+        if opts.read_only {
+            node.insert("read-only".into(), json!(true));
         }
+        let mut shown = format!("driver=qcow2,file=f{i},node-name={name},discard={discard}{ro}");
+        if secret.is_some() && i == 0 {
+            node.insert(
+                "encrypt".into(),
+                json!({"format": "luks", "key-secret": "sec0"}),
+            );
+            shown.push_str(",encrypt.format=luks,encrypt.key-secret=sec0");
+        }
+        let pinned = Value::Object(node).to_string();
         a.push("--blockdev".into());
         a.push(
             format!(
@@ -200,7 +243,8 @@ pub fn arguments_nodes(
             .into(),
         );
         a.push("--blockdev".into());
-        a.push(qcow2.into());
+        a.push(pinned.clone().into());
+        nodes.push((pinned, shown));
     }
     a.push("--chardev".into());
     a.push(
@@ -220,7 +264,7 @@ pub fn arguments_nodes(
         )
         .into(),
     );
-    a
+    Ok(Arguments { args: a, nodes })
 }
 
 impl Daemon {
@@ -272,11 +316,12 @@ impl Daemon {
         let handle = std::fs::File::open(sockets.path())?;
         let rel = Path::new(sockets.path().file_name().unwrap_or_default());
         let secret = crate::runner::process::case_env::current();
-        let args = arguments_nodes(images, rel, secret.as_deref());
+        let arguments = arguments_nodes(images, rel, secret.as_deref())?;
+        let args = &arguments.args;
         let cmd = {
             let _w = crate::runner::process::sandbox::writable(scratch.path());
             let _s = crate::runner::process::sandbox::writable(sockets.path());
-            let mut c = process::command(program.as_os_str(), &args, limits);
+            let mut c = process::command(program.as_os_str(), args, limits);
             c.current_dir(&cwd);
             c
         };
@@ -287,7 +332,8 @@ impl Daemon {
         let mut pause = Duration::from_micros(200);
         loop {
             if server.try_wait().is_some() {
-                let p = server.stop(false);
+                let mut p = server.stop(false);
+                arguments.unpin(&mut p);
                 let message = p
                     .first_error_line()
                     .unwrap_or_else(|| format!("qemu-storage-daemon ended: {}", p.describe_end()));
@@ -311,6 +357,7 @@ impl Daemon {
                         active: vec![true; read_only.len()],
                         read_only,
                         node: 0,
+                        arguments,
                     });
                 }
             }
@@ -525,6 +572,7 @@ impl Daemon {
             sockets,
             _scratch,
             timeout,
+            arguments,
             ..
         } = self;
         let _ = qmp.execute("quit", json!({}));
@@ -532,7 +580,8 @@ impl Daemon {
         while server.try_wait().is_none() && start.elapsed() < timeout {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let p = server.stop(true);
+        let mut p = server.stop(true);
+        arguments.unpin(&mut p);
         drop(sockets);
         drop(_scratch);
         p
@@ -567,6 +616,7 @@ impl Daemon {
             sockets,
             _scratch,
             timeout,
+            arguments,
             ..
         } = self;
         let keeper = server.id();
@@ -586,7 +636,8 @@ impl Daemon {
         while server.try_wait().is_none() && start.elapsed() < timeout {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let p = server.stop(true);
+        let mut p = server.stop(true);
+        arguments.unpin(&mut p);
         drop(sockets);
         drop(_scratch);
         p
@@ -594,7 +645,9 @@ impl Daemon {
 
     /// A crash: SIGKILL, nothing stored.
     pub fn kill(self) -> Proc {
-        self.server.stop(false)
+        let mut p = self.server.stop(false);
+        self.arguments.unpin(&mut p);
+        p
     }
 
     /// Whether the process has ended on its own.

@@ -107,6 +107,10 @@ impl QemuLiveAdapter {
                     }
                 }
             }
+            Err(DaemonError::NotStarted(e)) => {
+                obs.not_started = Some(e.to_string());
+                None
+            }
             Err(e) => {
                 obs.protocol_error = Some(e.to_string());
                 None
