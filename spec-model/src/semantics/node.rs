@@ -147,6 +147,7 @@ impl Disk {
                     Expect::Refuse(format!("no export holds bitmap {name:?}"))
                 }
             }
+            Op::Reopen { read_only } => self.expect_reopen(*read_only),
             _ => self.soften(op, self.expect_base(op)),
         }
     }
@@ -264,6 +265,7 @@ impl Disk {
             Op::Unexport { name } => {
                 self.exported.remove(name);
             }
+            Op::Reopen { read_only } => self.reopen(*read_only),
             Op::Write { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } if !self.active => {}
             _ => self.apply_base(op),
         }

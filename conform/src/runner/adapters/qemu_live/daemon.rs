@@ -81,6 +81,8 @@ pub struct Daemon {
     exports: u32,
     timeout: Duration,
     read_only: bool,
+    /// The node's `discard` option (a reopen gives it again).
+    discard: DiscardMode,
     /// Whether the guest export exists (it is removed for a resize: an
     /// NBD export does not share the resize permission).
     guest_export: bool,
@@ -107,6 +109,19 @@ pub fn export_id(name: &str) -> String {
         "x{}",
         &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..12]
     )
+}
+
+/// The arguments of QMP `blockdev-reopen` for the image's qcow2 node,
+/// read-only when `read_only`: every option the node was opened with is
+/// given again (the command resets what it is not given), its file child
+/// by reference.
+pub fn reopen_options(read_only: bool, discard: DiscardMode) -> serde_json::Value {
+    let discard = match discard {
+        DiscardMode::Unmap => "unmap",
+        DiscardMode::Ignore => "ignore",
+    };
+    json!({"options": [{"driver": "qcow2", "node-name": NODE, "file": "f0",
+                        "discard": discard, "read-only": read_only}]})
 }
 
 /// `v` with commas doubled, for QEMU's option syntax.
@@ -251,6 +266,7 @@ impl Daemon {
                         exports: 0,
                         timeout: limits.timeout,
                         read_only,
+                        discard: opts.discard,
                         guest_export: false,
                         active: true,
                     });
@@ -465,6 +481,20 @@ impl Daemon {
             json!({"type": "nbd", "id": id, "node-name": NODE, "name": id,
                    "writable": !self.read_only, "bitmaps": [name]}),
         )
+    }
+
+    /// Reopens the qcow2 node read-only or read-write
+    /// ([`reopen_options`]); later exports follow (`Err` inside: QEMU's
+    /// refusal). The guest export must be gone: it holds the node.
+    pub fn reopen(&mut self, read_only: bool) -> Result<Result<(), Refused>, DaemonError> {
+        let r = self.execute("blockdev-reopen", reopen_options(read_only, self.discard))?;
+        Ok(match r {
+            Reply::Return(_) => {
+                self.read_only = read_only;
+                Ok(())
+            }
+            Reply::Error(e) => Err(Refused(e)),
+        })
     }
 
     /// Removes the export [`Daemon::export_bitmap`] made for `name`.

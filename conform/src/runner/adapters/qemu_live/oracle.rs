@@ -131,6 +131,17 @@ pub fn execute(
             }
             Ok(r)
         }
+        Op::Reopen { .. } if !d.active => {
+            Ok(Err(Refused("the harness reopens no inactive node".into())))
+        }
+        Op::Reopen { read_only } => {
+            // The guest's writable export would hold the node writable.
+            if let Some(c) = guest.take() {
+                c.disconnect();
+            }
+            d.drop_guest_export()?;
+            d.reopen(*read_only)
+        }
         Op::Export { name } => Ok(d.export_bitmap(name)?.ok().map(|_| ())),
         Op::Unexport { name } => Ok(d.unexport_bitmap(name)?.ok().map(|_| ())),
         _ => match qmp_command(op) {
@@ -212,6 +223,10 @@ pub fn qmp_command(op: &Op) -> Option<(&'static str, serde_json::Value)> {
             json!({"node": node, "target": target, "bitmaps": sources}),
         ),
         Op::Resize { size } => ("block_resize", json!({"node-name": node, "size": size})),
+        Op::Reopen { read_only } => (
+            "blockdev-reopen",
+            super::daemon::reopen_options(*read_only, Default::default()),
+        ),
     })
 }
 /// Every way the daemon's bitmaps differ from `model`'s prediction.
