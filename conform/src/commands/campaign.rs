@@ -42,6 +42,7 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
             progress: false,
         },
         progress: std::io::stderr().is_terminal(),
+        coverage_guided: args.coverage_guided,
     };
     let start = Instant::now();
     let summary = campaign::run(adapter.as_ref(), &opts)?;
