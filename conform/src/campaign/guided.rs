@@ -101,7 +101,7 @@ mod tests {
         let mut pool = Pool::default();
         assert!(pool.derive(1, 1).is_none(), "an empty pool derives nothing");
         let seed = (0..40)
-            .find_map(|i| super::super::candidate(1, i))
+            .find_map(|i| super::super::candidates::candidate(1, i))
             .expect("a case");
         pool.add(seed.recipe.clone());
         assert!(pool.derive(1, 2).is_none(), "even cases are the blind ones");

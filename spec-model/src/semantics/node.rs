@@ -311,11 +311,12 @@ impl Disk {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::lifecycle::FileBitmap;
     use super::*;
 
-    fn add(name: &str, persistent: bool) -> Op {
+    /// An add of a bitmap of granularity 64 KiB, enabled.
+    pub(in crate::semantics) fn add(name: &str, persistent: bool) -> Op {
         Op::Add {
             name: name.into(),
             gbits: 16,

@@ -73,17 +73,9 @@ impl Disk {
 #[cfg(test)]
 mod tests {
     use super::super::lifecycle::FileBitmap;
+    use super::super::node::tests::add;
     use super::super::state::{Bitmap, Op};
     use super::*;
-
-    fn add(name: &str, persistent: bool) -> Op {
-        Op::Add {
-            name: name.into(),
-            gbits: 16,
-            persistent,
-            disabled: false,
-        }
-    }
 
     #[test]
     fn read_only_stores_and_read_write_marks_in_use() {
