@@ -416,13 +416,23 @@ mod tests {
                     | Op::WriteZeroes { len, .. } = op
                     {
                         // Within the disk: only an empty request or one on
-                        // an inactive node may be refused.
-                        let want = if len == 0 || !d.active {
+                        // an inactive node may be refused, and one on a
+                        // node reopened read-only must be.
+                        let want = if d.read_only && len > 0 {
+                            matches!(d.expect(&op), Expect::Refuse(_))
+                        } else if len == 0 || !d.active {
                             matches!(d.expect(&op), Expect::Either(_))
                         } else {
                             d.expect(&op) == Expect::Succeed
                         };
-                        assert!(want, "{op:?} on {}", d.size);
+                        assert!(
+                            want,
+                            "{op:?} on {}: {:?} (read-only {}, active {})",
+                            d.size,
+                            d.expect(&op),
+                            d.read_only,
+                            d.active
+                        );
                     }
                     d.apply(&op);
                 }
