@@ -411,14 +411,17 @@ mod tests {
             for st in &s.steps {
                 if let Step::Op { op } = st {
                     let op = op.clone();
-                    if let Op::Write { len, .. }
-                    | Op::Discard { len, .. }
-                    | Op::WriteZeroes { len, .. } = op
+                    if let Op::Write { offset, len }
+                    | Op::Discard { offset, len }
+                    | Op::WriteZeroes { offset, len } = op
                     {
                         // Within the disk: only an empty request or one on
                         // an inactive node may be refused, and one on a
-                        // node reopened read-only must be.
-                        let want = if d.read_only && len > 0 {
+                        // node reopened read-only must be. Past the end
+                        // (a resize the read-only node refused, which the
+                        // generator does not know) it must be refused.
+                        let past = offset + len > d.size;
+                        let want = if past || (d.read_only && len > 0) {
                             matches!(d.expect(&op), Expect::Refuse(_))
                         } else if len == 0 || !d.active {
                             matches!(d.expect(&op), Expect::Either(_))
