@@ -22,7 +22,7 @@ FILES = [
     "block/monitor/bitmap-qmp-cmds.c",
     "block/qcow2.c (bitmap parts)",
 ]
-ACTIVITIES = ["corpus", "ops", "images", "sequences", "together"]
+ACTIVITIES = ["corpus", "ops", "images", "sequences", "together", "guided", "blind"]
 
 
 def bitmap_lines_of_qcow2(src):

@@ -10,6 +10,13 @@
 #   images     campaign --impl qemu@V-coverage              (MINUTES)
 #   sequences  campaign --impl qemu-live@V-coverage --sequences (MINUTES)
 #
+# and, only when named, the comparison of a coverage-guided image campaign
+# with a blind one of the same seed and time, run side by side (not part
+# of "all four together"):
+#
+#   guided     campaign --impl qemu@V-coverage --coverage-guided (MINUTES)
+#   blind      campaign --impl qemu@V-coverage                   (MINUTES)
+#
 #   scripts/qemu-coverage.sh [--version 10.2] [--minutes 10] [--seed 1] [ACTIVITY...]
 #   scripts/qemu-coverage.sh --collect ACTIVITY...   # only read the counters again
 #
@@ -33,9 +40,9 @@ while [ $# -gt 0 ]; do
     --version) version="$2"; shift 2 ;;
     --minutes) minutes="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
-    corpus|ops|images|sequences) acts+=("$1"); shift ;;
+    corpus|ops|images|sequences|guided|blind) acts+=("$1"); shift ;;
     --collect) collect_only=1; shift ;;
-    *) echo "usage: $0 [--version V] [--minutes N] [--seed S] [corpus|ops|images|sequences]..." >&2; exit 2 ;;
+    *) echo "usage: $0 [--version V] [--minutes N] [--seed S] [corpus|ops|images|sequences|guided|blind]..." >&2; exit 2 ;;
   esac
 done
 [ "${#acts[@]}" -gt 0 ] || acts=(corpus ops images sequences)
@@ -79,8 +86,10 @@ activity() {
               --json "$out/$act-report.json" >"$log" 2>&1 || true ;;
     ops) "$conform" run --impl "$impl" --bitmap-ops --corpus "$root/corpus" --sandbox off \
               --json "$out/$act-report.json" >"$log" 2>&1 || true ;;
-    images) "$conform" campaign --impl "$impl" --seed "$seed" --duration "${minutes}m" --sandbox off \
+    images|blind) "$conform" campaign --impl "$impl" --seed "$seed" --duration "${minutes}m" --sandbox off \
               --fail-on-findings none --out "$out/$act-out" >"$log" 2>&1 || true ;;
+    guided) "$conform" campaign --impl "$impl" --coverage-guided --seed "$seed" --duration "${minutes}m" \
+              --sandbox off --fail-on-findings none --out "$out/$act-out" >"$log" 2>&1 || true ;;
     sequences) "$conform" campaign --impl "$live" --sequences --seed "$seed" --duration "${minutes}m" \
               --sandbox off --fail-on-findings none --out "$out/$act-out" >"$log" 2>&1 || true ;;
   esac
@@ -123,6 +132,9 @@ for a in corpus ops; do want "$a" && first+=("$a"); done
 for a in images sequences; do want "$a" && second+=("$a"); done
 [ "${#first[@]}" -eq 0 ] || run_pair "${first[@]}"
 [ "${#second[@]}" -eq 0 ] || run_pair "${second[@]}"
+third=()
+for a in guided blind; do want "$a" && third+=("$a"); done
+[ "${#third[@]}" -eq 0 ] || run_pair "${third[@]}"
 
 # All four together: one HTML report.
 tracefiles=()

@@ -298,6 +298,13 @@ pub struct CampaignArgs {
     /// point; the semantic model says what each incremental must hold.
     #[arg(long, conflicts_with = "sequences")]
     pub backup_chains: bool,
+    /// Coverage-guided: after each case read the gcov counters of QEMU's
+    /// bitmap code (a `--coverage` build: `--impl qemu@VERSION-coverage`),
+    /// beneath `GCOV_PREFIX` or `OUT/gcov`, and keep the cases that reach
+    /// new arcs as seeds for later cases; writes `OUT/coverage.json`.
+    /// Image campaigns only.
+    #[arg(long, conflicts_with_all = ["sequences", "backup_chains", "replay"])]
+    pub coverage_guided: bool,
     /// Replay one saved sequence or chain step by step against the model:
     /// a finding directory (finding.json or chain.json), such a file, or a
     /// sequence JSON. Exit 0 when every step agrees, 2 when one does not.

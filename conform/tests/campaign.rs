@@ -344,3 +344,50 @@ fn cases_are_deterministic_and_stacks_rebuild_from_their_recipe() {
         "the seed changes the cases"
     );
 }
+
+/// `campaign --coverage-guided` on the gcov build of QEMU 10.2
+/// (`scripts/build-qemu.sh 10.2 --coverage`; skipped with a message when
+/// it is not built, the only skip): the programs write their counters
+/// beneath `OUT/gcov` under the default sandbox, the campaign reads the
+/// `.gcda` files of the bitmap code (every instrumented arc counted, some
+/// run), keeps the first cases as seeds and makes later ones from them.
+#[test]
+fn a_coverage_guided_campaign_reads_qemus_counters_and_keeps_seeds() {
+    if runner::adapter_from_spec("qemu@10.2-coverage").is_err() {
+        eprintln!("SKIP qemu@10.2-coverage: not built on this machine; `scripts/build-qemu.sh 10.2 --coverage` builds it");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("guided");
+    let st = Command::new(env!("CARGO_BIN_EXE_qcow2-conform"))
+        .args([
+            "campaign",
+            "--impl",
+            "qemu@10.2-coverage",
+            "--coverage-guided",
+        ])
+        .args(["--seed", "3", "--max-cases", "6", "--read-only"])
+        .args(["--fail-on-findings", "none", "--out"])
+        .arg(&out)
+        .env_remove("GCOV_PREFIX")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let cov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("coverage.json")).unwrap()).unwrap();
+    assert_eq!(cov["cases"], 6, "{cov}");
+    let files = cov["files"].as_array().unwrap();
+    let bitmap = &files[0];
+    assert_eq!(bitmap["file"], "block_qcow2-bitmap.c.gcda", "{cov}");
+    let (run, total) = (
+        bitmap["arcs_run"].as_u64().unwrap(),
+        bitmap["arcs"].as_u64().unwrap(),
+    );
+    assert!(run > 0 && run < total && total > 100, "{cov}");
+    assert!(cov["seeds"].as_u64().unwrap() >= 1, "{cov}");
+    assert!(cov["cases_from_seeds"].as_u64().unwrap() >= 1, "{cov}");
+    assert!(
+        cov["gcov_prefix"].as_str().unwrap().ends_with("gcov"),
+        "{cov}"
+    );
+}

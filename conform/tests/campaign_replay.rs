@@ -242,6 +242,7 @@ fn an_image_finding_that_does_not_reproduce_is_not_saved() {
             scheduling: Default::default(),
         },
         progress: false,
+        coverage_guided: false,
     };
     let s = campaign::run(&adapter, &opts).unwrap();
     assert!(s.new_findings.is_empty(), "{:?}", s.new_findings);

@@ -139,6 +139,8 @@ fn qemu_bitmap_operations_keep_images_conforming_and_bits_right() {
         "qemu-img bitmap --enable",
         "qemu-img bitmap --clear",
         "qemu-img bitmap --remove",
+        "qemu-img measure -O qcow2 -o cluster_size=65536",
+        "qemu-img measure -O qcow2 -o cluster_size=4096",
         "qemu-img convert --bitmaps",
         "qemu-io write",
         "qemu-img resize",
@@ -186,6 +188,7 @@ fn skipped_operations_are_corrupting() {
         ("--clear", "after qemu-img bitmap --clear"),
         ("--merge", "after qemu-img bitmap --merge"),
         ("--bitmaps", "after qemu-img convert --bitmaps"),
+        ("measure", "after qemu-img measure"),
     ] {
         let corpus = corpus(tmp.path(), 31, 3, &config());
         let report = run(
@@ -211,5 +214,63 @@ fn skipped_operations_are_corrupting() {
             report["cases"]
         );
         std::fs::remove_dir_all(&corpus).unwrap();
+    }
+}
+
+/// `qemu-img measure` of generated images with bitmaps (some `in_use`,
+/// granularities and names of every size the generator draws), each
+/// answer judged by the model's `bitmaps::space::copy_size`; an answer off
+/// by one cluster is a problem.
+#[test]
+fn qemu_img_measure_reports_the_bitmaps_size_the_model_computes() {
+    use conform::runner::adapters::qemu::measure;
+    use spec_model::bitmaps::space::Planned;
+    let tmp = tempfile::tempdir().unwrap();
+    let img = real_qemu_img();
+    let cfg = config();
+    let mut judged = 0;
+    let mut i = 0;
+    while judged < 8 {
+        assert!(i < 2000, "too few images with bitmaps");
+        let c = cases::valid(41, i, &cfg).unwrap();
+        i += 1;
+        let Some(bms) = c.expected.bitmaps.as_ref().filter(|b| !b.is_empty()) else {
+            continue;
+        };
+        let planned: Vec<Planned> = bms
+            .iter()
+            .map(|b| Planned {
+                name_len: b.name.len(),
+                granularity_bits: b.granularity_bits,
+            })
+            .collect();
+        let size = spec_model::check_bytes(&c.bytes);
+        assert_eq!(size.verdict, spec_model::Verdict::Valid);
+        let path = tmp.path().join(&c.file_name);
+        std::fs::write(&path, &c.bytes).unwrap();
+        let virtual_size = u64::from_be_bytes(c.bytes[24..32].try_into().unwrap());
+        for bits in measure::CLUSTER_BITS {
+            let o = Command::new(&img)
+                .args(measure::arguments(&path, bits))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let answer = String::from_utf8(o.stdout).unwrap();
+            let p = measure::judge(&answer, &planned, virtual_size, bits);
+            assert!(p.is_empty(), "{}: {p:?} ({answer})", c.id);
+            // The same answer with one cluster more is caught.
+            let v: Value = serde_json::from_str(&answer).unwrap();
+            let wrong = v["bitmaps"].as_u64().unwrap() + (1 << bits);
+            let tampered = answer.replace(
+                &format!("\"bitmaps\": {}", v["bitmaps"]),
+                &format!("\"bitmaps\": {wrong}"),
+            );
+            assert_ne!(tampered, answer, "{answer}");
+            assert_eq!(
+                measure::judge(&tampered, &planned, virtual_size, bits).len(),
+                1
+            );
+        }
+        judged += 1;
     }
 }

@@ -20,11 +20,15 @@
 //!
 //! Here: the run loop. `state` (`state.json`, resuming, `--shard` and
 //! `--duration`), `candidates` (recipes and cases), `judging` (an adapter's
-//! judgement, the deduplication key), `minimise`, `findings` (saving).
+//! judgement, the deduplication key), `minimise`, `findings` (saving),
+//! `coverage` and `guided` (`--coverage-guided`: QEMU's gcov counters read
+//! after each case, the cases that reach new arcs kept as seeds).
 
 pub mod backup;
 mod candidates;
+pub mod coverage;
 mod findings;
+pub mod guided;
 mod judging;
 mod minimise;
 pub mod replay;
@@ -55,6 +59,67 @@ pub struct CampaignOptions {
     pub out: PathBuf,
     pub run: RunOptions,
     pub progress: bool,
+    /// Keep the cases that reach new arcs of QEMU's bitmap code as seeds
+    /// ([`guided`], [`coverage`]); needs a gcov build of QEMU.
+    pub coverage_guided: bool,
+}
+
+/// A guided campaign's counters and seeds.
+struct Guide {
+    tracker: coverage::Tracker,
+    pool: guided::Pool,
+    /// Cases that reached new arcs.
+    new_arcs_cases: u64,
+    /// Cases made from a seed.
+    derived: u64,
+}
+
+impl Guide {
+    /// Reads the counters beneath `GCOV_PREFIX` when it is set, else
+    /// makes every program write them beneath `OUT/gcov`.
+    fn start(out: &std::path::Path) -> Result<Guide> {
+        let prefix = match std::env::var_os("GCOV_PREFIX") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                // Absolute: programs run in their case's directory.
+                let p = out.join("gcov");
+                std::fs::create_dir_all(&p)
+                    .and_then(|()| p.canonicalize())
+                    .with_context(|| format!("cannot create {}", p.display()))?
+            }
+        };
+        crate::runner::process::set_gcov_prefix(&prefix);
+        let mut tracker = coverage::Tracker::new(&prefix);
+        // What earlier runs left counts as reached.
+        tracker.poll()?;
+        Ok(Guide {
+            tracker,
+            pool: guided::Pool::default(),
+            new_arcs_cases: 0,
+            derived: 0,
+        })
+    }
+
+    /// `OUT/coverage.json`: seeds, cases, and the arcs reached per file.
+    fn write(&self, out: &std::path::Path, cases: u64) -> Result<()> {
+        let files: Vec<serde_json::Value> = self
+            .tracker
+            .summary()
+            .into_iter()
+            .map(|(f, run, total)| serde_json::json!({"file": f, "arcs_run": run, "arcs": total}))
+            .collect();
+        let v = serde_json::json!({
+            "cases": cases,
+            "cases_from_seeds": self.derived,
+            "cases_reaching_new_arcs": self.new_arcs_cases,
+            "seeds": self.pool.len(),
+            "gcov_prefix": self.tracker.prefix(),
+            "files": files,
+        });
+        let path = out.join("coverage.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&v)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
 }
 
 /// What one campaign run leaves: the state (over every run so far) and the
@@ -89,6 +154,15 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
     bar.set_style(crate::runner::report::terminal::progress_style(
         "{spinner} campaign {pos} cases {rate} {msg}",
     ));
+    let mut guide = if opts.coverage_guided {
+        Some(Guide::start(&opts.out)?)
+    } else {
+        None
+    };
+    // Under the sandbox the programs may write their counters.
+    let _counters = guide
+        .as_ref()
+        .map(|g| crate::runner::process::sandbox::writable(g.tracker.prefix()));
     let start = Instant::now();
     let mut ran = 0u64;
     let mut new_findings = Vec::new();
@@ -98,7 +172,11 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
         && crate::runner::process::signals::stop_requested().is_none()
     {
         let index = state.take_index(opts.shard);
-        let Some(c) = candidate(opts.seed, index) else {
+        let derived = guide.as_ref().and_then(|g| g.pool.derive(opts.seed, index));
+        if let (Some(g), true) = (guide.as_mut(), derived.is_some()) {
+            g.derived += 1;
+        }
+        let Some(c) = derived.or_else(|| candidate(opts.seed, index)) else {
             continue;
         };
         let r = judge_bytes(
@@ -113,6 +191,12 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
             // The case was cut short: not counted, run again on resume.
             state.next_index = index;
             break;
+        }
+        if let Some(g) = guide.as_mut() {
+            if g.tracker.poll()? > 0 {
+                g.new_arcs_cases += 1;
+                g.pool.add(c.recipe.clone());
+            }
         }
         ran += 1;
         state.cases_run += 1;
@@ -179,6 +263,9 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
     }
     bar.finish_and_clear();
     state.write(&state_path)?;
+    if let Some(g) = &guide {
+        g.write(&opts.out, ran)?;
+    }
     Ok(RunSummary {
         state,
         cases_this_run: ran,

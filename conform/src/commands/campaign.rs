@@ -43,6 +43,7 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
             scheduling: Default::default(),
         },
         progress: std::io::stderr().is_terminal(),
+        coverage_guided: args.coverage_guided,
     };
     let start = Instant::now();
     let summary = campaign::run(adapter.as_ref(), &opts)?;

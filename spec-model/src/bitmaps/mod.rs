@@ -1,9 +1,10 @@
 //! The bitmaps extension (spec "Bitmaps extension", "Bitmap directory",
 //! "Bitmap table", "Bitmap data"): validated and claimed here; contents in
-//! [`content`].
+//! [`content`], the space bitmaps take when written in [`space`].
 
 pub mod content;
 pub mod directory;
+pub mod space;
 
 use crate::clusters::Owner;
 use crate::context::Ctx;

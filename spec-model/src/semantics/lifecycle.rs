@@ -58,10 +58,23 @@ impl Disk {
         want
     }
 
+    /// The file while a node reopened read-only holds it, and after it
+    /// ends read-only (cleanly or not): what the reopen stored, unchanged
+    /// (a persistent bitmap added since is never stored).
+    fn frozen_file(&self, frozen: &BTreeMap<String, Bitmap>) -> FileExpectation {
+        FileExpectation {
+            size: self.size,
+            bitmaps: stored_clean(frozen),
+        }
+    }
+
     /// The file after a clean close.
     pub fn close(&self) -> FileExpectation {
         if !self.active {
             return self.inactive_file();
+        }
+        if let Some(frozen) = &self.frozen {
+            return self.frozen_file(frozen);
         }
         let bitmaps = stored_clean(&self.bitmaps);
         FileExpectation {
@@ -77,6 +90,9 @@ impl Disk {
     pub fn crash(&self) -> FileExpectation {
         if !self.active {
             return self.inactive_file();
+        }
+        if let Some(frozen) = &self.frozen {
+            return self.frozen_file(frozen);
         }
         let mut bitmaps = BTreeMap::new();
         for n in &self.on_image {

@@ -14,6 +14,8 @@
 //!   from another node's bitmaps, transactions across nodes;
 //! - [`readonly`]: a node opened read-only (writes refused, loaded
 //!   bitmaps and persistent adds may be refused, the file unchanged);
+//! - [`reopen`]: a node reopened read-only (bitmaps stored) and
+//!   read-write again (marked `in_use` in the image);
 //! - [`lifecycle`]: clean close, crash and reopen, and judging a file the
 //!   format model read against what they require ([`judge_file`]).
 //!
@@ -26,6 +28,7 @@ pub mod lifecycle;
 pub mod node;
 pub mod nodes;
 pub mod readonly;
+pub mod reopen;
 pub mod state;
 
 pub use lifecycle::{judge_file, FileBitmap, FileBitmapRead, FileExpectation, FileRead};

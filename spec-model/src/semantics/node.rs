@@ -216,6 +216,7 @@ impl Disk {
                     Expect::Refuse(format!("no export holds bitmap {name:?}"))
                 }
             }
+            Op::Reopen { read_only } => self.expect_reopen(*read_only),
             _ => self.soften(op, self.expect_base(op)),
         }
     }
@@ -305,6 +306,7 @@ impl Disk {
             Op::Unexport { name } => {
                 self.exported.remove(name);
             }
+            Op::Reopen { read_only } => self.reopen(*read_only),
             Op::Write { .. } | Op::WriteZeroes { .. } | Op::Discard { .. } if !self.active => {}
             _ => self.apply_base(op),
         }
@@ -350,11 +352,12 @@ impl Disk {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::lifecycle::FileBitmap;
     use super::*;
 
-    fn add(name: &str, persistent: bool) -> Op {
+    /// An add of a bitmap of granularity 64 KiB, enabled.
+    pub(in crate::semantics) fn add(name: &str, persistent: bool) -> Op {
         Op::add(name, 16, persistent, false)
     }
 

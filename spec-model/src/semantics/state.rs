@@ -5,6 +5,7 @@
 //! of the implementation); [`Disk::apply`] carries out one that succeeded.
 
 use super::granules::{self, Ranges};
+use crate::bitmaps::space::entry_bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -204,6 +205,12 @@ pub enum Op {
     Unexport {
         name: String,
     },
+    /// The node reopened read-only or read-write (QMP `blockdev-reopen`):
+    /// going read-only stores the persistent bitmaps in the image, going
+    /// read-write marks them `in_use` there again ([`super::reopen`]).
+    Reopen {
+        read_only: bool,
+    },
 }
 
 impl Op {
@@ -265,12 +272,6 @@ pub const MAX_BITMAPS: usize = 65_535;
 /// note: 1024 bytes per entry on average for the largest count).
 pub const MAX_DIRECTORY_BYTES: u64 = 1024 * 65_535;
 
-/// The bytes one directory entry takes for a name of `name_len` bytes and
-/// no extra data: the 24-byte fixed part and the name, padded to 8.
-fn entry_bytes(name_len: usize) -> u64 {
-    (24 + name_len as u64).div_ceil(8) * 8
-}
-
 /// The bitmaps of an open image and its virtual size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Disk {
@@ -304,6 +305,10 @@ pub struct Disk {
     pub exported: BTreeSet<String>,
     /// Whether the node was opened read-only ([`super::readonly`]).
     pub read_only: bool,
+    /// The persistent bitmaps a reopen to read-only stored in the image
+    /// (`None`: the node was not reopened read-only): the file holds them
+    /// until the node is reopened read-write ([`super::reopen`]).
+    pub frozen: Option<BTreeMap<String, Bitmap>>,
 }
 
 impl Default for Disk {
@@ -320,6 +325,7 @@ impl Default for Disk {
             stored: BTreeMap::new(),
             exported: BTreeSet::new(),
             read_only: false,
+            frozen: None,
         }
     }
 }
@@ -487,7 +493,8 @@ impl Disk {
             | Op::Transaction { .. }
             | Op::SetActive { .. }
             | Op::Export { .. }
-            | Op::Unexport { .. } => self.expect(op),
+            | Op::Unexport { .. }
+            | Op::Reopen { .. } => self.expect(op),
         }
     }
 
@@ -545,7 +552,8 @@ impl Disk {
             | Op::Transaction { .. }
             | Op::SetActive { .. }
             | Op::Export { .. }
-            | Op::Unexport { .. } => self.apply(op),
+            | Op::Unexport { .. }
+            | Op::Reopen { .. } => self.apply(op),
         }
     }
 

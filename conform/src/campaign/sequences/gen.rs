@@ -5,7 +5,8 @@
 //! activation, bitmap exports, adds with QEMU's default granularity,
 //! names the spec or QEMU treat specially (empty, 1023 and 1024 bytes,
 //! UTF-8, a NUL byte), granularities past QEMU's limits, more than four
-//! bitmaps, concurrent writes, requests of no bytes and resizes that change table sizes. Drawn from a seed for the campaign ([`Sequence::random`]) and
+//! bitmaps, concurrent writes, requests of no bytes, resizes that change table sizes
+//! and reopens read-only and read-write again. Drawn from a seed for the campaign ([`Sequence::random`]) and
 //! as a `quickcheck::Arbitrary` whose shrinker drops steps and simplifies
 //! the ones left ([`Sequence::shrunk`]).
 
@@ -196,7 +197,7 @@ fn range(rng: &mut impl Rng, size: u64) -> (u64, u64) {
 /// One random step for a disk of `size` bytes (the size a resize leaves
 /// is tracked by the caller).
 fn step(rng: &mut impl Rng, size: &mut u64) -> Step {
-    let r = rng.gen_range(0..124);
+    let r = rng.gen_range(0..128);
     let op = match r {
         0..=25 => {
             let (offset, len) = range(rng, *size);
@@ -234,9 +235,12 @@ fn step(rng: &mut impl Rng, size: &mut u64) -> Step {
         116..=120 => Op::Export {
             name: pick(rng, &NAMES).to_owned(),
         },
-        _ => Op::Unexport {
+        121..=123 => Op::Unexport {
             name: pick(rng, &NAMES).to_owned(),
         },
+        // Read-only and back: the bitmaps stored, then in use again.
+        124..=125 => Op::Reopen { read_only: true },
+        _ => Op::Reopen { read_only: false },
     };
     Step::Op { op }
 }
@@ -261,7 +265,7 @@ fn shape(rng: &mut impl Rng) -> Shape {
 /// (version 3), and no inactivation or activation (QEMU refuses to
 /// inactivate a read-only node holding a persistent bitmap it cannot
 /// store, and the model does not follow a node's bitmaps through one),
-/// a restart in its place.
+/// and no reopen (the node stays read-only): a restart in their place.
 fn read_only(shape: &mut Shape, steps: &mut [Step]) {
     shape.read_only = true;
     shape.preload = !shape.v2;
@@ -269,7 +273,7 @@ fn read_only(shape: &mut Shape, steps: &mut [Step]) {
         if matches!(
             s,
             Step::Op {
-                op: Op::SetActive { .. }
+                op: Op::SetActive { .. } | Op::Reopen { .. }
             }
         ) {
             *s = Step::Restart;
@@ -562,18 +566,31 @@ mod tests {
             for st in &s.steps {
                 if let Step::Op { op } = st {
                     let op = op.clone();
-                    if let Op::Write { len, .. }
-                    | Op::Discard { len, .. }
-                    | Op::WriteZeroes { len, .. } = op
+                    if let Op::Write { offset, len }
+                    | Op::Discard { offset, len }
+                    | Op::WriteZeroes { offset, len } = op
                     {
                         // Within the disk: only an empty request or one on
-                        // an inactive node may be refused.
-                        let want = if len == 0 || !d.active {
+                        // an inactive node may be refused, and one on a
+                        // node reopened read-only must be. Past the end
+                        // (a resize the read-only node refused, which the
+                        // generator does not know) it must be refused.
+                        let past = offset + len > d.size;
+                        let want = if past || (d.read_only && len > 0) {
+                            matches!(d.expect(&op), Expect::Refuse(_))
+                        } else if len == 0 || !d.active {
                             matches!(d.expect(&op), Expect::Either(_))
                         } else {
                             d.expect(&op) == Expect::Succeed
                         };
-                        assert!(want, "{op:?} on {}", d.size);
+                        assert!(
+                            want,
+                            "{op:?} on {}: {:?} (read-only {}, active {})",
+                            d.size,
+                            d.expect(&op),
+                            d.read_only,
+                            d.active
+                        );
                     }
                     d.apply(&op);
                 }

@@ -143,7 +143,8 @@ fn commands(
         | Op::Transaction { .. }
         | Op::SetActive { .. }
         | Op::Export { .. }
-        | Op::Unexport { .. } => run(Vec::new()),
+        | Op::Unexport { .. }
+        | Op::Reopen { .. } => run(Vec::new()),
     }
 }
 
@@ -178,7 +179,8 @@ fn offline_op(step: &Step) -> Option<Op> {
         | Op::Transaction { .. }
         | Op::SetActive { .. }
         | Op::Export { .. }
-        | Op::Unexport { .. } => return None,
+        | Op::Unexport { .. }
+        | Op::Reopen { .. } => return None,
         other => other.clone(),
     })
 }

@@ -17,7 +17,7 @@ pub use output::{STDERR_KEEP, STDOUT_CAP};
 use serde::Serialize;
 use std::ffi::OsStr;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -223,6 +223,17 @@ pub fn command<S: AsRef<OsStr>>(program: &OsStr, args: &[S], limits: &Limits) ->
     command_reading(program, args, limits, &[])
 }
 
+/// Where programs write gcov counters (`GCOV_PREFIX`), when set by
+/// [`set_gcov_prefix`].
+static GCOV_PREFIX: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Every program started from now on writes the counters of a gcov build
+/// beneath `dir` (the build's absolute paths below it); the first call
+/// wins.
+pub fn set_gcov_prefix(dir: &Path) {
+    let _ = GCOV_PREFIX.set(dir.to_owned());
+}
+
 /// [`command`], with `reads` (an installation prefix, library
 /// directories, an interpreter's script) readable in the sandbox too.
 pub fn command_reading<S: AsRef<OsStr>>(
@@ -242,6 +253,9 @@ pub fn command_reading<S: AsRef<OsStr>>(
     };
     cmd.args(args);
     cmd.process_group(0);
+    if let Some(p) = GCOV_PREFIX.get() {
+        cmd.env("GCOV_PREFIX", p).env("GCOV_PREFIX_STRIP", "0");
+    }
     let restriction = sandbox::restriction(program, reads).map(|r| {
         r.map_err(|e| {
             eprintln!("qcow2-conform: {e}");

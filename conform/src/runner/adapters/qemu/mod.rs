@@ -6,7 +6,7 @@
 //!   ranges `qemu-img map` reads over NBD through the client's
 //!   `x-dirty-bitmap` option (a dirty area reads as `"data": false`);
 //! - writes: `qemu-io -c 'write -P 0xa5 OFFSET LEN'` (see `runner::judge::write_check`);
-//! - with `--bitmap-ops`: `qemu-img bitmap`, `convert --bitmaps` and
+//! - with `--bitmap-ops`: `qemu-img bitmap`, `measure`, `convert --bitmaps` and
 //!   `resize` on a copy, each result read by the model (see [`ops`]).
 //!
 //! Every invocation names the image's whole graph ([`pin`]: its file,
@@ -16,10 +16,12 @@
 //!
 //! Beside the adapter: [`tools`] finds the programs and builds argument
 //! lists, [`pin`] the graph, [`json`] holds the JSON they print, [`ops`]
-//! the bitmap-operations sequence.
+//! the bitmap-operations sequence, [`measure`] its `qemu-img measure`
+//! judgement.
 
 pub mod decrypt;
 pub mod json;
+pub mod measure;
 pub mod ops;
 pub mod pin;
 pub mod tools;

@@ -12,6 +12,7 @@
 //! | `--enable N`, then a write | N gains the written range too |
 //! | `--clear A` | A empty, the others unchanged |
 //! | `--remove N` | N gone, the others unchanged |
+//! | `qemu-img measure -O qcow2` (clusters of 64 KiB and 4 KiB) | the `bitmaps` size is what the model computes for the image's bitmaps ([`super::measure`]) |
 //! | `qemu-img convert --bitmaps` | the new image conforms and has the same usable bitmaps, flags, granularities and bits |
 //! | `qemu-img resize` (grow, then `--shrink` back) | the image conforms (tables sized for the new disk, tail bits clear); bits inside the old size kept; bits of the grown area recorded, not judged (the spec says nothing about them) |
 //!
@@ -25,6 +26,7 @@ use crate::runner::checks::{OpStep, OpsCheck};
 use crate::runner::corpus::image_state::{self, ModelBitmap as Bm, ReadError};
 use crate::runner::process::{self, Limits, Proc};
 use crate::runner::text::{short, show_ranges};
+use spec_model::bitmaps::space::Planned;
 use spec_model::semantics::{granules, Bitmap, Disk, Op};
 use spec_model::{ExtensionState, Verdict};
 use std::collections::BTreeMap;
@@ -430,7 +432,9 @@ fn sequence(cx: &mut Ctx<'_>, image: &Path, work: &Path, start: State) -> Option
     let (op, args) = cx.bitmap(image, &["--remove"], &n);
     cur = cx.step(&op, &img, args, image, &cur, want, size)?.0;
 
-    // 7. convert --bitmaps: the copy has the same usable bitmaps.
+    // 7. measure, then convert --bitmaps: the space the bitmaps take in
+    // the copy, and the copy has the same usable bitmaps.
+    measure(cx, image, &cur);
     convert(cx, image, work, &cur)?;
 
     // 8. resize: grow by 1 MiB + 512 bytes, then shrink back.
@@ -527,6 +531,41 @@ fn grown_area(cx: &mut Ctx<'_>, before: &State, after: &State, old_size: u64) {
                 .problems
                 .push(format!("after {}: {p}", step.op));
         }
+    }
+}
+
+/// `qemu-img measure` for each destination cluster size: the `bitmaps`
+/// size must be the model's ([`super::measure`]); a refusal is a note.
+fn measure(cx: &mut Ctx<'_>, image: &Path, cur: &State) {
+    let planned: Vec<Planned> = cur
+        .bitmaps
+        .iter()
+        .map(|(n, b)| Planned {
+            name_len: n.len(),
+            granularity_bits: b.gbits,
+        })
+        .collect();
+    for bits in super::measure::CLUSTER_BITS {
+        let tools = cx.tools;
+        let Ok(p) = cx.run(&tools.img, super::measure::arguments(image, bits)) else {
+            return;
+        };
+        let op = format!("qemu-img measure -O qcow2 -o cluster_size={}", 1u64 << bits);
+        let mut s = OpStep {
+            op: op.clone(),
+            error: Ctx::failure(&p),
+            ..OpStep::default()
+        };
+        s.ok = s.error.is_none();
+        match &s.error {
+            Some(e) => cx
+                .check
+                .found
+                .notes
+                .push(format!("QEMU refused `{op}`: {e}")),
+            None => s.problems = super::measure::judge(&p.stdout, &planned, cur.size, bits),
+        }
+        cx.finish_step(s);
     }
 }
 

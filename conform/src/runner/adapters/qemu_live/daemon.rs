@@ -148,6 +148,16 @@ fn guest_names(node: usize) -> (String, String) {
     (format!("e{node}"), name)
 }
 
+/// The arguments of QMP `blockdev-reopen` for a qcow2 node started with
+/// the `--blockdev` value `pinned` ([`Arguments::nodes`]), read-only when
+/// `read_only`: every option the node was opened with is given again (the
+/// command resets what it is not given), its graph included.
+pub fn reopen_options(pinned: &str, read_only: bool) -> serde_json::Value {
+    let mut node: Value = serde_json::from_str(pinned).unwrap_or_else(|_| json!({}));
+    node["read-only"] = json!(read_only);
+    json!({ "options": [node] })
+}
+
 /// `v` with commas doubled, for QEMU's option syntax.
 fn esc(v: &str) -> String {
     v.replace(',', ",,")
@@ -596,6 +606,28 @@ impl Daemon {
             json!({"type": "nbd", "id": id, "node-name": self.node_name(), "name": id,
                    "writable": !self.ro(), "bitmaps": [name]}),
         )
+    }
+
+    /// Reopens the qcow2 node read-only or read-write
+    /// ([`reopen_options`]); later exports follow (`Err` inside: QEMU's
+    /// refusal). The guest export must be gone: it holds the node.
+    pub fn reopen(&mut self, read_only: bool) -> Result<Result<(), Refused>, DaemonError> {
+        let pinned = self
+            .arguments
+            .nodes
+            .get(self.node)
+            .map(|(p, _)| p.clone())
+            .unwrap_or_default();
+        let r = self.execute("blockdev-reopen", reopen_options(&pinned, read_only))?;
+        Ok(match r {
+            Reply::Return(_) => {
+                if let Some(ro) = self.read_only.get_mut(self.node) {
+                    *ro = read_only;
+                }
+                Ok(())
+            }
+            Reply::Error(e) => Err(Refused(e)),
+        })
     }
 
     /// Removes the export [`Daemon::export_bitmap`] made for `name`.

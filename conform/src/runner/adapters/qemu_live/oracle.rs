@@ -131,6 +131,17 @@ pub fn execute(
             }
             Ok(r)
         }
+        Op::Reopen { .. } if !d.is_active() => {
+            Ok(Err(Refused("the harness reopens no inactive node".into())))
+        }
+        Op::Reopen { read_only } => {
+            // The guest's writable export would hold the node writable.
+            if let Some(c) = guest.take() {
+                c.disconnect();
+            }
+            d.drop_guest_export()?;
+            d.reopen(*read_only)
+        }
         Op::Export { name } => Ok(d.export_bitmap(name)?.ok().map(|_| ())),
         Op::Unexport { name } => Ok(d.unexport_bitmap(name)?.ok().map(|_| ())),
         _ => match qmp_command_on(d.node, op) {
@@ -281,6 +292,12 @@ pub fn qmp_command_on(index: usize, op: &Op) -> Option<(&'static str, serde_json
             json!({"node": node, "target": target, "bitmaps": sources}),
         ),
         Op::Resize { size } => ("block_resize", json!({"node-name": node, "size": size})),
+        // What is shown of a reopen; the daemon gives every option the
+        // node was opened with again (`Daemon::reopen`).
+        Op::Reopen { read_only } => (
+            "blockdev-reopen",
+            json!({"options": [{"node-name": node, "read-only": read_only}]}),
+        ),
     })
 }
 /// Every way the daemon's bitmaps differ from `model`'s prediction.

@@ -344,6 +344,30 @@ impl Session {
                 return Ok(p);
             }
         }
+        if let (Op::Reopen { read_only }, Ok(())) = (op, &r) {
+            // Read-only: the bitmaps stored as a clean close stores them;
+            // read-write again: the stored ones marked in_use, as after
+            // an open (what a crash now would leave).
+            let want = if *read_only {
+                self.model.close()
+            } else {
+                self.model.crash()
+            };
+            let file = read_file(&self.image)?;
+            let way = if *read_only {
+                "read-only"
+            } else {
+                "read-write"
+            };
+            let p: Vec<String> = self
+                .judge_file_or_bytes(&want, &file)
+                .into_iter()
+                .map(|m| format!("after the reopen {way}: {m}"))
+                .collect();
+            if !p.is_empty() {
+                return Ok(p);
+            }
+        }
         self.compare()
     }
 
