@@ -49,7 +49,7 @@ fn a_full_directory_refuses_the_65536th_persistent_bitmap_and_keeps_the_rest() {
     ));
 
     let limits = Limits {
-        timeout: Duration::from_secs(120),
+        timeout: Duration::from_secs(300),
         memory_bytes: None,
     };
     let mut d = Daemon::start(&qsd, &img, &limits).unwrap();

@@ -110,13 +110,11 @@ pub fn attach_target(
     node: &str,
     path: &Path,
 ) -> Result<Result<(), Refused>, DaemonError> {
-    Ok(answer(
+    attach(
         d,
-        "blockdev-add",
-        json!({"driver": "qcow2", "node-name": node, "backing": null,
-               "file": {"driver": "file", "filename": path.to_string_lossy()}}),
-    )?
-    .map(drop))
+        node,
+        json!({"driver": "file", "filename": path.to_string_lossy()}),
+    )
 }
 
 /// Attaches the qcow2 image at `path` as node `node` over a `blkdebug`
@@ -127,13 +125,23 @@ pub fn attach_failing_target(
     node: &str,
     path: &Path,
 ) -> Result<Result<(), Refused>, DaemonError> {
+    attach(
+        d,
+        node,
+        json!({"driver": "blkdebug",
+               "inject-error": [{"event": "write_aio", "errno": 5}],
+               "image": {"driver": "file", "filename": path.to_string_lossy()}}),
+    )
+}
+
+/// `blockdev-add` of a qcow2 node `node` over the file node `file`, with
+/// `backing: null` (a target is made without one and QEMU is given no
+/// name to follow).
+fn attach(d: &mut Daemon, node: &str, file: Value) -> Result<Result<(), Refused>, DaemonError> {
     Ok(answer(
         d,
         "blockdev-add",
-        json!({"driver": "qcow2", "node-name": node, "backing": null,
-               "file": {"driver": "blkdebug",
-                        "inject-error": [{"event": "write_aio", "errno": 5}],
-                        "image": {"driver": "file", "filename": path.to_string_lossy()}}}),
+        json!({"driver": "qcow2", "node-name": node, "backing": null, "file": file}),
     )?
     .map(drop))
 }

@@ -577,7 +577,7 @@ impl Daemon {
     /// (killed, and reported as timed out, when it does not in time).
     pub fn quit(self) -> Proc {
         let Daemon {
-            mut server,
+            server,
             mut qmp,
             sockets,
             _scratch,
@@ -586,15 +586,8 @@ impl Daemon {
             ..
         } = self;
         let _ = qmp.execute("quit", json!({}));
-        let start = Instant::now();
-        while server.try_wait().is_none() && start.elapsed() < timeout {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut p = server.stop(true);
-        arguments.unpin(&mut p);
-        drop(sockets);
-        drop(_scratch);
-        p
+        let _dirs = (sockets, _scratch);
+        wait_for_end(server, &arguments, timeout)
     }
 
     /// Adds an NBD export holding bitmap `name` (id [`export_id`]), kept
@@ -644,13 +637,14 @@ impl Daemon {
     /// then waits for it to end as [`Daemon::quit`] does.
     pub fn terminate(self) -> Proc {
         let Daemon {
-            mut server,
+            server,
             sockets,
             _scratch,
             timeout,
             arguments,
             ..
         } = self;
+        let _dirs = (sockets, _scratch);
         let keeper = server.id();
         let children = std::fs::read_to_string(format!("/proc/{keeper}/task/{keeper}/children"))
             .unwrap_or_default();
@@ -664,15 +658,7 @@ impl Daemon {
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
-        let start = Instant::now();
-        while server.try_wait().is_none() && start.elapsed() < timeout {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut p = server.stop(true);
-        arguments.unpin(&mut p);
-        drop(sockets);
-        drop(_scratch);
-        p
+        wait_for_end(server, &arguments, timeout)
     }
 
     /// A crash: SIGKILL, nothing stored.
@@ -686,4 +672,18 @@ impl Daemon {
     pub fn ended(&mut self) -> bool {
         self.server.try_wait().is_some()
     }
+}
+
+/// Waits up to `timeout` for the daemon to end after it was asked to
+/// (killed, and reported as timed out, when it does not), its output
+/// shown unpinned. The caller drops the sockets and scratch directory
+/// after this returns.
+fn wait_for_end(mut server: Background, arguments: &Arguments, timeout: Duration) -> Proc {
+    let start = Instant::now();
+    while server.try_wait().is_none() && start.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut p = server.stop(true);
+    arguments.unpin(&mut p);
+    p
 }
