@@ -281,12 +281,29 @@ impl Run<'_> {
     }
 
     fn target(&mut self, k: usize) -> Result<(String, std::path::PathBuf), Stop> {
-        let path = self.work.join(format!("backup{k}.qcow2"));
+        self.new_target(
+            format!("t{k}"),
+            &format!("backup{k}"),
+            qb::Target::Plain,
+            "the backup target",
+        )
+    }
+
+    /// A fresh backup target of the disk's size, `WORK/FILE.qcow2`,
+    /// attached as node `node` as `kind` says (`what` names it in a
+    /// refusal).
+    pub(super) fn new_target(
+        &mut self,
+        node: String,
+        file: &str,
+        kind: qb::Target,
+        what: &str,
+    ) -> Result<(String, std::path::PathBuf), Stop> {
+        let path = self.work.join(format!("{file}.qcow2"));
         create_image(&path, self.chain.size, &self.opts.limits)
             .map_err(|e| Stop::Problems(vec![format!("cannot create the target: {e}")]))?;
-        let node = format!("t{k}");
-        if let Err(e) = qb::attach_target(running(&mut self.daemon)?, &node, &path)? {
-            return Err(refused("the backup target", e));
+        if let Err(e) = qb::attach_target(running(&mut self.daemon)?, &node, &path, kind)? {
+            return Err(refused(what, e));
         }
         Ok((node, path))
     }
@@ -450,13 +467,12 @@ impl Run<'_> {
     /// after it); a job with no data to write (nothing dirty, or only
     /// zeroes) may succeed, and is then an ordinary incremental.
     fn failing_backup(&mut self, k: usize, r: &mut ChainResult) -> Result<(), Stop> {
-        let path = self.work.join(format!("failing{k}.qcow2"));
-        create_image(&path, self.chain.size, &self.opts.limits)
-            .map_err(|e| Stop::Problems(vec![format!("cannot create the target: {e}")]))?;
-        let node = format!("f{k}");
-        if let Err(e) = qb::attach_failing_target(running(&mut self.daemon)?, &node, &path)? {
-            return Err(refused("the failing backup target", e));
-        }
+        let (node, _) = self.new_target(
+            format!("f{k}"),
+            &format!("failing{k}"),
+            qb::Target::FailingWrites,
+            "the failing backup target",
+        )?;
         let args = self
             .chain
             .mode

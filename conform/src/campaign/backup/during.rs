@@ -19,7 +19,6 @@
 
 use super::{refused, running, ChainResult, Run, Stop};
 use crate::campaign::backup::restore::{self, Extents};
-use crate::campaign::sequences::run::create_image;
 use crate::runner::adapters::qemu_live::backup as qb;
 use crate::runner::adapters::qemu_live::backup::Mode;
 use crate::runner::adapters::qemu_live::daemon::DaemonError;
@@ -101,13 +100,12 @@ impl Run<'_> {
     /// backup joins the restored chain; the bitmap is judged as the mode
     /// says for a failed job (see the module's notes).
     pub(super) fn cancelled_backup(&mut self, k: usize, r: &mut ChainResult) -> Result<(), Stop> {
-        let path = self.work.join(format!("cancelled{k}.qcow2"));
-        create_image(&path, self.chain.size, &self.opts.limits)
-            .map_err(|e| Stop::Problems(vec![format!("cannot create the target: {e}")]))?;
-        let node = format!("c{k}");
-        if let Err(e) = qb::attach_target(running(&mut self.daemon)?, &node, &path)? {
-            return Err(refused("the target of the cancelled backup", e));
-        }
+        let (node, path) = self.new_target(
+            format!("c{k}"),
+            &format!("cancelled{k}"),
+            qb::Target::Plain,
+            "the target of the cancelled backup",
+        )?;
         let job = format!("cj{k}");
         self.start_slow(
             &job,

@@ -102,42 +102,32 @@ fn answer(d: &mut Daemon, cmd: &str, args: Value) -> Result<Result<Value, Refuse
     Ok(d.execute(cmd, args)?.ok())
 }
 
-/// Attaches the qcow2 image at `path` as node `node` (its file node
-/// inline, `backing: null`: a target is made without one and QEMU is
-/// given no name to follow), read-write, as a backup target.
+/// How a backup target's data writes behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// An ordinary file.
+    Plain,
+    /// Over a `blkdebug` layer that fails every guest data write with
+    /// EIO: a backup to it fails once it has data to copy.
+    FailingWrites,
+}
+
+/// Attaches the qcow2 image at `path` as node `node`, read-write, as a
+/// backup target (`backing: null`: a target is made without one and QEMU
+/// is given no name to follow), its file node inline as `kind` says.
 pub fn attach_target(
     d: &mut Daemon,
     node: &str,
     path: &Path,
+    kind: Target,
 ) -> Result<Result<(), Refused>, DaemonError> {
-    attach(
-        d,
-        node,
-        json!({"driver": "file", "filename": path.to_string_lossy()}),
-    )
-}
-
-/// Attaches the qcow2 image at `path` as node `node` over a `blkdebug`
-/// layer that fails every guest data write with EIO: a backup to it
-/// fails once it has data to copy.
-pub fn attach_failing_target(
-    d: &mut Daemon,
-    node: &str,
-    path: &Path,
-) -> Result<Result<(), Refused>, DaemonError> {
-    attach(
-        d,
-        node,
-        json!({"driver": "blkdebug",
+    let file = json!({"driver": "file", "filename": path.to_string_lossy()});
+    let file = match kind {
+        Target::Plain => file,
+        Target::FailingWrites => json!({"driver": "blkdebug",
                "inject-error": [{"event": "write_aio", "errno": 5}],
-               "image": {"driver": "file", "filename": path.to_string_lossy()}}),
-    )
-}
-
-/// `blockdev-add` of a qcow2 node `node` over the file node `file`, with
-/// `backing: null` (a target is made without one and QEMU is given no
-/// name to follow).
-fn attach(d: &mut Daemon, node: &str, file: Value) -> Result<Result<(), Refused>, DaemonError> {
+               "image": file}),
+    };
     Ok(answer(
         d,
         "blockdev-add",
