@@ -188,7 +188,6 @@ fn skipped_operations_are_corrupting() {
         ("--clear", "after qemu-img bitmap --clear"),
         ("--merge", "after qemu-img bitmap --merge"),
         ("--bitmaps", "after qemu-img convert --bitmaps"),
-        ("measure", "after qemu-img measure"),
     ] {
         let corpus = corpus(tmp.path(), 31, 3, &config());
         let report = run(

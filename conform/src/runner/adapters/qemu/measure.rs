@@ -8,7 +8,9 @@
 //! QEMU documents the field as "the additional size required if all the
 //! top-level bitmap metadata in the source image were to be copied to the
 //! destination", present when source and destination can both hold
-//! persistent bitmaps (`BlockMeasureInfo` in its QAPI schema). The check is
+//! persistent bitmaps (`BlockMeasureInfo` in its QAPI schema). No sentence
+//! of the qcow2 spec binds an estimate, so a difference is reported as a
+//! note of the bitmap-operations check, never as a problem. The check is
 //! one step of the bitmap-operations sequence ([`super::ops`]); this file
 //! holds the arguments and the judgement, not the running.
 

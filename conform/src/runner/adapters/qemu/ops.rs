@@ -12,7 +12,7 @@
 //! | `--enable N`, then a write | N gains the written range too |
 //! | `--clear A` | A empty, the others unchanged |
 //! | `--remove N` | N gone, the others unchanged |
-//! | `qemu-img measure -O qcow2` (clusters of 64 KiB and 4 KiB) | the `bitmaps` size is what the model computes for the image's bitmaps ([`super::measure`]) |
+//! | `qemu-img measure -O qcow2` (clusters of 64 KiB and 4 KiB) | the `bitmaps` size is what the model computes for the image's bitmaps ([`super::measure`]); a difference is a note, not a problem: QEMU documents the field, the spec does not bind it |
 //! | `qemu-img convert --bitmaps` | the new image conforms and has the same usable bitmaps, flags, granularities and bits |
 //! | `qemu-img resize` (grow, then `--shrink` back) | the image conforms (tables sized for the new disk, tail bits clear); bits inside the old size kept; bits of the grown area recorded, not judged (the spec says nothing about them) |
 //!
@@ -535,7 +535,8 @@ fn grown_area(cx: &mut Ctx<'_>, before: &State, after: &State, old_size: u64) {
 }
 
 /// `qemu-img measure` for each destination cluster size: the `bitmaps`
-/// size must be the model's ([`super::measure`]); a refusal is a note.
+/// size compared with the model's ([`super::measure`]); a difference and a
+/// refusal are notes.
 fn measure(cx: &mut Ctx<'_>, image: &Path, cur: &State) {
     let planned: Vec<Planned> = cur
         .bitmaps
@@ -563,7 +564,16 @@ fn measure(cx: &mut Ctx<'_>, image: &Path, cur: &State) {
                 .found
                 .notes
                 .push(format!("QEMU refused `{op}`: {e}")),
-            None => s.problems = super::measure::judge(&p.stdout, &planned, cur.size, bits),
+            // No spec sentence binds `qemu-img measure`: the size rests on
+            // QEMU's own documentation, so a difference is noted, never
+            // charged (it writes nothing, so it cannot corrupt).
+            None => {
+                for d in super::measure::judge(&p.stdout, &planned, cur.size, bits) {
+                    cx.check.found.notes.push(format!(
+                        "after {op}: {d} (QEMU's documented estimate, not a spec obligation: noted, not judged)"
+                    ));
+                }
+            }
         }
         cx.finish_step(s);
     }
