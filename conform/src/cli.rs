@@ -232,6 +232,12 @@ pub struct RunArgs {
     /// same outcome); 0 to keep each on its worker to the end.
     #[arg(long, value_name = "N", default_value_t = crate::runner::process::slots::DEFAULT_MAX_WAITING)]
     pub step_aside: usize,
+    /// Seconds of processor time a program may spin without a read, a
+    /// write or a wait (in any of its processes) before it is ended as a
+    /// hang, rather than at its time limit; 0 to end hangs only at the
+    /// limit.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::runner::process::stall::DEFAULT_STALL.as_secs_f64())]
+    pub stall: f64,
 }
 
 #[derive(Debug, Subcommand)]

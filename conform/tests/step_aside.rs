@@ -4,8 +4,9 @@
 //! at exactly that limit, contained and cleaned up as before, while the
 //! run's other work goes on beside it at a lower priority; and the same
 //! implementations over the shared corpus, the hangs of `dissect@3.21`
-//! among them, give the same outcome for every (case, implementation)
-//! pair with stepping aside and the longest-first order as without.
+//! and `libqcow` among them, give the same outcome for every (case,
+//! implementation) pair with stepping aside, the longest-first order and
+//! stalls (`runner::process::stall`) as without.
 
 use conform::runner::{self, OutcomeKind, RunOptions, Scheduling};
 use std::collections::BTreeMap;
@@ -83,9 +84,12 @@ fn a_spinning_program_waits_aside_and_is_still_a_hang_at_exactly_its_limit() {
     let spin = runner::adapter_from_spec(&format!("exec:sh {}", script.display())).unwrap();
     let limit = Duration::from_secs(3);
     let grace = Duration::from_millis(300);
+    // No stalls: this spin would be one (`conform/tests/stall.rs`); here
+    // it runs to its limit.
     let scheduling = Scheduling {
         max_waiting: 6,
         grace,
+        stall: None,
         ..Scheduling::default()
     };
     // While the run goes: the nice values of the spinning programs.
@@ -186,8 +190,11 @@ fn outcomes(specs: &[&str], scheduling: Scheduling) -> (Outcomes, runner::report
 }
 
 #[test]
-fn every_outcome_is_the_same_with_and_without_stepping_aside_and_ordering() {
-    let specs = ["dissect@3.21", "qcow2-rs"];
+fn every_outcome_is_the_same_with_and_without_stepping_aside_ordering_and_stalls() {
+    // dissect@3.21 hangs on the three extended-L2 cases and libqcow on
+    // `qemu/backing-short`: with stalls on (the default) each is ended
+    // after 2 s of spinning instead of at the limit.
+    let specs = ["dissect@3.21", "libqcow", "qcow2-rs"];
     let (before, first) = outcomes(&specs, Scheduling::in_place());
     let hangs: Vec<&(String, String)> = before
         .iter()
@@ -195,8 +202,8 @@ fn every_outcome_is_the_same_with_and_without_stepping_aside_and_ordering() {
         .map(|(key, _)| key)
         .collect();
     assert!(
-        hangs.len() >= 3,
-        "dissect@3.21 hangs on the extended-L2 cases: {hangs:?}"
+        hangs.len() >= 4,
+        "dissect@3.21 hangs on the extended-L2 cases, libqcow on a short backing file: {hangs:?}"
     );
     // The limit is a third of run's default, so is the grace time.
     let mut scheduling = Scheduling {
@@ -211,7 +218,23 @@ fn every_outcome_is_the_same_with_and_without_stepping_aside_and_ordering() {
             );
         }
     }
-    let (after, _) = outcomes(&specs, scheduling);
+    let (after, second) = outcomes(&specs, scheduling);
+    // Every hang of the second run was a stall, seen long before the limit.
+    for case in &second.cases {
+        for r in &case.results {
+            if r.outcome.kind == OutcomeKind::Hang {
+                let spun = r.observation.stalled_ms;
+                assert!(
+                    spun.is_some_and(|ms| ms >= 2000) && r.observation.duration_ms < 9000,
+                    "{} {}: not ended as a stall: {:?} after {} ms",
+                    case.id,
+                    r.implementation,
+                    spun,
+                    r.observation.duration_ms
+                );
+            }
+        }
+    }
     let differ: Vec<_> = before
         .iter()
         .filter(|(k, v)| after.get(*k) != Some(*v))

@@ -59,10 +59,17 @@ fn distinct_names(adapters: &[Box<dyn runner::adapter::Adapter>]) -> Result<()> 
     Ok(())
 }
 
-/// `--order-from` and `--step-aside`.
+/// `--order-from`, `--step-aside` and `--stall`.
 fn scheduling(args: &RunArgs) -> Result<runner::Scheduling> {
+    if !(args.stall.is_finite() && args.stall >= 0.0) {
+        bail!(
+            "--stall {}: give a number of seconds, 0 or more",
+            args.stall
+        );
+    }
     let mut s = runner::Scheduling {
         max_waiting: args.step_aside,
+        stall: (args.stall > 0.0).then(|| std::time::Duration::from_secs_f64(args.stall)),
         ..runner::Scheduling::default()
     };
     if let Some(p) = &args.order_from {

@@ -166,6 +166,11 @@ pub struct Observation {
     pub signal: Option<i32>,
     /// One of its programs ran out of time.
     pub timed_out: bool,
+    /// With `timed_out`: that program was ended as a stall, having spun
+    /// this many milliseconds of processor time without a read, a write
+    /// or a wait ([`crate::runner::process::stall`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_ms: Option<u64>,
     /// A sanitizer report line from its standard error.
     pub sanitizer: Option<String>,
     /// The program broke the adapter's protocol (no or bad output).
@@ -293,8 +298,9 @@ impl Observation {
         if let (Some(o), None) = (&p.overflow, &self.protocol_error) {
             self.protocol_error = Some(o.clone());
         }
-        if p.timed_out {
+        if p.timed_out && !self.timed_out {
             self.timed_out = true;
+            self.stalled_ms = p.stalled_ms;
         }
         if self.signal.is_none() {
             self.signal = p.signal;

@@ -31,6 +31,11 @@ pub struct Scheduling {
     pub max_waiting: usize,
     /// How long a program runs on its worker before it may wait aside.
     pub grace: Duration,
+    /// Processor time a program may spin without a read, a write or a
+    /// wait before it is ended as a hang
+    /// ([`crate::runner::process::stall`]; `None`: only its time limit
+    /// ends it).
+    pub stall: Option<Duration>,
 }
 
 impl Default for Scheduling {
@@ -39,16 +44,18 @@ impl Default for Scheduling {
             estimates: HashMap::new(),
             max_waiting: slots::DEFAULT_MAX_WAITING,
             grace: slots::DEFAULT_GRACE,
+            stall: Some(crate::runner::process::stall::DEFAULT_STALL),
         }
     }
 }
 
 impl Scheduling {
-    /// The default order with no program ever waiting aside: how every
-    /// run worked before stepping aside existed.
+    /// The default order with no program ever waiting aside and no stall
+    /// called: how every run worked before either existed.
     pub fn in_place() -> Scheduling {
         Scheduling {
             max_waiting: 0,
+            stall: None,
             ..Scheduling::default()
         }
     }

@@ -154,9 +154,16 @@ fn ended_badly(obs: &Observation, cx: &Context) -> Option<Outcome> {
         ));
     }
     if obs.timed_out {
-        let mut d = vec![
-            "a program ran past the time limit and was killed with its process group".to_owned(),
-        ];
+        let mut d = vec![match obs.stalled_ms {
+            Some(spun) => format!(
+                "a program spun {spun} ms of processor time without a read, a write or a wait \
+                 and was killed with its process group as a hang, before the time limit \
+                 (run --stall)"
+            ),
+            None => {
+                "a program ran past the time limit and was killed with its process group".to_owned()
+            }
+        }];
         d.extend(hint());
         return Some(Outcome::new(
             OutcomeKind::Hang,

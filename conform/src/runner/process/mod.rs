@@ -10,6 +10,7 @@ pub mod output;
 pub mod sandbox;
 pub mod signals;
 pub mod slots;
+pub mod stall;
 pub mod temp_dirs;
 
 use crate::runner::text::command_line;
@@ -68,6 +69,11 @@ pub struct Proc {
     /// the time limit.
     pub signal: Option<i32>,
     pub timed_out: bool,
+    /// With `timed_out`: the program was ended before its limit, having
+    /// spun this many milliseconds of processor time without a read, a
+    /// write or a wait ([`stall`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_ms: Option<u64>,
     /// Why the runner ended it for printing too much (standard output
     /// past [`STDOUT_CAP`]): "protocol answer larger than N bytes".
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,6 +122,13 @@ impl Proc {
         }
         if self.interrupted {
             return "ended by the runner: the run was interrupted".into();
+        }
+        if let (true, Some(spun)) = (self.timed_out, self.stalled_ms) {
+            return format!(
+                "killed after {} ms, having spun {spun} ms of processor time without a read, \
+                 a write or a wait (a stall: run --stall)",
+                self.duration_ms
+            );
         }
         if self.timed_out {
             return format!("killed after the time limit ({} ms)", self.duration_ms);
@@ -358,6 +371,7 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
     drop(tx);
     let deadline = start + timeout;
     let aside_after = slots::grace();
+    let mut watch = slots::stall().map(|s| stall::Watch::new(pid, s, start));
     let mut aside = None;
     let mut ended_by_runner = None;
     let status = loop {
@@ -378,7 +392,15 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
                     ended_by_runner = Some(End::Timeout);
                     break end_and_wait(pid, &events);
                 }
-                if aside.is_none() && aside_after.is_some_and(|g| start.elapsed() >= g) {
+                if let Some(s) = watch.as_mut().and_then(stall::Watch::look) {
+                    ended_by_runner = Some(End::Stalled(s));
+                    break end_and_wait(pid, &events);
+                }
+                // A spinning program keeps its worker until it stalls
+                // (see `stall::Watch::spinning`).
+                let spinning = watch.as_ref().is_some_and(stall::Watch::spinning);
+                if aside.is_none() && !spinning && aside_after.is_some_and(|g| start.elapsed() >= g)
+                {
                     aside = slots::step_aside(pid);
                 }
             }
@@ -415,7 +437,11 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
         } else {
             status.and_then(|s| s.signal())
         },
-        timed_out: matches!(ended_by_runner, Some(End::Timeout)),
+        timed_out: matches!(ended_by_runner, Some(End::Timeout | End::Stalled(_))),
+        stalled_ms: match &ended_by_runner {
+            Some(End::Stalled(s)) => Some(s.spun.as_millis() as u64),
+            _ => None,
+        },
         overflow: overflow.then(|| format!("protocol answer larger than {STDOUT_CAP} bytes")),
         interrupted: matches!(ended_by_runner, Some(End::Stopped)),
         stdout: stdout.text,
@@ -427,6 +453,8 @@ pub fn run(mut cmd: Command, timeout: Duration) -> std::io::Result<Proc> {
 /// Why the runner ended a program.
 enum End {
     Timeout,
+    /// Before the limit: the program spun without visible activity.
+    Stalled(stall::Stall),
     Overflow,
     Stopped,
 }

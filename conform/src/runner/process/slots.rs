@@ -51,6 +51,7 @@ pub struct Slots {
     jobs: usize,
     max_waiting: usize,
     grace: Duration,
+    stall: Option<Duration>,
     state: Mutex<State>,
     turn: Condvar,
 }
@@ -76,10 +77,23 @@ impl Slots {
     /// `jobs` slots (at least one); up to `max_waiting` programs may step
     /// aside after `grace` (0: none ever does).
     pub fn new(jobs: usize, max_waiting: usize, grace: Duration) -> Arc<Slots> {
+        Slots::with_stall(jobs, max_waiting, grace, None)
+    }
+
+    /// As [`Slots::new`], and a program on a slot of this run that spins
+    /// for `stall` of processor time is ended as a hang
+    /// ([`crate::runner::process::stall`]; `None`: never).
+    pub fn with_stall(
+        jobs: usize,
+        max_waiting: usize,
+        grace: Duration,
+        stall: Option<Duration>,
+    ) -> Arc<Slots> {
         Arc::new(Slots {
             jobs: jobs.max(1),
             max_waiting,
             grace,
+            stall,
             state: Mutex::new(State::default()),
             turn: Condvar::new(),
         })
@@ -142,6 +156,13 @@ pub fn grace() -> Option<Duration> {
             .filter(|s| s.max_waiting > 0)
             .map(|s| s.grace)
     })
+}
+
+/// The stall time of the run whose slot this thread holds
+/// ([`crate::runner::process::stall`]); `None` off a run's worker or when
+/// the run calls no stalls.
+pub fn stall() -> Option<Duration> {
+    HELD.with(|h| h.borrow().as_ref().and_then(|s| s.stall))
 }
 
 /// A program waiting aside; dropping it (once the program has ended)

@@ -3,8 +3,11 @@
 //! - opened, bitmap listing and flags: `qemu-img info --output=json`;
 //! - integrity facts: `qemu-img check --output=json` (read-only);
 //! - using a bitmap = exporting it: `qemu-nbd -r -B NAME`, whose dirty
-//!   ranges `qemu-img map` reads over NBD through the client's
-//!   `x-dirty-bitmap` option (a dirty area reads as `"data": false`);
+//!   ranges the runner reads over NBD with its own client (the
+//!   `qemu:dirty-bitmap:NAME` context, one connection per bitmap); should
+//!   that fail, `qemu-img map` reads them through its `x-dirty-bitmap`
+//!   option (a dirty area reads as `"data": false`), so that a refusal is
+//!   in QEMU's words;
 //! - writes: `qemu-io -c 'write -P 0xa5 OFFSET LEN'` (see `runner::judge::write_check`);
 //! - with `--bitmap-ops`: `qemu-img bitmap`, `measure`, `convert --bitmaps` and
 //!   `resize` on a copy, each result read by the model (see [`ops`]).
@@ -35,6 +38,7 @@ pub use tools::{Tool, Toolset};
 pub const INCOMPATIBLE_SUPPORTED: u64 = 0x1f;
 
 use crate::runner::adapter::{Adapter, Capabilities, Identity, WriteRun};
+use crate::runner::adapters::qemu_live::nbd::NbdClient;
 use crate::runner::checks::OpsCheck;
 use crate::runner::observation::{IntegrityCheck, Observation, ObservedBitmap, ObservedFlags};
 use crate::runner::process::{self, Background, Limits, Proc};
@@ -454,6 +458,16 @@ impl QemuAdapter {
                 esc(name)
             );
             let map_args = [os("map"), os("--output=json"), os("--image-opts"), os(opts)];
+            if let Some(ranges) = read_over_nbd(&reach, name, limits) {
+                let mut cmd = self.tools.command(&self.tools.img, &map_args, limits);
+                cmd.current_dir(work);
+                obs.commands.push(format!(
+                    "{}  # read by the runner's own NBD client: the same dirty ranges",
+                    crate::runner::text::command_line(&cmd)
+                ));
+                out.push(Ok(ranges));
+                continue;
+            }
             let p = match self.run_in(&self.tools.img, &map_args, limits, Some(work)) {
                 Ok(p) => p,
                 Err(e) => {
@@ -512,6 +526,24 @@ impl QemuAdapter {
         }
         Some(out)
     }
+}
+
+/// The dirty ranges of bitmap `name` as the `qemu-nbd` listening at
+/// `socket` exports them (the `qemu:dirty-bitmap:NAME` context, an
+/// extent with flag bit 0 dirty), read with the runner's own NBD client
+/// ([`NbdClient`]): one connection instead of one `qemu-img map` process
+/// per bitmap, which made an image with 1000 bitmaps take 1000 process
+/// starts. `qemu-img map` with `x-dirty-bitmap` reads the same context
+/// and reports its dirty extents as `"data": false`, so both give the
+/// same ranges. `None` on any failure: the caller then asks `qemu-img
+/// map`, so that what QEMU says about a bitmap it will not hand out is
+/// QEMU's own message.
+fn read_over_nbd(socket: &Path, name: &str, limits: &Limits) -> Option<Vec<(u64, u64)>> {
+    let context = format!("qemu:dirty-bitmap:{name}");
+    let mut client = NbdClient::connect(socket, "", Some(&context), limits.timeout).ok()?;
+    let ranges = client.dirty_extents().ok()?;
+    client.disconnect();
+    Some(ranges)
 }
 
 /// `qemu-img check`'s facts from its run.

@@ -1,0 +1,321 @@
+//! Stalls: a program that spins without doing anything the system can
+//! see is ended as a hang before its time limit.
+//!
+//! A program hangs when it does not end within its limit. Most hangs seen
+//! in the matrix are loops that never leave user space: a reader that
+//! keeps recomputing the same cluster, a library that retries a read of
+//! zero bytes in memory. Waiting for the whole limit (30 s by default)
+//! for each of them was most of a matrix run's time. While the program
+//! runs, its process tree is sampled from `/proc` (only on a worker of a
+//! run, and only after [`FIRST_LOOK`]): a sample is, for every process the
+//! keeper's program started, its read and write system calls and bytes
+//! (`/proc/PID/io`), the voluntary context switches of each of its
+//! threads (every wait: a blocking read, a futex, a sleep) and its
+//! processor time. When the program has used the run's stall time
+//! ([`crate::runner::schedule::Scheduling::stall`], `run --stall`, 2 s by
+//! default) of *processor* time while nothing else in the sample changed
+//! — no read or write, no wait, no process started or ended — it is ended
+//! the way a program at its limit is, and graded a hang. Memory is not
+//! part of a sample: one of the matrix's hangs (a Python reader looping
+//! over the same clusters) grows by a few megabytes a second and never
+//! reads again.
+//!
+//! What this can change: a program that computes for longer than the
+//! stall time without a single read, write or wait and then ends by
+//! itself within its limit (or reaches its memory limit first). Reading a
+//! disk image does not work that way (every cluster comes from a read);
+//! `conform/tests/step_aside.rs` checks that the outcomes of the
+//! implementations with hangs in the matrix are the same with and without
+//! stalls, and `conform/tests/stall.rs` what is and is not a stall.
+//!
+//! The stall time is processor time, not wall time: a loaded machine
+//! slows the program and its stall clock alike. A program the runner
+//! cannot sample (its `/proc` files unreadable) is never a stall; it runs
+//! to its limit as before.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// How long a program runs before its tree is first sampled: most
+/// programs have ended by then, and they cost no `/proc` reading at all.
+pub const FIRST_LOOK: Duration = Duration::from_millis(250);
+
+/// Time between two samples.
+const EVERY: Duration = Duration::from_millis(200);
+
+/// The default stall time: processor time spent without any visible
+/// activity.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(2);
+
+/// What the runner saw of one process of the tree, but its processor
+/// time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Activity {
+    /// rchar, wchar, syscr, syscw of `/proc/PID/io`.
+    io: [u64; 4],
+    /// The sum of every thread's voluntary context switches.
+    waits: u64,
+}
+
+/// One sample of a program's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sample {
+    activity: BTreeMap<u32, Activity>,
+    /// User and system time of the tree, in clock ticks.
+    ticks: u64,
+}
+
+/// How a program stalled, for its report.
+#[derive(Debug, Clone)]
+pub struct Stall {
+    /// Processor time spent without visible activity.
+    pub spun: Duration,
+}
+
+/// The watch over one program: feed it [`Watch::look`] while the program
+/// runs.
+#[derive(Debug)]
+pub struct Watch {
+    keeper: u32,
+    stall: Duration,
+    next: Instant,
+    /// The activity last seen change, and the processor time then.
+    quiet_since: Option<(BTreeMap<u32, Activity>, u64)>,
+    /// The last sample found the activity unchanged and processor time
+    /// spent since it last changed.
+    spinning: bool,
+    tick: u64,
+}
+
+impl Watch {
+    /// A watch over the program under `keeper` (its process, not part of
+    /// the tree watched) that calls a stall after `stall` of processor
+    /// time.
+    pub fn new(keeper: u32, stall: Duration, started: Instant) -> Watch {
+        // SAFETY: `sysconf` reads a constant of the system.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Watch {
+            keeper,
+            stall,
+            next: started + FIRST_LOOK,
+            quiet_since: None,
+            spinning: false,
+            tick: u64::try_from(tick).ok().filter(|&t| t > 0).unwrap_or(100),
+        }
+    }
+
+    /// Samples the tree when a sample is due; `Some` once the program has
+    /// stalled.
+    pub fn look(&mut self) -> Option<Stall> {
+        let now = Instant::now();
+        if now < self.next {
+            return None;
+        }
+        self.next = now + EVERY;
+        self.spinning = false;
+        let Some(sample) = sample(self.keeper) else {
+            // Nothing readable (or nothing running): start again.
+            self.quiet_since = None;
+            return None;
+        };
+        match &self.quiet_since {
+            Some((activity, ticks)) if *activity == sample.activity => {
+                let spun =
+                    Duration::from_millis(sample.ticks.saturating_sub(*ticks) * 1000 / self.tick);
+                self.spinning = !spun.is_zero();
+                (spun >= self.stall).then_some(Stall { spun })
+            }
+            _ => {
+                self.quiet_since = Some((sample.activity, sample.ticks));
+                None
+            }
+        }
+    }
+
+    /// The program is spinning: since its activity last changed it has
+    /// only spent processor time. It keeps its worker and its priority
+    /// rather than step aside ([`crate::runner::process::slots`]), so
+    /// that its stall time passes at full speed: at the lowest priority
+    /// on a busy machine it would get almost no processor time and run
+    /// to its limit after all.
+    pub fn spinning(&self) -> bool {
+        self.spinning
+    }
+}
+
+/// The fields of `/proc/PID/stat` after the command's parenthesised name
+/// (which may hold spaces and parentheses itself).
+fn stat_fields(pid: &str) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    // Field 3 (the state) is a letter; the numbers from field 4 on.
+    Some(
+        rest.split_whitespace()
+            .skip(1)
+            .map(|f| f.parse::<i64>().map_or(0, |v| v.max(0) as u64))
+            .collect(),
+    )
+}
+
+/// Every process below `keeper`, from each process's parent in
+/// `/proc/PID/stat`.
+fn tree(keeper: u32) -> Vec<(u32, Vec<u64>)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut stats: HashMap<u32, Vec<u64>> = HashMap::new();
+    for e in dir.flatten() {
+        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Ok(pid) = name.parse::<u32>() else {
+            continue;
+        };
+        if let Some(f) = stat_fields(&name) {
+            // Field 4, the parent, is the first number.
+            if let Some(&ppid) = f.first() {
+                children.entry(ppid as u32).or_default().push(pid);
+                stats.insert(pid, f);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![keeper];
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).into_iter().flatten() {
+            if let Some(f) = stats.remove(&c) {
+                out.push((c, f));
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The numbers of `/proc/PID/io` that count system calls and bytes.
+fn io(pid: u32) -> Option<[u64; 4]> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let mut v = [None; 4];
+    for line in text.lines() {
+        let (k, n) = line.split_once(':')?;
+        let slot = match k {
+            "rchar" => 0,
+            "wchar" => 1,
+            "syscr" => 2,
+            "syscw" => 3,
+            _ => continue,
+        };
+        v[slot] = n.trim().parse::<u64>().ok();
+    }
+    Some([v[0]?, v[1]?, v[2]?, v[3]?])
+}
+
+/// The voluntary context switches of every thread of `pid`.
+fn waits(pid: u32) -> Option<u64> {
+    let mut sum = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+        let n = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        sum += n;
+    }
+    Some(sum)
+}
+
+/// A sample of the tree below `keeper`; `None` when it is empty or a
+/// process of it cannot be read (then nothing can be said of it).
+fn sample(keeper: u32) -> Option<Sample> {
+    let procs = tree(keeper);
+    if procs.is_empty() {
+        return None;
+    }
+    let mut activity = BTreeMap::new();
+    let mut ticks = 0;
+    for (pid, f) in procs {
+        // From field 4: ppid pgrp session tty tpgid flags minflt cminflt
+        // majflt cmajflt utime stime: utime is f[10], stime f[11].
+        ticks += f.get(10)? + f.get(11)?;
+        activity.insert(
+            pid,
+            Activity {
+                io: io(pid)?,
+                waits: waits(pid)?,
+            },
+        );
+    }
+    Some(Sample { activity, ticks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    /// A keeper stand-in: `sh` running the program as its child.
+    fn start(script: &str) -> std::process::Child {
+        Command::new("sh")
+            .args(["-c", &format!("{script} & wait")])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn watch_for(child: &std::process::Child, stall: Duration, within: Duration) -> Option<Stall> {
+        let mut w = Watch::new(child.id(), stall, Instant::now());
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(s) = w.look() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    #[test]
+    fn a_program_spinning_in_user_space_stalls() {
+        let mut c = start("python3 -c 'while True: pass'");
+        let s = watch_for(&c, Duration::from_millis(500), Duration::from_secs(20));
+        let _ = Command::new("pkill")
+            .args(["-P", &c.id().to_string()])
+            .status();
+        let _ = c.kill();
+        let _ = c.wait();
+        let s = s.expect("a spin with no system call is a stall");
+        assert!(s.spun >= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_program_that_reads_or_waits_does_not_stall() {
+        // Reads all the time, and sleeps: neither is a stall, however long.
+        let mut c = start(
+            "python3 -c 'f = open(\"/dev/zero\", \"rb\", buffering=0)\nwhile True: f.read(1)'",
+        );
+        let s = watch_for(&c, Duration::from_millis(300), Duration::from_secs(3));
+        let _ = Command::new("pkill")
+            .args(["-P", &c.id().to_string()])
+            .status();
+        let _ = c.kill();
+        let _ = c.wait();
+        assert!(s.is_none(), "{s:?}");
+        let mut c = start("sleep 5");
+        let s = watch_for(&c, Duration::from_millis(1), Duration::from_secs(2));
+        let _ = Command::new("pkill")
+            .args(["-P", &c.id().to_string()])
+            .status();
+        let _ = c.kill();
+        let _ = c.wait();
+        assert!(
+            s.is_none(),
+            "a sleeping program spends no processor time: {s:?}"
+        );
+    }
+}
