@@ -6,65 +6,24 @@
 //! hangs give the same outcomes with and without stalls is checked in
 //! `step_aside.rs`.
 
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::{generated_corpus, output_text, run_report, sh_program, stdout_if_exit};
 use conform::runner::{self, OutcomeKind, RunOptions, Scheduling};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_qcow2-conform");
+const OBSERVE_ONLY: &str = r#""capabilities":["observe"]"#;
 
-/// A corpus of `n` valid images in `dir`.
-fn corpus(dir: &Path, n: u32) -> PathBuf {
-    let corpus = dir.join("corpus");
-    let out = Command::new(BIN)
-        .args(["generate", "--valid", "--seed", "3", "--count"])
-        .arg(n.to_string())
-        .arg("--out")
-        .arg(&corpus)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    corpus
-}
-
-/// An exec adapter whose `observe` runs `body` in `sh`.
-fn adapter(dir: &Path, name: &str, body: &str) -> (Box<dyn runner::Adapter>, String) {
-    let script = dir.join(format!("{name}.sh"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \"$1\" in\ncapabilities) echo '{{\"protocol\":1,\"capabilities\":[\"observe\"]}}';;\n\
-             observe) {body};;\nesac\n"
-        ),
+/// The shell program `dir/NAME.sh` whose `observe` runs `body`.
+fn program(dir: &Path, name: &str, body: &str) -> String {
+    sh_program(
+        dir,
+        &format!("{name}.sh"),
+        OBSERVE_ONLY,
+        &format!("observe) {body};;"),
     )
-    .unwrap();
-    let spec = format!("exec:sh {}", script.display());
-    (
-        runner::adapter_from_spec(&spec).unwrap(),
-        script.display().to_string(),
-    )
-}
-
-fn run(
-    corpus: &Path,
-    a: Box<dyn runner::Adapter>,
-    limit: Duration,
-    stall: Option<Duration>,
-) -> runner::report::RunReport {
-    let o = RunOptions {
-        limits: runner::Limits {
-            timeout: limit,
-            memory_bytes: None,
-        },
-        jobs: 2,
-        writes: false,
-        progress: false,
-        scheduling: Scheduling {
-            stall,
-            ..Scheduling::default()
-        },
-    };
-    runner::run_corpus(corpus, &[a], &o).unwrap()
 }
 
 /// Processes whose command line holds `needle`.
@@ -80,47 +39,81 @@ fn running(needle: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_spinning_program_is_a_hang_after_the_stall_time_not_at_its_limit() {
-    let d = tempfile::tempdir().unwrap();
-    let corpus = corpus(d.path(), 4);
-    let (spin, needle) = adapter(d.path(), "spin", "while :; do :; done");
-    let report = run(
-        &corpus,
-        spin,
-        Duration::from_secs(60),
-        Some(Duration::from_millis(700)),
-    );
+/// Runs the exec program `spec` over `corpus` (2 workers, `limit`,
+/// `stall`); each case must be a `hang` that was (`Some`) or was not
+/// (`None`) a stall, ended within `ended` (milliseconds), with nothing of
+/// the program left running.
+fn expect_hangs(
+    corpus: &Path,
+    spec: &str,
+    limit: Duration,
+    stall: Option<Duration>,
+    stalled: Option<u64>,
+    ended: std::ops::Range<u64>,
+) {
+    let o = RunOptions {
+        limits: runner::Limits {
+            timeout: limit,
+            memory_bytes: None,
+        },
+        jobs: 2,
+        writes: false,
+        progress: false,
+        scheduling: Scheduling {
+            stall,
+            ..Scheduling::default()
+        },
+    };
+    let a = runner::adapter_from_spec(spec).unwrap();
+    let report = runner::run_corpus(corpus, &[a], &o).unwrap();
     for case in &report.cases {
         let r = &case.results[0];
-        assert_eq!(
-            r.outcome.kind,
-            OutcomeKind::Hang,
-            "{}: {:?}",
-            case.id,
-            r.outcome
-        );
-        let spun = r.observation.stalled_ms.expect("ended as a stall");
-        assert!(spun >= 700, "{}: spun only {spun} ms", case.id);
+        let what = format!("{spec} {}: {:?}", case.id, r.outcome);
+        assert_eq!(r.outcome.kind, OutcomeKind::Hang, "{what}");
+        assert!(r.observation.timed_out, "{what}");
+        match (stalled, r.observation.stalled_ms) {
+            (Some(at_least), Some(spun)) => {
+                assert!(spun >= at_least, "{what}: spun only {spun} ms");
+                assert!(
+                    r.outcome.detail[0].contains("without a read, a write or a wait"),
+                    "{what}"
+                );
+            }
+            (None, None) => {}
+            (want, got) => panic!("{what}: stalled {got:?}, wanted {want:?}"),
+        }
+        let ms = r.observation.duration_ms;
         assert!(
-            r.observation.duration_ms < 20_000,
-            "{}: a stall of 0.7 s ended after {} ms",
-            case.id,
-            r.observation.duration_ms
-        );
-        assert!(
-            r.outcome.detail[0].contains("without a read, a write or a wait"),
-            "{:?}",
-            r.outcome.detail
+            ended.contains(&ms),
+            "{what}: ended after {ms} ms, not in {ended:?}"
         );
     }
-    assert_eq!(running(&needle), Vec::<String>::new(), "left running");
+    let script = spec.rsplit(' ').next().unwrap();
+    assert_eq!(
+        running(script),
+        Vec::<String>::new(),
+        "{spec}: left running"
+    );
+}
+
+#[test]
+fn a_spinning_program_is_a_hang_after_the_stall_time_not_at_its_limit() {
+    let (d, corpus) = generated_corpus("corpus", &["--valid", "--seed", "3", "--count", "4"]);
+    let spin = program(d.path(), "spin", "while :; do :; done");
+    let stall = Duration::from_millis(700);
+    expect_hangs(
+        &corpus,
+        &spin,
+        Duration::from_secs(60),
+        Some(stall),
+        Some(700),
+        700..20_000,
+    );
 }
 
 #[test]
 fn a_program_that_reads_and_writes_or_sleeps_runs_to_its_limit() {
-    let d = tempfile::tempdir().unwrap();
-    let corpus = corpus(d.path(), 2);
+    let (d, corpus) = generated_corpus("corpus", &["--valid", "--seed", "3", "--count", "2"]);
     for (name, body) in [
         // Busy, but every loop reads and writes.
         (
@@ -130,69 +123,34 @@ fn a_program_that_reads_and_writes_or_sleeps_runs_to_its_limit() {
         // Spends no processor time at all.
         ("sleep", "sleep 100"),
     ] {
-        let (a, needle) = adapter(d.path(), name, body);
-        let report = run(
+        let spec = program(d.path(), name, body);
+        let stall = Some(Duration::from_millis(300));
+        expect_hangs(
             &corpus,
-            a,
+            &spec,
             Duration::from_secs(3),
-            Some(Duration::from_millis(300)),
-        );
-        for case in &report.cases {
-            let r = &case.results[0];
-            assert_eq!(
-                r.outcome.kind,
-                OutcomeKind::Hang,
-                "{name} {}: {:?}",
-                case.id,
-                r.outcome
-            );
-            assert_eq!(
-                r.observation.stalled_ms, None,
-                "{name} {}: called a stall",
-                case.id
-            );
-            assert!(
-                r.observation.duration_ms >= 3000,
-                "{name} {}: ended after {} ms, before its 3 s limit",
-                case.id,
-                r.observation.duration_ms
-            );
-        }
-        assert_eq!(
-            running(&needle),
-            Vec::<String>::new(),
-            "{name}: left running"
+            stall,
+            None,
+            3000..10_000,
         );
     }
 }
 
 #[test]
 fn run_stall_zero_turns_stalls_off_and_a_bad_value_is_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let corpus = corpus(d.path(), 1);
-    let script = d.path().join("spin.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\ncase \"$1\" in\ncapabilities) echo '{\"protocol\":1,\"capabilities\":[\"observe\"]}';;\n\
-         observe) while :; do :; done;;\nesac\n",
-    )
-    .unwrap();
+    let (d, corpus) = generated_corpus("corpus", &["--valid", "--seed", "3", "--count", "1"]);
+    let spin = program(d.path(), "spin", "while :; do :; done");
     let json = d.path().join("r.json");
-    let impl_arg = format!("exec:sh {}", script.display());
-    let go = |stall: &str| {
-        Command::new(BIN)
-            .args(["run", "--impl", &impl_arg, "--corpus"])
-            .arg(&corpus)
-            .args(["--timeout", "3", "--fail-on", "none"])
-            .arg(format!("--stall={stall}"))
-            .arg("--json")
-            .arg(&json)
-            .output()
-            .unwrap()
-    };
-    let out = go("0");
-    assert!(out.status.success(), "{out:?}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let args = [
+        "--impl",
+        &spin,
+        "--timeout",
+        "3",
+        "--fail-on",
+        "none",
+        "--stall=0",
+    ];
+    let report = run_report(&corpus, &json, &args);
     let obs = &report["cases"][0]["results"][0]["observation"];
     assert_eq!(obs["timed_out"], true, "{obs}");
     assert!(
@@ -200,10 +158,12 @@ fn run_stall_zero_turns_stalls_off_and_a_bad_value_is_refused() {
         "--stall 0 called a stall: {obs}"
     );
     assert!(obs["duration_ms"].as_u64().unwrap() >= 3000, "{obs}");
-    let out = go("-1");
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--stall"),
-        "{out:?}"
-    );
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_qcow2-conform"))
+        .args(["run", "--impl", &spin, "--corpus"])
+        .arg(&corpus)
+        .arg("--stall=-1")
+        .output()
+        .unwrap();
+    stdout_if_exit(&refused, 1);
+    assert!(output_text(&refused).contains("--stall"), "{refused:?}");
 }

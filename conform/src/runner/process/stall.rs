@@ -268,51 +268,45 @@ mod tests {
             .unwrap()
     }
 
-    fn watch_for(child: &std::process::Child, stall: Duration, within: Duration) -> Option<Stall> {
-        let mut w = Watch::new(child.id(), stall, Instant::now());
+    /// Starts `script` under `sh` and watches it for up to `within`
+    /// with stall time `stall`; kills it after.
+    fn watched(script: &str, stall: Duration, within: Duration) -> Option<Stall> {
+        let mut c = start(script);
+        let mut w = Watch::new(c.id(), stall, Instant::now());
         let end = Instant::now() + within;
-        while Instant::now() < end {
-            if let Some(s) = w.look() {
-                return Some(s);
-            }
+        let mut got = None;
+        while got.is_none() && Instant::now() < end {
+            got = w.look();
             std::thread::sleep(Duration::from_millis(20));
         }
-        None
-    }
-
-    #[test]
-    fn a_program_spinning_in_user_space_stalls() {
-        let mut c = start("python3 -c 'while True: pass'");
-        let s = watch_for(&c, Duration::from_millis(500), Duration::from_secs(20));
         let _ = Command::new("pkill")
             .args(["-P", &c.id().to_string()])
             .status();
         let _ = c.kill();
         let _ = c.wait();
+        got
+    }
+
+    #[test]
+    fn a_program_spinning_in_user_space_stalls() {
+        let half = Duration::from_millis(500);
+        let s = watched(
+            "python3 -c 'while True: pass'",
+            half,
+            Duration::from_secs(20),
+        );
         let s = s.expect("a spin with no system call is a stall");
-        assert!(s.spun >= Duration::from_millis(500));
+        assert!(s.spun >= half);
     }
 
     #[test]
     fn a_program_that_reads_or_waits_does_not_stall() {
         // Reads all the time, and sleeps: neither is a stall, however long.
-        let mut c = start(
-            "python3 -c 'f = open(\"/dev/zero\", \"rb\", buffering=0)\nwhile True: f.read(1)'",
-        );
-        let s = watch_for(&c, Duration::from_millis(300), Duration::from_secs(3));
-        let _ = Command::new("pkill")
-            .args(["-P", &c.id().to_string()])
-            .status();
-        let _ = c.kill();
-        let _ = c.wait();
+        let reads =
+            "python3 -c 'f = open(\"/dev/zero\", \"rb\", buffering=0)\nwhile True: f.read(1)'";
+        let s = watched(reads, Duration::from_millis(300), Duration::from_secs(3));
         assert!(s.is_none(), "{s:?}");
-        let mut c = start("sleep 5");
-        let s = watch_for(&c, Duration::from_millis(1), Duration::from_secs(2));
-        let _ = Command::new("pkill")
-            .args(["-P", &c.id().to_string()])
-            .status();
-        let _ = c.kill();
-        let _ = c.wait();
+        let s = watched("sleep 5", Duration::from_millis(1), Duration::from_secs(2));
         assert!(
             s.is_none(),
             "a sleeping program spends no processor time: {s:?}"
