@@ -22,6 +22,9 @@
 #            itself from the run before it
 #   STEP_ASIDE=N programs that may wait out their limit aside (run
 #            --step-aside; default: run's, 4; 0 keeps each on its worker)
+#   STALL=S  processor seconds a program may spin without a read, a write
+#            or a wait before it is a hang (run --stall; default: run's,
+#            2; 0 ends hangs only at the time limit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +38,7 @@ impls=(qemu qemu@7.2 qcow libqcow libqcow@20260703 imago qcow2-rs qcow2 dissect@
 args=()
 [ -z "${TIMEOUT:-}" ] || args+=(--timeout "$TIMEOUT")
 [ -z "${STEP_ASIDE:-}" ] || args+=(--step-aside "$STEP_ASIDE")
+[ -z "${STALL:-}" ] || args+=(--stall "$STALL")
 for i in "${impls[@]}"; do args+=(--impl "$i"); done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -66,11 +70,13 @@ for c in cases:
         busy[r["implementation"]] += r["observation"].get("duration_ms", 0)
 for name, ms in sorted(busy.items(), key=lambda kv: -kv[1]):
     print(f"  {name:18} {ms / 1000:7.1f} s of observing")
-hung = [(c["id"], r["implementation"], r["observation"].get("duration_ms", 0))
+hung = [(c["id"], r["implementation"], r["observation"].get("duration_ms", 0),
+         r["observation"].get("stalled_ms"))
         for c in cases for r in c["results"] if r["outcome"]["kind"] == "hang"]
-print(f"hangs: {len(hung)}, {sum(ms for _, _, ms in hung) / 1000:.1f} s of observing")
-for case, impl, ms in hung:
-    print(f"  {impl} {case}: {ms / 1000:.1f} s")
+print(f"hangs: {len(hung)}, {sum(ms for _, _, ms, _ in hung) / 1000:.1f} s of observing")
+for case, impl, ms, spun in hung:
+    how = f"a stall, {spun / 1000:.1f} s spun" if spun is not None else "the time limit"
+    print(f"  {impl} {case}: {ms / 1000:.1f} s ({how})")
 PY
   echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
