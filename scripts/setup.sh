@@ -136,17 +136,29 @@ fi
 run72 "$qsd72" --version | grep -q "version 7\.2" \
   || { echo "setup: qemu-storage-daemon 7.2 in $qemu72 does not run" >&2; exit 1; }
 
+# The Python the implementations' virtual environments are made from:
+# Debian's (built with profile-guided optimisation and linked statically:
+# a helper starts in about 12% less processor time than under a Python
+# with a shared libpython, such as pyenv's, which may come first on PATH).
+venv_python=/usr/bin/python3
+[ -x "$venv_python" ] || venv_python=$(command -v python3)
+"$venv_python" -m venv --help >/dev/null 2>&1 && "$venv_python" -c 'import ensurepip' >/dev/null 2>&1 || {
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+}
+# A virtual environment made from another Python is made again.
+venv_base_ok() {
+  grep -qx "home = $(dirname "$(readlink -f "$venv_python")")" "$1/pyvenv.cfg" 2>/dev/null
+}
+
 # libqcow 20260703 from PyPI (`run --impl libqcow@20260703`), beside
 # Debian's 20201213, in a virtual environment the project owns.
 libqcow_venv="$cache/libqcow-20260703"
-if ! "$libqcow_venv/bin/python" -c 'import pyqcow, sys; sys.exit(pyqcow.get_version() != "20260703")' >/dev/null 2>&1; then
+if ! venv_base_ok "$libqcow_venv" \
+  || ! "$libqcow_venv/bin/python" -c 'import pyqcow, sys; sys.exit(pyqcow.get_version() != "20260703")' >/dev/null 2>&1; then
   echo "setup: installing libqcow-python 20260703 into $libqcow_venv" >&2
-  python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' >/dev/null 2>&1 || {
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
-  }
   rm -rf "$libqcow_venv"
-  python3 -m venv "$libqcow_venv"
+  "$venv_python" -m venv "$libqcow_venv"
   "$libqcow_venv/bin/pip" install -q --only-binary=:all: libqcow-python==20260703
 fi
 "$libqcow_venv/bin/python" -c 'import pyqcow; print(pyqcow.get_version())' | grep -qx 20260703 \
@@ -160,10 +172,10 @@ dissect_venv="$cache/dissect-3.21"
 dissect_version() {
   "$dissect_venv/bin/python" -c "import importlib.metadata as m; print(m.version('dissect.hypervisor'))" 2>/dev/null
 }
-if [ "$(dissect_version)" != 3.21 ]; then
+if ! venv_base_ok "$dissect_venv" || [ "$(dissect_version)" != 3.21 ]; then
   echo "setup: installing dissect.hypervisor 3.21 into $dissect_venv" >&2
   rm -rf "$dissect_venv"
-  python3 -m venv "$dissect_venv"
+  "$venv_python" -m venv "$dissect_venv"
   "$dissect_venv/bin/pip" install -q 'dissect.hypervisor==3.21'
 fi
 [ "$(dissect_version)" = 3.21 ] \

@@ -183,7 +183,8 @@ pub struct RunArgs {
     /// Time limit per process, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
-    /// Address-space limit per process in MiB (through `prlimit`); 0 for none.
+    /// Address-space limit per process in MiB (`RLIMIT_AS`, as `prlimit --as`
+    /// sets it; the commands shown say so); 0 for none.
     #[arg(long = "memory", value_name = "MIB", default_value_t = 8192)]
     pub memory_mib: u64,
     /// Skip the write check (no implementation writes any copy).

@@ -91,9 +91,6 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         0 => None,
         m => Some(m << 20),
     };
-    if memory_bytes.is_some() && which("prlimit").is_none() {
-        bail!("--memory needs util-linux `prlimit` on PATH (or pass --memory 0 for no limit)");
-    }
     let limits = Limits {
         timeout: Duration::from_secs_f64(args.timeout),
         memory_bytes,
@@ -292,11 +289,4 @@ pub fn unique_implementations(specs: &[String]) -> Vec<&String> {
         }
     }
     out
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }

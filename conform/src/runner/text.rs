@@ -30,9 +30,28 @@ pub fn show_ranges(r: &[(u64, u64)], most: usize) -> String {
     format!("[{}]{more}", parts.join(", "))
 }
 
+/// The environment variable that carries a program's address-space limit
+/// in bytes ([`crate::runner::process::command`]): the program sets the
+/// limit on itself before exec, and [`command_line`] shows it as the
+/// equivalent `prlimit --as=BYTES --`.
+pub const ADDRESS_LIMIT_ENV: &str = "QCOW2_CONFORM_ADDRESS_LIMIT";
+
 /// Quotes a command line for display (and for pasting into a shell).
 pub fn command_line(cmd: &Command) -> String {
-    let line = std::iter::once(cmd.get_program())
+    let limit = cmd
+        .get_envs()
+        .find(|(k, _)| *k == ADDRESS_LIMIT_ENV)
+        .and_then(|(_, v)| v);
+    let prlimit = limit.map(|bytes| {
+        let mut as_arg = std::ffi::OsString::from("--as=");
+        as_arg.push(bytes);
+        ["prlimit".into(), as_arg, "--".into()]
+    });
+    let line = prlimit
+        .iter()
+        .flatten()
+        .map(|a| a.as_os_str())
+        .chain(std::iter::once(cmd.get_program()))
         .chain(cmd.get_args())
         .map(shell_quote)
         .collect::<Vec<_>>()

@@ -293,8 +293,8 @@ fn answer<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// The exit statuses by which a shell or `prlimit` says a program could
-/// not be executed (126) or was not found (127).
+/// The exit statuses by which a shell says a program could not be
+/// executed (126) or was not found (127).
 const CANNOT_EXECUTE: [i32; 2] = [126, 127];
 
 impl ExecAdapter {
@@ -318,8 +318,8 @@ impl ExecAdapter {
     pub fn with_limits(template: &str, limits: &Limits) -> Result<ExecAdapter> {
         let argv = split_template(template)?;
         let reads = template_paths(&argv);
-        // A program that is not there cannot start (said before any
-        // wrapper such as `prlimit` would turn it into exit status 127).
+        // A program that is not there cannot start (said before a shell
+        // in the template would turn it into exit status 127).
         if crate::runner::process::sandbox::locate(std::ffi::OsStr::new(&argv[0])).is_none() {
             return Err(SetupError::Start {
                 template: template.to_owned(),

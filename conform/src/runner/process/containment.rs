@@ -53,11 +53,17 @@ use std::sync::Arc;
 /// started (its program never ran).
 pub const ORPHANED: i32 = 125;
 
-/// Runs `cmd`'s program under a keeper (see the module doc), sandboxed
-/// by `sandbox` when given ([`crate::runner::process::sandbox`]: the ruleset was built
+/// Runs `cmd`'s program under a keeper (see the module doc), with its
+/// address space limited to `address_limit` bytes when given (the program
+/// sets it on itself before exec, soft and hard, as `prlimit --as` would),
+/// sandboxed by `sandbox` when given ([`crate::runner::process::sandbox`]: the ruleset was built
 /// here, the program only applies it). `Err` holds the error the program
 /// fails to start with when its ruleset could not be built.
-pub fn keep(cmd: &mut Command, sandbox: Option<Result<Arc<Restriction>, i32>>) {
+pub fn keep(
+    cmd: &mut Command,
+    sandbox: Option<Result<Arc<Restriction>, i32>>,
+    address_limit: Option<u64>,
+) {
     let runner = Pid::this();
     // SAFETY: the hook runs in the forked child before exec and only makes
     // system calls (through `nix` and `libc`) on stack data: it allocates
@@ -70,7 +76,7 @@ pub fn keep(cmd: &mut Command, sandbox: Option<Result<Arc<Restriction>, i32>>) {
                 Some(Ok(r)) => Some(r.raw()),
                 Some(Err(errno)) => return Err(io::Error::from_raw_os_error(*errno)),
             };
-            keeper(runner, sandbox)
+            keeper(runner, sandbox, address_limit)
         });
     }
 }
@@ -118,7 +124,7 @@ fn keeper_signals() -> SigSet {
 
 /// The `pre_exec` hook: in the keeper, never returns; in the program,
 /// returns so that `std` execs it.
-fn keeper(runner: Pid, sandbox: Option<RawFd>) -> io::Result<()> {
+fn keeper(runner: Pid, sandbox: Option<RawFd>, address_limit: Option<u64>) -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Some(Signal::SIGTERM))?;
     if getppid() != runner {
         // The runner died before the parent-death signal was armed.
@@ -139,6 +145,14 @@ fn keeper(runner: Pid, sandbox: Option<RawFd>) -> io::Result<()> {
             }
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
             nix::sys::prctl::set_child_subreaper(false)?;
+            if let Some(bytes) = address_limit {
+                // Soft and hard, as `prlimit --as=BYTES` sets them.
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_AS,
+                    bytes,
+                    bytes,
+                )?;
+            }
             if let Some(fd) = sandbox {
                 restrict(fd)?;
             }

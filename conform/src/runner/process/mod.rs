@@ -1,7 +1,8 @@
 //! Running one program of an implementation under test: its own process
 //! group under a keeper ([`containment`]: everything it starts ends with
 //! it, and it dies with the runner), a wall-clock limit, an optional
-//! address-space limit through util-linux's `prlimit`, and its output read
+//! address-space limit (`RLIMIT_AS`, set by the program on itself before
+//! exec), and its output read
 //! while it runs within fixed caps ([`output`]).
 
 pub mod case_env;
@@ -13,7 +14,7 @@ pub mod slots;
 pub mod stall;
 pub mod temp_dirs;
 
-use crate::runner::text::command_line;
+use crate::runner::text::{command_line, ADDRESS_LIMIT_ENV};
 pub use output::{STDERR_KEEP, STDOUT_CAP};
 use serde::Serialize;
 use std::ffi::OsStr;
@@ -30,7 +31,7 @@ pub struct Limits {
     /// Wall-clock time of one process; the whole process group is killed
     /// when it runs out.
     pub timeout: Duration,
-    /// Address-space limit (`RLIMIT_AS`, set through util-linux `prlimit`);
+    /// Address-space limit (`RLIMIT_AS`, shown as util-linux `prlimit --as`);
     /// `None` for no limit.
     pub memory_bytes: Option<u64>,
 }
@@ -215,9 +216,9 @@ pub fn signal_name(sig: i32) -> &'static str {
 }
 
 /// `bytes`, lowered to the runner's own hard address-space limit: a
-/// program cannot be given more than the runner has (`prlimit` would fail
-/// to raise it and the program would never start), so a runner started
-/// under a limit passes that limit on instead.
+/// program cannot be given more than the runner has (raising it would
+/// fail and the program would never start), so a runner started under a
+/// limit passes that limit on instead.
 fn within_own_limit(bytes: u64) -> u64 {
     use nix::sys::resource::{getrlimit, Resource};
     match getrlimit(Resource::RLIMIT_AS) {
@@ -226,8 +227,9 @@ fn within_own_limit(bytes: u64) -> u64 {
     }
 }
 
-/// A command for `program args..`, wrapped in `prlimit --as=N --` when the
-/// limits carry a memory limit. The child leads its own process group and
+/// A command for `program args..`, its address space limited when the
+/// limits carry a memory limit (set by the program on itself before exec;
+/// shown as `prlimit --as=N --`, which does the same). The child leads its own process group and
 /// runs under a keeper ([`containment`]): everything it starts ends with
 /// it, and it dies with the runner. When the run is sandboxed
 /// ([`sandbox`]) it may read the program's own directory besides the
@@ -255,16 +257,14 @@ pub fn command_reading<S: AsRef<OsStr>>(
     limits: &Limits,
     reads: &[PathBuf],
 ) -> Command {
-    let mut cmd = match limits.memory_bytes {
-        Some(bytes) => {
-            let mut c = Command::new("prlimit");
-            let bytes = within_own_limit(bytes);
-            c.arg(format!("--as={bytes}")).arg("--").arg(program);
-            c
-        }
-        None => Command::new(program),
-    };
+    let mut cmd = Command::new(program);
     cmd.args(args);
+    let address_limit = limits.memory_bytes.map(within_own_limit);
+    if let Some(bytes) = address_limit {
+        // Shown in the command line as `prlimit --as=BYTES --`
+        // ([`command_line`]), which is what the keeper does.
+        cmd.env(ADDRESS_LIMIT_ENV, bytes.to_string());
+    }
     cmd.process_group(0);
     if let Some(p) = GCOV_PREFIX.get() {
         cmd.env("GCOV_PREFIX", p).env("GCOV_PREFIX_STRIP", "0");
@@ -282,7 +282,7 @@ pub fn command_reading<S: AsRef<OsStr>>(
             None => cmd.env_remove("TMPDIR"),
         };
     }
-    containment::keep(&mut cmd, restriction);
+    containment::keep(&mut cmd, restriction, address_limit);
     if let Some(secret) = case_env::current() {
         cmd.env(case_env::ENV, secret);
     }
