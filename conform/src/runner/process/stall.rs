@@ -10,15 +10,17 @@
 //! run, and only after [`FIRST_LOOK`]): a sample is, for every process the
 //! keeper's program started, its read and write system calls and bytes
 //! (`/proc/PID/io`), the voluntary context switches of each of its
-//! threads (every wait: a blocking read, a futex, a sleep) and its
-//! processor time. When the program has used the run's stall time
+//! threads (every wait: a blocking read, a futex, a sleep), the file
+//! pages it has mapped (`RssFile`: a reader that maps the image reads it
+//! through page faults, not system calls) and its processor time. When
+//! the program has used the run's stall time
 //! ([`crate::runner::schedule::Scheduling::stall`], `run --stall`, 2 s by
 //! default) of *processor* time while nothing else in the sample changed
-//! — no read or write, no wait, no process started or ended — it is ended
-//! the way a program at its limit is, and graded a hang. Memory is not
-//! part of a sample: one of the matrix's hangs (a Python reader looping
-//! over the same clusters) grows by a few megabytes a second and never
-//! reads again.
+//! — no read or write, no wait, no new page of a file, no process started
+//! or ended — it is ended the way a program at its limit is, and graded a
+//! hang. Anonymous memory is not part of a sample: one of the matrix's
+//! hangs (a Python reader looping over the same clusters) grows by a few
+//! megabytes a second and never reads again.
 //!
 //! What this can change: a program that computes for longer than the
 //! stall time without a single read, write or wait and then ends by
@@ -55,6 +57,8 @@ struct Activity {
     io: [u64; 4],
     /// The sum of every thread's voluntary context switches.
     waits: u64,
+    /// Kilobytes of mapped file pages in memory (`RssFile`).
+    file_pages: u64,
 }
 
 /// One sample of a program's tree.
@@ -211,23 +215,32 @@ fn io(pid: u32) -> Option<[u64; 4]> {
     Some([v[0]?, v[1]?, v[2]?, v[3]?])
 }
 
-/// The voluntary context switches of every thread of `pid`.
-fn waits(pid: u32) -> Option<u64> {
-    let mut sum = 0;
+/// A number field `key` of a `/proc` status file.
+fn status_field(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The voluntary context switches of every thread of `pid`, and the
+/// kilobytes of files it has mapped (`RssFile`: a program reading an image
+/// through `mmap` touches new file pages without a system call).
+fn waits_and_file_pages(pid: u32) -> Option<(u64, u64)> {
+    let mut waits = 0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let file_pages = status_field(&status, "RssFile")?;
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
     {
         let status = std::fs::read_to_string(t.path().join("status")).ok()?;
-        let n = status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
-            .trim()
-            .parse::<u64>()
-            .ok()?;
-        sum += n;
+        waits += status_field(&status, "voluntary_ctxt_switches")?;
     }
-    Some(sum)
+    Some((waits, file_pages))
 }
 
 /// A sample of the tree below `keeper`; `None` when it is empty or a
@@ -243,11 +256,13 @@ fn sample(keeper: u32) -> Option<Sample> {
         // From field 4: ppid pgrp session tty tpgid flags minflt cminflt
         // majflt cmajflt utime stime: utime is f[10], stime f[11].
         ticks += f.get(10)? + f.get(11)?;
+        let (waits, file_pages) = waits_and_file_pages(pid)?;
         activity.insert(
             pid,
             Activity {
                 io: io(pid)?,
-                waits: waits(pid)?,
+                waits,
+                file_pages,
             },
         );
     }
@@ -306,6 +321,21 @@ mod tests {
             "python3 -c 'f = open(\"/dev/zero\", \"rb\", buffering=0)\nwhile True: f.read(1)'";
         let s = watched(reads, Duration::from_millis(300), Duration::from_secs(3));
         assert!(s.is_none(), "{s:?}");
+        // Reads a file through `mmap`, page after page, with no system
+        // call: each new page of the file is activity.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("image");
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(256 << 20)
+            .unwrap();
+        let mapped = format!(
+            "python3 -c 'import mmap\nf = open(\"{}\", \"rb\")\nm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n\
+             for o in range(0, 256 << 20, 4096): m[o]; sum(range(3000))'",
+            file.display()
+        );
+        let s = watched(&mapped, Duration::from_millis(300), Duration::from_secs(2));
+        assert!(s.is_none(), "a program reading a mapped file: {s:?}");
         let s = watched("sleep 5", Duration::from_millis(1), Duration::from_secs(2));
         assert!(
             s.is_none(),
