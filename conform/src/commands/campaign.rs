@@ -2,7 +2,7 @@
 //! prints a summary, and exits 2 when the run saved new findings (unless
 //! `--fail-on-findings none`).
 
-use crate::campaign::{self, CampaignOptions, RunSummary};
+use crate::campaign::{self, Budget, CampaignOptions, RunSummary};
 use crate::cli::{CampaignArgs, FailOnFindings};
 use crate::runner::{self, Limits, RunOptions};
 use anyhow::Result;
@@ -27,11 +27,7 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
     }
     let adapter = runner::adapter_from_spec(&args.implementation)?;
     let opts = CampaignOptions {
-        seed: args.seed,
-        duration: args.duration,
-        max_cases: args.max_cases,
-        shard: args.shard,
-        out: args.out.clone(),
+        budget: budget(args),
         run: RunOptions {
             limits: Limits {
                 timeout: Duration::from_secs_f64(args.timeout),
@@ -60,6 +56,18 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
         return Ok(1);
     }
     Ok(if failing { 2 } else { 0 })
+}
+
+/// The seed, `--duration`, `--max-cases`, `--shard` and `--out` of every
+/// campaign.
+pub fn budget(args: &CampaignArgs) -> Budget {
+    Budget {
+        seed: args.seed,
+        duration: args.duration,
+        max: args.max_cases,
+        shard: args.shard,
+        out: args.out.clone(),
+    }
 }
 
 /// The summary printed after a campaign: cases and rate, outcomes, and
@@ -130,11 +138,7 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
         ),
     };
     let opts = SequenceOptions {
-        seed: args.seed,
-        duration: args.duration,
-        max_sequences: args.max_cases,
-        shard: args.shard,
-        out: args.out.clone(),
+        budget: budget(args),
         limits: Limits {
             timeout: Duration::from_secs_f64(args.timeout),
             memory_bytes: None,
