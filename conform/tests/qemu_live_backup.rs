@@ -88,11 +88,14 @@ fn chains_of_every_mode_restore_byte_for_byte() {
                 "{mode:?}: {:#?}",
                 (&r.problems, &r.error, &r.points)
             );
-            assert_eq!(r.incrementals, 3, "{mode:?}");
+            assert_eq!(r.counts.incrementals, 3, "{mode:?}");
             let failed = u64::from(mode.keeps_bitmap_on_failure());
-            assert_eq!(r.failed_jobs, failed, "{mode:?}: the injected failure");
-            assert_eq!(r.restored, 4, "{mode:?}");
-            assert_eq!(r.bytes_compared, 4 * chain.size, "{mode:?}");
+            assert_eq!(
+                r.counts.failed_jobs, failed,
+                "{mode:?}: the injected failure"
+            );
+            assert_eq!(r.counts.restored, 4, "{mode:?}");
+            assert_eq!(r.counts.bytes_compared, 4 * chain.size, "{mode:?}");
             // Every incremental held what the model required.
             for p in &r.points {
                 assert!(p.held >= p.required, "{mode:?}: {p:?}");
@@ -115,7 +118,7 @@ fn random_chains_of_every_mode_restore() {
             "chain {index} {chain:?}: {:#?}",
             (&r.problems, &r.error)
         );
-        assert_eq!(r.restored as usize, chain.rounds.len() + 1);
+        assert_eq!(r.counts.restored as usize, chain.rounds.len() + 1);
     }
 }
 

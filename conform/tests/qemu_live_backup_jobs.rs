@@ -81,7 +81,7 @@ fn writes_during_a_job_stay_out_of_its_backup_and_go_into_the_next() {
         let r = run(&during_chain(mode), opts());
         assert!(!r.failed(), "{mode:?}: {:#?}", (&r.problems, &r.error));
         assert_eq!(
-            r.written_during, 1,
+            r.counts.written_during, 1,
             "{mode:?}: the job ran while the guest wrote"
         );
         assert!(r.points.iter().all(|p| p.restored_equal), "{mode:?}");
@@ -147,7 +147,10 @@ fn a_cancelled_job_leaves_the_bitmap_as_each_mode_says() {
     for mode in PUSH {
         let r = run(&cancel_chain(mode), opts());
         assert!(!r.failed(), "{mode:?}: {:#?}", (&r.problems, &r.error));
-        assert_eq!(r.failed_jobs, 1, "{mode:?}: the cancel failed the job");
+        assert_eq!(
+            r.counts.failed_jobs, 1,
+            "{mode:?}: the cancel failed the job"
+        );
         assert!(r.points.iter().all(|p| p.restored_equal), "{mode:?}");
         held.push((mode, r.points[1].held));
     }

@@ -37,6 +37,19 @@ pub struct ChainResult {
     /// The daemon never started within the limit (twice): a harness
     /// failure, never a finding.
     pub unstarted: Option<String>,
+    #[serde(flatten)]
+    pub counts: ChainCounts,
+    /// Per backup point: what the model required and what came.
+    pub points: Vec<Point>,
+    /// QMP transcript.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub transcript: Vec<String>,
+}
+
+/// What one chain did, counted: the campaign adds each count to its
+/// totals under [`ChainCounts::named`]'s name.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ChainCounts {
     /// Incremental backups taken and restored.
     pub incrementals: u64,
     /// Backup points restored and compared (the full one included).
@@ -51,11 +64,20 @@ pub struct ChainResult {
     /// Incremental jobs the guest wrote to the disk while they ran.
     #[serde(default)]
     pub written_during: u64,
-    /// Per backup point: what the model required and what came.
-    pub points: Vec<Point>,
-    /// QMP transcript.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub transcript: Vec<String>,
+}
+
+impl ChainCounts {
+    /// Each count with its name in the campaign's totals (`state.json`).
+    pub fn named(&self) -> [(&'static str, u64); 6] {
+        [
+            ("incrementals", self.incrementals),
+            ("restored", self.restored),
+            ("bytes-compared", self.bytes_compared),
+            ("extra-bytes", self.extra_bytes),
+            ("failed-jobs", self.failed_jobs),
+            ("written-during", self.written_during),
+        ]
+    }
 }
 
 impl ChainResult {
@@ -399,7 +421,7 @@ impl Run<'_> {
         } else {
             (self.push(k)?, None)
         };
-        r.incrementals += 1;
+        r.counts.incrementals += 1;
         if self.opts.bare {
             return Ok(());
         }
@@ -483,7 +505,7 @@ impl Run<'_> {
             return Err(refused("detaching the failing target", e));
         }
         match job {
-            Err(_) => r.failed_jobs += 1,
+            Err(_) => r.counts.failed_jobs += 1,
             Ok(()) if self.chain.mode.clears_on_success() => self.model.apply(&Op::Clear {
                 name: self.bitmap.clone(),
             }),
@@ -592,11 +614,11 @@ impl Run<'_> {
         let held = restore::covered(extents);
         let required = spec_model::semantics::granules::count(must);
         let held_n = spec_model::semantics::granules::count(&held);
-        r.extra_bytes += spec_model::semantics::granules::count(
+        r.counts.extra_bytes += spec_model::semantics::granules::count(
             &spec_model::semantics::granules::subtract(&held, must),
         );
-        r.bytes_compared += disk.len() as u64;
-        r.restored += 1;
+        r.counts.bytes_compared += disk.len() as u64;
+        r.counts.restored += 1;
         r.points.push(Point {
             index: k,
             required,

@@ -69,7 +69,7 @@ impl Run<'_> {
         // The job may have concluded already (nothing to copy).
         if let Some((status, _)) = qb::job_state(running(&mut self.daemon)?, &job)? {
             if status == "running" {
-                r.written_during += 1;
+                r.counts.written_during += 1;
             }
         }
         let _ = qb::set_speed(running(&mut self.daemon)?, &job, 0)?;
@@ -131,7 +131,7 @@ impl Run<'_> {
         let mode = self.chain.mode;
         match done {
             Err(_) => {
-                r.failed_jobs += 1;
+                r.counts.failed_jobs += 1;
                 if mode == Mode::BitmapAlways {
                     self.forget_what_may_be_copied();
                 }

@@ -91,12 +91,9 @@ pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
         let mut count = |k: &str, n: u64| *state.outcomes.entry(k.to_owned()).or_default() += n;
         count("chains", 1);
         count(&format!("mode:{}", c.mode.name()), 1);
-        count("incrementals", r.incrementals);
-        count("restored", r.restored);
-        count("bytes-compared", r.bytes_compared);
-        count("extra-bytes", r.extra_bytes);
-        count("failed-jobs", r.failed_jobs);
-        count("written-during", r.written_during);
+        for (k, n) in r.counts.named() {
+            count(k, n);
+        }
         if r.unstarted.is_some() {
             count("error", 1);
         } else if !r.failed() {
