@@ -404,14 +404,7 @@ impl Run<'_> {
             .map(|b| b.dirty_ranges(chain.size))
             .unwrap_or_default();
         if !self.opts.bare {
-            let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
-            if !p.is_empty() {
-                return Err(Stop::Problems(
-                    p.into_iter()
-                        .map(|m| format!("before incremental {k}: {m}"))
-                        .collect(),
-                ));
-            }
+            self.agree(&format!("before incremental {k}"))?;
         }
         let (mut extents, at) = if chain.mode == Mode::Pull {
             (self.pull(k)?, None)
@@ -430,15 +423,20 @@ impl Run<'_> {
         }
         restore::apply(&mut self.restored, &extents);
         self.check(k, &must, &extents, at, r)?;
+        self.agree(&format!("after incremental {k}"))
+    }
+
+    /// The daemon's bitmaps compared with the model's
+    /// ([`oracle::compare`]): any difference stops the chain, each problem
+    /// said to be `when`.
+    fn agree(&mut self, when: &str) -> Result<(), Stop> {
         let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
-        if !p.is_empty() {
-            return Err(Stop::Problems(
-                p.into_iter()
-                    .map(|m| format!("after incremental {k}: {m}"))
-                    .collect(),
-            ));
+        if p.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        Err(Stop::Problems(
+            p.into_iter().map(|m| format!("{when}: {m}")).collect(),
+        ))
     }
 
     /// A `blockdev-backup` incremental to a fresh target, read back.
@@ -514,15 +512,9 @@ impl Run<'_> {
         if self.opts.bare {
             return Ok(());
         }
-        let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
-        if p.is_empty() {
-            return Ok(());
-        }
         let how = if job.is_err() { "failed" } else { "succeeded" };
-        Err(Stop::Problems(
-            p.into_iter()
-                .map(|m| format!("after a backup job that {how} before incremental {k}: {m}"))
-                .collect(),
+        self.agree(&format!(
+            "after a backup job that {how} before incremental {k}"
         ))
     }
 
