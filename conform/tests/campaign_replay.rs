@@ -10,7 +10,7 @@
 use conform::campaign::sequences::{
     self, offline::run_offline, SeqResult, Sequence, SequenceOptions, Step,
 };
-use conform::campaign::{self, Budget, CampaignOptions, NOT_REPRODUCED};
+use conform::campaign::{self, Budget, CampaignOptions, Plan, NOT_REPRODUCED};
 use conform::runner::adapters::WriteRun;
 use conform::runner::{self, Adapter, Capabilities, Limits, Observation, RunOptions};
 use spec_model::semantics::Op;
@@ -109,13 +109,15 @@ fn short_seed() -> u64 {
 }
 
 /// A campaign of one case with `seed`, into `out`.
-fn one_case(seed: u64, out: &Path) -> Budget {
-    Budget {
+fn one_case(seed: u64, out: &Path) -> Plan {
+    Plan {
         seed,
-        duration: Duration::from_secs(600),
-        max: Some(1),
         shard: None,
         out: out.to_owned(),
+        budget: Budget {
+            duration: Duration::from_secs(600),
+            max: Some(1),
+        },
     }
 }
 
@@ -125,7 +127,7 @@ fn sequence_campaign(out: &Path, runner: &mut sequences::Runner) -> conform::cam
         .locate()
         .unwrap();
     let opts = SequenceOptions {
-        budget: one_case(short_seed(), out),
+        plan: one_case(short_seed(), out),
         limits: limits(),
         minimise: true,
         bare: false,
@@ -236,7 +238,7 @@ fn an_image_finding_that_does_not_reproduce_is_not_saved() {
         calls: AtomicUsize::new(0),
     };
     let opts = CampaignOptions {
-        budget: one_case(1, &out),
+        plan: one_case(1, &out),
         run: RunOptions {
             limits: limits(),
             jobs: 1,

@@ -25,23 +25,23 @@
 //! after each case, the cases that reach new arcs kept as seeds).
 
 pub mod backup;
-mod budget;
 mod candidates;
 pub mod coverage;
 mod findings;
 pub mod guided;
 mod judging;
 mod minimise;
+mod plan;
 pub mod replay;
 pub mod sequences;
 pub mod shrink;
 mod state;
 
-pub use budget::Budget;
 pub use candidates::{candidate, expected_from_model, Candidate, ImageRecipe, Realised};
 pub use findings::Finding;
 pub use judging::{judge, key};
 pub use minimise::{minimise, Minimised, MINIMISE_BUDGET};
+pub use plan::{Budget, Plan};
 pub use state::{parse_duration, ArgError, Shard, State};
 
 use crate::runner::{adapters::Adapter, judge::OutcomeKind, RunOptions};
@@ -54,7 +54,7 @@ use std::time::Instant;
 
 /// Options of a campaign.
 pub struct CampaignOptions {
-    pub budget: Budget,
+    pub plan: Plan,
     pub run: RunOptions,
     pub progress: bool,
     /// Keep the cases that reach new arcs of QEMU's bitmap code as seeds
@@ -138,7 +138,7 @@ pub struct RunSummary {
 /// from `OUT/state.json` when it belongs to the same implementation, seed
 /// and shard.
 pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> {
-    let b = &opts.budget;
+    let b = &opts.plan;
     let (mut state, state_path) = b.start(adapter.name())?;
     let scratch = crate::runner::process::temp_dirs::scratch("campaign")?;
     let bar = indicatif::ProgressBar::new_spinner();
@@ -161,7 +161,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
     let mut ran = 0u64;
     let mut new_findings = Vec::new();
     let mut not_reproduced = Vec::new();
-    while b.more(start, ran) {
+    while b.budget.more(start, ran) {
         let index = state.take_index(b.shard);
         let derived = guide.as_ref().and_then(|g| g.pool.derive(b.seed, index));
         if let (Some(g), true) = (guide.as_mut(), derived.is_some()) {

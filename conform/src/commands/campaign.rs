@@ -2,7 +2,7 @@
 //! prints a summary, and exits 2 when the run saved new findings (unless
 //! `--fail-on-findings none`).
 
-use crate::campaign::{self, Budget, CampaignOptions, RunSummary};
+use crate::campaign::{self, Budget, CampaignOptions, Plan, RunSummary};
 use crate::cli::{CampaignArgs, FailOnFindings};
 use crate::runner::{self, Limits, RunOptions};
 use anyhow::Result;
@@ -27,7 +27,7 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
     }
     let adapter = runner::adapter_from_spec(&args.implementation)?;
     let opts = CampaignOptions {
-        budget: budget(args),
+        plan: plan(args),
         run: RunOptions {
             limits: Limits {
                 timeout: Duration::from_secs_f64(args.timeout),
@@ -58,15 +58,17 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
     Ok(if failing { 2 } else { 0 })
 }
 
-/// The seed, `--duration`, `--max-cases`, `--shard` and `--out` of every
+/// The seed, `--shard`, `--out`, `--duration` and `--max-cases` of every
 /// campaign.
-pub fn budget(args: &CampaignArgs) -> Budget {
-    Budget {
+pub fn plan(args: &CampaignArgs) -> Plan {
+    Plan {
         seed: args.seed,
-        duration: args.duration,
-        max: args.max_cases,
         shard: args.shard,
         out: args.out.clone(),
+        budget: Budget {
+            duration: args.duration,
+            max: args.max_cases,
+        },
     }
 }
 
@@ -138,7 +140,7 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
         ),
     };
     let opts = SequenceOptions {
-        budget: budget(args),
+        plan: plan(args),
         limits: Limits {
             timeout: Duration::from_secs_f64(args.timeout),
             memory_bytes: None,

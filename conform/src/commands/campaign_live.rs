@@ -5,7 +5,7 @@
 
 use crate::campaign::backup::{self, BackupOptions};
 use crate::campaign::replay;
-use crate::campaign::Budget;
+use crate::campaign::Plan;
 use crate::cli::CampaignArgs;
 use crate::runner::Limits;
 use anyhow::Result;
@@ -40,9 +40,9 @@ pub fn backup_chains(args: &CampaignArgs) -> Result<i32> {
     let program = crate::runner::adapters::qemu::Tool::StorageDaemon.locate()?;
     let before = count_dirs(&args.out.join("findings"));
     let opts = BackupOptions {
-        budget: Budget {
+        plan: Plan {
             shard: None,
-            ..super::campaign::budget(args)
+            ..super::campaign::plan(args)
         },
         limits: limits(args),
         bare: args.bare,

@@ -14,7 +14,7 @@ pub mod chain;
 pub mod gen;
 pub mod restore;
 
-use super::{Budget, State};
+use super::{Plan, State};
 use crate::campaign::sequences::{key, SeqResult};
 use crate::campaign::shrink::Shrink;
 use crate::runner::process::Limits;
@@ -31,7 +31,7 @@ pub const CAMPAIGN: &str = "qemu-live-backup-chains";
 /// Options of a backup-chain campaign.
 pub struct BackupOptions {
     /// Its `shard` is `None`: chains are not sharded.
-    pub budget: Budget,
+    pub plan: Plan,
     pub limits: Limits,
     /// Only the operations, nothing checked (benchmark baseline).
     pub bare: bool,
@@ -71,7 +71,7 @@ pub fn chain_key(r: &ChainResult) -> String {
 
 /// Runs chains until the duration or budget is spent.
 pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
-    let b = &opts.budget;
+    let b = &opts.plan;
     let (mut state, state_path) = b.start(CAMPAIGN)?;
     let qemu = super::sequences::version(program, &opts.limits);
     let start = Instant::now();
@@ -82,7 +82,7 @@ pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
         tamper: None,
         bare: opts.bare,
     };
-    while b.more(start, ran) {
+    while b.budget.more(start, ran) {
         let index = state.take_index(b.shard);
         let c = Chain::random(b.seed, index);
         let r = run_fresh(program, &c, copts)?;

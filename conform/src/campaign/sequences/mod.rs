@@ -21,7 +21,7 @@ pub use findings::{key, minimise, SeqFinding, NOT_REPRODUCED};
 pub use gen::{Sequence, Step};
 pub use run::{run_bare, run_sequence, SeqResult, SetupError, MODEL};
 
-use super::{Budget, State};
+use super::{Plan, State};
 use crate::runner::process::Limits;
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -35,7 +35,7 @@ pub const MINIMISE_RUNS: usize = 150;
 
 /// Options of a sequence campaign.
 pub struct SequenceOptions {
-    pub budget: Budget,
+    pub plan: Plan,
     pub limits: Limits,
     /// Minimise and save findings (off only for benchmarks).
     pub minimise: bool,
@@ -77,7 +77,7 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
 /// [`run`] with the sequences run by `runner` (the campaign's own runner,
 /// or one a test wraps around it).
 pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> Result<State> {
-    let b = &opts.budget;
+    let b = &opts.plan;
     // SIGINT/SIGTERM end the loop after the current sequence (its daemon
     // stopped, state saved); scratch directories of campaigns and runs
     // that died (kill -9) are removed.
@@ -85,7 +85,7 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
     let qemu = version(program, &opts.limits);
     let start = Instant::now();
     let mut ran = 0u64;
-    while b.more(start, ran) {
+    while b.budget.more(start, ran) {
         let index = state.take_index(b.shard);
         let seq = Sequence::random(b.seed, index);
         let work = crate::runner::process::temp_dirs::scratch("seq")?;
