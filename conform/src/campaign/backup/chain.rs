@@ -439,14 +439,19 @@ impl Run<'_> {
         ))
     }
 
+    /// The arguments of backup job `job` of the chain's mode (a push mode:
+    /// pull mode runs no job) to node `node`.
+    fn push_arguments(&self, job: &str, node: &str) -> serde_json::Value {
+        self.chain
+            .mode
+            .backup_arguments(job, node, &self.bitmap)
+            .expect("a push mode")
+    }
+
     /// A `blockdev-backup` incremental to a fresh target, read back.
     fn push(&mut self, k: usize) -> Result<Extents, Stop> {
         let (node, path) = self.target(k)?;
-        let args = self
-            .chain
-            .mode
-            .backup_arguments(&format!("j{k}"), &node, &self.bitmap)
-            .expect("a push mode");
+        let args = self.push_arguments(&format!("j{k}"), &node);
         let job = qb::run_job(running(&mut self.daemon)?, args, self.opts.limits.timeout)?;
         self.incremental_done(k, &node, job)?;
         if self.opts.bare {
@@ -493,11 +498,7 @@ impl Run<'_> {
             qb::Target::FailingWrites,
             "the failing backup target",
         )?;
-        let args = self
-            .chain
-            .mode
-            .backup_arguments(&format!("fj{k}"), &node, &self.bitmap)
-            .expect("a push mode");
+        let args = self.push_arguments(&format!("fj{k}"), &node);
         let job = qb::run_job(running(&mut self.daemon)?, args, self.opts.limits.timeout)?;
         if let Err(e) = qb::detach(running(&mut self.daemon)?, &node)? {
             return Err(refused("detaching the failing target", e));

@@ -158,11 +158,7 @@ impl Run<'_> {
     /// Starts job `job` of the chain's mode to node `node`, made slow
     /// ([`slow`]); a refusal is a problem about `what`.
     fn start_slow(&mut self, job: &str, node: &str, what: &str) -> Result<(), Stop> {
-        let mut args = self
-            .chain
-            .mode
-            .backup_arguments(job, node, &self.bitmap)
-            .expect("a push mode");
+        let mut args = self.push_arguments(job, node);
         slow(&mut args);
         match qb::start_job(running(&mut self.daemon)?, args)? {
             Ok(()) => Ok(()),
