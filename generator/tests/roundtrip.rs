@@ -34,10 +34,7 @@ fn random_specs_build_valid_images_with_the_specified_bitmaps() {
             )),
         }
     }
-    let n = std::env::var("QC_TESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+    let n = generator::spec::quickcheck_tests(300);
     QuickCheck::new()
         .tests(n)
         .quickcheck(prop as fn(ImageSpec) -> TestResult);
