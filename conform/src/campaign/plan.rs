@@ -2,7 +2,7 @@
 //! seed and shard that say which cases it runs, the directory its state
 //! and findings go to ([`Plan`]), and how long and how many ([`Budget`]).
 
-use super::{Shard, State};
+use super::state::{Shard, State};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! prints a summary, and exits 2 when the run saved new findings (unless
 //! `--fail-on-findings none`).
 
-use crate::campaign::{self, Budget, CampaignOptions, Plan, RunSummary};
+use crate::campaign::{self, CampaignOptions, RunSummary};
 use crate::cli::{CampaignArgs, FailOnFindings};
 use crate::runner::{self, Limits, RunOptions};
 use anyhow::Result;
@@ -27,7 +27,7 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
     }
     let adapter = runner::adapter_from_spec(&args.implementation)?;
     let opts = CampaignOptions {
-        plan: plan(args),
+        plan: args.plan(),
         run: RunOptions {
             limits: Limits {
                 timeout: Duration::from_secs_f64(args.timeout),
@@ -56,20 +56,6 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
         return Ok(1);
     }
     Ok(if failing { 2 } else { 0 })
-}
-
-/// The seed, `--shard`, `--out`, `--duration` and `--max-cases` of every
-/// campaign.
-pub fn plan(args: &CampaignArgs) -> Plan {
-    Plan {
-        seed: args.seed,
-        shard: args.shard,
-        out: args.out.clone(),
-        budget: Budget {
-            duration: args.duration,
-            max: args.max_cases,
-        },
-    }
 }
 
 /// The summary printed after a campaign: cases and rate, outcomes, and
@@ -140,7 +126,7 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
         ),
     };
     let opts = SequenceOptions {
-        plan: plan(args),
+        plan: args.plan(),
         limits: Limits {
             timeout: Duration::from_secs_f64(args.timeout),
             memory_bytes: None,

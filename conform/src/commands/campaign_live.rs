@@ -42,7 +42,7 @@ pub fn backup_chains(args: &CampaignArgs) -> Result<i32> {
     let opts = BackupOptions {
         plan: Plan {
             shard: None,
-            ..super::campaign::plan(args)
+            ..args.plan()
         },
         limits: limits(args),
         bare: args.bare,
