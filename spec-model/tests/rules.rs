@@ -1056,12 +1056,12 @@ fn expected_bytes(spec: &BitmapSpec, size: u64, cluster_size: u64) -> Vec<u8> {
     let n = nbits(size, u32::from(spec.granularity_bits));
     let nbytes = n.div_ceil(8);
     let mut bytes = vec![0u8; nbytes as usize];
-    for &j in &spec.all_ones {
+    for &j in &spec.table.all_ones {
         let start = (j * cluster_size).min(nbytes);
         let end = ((j + 1) * cluster_size).min(nbytes);
         bytes[start as usize..end as usize].fill(0xff);
     }
-    for &k in &spec.set_bits {
+    for &k in &spec.table.set_bits {
         bytes[(k / 8) as usize] |= 1 << (k % 8);
     }
     if !n.is_multiple_of(8) {
