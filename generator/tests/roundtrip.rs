@@ -51,7 +51,7 @@ fn hand_written_spec_round_trips() {
     ));
     roundtrip(&spec).unwrap();
     let r = check_bytes(&build(&spec).unwrap().bytes);
-    assert_eq!(r.bitmaps[0].set_bits, Some(4));
+    assert_eq!(r.bitmaps[0].contents.set_bits, Some(4));
 }
 
 #[test]
@@ -71,7 +71,7 @@ fn zero_size_disk_with_a_bitmap_is_unspecified_not_invalid() {
         r.rules_with(Severity::Unspecified),
         vec!["bitmaps.dir.table-size"]
     );
-    assert_eq!(r.bitmaps[0].set_bits, Some(0));
+    assert_eq!(r.bitmaps[0].contents.set_bits, Some(0));
 }
 
 #[test]
