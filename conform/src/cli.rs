@@ -332,6 +332,22 @@ pub struct CampaignArgs {
     pub fail_on_findings: FailOnFindings,
 }
 
+impl CampaignArgs {
+    /// The seed, `--shard`, `--out`, `--duration` and `--max-cases` of
+    /// every campaign.
+    pub fn plan(&self) -> crate::campaign::Plan {
+        crate::campaign::Plan {
+            seed: self.seed,
+            shard: self.shard,
+            out: self.out.clone(),
+            budget: crate::campaign::Budget {
+                duration: self.duration,
+                max: self.max_cases,
+            },
+        }
+    }
+}
+
 /// When `campaign` exits 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FailOnFindings {

@@ -10,7 +10,7 @@
 use conform::campaign::sequences::{
     self, offline::run_offline, SeqResult, Sequence, SequenceOptions, Step,
 };
-use conform::campaign::{self, CampaignOptions, NOT_REPRODUCED};
+use conform::campaign::{self, Budget, CampaignOptions, Plan, NOT_REPRODUCED};
 use conform::runner::adapters::WriteRun;
 use conform::runner::{self, Adapter, Capabilities, Limits, Observation, RunOptions};
 use spec_model::semantics::Op;
@@ -108,17 +108,26 @@ fn short_seed() -> u64 {
         .unwrap()
 }
 
+/// A campaign of one case with `seed`, into `out`.
+fn one_case(seed: u64, out: &Path) -> Plan {
+    Plan {
+        seed,
+        shard: None,
+        out: out.to_owned(),
+        budget: Budget {
+            duration: Duration::from_secs(600),
+            max: Some(1),
+        },
+    }
+}
+
 /// Runs the offline sequence campaign for one sequence with `runner`.
 fn sequence_campaign(out: &Path, runner: &mut sequences::Runner) -> conform::campaign::State {
     let qsd = runner::adapters::qemu::Tool::StorageDaemon
         .locate()
         .unwrap();
     let opts = SequenceOptions {
-        seed: short_seed(),
-        duration: Duration::from_secs(600),
-        max_sequences: Some(1),
-        shard: None,
-        out: out.to_owned(),
+        plan: one_case(short_seed(), out),
         limits: limits(),
         minimise: true,
         bare: false,
@@ -229,11 +238,7 @@ fn an_image_finding_that_does_not_reproduce_is_not_saved() {
         calls: AtomicUsize::new(0),
     };
     let opts = CampaignOptions {
-        seed: 1,
-        duration: Duration::from_secs(600),
-        max_cases: Some(1),
-        shard: None,
-        out: out.clone(),
+        plan: one_case(1, &out),
         run: RunOptions {
             limits: limits(),
             jobs: 1,

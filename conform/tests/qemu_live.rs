@@ -254,7 +254,7 @@ fn qemu_debug_hash_is_content_sha256_exactly_when_the_data_fills_whole_words() {
         s.close().unwrap();
         let mut m = Model::open(std::fs::File::open(&img).unwrap()).unwrap();
         assert_eq!(
-            m.report().bitmaps[0].content_sha256.as_deref(),
+            m.report().bitmaps[0].contents.content_sha256.as_deref(),
             Some(content.as_str())
         );
         let _ = m.dirty_ranges(0);

@@ -10,19 +10,11 @@
 #[path = "common/live.rs"]
 mod live;
 
-use conform::campaign::backup::chain::{run_chain, Chain, ChainOptions, Round};
+use conform::campaign::backup::chain::{Chain, Round};
 use conform::campaign::backup::restore::Extents;
 use conform::runner::adapters::qemu_live::backup::Mode;
-use live::qsd;
+use live::chain_options as opts;
 use spec_model::semantics::Op;
-
-fn opts() -> ChainOptions {
-    ChainOptions {
-        limits: live::limits(),
-        tamper: None,
-        bare: false,
-    }
-}
 
 fn w(offset: u64, len: u64) -> Op {
     Op::Write { offset, len }
@@ -72,10 +64,7 @@ fn hand_chain(mode: Mode, persistent: bool) -> Chain {
     }
 }
 
-fn run(chain: &Chain, o: ChainOptions) -> conform::campaign::backup::chain::ChainResult {
-    let dir = tempfile::tempdir().unwrap();
-    run_chain(&qsd(), chain, dir.path(), o).unwrap()
-}
+use live::run_in_scratch as run;
 
 #[test]
 fn chains_of_every_mode_restore_byte_for_byte() {
@@ -88,11 +77,14 @@ fn chains_of_every_mode_restore_byte_for_byte() {
                 "{mode:?}: {:#?}",
                 (&r.problems, &r.error, &r.points)
             );
-            assert_eq!(r.incrementals, 3, "{mode:?}");
+            assert_eq!(r.counts.incrementals, 3, "{mode:?}");
             let failed = u64::from(mode.keeps_bitmap_on_failure());
-            assert_eq!(r.failed_jobs, failed, "{mode:?}: the injected failure");
-            assert_eq!(r.restored, 4, "{mode:?}");
-            assert_eq!(r.bytes_compared, 4 * chain.size, "{mode:?}");
+            assert_eq!(
+                r.counts.failed_jobs, failed,
+                "{mode:?}: the injected failure"
+            );
+            assert_eq!(r.counts.restored, 4, "{mode:?}");
+            assert_eq!(r.counts.bytes_compared, 4 * chain.size, "{mode:?}");
             // Every incremental held what the model required.
             for p in &r.points {
                 assert!(p.held >= p.required, "{mode:?}: {p:?}");
@@ -115,7 +107,7 @@ fn random_chains_of_every_mode_restore() {
             "chain {index} {chain:?}: {:#?}",
             (&r.problems, &r.error)
         );
-        assert_eq!(r.restored as usize, chain.rounds.len() + 1);
+        assert_eq!(r.counts.restored as usize, chain.rounds.len() + 1);
     }
 }
 
@@ -132,18 +124,7 @@ fn an_incremental_missing_a_dirty_cluster_is_a_defect() {
         let mut o = opts();
         o.tamper = Some(drop_first);
         let r = run(&hand_chain(mode, false), o);
-        assert_eq!(r.at_point, Some(1), "{mode:?}: {r:#?}");
-        assert!(
-            r.problems.iter().any(|p| p.contains("lacks")),
-            "{mode:?}: {:#?}",
-            r.problems
-        );
-        assert!(
-            r.problems
-                .iter()
-                .any(|p| p.contains("differs from the disk")),
-            "{mode:?}: {:#?}",
-            r.problems
-        );
+        let what = format!("{mode:?}");
+        live::assert_stopped_at_first_incremental(&r, &["lacks", "differs from the disk"], &what);
     }
 }

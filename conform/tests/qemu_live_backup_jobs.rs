@@ -7,7 +7,7 @@
 //! and compared byte for byte; the checks shown able to fail; and a
 //! failing chain minimised as sequences are.
 
-use conform::campaign::backup::chain::{run_chain, Chain, ChainOptions, ChainResult, Round};
+use conform::campaign::backup::chain::{Chain, ChainResult, Round};
 use conform::campaign::backup::restore::Extents;
 use conform::campaign::backup::{chain_key, minimise};
 use conform::runner::adapters::qemu_live::backup::Mode;
@@ -28,10 +28,15 @@ const PUSH: [Mode; 4] = [
     Mode::Incremental,
 ];
 
-fn run(chain: &Chain, o: ChainOptions) -> ChainResult {
-    let dir = tempfile::tempdir().unwrap();
-    let _w = conform::runner::process::sandbox::writable(dir.path());
-    run_chain(&qsd(), chain, dir.path(), o).unwrap()
+use live::run_in_scratch as run;
+
+/// Runs `chain` (of `mode`) with the default options: it must pass, every
+/// backup point restored equal to the disk.
+fn run_passing(chain: &Chain, mode: Mode) -> ChainResult {
+    let r = run(chain, opts());
+    assert!(!r.failed(), "{mode:?}: {:#?}", (&r.problems, &r.error));
+    assert!(r.points.iter().all(|p| p.restored_equal), "{mode:?}");
+    r
 }
 
 /// Writes during the first incremental's job over bytes nothing wrote
@@ -78,13 +83,11 @@ fn chain(mode: Mode, rounds: Vec<Round>) -> Chain {
 #[test]
 fn writes_during_a_job_stay_out_of_its_backup_and_go_into_the_next() {
     for mode in PUSH {
-        let r = run(&during_chain(mode), opts());
-        assert!(!r.failed(), "{mode:?}: {:#?}", (&r.problems, &r.error));
+        let r = run_passing(&during_chain(mode), mode);
         assert_eq!(
-            r.written_during, 1,
+            r.counts.written_during, 1,
             "{mode:?}: the job ran while the guest wrote"
         );
-        assert!(r.points.iter().all(|p| p.restored_equal), "{mode:?}");
         // The second incremental required the writes made during the
         // first job (100,000 bytes at 2 MiB and the zeroed 64 KiB: 16 KiB
         // granules, 7 and 4 of them) and the round's own write.
@@ -114,14 +117,7 @@ fn a_backup_holding_a_write_made_during_its_job_is_a_defect() {
     let mut o = opts();
     o.tamper = Some(include_later_write);
     let r = run(&during_chain(Mode::BitmapOnSuccess), o);
-    assert_eq!(r.at_point, Some(1), "{r:#?}");
-    assert!(
-        r.problems
-            .iter()
-            .any(|p| p.contains("differs from the disk")),
-        "{:#?}",
-        r.problems
-    );
+    live::assert_stopped_at_first_incremental(&r, &["differs from the disk"], "tampered");
 }
 
 fn cancel_chain(mode: Mode) -> Chain {
@@ -145,10 +141,11 @@ fn cancel_chain(mode: Mode) -> Chain {
 fn a_cancelled_job_leaves_the_bitmap_as_each_mode_says() {
     let mut held = Vec::new();
     for mode in PUSH {
-        let r = run(&cancel_chain(mode), opts());
-        assert!(!r.failed(), "{mode:?}: {:#?}", (&r.problems, &r.error));
-        assert_eq!(r.failed_jobs, 1, "{mode:?}: the cancel failed the job");
-        assert!(r.points.iter().all(|p| p.restored_equal), "{mode:?}");
+        let r = run_passing(&cancel_chain(mode), mode);
+        assert_eq!(
+            r.counts.failed_jobs, 1,
+            "{mode:?}: the cancel failed the job"
+        );
         held.push((mode, r.points[1].held));
     }
     // `always` cleared what the cancelled job had copied (a 64 KiB

@@ -233,7 +233,7 @@ fn assert_agrees(path: &Path) -> BTreeMap<String, Ranges> {
             assert!(e <= size, "range end {e} past the virtual size");
         }
         let bits: u64 = ours.iter().map(|&(a, e)| e.div_ceil(g) - a / g).sum();
-        assert_eq!(b.set_bits, Some(bits), "set_bits of {:?}", b.name);
+        assert_eq!(b.contents.set_bits, Some(bits), "set_bits of {:?}", b.name);
         let bytes = bytes_from_ranges(&ours, g, size);
         assert_eq!(
             model.bitmap_bytes(i).unwrap().as_deref(),
@@ -242,7 +242,7 @@ fn assert_agrees(path: &Path) -> BTreeMap<String, Ranges> {
             b.name
         );
         assert_eq!(
-            b.content_sha256.as_deref(),
+            b.contents.content_sha256.as_deref(),
             Some(hex::encode(Sha256::digest(&bytes)).as_str()),
             "content_sha256 of {:?}",
             b.name
@@ -584,7 +584,7 @@ fn v3_with_bitmaps_downgraded_to_v2() {
     );
     assert_eq!(r.bitmaps.len(), 1);
     assert!(!r.bitmaps[0].usable);
-    assert_eq!(r.bitmaps[0].set_bits, None);
+    assert_eq!(r.bitmaps[0].contents.set_bits, None);
     // QEMU will not export a bitmap it ignores.
     let err = qemu::nbd_dirty_ranges(&img, "b").unwrap_err();
     assert!(format!("{err:#}").contains("not found"), "{err:#}");

@@ -163,10 +163,7 @@ fn random_mutations_never_panic_and_allocate_in_proportion_to_the_file() {
                 && report.verdict == spec_model::Verdict::of(&report.findings),
         )
     }
-    let tests = std::env::var("QC_TESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+    let tests = generator::spec::quickcheck_tests(3000);
     QuickCheck::new()
         .tests(tests)
         .max_tests(tests * 2)

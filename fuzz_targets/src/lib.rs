@@ -80,12 +80,12 @@ pub fn check_bytes(data: &[u8]) {
         );
         assert_eq!(
             b.usable,
-            b.content_sha256.is_some(),
+            b.contents.content_sha256.is_some(),
             "contents only for usable bitmaps"
         );
         assert_eq!(
             b.usable,
-            b.set_bits.is_some(),
+            b.contents.set_bits.is_some(),
             "set_bits only for usable bitmaps"
         );
     }
@@ -226,12 +226,12 @@ pub fn draft_dump(data: &[u8]) {
     }
     for b in &d.bitmaps {
         assert_eq!(
-            b.set_bits.is_some(),
-            b.content_sha256.is_some(),
+            b.contents.set_bits.is_some(),
+            b.contents.content_sha256.is_some(),
             "bitmap {:?}: set bits and digest come together",
             b.name
         );
-        if let (Some(set), Some(nbits)) = (b.set_bits, b.nbits) {
+        if let (Some(set), Some(nbits)) = (b.contents.set_bits, b.nbits) {
             assert!(
                 set <= nbits,
                 "bitmap {:?}: {set} of {nbits} bits set",

@@ -38,8 +38,8 @@ impl ExpectedBitmap {
                 in_use: b.flags.in_use,
                 auto: b.flags.auto,
             },
-            content_sha256: b.content_sha256.clone(),
-            set_bits: b.set_bits,
+            content_sha256: b.contents.content_sha256.clone(),
+            set_bits: b.contents.set_bits,
         }
     }
 
@@ -50,8 +50,8 @@ impl ExpectedBitmap {
             && got.flags.in_use == self.flags.in_use
             && got.flags.auto == self.flags.auto
             && got.usable == self.usable
-            && got.content_sha256 == self.content_sha256
-            && got.set_bits == self.set_bits
+            && got.contents.content_sha256 == self.content_sha256
+            && got.contents.set_bits == self.set_bits
     }
 }
 

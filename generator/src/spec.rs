@@ -478,6 +478,16 @@ impl<'a> arbitrary::Arbitrary<'a> for ImageSpec {
     }
 }
 
+/// How many cases a property test over random specs runs: `QC_TESTS`
+/// from the environment when it is set (a longer or a quicker run), else
+/// `default`.
+pub fn quickcheck_tests(default: u64) -> u64 {
+    std::env::var("QC_TESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 impl quickcheck::Arbitrary for ImageSpec {
     fn arbitrary(g: &mut quickcheck::Gen) -> Self {
         let bytes: Vec<u8> = (0..4096).map(|_| u8::arbitrary(g)).collect();

@@ -116,8 +116,8 @@ fn same_bitmaps(rev: Revision, spec: &ImageSpec, d: &DraftDump) -> Result<(), St
         };
         let ok = got.name == name
             && got.granularity == Some(1u64 << want.granularity_bits)
-            && got.set_bits == Some(set)
-            && got.content_sha256.as_deref() == Some(sha.as_str())
+            && got.contents.set_bits == Some(set)
+            && got.contents.content_sha256.as_deref() == Some(sha.as_str())
             && got.flags == flags
             && got.usable == usable;
         if !ok {
@@ -462,7 +462,7 @@ fn draft_rules_fire_on_broken_structures() {
     let (at, _) = field(&d.bitmaps[2].fields, "granularity");
     let bad = edited(Revision::Qdb2014, &clean, at, 4, 0);
     assert_eq!(rules(&bad), ["draft.qdb-2014.bitmaps.dir.granularity"]);
-    assert_eq!(bad.bitmaps[2].content_sha256, None);
+    assert_eq!(bad.bitmaps[2].contents.content_sha256, None);
     let bad = edited(Revision::Qdb2014, &clean, 4, 4, 2);
     assert_eq!(rules(&bad), ["draft.qdb-2014.header.version"]);
 

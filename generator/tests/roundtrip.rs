@@ -34,10 +34,7 @@ fn random_specs_build_valid_images_with_the_specified_bitmaps() {
             )),
         }
     }
-    let n = std::env::var("QC_TESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+    let n = generator::spec::quickcheck_tests(300);
     QuickCheck::new()
         .tests(n)
         .quickcheck(prop as fn(ImageSpec) -> TestResult);
@@ -54,7 +51,7 @@ fn hand_written_spec_round_trips() {
     ));
     roundtrip(&spec).unwrap();
     let r = check_bytes(&build(&spec).unwrap().bytes);
-    assert_eq!(r.bitmaps[0].set_bits, Some(4));
+    assert_eq!(r.bitmaps[0].contents.set_bits, Some(4));
 }
 
 #[test]
@@ -74,7 +71,7 @@ fn zero_size_disk_with_a_bitmap_is_unspecified_not_invalid() {
         r.rules_with(Severity::Unspecified),
         vec!["bitmaps.dir.table-size"]
     );
-    assert_eq!(r.bitmaps[0].set_bits, Some(0));
+    assert_eq!(r.bitmaps[0].contents.set_bits, Some(0));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::header::{self, Header};
 use crate::io::{CheckError, Image};
 use crate::mapping::MappingStats;
 use crate::refcount::RefcountStats;
-use crate::report::{BitmapReport, Flags, Report, Verdict};
+use crate::report::{BitmapReport, Contents, Flags, Report, Verdict};
 use crate::rules::Rule;
 use crate::snapshots::Snapshot;
 use std::io::{Read, Seek};
@@ -321,8 +321,10 @@ fn analyse<R: Read + Seek>(mut img: Image<R>) -> Result<Model<R>, CheckError> {
             usable,
             table_offset: e.bitmap_table_offset,
             table_size: e.bitmap_table_size,
-            set_bits,
-            content_sha256: sha,
+            contents: Contents {
+                set_bits,
+                content_sha256: sha,
+            },
         });
     }
     let usage = ctx.map.usage();

@@ -48,6 +48,6 @@ pub use check::{check, check_bytes, check_path, Analysis, Model};
 pub use finding::Finding;
 pub use io::CheckError;
 pub use obligations::Obligation;
-pub use report::{BitmapReport, Flags, Report, Verdict};
+pub use report::{BitmapReport, Contents, Flags, Report, Verdict};
 pub use revision::Revision;
 pub use rules::{Rule, Severity};

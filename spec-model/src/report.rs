@@ -68,6 +68,15 @@ pub struct BitmapReport {
     pub usable: bool,
     pub table_offset: u64,
     pub table_size: u32,
+    #[serde(flatten)]
+    pub contents: Contents,
+}
+
+/// A bitmap's contents in brief: how many bits are set and the SHA-256
+/// of its `ceil(nbits / 8)` data bytes (bits least significant first,
+/// bits past `nbits` cleared); both `None` when they were not read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Contents {
     pub set_bits: Option<u64>,
     pub content_sha256: Option<String>,
 }

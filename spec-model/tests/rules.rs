@@ -1056,12 +1056,12 @@ fn expected_bytes(spec: &BitmapSpec, size: u64, cluster_size: u64) -> Vec<u8> {
     let n = nbits(size, u32::from(spec.granularity_bits));
     let nbytes = n.div_ceil(8);
     let mut bytes = vec![0u8; nbytes as usize];
-    for &j in &spec.all_ones {
+    for &j in &spec.table.all_ones {
         let start = (j * cluster_size).min(nbytes);
         let end = ((j + 1) * cluster_size).min(nbytes);
         bytes[start as usize..end as usize].fill(0xff);
     }
-    for &k in &spec.set_bits {
+    for &k in &spec.table.set_bits {
         bytes[(k / 8) as usize] |= 1 << (k % 8);
     }
     if !n.is_multiple_of(8) {
@@ -1108,18 +1108,18 @@ fn plain_image_with_bitmaps_is_valid_with_exact_contents() {
         assert!(!got.flags.in_use && !got.flags.extra_data_compatible);
         assert_eq!(got.table_offset, img.layout.entries[i].table_offset);
         assert_eq!(got.table_size, img.layout.entries[i].table_size);
-        assert_eq!(got.set_bits, Some(ones), "bitmap {i}");
+        assert_eq!(got.contents.set_bits, Some(ones), "bitmap {i}");
         assert_eq!(
-            got.content_sha256.as_deref(),
+            got.contents.content_sha256.as_deref(),
             Some(sha.as_str()),
             "bitmap {i}"
         );
     }
     // The base bitmap's four bits, and the all-ones cluster's 32768 bits.
-    assert_eq!(r.bitmaps[0].set_bits, Some(4));
-    assert_eq!(r.bitmaps[1].set_bits, Some(0));
-    assert_eq!(r.bitmaps[2].set_bits, Some(4096 * 8 + 3));
-    assert_eq!(r.bitmaps[3].set_bits, Some(1 + (40963 - 4096 * 8)));
+    assert_eq!(r.bitmaps[0].contents.set_bits, Some(4));
+    assert_eq!(r.bitmaps[1].contents.set_bits, Some(0));
+    assert_eq!(r.bitmaps[2].contents.set_bits, Some(4096 * 8 + 3));
+    assert_eq!(r.bitmaps[3].contents.set_bits, Some(1 + (40963 - 4096 * 8)));
 }
 
 #[test]
@@ -1206,8 +1206,8 @@ fn inconsistent_extension_lists_bitmaps_as_unusable() {
         assert_eq!(r.verdict, Verdict::Valid, "{}", r.summary());
         assert_eq!(r.bitmaps.len(), 1);
         assert!(!r.bitmaps[0].usable);
-        assert_eq!(r.bitmaps[0].set_bits, None);
-        assert_eq!(r.bitmaps[0].content_sha256, None);
+        assert_eq!(r.bitmaps[0].contents.set_bits, None);
+        assert_eq!(r.bitmaps[0].contents.content_sha256, None);
     }
 }
 
@@ -1218,7 +1218,7 @@ fn unusable_bitmaps_have_no_contents() {
     for r in [in_use, extra] {
         assert_eq!(r.verdict, Verdict::Valid, "{}", r.summary());
         assert!(!r.bitmaps[0].usable);
-        assert_eq!(r.bitmaps[0].set_bits, None);
+        assert_eq!(r.bitmaps[0].contents.set_bits, None);
     }
     let compatible = with_bitmap(
         base_bitmap()
@@ -1227,14 +1227,17 @@ fn unusable_bitmaps_have_no_contents() {
     )
     .check();
     assert!(compatible.bitmaps[0].usable);
-    assert_eq!(compatible.bitmaps[0].set_bits, Some(4));
+    assert_eq!(compatible.bitmaps[0].contents.set_bits, Some(4));
 }
 
 #[test]
 fn an_invalid_extension_makes_every_bitmap_unusable() {
     let r = two_named(b"same", b"same").check();
     assert_eq!(r.bitmaps_extension, ExtensionState::Consistent);
-    assert!(r.bitmaps.iter().all(|b| !b.usable && b.set_bits.is_none()));
+    assert!(r
+        .bitmaps
+        .iter()
+        .all(|b| !b.usable && b.contents.set_bits.is_none()));
 }
 
 #[test]

@@ -31,6 +31,7 @@ mod findings;
 pub mod guided;
 mod judging;
 mod minimise;
+mod plan;
 pub mod replay;
 pub mod sequences;
 pub mod shrink;
@@ -40,6 +41,7 @@ pub use candidates::{candidate, expected_from_model, Candidate, ImageRecipe, Rea
 pub use findings::Finding;
 pub use judging::{judge, key};
 pub use minimise::{minimise, Minimised, MINIMISE_BUDGET};
+pub use plan::{Budget, Plan};
 pub use state::{parse_duration, ArgError, Shard, State};
 
 use crate::runner::{adapters::Adapter, judge::OutcomeKind, RunOptions};
@@ -48,15 +50,11 @@ pub use findings::NOT_REPRODUCED;
 use findings::{nonzero_bytes, save_if_reproduced, Original};
 use judging::judge_bytes;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Options of a campaign.
 pub struct CampaignOptions {
-    pub seed: u64,
-    pub duration: Duration,
-    pub max_cases: Option<u64>,
-    pub shard: Option<Shard>,
-    pub out: PathBuf,
+    pub plan: Plan,
     pub run: RunOptions,
     pub progress: bool,
     /// Keep the cases that reach new arcs of QEMU's bitmap code as seeds
@@ -140,12 +138,8 @@ pub struct RunSummary {
 /// from `OUT/state.json` when it belongs to the same implementation, seed
 /// and shard.
 pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> {
-    std::fs::create_dir_all(opts.out.join("findings"))
-        .with_context(|| format!("cannot create {}", opts.out.display()))?;
-    let state_path = opts.out.join("state.json");
-    let mut state = State::resume(&state_path, adapter.name(), opts.seed, opts.shard)?;
-    crate::runner::process::signals::install();
-    crate::runner::process::temp_dirs::sweep();
+    let b = &opts.plan;
+    let (mut state, state_path) = b.start(adapter.name())?;
     let scratch = crate::runner::process::temp_dirs::scratch("campaign")?;
     let bar = indicatif::ProgressBar::new_spinner();
     if !opts.progress {
@@ -155,7 +149,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
         "{spinner} campaign {pos} cases {rate} {msg}",
     ));
     let mut guide = if opts.coverage_guided {
-        Some(Guide::start(&opts.out)?)
+        Some(Guide::start(&b.out)?)
     } else {
         None
     };
@@ -167,16 +161,13 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
     let mut ran = 0u64;
     let mut new_findings = Vec::new();
     let mut not_reproduced = Vec::new();
-    while start.elapsed() < opts.duration
-        && opts.max_cases.is_none_or(|m| ran < m)
-        && crate::runner::process::signals::stop_requested().is_none()
-    {
-        let index = state.take_index(opts.shard);
-        let derived = guide.as_ref().and_then(|g| g.pool.derive(opts.seed, index));
+    while b.budget.more(start, ran) {
+        let index = state.take_index(b.shard);
+        let derived = guide.as_ref().and_then(|g| g.pool.derive(b.seed, index));
         if let (Some(g), true) = (guide.as_mut(), derived.is_some()) {
             g.derived += 1;
         }
-        let Some(c) = derived.or_else(|| candidate(opts.seed, index)) else {
+        let Some(c) = derived.or_else(|| candidate(b.seed, index)) else {
             continue;
         };
         let r = judge_bytes(
@@ -236,15 +227,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
             &opts.run,
             MINIMISE_BUDGET,
         )?;
-        if save_if_reproduced(
-            adapter,
-            &opts.out,
-            scratch.path(),
-            &k,
-            original,
-            m,
-            &opts.run,
-        )? {
+        if save_if_reproduced(adapter, &b.out, scratch.path(), &k, original, m, &opts.run)? {
             new_findings.push(k);
         } else {
             // Not saved; a later case with the same key may be.
@@ -264,7 +247,7 @@ pub fn run(adapter: &dyn Adapter, opts: &CampaignOptions) -> Result<RunSummary> 
     bar.finish_and_clear();
     state.write(&state_path)?;
     if let Some(g) = &guide {
-        g.write(&opts.out, ran)?;
+        g.write(&b.out, ran)?;
     }
     Ok(RunSummary {
         state,

@@ -27,11 +27,7 @@ pub fn run(args: &CampaignArgs) -> Result<i32> {
     }
     let adapter = runner::adapter_from_spec(&args.implementation)?;
     let opts = CampaignOptions {
-        seed: args.seed,
-        duration: args.duration,
-        max_cases: args.max_cases,
-        shard: args.shard,
-        out: args.out.clone(),
+        plan: args.plan(),
         run: RunOptions {
             limits: Limits {
                 timeout: Duration::from_secs_f64(args.timeout),
@@ -130,11 +126,7 @@ fn sequences(args: &CampaignArgs) -> Result<i32> {
         ),
     };
     let opts = SequenceOptions {
-        seed: args.seed,
-        duration: args.duration,
-        max_sequences: args.max_cases,
-        shard: args.shard,
-        out: args.out.clone(),
+        plan: args.plan(),
         limits: Limits {
             timeout: Duration::from_secs_f64(args.timeout),
             memory_bytes: None,

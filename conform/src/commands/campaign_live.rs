@@ -5,6 +5,7 @@
 
 use crate::campaign::backup::{self, BackupOptions};
 use crate::campaign::replay;
+use crate::campaign::Plan;
 use crate::cli::CampaignArgs;
 use crate::runner::Limits;
 use anyhow::Result;
@@ -39,10 +40,10 @@ pub fn backup_chains(args: &CampaignArgs) -> Result<i32> {
     let program = crate::runner::adapters::qemu::Tool::StorageDaemon.locate()?;
     let before = count_dirs(&args.out.join("findings"));
     let opts = BackupOptions {
-        seed: args.seed,
-        duration: args.duration,
-        max_chains: args.max_cases,
-        out: args.out.clone(),
+        plan: Plan {
+            shard: None,
+            ..args.plan()
+        },
         limits: limits(args),
         bare: args.bare,
         progress: Some(Duration::from_secs(10)),

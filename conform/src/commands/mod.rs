@@ -98,7 +98,7 @@ pub fn human_report(image: &Path, report: &Report) -> String {
         if b.flags.extra_data_compatible {
             flags.push("extra_data_compatible");
         }
-        let content = match (&b.content_sha256, b.set_bits) {
+        let content = match (&b.contents.content_sha256, b.contents.set_bits) {
             (Some(h), Some(n)) => format!("{n} bits set, sha256 {h}"),
             _ => "contents not usable".to_string(),
         };

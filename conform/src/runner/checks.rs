@@ -32,11 +32,8 @@ pub struct WriteCheck {
     /// The implementation reported success.
     pub written: bool,
     pub error: Option<String>,
-    /// The model's verdict on the image afterwards.
-    pub verdict_after: Option<String>,
-    pub extension_after: Option<String>,
-    /// Rule IDs of error findings afterwards.
-    pub error_rules_after: Vec<String>,
+    #[serde(flatten)]
+    pub after: ModelAfter,
     /// Header fields the implementation rewrote (`size 634346 -> 633856`),
     /// each a mismatch (see [`crate::runner::judge::write_check`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -47,6 +44,17 @@ pub struct WriteCheck {
     pub plaintext_searched: bool,
     #[serde(flatten)]
     pub found: CheckFindings,
+}
+
+/// What the model reads in the copy after the write (serialized as
+/// fields of the check).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelAfter {
+    /// The model's verdict on the image afterwards.
+    pub verdict_after: Option<String>,
+    pub extension_after: Option<String>,
+    /// Rule IDs of error findings afterwards.
+    pub error_rules_after: Vec<String>,
 }
 
 /// One operation and what the model found afterwards.

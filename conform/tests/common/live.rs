@@ -1,11 +1,11 @@
 //! What the tests of the live path share: the installed
 //! `qemu-storage-daemon` (a missing one fails the test, never skips it),
 //! the limits one daemon step runs under, the bitmap they add most, and a
-//! backup chain run checked in full.
+//! backup chain run checked in full, and what a tampered chain must report.
 //! Included with `#[path = "common/live.rs"] mod live;`.
 #![allow(dead_code)]
 
-use conform::campaign::backup::chain::ChainOptions;
+use conform::campaign::backup::chain::{run_chain, Chain, ChainOptions, ChainResult};
 use conform::runner::adapters::qemu::Tool;
 use conform::runner::process::Limits;
 use spec_model::semantics::Op;
@@ -44,5 +44,26 @@ pub fn chain_options() -> ChainOptions {
         limits: limits(),
         tamper: None,
         bare: false,
+    }
+}
+
+/// Runs `chain` under `o` on a fresh image in a scratch directory the
+/// sandbox lets the daemon write.
+pub fn run_in_scratch(chain: &Chain, o: ChainOptions) -> ChainResult {
+    let dir = tempfile::tempdir().unwrap();
+    let _w = conform::runner::process::sandbox::writable(dir.path());
+    run_chain(&qsd(), chain, dir.path(), o).unwrap()
+}
+
+/// Asserts that the chain `r` (`what`, for the message) stopped at its
+/// first incremental with, for each of `saying`, a problem that says it.
+pub fn assert_stopped_at_first_incremental(r: &ChainResult, saying: &[&str], what: &str) {
+    assert_eq!(r.at_point, Some(1), "{what}: {r:#?}");
+    for s in saying {
+        assert!(
+            r.problems.iter().any(|p| p.contains(s)),
+            "{what}: no problem says {s:?}: {:#?}",
+            r.problems
+        );
     }
 }

@@ -30,6 +30,7 @@ use crate::dump::values;
 use crate::extensions::{report_repeats, Extension};
 use crate::fields::{bitmap_entry as entry, bitmaps_ext as bext, extension as ext, Field};
 use crate::io::{CheckError, Image};
+use crate::report::Contents;
 use crate::revision::Revision;
 use crate::rules::Severity;
 use std::collections::HashSet;
@@ -446,8 +447,7 @@ fn bitmap<R: Read + Seek>(
         table_size: entry::BITMAP_TABLE_SIZE.get(raw),
         table: Vec::new(),
         usable: false,
-        set_bits: None,
-        content_sha256: None,
+        contents: Contents::default(),
     };
     let geo = gran.map(|_| geo);
     table(rd, d, idx, at, in_use, geo, &mut b)?;

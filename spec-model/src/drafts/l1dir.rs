@@ -38,6 +38,7 @@ use crate::dump::values;
 use crate::extensions::repeats;
 use crate::fields::Field;
 use crate::io::{CheckError, Image};
+use crate::report::Contents;
 use crate::revision::Revision;
 use crate::rules::Severity;
 use std::collections::HashSet;
@@ -287,8 +288,7 @@ fn directory<R: Read + Seek>(
             table_size: hf::L1_SIZE.get(&raw),
             table: Vec::new(),
             usable: false,
-            set_bits: None,
-            content_sha256: None,
+            contents: Contents::default(),
         };
         l1_bitmap(rd, i as usize, &mut b, sectors)?;
         rd.dump.bitmaps.push(b);

@@ -37,7 +37,7 @@ pub use rules::DraftRule;
 
 use crate::bitmaps::ExtensionState;
 use crate::io::{CheckError, Image};
-use crate::report::Verdict;
+use crate::report::{Contents, Verdict};
 use crate::revision::Revision;
 use crate::rules::Severity;
 use serde::Serialize;
@@ -98,11 +98,10 @@ pub struct DraftBitmap {
     /// no error in the draft's structures, not `in_use`, the extension
     /// (where there is one) consistent, no incompatible extra data.
     pub usable: bool,
-    /// Set bits and SHA-256 of the `ceil(nbits / 8)` data bytes (bits LSB
-    /// first, bits past `nbits` cleared), whenever this bitmap's own
-    /// table and data can be read, even if `usable` is false.
-    pub set_bits: Option<u64>,
-    pub content_sha256: Option<String>,
+    /// Its contents, whenever this bitmap's own table and data can be
+    /// read, even if `usable` is false.
+    #[serde(flatten)]
+    pub contents: Contents,
 }
 
 /// Everything a draft reader found.

@@ -12,7 +12,7 @@ use crate::extensions::{walk, Extension, Overrun};
 use crate::fields::bitmap_table_entry as table_entry;
 use crate::finding::Findings;
 use crate::io::{CheckError, Image};
-use crate::report::Verdict;
+use crate::report::{Contents, Verdict};
 use crate::revision::Revision;
 use crate::rules::Severity;
 use std::io::{Read, Seek};
@@ -137,7 +137,7 @@ impl<'a, R: Read + Seek> Reader<'a, R> {
         let clean = !self.findings.any_error(|_| true);
         let mut dump = self.dump;
         for (i, b) in dump.bitmaps.iter_mut().enumerate() {
-            b.usable = clean && usable_alone(i) && b.content_sha256.is_some();
+            b.usable = clean && usable_alone(i) && b.contents.content_sha256.is_some();
         }
         let found = self.findings.into_sorted();
         dump.verdict = Verdict::of(&found);
@@ -422,8 +422,10 @@ impl<'a, R: Read + Seek> Reader<'a, R> {
             return Ok(());
         }
         if let Some((sha, set)) = digest(self.img, geo, slots)? {
-            b.set_bits = Some(set);
-            b.content_sha256 = Some(sha);
+            b.contents = Contents {
+                set_bits: Some(set),
+                content_sha256: Some(sha),
+            };
         }
         Ok(())
     }

@@ -60,8 +60,8 @@ pub fn render(d: &DraftDump) -> String {
         let _ = writeln!(
             o,
             "    set bits {}, sha256 {}",
-            opt(&b.set_bits),
-            opt(&b.content_sha256)
+            opt(&b.contents.set_bits),
+            opt(&b.contents.content_sha256)
         );
     }
     if !d.findings.is_empty() {

@@ -252,15 +252,28 @@ impl Nodes {
 mod tests {
     use super::*;
 
+    fn on(node: usize, op: Op) -> NodeOp {
+        NodeOp::On { node, op }
+    }
+
     fn add(node: usize, name: &str, gbits: u8) -> NodeOp {
-        NodeOp::On {
+        on(node, Op::add(name, gbits, true, false))
+    }
+
+    /// One byte written at `offset` of `node`'s disk.
+    fn write(node: usize, offset: u64) -> NodeOp {
+        on(node, Op::Write { offset, len: 1 })
+    }
+
+    fn clear(node: usize, name: &str) -> NodeOp {
+        on(node, Op::Clear { name: name.into() })
+    }
+
+    fn merge(node: usize, target: &str, sources: Vec<Source>) -> NodeOp {
+        NodeOp::Merge {
             node,
-            op: Op::Add {
-                name: name.into(),
-                gbits,
-                persistent: true,
-                disabled: false,
-            },
+            target: target.into(),
+            sources,
         }
     }
 
@@ -271,52 +284,31 @@ mod tests {
         }
     }
 
-    fn two(size0: u64, size1: u64) -> Nodes {
-        Nodes {
-            disks: vec![Disk::new(size0), Disk::new(size1).with_cluster_bits(12)],
-        }
+    /// Two nodes, 1 MiB and `size1` bytes, with bitmap "a" of 64 KiB
+    /// granules on the first and `second` (name, granularity bits) on the
+    /// other, after one byte written at `offset` of node `node`.
+    fn two(size1: u64, second: (&str, u8), (node, offset): (usize, u64)) -> Nodes {
+        let mut n = Nodes {
+            disks: vec![Disk::new(1 << 20), Disk::new(size1).with_cluster_bits(12)],
+        };
+        n.apply(&add(0, "a", 16));
+        n.apply(&add(1, second.0, second.1));
+        n.apply(&write(node, offset));
+        n
     }
 
     #[test]
     fn each_node_keeps_its_own_bitmaps_and_writes() {
-        let mut n = two(1 << 20, 1 << 20);
-        n.apply(&add(0, "a", 16));
-        n.apply(&add(1, "a", 12));
-        n.apply(&NodeOp::On {
-            node: 1,
-            op: Op::Write {
-                offset: 5000,
-                len: 1,
-            },
-        });
+        let n = two(1 << 20, ("a", 12), (1, 5000));
         assert!(n.disks[0].bitmaps["a"].bits.is_empty());
         assert_eq!(n.disks[1].bitmaps["a"].bits, vec![(1, 2)]);
-        assert!(matches!(
-            n.expect(&NodeOp::On {
-                node: 2,
-                op: Op::Write { offset: 0, len: 1 }
-            }),
-            Expect::Refuse(_)
-        ));
+        assert!(matches!(n.expect(&write(2, 0)), Expect::Refuse(_)));
     }
 
     #[test]
     fn a_merge_takes_sources_from_the_other_node() {
-        let mut n = two(1 << 20, 1 << 20);
-        n.apply(&add(0, "a", 16));
-        n.apply(&add(1, "b", 12));
-        n.apply(&NodeOp::On {
-            node: 1,
-            op: Op::Write {
-                offset: 70_000,
-                len: 1,
-            },
-        });
-        let m = NodeOp::Merge {
-            node: 0,
-            target: "a".into(),
-            sources: vec![src(1, "b")],
-        };
+        let mut n = two(1 << 20, ("b", 12), (1, 70_000));
+        let m = merge(0, "a", vec![src(1, "b")]);
         assert_eq!(n.expect(&m), Expect::Succeed);
         n.apply(&m);
         // 70,000 lies in 4 KiB granule 17 of node 1, 64 KiB granule 1 of
@@ -326,28 +318,11 @@ mod tests {
         assert!(!n.disks[0].bitmaps.keys().any(|k| k.starts_with('\0')));
         // A source missing on its node must be refused, even if the
         // target's node has a bitmap of that name.
-        let missing = NodeOp::Merge {
-            node: 0,
-            target: "a".into(),
-            sources: vec![src(1, "a")],
-        };
+        let missing = merge(0, "a", vec![src(1, "a")]);
         assert!(matches!(n.expect(&missing), Expect::Refuse(_)));
         // Disks of different sizes: may be refused.
-        let mut n = two(1 << 20, 2 << 20);
-        n.apply(&add(0, "a", 16));
-        n.apply(&add(1, "b", 16));
-        n.apply(&NodeOp::On {
-            node: 1,
-            op: Op::Write {
-                offset: (1 << 20) + 5,
-                len: 1,
-            },
-        });
-        let m = NodeOp::Merge {
-            node: 0,
-            target: "a".into(),
-            sources: vec![src(1, "b")],
-        };
+        let mut n = two(2 << 20, ("b", 16), (1, (1 << 20) + 5));
+        let m = merge(0, "a", vec![src(1, "b")]);
         assert!(matches!(n.expect(&m), Expect::Either(_)));
         n.apply(&m);
         assert!(n.disks[0].bitmaps["a"].bits.is_empty());
@@ -355,41 +330,16 @@ mod tests {
 
     #[test]
     fn a_transaction_across_nodes_is_all_or_nothing() {
-        let mut n = two(1 << 20, 1 << 20);
-        n.apply(&add(0, "a", 16));
-        n.apply(&add(1, "b", 16));
-        n.apply(&NodeOp::On {
-            node: 0,
-            op: Op::Write { offset: 0, len: 1 },
-        });
+        let mut n = two(1 << 20, ("b", 16), (0, 0));
         let before = n.clone();
         let failing = NodeOp::Transaction {
-            actions: vec![
-                NodeOp::On {
-                    node: 1,
-                    op: Op::Clear { name: "b".into() },
-                },
-                NodeOp::On {
-                    node: 1,
-                    op: Op::Clear { name: "a".into() },
-                },
-            ],
+            actions: vec![clear(1, "b"), clear(1, "a")],
         };
         assert!(matches!(n.expect(&failing), Expect::Refuse(m) if m.starts_with("member 1")));
         n.apply(&failing);
         assert_eq!(n, before);
         let ok = NodeOp::Transaction {
-            actions: vec![
-                NodeOp::Merge {
-                    node: 1,
-                    target: "b".into(),
-                    sources: vec![src(0, "a")],
-                },
-                NodeOp::On {
-                    node: 0,
-                    op: Op::Clear { name: "a".into() },
-                },
-            ],
+            actions: vec![merge(1, "b", vec![src(0, "a")]), clear(0, "a")],
         };
         assert_eq!(n.expect(&ok), Expect::Succeed);
         n.apply(&ok);
@@ -397,15 +347,8 @@ mod tests {
         assert!(n.disks[0].bitmaps["a"].bits.is_empty());
         let reuse = NodeOp::Transaction {
             actions: vec![
-                NodeOp::On {
-                    node: 1,
-                    op: Op::Remove { name: "b".into() },
-                },
-                NodeOp::Merge {
-                    node: 0,
-                    target: "a".into(),
-                    sources: vec![src(1, "b")],
-                },
+                on(1, Op::Remove { name: "b".into() }),
+                merge(0, "a", vec![src(1, "b")]),
             ],
         };
         assert!(matches!(
@@ -413,10 +356,7 @@ mod tests {
             Expect::Refuse(_) | Expect::Either(_)
         ));
         let io = NodeOp::Transaction {
-            actions: vec![NodeOp::On {
-                node: 1,
-                op: Op::Write { offset: 0, len: 1 },
-            }],
+            actions: vec![write(1, 0)],
         };
         assert!(matches!(n.expect(&io), Expect::Refuse(_)));
     }

@@ -213,6 +213,25 @@ pub enum Op {
     },
 }
 
+/// The pattern of the operations only a running node carries out, the
+/// ones [`Disk::expect`] and [`Disk::apply`] (in `node.rs`) handle before
+/// the first kinds: an add with the default granularity, concurrent
+/// writes, transactions, (in)activation, exports and reopens. One list for
+/// every match that sets them apart (the model here, the offline runner
+/// that skips them), so that a new one cannot be missed in one of them.
+#[macro_export]
+macro_rules! node_only_op {
+    () => {
+        $crate::semantics::Op::AddDefault { .. }
+            | $crate::semantics::Op::Writes { .. }
+            | $crate::semantics::Op::Transaction { .. }
+            | $crate::semantics::Op::SetActive { .. }
+            | $crate::semantics::Op::Export { .. }
+            | $crate::semantics::Op::Unexport { .. }
+            | $crate::semantics::Op::Reopen { .. }
+    };
+}
+
 impl Op {
     /// A bitmap `name` added with granularity `2^gbits`: persistent (kept in
     /// the image) or not, enabled unless `disabled`.
@@ -488,13 +507,7 @@ impl Disk {
             Op::Resize { size } => Expect::Either(format!(
                 "resizing to {size} bytes with bitmaps may be refused (the spec does not require it)"
             )),
-            Op::AddDefault { .. }
-            | Op::Writes { .. }
-            | Op::Transaction { .. }
-            | Op::SetActive { .. }
-            | Op::Export { .. }
-            | Op::Unexport { .. }
-            | Op::Reopen { .. } => self.expect(op),
+            crate::node_only_op!() => self.expect(op),
         }
     }
 
@@ -547,13 +560,7 @@ impl Disk {
             }
             Op::Merge { target, sources } => self.merge(target, sources),
             Op::Resize { size: new } => self.resize(*new),
-            Op::AddDefault { .. }
-            | Op::Writes { .. }
-            | Op::Transaction { .. }
-            | Op::SetActive { .. }
-            | Op::Export { .. }
-            | Op::Unexport { .. }
-            | Op::Reopen { .. } => self.apply(op),
+            crate::node_only_op!() => self.apply(op),
         }
     }
 

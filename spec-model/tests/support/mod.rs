@@ -28,12 +28,18 @@ pub struct BitmapSpec {
     pub flags: u32,
     pub bitmap_type: u8,
     pub extra_data: Vec<u8>,
+    pub table: TableSpec,
+}
+
+/// What a bitmap's table and data clusters hold.
+#[derive(Debug, Clone, Default)]
+pub struct TableSpec {
     /// Indices of the bits to set (each below `nbits`).
     pub set_bits: Vec<u64>,
     /// Table entries written as "all ones" (value 1) instead of data.
     pub all_ones: Vec<u64>,
     /// Number of table entries; `None` writes exactly the needed number.
-    pub table_size: Option<u32>,
+    pub size: Option<u32>,
 }
 
 impl BitmapSpec {
@@ -45,14 +51,12 @@ impl BitmapSpec {
             flags: bitmap_entry::FLAG_AUTO as u32,
             bitmap_type: bitmap_entry::TYPE_DIRTY_TRACKING as u8,
             extra_data: Vec::new(),
-            set_bits: Vec::new(),
-            all_ones: Vec::new(),
-            table_size: None,
+            table: TableSpec::default(),
         }
     }
 
     pub fn bits(mut self, bits: &[u64]) -> BitmapSpec {
-        self.set_bits = bits.to_vec();
+        self.table.set_bits = bits.to_vec();
         self
     }
 
@@ -62,12 +66,12 @@ impl BitmapSpec {
     }
 
     pub fn all_ones(mut self, entries: &[u64]) -> BitmapSpec {
-        self.all_ones = entries.to_vec();
+        self.table.all_ones = entries.to_vec();
         self
     }
 
     pub fn table_size(mut self, entries: u32) -> BitmapSpec {
-        self.table_size = Some(entries);
+        self.table.size = Some(entries);
         self
     }
 
@@ -393,8 +397,11 @@ impl Spec {
             assert!(g <= 63, "write granularity 64+ by patching the entry");
             let nbits = nbits(self.size, g);
             let needed = nbits.div_ceil(8).div_ceil(cs);
-            assert!(b.set_bits.iter().all(|&k| k < nbits), "bit past nbits");
-            let table_size = b.table_size.map_or(needed, u64::from);
+            assert!(
+                b.table.set_bits.iter().all(|&k| k < nbits),
+                "bit past nbits"
+            );
+            let table_size = b.table.size.map_or(needed, u64::from);
             // A table of no entries occupies no cluster; it still needs a
             // non-zero, aligned offset, so it points at the directory.
             let table_offset = if table_size > 0 {
@@ -405,12 +412,13 @@ impl Spec {
             let mut data = vec![0u64; table_size as usize];
             for j in 0..table_size.min(needed) {
                 let table_entry = table_offset + 8 * j;
-                if b.all_ones.contains(&j) {
+                if b.table.all_ones.contains(&j) {
                     w.put_u64(table_entry, 1);
                     continue;
                 }
                 let first_bit = j * cs * 8;
                 let bits: Vec<u64> = b
+                    .table
                     .set_bits
                     .iter()
                     .copied()

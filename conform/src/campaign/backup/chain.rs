@@ -37,6 +37,19 @@ pub struct ChainResult {
     /// The daemon never started within the limit (twice): a harness
     /// failure, never a finding.
     pub unstarted: Option<String>,
+    #[serde(flatten)]
+    pub counts: ChainCounts,
+    /// Per backup point: what the model required and what came.
+    pub points: Vec<Point>,
+    /// QMP transcript.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub transcript: Vec<String>,
+}
+
+/// What one chain did, counted: the campaign adds each count to its
+/// totals under [`ChainCounts::named`]'s name.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ChainCounts {
     /// Incremental backups taken and restored.
     pub incrementals: u64,
     /// Backup points restored and compared (the full one included).
@@ -51,11 +64,20 @@ pub struct ChainResult {
     /// Incremental jobs the guest wrote to the disk while they ran.
     #[serde(default)]
     pub written_during: u64,
-    /// Per backup point: what the model required and what came.
-    pub points: Vec<Point>,
-    /// QMP transcript.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub transcript: Vec<String>,
+}
+
+impl ChainCounts {
+    /// Each count with its name in the campaign's totals (`state.json`).
+    pub fn named(&self) -> [(&'static str, u64); 6] {
+        [
+            ("incrementals", self.incrementals),
+            ("restored", self.restored),
+            ("bytes-compared", self.bytes_compared),
+            ("extra-bytes", self.extra_bytes),
+            ("failed-jobs", self.failed_jobs),
+            ("written-during", self.written_during),
+        ]
+    }
 }
 
 impl ChainResult {
@@ -382,14 +404,7 @@ impl Run<'_> {
             .map(|b| b.dirty_ranges(chain.size))
             .unwrap_or_default();
         if !self.opts.bare {
-            let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
-            if !p.is_empty() {
-                return Err(Stop::Problems(
-                    p.into_iter()
-                        .map(|m| format!("before incremental {k}: {m}"))
-                        .collect(),
-                ));
-            }
+            self.agree(&format!("before incremental {k}"))?;
         }
         let (mut extents, at) = if chain.mode == Mode::Pull {
             (self.pull(k)?, None)
@@ -399,7 +414,7 @@ impl Run<'_> {
         } else {
             (self.push(k)?, None)
         };
-        r.incrementals += 1;
+        r.counts.incrementals += 1;
         if self.opts.bare {
             return Ok(());
         }
@@ -408,25 +423,35 @@ impl Run<'_> {
         }
         restore::apply(&mut self.restored, &extents);
         self.check(k, &must, &extents, at, r)?;
+        self.agree(&format!("after incremental {k}"))
+    }
+
+    /// The daemon's bitmaps compared with the model's
+    /// ([`oracle::compare`]): any difference stops the chain, each problem
+    /// said to be `when`.
+    fn agree(&mut self, when: &str) -> Result<(), Stop> {
         let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
-        if !p.is_empty() {
-            return Err(Stop::Problems(
-                p.into_iter()
-                    .map(|m| format!("after incremental {k}: {m}"))
-                    .collect(),
-            ));
+        if p.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        Err(Stop::Problems(
+            p.into_iter().map(|m| format!("{when}: {m}")).collect(),
+        ))
+    }
+
+    /// The arguments of backup job `job` of the chain's mode (a push mode:
+    /// pull mode runs no job) to node `node`.
+    fn push_arguments(&self, job: &str, node: &str) -> serde_json::Value {
+        self.chain
+            .mode
+            .backup_arguments(job, node, &self.bitmap)
+            .expect("a push mode")
     }
 
     /// A `blockdev-backup` incremental to a fresh target, read back.
     fn push(&mut self, k: usize) -> Result<Extents, Stop> {
         let (node, path) = self.target(k)?;
-        let args = self
-            .chain
-            .mode
-            .backup_arguments(&format!("j{k}"), &node, &self.bitmap)
-            .expect("a push mode");
+        let args = self.push_arguments(&format!("j{k}"), &node);
         let job = qb::run_job(running(&mut self.daemon)?, args, self.opts.limits.timeout)?;
         self.incremental_done(k, &node, job)?;
         if self.opts.bare {
@@ -473,17 +498,13 @@ impl Run<'_> {
             qb::Target::FailingWrites,
             "the failing backup target",
         )?;
-        let args = self
-            .chain
-            .mode
-            .backup_arguments(&format!("fj{k}"), &node, &self.bitmap)
-            .expect("a push mode");
+        let args = self.push_arguments(&format!("fj{k}"), &node);
         let job = qb::run_job(running(&mut self.daemon)?, args, self.opts.limits.timeout)?;
         if let Err(e) = qb::detach(running(&mut self.daemon)?, &node)? {
             return Err(refused("detaching the failing target", e));
         }
         match job {
-            Err(_) => r.failed_jobs += 1,
+            Err(_) => r.counts.failed_jobs += 1,
             Ok(()) if self.chain.mode.clears_on_success() => self.model.apply(&Op::Clear {
                 name: self.bitmap.clone(),
             }),
@@ -492,15 +513,9 @@ impl Run<'_> {
         if self.opts.bare {
             return Ok(());
         }
-        let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
-        if p.is_empty() {
-            return Ok(());
-        }
         let how = if job.is_err() { "failed" } else { "succeeded" };
-        Err(Stop::Problems(
-            p.into_iter()
-                .map(|m| format!("after a backup job that {how} before incremental {k}: {m}"))
-                .collect(),
+        self.agree(&format!(
+            "after a backup job that {how} before incremental {k}"
         ))
     }
 
@@ -592,11 +607,11 @@ impl Run<'_> {
         let held = restore::covered(extents);
         let required = spec_model::semantics::granules::count(must);
         let held_n = spec_model::semantics::granules::count(&held);
-        r.extra_bytes += spec_model::semantics::granules::count(
+        r.counts.extra_bytes += spec_model::semantics::granules::count(
             &spec_model::semantics::granules::subtract(&held, must),
         );
-        r.bytes_compared += disk.len() as u64;
-        r.restored += 1;
+        r.counts.bytes_compared += disk.len() as u64;
+        r.counts.restored += 1;
         r.points.push(Point {
             index: k,
             required,

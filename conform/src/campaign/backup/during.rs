@@ -22,7 +22,7 @@ use crate::campaign::backup::restore::{self, Extents};
 use crate::runner::adapters::qemu_live::backup as qb;
 use crate::runner::adapters::qemu_live::backup::Mode;
 use crate::runner::adapters::qemu_live::daemon::DaemonError;
-use crate::runner::adapters::qemu_live::oracle::{self, Contents};
+use crate::runner::adapters::qemu_live::oracle;
 use serde_json::json;
 use spec_model::semantics::{granules, DiscardMode, Op};
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ impl Run<'_> {
         // The job may have concluded already (nothing to copy).
         if let Some((status, _)) = qb::job_state(running(&mut self.daemon)?, &job)? {
             if status == "running" {
-                r.written_during += 1;
+                r.counts.written_during += 1;
             }
         }
         let _ = qb::set_speed(running(&mut self.daemon)?, &job, 0)?;
@@ -131,7 +131,7 @@ impl Run<'_> {
         let mode = self.chain.mode;
         match done {
             Err(_) => {
-                r.failed_jobs += 1;
+                r.counts.failed_jobs += 1;
                 if mode == Mode::BitmapAlways {
                     self.forget_what_may_be_copied();
                 }
@@ -147,30 +147,18 @@ impl Run<'_> {
         let extents = restore::image_extents(&path)
             .map_err(|e| Stop::Problems(vec![format!("the cancelled backup {k}: {e}")]))?;
         restore::apply(&mut self.restored, &extents);
-        let p = oracle::compare(running(&mut self.daemon)?, &self.model, Contents::Hash)?;
-        if p.is_empty() {
-            return Ok(());
-        }
         let how = if done.is_err() {
             "cancelled"
         } else {
             "finished before its cancel"
         };
-        Err(Stop::Problems(
-            p.into_iter()
-                .map(|m| format!("after a backup job {how} before incremental {k}: {m}"))
-                .collect(),
-        ))
+        self.agree(&format!("after a backup job {how} before incremental {k}"))
     }
 
     /// Starts job `job` of the chain's mode to node `node`, made slow
     /// ([`slow`]); a refusal is a problem about `what`.
     fn start_slow(&mut self, job: &str, node: &str, what: &str) -> Result<(), Stop> {
-        let mut args = self
-            .chain
-            .mode
-            .backup_arguments(job, node, &self.bitmap)
-            .expect("a push mode");
+        let mut args = self.push_arguments(job, node);
         slow(&mut args);
         match qb::start_job(running(&mut self.daemon)?, args)? {
             Ok(()) => Ok(()),

@@ -14,15 +14,15 @@ pub mod chain;
 pub mod gen;
 pub mod restore;
 
-use super::State;
+use super::{Plan, State};
 use crate::campaign::sequences::{key, SeqResult};
 use crate::campaign::shrink::Shrink;
 use crate::runner::process::Limits;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chain::{run_chain, Chain, ChainOptions, ChainResult};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The name `state.json` records for this campaign.
@@ -30,10 +30,8 @@ pub const CAMPAIGN: &str = "qemu-live-backup-chains";
 
 /// Options of a backup-chain campaign.
 pub struct BackupOptions {
-    pub seed: u64,
-    pub duration: Duration,
-    pub max_chains: Option<u64>,
-    pub out: PathBuf,
+    /// Its `shard` is `None`: chains are not sharded.
+    pub plan: Plan,
     pub limits: Limits,
     /// Only the operations, nothing checked (benchmark baseline).
     pub bare: bool,
@@ -73,13 +71,9 @@ pub fn chain_key(r: &ChainResult) -> String {
 
 /// Runs chains until the duration or budget is spent.
 pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
-    std::fs::create_dir_all(opts.out.join("findings"))
-        .with_context(|| format!("cannot create {}", opts.out.display()))?;
-    let state_path = opts.out.join("state.json");
-    let mut state = State::resume(&state_path, CAMPAIGN, opts.seed, None)?;
+    let b = &opts.plan;
+    let (mut state, state_path) = b.start(CAMPAIGN)?;
     let qemu = super::sequences::version(program, &opts.limits);
-    crate::runner::process::signals::install();
-    crate::runner::process::temp_dirs::sweep();
     let start = Instant::now();
     let mut last = Instant::now();
     let mut ran = 0u64;
@@ -88,25 +82,18 @@ pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
         tamper: None,
         bare: opts.bare,
     };
-    while start.elapsed() < opts.duration
-        && opts.max_chains.is_none_or(|m| ran < m)
-        && crate::runner::process::signals::stop_requested().is_none()
-    {
-        let index = state.next_index;
-        state.next_index += 1;
-        let c = Chain::random(opts.seed, index);
+    while b.budget.more(start, ran) {
+        let index = state.take_index(b.shard);
+        let c = Chain::random(b.seed, index);
         let r = run_fresh(program, &c, copts)?;
         ran += 1;
         state.cases_run += 1;
         let mut count = |k: &str, n: u64| *state.outcomes.entry(k.to_owned()).or_default() += n;
         count("chains", 1);
         count(&format!("mode:{}", c.mode.name()), 1);
-        count("incrementals", r.incrementals);
-        count("restored", r.restored);
-        count("bytes-compared", r.bytes_compared);
-        count("extra-bytes", r.extra_bytes);
-        count("failed-jobs", r.failed_jobs);
-        count("written-during", r.written_during);
+        for (k, n) in r.counts.named() {
+            count(k, n);
+        }
         if r.unstarted.is_some() {
             count("error", 1);
         } else if !r.failed() {
@@ -121,9 +108,9 @@ pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
                 let reproduced = again.failed() && chain_key(&again) == k;
                 if reproduced {
                     let (small, sr) = minimise(program, &c, r.clone(), MINIMISE_RUNS, copts);
-                    save(&opts.out, &k, &small, &sr, Some(&c), None)?;
+                    save(&b.out, &k, &small, &sr, Some(&c), None)?;
                 } else {
-                    save(&opts.out, &k, &c, &r, None, Some(&again))?;
+                    save(&b.out, &k, &c, &r, None, Some(&again))?;
                 }
                 if !reproduced {
                     state.disagreements.remove(&k);
@@ -144,7 +131,7 @@ pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
     }
     state.write(&state_path)?;
     let summary = Summary {
-        seed: opts.seed,
+        seed: b.seed,
         qemu,
         seconds: start.elapsed().as_secs_f64(),
         chains_this_run: ran,
@@ -152,7 +139,7 @@ pub fn run(program: &Path, opts: &BackupOptions) -> Result<Summary> {
         findings: state.disagreements.clone(),
     };
     std::fs::write(
-        opts.out.join("summary.json"),
+        b.out.join("summary.json"),
         serde_json::to_string_pretty(&summary)? + "\n",
     )?;
     Ok(summary)

@@ -433,10 +433,14 @@ impl Sequence {
             out.push(with(s));
         }
         for i in 0..n {
-            if matches!(self.steps[i], Step::Crash | Step::Terminate) {
+            // The sequence with step `i` replaced by `st`.
+            let replaced = |st: Step| {
                 let mut s = self.steps.clone();
-                s[i] = Step::Restart;
-                out.push(with(s));
+                s[i] = st;
+                with(s)
+            };
+            if matches!(self.steps[i], Step::Crash | Step::Terminate) {
+                out.push(replaced(Step::Restart));
             }
             if let Step::Nodes { op } = &self.steps[i] {
                 let simpler = match op {
@@ -445,14 +449,9 @@ impl Sequence {
                         op: actions[0].clone(),
                     }),
                     NodeOp::Transaction { actions } if actions.len() > 1 => {
-                        for j in 0..actions.len() {
-                            let mut fewer = actions.clone();
-                            fewer.remove(j);
-                            let mut s = self.steps.clone();
-                            s[i] = Step::Nodes {
-                                op: NodeOp::Transaction { actions: fewer },
-                            };
-                            out.push(with(s));
+                        for fewer in each_dropped(actions) {
+                            let op = NodeOp::Transaction { actions: fewer };
+                            out.push(replaced(Step::Nodes { op }));
                         }
                         None
                     }
@@ -470,9 +469,7 @@ impl Sequence {
                     _ => None,
                 };
                 if let Some(st) = simpler {
-                    let mut s = self.steps.clone();
-                    s[i] = st;
-                    out.push(with(s));
+                    out.push(replaced(st));
                 }
                 continue;
             }
@@ -500,14 +497,9 @@ impl Sequence {
                 Op::Transaction { actions } if actions.len() > 1 => {
                     // Each member dropped in turn (the last here, the
                     // others below).
-                    for j in 0..actions.len() - 1 {
-                        let mut fewer = actions.clone();
-                        fewer.remove(j);
-                        let mut s = self.steps.clone();
-                        s[i] = Step::Op {
-                            op: Op::Transaction { actions: fewer },
-                        };
-                        out.push(with(s));
+                    for fewer in each_dropped(actions).take(actions.len() - 1) {
+                        let op = Op::Transaction { actions: fewer };
+                        out.push(replaced(Step::Op { op }));
                     }
                     Some(Op::Transaction {
                         actions: actions[..actions.len() - 1].to_vec(),
@@ -527,13 +519,20 @@ impl Sequence {
                 _ => None,
             };
             if let Some(op) = simpler {
-                let mut s = self.steps.clone();
-                s[i] = Step::Op { op };
-                out.push(with(s));
+                out.push(replaced(Step::Op { op }));
             }
         }
         out
     }
+}
+
+/// `items` with each one dropped in turn, the first first.
+fn each_dropped<T: Clone>(items: &[T]) -> impl Iterator<Item = Vec<T>> + '_ {
+    (0..items.len()).map(|j| {
+        let mut fewer = items.to_vec();
+        fewer.remove(j);
+        fewer
+    })
 }
 
 impl Arbitrary for Sequence {

@@ -21,11 +21,11 @@ pub use findings::{key, minimise, SeqFinding, NOT_REPRODUCED};
 pub use gen::{Sequence, Step};
 pub use run::{run_bare, run_sequence, SeqResult, SetupError, MODEL};
 
-use super::{Shard, State};
+use super::{Plan, State};
 use crate::runner::process::Limits;
 use anyhow::{Context, Result};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 /// The name `state.json` records for this campaign (live and offline).
 pub const CAMPAIGN: [&str; 2] = ["qemu-live-sequences", "qemu-offline-sequences"];
@@ -35,11 +35,7 @@ pub const MINIMISE_RUNS: usize = 150;
 
 /// Options of a sequence campaign.
 pub struct SequenceOptions {
-    pub seed: u64,
-    pub duration: Duration,
-    pub max_sequences: Option<u64>,
-    pub shard: Option<Shard>,
-    pub out: PathBuf,
+    pub plan: Plan,
     pub limits: Limits,
     /// Minimise and save findings (off only for benchmarks).
     pub minimise: bool,
@@ -81,36 +77,17 @@ pub fn run(program: &Path, opts: &SequenceOptions) -> Result<State> {
 /// [`run`] with the sequences run by `runner` (the campaign's own runner,
 /// or one a test wraps around it).
 pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> Result<State> {
-    let found = opts.out.join("findings");
-    std::fs::create_dir_all(&found)
-        .with_context(|| format!("cannot create {}", opts.out.display()))?;
-    let state_path = opts.out.join("state.json");
-    let mut state = State::resume(
-        &state_path,
-        CAMPAIGN[usize::from(opts.offline)],
-        opts.seed,
-        opts.shard,
-    )?;
-    let qemu = version(program, &opts.limits);
-    let start = Instant::now();
-    let mut ran = 0u64;
+    let b = &opts.plan;
     // SIGINT/SIGTERM end the loop after the current sequence (its daemon
     // stopped, state saved); scratch directories of campaigns and runs
     // that died (kill -9) are removed.
-    crate::runner::process::signals::install();
-    crate::runner::process::temp_dirs::sweep();
-    while start.elapsed() < opts.duration
-        && opts.max_sequences.is_none_or(|m| ran < m)
-        && crate::runner::process::signals::stop_requested().is_none()
-    {
-        let index = state.next_index;
-        state.next_index += 1;
-        if let Some(sh) = opts.shard {
-            if index % sh.count != sh.index - 1 {
-                continue;
-            }
-        }
-        let seq = Sequence::random(opts.seed, index);
+    let (mut state, state_path) = b.start(CAMPAIGN[usize::from(opts.offline)])?;
+    let qemu = version(program, &opts.limits);
+    let start = Instant::now();
+    let mut ran = 0u64;
+    while b.budget.more(start, ran) {
+        let index = state.take_index(b.shard);
+        let seq = Sequence::random(b.seed, index);
         let work = crate::runner::process::temp_dirs::scratch("seq")?;
         let _w = crate::runner::process::sandbox::writable(work.path());
         if opts.bare {
@@ -173,7 +150,7 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
                 });
                 let f = SeqFinding {
                     key: k.clone(),
-                    seed: opts.seed,
+                    seed: b.seed,
                     index,
                     problems: mr
                         .error
@@ -186,7 +163,7 @@ pub fn run_with(program: &Path, opts: &SequenceOptions, runner: &mut Runner) -> 
                     qemu: qemu.clone(),
                     offline: opts.offline,
                 };
-                let saved = findings::save_if_reproduced(&opts.out, &f, &mr, |seq| {
+                let saved = findings::save_if_reproduced(&b.out, &f, &mr, |seq| {
                     let w = crate::runner::process::temp_dirs::scratch("seq")?;
                     let _w = crate::runner::process::sandbox::writable(w.path());
                     Ok(runner(seq, w.path())?)

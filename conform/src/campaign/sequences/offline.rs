@@ -138,13 +138,7 @@ fn commands(
             run(vec![(img.to_owned(), a)])
         }
         // Live only: never reaches here (see `offline_op`).
-        Op::AddDefault { .. }
-        | Op::Writes { .. }
-        | Op::Transaction { .. }
-        | Op::SetActive { .. }
-        | Op::Export { .. }
-        | Op::Unexport { .. }
-        | Op::Reopen { .. } => run(Vec::new()),
+        spec_model::node_only_op!() => run(Vec::new()),
     }
 }
 
@@ -174,13 +168,7 @@ fn offline_op(step: &Step) -> Option<Op> {
         },
         Op::Merge { sources, .. } if sources.is_empty() => return None,
         // What only a running node does.
-        Op::AddDefault { .. }
-        | Op::Writes { .. }
-        | Op::Transaction { .. }
-        | Op::SetActive { .. }
-        | Op::Export { .. }
-        | Op::Unexport { .. }
-        | Op::Reopen { .. } => return None,
+        spec_model::node_only_op!() => return None,
         other => other.clone(),
     })
 }

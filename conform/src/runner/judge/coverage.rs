@@ -156,7 +156,7 @@ fn observed(o: Obligation, obs: &Observation) -> Result<(), NotExercised> {
                 || obs
                     .write
                     .as_ref()
-                    .is_some_and(|w| w.verdict_after.is_some()),
+                    .is_some_and(|w| w.after.verdict_after.is_some()),
             "it reported no virtual size and no written copy was read",
         ),
         Obligation::GuestReadAsMapped => need(

@@ -39,7 +39,7 @@
 //! two ends are not compared: they describe bytes that no longer exist.
 
 use crate::runner::adapter::{Adapter, WriteRun};
-use crate::runner::checks::WriteCheck;
+use crate::runner::checks::{ModelAfter, WriteCheck};
 use crate::runner::corpus::image_state::{self, ReadError};
 use crate::runner::process::Limits;
 use crate::runner::text::{command_line, short, show_ranges};
@@ -367,9 +367,11 @@ pub fn run(adapter: &dyn Adapter, copy: &Path, limits: &Limits) -> WriteCheck {
             return w;
         }
     };
-    w.verdict_after = Some(after.verdict.as_str().to_owned());
-    w.extension_after = Some(ext_name(after.extension));
-    w.error_rules_after = after.error_rules.clone();
+    w.after = ModelAfter {
+        verdict_after: Some(after.verdict.as_str().to_owned()),
+        extension_after: Some(ext_name(after.extension)),
+        error_rules_after: after.error_rules.clone(),
+    };
     if !ok {
         w.found.notes.push(format!(
             "the write was refused: {}",

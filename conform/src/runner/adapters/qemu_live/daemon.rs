@@ -218,8 +218,11 @@ pub fn arguments_nodes(
     if let Some(s) = secret {
         // The corpus's encrypted images are LUKS (crypt_method 2); QEMU
         // opens the old AES method read-only at most.
-        a.push("--object".into());
-        a.push(format!("secret,id=sec0,data={}", esc(s)).into());
+        opt(
+            &mut a,
+            "--object",
+            format!("secret,id=sec0,data={}", esc(s)),
+        );
     }
     for (i, (image, opts)) in images.iter().enumerate() {
         let ro = if opts.read_only { ",read-only=on" } else { "" };
@@ -244,37 +247,28 @@ pub fn arguments_nodes(
             shown.push_str(",encrypt.format=luks,encrypt.key-secret=sec0");
         }
         let pinned = Value::Object(node).to_string();
-        a.push("--blockdev".into());
-        a.push(
-            format!(
-                "driver=file,filename={},node-name=f{i},discard={discard}{ro}",
-                esc(&image.to_string_lossy())
-            )
-            .into(),
-        );
-        a.push("--blockdev".into());
-        a.push(pinned.clone().into());
+        let file = esc(&image.to_string_lossy());
+        let file = format!("driver=file,filename={file},node-name=f{i},discard={discard}{ro}");
+        opt(&mut a, "--blockdev", file);
+        opt(&mut a, "--blockdev", pinned.clone());
         nodes.push((pinned, shown));
     }
-    a.push("--chardev".into());
-    a.push(
-        format!(
-            "socket,id=m0,path={},server=on,wait=off",
-            esc(&dir.join("qmp.sock").to_string_lossy())
-        )
-        .into(),
+    let socket = |name: &str| esc(&dir.join(name).to_string_lossy());
+    let qmp = format!(
+        "socket,id=m0,path={},server=on,wait=off",
+        socket("qmp.sock")
     );
-    a.push("--monitor".into());
-    a.push("chardev=m0".into());
-    a.push("--nbd-server".into());
-    a.push(
-        format!(
-            "addr.type=unix,addr.path={}",
-            esc(&dir.join("nbd.sock").to_string_lossy())
-        )
-        .into(),
-    );
+    opt(&mut a, "--chardev", qmp);
+    opt(&mut a, "--monitor", "chardev=m0");
+    let nbd = format!("addr.type=unix,addr.path={}", socket("nbd.sock"));
+    opt(&mut a, "--nbd-server", nbd);
     Ok(Arguments { args: a, nodes })
+}
+
+/// Adds option `name` with its `value` to the daemon's arguments `a`.
+fn opt(a: &mut Vec<OsString>, name: &str, value: impl Into<OsString>) {
+    a.push(name.into());
+    a.push(value.into());
 }
 
 impl Daemon {

@@ -271,22 +271,15 @@ pub fn qmp_command_on(index: usize, op: &Op) -> Option<(&'static str, serde_json
             json!({"node": node, "name": name, "granularity": 1u64 << (*gbits).min(63),
                    "persistent": persistent, "disabled": disabled}),
         ),
-        Op::Remove { name } => (
-            "block-dirty-bitmap-remove",
-            json!({"node": node, "name": name}),
-        ),
-        Op::Clear { name } => (
-            "block-dirty-bitmap-clear",
-            json!({"node": node, "name": name}),
-        ),
-        Op::Enable { name } => (
-            "block-dirty-bitmap-enable",
-            json!({"node": node, "name": name}),
-        ),
-        Op::Disable { name } => (
-            "block-dirty-bitmap-disable",
-            json!({"node": node, "name": name}),
-        ),
+        Op::Remove { name } | Op::Clear { name } | Op::Enable { name } | Op::Disable { name } => {
+            let command = match op {
+                Op::Remove { .. } => "block-dirty-bitmap-remove",
+                Op::Clear { .. } => "block-dirty-bitmap-clear",
+                Op::Enable { .. } => "block-dirty-bitmap-enable",
+                _ => "block-dirty-bitmap-disable",
+            };
+            (command, json!({"node": node, "name": name}))
+        }
         Op::Merge { target, sources } => (
             "block-dirty-bitmap-merge",
             json!({"node": node, "target": target, "bitmaps": sources}),

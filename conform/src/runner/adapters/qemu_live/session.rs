@@ -335,11 +335,7 @@ impl Session {
             // The inactivation stored the persistent bitmaps: the file
             // must hold them as a clean close would.
             let file = read_file(&self.image)?;
-            let p: Vec<String> = self
-                .judge_file_or_bytes(&self.model.close(), &file)
-                .into_iter()
-                .map(|m| format!("after the inactivation: {m}"))
-                .collect();
+            let p = self.judged_after(&self.model.close(), &file, "inactivation");
             if !p.is_empty() {
                 return Ok(p);
             }
@@ -359,11 +355,7 @@ impl Session {
             } else {
                 "read-write"
             };
-            let p: Vec<String> = self
-                .judge_file_or_bytes(&want, &file)
-                .into_iter()
-                .map(|m| format!("after the reopen {way}: {m}"))
-                .collect();
+            let p = self.judged_after(&want, &file, &format!("reopen {way}"));
             if !p.is_empty() {
                 return Ok(p);
             }
@@ -471,12 +463,17 @@ impl Session {
         }
     }
 
-    fn judge_end(&mut self, want: &FileExpectation, file: &FileRead, what: &str) -> Vec<String> {
-        let mut p: Vec<String> = self
-            .judge_file_or_bytes(want, file)
+    /// [`Self::judge_file_or_bytes`], each problem said to come after the
+    /// `what` (an inactivation, a reopen, a clean shutdown, ...).
+    fn judged_after(&self, want: &FileExpectation, file: &FileRead, what: &str) -> Vec<String> {
+        self.judge_file_or_bytes(want, file)
             .into_iter()
             .map(|m| format!("after the {what}: {m}"))
-            .collect();
+            .collect()
+    }
+
+    fn judge_end(&mut self, want: &FileExpectation, file: &FileRead, what: &str) -> Vec<String> {
+        let mut p = self.judged_after(want, file, what);
         if let Some(e) = self.ended.last() {
             if !e.timed_out && what == "clean shutdown" && e.status != Some(0) {
                 p.push(format!(
@@ -503,27 +500,30 @@ impl Session {
     }
 
     fn clean_restart(&mut self, how: End) -> Result<Vec<String>, SessionError> {
-        let want = self.model.close();
-        let wants: Vec<FileExpectation> = self.others.iter().map(|o| o.model.close()).collect();
-        let file = self.stop(how)?;
-        let mut p = self.judge_end(&want, &file, "clean shutdown");
-        let (more, files) = self.judge_others(&wants, "clean shutdown")?;
-        p.extend(more);
-        if !p.is_empty() {
-            return Ok(p);
-        }
-        self.reopen(&file, &files)
+        self.end_and_reopen(how, Disk::close, "clean shutdown")
     }
 
     /// A crash (SIGKILL): the file must conform with the bitmaps loaded
     /// from it marked `in_use`; the reopened daemon must report those
     /// inconsistent (and refuse to use them, which later steps check).
     pub fn crash(&mut self) -> Result<Vec<String>, SessionError> {
-        let want = self.model.crash();
-        let wants: Vec<FileExpectation> = self.others.iter().map(|o| o.model.crash()).collect();
-        let file = self.stop(End::Kill)?;
-        let mut p = self.judge_end(&want, &file, "crash");
-        let (more, files) = self.judge_others(&wants, "crash")?;
+        self.end_and_reopen(End::Kill, Disk::crash, "crash")
+    }
+
+    /// Ends the daemon as `how` says and judges every node's file against
+    /// what `expect` ([`Disk::close`] or [`Disk::crash`]) requires of it
+    /// (`what`, the end, names it in the problems); with none, reopens.
+    fn end_and_reopen(
+        &mut self,
+        how: End,
+        expect: fn(&Disk) -> FileExpectation,
+        what: &str,
+    ) -> Result<Vec<String>, SessionError> {
+        let want = expect(&self.model);
+        let wants: Vec<FileExpectation> = self.others.iter().map(|o| expect(&o.model)).collect();
+        let file = self.stop(how)?;
+        let mut p = self.judge_end(&want, &file, what);
+        let (more, files) = self.judge_others(&wants, what)?;
         p.extend(more);
         if !p.is_empty() {
             return Ok(p);
