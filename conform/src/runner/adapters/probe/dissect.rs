@@ -16,12 +16,12 @@ use std::process::{Command, Stdio};
 pub const VERSION: &str = "3.21";
 
 /// The helper: opens the image by its path (so that dissect finds the
-/// backing and data files beside it), prints `{"opened": ..., "size":
-/// ...}`, then answers `OFFSET LENGTH` requests (see
-/// [`super::libqcow::open_helper`]). Any exception while opening is
-/// dissect's refusal, with its message.
+/// backing and data files beside it), says `opened SIZE`, then answers
+/// `OFFSET LENGTH` requests (see [`super::libqcow::open_helper`], which
+/// puts its `say` first). Any exception while opening is dissect's
+/// refusal, with its message.
 const HELPER: &str = r#"
-import json, os, sys, types
+import types
 from pathlib import Path
 # `dissect.hypervisor`'s package initialisers import every format it knows
 # (Hyper-V, VMDK, ...: 0.6 s per case); stand-ins for the two packages let
@@ -33,26 +33,22 @@ for name, path in (("dissect.hypervisor", base), ("dissect.hypervisor.disk", os.
     package.__path__ = [path]
     sys.modules[name] = package
 from dissect.hypervisor.disk.qcow2 import QCow2
-out = sys.stdout.buffer
-def say(obj):
-    out.write((json.dumps(obj) + "\n").encode())
-    out.flush()
 try:
     q = QCow2(Path(sys.argv[1]))
     s = q.open()
 except Exception as e:
-    say({"opened": False, "error": (type(e).__name__ + ": " + str(e)).strip()})
+    say("refused", type(e).__name__ + ": " + str(e))
     sys.exit(0)
-say({"opened": True, "size": q.size})
+say("opened", q.size)
 for line in sys.stdin:
     off, n = (int(x) for x in line.split())
     try:
         s.seek(off)
         data = s.read(n)
     except Exception as e:
-        say({"ok": False, "error": (type(e).__name__ + ": " + str(e)).strip()})
+        say("error", type(e).__name__ + ": " + str(e))
         continue
-    say({"ok": True, "len": len(data)})
+    say("ok", len(data))
     out.write(data)
     out.flush()
 "#;
@@ -93,5 +89,5 @@ pub fn open(image: &Path, writable: bool) -> Result<Box<dyn GuestDisk>, DiskErro
     if writable {
         return Err(DiskError::ReadOnly("dissect"));
     }
-    super::libqcow::open_helper(&python(), HELPER, image, "dissect refused the image")
+    super::libqcow::open_helper(&python(), HELPER, image)
 }

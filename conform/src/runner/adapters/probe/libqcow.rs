@@ -19,24 +19,30 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-/// The Python helper: opens the image and its backing chain (libqcow
-/// leaves the chain to its caller), prints `{"opened": ..., "size": ...,
-/// "error": ...}`,
-/// then answers each request line `OFFSET LENGTH` with a JSON line
-/// (`{"ok": true, "len": N}` followed by N raw bytes, or `{"ok": false,
-/// "error": ...}`).
-pub const HELPER: &str = r#"
-import json, os, sys
-import pyqcow
+/// What every Python helper ([`open_helper`]) starts with: `say`, which
+/// prints one answer line `WORD TEXT` (the text on one line: backslash,
+/// newline and carriage return escaped as `\\`, `\n`, `\r`). No `json`:
+/// importing it was a tenth of a helper's start-up, once per case.
+const PROLOGUE: &str = r#"
+import os, sys
 out = sys.stdout.buffer
-def say(obj):
-    out.write((json.dumps(obj) + "\n").encode())
+def say(word, text=""):
+    text = str(text).strip().replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    out.write((word + " " + text + "\n").encode("utf-8", "backslashreplace"))
     out.flush()
+"#;
+
+/// The Python helper: opens the image and its backing chain (libqcow
+/// leaves the chain to its caller), says `opened SIZE` or `refused
+/// MESSAGE`, then answers each request line `OFFSET LENGTH` with `ok N`
+/// followed by N raw bytes, or `error MESSAGE` ([`PROLOGUE`]).
+pub const HELPER: &str = r#"
+import pyqcow
 f = pyqcow.file()
 try:
     f.open(sys.argv[1])
 except Exception as e:
-    say({"opened": False, "error": str(e).strip()})
+    say("refused", e)
     sys.exit(0)
 # libqcow does not open a backing file itself: its caller opens the chain
 # (names relative to the image's directory) and attaches each parent, which
@@ -55,17 +61,17 @@ def attach(child, path):
 try:
     attach(f, sys.argv[1])
 except Exception as e:
-    say({"opened": False, "error": "backing file: " + str(e).strip()})
+    say("refused", "backing file: " + str(e).strip())
     sys.exit(0)
-say({"opened": True, "size": f.get_media_size(), "version": pyqcow.get_version()})
+say("opened", f.get_media_size())
 for line in sys.stdin:
     off, n = (int(x) for x in line.split())
     try:
         data = f.read_buffer_at_offset(n, off)
     except Exception as e:
-        say({"ok": False, "error": str(e).strip()})
+        say("error", e)
         continue
-    say({"ok": True, "len": len(data)})
+    say("ok", len(data))
     out.write(data)
     out.flush()
 f.close()
@@ -169,12 +175,9 @@ pub enum HelperError {
     Start(#[source] std::io::Error),
     #[error("no helper stdout")]
     NoStdout,
-    /// A line that is not the JSON the helper should print.
-    #[error("the Python helper said {line:?} ({source})")]
-    Garbled {
-        line: String,
-        source: serde_json::Error,
-    },
+    /// A line that is not one the helper should print.
+    #[error("the Python helper said {0:?}")]
+    Garbled(String),
     #[error("the Python helper was killed by signal {0}")]
     Killed(i32),
     #[error("the Python helper exited with status {0}")]
@@ -200,22 +203,32 @@ impl From<HelperError> for DiskError {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Opened {
-    opened: bool,
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    error: Option<String>,
+/// One answer line of a helper ([`PROLOGUE`]): its first word and its
+/// text, unescaped.
+fn answer(line: &str) -> Result<(&str, String), HelperError> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let (word, text) = line
+        .split_once(' ')
+        .ok_or_else(|| HelperError::Garbled(line.into()))?;
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        out.push(match (c, c == '\\') {
+            (_, false) => c,
+            (_, true) => match chars.next() {
+                Some('n') => '\n',
+                Some('r') => '\r',
+                Some('\\') => '\\',
+                _ => return Err(HelperError::Garbled(line.into())),
+            },
+        });
+    }
+    Ok((word, out))
 }
 
-#[derive(serde::Deserialize)]
-struct Answer {
-    ok: bool,
-    #[serde(default)]
-    len: usize,
-    #[serde(default)]
-    error: Option<String>,
+/// The number an `opened` or `ok` line carries.
+fn number<T: std::str::FromStr>(line: &str, text: &str) -> Result<T, HelperError> {
+    text.parse().map_err(|_| HelperError::Garbled(line.into()))
 }
 
 struct Disk {
@@ -261,23 +274,21 @@ pub fn open(
     if writable {
         return Err(DiskError::ReadOnly("libqcow"));
     }
-    open_helper(&python(build), HELPER, image, "libqcow refused the image")
+    open_helper(&python(build), HELPER, image)
 }
 
-/// Starts `python` with the helper script `helper` on `image`: the helper
-/// prints `{"opened": ..., "size": ..., "error": ...}`, then answers each
-/// request line `OFFSET LENGTH` with a JSON line (`{"ok": true, "len": N}`
-/// followed by N raw bytes, or `{"ok": false, "error": ...}`).
-/// `refused` stands in for a refusal without a message.
+/// Starts `python` with [`PROLOGUE`] and the helper script `helper` on
+/// `image`: the helper says `opened SIZE` or `refused MESSAGE`, then
+/// answers each request line `OFFSET LENGTH` with `ok N` followed by N
+/// raw bytes, or `error MESSAGE`.
 pub(super) fn open_helper(
     python: &std::ffi::OsStr,
     helper: &str,
     image: &Path,
-    refused: &str,
 ) -> Result<Box<dyn GuestDisk>, DiskError> {
     let mut child = Command::new(python)
         .arg("-c")
-        .arg(helper)
+        .arg(format!("{PROLOGUE}{helper}"))
         .arg(image)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -294,16 +305,14 @@ pub(super) fn open_helper(
         signal: None,
     };
     let first = disk.line()?;
-    let o: Opened = serde_json::from_str(&first).map_err(|source| HelperError::Garbled {
-        line: first.clone(),
-        source,
-    })?;
-    if !o.opened {
-        let _ = disk.ended();
-        let why = o.error.unwrap_or_else(|| refused.to_owned());
-        return Err(HelperError::Libqcow(why).into());
+    match answer(&first)? {
+        ("opened", size) => disk.size = number(&first, &size)?,
+        ("refused", why) => {
+            let _ = disk.ended();
+            return Err(HelperError::Libqcow(why).into());
+        }
+        _ => return Err(HelperError::Garbled(first).into()),
     }
-    disk.size = o.size;
     Ok(Box::new(disk))
 }
 
@@ -323,19 +332,23 @@ impl GuestDisk for Disk {
             return Err(self.ended().into());
         }
         let line = self.line()?;
-        let a: Answer =
-            serde_json::from_str(&line).map_err(|source| HelperError::Garbled { line, source })?;
-        if !a.ok {
-            let why = a.error.unwrap_or_else(|| "read failed".into());
-            return Err(HelperError::Libqcow(why).into());
+        let len: usize = match answer(&line)? {
+            ("ok", len) => number(&line, &len)?,
+            ("error", why) => return Err(HelperError::Libqcow(why).into()),
+            _ => return Err(HelperError::Garbled(line).into()),
+        };
+        // No more than was asked for is taken in: a helper that says more
+        // is garbled, not a reason to allocate what it says.
+        if len > buf.len() {
+            return Err(HelperError::Garbled(line).into());
         }
-        let mut data = vec![0u8; a.len];
+        let mut data = vec![0u8; len];
         if self.stdout.read_exact(&mut data).is_err() {
             return Err(self.ended().into());
         }
-        if a.len != buf.len() {
+        if len != buf.len() {
             return Err(HelperError::ShortRead {
-                got: a.len,
+                got: len,
                 wanted: buf.len(),
             }
             .into());
@@ -364,5 +377,47 @@ impl Drop for Disk {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the helpers' `say` prints for `text`, read back by [`answer`].
+    fn said(text: &str) -> (String, String) {
+        let script = format!("{PROLOGUE}\nsay('refused', sys.argv[1])\n");
+        let o = Command::new("python3")
+            .args(["-c", &script, text])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let line = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(line.matches('\n').count(), 1, "one line: {line:?}");
+        let (word, text) = answer(&line).unwrap();
+        (word.to_owned(), text)
+    }
+
+    #[test]
+    fn a_helper_answer_keeps_its_message_whole_on_one_line() {
+        for text in [
+            "plain",
+            "two\nlines\r\nand a \\ backslash, \\n not a newline",
+            "non-ASCII: é ✓",
+            "",
+        ] {
+            assert_eq!(said(text), ("refused".into(), text.trim().to_owned()));
+        }
+    }
+
+    #[test]
+    fn a_garbled_answer_is_said_to_be_one() {
+        for line in ["nospace\n", "error bad \\x escape\n", "error trailing \\\n"] {
+            assert!(
+                matches!(answer(line), Err(HelperError::Garbled(_))),
+                "{line:?}"
+            );
+        }
+        assert!(number::<u64>("opened -1", "-1").is_err());
     }
 }
