@@ -7,7 +7,9 @@
 # commands that reproduce what it did (`observation.commands`); the floor
 # runs exactly those commands from a shell, one script per case, two at a
 # time (`xargs -P 2`), with nothing else: no `prlimit` wrapper, no model
-# check, no JSON parsing, no judging. The qemu-nbd server line waits for its
+# check, no JSON parsing, no judging. The lines that only show QEMU's
+# equivalent of what the runner did itself (a bitmap's dirty ranges read
+# with the runner's own NBD client) are left out of the floor too. The qemu-nbd server line waits for its
 # socket before the clients start, as the runner does. So the floor is the
 # cost of the qemu-img / qemu-io / qemu-nbd processes a case needs, and the
 # ratio runner/floor says how much the runner adds.
@@ -62,6 +64,10 @@ for i, case in enumerate(report["cases"]):
     for r in case["results"]:
         lines = ["set +e"]
         for c in r["observation"]["commands"]:
+            if "# read by the runner's own NBD client" in c:
+                # The runner read these dirty ranges itself, with no
+                # process: the line only shows QEMU's equivalent.
+                continue
             # `(cd DIR && CMD)` (the runner runs QEMU in the copy's
             # directory): the floor changes directory once, then runs CMD.
             m = re.match(r"^\(cd (\S+) && (.*)\)( &)?$", c)
