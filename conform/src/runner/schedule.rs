@@ -1,6 +1,7 @@
-//! The order in which a run does its work, and how its hung programs
-//! wait: only *when* things run, never what they do or how they are
-//! judged.
+//! The order in which a run does its work, how its hung programs wait,
+//! and when a spinning one is ended: only *when* things run and end,
+//! never what they do or how they are judged (a stall is graded `hang`,
+//! as the limit would grade it: [`crate::runner::process::stall`]).
 //!
 //! A run's work is one (case, implementation) pair at a time, so one slow
 //! implementation does not hold the others of its case back. By default
