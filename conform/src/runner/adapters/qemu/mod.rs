@@ -528,6 +528,14 @@ impl QemuAdapter {
     }
 }
 
+/// The most dirty ranges of one bitmap the runner's NBD client collects
+/// before it leaves the bitmap to `qemu-img map`: fewer than that
+/// program's JSON (two extents a range, 116-134 bytes each) can print
+/// within the runner's output cap ([`process::STDOUT_CAP`], 16 MiB, about
+/// 62,000 ranges), so that past it the bitmap meets the cap as it always
+/// did.
+const NBD_MOST_RANGES: usize = 50_000;
+
 /// The dirty ranges of bitmap `name` as the `qemu-nbd` listening at
 /// `socket` exports them (the `qemu:dirty-bitmap:NAME` context, an
 /// extent with flag bit 0 dirty), read with the runner's own NBD client
@@ -535,13 +543,18 @@ impl QemuAdapter {
 /// per bitmap, which made an image with 1000 bitmaps take 1000 process
 /// starts. `qemu-img map` with `x-dirty-bitmap` reads the same context
 /// and reports its dirty extents as `"data": false`, so both give the
-/// same ranges. `None` on any failure: the caller then asks `qemu-img
-/// map`, so that what QEMU says about a bitmap it will not hand out is
-/// QEMU's own message.
+/// same ranges. `None` on any failure, past the time limit or past
+/// [`NBD_MOST_RANGES`]: the caller then asks `qemu-img map`, so that what
+/// QEMU says about a bitmap it will not hand out is QEMU's own message,
+/// and a bitmap too fragmented for a report meets the same output cap
+/// and time limit as before.
 fn read_over_nbd(socket: &Path, name: &str, limits: &Limits) -> Option<Vec<(u64, u64)>> {
     let context = format!("qemu:dirty-bitmap:{name}");
+    let deadline = Instant::now() + limits.timeout;
     let mut client = NbdClient::connect(socket, "", Some(&context), limits.timeout).ok()?;
-    let ranges = client.dirty_extents().ok()?;
+    let ranges = client
+        .dirty_extents_within(Some(deadline), NBD_MOST_RANGES)
+        .ok()?;
     client.disconnect();
     Some(ranges)
 }

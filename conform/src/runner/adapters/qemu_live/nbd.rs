@@ -307,6 +307,16 @@ impl NbdClient {
     /// export whose flags have bit 0 set (for `qemu:dirty-bitmap:NAME`:
     /// the dirty byte ranges), merged.
     pub fn dirty_extents(&mut self) -> Result<Vec<(u64, u64)>, NbdError> {
+        self.dirty_extents_within(None, usize::MAX)
+    }
+
+    /// [`NbdClient::dirty_extents`], given up (a protocol error) once
+    /// `deadline` has passed or there are more than `most` ranges.
+    pub fn dirty_extents_within(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+        most: usize,
+    ) -> Result<Vec<(u64, u64)>, NbdError> {
         let Some(ctx) = self.context else {
             return Err(NbdError::NoContext(String::new()));
         };
@@ -336,6 +346,12 @@ impl NbdClient {
             })?;
             if next <= pos {
                 return Err(proto("block status made no progress"));
+            }
+            if out.len() > most {
+                return Err(proto(format!("more than {most} dirty ranges")));
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                return Err(proto("block status took longer than allowed"));
             }
             pos = next;
         }
