@@ -382,7 +382,7 @@ pub fn run_selected(
         n => n,
     };
     let sched = &opts.scheduling;
-    let slots = Slots::with_stall(jobs, sched.max_waiting, sched.grace, sched.stall);
+    let slots = Slots::new(jobs, sched.max_waiting, sched.grace, sched.stall);
     let ids: Vec<&str> = manifest.cases.iter().map(|c| c.id.as_str()).collect();
     let names: Vec<&str> = adapters.iter().map(|a| a.name()).collect();
     let order = sched.order(&ids, &names);

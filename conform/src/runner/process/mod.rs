@@ -1,13 +1,14 @@
 //! Running one program of an implementation under test: its own process
 //! group under a keeper ([`containment`]: everything it starts ends with
-//! it, and it dies with the runner), a wall-clock limit, an optional
-//! address-space limit (`RLIMIT_AS`, set by the program on itself before
-//! exec), and its output read
-//! while it runs within fixed caps ([`output`]).
+//! it, and it dies with the runner), a wall-clock limit, an early end
+//! when it spins ([`stall`]), an optional address-space limit
+//! (`RLIMIT_AS`, set by the program on itself before exec), and its output
+//! read while it runs within fixed caps ([`output`]).
 
 pub mod case_env;
 pub mod containment;
 pub mod output;
+pub mod procfs;
 pub mod sandbox;
 pub mod signals;
 pub mod slots;
@@ -229,8 +230,8 @@ fn within_own_limit(bytes: u64) -> u64 {
 
 /// A command for `program args..`, its address space limited when the
 /// limits carry a memory limit (set by the program on itself before exec;
-/// shown as `prlimit --as=N --`, which does the same). The child leads its own process group and
-/// runs under a keeper ([`containment`]): everything it starts ends with
+/// shown as `prlimit --as=N --`, which does the same). The child leads
+/// its own process group and runs under a keeper ([`containment`]): everything it starts ends with
 /// it, and it dies with the runner. When the run is sandboxed
 /// ([`sandbox`]) it may read the program's own directory besides the
 /// system's and write only the thread's scratch directories.

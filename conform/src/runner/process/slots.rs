@@ -31,6 +31,7 @@
 //! `conform/tests/step_aside.rs` checks that outcomes are the same with
 //! and without stepping aside.
 
+use super::procfs;
 use std::cell::RefCell;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -75,15 +76,10 @@ thread_local! {
 
 impl Slots {
     /// `jobs` slots (at least one); up to `max_waiting` programs may step
-    /// aside after `grace` (0: none ever does).
-    pub fn new(jobs: usize, max_waiting: usize, grace: Duration) -> Arc<Slots> {
-        Slots::with_stall(jobs, max_waiting, grace, None)
-    }
-
-    /// As [`Slots::new`], and a program on a slot of this run that spins
-    /// for `stall` of processor time is ended as a hang
+    /// aside after `grace` (0: none ever does); a program on a slot that
+    /// spins for `stall` of processor time is ended as a hang
     /// ([`crate::runner::process::stall`]; `None`: never).
-    pub fn with_stall(
+    pub fn new(
         jobs: usize,
         max_waiting: usize,
         grace: Duration,
@@ -225,22 +221,13 @@ fn lower_priority(pgid: u32) {
     }
 }
 
-/// The processes of group `pgid`, from `/proc/PID/stat` (the group is its
-/// fifth field, the third after the command's parenthesised name).
+/// The processes of group `pgid`, from `/proc/PID/stat`.
 fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let fields = stat.rsplit_once(')')?.1.to_owned();
-                    fields.split_whitespace().nth(2)?.parse::<u32>().ok()
-                })
-                == Some(pgid)
+    procfs::pids()
+        .into_iter()
+        .filter(|&pid| {
+            procfs::stat_fields(pid).and_then(|f| f.get(procfs::PGRP).copied())
+                == Some(u64::from(pgid))
         })
         .collect()
 }
@@ -252,7 +239,7 @@ mod tests {
 
     #[test]
     fn slots_bound_the_workers_and_the_programs_waiting_aside() {
-        let slots = Slots::new(2, 1, Duration::ZERO);
+        let slots = Slots::new(2, 1, Duration::ZERO, None);
         assert_eq!(slots.threads(), 3);
         assert_eq!(grace(), None, "no slot held: nothing steps aside");
         let busy = AtomicUsize::new(0);
@@ -309,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_run_without_waiting_aside_never_steps_aside() {
-        let slots = Slots::new(1, 0, Duration::ZERO);
+        let slots = Slots::new(1, 0, Duration::ZERO, None);
         let _h = slots.hold();
         assert_eq!(grace(), None);
         assert!(step_aside(u32::MAX >> 1).is_none());

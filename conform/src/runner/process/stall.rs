@@ -35,6 +35,7 @@
 //! cannot sample (its `/proc` files unreadable) is never a stall; it runs
 //! to its limit as before.
 
+use super::procfs;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -147,38 +148,14 @@ impl Watch {
     }
 }
 
-/// The fields of `/proc/PID/stat` after the command's parenthesised name
-/// (which may hold spaces and parentheses itself).
-fn stat_fields(pid: &str) -> Option<Vec<u64>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    // Field 3 (the state) is a letter; the numbers from field 4 on.
-    Some(
-        rest.split_whitespace()
-            .skip(1)
-            .map(|f| f.parse::<i64>().map_or(0, |v| v.max(0) as u64))
-            .collect(),
-    )
-}
-
-/// Every process below `keeper`, from each process's parent in
-/// `/proc/PID/stat`.
+/// Every process below `keeper` with its [`procfs::stat_fields`], from
+/// each process's parent.
 fn tree(keeper: u32) -> Vec<(u32, Vec<u64>)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut stats: HashMap<u32, Vec<u64>> = HashMap::new();
-    for e in dir.flatten() {
-        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        let Ok(pid) = name.parse::<u32>() else {
-            continue;
-        };
-        if let Some(f) = stat_fields(&name) {
-            // Field 4, the parent, is the first number.
-            if let Some(&ppid) = f.first() {
+    for pid in procfs::pids() {
+        if let Some(f) = procfs::stat_fields(pid) {
+            if let Some(&ppid) = f.get(procfs::PPID) {
                 children.entry(ppid as u32).or_default().push(pid);
                 stats.insert(pid, f);
             }
@@ -197,48 +174,19 @@ fn tree(keeper: u32) -> Vec<(u32, Vec<u64>)> {
     out
 }
 
-/// The numbers of `/proc/PID/io` that count system calls and bytes.
-fn io(pid: u32) -> Option<[u64; 4]> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    let mut v = [None; 4];
-    for line in text.lines() {
-        let (k, n) = line.split_once(':')?;
-        let slot = match k {
-            "rchar" => 0,
-            "wchar" => 1,
-            "syscr" => 2,
-            "syscw" => 3,
-            _ => continue,
-        };
-        v[slot] = n.trim().parse::<u64>().ok();
-    }
-    Some([v[0]?, v[1]?, v[2]?, v[3]?])
-}
-
-/// A number field `key` of a `/proc` status file.
-fn status_field(status: &str, key: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// The voluntary context switches of every thread of `pid`, and the
 /// kilobytes of files it has mapped (`RssFile`: a program reading an image
 /// through `mmap` touches new file pages without a system call).
 fn waits_and_file_pages(pid: u32) -> Option<(u64, u64)> {
     let mut waits = 0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let file_pages = status_field(&status, "RssFile")?;
+    let file_pages = procfs::status_field(&status, "RssFile")?;
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
     {
         let status = std::fs::read_to_string(t.path().join("status")).ok()?;
-        waits += status_field(&status, "voluntary_ctxt_switches")?;
+        waits += procfs::status_field(&status, "voluntary_ctxt_switches")?;
     }
     Some((waits, file_pages))
 }
@@ -253,14 +201,12 @@ fn sample(keeper: u32) -> Option<Sample> {
     let mut activity = BTreeMap::new();
     let mut ticks = 0;
     for (pid, f) in procs {
-        // From field 4: ppid pgrp session tty tpgid flags minflt cminflt
-        // majflt cmajflt utime stime: utime is f[10], stime f[11].
-        ticks += f.get(10)? + f.get(11)?;
+        ticks += f.get(procfs::UTIME)? + f.get(procfs::STIME)?;
         let (waits, file_pages) = waits_and_file_pages(pid)?;
         activity.insert(
             pid,
             Activity {
-                io: io(pid)?,
+                io: procfs::io_counts(pid)?,
                 waits,
                 file_pages,
             },
