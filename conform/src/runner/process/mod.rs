@@ -239,6 +239,30 @@ pub fn command<S: AsRef<OsStr>>(program: &OsStr, args: &[S], limits: &Limits) ->
     command_reading(program, args, limits, &[])
 }
 
+/// Puts the address-space limit of `limits` (within the runner's own) in
+/// `cmd`'s environment, where [`command_line`] shows it as `prlimit
+/// --as=BYTES --`, which is what the keeper does; the limit, if any.
+fn mark_address_limit(cmd: &mut Command, limits: &Limits) -> Option<u64> {
+    let bytes = limits.memory_bytes.map(within_own_limit)?;
+    cmd.env(ADDRESS_LIMIT_ENV, bytes.to_string());
+    Some(bytes)
+}
+
+/// The command line [`command`] would show for `program args` under
+/// `limits` run in `dir`, for a step the runner did itself in that
+/// program's stead (nothing is sandboxed or started).
+pub fn shown_command_line<S: AsRef<OsStr>>(
+    program: &OsStr,
+    args: &[S],
+    limits: &Limits,
+    dir: &Path,
+) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(dir);
+    mark_address_limit(&mut cmd, limits);
+    command_line(&cmd)
+}
+
 /// Where programs write gcov counters (`GCOV_PREFIX`), when set by
 /// [`set_gcov_prefix`].
 static GCOV_PREFIX: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -260,12 +284,7 @@ pub fn command_reading<S: AsRef<OsStr>>(
 ) -> Command {
     let mut cmd = Command::new(program);
     cmd.args(args);
-    let address_limit = limits.memory_bytes.map(within_own_limit);
-    if let Some(bytes) = address_limit {
-        // Shown in the command line as `prlimit --as=BYTES --`
-        // ([`command_line`]), which is what the keeper does.
-        cmd.env(ADDRESS_LIMIT_ENV, bytes.to_string());
-    }
+    let address_limit = mark_address_limit(&mut cmd, limits);
     cmd.process_group(0);
     if let Some(p) = GCOV_PREFIX.get() {
         cmd.env("GCOV_PREFIX", p).env("GCOV_PREFIX_STRIP", "0");

@@ -459,11 +459,14 @@ impl QemuAdapter {
             );
             let map_args = [os("map"), os("--output=json"), os("--image-opts"), os(opts)];
             if let Some(ranges) = read_over_nbd(&reach, name, limits) {
-                let mut cmd = self.tools.command(&self.tools.img, &map_args, limits);
-                cmd.current_dir(work);
+                let map = process::shown_command_line(
+                    self.tools.img.as_os_str(),
+                    &map_args,
+                    limits,
+                    work,
+                );
                 obs.commands.push(format!(
-                    "{}  # read by the runner's own NBD client: the same dirty ranges",
-                    crate::runner::text::command_line(&cmd)
+                    "{map}  # read by the runner's own NBD client: the same dirty ranges"
                 ));
                 out.push(Ok(ranges));
                 continue;
