@@ -3,8 +3,9 @@
 //! instead of one `qemu-img map` per bitmap. Against the real `qemu-nbd`
 //! and `qemu-img`: the client's ranges are exactly those `qemu-img map`
 //! reports as dirty through `x-dirty-bitmap`, the adapter uses the client
-//! (and says so in the commands it shows), and the client gives up past
-//! the bound it is given, which sends the adapter back to `qemu-img map`.
+//! (and says so in the commands it shows), the client gives up past the
+//! bound it is given, which sends the adapter back to `qemu-img map`, and
+//! a 16 TiB disk (a sparse file) is walked whole in well under its limit.
 //!
 //! Real QEMU throughout; a missing tool fails the test.
 
@@ -28,16 +29,28 @@ fn ok(program: &str, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-/// A 64 MiB image with bitmap `b` (64 KiB granularity) dirty in `n`
-/// separate 64 KiB regions, 1 MiB apart.
-fn image(dir: &Path, n: u64) -> String {
+/// An image of `size` with bitmap `b` (64 KiB granularity) dirty in a
+/// 64 KiB region at each of `at`.
+fn image_of(dir: &Path, size: &str, at: &[u64]) -> String {
     let img = dir.join("image.qcow2").display().to_string();
-    ok("qemu-img", &["create", "-q", "-f", "qcow2", &img, "64M"]);
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=2M",
+            &img,
+            size,
+        ],
+    );
     ok("qemu-img", &["bitmap", "--add", "-g", "65536", &img, "b"]);
     let mut args = vec!["-f".to_owned(), "qcow2".to_owned()];
-    for i in 0..n {
+    for offset in at {
         args.push("-c".into());
-        args.push(format!("write -P 0x5a {} 64k", i << 20));
+        args.push(format!("write -P 0x5a {offset} 64k"));
     }
     args.push(img.clone());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -45,10 +58,46 @@ fn image(dir: &Path, n: u64) -> String {
     img
 }
 
+fn limits() -> Limits {
+    Limits {
+        timeout: Duration::from_secs(30),
+        memory_bytes: None,
+    }
+}
+
+#[test]
+fn a_16_tib_disk_is_read_whole_in_bounded_time() {
+    // A sparse file of 16 TiB of disk: the client walks its whole export
+    // (4 GiB a request) and finds the three dirty regions, one at the end.
+    let d = tempfile::tempdir().unwrap();
+    let at = [0, 15 << 40, (16 << 40) - (64 << 10)];
+    let img = image_of(d.path(), "16T", &at);
+    let start = Instant::now();
+    let obs = QemuAdapter::new()
+        .unwrap()
+        .observe(Path::new(&img), &limits());
+    let took = start.elapsed();
+    let want: Vec<(u64, u64)> = at.iter().map(|&a| (a, a + 65536)).collect();
+    assert_eq!(obs.bitmaps.len(), 1, "{obs:?}");
+    assert_eq!(
+        obs.bitmaps[0].dirty_ranges.as_deref(),
+        Some(&want[..]),
+        "{obs:?}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "a 16 TiB disk took {took:?}"
+    );
+}
+
 #[test]
 fn the_nbd_client_reads_what_qemu_img_map_reads_and_gives_up_past_its_bound() {
     let d = tempfile::tempdir().unwrap();
-    let img = image(d.path(), 30);
+    let img = image_of(
+        d.path(),
+        "64M",
+        &(0..30).map(|i| i << 20).collect::<Vec<_>>(),
+    );
     let want: Vec<(u64, u64)> = (0..30).map(|i| (i << 20, (i << 20) + 65536)).collect();
 
     // The adapter: the ranges, through its own client.

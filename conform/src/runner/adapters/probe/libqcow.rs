@@ -22,7 +22,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 /// What every Python helper ([`open_helper`]) starts with: `say`, which
 /// prints one answer line `WORD TEXT` (the text on one line: backslash,
 /// newline and carriage return escaped as `\\`, `\n`, `\r`). No `json`:
-/// importing it was a tenth of a helper's start-up, once per case.
+/// importing it took 6 of the 16 ms a libqcow helper needs to start, once
+/// per case and column.
 const PROLOGUE: &str = r#"
 import os, sys
 out = sys.stdout.buffer
